@@ -1,0 +1,121 @@
+"""Rendering response heads: pre-rendered once, reused for every request.
+
+The static handler pre-renders everything that does not change per request (status line,
+Content-Type, Content-Length, Last-Modified, ETag) into ``Response.head``. The server adds
+only what does: the ``Date`` line (re-rendered at most once per second) and the
+``Connection`` line, then the empty line. Values are checked for CR, LF and NUL here, once,
+so no response can carry a header injection.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from http import HTTPStatus
+
+from c10k.http.errors import LocalProtocolError
+from c10k.region import FileRegion
+
+REASONS: dict[int, bytes] = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+REASONS[413] = b"Content Too Large"  # RFC 9110 name (HTTPStatus still says "Request Entity Too Large")
+REASONS[422] = b"Unprocessable Content"
+
+SERVER_NAME = b"c10k"
+
+
+def status_line(status: int) -> bytes:
+    """The HTTP/1.1 status line, CRLF included.
+
+    >>> status_line(404)
+    b'HTTP/1.1 404 Not Found\\r\\n'
+    """
+    return b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))
+
+
+def render_fields(fields: list[tuple[bytes, bytes]]) -> bytes:
+    """Render header fields, each ending in CRLF.
+
+    >>> render_fields([(b"Content-Length", b"5")])
+    b'Content-Length: 5\\r\\n'
+
+    Raises:
+        LocalProtocolError: a name or value would break the message framing.
+    """
+    out = []
+    for name, value in fields:
+        if not name or any(c in name for c in b" \t\r\n:\x00"):
+            raise LocalProtocolError(f"bad header name {name!r}")
+        if any(c in value for c in b"\r\n\x00"):
+            raise LocalProtocolError(f"bad header value {value!r}")
+        out.append(b"%s: %s\r\n" % (name, value))
+    return b"".join(out)
+
+
+def http_date(timestamp: float) -> bytes:
+    """IMF-fixdate (RFC 9110 section 5.6.7).
+
+    >>> http_date(0)
+    b'Thu, 01 Jan 1970 00:00:00 GMT'
+    """
+    return email.utils.formatdate(timestamp, usegmt=True).encode("ascii")
+
+
+class Response:
+    """A response the server can put on the wire.
+
+    Attributes:
+        status: the status code.
+        head: status line plus header fields, each ending in CRLF, *without* Date,
+            Connection and the final empty line (the server adds those).
+        body: ``bytes`` (may be empty), a ``FileRegion`` for sendfile, or ``None`` when the
+            response has no body at all (HEAD, 304).
+        close: the connection must close after this response (e.g. an unread request
+            body is still on the wire).
+    """
+
+    __slots__ = ("body", "close", "head", "status")
+
+    def __init__(
+        self, status: int, head: bytes, body: bytes | FileRegion | None, close: bool = False
+    ) -> None:
+        self.status = status
+        self.head = head
+        self.body = body
+        self.close = close
+
+    def __repr__(self) -> str:
+        return f"Response({self.status}, head={self.head!r}, body={self.body!r}, close={self.close})"
+
+
+def build_response(
+    status: int,
+    fields: list[tuple[bytes, bytes]],
+    body: bytes | FileRegion | None,
+    content_length: int | None = None,
+    close: bool = False,
+) -> Response:
+    """Build a Response, adding ``Server`` and ``Content-Length``.
+
+    ``content_length`` defaults to ``len(body)``; give it explicitly for a HEAD response,
+    whose body is ``None`` but whose Content-Length is that of the GET. 1xx, 204 and 304
+    responses get no Content-Length (RFC 9110 section 8.6).
+    """
+    if content_length is None:
+        content_length = len(body) if body is not None else 0
+    all_fields = [(b"Server", SERVER_NAME), *fields]
+    if status >= 200 and status not in (204, 304):
+        all_fields.append((b"Content-Length", b"%d" % content_length))
+    return Response(status, status_line(status) + render_fields(all_fields), body, close)
+
+
+def error_response(
+    status: int, extra_fields: list[tuple[bytes, bytes]] | None = None, close: bool = False
+) -> Response:
+    """A small HTML error page for ``status``.
+
+    >>> error_response(404).body
+    b'<html><head><title>404 Not Found</title></head><body><h1>404 Not Found</h1></body></html>\\n'
+    """
+    title = b"%d %s" % (status, REASONS.get(status, b"Error"))
+    body = b"<html><head><title>%s</title></head><body><h1>%s</h1></body></html>\n" % (title, title)
+    fields = [(b"Content-Type", b"text/html; charset=utf-8"), *(extra_fields or [])]
+    return build_response(status, fields, body, close=close)
