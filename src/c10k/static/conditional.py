@@ -1,0 +1,156 @@
+"""Conditional GET: If-None-Match and If-Modified-Since (RFC 9110 section 13).
+
+Theory of operation
+-------------------
+Only the two preconditions that turn a GET or HEAD into ``304 Not Modified`` live here;
+they are what browsers send on reload and what CDNs send to revalidate. The evaluation
+order is RFC 9110 section 13.2.2, steps 3 and 4:
+
+    3. When If-None-Match is present, evaluate it: false -> 304 (for GET/HEAD).
+    4. When If-None-Match is *not* present and If-Modified-Since is, evaluate it:
+       false -> 304.
+
+so a present If-None-Match decides alone, even when it does not match and the date
+would have. (If-Match and If-Unmodified-Since, steps 1 and 2, are not implemented yet;
+this server has no unsafe methods for them to protect.)
+
+If-None-Match uses the *weak* comparison function (section 8.8.3.2): two entity-tags
+match when their opaque-tags are equal, whether or not either is prefixed with ``W/``.
+
+If-Modified-Since has one-second resolution, so the file's mtime is compared after
+truncation to whole seconds (the same second that Last-Modified shows). An unparsable
+date is ignored, as section 13.1.3 requires.
+
+Everything here is a pure function of bytes and numbers, so the doctests are the spec.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import re
+
+# entity-tag = [ weak ] opaque-tag ; opaque-tag = DQUOTE *etagc DQUOTE
+# etagc = %x21 / %x23-7E / obs-text  (section 8.8.3). A comma is a legal etagc, so the list
+# is not split on commas: the regex pulls out every quoted opaque-tag instead. Garbage
+# between members is skipped rather than rejected (a lenient reading can only ever turn a
+# 200 into a 304 for a tag we actually issued).
+_OPAQUE_TAG = re.compile(rb'"[\x21\x23-\x7e\x80-\xff]*"')
+
+
+def none_match(value: bytes, etag: bytes) -> bool:
+    """Whether an If-None-Match field value matches ``etag`` (weak comparison).
+
+    ``True`` means "the client has it": the condition is false and the answer is 304.
+
+    Args:
+        value: the If-None-Match field value (repeated fields already joined with ``, ``).
+        etag: our entity-tag, quotes included, optionally ``W/``-prefixed.
+
+    Returns:
+        True if ``value`` is ``*`` or lists an entity-tag whose opaque-tag equals ours.
+
+    >>> none_match(b'"1a-2b"', b'"1a-2b"')
+    True
+    >>> none_match(b'W/"1a-2b"', b'"1a-2b"')
+    True
+    >>> none_match(b'"x", W/"y" ,"1a-2b"', b'"1a-2b"')
+    True
+    >>> none_match(b'*', b'"1a-2b"')
+    True
+    >>> none_match(b'"1a-2c"', b'"1a-2b"')
+    False
+    >>> none_match(b'1a-2b', b'"1a-2b"')
+    False
+    >>> none_match(b'"a,b"', b'"a"')
+    False
+    """
+    if value.strip() == b"*":
+        return True
+    if etag.startswith(b"W/"):
+        etag = etag[2:]
+    return etag in _OPAQUE_TAG.findall(value)
+
+
+def parse_http_date(value: bytes) -> int | None:
+    """Parse an HTTP-date into whole POSIX seconds, or None if it is not one.
+
+    All three formats of RFC 9110 section 5.6.7 are accepted (IMF-fixdate, obsolete
+    RFC 850 and asctime), as ``email.utils.parsedate_to_datetime`` reads them; a date
+    without a zone is taken as UTC.
+
+    >>> parse_http_date(b"Sun, 06 Nov 1994 08:49:37 GMT")
+    784111777
+    >>> parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT")
+    784111777
+    >>> parse_http_date(b"Sun Nov  6 08:49:37 1994")
+    784111777
+    >>> parse_http_date(b"yesterday") is None
+    True
+    >>> parse_http_date(b"") is None
+    True
+    """
+    try:
+        parsed = email.utils.parsedate_to_datetime(value.decode("latin-1"))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # 3.10+ raises ValueError; older releases raised TypeError on None from parsedate_tz.
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    try:
+        return int(parsed.timestamp())
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def modified_since(value: bytes, mtime_seconds: int) -> bool:
+    """Evaluate If-Modified-Since: has the file changed after the given date?
+
+    ``False`` means the answer is 304. An unparsable date counts as "modified", which
+    is how section 13.1.3 says to ignore it.
+
+    Args:
+        value: the If-Modified-Since field value.
+        mtime_seconds: the file's mtime, truncated to whole seconds.
+
+    >>> modified_since(b"Sun, 06 Nov 1994 08:49:37 GMT", 784111777)
+    False
+    >>> modified_since(b"Sun, 06 Nov 1994 08:49:37 GMT", 784111778)
+    True
+    >>> modified_since(b"not a date", 0)
+    True
+    """
+    since = parse_http_date(value)
+    return since is None or mtime_seconds > since
+
+
+def is_not_modified(headers: dict[bytes, bytes], etag: bytes, mtime_seconds: int) -> bool:
+    """Whether a GET/HEAD with these request headers should be answered with 304.
+
+    If-None-Match takes precedence over If-Modified-Since (RFC 9110 section 13.2.2).
+
+    Args:
+        headers: request header fields, lower-cased names.
+        etag: the current entity-tag of the file.
+        mtime_seconds: the file's mtime, truncated to whole seconds.
+
+    Returns:
+        True to answer 304 Not Modified.
+
+    >>> ims = b"Sun, 06 Nov 1994 08:49:37 GMT"
+    >>> is_not_modified({b"if-modified-since": ims}, b'"e"', 784111777)
+    True
+    >>> is_not_modified({b"if-none-match": b'"other"', b"if-modified-since": ims}, b'"e"', 784111777)
+    False
+    >>> is_not_modified({b"if-none-match": b'"e"', b"if-modified-since": b"junk"}, b'"e"', 9)
+    True
+    >>> is_not_modified({}, b'"e"', 0)
+    False
+    """
+    value = headers.get(b"if-none-match")
+    if value is not None:
+        return none_match(value, etag)
+    value = headers.get(b"if-modified-since")
+    if value is not None:
+        return not modified_since(value, mtime_seconds)
+    return False
