@@ -69,6 +69,24 @@ def test_handler_head_small_file_same_head_no_body(
     assert fields(head)[b"content-length"] == b"%d" % (docroot / "hello.txt").stat().st_size
 
 
+@pytest.mark.parametrize("target", [b"/hello.txt", b"/hello.txt?q=1", b"/"])
+def test_handler_head_first_has_no_body(
+    docroot: pathlib.Path, make_request: MakeRequest, target: bytes
+) -> None:
+    # HEAD on a miss, and HEAD on the slow path of a hit (query string), not only on the
+    # hot path after a GET primed the cache.
+    files = StaticFiles(docroot)
+    first = files.handle(make_request(target, b"HEAD"), now=0.0)
+    second = files.handle(make_request(target, b"HEAD"), now=0.0)
+    get = files.handle(make_request(target), now=0.0)
+    for head in (first, second):
+        assert head.status == 200
+        assert head.body is None
+        assert head.head == get.head
+    assert isinstance(get.body, bytes)
+    assert get.body
+
+
 def test_handler_get_large_file_is_file_region(
     docroot: pathlib.Path, make_request: MakeRequest, fd_count: Callable[[], int]
 ) -> None:
@@ -365,9 +383,7 @@ def test_handler_symlink_out_of_root_403(
         assert secret not in (response.body or b"")
 
 
-def test_handler_symlink_inside_root_200(
-    docroot: pathlib.Path, make_request: MakeRequest
-) -> None:
+def test_handler_symlink_inside_root_200(docroot: pathlib.Path, make_request: MakeRequest) -> None:
     (docroot / "alias.txt").symlink_to(docroot / "hello.txt")
     (docroot / "subalias").symlink_to("sub", target_is_directory=True)
     files = StaticFiles(docroot)
@@ -511,7 +527,9 @@ def test_handler_content_type(
 # -- conditional requests -----------------------------------------------------------------
 
 
-def _validators(files: StaticFiles, make_request: MakeRequest, target: bytes) -> tuple[bytes, bytes]:
+def _validators(
+    files: StaticFiles, make_request: MakeRequest, target: bytes
+) -> tuple[bytes, bytes]:
     response = files.handle(make_request(target), now=0.0)
     if isinstance(response.body, FileRegion):
         response.body.release()
@@ -802,9 +820,7 @@ def test_handler_file_bigger_than_whole_cache_is_served_uncached(
     assert files.cache.total_bytes == 0
 
 
-def test_handler_aliases_bounded_by_cache(
-    docroot: pathlib.Path, make_request: MakeRequest
-) -> None:
+def test_handler_aliases_bounded_by_cache(docroot: pathlib.Path, make_request: MakeRequest) -> None:
     # "/hello.txt", "//hello.txt", "///hello.txt" ... are distinct keys for one file; the
     # per-entry overhead charge keeps their number bounded.
     files = StaticFiles(docroot, cache_max_total_bytes=16 * 1024)
