@@ -37,6 +37,9 @@ Errors map to statuses by errno (``ERRNO_STATUS``). Error pages are the generic 
 ``error_response`` and never name a filesystem path; the common ones are rendered once
 and returned by identity like cached files.
 
+One StaticFiles per event loop: the cache is not locked, so a thread-pool backend that
+calls ``handle`` from several threads needs one instance per thread (or a lock around it).
+
 Known races, accepted: between ``realpath`` and ``open`` someone with write access to the
 docroot can swap a directory for a symlink (the fix is ``openat2(RESOLVE_BENEATH)``,
 Linux 5.6+, not in the stdlib). A regular file atomically renamed over between ``stat``
