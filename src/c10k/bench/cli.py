@@ -1,0 +1,167 @@
+"""``c10k bench``: command-line front end of the benchmark.
+
+    c10k bench SCENARIO [--peer nginx] [--server '[NAME=]CMD {port} {root}'] [options]
+    c10k bench all --peer nginx --out bench-results/today
+    c10k bench plot bench-results/today/results.json
+
+Scenarios: conn-rate, keepalive, bigfile, modem, idle, poller, overload, all.  c10k itself is
+measured as ``python -m c10k serve ROOT --bind 127.0.0.1 --port PORT [--backend B]`` unless
+``--no-c10k``; peers that are not installed are skipped with what to install.  Results go to
+``--out`` (default ``bench-results/<time>``): results.json, results.md and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from c10k.bench.peers import PEERS, ServerSpec, c10k_spec, custom_spec
+from c10k.bench.plot import MISSING, have_matplotlib, render
+from c10k.bench.report import markdown, terminal_table
+from c10k.bench.runner import load_json, run, write_json
+from c10k.bench.scenarios import ORDER, SCENARIOS, Options
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x.replace("_", "")) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from None
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("servers")
+    g.add_argument("--peer", action="append", default=[], choices=sorted(PEERS),
+                   help="a peer to measure alongside c10k (repeatable); ratios are to the "
+                        "first server measured: peers in the order given, then --server, "
+                        "then c10k")
+    g.add_argument("--server", action="append", default=[], metavar="[NAME=]CMD",
+                   help="any other server command line, with {port} and {root} (also {host}, "
+                        "{python}) placeholders (repeatable)")
+    g.add_argument("--backend", action="append", default=[],
+                   help="c10k event backend (repeatable: one c10k server per backend)")
+    g.add_argument("--no-c10k", action="store_true", help="do not measure c10k itself")
+    g = p.add_argument_group("run")
+    g.add_argument("--duration", type=float, help="seconds per measurement (default 10; "
+                                                  "quick 1)")
+    g.add_argument("--warmup", type=float, help="seconds of warm-up before each measurement "
+                                                "(default 2; quick 0)")
+    g.add_argument("--rounds", type=int, help="interleaved rounds per server (default 2; "
+                                              "quick 1)")
+    g.add_argument("--connections", type=_int_list, metavar="N,N,...",
+                   help="override the connection counts of conn-rate/keepalive/bigfile")
+    g.add_argument("--max-users", type=int, help="modem: stop adding users here")
+    g.add_argument("--idle-counts", type=_int_list, metavar="N,N,...",
+                   help="idle: connection counts to hold")
+    g.add_argument("--poller-sizes", type=_int_list, metavar="N,N,...",
+                   help="poller: numbers of watched fds")
+    g.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto",
+                   help="auto: wrk for high-rate runs when installed, else the Python one")
+    g.add_argument("--procs", type=int, help="at most this many generator processes")
+    g.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds before a request counts as a timeout (default 5)")
+    g.add_argument("--quick", action="store_true",
+                   help="tiny configuration (seconds): for CI and smoke tests")
+    g.add_argument("--no-pin", action="store_true",
+                   help="do not pin the server and the generator to separate cores")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", type=Path, help="directory for results.json, results.md and PNGs "
+                                            "(default bench-results/<time>)")
+    g.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="c10k bench", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="scenario", metavar="SCENARIO", required=True)
+    common = _common()
+    for name in ORDER:
+        s = SCENARIOS[name]
+        sub.add_parser(name, parents=[common], help=f"{s['title']} ({s['measures']})",
+                       description=f"{s['title']}: measures {s['measures']}.")
+    sub.add_parser("all", parents=[common], help="every scenario above, in that order")
+    pp = sub.add_parser("plot", help="render PNG plots (and results.md) from a results.json")
+    pp.add_argument("results", type=Path)
+    pp.add_argument("--out", type=Path, help="directory for the PNGs (default: beside the JSON)")
+    return parser
+
+
+def _specs(args: argparse.Namespace) -> list[ServerSpec]:
+    specs = [PEERS[p] for p in dict.fromkeys(args.peer)]
+    specs += [custom_spec(text, i + 1) for i, text in enumerate(args.server)]
+    if not args.no_c10k:
+        specs += [c10k_spec(b) for b in args.backend] if args.backend else [c10k_spec()]
+    return specs
+
+
+def _options(args: argparse.Namespace) -> Options:
+    q = args.quick
+
+    def pick(value: float | int | None, full: float | int, quick: float | int) -> float:
+        return float(value if value is not None else (quick if q else full))
+
+    return Options(
+        duration=pick(args.duration, 10.0, 1.0), warmup=pick(args.warmup, 2.0, 0.0),
+        rounds=int(pick(args.rounds, 2, 1)), quick=q, generator=args.generator,
+        procs=args.procs, timeout=args.timeout, connections=args.connections,
+        max_users=args.max_users, idle_counts=args.idle_counts,
+        poller_sizes=args.poller_sizes,
+    )
+
+
+def _finish(doc: dict[str, object], out: Path, plots: bool) -> list[str]:
+    names: list[str] = []
+    if plots:
+        if have_matplotlib():
+            names = render(doc, out)  # type: ignore[arg-type]
+        else:
+            print(MISSING, file=sys.stderr)
+    (out / "results.md").write_text(markdown(doc, names))  # type: ignore[arg-type]
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``c10k bench ...``. Returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    if args.scenario == "plot":
+        doc = load_json(args.results)
+        out = args.out or args.results.parent
+        if not have_matplotlib():
+            print(MISSING, file=sys.stderr)
+            return 1
+        names = render(doc, out)
+        (out / "results.md").write_text(markdown(doc, names))
+        print("\n".join(str(out / n) for n in names))
+        return 0
+    names = ORDER if args.scenario == "all" else [args.scenario]
+    specs = _specs(args)
+    try:
+        opts = _options(args)
+    except ValueError as e:
+        print(f"c10k bench: {e}", file=sys.stderr)
+        return 2
+    needs_server = any(SCENARIOS[n]["kind"] != "poller" for n in names)
+    runnable = [s for s in specs if s.check() is None]
+    if needs_server and not runnable:
+        for s in specs:
+            print(f"c10k bench: cannot run {s.name}: {s.check()}", file=sys.stderr)
+        print("c10k bench: no server to measure (add --peer or --server)", file=sys.stderr)
+        return 2
+    out = args.out or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
+    doc = run(names, specs, opts, out, pin_enabled=not args.no_pin,
+              argv=["c10k", "bench", *(argv if argv is not None else sys.argv[1:])])
+    write_json(doc, out / "results.json")
+    plots = _finish(doc, out, not args.no_plots)
+    print(terminal_table(doc))
+    print(f"\nwrote {out / 'results.json'}, {out / 'results.md'}"
+          + (f" and {len(plots)} plots" if plots else ""))
+    return 1 if doc["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

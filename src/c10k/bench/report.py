@@ -1,0 +1,222 @@
+"""Summaries, ratios, the terminal table and the Markdown report, all from the JSON document.
+
+Theory of operation
+-------------------
+Bare requests/second say more about the machine than about the server, so every figure is
+shown next to its ratio to the *first* server measured in the same run (uvloop's echoclient
+reports bare req/s; vmbench and vs-nginx report against a baseline).  Over several rounds the
+figure is the median of the rounds (robust to one disturbed round), and the ratio is the ratio
+of those medians.
+
+For each scenario kind, ``METRICS`` lists what is summarised and ``COLUMNS`` what is shown;
+ratio columns are marked.  A metric path ``"latency_ms.p99.9"`` means ``run["latency_ms"]
+["p99.9"]`` (split at the first dot only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from c10k.bench.stats import fmt_si, median, ratio
+
+METRICS: dict[str, list[str]] = {
+    "http": ["rps", "req_per_busy_core_s", "req_per_server_cpu_s", "mib_s", "latency_ms.p50",
+             "latency_ms.p90", "latency_ms.p99", "latency_ms.p99.9", "latency_ms.max",
+             "error_total"],
+    "modem": ["score", "started", "failed", "mib_s", "server_cpu_per_user_ms"],
+    "idle": ["held", "rss_per_conn_bytes", "kernel_tcp_mem_per_conn_bytes", "latency_ms.p50",
+             "latency_ms.p99", "rps"],
+    "overload": ["offered_rps", "goodput_rps", "error_total", "error_rate", "not_served_rate",
+                 "latency_ms.p50",
+                 "latency_ms.p99", "req_per_busy_core_s"],
+    "poller": ["wait_us", "us_per_event"],
+}
+
+# (metric, header, kind of format, show ratio to the first server)
+COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
+    "http": [("rps", "req/s", "si", True), ("req_per_busy_core_s", "req/busy-core-s", "si", True),
+             ("req_per_server_cpu_s", "req/cpu-s", "si", False), ("mib_s", "MiB/s", "f1", False),
+             ("latency_ms.p50", "p50 ms", "f3", False), ("latency_ms.p99", "p99 ms", "f3", False),
+             ("latency_ms.p99.9", "p99.9 ms", "f3", False), ("error_total", "errors", "int", False)],
+    "modem": [("score", "score (users)", "int", True), ("started", "started", "int", False),
+              ("failed", "failed", "int", False), ("mib_s", "MiB/s", "f2", False),
+              ("server_cpu_per_user_ms", "server cpu ms/user", "f2", False)],
+    "idle": [("held", "held", "int", False),
+             ("rss_per_conn_bytes", "RSS B/conn", "int", True),
+             ("kernel_tcp_mem_per_conn_bytes", "kernel B/conn", "int", False),
+             ("latency_ms.p50", "active p50 ms", "f3", False),
+             ("latency_ms.p99", "active p99 ms", "f3", True)],
+    "overload": [("offered_rps", "offered/s", "si", False), ("goodput_rps", "goodput/s", "si", True),
+                 ("error_rate", "errors", "pct", False),
+                 ("not_served_rate", "not served", "pct", False),
+                 ("latency_ms.p99", "p99 ms", "f3", False)],
+    "poller": [("wait_us", "µs per wait", "f2", True), ("us_per_event", "µs per event", "f2", False)],
+}
+
+
+def get_metric(run: dict[str, Any], path: str) -> float | None:
+    """``get_metric({"latency_ms": {"p99.9": 2.0}}, "latency_ms.p99.9")`` -> 2.0"""
+    head, _, tail = path.partition(".")
+    v = run.get(head)
+    if tail:
+        v = v.get(tail) if isinstance(v, dict) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def summarize(entry: dict[str, Any], order: list[str]) -> None:
+    """Add ``summary`` (median over rounds) and ``ratios`` (to the first server) per variation."""
+    metrics = METRICS.get(entry["kind"], [])
+    entry["order"] = order
+    for var in entry["variations"].values():
+        summary: dict[str, dict[str, float | None]] = {}
+        for server in order:
+            runs = [r for r in var["runs"] if r.get("server") == server and "skipped" not in r]
+            if not runs:
+                continue
+            s: dict[str, float | None] = {}
+            for m in metrics:
+                vals = [v for r in runs if (v := get_metric(r, m)) is not None]
+                s[m] = median(vals) if vals else None
+            s["rounds"] = len(runs)
+            summary[server] = s
+        var["summary"] = summary
+        base_name = next((s for s in order if s in summary), None)
+        ratios: dict[str, dict[str, float | None]] = {}
+        if base_name is not None:
+            base = summary[base_name]
+            for server, s in summary.items():
+                ratios[server] = {m: ratio(s.get(m), base.get(m)) for m in metrics}
+        var["baseline"] = base_name
+        var["ratios"] = ratios
+
+
+def _fmt(v: float | None, kind: str) -> str:
+    if v is None:
+        return "-"
+    if kind == "si":
+        return fmt_si(v)
+    if kind == "int":
+        return f"{v:.0f}"
+    if kind == "pct":
+        return f"{v * 100:.1f}%"
+    digits = int(kind[1:]) if kind.startswith("f") else 2
+    return f"{v:.{digits}f}"
+
+
+def table_rows(entry: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one scenario's table: variation, server, columns, ratios."""
+    cols = COLUMNS.get(entry["kind"], [])
+    header = ["", "server"]
+    for _m, h, _k, with_ratio in cols:
+        header.append(h)
+        if with_ratio:
+            header.append("×first")
+    rows = []
+    for label, var in entry["variations"].items():
+        for server in entry.get("order", []):
+            s = var.get("summary", {}).get(server)
+            if s is None:
+                skipped = [r for r in var["runs"] if r.get("server") == server and "skipped" in r]
+                if skipped:
+                    rows.append([label, server, "skipped: " + skipped[0]["skipped"][:60]])
+                continue
+            row = [label, server]
+            for m, _h, kind, with_ratio in cols:
+                row.append(_fmt(s.get(m), kind))
+                if with_ratio:
+                    r = var.get("ratios", {}).get(server, {}).get(m)
+                    row.append("-" if r is None else f"{r:.2f}")
+            rows.append(row)
+    return header, rows
+
+
+def terminal_table(doc: dict[str, Any]) -> str:
+    out = []
+    for entry in doc["scenarios"]:
+        header, rows = table_rows(entry)
+        out.append(f"\n== {entry['name']}: {entry['title']}")
+        if not rows:
+            out.append("   (no results)")
+        else:
+            full = [r for r in rows if len(r) == len(header)]
+            widths = [max(len(str(r[i])) for r in [header, *full]) for i in range(len(header))]
+            out.append("  ".join(h.rjust(w) if i > 1 else h.ljust(w)
+                                 for i, (h, w) in enumerate(zip(header, widths, strict=True))))
+            for r in rows:
+                if len(r) != len(header):
+                    out.append("  ".join(r))
+                    continue
+                out.append("  ".join(c.rjust(w) if i > 1 else c.ljust(w)
+                                     for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+        for e in entry.get("errors", []):
+            out.append(f"   error: {e.get('server', '')} round {e.get('round', '')}: "
+                       f"{e['error'][:200]}")
+    gens = generators_used(doc)
+    out.append("")
+    out.append(f"pinning: {doc['pinning']['note']}")
+    if gens:
+        out.append("generators: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in gens.items()))
+    for n in doc.get("notes", []):
+        out.append(f"note: {n}")
+    for s in doc.get("skipped", []):
+        out.append(f"skipped {s['name']}: {s['reason']}")
+    return "\n".join(out)
+
+
+def generators_used(doc: dict[str, Any]) -> dict[str, list[str]]:
+    """scenario name -> the generators that produced its figures."""
+    out: dict[str, list[str]] = {}
+    for entry in doc["scenarios"]:
+        gens = sorted({r.get("generator") for v in entry["variations"].values()
+                       for r in v["runs"] if r.get("generator")})
+        if gens:
+            out[entry["name"]] = gens
+    return out
+
+
+def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
+    m = doc["machine"]
+    lines = [
+        "# c10k bench results",
+        "",
+        f"Run started {doc['started']}: `{' '.join(doc.get('argv', []))}`",
+        "",
+        f"- Machine: {m.get('cpu_count')} CPUs ({m.get('cpu_model') or '?'}), "
+        f"kernel {m.get('kernel')}, Python {m.get('python')}, "
+        f"RLIMIT_NOFILE {m.get('rlimits', {}).get('RLIMIT_NOFILE')}",
+        f"- Pinning: {doc['pinning']['note']}",
+        f"- Generator: {m.get('wrk') or 'wrk not installed'}; "
+        + "; ".join(f"{k}: {', '.join(v)}" for k, v in generators_used(doc).items()),
+        f"- Options: {', '.join(f'{k}={v}' for k, v in doc['options'].items() if v is not None)}",
+        f"- Ratios (×first) are to **{doc.get('baseline') or '-'}**, the first server of the run;"
+        " figures are medians over rounds.",
+        "",
+    ]
+    for s in doc.get("servers", []):
+        lines.append(f"- `{s['name']}`: {s.get('version') or ''} "
+                     f"{'; '.join(s.get('notes') or [])}".rstrip())
+    for s in doc.get("skipped", []):
+        lines.append(f"- skipped `{s['name']}`: {s['reason']}")
+    for entry in doc["scenarios"]:
+        header, rows = table_rows(entry)
+        lines += ["", f"## {entry['name']}: {entry['title']}", "",
+                  f"Measures: {entry['measures']}.", ""]
+        if rows:
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "|".join("---" if i < 2 else "---:"
+                                        for i in range(len(header))) + "|")
+            for r in rows:
+                r = r + [""] * (len(header) - len(r))
+                lines.append("| " + " | ".join(r) + " |")
+        else:
+            lines.append("(no results)")
+        for e in entry.get("errors", []):
+            lines.append(f"\n- error: {e.get('server', '')} round {e.get('round', '')}: "
+                         f"{e['error'][:300]}")
+        for n in entry.get("notes", []):
+            lines.append(f"\n- note: {n}")
+        for p in plots or []:
+            if p.startswith(entry["name"] + "-"):
+                lines += ["", f"![{p}]({p})"]
+    lines.append("")
+    return "\n".join(lines)

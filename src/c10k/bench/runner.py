@@ -1,0 +1,210 @@
+"""Run scenarios against servers, interleaved, and gather one JSON document.
+
+Theory of operation
+-------------------
+vmbench's ``run_benchmarks`` shape: for each scenario, start a server, probe it, warm up,
+measure, stop it, and move on; everything measured goes into one JSON document, written
+after every scenario so an interrupted run keeps what it had.  Reports and plots are rendered
+from that document alone (``report.py``, ``plot.py``).
+
+Interleaving: a machine drifts (thermal state, page cache, other tenants), so measuring all
+rounds of server A and then all of server B would charge the drift to one of them.  Rounds
+alternate the order, ABBA style (round 1: A B, round 2: B A, ...), and each server is started
+fresh for each round.  Every figure is then reported as the median over rounds and as a ratio
+to the first server of the run (``--peer`` order, then ``--server``, then c10k), which is how
+figures are judged here (vs-nginx).
+
+Everything is bounded: each server must answer within 20 s, each generator process reports
+within fixed time-outs, and each worker exits by itself after its ``max_lifetime``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from c10k.bench.client import WorkerError
+from c10k.bench.machine import Pinning, describe, raise_nofile
+from c10k.bench.peers import RunningServer, ServerError, ServerSpec
+from c10k.bench.report import summarize
+from c10k.bench.scenarios import (
+    MEASURE,
+    Context,
+    Options,
+    expected_seconds,
+    extra_files,
+    make_docroot,
+    run_poller,
+    scenario,
+)
+
+SCHEMA = "c10k-bench/1"
+
+
+class Progress:
+    """One line per step on stderr, with the step count and the time left (estimated)."""
+
+    def __init__(self, total_s: float, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.t0 = time.perf_counter()
+        self.total_s = max(total_s, 1.0)
+        self.step = 0
+
+    def __call__(self, msg: str) -> None:
+        self.step += 1
+        elapsed = time.perf_counter() - self.t0
+        frac = min(elapsed / self.total_s, 0.99)
+        bar = "#" * int(frac * 20)
+        left = max(0.0, self.total_s - elapsed)
+        print(f"[{bar:<20}] {elapsed:6.1f}s (~{left:.0f}s left) {msg}", file=self.stream,
+              flush=True)
+
+
+def _param_view(scen: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in scen.items()
+            if k not in ("variations", "title", "measures", "name", "kind")}
+
+
+def run(names: list[str], specs: list[ServerSpec], opts: Options, out_dir: Path,
+        pin_enabled: bool = True, argv: list[str] | None = None,
+        say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the named scenarios against the runnable specs; returns the results document."""
+    say = say or (lambda m: print(m, file=sys.stderr, flush=True))
+    soft, hard = raise_nofile()
+    pin = Pinning.choose(pin_enabled)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workdir = (out_dir / "work").resolve()
+    root = workdir / "www"
+    workdir.mkdir(parents=True, exist_ok=True)
+    servers: list[ServerSpec] = []
+    skipped = []
+    for spec in specs:
+        reason = spec.check()
+        if reason:
+            say(f"skipping {spec.name}: {reason}")
+            skipped.append({"name": spec.name, "reason": reason})
+        else:
+            servers.append(spec)
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "argv": argv if argv is not None else sys.argv,
+        "machine": describe(),
+        "pinning": pin.to_json(),
+        "options": asdict(opts),
+        "servers": [s.to_json() for s in servers],
+        "baseline": servers[0].name if servers else None,
+        "skipped": skipped,
+        "scenarios": [],
+        "notes": [],
+        "errors": [],
+    }
+    load1 = float((doc["machine"].get("loadavg_at_start") or "0").split()[0])
+    if load1 > 0.5:
+        doc["notes"].append(f"load average was {load1:.2f} when the run started: other "
+                            "processes may share the pinned cores and inflate busy-core time")
+        say("warning: " + doc["notes"][-1])
+    say(f"c10k bench: {pin.note}; RLIMIT_NOFILE {soft}/{hard}; "
+        f"servers: {', '.join(s.name for s in servers) or '(none)'}")
+    total = sum(expected_seconds(scenario(n, opts.quick), opts, max(1, len(servers)))
+                for n in names)
+    progress = Progress(total)
+    ctx = Context(opts=opts, pin=pin, workdir=workdir, root=root, progress=progress)
+    make_docroot(root)
+    for name in names:
+        scen = scenario(name, opts.quick)
+        make_docroot(root, extra_files(scen))
+        entry: dict[str, Any] = {
+            "name": name, "title": scen["title"], "measures": scen["measures"],
+            "kind": scen["kind"], "params": _param_view(scen), "variations": {},
+            "errors": [],
+        }
+        if scen["kind"] == "poller":
+            for label, runs in run_poller(scen, ctx).items():
+                entry["variations"][label] = {"runs": runs}
+            order = list(dict.fromkeys(r["server"] for v in entry["variations"].values()
+                                       for r in v["runs"]))
+        else:
+            order = [s.name for s in servers]
+            if not servers:
+                entry["errors"].append({"error": "no runnable server"})
+            for rnd in range(opts.rounds):
+                seq = servers if rnd % 2 == 0 else list(reversed(servers))
+                for spec in seq:
+                    _run_one(spec, scen, ctx, entry, rnd + 1, root, workdir, say)
+        summarize(entry, order)
+        entry["notes"] = [n for n in ctx.notes if n not in doc["notes"]]
+        doc["notes"].extend(entry["notes"])
+        doc["errors"].extend({"scenario": name, **e} for e in entry["errors"])
+        doc["scenarios"].append(entry)
+        doc["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        write_json(doc, out_dir / "results.json")
+    return doc
+
+
+def _run_one(spec: ServerSpec, scen: dict[str, Any], ctx: Context, entry: dict[str, Any],
+             rnd: int, root: Path, workdir: Path, say: Callable[[str], None]) -> None:
+    try:
+        with RunningServer(spec, root, workdir, ctx.pin) as srv:
+            runs = MEASURE[scen["kind"]](srv, scen, ctx)
+            died = None if srv.alive() else f"exited with {srv.proc.returncode}: " \
+                f"{srv.log_tail(300)}"
+    except (ServerError, WorkerError, RuntimeError, OSError, ValueError) as e:
+        say(f"  {spec.name} round {rnd}: {e}")
+        entry["errors"].append({"server": spec.name, "round": rnd, "error": str(e)[:2000]})
+        return
+    if died:
+        say(f"  {spec.name} round {rnd}: server {died}")
+        entry["errors"].append({"server": spec.name, "round": rnd,
+                                "error": f"server {died}"[:2000]})
+    for label, run_ in runs.items():
+        run_["server"] = spec.name
+        run_["round"] = rnd
+        entry["variations"].setdefault(label, {"runs": []})["runs"].append(run_)
+        say(f"  {scen['name']} {label} {spec.name} round {rnd}: {_one_line(run_)}")
+
+
+def _one_line(run_: dict[str, Any]) -> str:
+    parts = []
+    if "score" in run_:
+        parts.append(f"score {run_['score']} of {run_['started']} started")
+    if "held" in run_ and run_.get("n"):
+        parts.append(f"held {run_['held']}")
+        if run_.get("rss_per_conn_bytes") is not None:
+            parts.append(f"{run_['rss_per_conn_bytes'] / 1024:.1f} KiB RSS/conn")
+    if "offered_rps" in run_ and run_["offered_rps"] is not None:
+        parts.append(f"offered {run_['offered_rps']:.0f}/s")
+    if "rps" in run_:
+        parts.append(f"{run_['rps']:.0f} req/s")
+    if run_.get("req_per_busy_core_s"):
+        parts.append(f"{run_['req_per_busy_core_s']:.0f} req/busy-core-s")
+    lat = run_.get("latency_ms") or {}
+    if "p99" in lat:
+        parts.append(f"p99 {lat['p99']:.2f} ms")
+    if run_.get("error_total"):
+        parts.append(f"errors {run_['errors']}")
+    if run_.get("generator_saturated"):
+        parts.append("GENERATOR SATURATED")
+    return ", ".join(parts)
+
+
+def write_json(doc: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False, default=str))
+    tmp.replace(path)
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(path.read_text())
+    if doc.get("schema") != SCHEMA:
+        with contextlib.suppress(Exception):
+            print(f"warning: {path} has schema {doc.get('schema')!r}, expected {SCHEMA!r}",
+                  file=sys.stderr)
+    return doc
