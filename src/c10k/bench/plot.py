@@ -89,6 +89,8 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
                         if pts:
                             ax.plot(*zip(*pts, strict=True), marker="o", label=server)
                     ax.set_xscale("log")
+                    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+                    ax.minorticks_off()
                     ax.set_xlabel("connections")
                 else:
                     s = variations[labels[0]]["summary"]
