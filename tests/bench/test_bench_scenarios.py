@@ -74,7 +74,8 @@ def test_bench_modem_shape(tmp_path: Path) -> None:
     assert rc == 0, doc["errors"]
     (run,) = runs_of(doc, "modem")
     assert run["started"] == run["max_users"] == 6
-    assert run["score"] == 6 and run["failed"] == 0, run["failure_reasons"]
+    assert run["score"] == 6
+    assert run["failed"] == 0, run["failure_reasons"]
     assert run["timeline"][-1][1] == 6
     assert run["mib_s"] > 0
 
@@ -180,9 +181,11 @@ def test_bench_c10k_shape(tmp_path: Path, scenario: str) -> None:
     rc, doc = bench(tmp_path, scenario)
     assert rc == 0, doc["errors"]
     runs = runs_of(doc, scenario)
-    assert runs and all(r["server"] == "c10k" for r in runs)
+    assert runs
+    assert all(r["server"] == "c10k" for r in runs)
     for r in runs:
-        assert r.get("error_total", 0) == 0 and r.get("failed", 0) == 0
+        assert r.get("error_total", 0) == 0
+        assert r.get("failed", 0) == 0
 
 
 def test_bench_plot_from_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,6 +16,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from c10k.bench.peers import PEERS, ServerSpec, c10k_spec, custom_spec
 from c10k.bench.plot import MISSING, have_matplotlib, render
@@ -114,14 +115,14 @@ def _options(args: argparse.Namespace) -> Options:
     )
 
 
-def _finish(doc: dict[str, object], out: Path, plots: bool) -> list[str]:
+def _finish(doc: dict[str, Any], out: Path, plots: bool) -> list[str]:
     names: list[str] = []
     if plots:
         if have_matplotlib():
-            names = render(doc, out)  # type: ignore[arg-type]
+            names = render(doc, out)
         else:
             print(MISSING, file=sys.stderr)
-    (out / "results.md").write_text(markdown(doc, names))  # type: ignore[arg-type]
+    (out / "results.md").write_text(markdown(doc, names))
     return names
 
 

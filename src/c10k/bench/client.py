@@ -419,11 +419,10 @@ class HttpWorker:
                 self._complete(c, now)
             else:
                 c.state = _BODY
-        elif state == _BODY:
-            if c.remaining >= 0:
-                c.remaining -= n
-                if c.remaining <= 0:
-                    self._complete(c, now)
+        elif state == _BODY and c.remaining >= 0:
+            c.remaining -= n
+            if c.remaining <= 0:
+                self._complete(c, now)
         # _DRAIN / _IDLE: unexpected bytes are ignored.
 
     def _complete(self, c: _Conn, now: float) -> None:
@@ -778,10 +777,7 @@ class ModemWorker:
                 return
             if n > 0:
                 if u.need < 0:
-                    if u.got == 0:
-                        head = bytes(self.scratch[:n])
-                    else:
-                        head = b""
+                    head = bytes(self.scratch[:n]) if u.got == 0 else b""
                     parsed = parse_head(head) if head else None
                     if parsed is None or parsed[1] < 0 or not 200 <= parsed[0] < 300:
                         self._fail(u, "status" if parsed else "head", now)
@@ -861,9 +857,9 @@ class ModemWorker:
                     if self.cmds.eof:
                         self.poller.unregister(fd)
                     continue
-                u = self.users.get(fd)
-                if u is not None and u.state == _CONNECTING:
-                    self._on_connected(u, time.perf_counter())
+                user = self.users.get(fd)
+                if user is not None and user.state == _CONNECTING:
+                    self._on_connected(user, time.perf_counter())
         now = time.perf_counter()
         timeline.append([round(now - t_go, 3), self.alive, self.started])
         for u in list(self.users.values()):
@@ -933,7 +929,8 @@ class LoadGenerator:
                                      stderr=log, env=env)
                 self.procs.append(p)
                 self.bufs.append(b"")
-                assert p.stdin is not None and p.stdout is not None
+                assert p.stdin is not None
+                assert p.stdout is not None
                 p.stdin.write(json.dumps(cfg).encode() + b"\n")
                 p.stdin.flush()
                 os.set_blocking(p.stdout.fileno(), False)

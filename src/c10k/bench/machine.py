@@ -51,10 +51,7 @@ def raise_nofile() -> tuple[int, int]:
         The (soft, hard) limits now in force.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard_eff = 1 << 20
-    else:
-        hard_eff = hard
+    hard_eff = 1 << 20 if hard == resource.RLIM_INFINITY else hard
     if soft != resource.RLIM_INFINITY and soft < hard_eff:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard_eff, hard))

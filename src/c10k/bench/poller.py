@@ -22,14 +22,14 @@ Each iteration writes one byte to the peer of every active pair, calls the wait 
 reads the byte from every fd it reported.  ``wait_us`` is the time of the wait call alone;
 ``us_per_event`` is the whole iteration divided by the events handled.
 
-Backends: the stdlib's ``select``, ``poll`` and ``epoll`` through ``select`` directly, and,
-when ``c10k.core.registry`` exists, each backend its ``available_backends()`` names, through
-``_core_backends`` (kept small and separate so it can follow that API as it settles).
+Backends: the stdlib's ``select``, ``poll`` and ``epoll`` through ``select`` directly (the
+kernel's cost plus CPython's), and every backend ``c10k.core.registry.available_backends()``
+names, as ``core:<name>`` (the kernel's cost plus our event core's).  The gap between
+``epoll`` and ``core:epoll`` is what the core's Python layer adds per wait.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import socket
@@ -114,42 +114,45 @@ def stdlib_backends() -> dict[str, Callable[[], WaitBackend]]:
 
 
 class _CoreAdapter:
-    """Wraps a c10k.core backend instance in the three calls this bench needs."""
+    """Wraps a ``c10k.core`` backend (``register(fd, events)``, ``poll(timeout)`` returning
+    ``[(fd, events)]``, ``close()``) in the three calls this bench needs."""
 
-    def __init__(self, name: str, obj: Any) -> None:
+    def __init__(self, name: str, obj: Any, read_bit: int) -> None:
         self.name = f"core:{name}"
         self.obj = obj
-        self.max_fd: int | None = FD_SETSIZE if name == "select" else None
-        self._read = 1  # EVENT_READ in selectors and (by the style guide) in c10k.core
+        self.max_fd: int | None = getattr(obj, "max_fd", None)
+        self._read = read_bit
 
     def register(self, fd: int) -> None:
         self.obj.register(fd, self._read)
 
     def wait(self, timeout: float) -> Iterable[int]:
-        fn = getattr(self.obj, "wait", None) or self.obj.poll
-        return [item[0] if isinstance(item, tuple) else item for item in fn(timeout)]
+        return [fd for fd, _ev in self.obj.poll(timeout)]
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.obj.close()
+        self.obj.close()
 
 
 def _core_backends(notes: list[str]) -> dict[str, Callable[[], WaitBackend]]:
-    """c10k.core's backends, when that package exists and its API is recognised."""
+    """c10k.core's backends (``registry.available_backends()``), when that package exists.
+
+    The bench may use c10k.core as a client library (STYLE.md section 2); an API it does not
+    recognise is reported as a note, never a failure of the whole bench.
+    """
     try:
-        from c10k.core import registry  # type: ignore[attr-defined]
+        from c10k.core import registry
+        from c10k.core.backend import READ
     except ImportError:
         return {}
     out: dict[str, Callable[[], WaitBackend]] = {}
     try:
-        for item in registry.available_backends():
-            name = item if isinstance(item, str) else getattr(item, "name", None) or \
-                getattr(item, "__name__", str(item))
-            cls = item
-            if isinstance(item, str):
-                getter = getattr(registry, "get", None) or getattr(registry, "get_backend")
-                cls = getter(item)
-            out[f"core:{name}"] = (lambda c=cls, n=name: _CoreAdapter(n, c()))  # type: ignore[misc]
+        for name in registry.available_backends():
+            cls = registry.get_backend_class(name)
+
+            def make(cls: Any = cls, name: str = name) -> WaitBackend:
+                return _CoreAdapter(name, cls(), READ)
+
+            out[f"core:{name}"] = make
     except Exception as e:  # the bench must not fail because the core's API moved
         notes.append(f"c10k.core backends skipped: registry API not recognised ({e!r})")
         return {}
@@ -191,8 +194,8 @@ def bench_one(make: Callable[[], WaitBackend], n: int, active: int,
         for _ in range(active):
             a, b = socket.socketpair()
             pairs.append((a, b))
-        for _ in range(n - active):
-            idle.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        idle.extend(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    for _ in range(n - active))
         max_fd = max([s.fileno() for s in idle] + [a.fileno() for a, _ in pairs])
         if backend.max_fd is not None and max_fd >= backend.max_fd:
             raise ValueError(f"{backend.name} is limited to fd < {backend.max_fd} "

@@ -34,23 +34,41 @@ METRICS: dict[str, list[str]] = {
 
 # (metric, header, kind of format, show ratio to the first server)
 COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
-    "http": [("rps", "req/s", "si", True), ("req_per_busy_core_s", "req/busy-core-s", "si", True),
-             ("req_per_server_cpu_s", "req/cpu-s", "si", False), ("mib_s", "MiB/s", "f1", False),
-             ("latency_ms.p50", "p50 ms", "f3", False), ("latency_ms.p99", "p99 ms", "f3", False),
-             ("latency_ms.p99.9", "p99.9 ms", "f3", False), ("error_total", "errors", "int", False)],
-    "modem": [("score", "score (users)", "int", True), ("started", "started", "int", False),
-              ("failed", "failed", "int", False), ("mib_s", "MiB/s", "f2", False),
-              ("server_cpu_per_user_ms", "server cpu ms/user", "f2", False)],
-    "idle": [("held", "held", "int", False),
-             ("rss_per_conn_bytes", "RSS B/conn", "int", True),
-             ("kernel_tcp_mem_per_conn_bytes", "kernel B/conn", "int", False),
-             ("latency_ms.p50", "active p50 ms", "f3", False),
-             ("latency_ms.p99", "active p99 ms", "f3", True)],
-    "overload": [("offered_rps", "offered/s", "si", False), ("goodput_rps", "goodput/s", "si", True),
-                 ("error_rate", "errors", "pct", False),
-                 ("not_served_rate", "not served", "pct", False),
-                 ("latency_ms.p99", "p99 ms", "f3", False)],
-    "poller": [("wait_us", "µs per wait", "f2", True), ("us_per_event", "µs per event", "f2", False)],
+    "http": [
+        ("rps", "req/s", "si", True),
+        ("req_per_busy_core_s", "req/busy-core-s", "si", True),
+        ("req_per_server_cpu_s", "req/cpu-s", "si", False),
+        ("mib_s", "MiB/s", "f1", False),
+        ("latency_ms.p50", "p50 ms", "f3", False),
+        ("latency_ms.p99", "p99 ms", "f3", False),
+        ("latency_ms.p99.9", "p99.9 ms", "f3", False),
+        ("error_total", "errors", "int", False),
+    ],
+    "modem": [
+        ("score", "score (users)", "int", True),
+        ("started", "started", "int", False),
+        ("failed", "failed", "int", False),
+        ("mib_s", "MiB/s", "f2", False),
+        ("server_cpu_per_user_ms", "server cpu ms/user", "f2", False),
+    ],
+    "idle": [
+        ("held", "held", "int", False),
+        ("rss_per_conn_bytes", "RSS B/conn", "int", True),
+        ("kernel_tcp_mem_per_conn_bytes", "kernel B/conn", "int", False),
+        ("latency_ms.p50", "active p50 ms", "f3", False),
+        ("latency_ms.p99", "active p99 ms", "f3", True),
+    ],
+    "overload": [
+        ("offered_rps", "offered/s", "si", False),
+        ("goodput_rps", "goodput/s", "si", True),
+        ("error_rate", "errors", "pct", False),
+        ("not_served_rate", "not served", "pct", False),
+        ("latency_ms.p99", "p99 ms", "f3", False),
+    ],
+    "poller": [
+        ("wait_us", "µs per wait", "f2", True),
+        ("us_per_event", "µs per event", "f2", False),
+    ],
 }
 
 
@@ -110,7 +128,7 @@ def table_rows(entry: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for _m, h, _k, with_ratio in cols:
         header.append(h)
         if with_ratio:
-            header.append("×first")
+            header.append("/first")
     rows = []
     for label, var in entry["variations"].items():
         for server in entry.get("order", []):
@@ -148,18 +166,15 @@ def terminal_table(doc: dict[str, Any]) -> str:
                     continue
                 out.append("  ".join(c.rjust(w) if i > 1 else c.ljust(w)
                                      for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-        for e in entry.get("errors", []):
-            out.append(f"   error: {e.get('server', '')} round {e.get('round', '')}: "
-                       f"{e['error'][:200]}")
+        out.extend(f"   error: {e.get('server', '')} round {e.get('round', '')}: "
+                   f"{e['error'][:200]}" for e in entry.get("errors", []))
     gens = generators_used(doc)
     out.append("")
     out.append(f"pinning: {doc['pinning']['note']}")
     if gens:
         out.append("generators: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in gens.items()))
-    for n in doc.get("notes", []):
-        out.append(f"note: {n}")
-    for s in doc.get("skipped", []):
-        out.append(f"skipped {s['name']}: {s['reason']}")
+    out.extend(f"note: {n}" for n in doc.get("notes", []))
+    out.extend(f"skipped {s['name']}: {s['reason']}" for s in doc.get("skipped", []))
     return "\n".join(out)
 
 
@@ -188,15 +203,13 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
         f"- Generator: {m.get('wrk') or 'wrk not installed'}; "
         + "; ".join(f"{k}: {', '.join(v)}" for k, v in generators_used(doc).items()),
         f"- Options: {', '.join(f'{k}={v}' for k, v in doc['options'].items() if v is not None)}",
-        f"- Ratios (×first) are to **{doc.get('baseline') or '-'}**, the first server of the run;"
+        f"- Ratios (/first) are to **{doc.get('baseline') or '-'}**, the first server of the run;"
         " figures are medians over rounds.",
         "",
     ]
-    for s in doc.get("servers", []):
-        lines.append(f"- `{s['name']}`: {s.get('version') or ''} "
-                     f"{'; '.join(s.get('notes') or [])}".rstrip())
-    for s in doc.get("skipped", []):
-        lines.append(f"- skipped `{s['name']}`: {s['reason']}")
+    lines.extend(f"- `{s['name']}`: {s.get('version') or ''} "
+                 f"{'; '.join(s.get('notes') or [])}".rstrip() for s in doc.get("servers", []))
+    lines.extend(f"- skipped `{s['name']}`: {s['reason']}" for s in doc.get("skipped", []))
     for entry in doc["scenarios"]:
         header, rows = table_rows(entry)
         lines += ["", f"## {entry['name']}: {entry['title']}", "",

@@ -94,7 +94,7 @@ def run(names: list[str], specs: list[ServerSpec], opts: Options, out_dir: Path,
             servers.append(spec)
     doc: dict[str, Any] = {
         "schema": SCHEMA,
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "argv": argv if argv is not None else sys.argv,
         "machine": describe(),
         "pinning": pin.to_json(),
@@ -144,7 +144,7 @@ def run(names: list[str], specs: list[ServerSpec], opts: Options, out_dir: Path,
         doc["notes"].extend(entry["notes"])
         doc["errors"].extend({"scenario": name, **e} for e in entry["errors"])
         doc["scenarios"].append(entry)
-        doc["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        doc["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         write_json(doc, out_dir / "results.json")
     return doc
 

@@ -41,8 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from c10k.bench import client as gen
-from c10k.bench.machine import CpuSnapshot, Pinning, nofile_soft, session_rss_bytes, \
-    tcp_mem_pages
+from c10k.bench.machine import CpuSnapshot, Pinning, nofile_soft, session_rss_bytes, tcp_mem_pages
 from c10k.bench.peers import RunningServer
 from c10k.bench.poller import all_backends, bench_one, plan_sizes
 from c10k.bench.stats import Histogram
@@ -321,7 +320,7 @@ def measure_modem(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dic
         hard_end = t_go + ramp + scen["settle"] + 60.0
         while True:
             now = time.perf_counter()
-            if settle_end is not None and now >= settle_end or now >= hard_end:
+            if (settle_end is not None and now >= settle_end) or now >= hard_end:
                 break
             item = lg.next_event(0.1 if settle_end is None else max(0.0, settle_end - now))
             if item is None:
@@ -489,12 +488,10 @@ def measure_overload(srv: RunningServer, scen: dict[str, Any],
 def run_poller(scen: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """The poller scenario: no server; rows are sizes, columns are backends."""
     sizes, notes = plan_sizes(ctx.opts.poller_sizes or scen["sizes"], scen["active"])
-    for n in notes:
-        ctx.note("poller: " + n)
     backend_notes: list[str] = []
     backends = all_backends(backend_notes)
-    for n in backend_notes:
-        ctx.note("poller: " + n)
+    for text in notes + backend_notes:
+        ctx.note("poller: " + text)
     out: dict[str, Any] = {}
     for n in sizes:
         label = f"N={n}"
@@ -531,16 +528,20 @@ def expected_seconds(scen: dict[str, Any], opts: Options, n_servers: int) -> flo
     """Rough duration of a scenario, for the progress line."""
     per = opts.warmup + opts.duration + 1.0
     kind = scen["kind"]
+    total: float
     if kind == "http":
         n = len(opts.connections or scen["variations"])
         return n * per * n_servers * opts.rounds
     if kind == "modem":
         users = opts.max_users or scen["max_users"]
-        return (users * scen["interval"] + scen["settle"] + 2) * n_servers * opts.rounds
+        total = (users * scen["interval"] + scen["settle"] + 2) * n_servers * opts.rounds
+        return total
     if kind == "idle":
         n = len(opts.idle_counts or scen["counts"]) + 1
-        return n * (scen["settle"] + max(0.5, opts.duration / 2) + 1) * n_servers * opts.rounds
+        total = n * (scen["settle"] + max(0.5, opts.duration / 2) + 1) * n_servers * opts.rounds
+        return total
     if kind == "overload":
         return (len(scen["levels"]) + 1) * per * n_servers * opts.rounds
-    return len(scen["sizes"]) * 3 * scen["seconds"]
+    total = len(scen["sizes"]) * 6 * scen["seconds"]
+    return total
 

@@ -119,7 +119,7 @@ class Histogram:
             return 0
         # Nearest rank: ceil(p/100 * n), at least 1.  Integer arithmetic avoids 99.9 % of
         # 1000 samples becoming rank 1000.0000001.
-        rank = max(1, -(-int(round(p * 1000)) * self.count // 100_000))
+        rank = max(1, -(-round(p * 1000) * self.count // 100_000))
         seen = 0
         for i in sorted(self.buckets):
             seen += self.buckets[i]

@@ -65,4 +65,5 @@ def run_wrk(host: str, port: int, path: str, conns: int, duration: float, workdi
         raise RuntimeError(f"wrk failed (exit {p.returncode}): {p.stderr.strip()[-300:]} "
                            f"{p.stdout.strip()[-300:]}") from e
     out["argv"] = argv
-    return out
+    result: dict[str, Any] = out
+    return result
