@@ -124,7 +124,7 @@ def _fmt(v: float | None, kind: str) -> str:
 def table_rows(entry: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of one scenario's table: variation, server, columns, ratios."""
     cols = COLUMNS.get(entry["kind"], [])
-    header = ["", "server"]
+    header = ["", "backend" if entry["kind"] == "poller" else "server"]
     for _m, h, _k, with_ratio in cols:
         header.append(h)
         if with_ratio:
@@ -200,7 +200,7 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
         f"kernel {m.get('kernel')}, Python {m.get('python')}, "
         f"RLIMIT_NOFILE {m.get('rlimits', {}).get('RLIMIT_NOFILE')}",
         f"- Pinning: {doc['pinning']['note']}",
-        f"- Generator: {m.get('wrk') or 'wrk not installed'}; "
+        f"- Generators: {' '.join((m.get('wrk') or 'wrk not installed').split()[:2])}; "
         + "; ".join(f"{k}: {', '.join(v)}" for k, v in generators_used(doc).items()),
         f"- Options: {', '.join(f'{k}={v}' for k, v in doc['options'].items() if v is not None)}",
         f"- Ratios (/first) are to **{doc.get('baseline') or '-'}**, the first server of the run;"
