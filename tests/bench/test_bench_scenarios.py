@@ -199,3 +199,9 @@ def test_bench_plot_from_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     else:
         assert rc == 0
         assert (tmp_path / "out" / "poller-time-per-event.png").stat().st_size > 0
+
+
+def test_bench_server_without_port_placeholder(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["keepalive", "--no-c10k", "--quick", "--server", "python -m http.server"])
+    assert rc == 2
+    assert "{port}" in capsys.readouterr().err

@@ -186,3 +186,22 @@ def test_plan_processes_and_sources() -> None:
     assert client.plan_processes(1) == 1
     assert client.source_addresses(10_001) == ["127.0.0.2", "127.0.0.3"]
     assert sum(client.split_evenly(10_001, 3)) == 10_001
+
+
+def test_c10k_spec_command_line() -> None:
+    spec = peers.c10k_spec("epoll")
+    argv = spec.build(8080, Path("/www"), Path("/tmp"))
+    assert argv[1:] == ["-m", "c10k", "serve", "/www", "--bind", "127.0.0.1", "--port", "8080",
+                        "--backend", "epoll"]
+    assert spec.name == "c10k[epoll]"
+    assert peers.c10k_spec().build(1, Path("/r"), Path("/t"))[-1] == "1"
+
+
+def test_nginx_config_generated(tmp_path: Path) -> None:
+    argv = peers.PEERS["nginx"].build(8081, tmp_path / "www", tmp_path)
+    conf = (tmp_path / "nginx-8081" / "nginx.conf").read_text()
+    assert argv[-2:] == ["-c", str(tmp_path / "nginx-8081" / "nginx.conf")]
+    for directive in ("worker_processes 1;", "master_process off;", "daemon off;",
+                      "sendfile on;", "tcp_nopush on;", "open_file_cache max=",
+                      "access_log off;", f"root {tmp_path / 'www'};", "listen 127.0.0.1:8081"):
+        assert directive in conf

@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(str(out / n) for n in names))
         return 0
     names = ORDER if args.scenario == "all" else [args.scenario]
-    specs = _specs(args)
     try:
+        specs = _specs(args)
         opts = _options(args)
     except ValueError as e:
         print(f"c10k bench: {e}", file=sys.stderr)
