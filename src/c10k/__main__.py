@@ -1,0 +1,5 @@
+import sys
+
+from c10k.cli import main
+
+sys.exit(main())

@@ -1,0 +1,171 @@
+"""Listening sockets and the accept loop.
+
+Accepting defensively:
+- Accept in batches until EAGAIN, at most ``max_per_wakeup`` per readiness event, so a
+  connection storm cannot starve established connections (asyncio's ``for _ in
+  range(backlog)``, bpo-27906). With an edge-triggered backend the remaining backlog would
+  not be announced again, so the acceptor re-posts itself instead of waiting for an edge.
+- On ACCEPT_CAPACITY_ERRNOS (out of fds or memory) the pending connection cannot be taken;
+  level-triggered polling would spin at 100% CPU reporting it. The listener is paused for
+  ``CAPACITY_SLEEP`` seconds and retried (trio sleeps 100 ms; nginx disables accept events
+  for ``ngx_accept_disabled`` rounds).
+- ECONNABORTED/EPROTO etc.: the peer gave up between SYN and accept; skip it.
+- ``pause()``/``resume()`` let the server stop accepting while at its connection cap, so
+  the kernel's backlog absorbs the excess instead of us accepting and closing.
+
+TCP_NODELAY is set on the listener: Linux copies it to every accepted socket, which saves a
+setsockopt per connection (checked by tests/core/test_listener.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Callable
+
+from c10k.core.backend import READ
+from c10k.core.loop import Loop
+from c10k.core.timers import TimerHandle
+
+log = logging.getLogger("c10k.listener")
+
+ACCEPT_CAPACITY_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS))
+ACCEPT_SKIP_ERRNOS = frozenset(
+    (errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, errno.EHOSTUNREACH)
+)
+CAPACITY_SLEEP = 0.1  # seconds; trio's SLEEP_TIME
+DEFAULT_BACKLOG = 4096  # nginx: NGX_LISTEN_BACKLOG 511 on Linux, capped by somaxconn (4096)
+
+
+def bind_socket(
+    host: str, port: int, *, backlog: int = DEFAULT_BACKLOG, reuse_port: bool = False
+) -> socket.socket:
+    """Create a nonblocking listening TCP socket.
+
+    Args:
+        host: address to bind; an IPv6 literal (``::1``) gives an AF_INET6 socket.
+        port: 0 for any free port (read it back with ``getsockname()``).
+        backlog: listen() backlog (the kernel caps it at net.core.somaxconn).
+        reuse_port: set SO_REUSEPORT, for one listener per worker process.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, type_, proto, _, addr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(addr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Acceptor:
+    """Accepts connections on a listening socket and hands them to ``on_accept``.
+
+    ``on_accept(sock, addr)`` gets a nonblocking connected socket and owns it from then on.
+    """
+
+    def __init__(
+        self,
+        loop: Loop,
+        sock: socket.socket,
+        on_accept: Callable[[socket.socket, object], object],
+        max_per_wakeup: int = 64,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.on_accept = on_accept
+        self.max_per_wakeup = max_per_wakeup
+        self.accepted = 0
+        self.capacity_errors = 0
+        self._listening = False
+        self._paused = False  # paused by the owner (pause/resume)
+        self._retry: TimerHandle | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        self._paused = False
+        self._watch()
+
+    def pause(self) -> None:
+        """Stop accepting until ``resume()`` (e.g. at the connection cap)."""
+        self._paused = True
+        self._unwatch()
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            if self._retry is None:
+                self._watch()
+                if self.loop.edge:  # connections that queued while paused raise no edge
+                    self.loop.call_soon(self._read_ready, READ)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused or self._retry is not None
+
+    def _watch(self) -> None:
+        if not self._listening and not self._closed:
+            self.loop.add_fd(self.sock.fileno(), READ, self._read_ready)
+            self._listening = True
+
+    def _unwatch(self) -> None:
+        if self._listening:
+            self.loop.remove_fd(self.sock.fileno())
+            self._listening = False
+
+    def _read_ready(self, _events: int) -> None:
+        if not self._listening:
+            return
+        accept = self.sock.accept
+        on_accept = self.on_accept
+        for _ in range(self.max_per_wakeup):
+            try:
+                conn, addr = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in ACCEPT_CAPACITY_ERRNOS:
+                    self.capacity_errors += 1
+                    log.warning(
+                        "accept: %s; pausing the listener for %.0f ms",
+                        exc.strerror,
+                        CAPACITY_SLEEP * 1e3,
+                    )
+                    self._unwatch()
+                    self._retry = self.loop.call_later(CAPACITY_SLEEP, self._after_sleep)
+                    return
+                if exc.errno in ACCEPT_SKIP_ERRNOS:
+                    continue
+                raise
+            self.accepted += 1
+            conn.setblocking(False)
+            on_accept(conn, addr)
+            if not self._listening:  # the owner paused us (connection cap)
+                return
+        if self.loop.edge:
+            self.loop.call_soon(self._read_ready, READ)
+
+    def _after_sleep(self) -> None:
+        self._retry = None
+        if not self._paused:
+            self._watch()
+            self._read_ready(READ)
+
+    def close(self) -> None:
+        """Stop accepting and close the listening socket."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._unwatch()
+        self._closed = True
+        self.sock.close()

@@ -1,0 +1,183 @@
+"""The event loop: wait -> dispatch ready fds -> expire timers -> run posted callbacks.
+
+One turn:
+  1. ``backend.poll(timeout)``, timeout 0 if callbacks are posted, else until the nearest
+     timer or deadline bucket, else forever;
+  2. for each ``(fd, events)``: look up the fd's callback and call ``callback(events)``.
+     One dict lookup and one call per event: the callback (a bound method of the
+     connection) decides what READ/WRITE/ERROR/HUP mean for it;
+  3. fire due timers, then due deadlines (``Deadlines``: O(1) re-arm per request);
+  4. run the callbacks posted so far (those posted while running wait for the next turn,
+     so a callback that re-posts itself cannot starve I/O).
+
+``loop.now`` is the monotonic time read once per turn, after the wait: every handler in
+the turn uses it instead of reading the clock again (nginx's ``ngx_current_msec``).
+
+An exception escaping a callback is logged with its traceback and the loop goes on; the
+component that raised is expected to have cleaned up (server code catches its own errors).
+SystemExit and KeyboardInterrupt are never caught.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from c10k.core.backend import Backend, Capability
+from c10k.core.registry import make_backend
+from c10k.core.timers import Deadlines, TimerHandle, TimerHeap
+from c10k.core.wakeup import Wakeup
+
+log = logging.getLogger("c10k.loop")
+
+FdCallback = Callable[[int], object]
+
+
+class Loop:
+    """A single-threaded readiness loop over one Backend.
+
+    Args:
+        backend: a Backend instance, or a registry name (``"auto"``, ``"epoll"``, ...).
+    """
+
+    def __init__(self, backend: Backend | str = "auto") -> None:
+        self.backend = make_backend(backend) if isinstance(backend, str) else backend
+        self.capabilities: Capability = self.backend.capabilities
+        self.edge = bool(self.capabilities & Capability.EDGE)
+        self.now = time.monotonic()
+        self.deadlines = Deadlines()
+        self._handlers: dict[int, FdCallback] = {}
+        self._timers = TimerHeap()
+        self._ready: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._signal_handlers: dict[int, Callable[[int], Any]] = {}
+        self._stopping = False
+        self._wakeup = Wakeup()
+        self.add_fd(self._wakeup.fileno(), 1, self._on_wakeup)
+        self._old_wakeup_fd: int | None = None
+
+    # -- fds ---------------------------------------------------------------------------
+    def add_fd(self, fd: int, events: int, callback: FdCallback) -> None:
+        """Watch ``fd``; ``callback(events)`` runs when it is ready. Rolls back on error."""
+        if fd in self._handlers:
+            raise KeyError(f"fd {fd} is already watched")
+        self._handlers[fd] = callback
+        try:
+            self.backend.register(fd, events)
+        except BaseException:
+            del self._handlers[fd]
+            raise
+
+    def modify_fd(self, fd: int, events: int) -> None:
+        self.backend.modify(fd, events)
+
+    def remove_fd(self, fd: int) -> None:
+        """Stop watching ``fd``. Safe to call for an fd that is not watched."""
+        if self._handlers.pop(fd, None) is not None:
+            self.backend.unregister(fd)
+
+    def watching(self, fd: int) -> bool:
+        return fd in self._handlers
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    # -- callbacks and timers ----------------------------------------------------------
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
+        self._ready.append((callback, args))
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        self._ready.append((callback, args))  # deque.append is atomic
+        self._wakeup.wake()
+
+    def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
+        return self._timers.call_at(when, callback, *args)
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
+        return self._timers.call_at(time.monotonic() + delay, callback, *args)
+
+    # -- signals -----------------------------------------------------------------------
+    def add_signal_handler(self, signum: int, callback: Callable[[int], Any]) -> None:
+        """Run ``callback(signum)`` in the loop when the signal arrives (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("signal handlers can only be installed from the main thread")
+        if self._old_wakeup_fd is None:
+            self._old_wakeup_fd = signal.set_wakeup_fd(
+                self._wakeup.wsock.fileno(), warn_on_full_buffer=False
+            )
+        self._signal_handlers[signum] = callback
+        signal.signal(signum, _ignore_in_python)
+
+    def _on_wakeup(self, _events: int) -> None:
+        for signum in self._wakeup.drain():
+            cb = self._signal_handlers.get(signum)
+            if cb is not None:
+                cb(signum)
+
+    # -- running -----------------------------------------------------------------------
+    def stop(self) -> None:
+        """Make ``run()`` return after the current turn (thread-safe)."""
+        self._stopping = True
+        self._wakeup.wake()
+
+    def run(self) -> None:
+        """Run turns until ``stop()``."""
+        self._stopping = False
+        poll = self.backend.poll
+        get = self._handlers.get
+        ready = self._ready
+        timers = self._timers
+        deadlines = self.deadlines
+        monotonic = time.monotonic
+        while not self._stopping:
+            if ready:
+                timeout: float | None = 0.0
+            else:
+                when = timers.next_when()
+                dl = deadlines.next_when()
+                if dl is not None and (when is None or dl < when):
+                    when = dl
+                timeout = None if when is None else max(0.0, when - monotonic())
+            events = poll(timeout)
+            self.now = now = monotonic()
+            for fd, ev in events:
+                cb = get(fd)
+                if cb is not None:
+                    try:
+                        cb(ev)
+                    except Exception:
+                        log.exception("error in callback for fd %d", fd)
+            if len(timers):
+                for h in timers.pop_due(now):
+                    self._run_one(h.callback, h.args)
+            deadlines.expire(now)
+            for _ in range(len(ready)):
+                cb2, args = ready.popleft()
+                self._run_one(cb2, args)
+
+    def _run_one(self, cb: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            cb(*args)
+        except Exception:
+            log.exception("error in callback %r", cb)
+
+    def close(self) -> None:
+        """Release the backend and the wakeup pair; restore signal dispositions."""
+        for signum in self._signal_handlers:
+            signal.signal(signum, signal.SIG_DFL)
+        self._signal_handlers.clear()
+        if self._old_wakeup_fd is not None:
+            signal.set_wakeup_fd(self._old_wakeup_fd)
+            self._old_wakeup_fd = None
+        self.remove_fd(self._wakeup.fileno())
+        self._wakeup.close()
+        self.backend.close()
+
+
+def _ignore_in_python(signum: int, frame: object) -> None:
+    # The C-level handler already wrote signum to the wakeup fd; the loop does the work.
+    pass

@@ -1,0 +1,203 @@
+"""Server: a Loop, a listener, the connections, and the policy that ties them together.
+
+This is the only module that knows the event core, the HTTP layer and the static handler
+at once. It owns:
+- the connection cap: derived from RLIMIT_NOFILE (raised to the hard limit at start) minus
+  ``FD_RESERVE``, and from the backend's own fd limit (select: FD_SETSIZE). At the cap the
+  listener is paused, so excess clients wait in the kernel's backlog instead of being
+  accepted and dropped; it resumes when a connection closes;
+- the ``Date`` line, rendered at most once per second, and the per-response wire memo
+  (status line + headers + Date + Connection + body as one bytes object), cleared when the
+  Date changes, so a cached file costs one dict lookup to put on the wire;
+- pre-rendered error responses for protocol errors and unsupported methods;
+- clean stop on SIGINT/SIGTERM: stop accepting, close every connection, return.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+from c10k.core.backend import READ, Capability
+from c10k.core.listener import Acceptor, bind_socket
+from c10k.core.loop import Loop
+from c10k.http.connection import Limits
+from c10k.http.events import Request
+from c10k.http.writers import Response, error_response, http_date
+from c10k.server.config import ServerConfig
+from c10k.server.protocol import Connection
+from c10k.static import StaticFiles
+
+log = logging.getLogger("c10k.server")
+
+# fds kept free for things other than client sockets: listeners, the wakeup pair, epoll,
+# files opened for sendfile, logs. nginx leaves this to the admin (worker_connections vs
+# worker_rlimit_nofile); we keep a fixed margin and say so at start.
+FD_RESERVE = 64
+
+
+def raise_nofile_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return (soft, hard) in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise RLIMIT_NOFILE from %d to %d: %s", soft, hard, exc)
+    return soft, hard
+
+
+class Server:
+    """An HTTP/1.1 static file server on one event loop.
+
+    Args:
+        config: the settings; ``config.port`` 0 picks a free port (see ``address``).
+        handler: ``handler(request, now) -> Response``; defaults to StaticFiles(config.root).
+        sock: an already-bound listening socket to use instead of binding one.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        handler: Callable[[Request, float], Response] | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        self.config = config
+        if handler is None:
+            handler = StaticFiles(
+                config.root,
+                index=config.index,
+                serve_dotfiles=config.serve_dotfiles,
+                cache_max_file_bytes=config.cache_max_file_bytes,
+                cache_max_total_bytes=config.cache_max_total_bytes,
+                revalidate_seconds=config.revalidate_seconds,
+            ).handle
+        self.handler = handler
+        self.limits = Limits(config.max_header_bytes, config.max_fields)
+        self.nofile_soft, self.nofile_hard = raise_nofile_limit()
+        self.loop = Loop(config.backend)
+        self.edge = self.loop.edge
+        self.capacity, self.capacity_reason = self._capacity()
+        if sock is None:
+            sock = bind_socket(
+                config.host, config.port, backlog=config.backlog, reuse_port=config.reuse_port
+            )
+        self.sock = sock
+        self.acceptor = Acceptor(self.loop, sock, self._on_accept)
+        self.connections: set[Connection] = set()
+        self.draining = False
+        self.requests = 0
+        self.timeouts = 0
+        self.wire_memo: dict[Response, list[bytes | None]] = {}
+        self.date_line = b""
+        self._date_expires = 0.0
+        self._update_date()
+        self._errors: dict[int, Response] = {}
+
+    # -- public --------------------------------------------------------------------------
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.sock.getsockname()[:2]
+        return host, port
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}/"
+
+    def serve_forever(self, install_signals: bool = True) -> None:
+        """Accept and serve until SIGINT/SIGTERM or ``stop()``; then close everything."""
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.loop.add_signal_handler(sig, self._on_signal)
+        self.acceptor.start()
+        self.loop.call_later(1.0, self._tick)
+        try:
+            self.loop.run()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Thread-safe: make ``serve_forever`` return."""
+        self.loop.stop()
+
+    def close(self) -> None:
+        self.acceptor.close()
+        for conn in list(self.connections):
+            conn._force_close()
+        self.loop.close()
+
+    # -- policy --------------------------------------------------------------------------
+    def _capacity(self) -> tuple[int, str]:
+        cap = self.nofile_soft - FD_RESERVE
+        reason = f"RLIMIT_NOFILE {self.nofile_soft} minus {FD_RESERVE} reserved fds"
+        backend = self.loop.backend
+        if backend.capabilities & Capability.FD_LIMIT and backend.max_fd is not None:
+            fd_cap = backend.max_fd - FD_RESERVE
+            if fd_cap < cap:
+                cap = fd_cap
+                reason = (
+                    f"the {backend.name} backend cannot watch fds >= {backend.max_fd} "
+                    f"(FD_SETSIZE) minus {FD_RESERVE} reserved; use --backend epoll for more"
+                )
+        if self.config.max_connections is not None and self.config.max_connections < cap:
+            cap = self.config.max_connections
+            reason = "--max-connections"
+        return max(cap, 1), reason
+
+    def _on_accept(self, sock: socket.socket, addr: object) -> None:
+        conn = Connection(self, sock)
+        self.connections.add(conn)
+        events = READ | 4 if self.edge else READ  # ET: READ|WRITE once, never modified
+        self.loop.add_fd(conn.fd, events, conn._ready)
+        # Data that arrived before registration is reported too: epoll_ctl(ADD) checks
+        # readiness at once, also for EPOLLET.
+        if len(self.connections) >= self.capacity:
+            self.acceptor.pause()
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if self.acceptor.paused and not self.draining and len(self.connections) < self.capacity:
+            self.acceptor.resume()
+
+    def protocol_error_response(self, status: int) -> Response:
+        resp = self._errors.get(status)
+        if resp is None:
+            resp = self._errors[status] = error_response(status, close=True)
+        return resp
+
+    def method_response(self, status: int) -> Response:
+        """405 (with Allow) or 501 for a method we do not serve."""
+        key = -status
+        resp = self._errors.get(key)
+        if resp is None:
+            extra = [(b"Allow", b"GET, HEAD")] if status == 405 else None
+            resp = self._errors[key] = error_response(status, extra)
+        return resp
+
+    def _update_date(self) -> None:
+        now = time.time()
+        self.date_line = b"Date: " + http_date(now) + b"\r\n"
+        self.wire_memo.clear()
+        # Monotonic time at which the wall-clock second changes.
+        self._date_expires = self.loop.now + (1.0 - (now % 1.0))
+
+    def _tick(self) -> None:
+        # Once per second (and at most once per second) re-render Date; the wire memo is
+        # keyed to it.
+        self._update_date()
+        self.loop.call_at(self._date_expires, self._tick)
+
+    def _on_signal(self, signum: int) -> None:
+        log.info("signal %d: stopping", signum)
+        self.draining = True
+        self.loop.stop()

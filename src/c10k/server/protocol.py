@@ -1,0 +1,405 @@
+"""One HTTP connection: socket bytes <-> HTTPConnection <-> static handler.
+
+The path of one keep-alive request (the hot path, top to bottom in ``_read_ready``):
+
+    epoll says READ -> Loop calls conn._ready(events) -> recv(64 KiB) -> HTTPConnection
+    finds CRLFCRLF and returns the memoized Request -> StaticFiles.handle returns the cached
+    Response object -> the wire bytes for (that Response, this Connection header) come from
+    the per-second memo -> one send() -> the keep-alive deadline is bumped by one store.
+
+So a cached small file costs one recv and one send and no file-system syscall. Anything
+unusual (partial heads, pipelined batches, errors, big files, a blocked socket) takes the
+general branches of the same functions.
+
+Writing: try to send at once, queue only the remainder (asyncio ``_SelectorSocketTransport``).
+A queued item is bytes/memoryview or a FileRegion. A header followed by a FileRegion goes
+out with MSG_MORE so the kernel coalesces it with the first sendfile segment (the header and
+body share a packet, as TCP_CORK would give, without the extra setsockopt calls). While
+output is queued, a level-triggered backend watches WRITE only (so a readable socket cannot
+spin the loop) and pipelined requests stay unparsed in the buffer; both resume when the
+queue drains. An edge-triggered backend watches READ|WRITE from accept to close and never
+calls epoll_ctl again.
+
+Closing: after a response that must close, we close at once when the client has sent
+nothing more; when unread bytes may follow (a request body we never read, an error), we
+shut down our side and keep reading and discarding for ``linger_timeout`` (nginx's
+lingering close), because closing with unread data makes the kernel send RST, which can
+destroy the response before the client reads it (RFC 9112 section 9.6).
+
+I/O errors fall in three buckets (STYLE 5): would-block -> wait; peer gone
+(CONNRESET_ERRNOS) -> close quietly; anything else -> log and close (``_fatal_error``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from c10k.core.backend import READ, READ_MASK, WRITE, WRITE_MASK
+from c10k.http.connection import CONNECTION_CLOSED, HTTPConnection, method_status
+from c10k.http.errors import RemoteProtocolError
+from c10k.http.events import NEED_DATA, PAUSED, Request
+from c10k.http.writers import Response, error_response
+from c10k.region import FileRegion
+
+if TYPE_CHECKING:
+    from c10k.server.app import Server
+
+log = logging.getLogger("c10k.server")
+
+RECV_SIZE = 65536
+CONNRESET_ERRNOS = frozenset(
+    (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ESHUTDOWN, errno.ETIMEDOUT,
+     errno.ENOTCONN, errno.EBADF)
+)
+MSG_MORE = getattr(socket, "MSG_MORE", 0)
+SENDFILE_CHUNK = 1 << 20  # per call: bounded so one fat client cannot hog a loop turn
+
+# Connection header variants; index into the per-response wire memo.
+KEEP_11 = 0  # HTTP/1.1 keep-alive: no Connection header needed
+CLOSE = 1
+KEEP_10 = 2  # HTTP/1.0 keep-alive must be announced
+CONNECTION_LINES = (b"", b"Connection: close\r\n", b"Connection: keep-alive\r\n")
+
+# Connection states, for status counters and the deadline handler.
+IDLE, READING, WRITING, LINGERING, CLOSED = range(5)
+
+
+class Connection(HTTPConnection):
+    """HTTPConnection plus a socket: one object per client, ``__slots__`` only."""
+
+    __slots__ = (
+        "deadline",
+        "deadline_key",
+        "fd",
+        "out",
+        "server",
+        "sock",
+        "state",
+        "will_close",
+    )
+
+    def __init__(self, server: Server, sock: socket.socket) -> None:
+        super().__init__(server.limits)
+        self.server = server
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.out: list[bytes | memoryview | FileRegion] | None = None
+        self.will_close = False
+        self.state = IDLE
+        self.deadline: float | None = server.loop.now + server.config.header_timeout
+        self.deadline_key: int | None = None
+        server.loop.deadlines.schedule(self)
+
+    # -- readiness ---------------------------------------------------------------------
+    def _ready(self, events: int) -> None:
+        if events & WRITE_MASK and self.out is not None:
+            self._flush()
+        if events & READ_MASK and self.out is None:
+            state = self.state
+            if state < LINGERING:
+                self._read_ready()
+            elif state == LINGERING:
+                self._linger_read()
+
+    def _read_ready(self) -> None:
+        server = self.server
+        recv = self.sock.recv
+        while True:
+            try:
+                data = recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._io_error(exc)
+                return
+            if not data:
+                self.receive_data(b"")
+                self._process()
+                return
+            # Hot path: one complete request in one segment, head seen before.
+            if (
+                not self._buf
+                and data[-4:] == b"\r\n\r\n"
+                and not self._paused
+                and (req := server.limits.head_memo.get(data[:-2])) is not None
+                and data.find(b"\r\n\r\n") == len(data) - 4
+            ):
+                self._respond(req)
+                if self.out is not None or self.state == CLOSED:
+                    return
+            else:
+                self.receive_data(data)
+                self._process()
+                if self.out is not None or self.state == CLOSED:
+                    return
+            if len(data) < RECV_SIZE or not server.edge:
+                # Short read: the receive queue is drained (stream socket), so even an
+                # edge-triggered backend may wait now. Level-triggered: poll tells us.
+                return
+
+    def _process(self) -> None:
+        """Answer every complete request in the buffer, in order (pipelining)."""
+        out: list[bytes | FileRegion] = []
+        pending = 0
+        limit = self.server.config.max_pending_output_bytes
+        while True:
+            try:
+                event = self.next_event()
+            except RemoteProtocolError as exc:
+                resp = self.server.protocol_error_response(exc.error_status_hint)
+                self._append(out, resp, CLOSE, False)
+                self.will_close = True
+                break
+            if event is NEED_DATA:
+                self.state = READING if self._buf else IDLE
+                break
+            if event is CONNECTION_CLOSED or event is PAUSED:
+                self.will_close = True
+                break
+            assert isinstance(event, Request)
+            pending += self._answer(event, out)
+            if self.will_close or pending > limit:
+                break
+        self._send(out)
+
+    def _respond(self, req: Request) -> None:
+        out: list[bytes | FileRegion] = []
+        self._answer(req, out)
+        self._send(out)
+
+    def _answer(self, req: Request, out: list[bytes | FileRegion]) -> int:
+        """Produce the response to ``req`` into ``out``; return its size in bytes."""
+        server = self.server
+        method = req.method
+        if method == b"GET" or method == b"HEAD":
+            try:
+                resp = server.handler(req, server.loop.now)
+            except Exception:
+                log.exception("handler failed for %r", req.target)
+                resp = server.protocol_error_response(500)
+        else:
+            resp = server.method_response(method_status(method))
+        if req.keep_alive and not resp.close and not req.has_body and not server.draining:
+            kind = KEEP_11 if req.minor else KEEP_10
+        else:
+            kind = CLOSE
+            self.will_close = True
+        return self._append(out, resp, kind, method == b"HEAD")
+
+    def _append(self, out: list[bytes | FileRegion], resp: Response, kind: int, head: bool) -> int:
+        server = self.server
+        server.requests += 1
+        body = resp.body
+        if body is None or body.__class__ is bytes:
+            memo = server.wire_memo
+            wires = memo.get(resp)
+            if wires is None:
+                wires = memo[resp] = [None, None, None]
+            wire = wires[kind]
+            if wire is None:
+                wire = wires[kind] = b"".join(
+                    (resp.head, server.date_line, CONNECTION_LINES[kind], b"\r\n", body or b"")
+                )
+            if head and body:  # a HEAD answered with a GET's response (error pages)
+                wire = wire[: len(wire) - len(body)]
+            out.append(wire)
+            return len(wire)
+        assert isinstance(body, FileRegion)
+        out.append(b"".join((resp.head, server.date_line, CONNECTION_LINES[kind], b"\r\n")))
+        if head:
+            body.release()
+        else:
+            out.append(body)
+        return 4096  # a region costs the queue little memory: count its header only
+
+    # -- writing -----------------------------------------------------------------------
+    def _send(self, items: list[bytes | FileRegion]) -> None:
+        if not items:
+            if self.will_close:
+                self._finish()
+            return
+        if len(items) == 1 and self.out is None:
+            data = items[0]
+            if data.__class__ is bytes:
+                # The common case: one response, one send.
+                try:
+                    n = self.sock.send(data)  # type: ignore[arg-type]
+                except (BlockingIOError, InterruptedError):
+                    n = 0
+                except OSError as exc:
+                    self._io_error(exc)
+                    return
+                if n == len(data):
+                    self._sent_all()
+                    return
+                self._queue([memoryview(data)[n:]])  # type: ignore[arg-type]
+                return
+        self._queue(_coalesce(items))
+
+    def _queue(self, items: list[bytes | memoryview | FileRegion]) -> None:
+        if self.out is None:
+            self.out = items
+        else:
+            self.out.extend(items)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write queued items until done or the socket is full."""
+        out = self.out
+        assert out is not None
+        sock = self.sock
+        try:
+            while out:
+                item = out[0]
+                if isinstance(item, FileRegion):
+                    while item.count:
+                        n = os.sendfile(self.fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
+                        if n == 0:  # the file shrank under us: we cannot honour Content-Length
+                            log.warning("file shrank while being sent; closing the connection")
+                            self._force_close()
+                            return
+                        item.offset += n
+                        item.count -= n
+                    item.release()
+                    out.pop(0)
+                else:
+                    more = MSG_MORE if len(out) > 1 and isinstance(out[1], FileRegion) else 0
+                    n = sock.send(item, more)
+                    if n == len(item):
+                        out.pop(0)
+                    else:
+                        out[0] = memoryview(item)[n:]
+                        break
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            self._io_error(exc)
+            return
+        if out:
+            self._wait_writable()
+        else:
+            self.out = None
+            self._sent_all()
+
+    def _wait_writable(self) -> None:
+        server = self.server
+        if self.state != WRITING:
+            self.state = WRITING
+            if not server.edge:
+                server.loop.modify_fd(self.fd, WRITE)
+        self.deadline = server.loop.now + server.config.send_timeout
+        server.loop.deadlines.schedule(self)
+
+    def _sent_all(self) -> None:
+        """Everything queued is on the wire: close, or go back to reading requests."""
+        server = self.server
+        was_writing = self.state == WRITING
+        if was_writing:
+            if not server.edge:
+                server.loop.modify_fd(self.fd, READ)
+            self.state = IDLE
+        if self.will_close:
+            self._finish()
+            return
+        if self._buf and not self._paused:
+            # Pipelined requests waited while we were writing (or past the output cap).
+            self._process()
+            if self.out is not None or self.state == CLOSED:
+                return
+        elif was_writing and server.edge:
+            # No new edge will come for bytes that arrived while we were writing.
+            self._read_ready()
+            return
+        config = server.config
+        deadline = server.loop.now + (
+            config.header_timeout if self._buf else config.keepalive_timeout
+        )
+        self.deadline = deadline
+        if self.deadline_key is None or deadline < self.deadline_key:
+            server.loop.deadlines.schedule(self)
+
+    # -- closing -----------------------------------------------------------------------
+    def _finish(self) -> None:
+        """The last response is out: close, lingering if the client may still be sending."""
+        if self._buf or self._paused and not self._eof:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self._force_close()
+                return
+            self.state = LINGERING
+            server = self.server
+            self._buf = b""
+            self.deadline = server.loop.now + server.config.linger_timeout
+            server.loop.deadlines.schedule(self)
+            return
+        self._force_close()
+
+    def _linger_read(self) -> None:
+        try:
+            while self.sock.recv(RECV_SIZE):
+                pass
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._force_close()
+
+    def on_deadline(self) -> None:
+        """A timeout expired: header, keep-alive idle, send progress or lingering."""
+        self.server.timeouts += 1
+        if self.state == READING and self.out is None:
+            # RFC 9110 section 15.5.9: 408 for a request the client did not finish in time.
+            wire: list[bytes | FileRegion] = []
+            self._append(wire, self.server.protocol_error_response(408), CLOSE, False)
+            try:
+                self.sock.send(wire[0])  # type: ignore[arg-type]
+            except OSError:
+                pass
+        self._force_close()
+
+    def _io_error(self, exc: OSError) -> None:
+        if exc.errno not in CONNRESET_ERRNOS:
+            self._fatal_error(exc)
+        self._force_close()
+
+    def _fatal_error(self, exc: BaseException) -> None:
+        log.error("connection fd %d: %s", self.fd, exc)
+
+    def _force_close(self) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self.deadline = None
+        self.deadline_key = None
+        if self.out:
+            for item in self.out:
+                if isinstance(item, FileRegion):
+                    item.release()
+        self.out = None
+        self._buf = b""
+        server = self.server
+        server.loop.remove_fd(self.fd)
+        self.sock.close()
+        server.connection_closed(self)
+
+
+def _coalesce(items: list[bytes | FileRegion]) -> list[bytes | memoryview | FileRegion]:
+    """Join runs of bytes so a pipelined batch goes out in one send."""
+    out: list[bytes | memoryview | FileRegion] = []
+    run: list[bytes] = []
+    for item in items:
+        if isinstance(item, FileRegion):
+            if run:
+                out.append(b"".join(run))
+                run = []
+            out.append(item)
+        else:
+            run.append(item)
+    if run:
+        out.append(b"".join(run) if len(run) > 1 else run[0])
+    return out
