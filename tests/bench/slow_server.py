@@ -38,7 +38,7 @@ def handle(conn: socket.socket, root: str, rate: float) -> None:
                 continue
             chunk = max(1, int(rate / 10))
             for i in range(0, len(body), chunk):
-                conn.sendall(body[i:i + chunk])
+                conn.sendall(body[i : i + chunk])
                 time.sleep(0.1)
 
 

@@ -43,12 +43,18 @@ def check_machine(doc: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     ("scenario", "generator"),
-    [("conn-rate", "auto"), ("conn-rate", "python"), ("keepalive", "auto"),
-     ("keepalive", "python"), ("bigfile", "auto")],
+    [
+        ("conn-rate", "auto"),
+        ("conn-rate", "python"),
+        ("keepalive", "auto"),
+        ("keepalive", "python"),
+        ("bigfile", "auto"),
+    ],
 )
 def test_bench_http_scenarios_shape(tmp_path: Path, scenario: str, generator: str) -> None:
-    rc, doc = bench(tmp_path, scenario, "--no-c10k", "--server", HTTP_SERVER,
-                    "--generator", generator)
+    rc, doc = bench(
+        tmp_path, scenario, "--no-c10k", "--server", HTTP_SERVER, "--generator", generator
+    )
     assert rc == 0, doc["errors"]
     check_machine(doc)
     runs = runs_of(doc, scenario)
@@ -82,8 +88,7 @@ def test_bench_modem_shape(tmp_path: Path) -> None:
 
 def test_bench_modem_slow_server_fails_users(tmp_path: Path) -> None:
     """dkftpbench rules: a user below 3/4 of its rate fails and no more users are added."""
-    rc, doc = bench(tmp_path, "modem", "--no-c10k", "--server", SLOW_SERVER,
-                    "--max-users", "40")
+    rc, doc = bench(tmp_path, "modem", "--no-c10k", "--server", SLOW_SERVER, "--max-users", "40")
     assert rc == 0, doc["errors"]
     (run,) = runs_of(doc, "modem")
     assert run["first_failure"]["reason"] == "slow"
@@ -119,8 +124,9 @@ def test_bench_poller_shape(tmp_path: Path) -> None:
 def test_bench_overload_shape(tmp_path: Path) -> None:
     rc, doc = bench(tmp_path, "overload", "--no-c10k", "--server", HTTP_SERVER)
     assert rc == 0, doc["errors"]
-    runs = {r["server"] + ":" + str(r.get("offered_target_rps")): r
-            for r in runs_of(doc, "overload")}
+    runs = {
+        r["server"] + ":" + str(r.get("offered_target_rps")): r for r in runs_of(doc, "overload")
+    }
     assert len(runs) == 4  # peak + 1x, 2x, 3x
     for r in runs.values():
         assert r["requests"] > 0
@@ -129,14 +135,25 @@ def test_bench_overload_shape(tmp_path: Path) -> None:
             assert r["goodput_rps"] <= r["offered_rps"] * 1.1
 
 
-def test_bench_unknown_peer_skipped_with_install_hint(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bench_unknown_peer_skipped_with_install_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(peers, "nginx_binary", lambda: None)
-    rc, doc = bench(tmp_path, "keepalive", "--peer", "nginx", "--no-c10k", "--server",
-                    HTTP_SERVER, "--connections", "2")
+    rc, doc = bench(
+        tmp_path,
+        "keepalive",
+        "--peer",
+        "nginx",
+        "--no-c10k",
+        "--server",
+        HTTP_SERVER,
+        "--connections",
+        "2",
+    )
     assert rc == 0
-    assert doc["skipped"] == [{"name": "nginx",
-                               "reason": "nginx is not installed: apt-get install nginx"}]
+    assert doc["skipped"] == [
+        {"name": "nginx", "reason": "nginx is not installed: apt-get install nginx"}
+    ]
     assert doc["baseline"] == "py"
 
 
@@ -150,16 +167,36 @@ def test_bench_help_lists_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     text = capsys.readouterr().out
-    for name in ("conn-rate", "keepalive", "bigfile", "modem", "idle", "poller", "overload",
-                 "all", "plot"):
+    for name in (
+        "conn-rate",
+        "keepalive",
+        "bigfile",
+        "modem",
+        "idle",
+        "poller",
+        "overload",
+        "all",
+        "plot",
+    ):
         assert name in text
 
 
-@pytest.mark.skipif(peers.nginx_binary() is None or shutil.which("wrk") is None,
-                    reason="nginx and wrk not installed (apt-get install nginx wrk)")
+@pytest.mark.skipif(
+    peers.nginx_binary() is None or shutil.which("wrk") is None,
+    reason="nginx and wrk not installed (apt-get install nginx wrk)",
+)
 def test_bench_nginx_side_by_side(tmp_path: Path) -> None:
-    rc, doc = bench(tmp_path, "keepalive", "--peer", "nginx", "--no-c10k", "--server",
-                    HTTP_SERVER, "--connections", "4")
+    rc, doc = bench(
+        tmp_path,
+        "keepalive",
+        "--peer",
+        "nginx",
+        "--no-c10k",
+        "--server",
+        HTTP_SERVER,
+        "--connections",
+        "4",
+    )
     assert rc == 0, doc["errors"]
     (var,) = doc["scenarios"][0]["variations"].values()
     assert set(var["summary"]) == {"nginx", "py"}
@@ -168,8 +205,12 @@ def test_bench_nginx_side_by_side(tmp_path: Path) -> None:
 
 
 def _c10k_serve_works() -> str | None:
-    p = subprocess.run([sys.executable, "-m", "c10k", "serve", "--help"], capture_output=True,
-                       text=True, timeout=30)
+    p = subprocess.run(
+        [sys.executable, "-m", "c10k", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return None if p.returncode == 0 else (p.stderr.strip().splitlines() or ["?"])[-1]
 
 

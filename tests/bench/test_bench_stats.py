@@ -144,20 +144,28 @@ def test_median_and_ratio() -> None:
 
 
 def test_parse_head_http10_keepalive_and_no_length() -> None:
-    assert client.parse_head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n"
-                             b"Content-Length: 3\r\n\r\nabc") == (200, 3, True, 62)
+    assert client.parse_head(
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc"
+    ) == (200, 3, True, 62)
     # no length on a 200: delimited by close, so not reusable
     assert client.parse_head(b"HTTP/1.1 200 OK\r\n\r\n") == (200, -1, False, 19)
     assert client.parse_head(b"HTTP/1.1 304 Not Modified\r\n\r\n") == (304, 0, True, 29)
 
 
 def test_summarize_ratios_to_first_server() -> None:
-    entry = {"kind": "http", "variations": {"c=1": {"runs": [
-        {"server": "a", "round": 1, "rps": 100.0, "latency_ms": {"p99": 2.0}},
-        {"server": "b", "round": 1, "rps": 50.0, "latency_ms": {"p99": 4.0}},
-        {"server": "a", "round": 2, "rps": 300.0, "latency_ms": {"p99": 2.0}},
-        {"server": "b", "round": 2, "rps": 150.0, "latency_ms": {"p99": 4.0}},
-    ]}}}
+    entry = {
+        "kind": "http",
+        "variations": {
+            "c=1": {
+                "runs": [
+                    {"server": "a", "round": 1, "rps": 100.0, "latency_ms": {"p99": 2.0}},
+                    {"server": "b", "round": 1, "rps": 50.0, "latency_ms": {"p99": 4.0}},
+                    {"server": "a", "round": 2, "rps": 300.0, "latency_ms": {"p99": 2.0}},
+                    {"server": "b", "round": 2, "rps": 150.0, "latency_ms": {"p99": 4.0}},
+                ]
+            }
+        },
+    }
     report.summarize(entry, ["a", "b"])
     var = entry["variations"]["c=1"]
     assert var["summary"]["a"]["rps"] == 200.0
@@ -191,8 +199,18 @@ def test_plan_processes_and_sources() -> None:
 def test_c10k_spec_command_line() -> None:
     spec = peers.c10k_spec("epoll")
     argv = spec.build(8080, Path("/www"), Path("/tmp"))
-    assert argv[1:] == ["-m", "c10k", "serve", "/www", "--bind", "127.0.0.1", "--port", "8080",
-                        "--backend", "epoll"]
+    assert argv[1:] == [
+        "-m",
+        "c10k",
+        "serve",
+        "/www",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "8080",
+        "--backend",
+        "epoll",
+    ]
     assert spec.name == "c10k[epoll]"
     assert peers.c10k_spec().build(1, Path("/r"), Path("/t"))[-1] == "1"
 
@@ -201,7 +219,15 @@ def test_nginx_config_generated(tmp_path: Path) -> None:
     argv = peers.PEERS["nginx"].build(8081, tmp_path / "www", tmp_path)
     conf = (tmp_path / "nginx-8081" / "nginx.conf").read_text()
     assert argv[-2:] == ["-c", str(tmp_path / "nginx-8081" / "nginx.conf")]
-    for directive in ("worker_processes 1;", "master_process off;", "daemon off;",
-                      "sendfile on;", "tcp_nopush on;", "open_file_cache max=",
-                      "access_log off;", f"root {tmp_path / 'www'};", "listen 127.0.0.1:8081"):
+    for directive in (
+        "worker_processes 1;",
+        "master_process off;",
+        "daemon off;",
+        "sendfile on;",
+        "tcp_nopush on;",
+        "open_file_cache max=",
+        "access_log off;",
+        f"root {tmp_path / 'www'};",
+        "listen 127.0.0.1:8081",
+    ):
         assert directive in conf

@@ -35,56 +35,96 @@ def _int_list(text: str) -> list[int]:
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("servers")
-    g.add_argument("--peer", action="append", default=[], choices=sorted(PEERS),
-                   help="a peer to measure alongside c10k (repeatable); ratios are to the "
-                        "first server measured: peers in the order given, then --server, "
-                        "then c10k")
-    g.add_argument("--server", action="append", default=[], metavar="[NAME=]CMD",
-                   help="any other server command line, with {port} and {root} (also {host}, "
-                        "{python}) placeholders (repeatable)")
-    g.add_argument("--backend", action="append", default=[],
-                   help="c10k event backend (repeatable: one c10k server per backend)")
+    g.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        choices=sorted(PEERS),
+        help="a peer to measure alongside c10k (repeatable); ratios are to the "
+        "first server measured: peers in the order given, then --server, "
+        "then c10k",
+    )
+    g.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="[NAME=]CMD",
+        help="any other server command line, with {port} and {root} (also {host}, "
+        "{python}) placeholders (repeatable)",
+    )
+    g.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        help="c10k event backend (repeatable: one c10k server per backend)",
+    )
     g.add_argument("--no-c10k", action="store_true", help="do not measure c10k itself")
     g = p.add_argument_group("run")
-    g.add_argument("--duration", type=float, help="seconds per measurement (default 10; "
-                                                  "quick 1)")
-    g.add_argument("--warmup", type=float, help="seconds of warm-up before each measurement "
-                                                "(default 2; quick 0)")
-    g.add_argument("--rounds", type=int, help="interleaved rounds per server (default 2; "
-                                              "quick 1)")
-    g.add_argument("--connections", type=_int_list, metavar="N,N,...",
-                   help="override the connection counts of conn-rate/keepalive/bigfile")
+    g.add_argument("--duration", type=float, help="seconds per measurement (default 10; quick 1)")
+    g.add_argument(
+        "--warmup",
+        type=float,
+        help="seconds of warm-up before each measurement (default 2; quick 0)",
+    )
+    g.add_argument("--rounds", type=int, help="interleaved rounds per server (default 2; quick 1)")
+    g.add_argument(
+        "--connections",
+        type=_int_list,
+        metavar="N,N,...",
+        help="override the connection counts of conn-rate/keepalive/bigfile",
+    )
     g.add_argument("--max-users", type=int, help="modem: stop adding users here")
-    g.add_argument("--idle-counts", type=_int_list, metavar="N,N,...",
-                   help="idle: connection counts to hold")
-    g.add_argument("--poller-sizes", type=_int_list, metavar="N,N,...",
-                   help="poller: numbers of watched fds")
-    g.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto",
-                   help="auto: wrk for high-rate runs when installed, else the Python one")
+    g.add_argument(
+        "--idle-counts", type=_int_list, metavar="N,N,...", help="idle: connection counts to hold"
+    )
+    g.add_argument(
+        "--poller-sizes", type=_int_list, metavar="N,N,...", help="poller: numbers of watched fds"
+    )
+    g.add_argument(
+        "--generator",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="auto: wrk for high-rate runs when installed, else the Python one",
+    )
     g.add_argument("--procs", type=int, help="at most this many generator processes")
-    g.add_argument("--timeout", type=float, default=5.0,
-                   help="seconds before a request counts as a timeout (default 5)")
-    g.add_argument("--quick", action="store_true",
-                   help="tiny configuration (seconds): for CI and smoke tests")
-    g.add_argument("--no-pin", action="store_true",
-                   help="do not pin the server and the generator to separate cores")
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="seconds before a request counts as a timeout (default 5)",
+    )
+    g.add_argument(
+        "--quick", action="store_true", help="tiny configuration (seconds): for CI and smoke tests"
+    )
+    g.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the server and the generator to separate cores",
+    )
     g = p.add_argument_group("output")
-    g.add_argument("--out", type=Path, help="directory for results.json, results.md and PNGs "
-                                            "(default bench-results/<time>)")
+    g.add_argument(
+        "--out",
+        type=Path,
+        help="directory for results.json, results.md and PNGs (default bench-results/<time>)",
+    )
     g.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="c10k bench", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="c10k bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="scenario", metavar="SCENARIO", required=True)
     common = _common()
     for name in ORDER:
         s = SCENARIOS[name]
-        sub.add_parser(name, parents=[common], help=f"{s['title']} ({s['measures']})",
-                       description=f"{s['title']}: measures {s['measures']}.")
+        sub.add_parser(
+            name,
+            parents=[common],
+            help=f"{s['title']} ({s['measures']})",
+            description=f"{s['title']}: measures {s['measures']}.",
+        )
     sub.add_parser("all", parents=[common], help="every scenario above, in that order")
     pp = sub.add_parser("plot", help="render PNG plots (and results.md) from a results.json")
     pp.add_argument("results", type=Path)
@@ -107,10 +147,16 @@ def _options(args: argparse.Namespace) -> Options:
         return float(value if value is not None else (quick if q else full))
 
     return Options(
-        duration=pick(args.duration, 10.0, 1.0), warmup=pick(args.warmup, 2.0, 0.0),
-        rounds=int(pick(args.rounds, 2, 1)), quick=q, generator=args.generator,
-        procs=args.procs, timeout=args.timeout, connections=args.connections,
-        max_users=args.max_users, idle_counts=args.idle_counts,
+        duration=pick(args.duration, 10.0, 1.0),
+        warmup=pick(args.warmup, 2.0, 0.0),
+        rounds=int(pick(args.rounds, 2, 1)),
+        quick=q,
+        generator=args.generator,
+        procs=args.procs,
+        timeout=args.timeout,
+        connections=args.connections,
+        max_users=args.max_users,
+        idle_counts=args.idle_counts,
         poller_sizes=args.poller_sizes,
     )
 
@@ -154,13 +200,21 @@ def main(argv: list[str] | None = None) -> int:
         print("c10k bench: no server to measure (add --peer or --server)", file=sys.stderr)
         return 2
     out = args.out or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
-    doc = run(names, specs, opts, out, pin_enabled=not args.no_pin,
-              argv=["c10k", "bench", *(argv if argv is not None else sys.argv[1:])])
+    doc = run(
+        names,
+        specs,
+        opts,
+        out,
+        pin_enabled=not args.no_pin,
+        argv=["c10k", "bench", *(argv if argv is not None else sys.argv[1:])],
+    )
     write_json(doc, out / "results.json")
     plots = _finish(doc, out, not args.no_plots)
     print(terminal_table(doc))
-    print(f"\nwrote {out / 'results.json'}, {out / 'results.md'}"
-          + (f" and {len(plots)} plots" if plots else ""))
+    print(
+        f"\nwrote {out / 'results.json'}, {out / 'results.md'}"
+        + (f" and {len(plots)} plots" if plots else "")
+    )
     return 1 if doc["errors"] else 0
 
 

@@ -99,8 +99,9 @@ _RE_CL = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.I)
 _RE_CONN_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.I)
 _RE_CONN_KA = re.compile(rb"\r\nconnection:[ \t]*keep-alive", re.I)
 
-CONNRESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED,
-                              errno.ESHUTDOWN, errno.ENOTCONN})
+CONNRESET_ERRNOS = frozenset(
+    {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ESHUTDOWN, errno.ENOTCONN}
+)
 
 
 def source_addresses(n_conns: int, per_source: int = PER_SOURCE_MAX, first: int = 2) -> list[str]:
@@ -127,8 +128,15 @@ def split_evenly(total: int, parts: int) -> list[int]:
 
 def make_request(host: str, port: int, path: str, close: bool) -> bytes:
     conn = b"close" if close else b"keep-alive"
-    return (b"GET " + path.encode() + b" HTTP/1.1\r\nHost: " + f"{host}:{port}".encode()
-            + b"\r\nUser-Agent: c10k-bench\r\nAccept: */*\r\nConnection: " + conn + b"\r\n\r\n")
+    return (
+        b"GET "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: "
+        + f"{host}:{port}".encode()
+        + b"\r\nUser-Agent: c10k-bench\r\nAccept: */*\r\nConnection: "
+        + conn
+        + b"\r\n\r\n"
+    )
 
 
 def parse_head(buf: bytes | bytearray) -> tuple[int, int, bool, int] | None:
@@ -215,8 +223,19 @@ class _Poller:
 
 
 class _Conn:
-    __slots__ = ("fd", "head", "keep", "out", "remaining", "served", "sock", "src", "state",
-                 "status", "t0")
+    __slots__ = (
+        "fd",
+        "head",
+        "keep",
+        "out",
+        "remaining",
+        "served",
+        "sock",
+        "src",
+        "state",
+        "status",
+        "t0",
+    )
 
     def __init__(self, sock: socket.socket, src: str | None, t0: float) -> None:
         self.sock = sock
@@ -270,8 +289,9 @@ class HttpWorker:
         self.addr = (self.host, self.port)
         self.sources: list[str | None] = cfg.get("sources") or [None]
         self.keepalive: bool = cfg.get("keepalive", True) and self.mode in ("closed", "idle")
-        self.req = make_request(self.host, self.port, cfg.get("path", "/"),
-                                close=not self.keepalive)
+        self.req = make_request(
+            self.host, self.port, cfg.get("path", "/"), close=not self.keepalive
+        )
         self.timeout: float = cfg.get("timeout", DEFAULT_TIMEOUT)
         self.poller = _Poller()
         self.conns: dict[int, _Conn] = {}
@@ -606,11 +626,19 @@ class HttpWorker:
         self.measuring = False
         for c in list(self.conns.values()):
             self._close(c)
-        _emit({
-            "event": "result", "ok": self.ok, "bytes": self.bytes, "errors": self.errors,
-            "reconnects": self.reconnects, "attempted": self.attempted,
-            "dropped": self.dropped, "measured_s": measured, "hist": self.hist.to_json(),
-        })
+        _emit(
+            {
+                "event": "result",
+                "ok": self.ok,
+                "bytes": self.bytes,
+                "errors": self.errors,
+                "reconnects": self.reconnects,
+                "attempted": self.attempted,
+                "dropped": self.dropped,
+                "measured_s": measured,
+                "hist": self.hist.to_json(),
+            }
+        )
 
     def _run_idle(self, life_end: float) -> None:
         self.measuring = True  # errors during set-up are the figures in this mode
@@ -618,22 +646,46 @@ class HttpWorker:
         while not self.stop_requested and time.perf_counter() < life_end:
             held = sum(1 for c in self.conns.values() if c.state == _IDLE)
             if self.hold_to > len(self.conns):
-                self._connect_many(self.hold_to - len(self.conns),
-                                   time.perf_counter() + self.cfg.get("setup_timeout", 30.0))
+                self._connect_many(
+                    self.hold_to - len(self.conns),
+                    time.perf_counter() + self.cfg.get("setup_timeout", 30.0),
+                )
                 held = sum(1 for c in self.conns.values() if c.state == _IDLE)
-                _emit({"event": "held", "target": self.hold_to, "held": held,
-                       "errors": self.errors, "closed_by_server": self.closed_by_server})
+                _emit(
+                    {
+                        "event": "held",
+                        "target": self.hold_to,
+                        "held": held,
+                        "errors": self.errors,
+                        "closed_by_server": self.closed_by_server,
+                    }
+                )
                 reported = self.hold_to
             elif reported != self.hold_to:
-                _emit({"event": "held", "target": self.hold_to, "held": held,
-                       "errors": self.errors, "closed_by_server": self.closed_by_server})
+                _emit(
+                    {
+                        "event": "held",
+                        "target": self.hold_to,
+                        "held": held,
+                        "errors": self.errors,
+                        "closed_by_server": self.closed_by_server,
+                    }
+                )
                 reported = self.hold_to
             self._loop_once(0.2)
         held = sum(1 for c in self.conns.values() if c.state == _IDLE)
         for c in list(self.conns.values()):
             self._close(c)
-        _emit({"event": "result", "held": held, "errors": self.errors, "ok": self.ok,
-               "closed_by_server": self.closed_by_server, "hist": self.hist.to_json()})
+        _emit(
+            {
+                "event": "result",
+                "held": held,
+                "errors": self.errors,
+                "ok": self.ok,
+                "closed_by_server": self.closed_by_server,
+                "hist": self.hist.to_json(),
+            }
+        )
 
     def close(self) -> None:
         for c in list(self.conns.values()):
@@ -642,8 +694,18 @@ class HttpWorker:
 
 
 class _User:
-    __slots__ = ("alive", "fd", "got", "head_len", "keep", "need", "sock", "start",
-                 "state", "t_conn")
+    __slots__ = (
+        "alive",
+        "fd",
+        "got",
+        "head_len",
+        "keep",
+        "need",
+        "sock",
+        "start",
+        "state",
+        "t_conn",
+    )
 
     def __init__(self) -> None:
         self.sock: socket.socket | None = None
@@ -864,9 +926,18 @@ class ModemWorker:
         timeline.append([round(now - t_go, 3), self.alive, self.started])
         for u in list(self.users.values()):
             self._close(u)
-        _emit({"event": "result", "started": self.started, "alive": self.alive,
-               "failures": self.failures, "downloads": self.downloads, "bytes": self.bytes,
-               "timeline": timeline, "elapsed_s": round(now - t_go, 3)})
+        _emit(
+            {
+                "event": "result",
+                "started": self.started,
+                "alive": self.alive,
+                "failures": self.failures,
+                "downloads": self.downloads,
+                "bytes": self.bytes,
+                "timeline": timeline,
+                "elapsed_s": round(now - t_go, 3),
+            }
+        )
 
     def close(self) -> None:
         for u in list(self.users.values()):
@@ -918,15 +989,20 @@ class LoadGenerator:
         env = dict(os.environ)
         pkg_parent = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(
-            [pkg_parent, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+            [pkg_parent, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
+        )
         log_dir.mkdir(parents=True, exist_ok=True)
         try:
             for i, cfg in enumerate(configs):
                 log = open(log_dir / f"generator-{i}.log", "wb")  # noqa: SIM115
                 self.logs.append(log)
-                p = subprocess.Popen([sys.executable, "-m", "c10k.bench.client"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=log, env=env)
+                p = subprocess.Popen(
+                    [sys.executable, "-m", "c10k.bench.client"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    env=env,
+                )
                 self.procs.append(p)
                 self.bufs.append(b"")
                 assert p.stdin is not None
@@ -996,19 +1072,25 @@ class LoadGenerator:
         tail = (self.log_dir / f"generator-{i}.log").read_bytes()[-800:].decode(errors="replace")
         return f"generator process {i} exited with {self.procs[i].returncode}: {tail}"
 
-    def wait_all(self, event: str, timeout: float,
-                 match: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def wait_all(
+        self, event: str, timeout: float, match: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """Wait for one ``event`` message (with the ``match`` items) from every worker."""
         got: dict[int, dict[str, Any]] = {}
         deadline = time.perf_counter() + timeout
         while len(got) < len(self.procs):
             left = deadline - time.perf_counter()
             if left <= 0:
-                raise WorkerError(f"timed out waiting for {event!r} from generator processes "
-                                  f"{sorted(set(range(len(self.procs))) - set(got))}")
+                raise WorkerError(
+                    f"timed out waiting for {event!r} from generator processes "
+                    f"{sorted(set(range(len(self.procs))) - set(got))}"
+                )
             item = self.next_event(left)
-            if item is not None and item[1].get("event") == event and all(
-                    item[1].get(k) == v for k, v in (match or {}).items()):
+            if (
+                item is not None
+                and item[1].get("event") == event
+                and all(item[1].get(k) == v for k, v in (match or {}).items())
+            ):
                 got[item[0]] = item[1]
         return [got[i] for i in range(len(self.procs))]
 
@@ -1034,8 +1116,9 @@ class LoadGenerator:
         self.logs = []
 
 
-def plan_processes(conns: int, max_procs: int | None = None,
-                   per_process: int = PER_PROCESS_MAX) -> int:
+def plan_processes(
+    conns: int, max_procs: int | None = None, per_process: int = PER_PROCESS_MAX
+) -> int:
     """How many generator processes ``conns`` connections need.
 
     >>> plan_processes(100), plan_processes(10000), plan_processes(20000, max_procs=2)

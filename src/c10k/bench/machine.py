@@ -85,17 +85,28 @@ class Pinning:
     def choose(cls, enabled: bool = True) -> Pinning:
         cpus = usable_cpus()
         if not enabled:
-            return cls(None, None, "pinning disabled (--no-pin): server and generator share "
-                       "all cores; busy-core figures include the generator")
+            return cls(
+                None,
+                None,
+                "pinning disabled (--no-pin): server and generator share "
+                "all cores; busy-core figures include the generator",
+            )
         if len(cpus) < 2:
-            return cls(None, None, f"only {len(cpus)} usable CPU: not pinned; busy-core "
-                       "figures include the generator")
-        return cls(cpus[0], [cpus[1]], f"server pinned to CPU {cpus[0]}, "
-                   f"load generator to CPU {cpus[1]}")
+            return cls(
+                None,
+                None,
+                f"only {len(cpus)} usable CPU: not pinned; busy-core figures include the generator",
+            )
+        return cls(
+            cpus[0], [cpus[1]], f"server pinned to CPU {cpus[0]}, load generator to CPU {cpus[1]}"
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"server_cpu": self.server_cpu, "generator_cpus": self.generator_cpus,
-                "note": self.note}
+        return {
+            "server_cpu": self.server_cpu,
+            "generator_cpus": self.generator_cpus,
+            "note": self.note,
+        }
 
 
 def pin_argv(argv: list[str], cpus: list[int] | None) -> list[str]:
@@ -128,7 +139,7 @@ def _read_stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
-    return data[data.rindex(")") + 2:].split()
+    return data[data.rindex(")") + 2 :].split()
 
 
 def session_pids(sid: int) -> list[int]:
@@ -196,8 +207,7 @@ class CpuSnapshot:
             server_proc=session_cpu_seconds(sid) if sid else 0.0,
             server_core=cpu_busy_seconds(pin.server_cpu),
             generator_core=(
-                sum(cpu_busy_seconds(c) for c in pin.generator_cpus)
-                if pin.generator_cpus else 0.0
+                sum(cpu_busy_seconds(c) for c in pin.generator_cpus) if pin.generator_cpus else 0.0
             ),
         )
 
@@ -250,12 +260,20 @@ def describe() -> dict[str, Any]:
         lim = getattr(resource, name, None)
         if lim is not None:
             s, h = resource.getrlimit(lim)
-            limits[name] = [None if s == resource.RLIM_INFINITY else s,
-                            None if h == resource.RLIM_INFINITY else h]
+            limits[name] = [
+                None if s == resource.RLIM_INFINITY else s,
+                None if h == resource.RLIM_INFINITY else h,
+            ]
     sysctls = {}
-    for key in ("net/core/somaxconn", "net/ipv4/tcp_max_syn_backlog",
-                "net/ipv4/ip_local_port_range", "net/ipv4/tcp_tw_reuse",
-                "net/ipv4/tcp_fin_timeout", "fs/nr_open", "fs/file-max"):
+    for key in (
+        "net/core/somaxconn",
+        "net/ipv4/tcp_max_syn_backlog",
+        "net/ipv4/ip_local_port_range",
+        "net/ipv4/tcp_tw_reuse",
+        "net/ipv4/tcp_fin_timeout",
+        "fs/nr_open",
+        "fs/file-max",
+    ):
         sysctls[key.replace("/", ".")] = _read(f"/proc/sys/{key}")
     wrk = shutil.which("wrk")
     return {

@@ -100,11 +100,17 @@ class ServerSpec:
     template: str = ""
     notes: list[str] = field(default_factory=list)
 
-    def to_json(self, port: int = 0, root: Path | None = None,
-                workdir: Path | None = None) -> dict[str, Any]:
+    def to_json(
+        self, port: int = 0, root: Path | None = None, workdir: Path | None = None
+    ) -> dict[str, Any]:
         argv = self.build(port or 0, root or Path("ROOT"), workdir or Path("WORKDIR"))
-        return {"name": self.name, "kind": self.kind, "argv": argv,
-                "version": self.version(), "notes": self.notes}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "argv": argv,
+            "version": self.version(),
+            "notes": self.notes,
+        }
 
 
 def _has(*modules: str) -> bool:
@@ -133,8 +139,15 @@ def _nginx_build(port: int, root: Path, workdir: Path) -> list[str]:
         (d / "tmp").mkdir(parents=True, exist_ok=True)
         (d / "logs").mkdir(exist_ok=True)
         (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, host=HOST, port=port, root=root))
-    return [nginx_binary() or "nginx", "-p", str(d), "-e", str(d / "error.log"),
-            "-c", str(d / "nginx.conf")]
+    return [
+        nginx_binary() or "nginx",
+        "-p",
+        str(d),
+        "-e",
+        str(d / "error.log"),
+        "-c",
+        str(d / "nginx.conf"),
+    ]
 
 
 def _nginx_version() -> str | None:
@@ -152,9 +165,27 @@ def _uvicorn_build(port: int, root: Path, workdir: Path) -> list[str]:
         (app_dir / "c10k_bench_app.py").write_text(UVICORN_APP.format(root=str(root)))
     loop = "uvloop" if _has("uvloop") else "auto"
     http = "httptools" if _has("httptools") else "auto"
-    return [sys.executable, "-m", "uvicorn", "c10k_bench_app:app", "--app-dir", str(app_dir),
-            "--host", HOST, "--port", str(port), "--loop", loop, "--http", http,
-            "--no-access-log", "--log-level", "warning", "--backlog", "4096"]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "c10k_bench_app:app",
+        "--app-dir",
+        str(app_dir),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--loop",
+        loop,
+        "--http",
+        http,
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--backlog",
+        "4096",
+    ]
 
 
 def _aiohttp_build(port: int, root: Path, workdir: Path) -> list[str]:
@@ -165,33 +196,55 @@ def _aiohttp_build(port: int, root: Path, workdir: Path) -> list[str]:
 
 
 def _http_server_build(port: int, root: Path, workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "http.server", str(port), "--bind", HOST,
-            "--directory", str(root)]
+    return [
+        sys.executable,
+        "-m",
+        "http.server",
+        str(port),
+        "--bind",
+        HOST,
+        "--directory",
+        str(root),
+    ]
 
 
 PEERS: dict[str, ServerSpec] = {
     "nginx": ServerSpec(
-        "nginx", "peer", _nginx_build,
+        "nginx",
+        "peer",
+        _nginx_build,
         check=lambda: None if nginx_binary() else "nginx is not installed: apt-get install nginx",
         version=_nginx_version,
-        notes=["1 worker, master_process off, sendfile, tcp_nopush, open_file_cache, "
-               "access_log off"],
+        notes=[
+            "1 worker, master_process off, sendfile, tcp_nopush, open_file_cache, access_log off"
+        ],
     ),
     "http.server": ServerSpec(
-        "http.server", "peer", _http_server_build,
+        "http.server",
+        "peer",
+        _http_server_build,
         version=lambda: f"CPython {sys.version.split()[0]} http.server (ThreadingHTTPServer)",
         notes=["HTTP/1.0: closes the connection after every response; listen backlog 5"],
     ),
     "uvicorn": ServerSpec(
-        "uvicorn", "peer", _uvicorn_build,
-        check=lambda: None if _has("uvicorn", "starlette") else
-        "uvicorn peer needs: pip install 'uvicorn[standard]' starlette",
-        version=lambda: " + ".join(filter(None, (_module_version("uvicorn"),
-                                                 _module_version("starlette")))) or None,
+        "uvicorn",
+        "peer",
+        _uvicorn_build,
+        check=lambda: (
+            None
+            if _has("uvicorn", "starlette")
+            else "uvicorn peer needs: pip install 'uvicorn[standard]' starlette"
+        ),
+        version=lambda: (
+            " + ".join(filter(None, (_module_version("uvicorn"), _module_version("starlette"))))
+            or None
+        ),
         notes=["Starlette StaticFiles; uvloop + httptools when installed"],
     ),
     "aiohttp": ServerSpec(
-        "aiohttp", "peer", _aiohttp_build,
+        "aiohttp",
+        "peer",
+        _aiohttp_build,
         check=lambda: None if _has("aiohttp") else "aiohttp peer needs: pip install aiohttp",
         version=lambda: _module_version("aiohttp"),
         notes=["web.Application with a static route, access_log=None"],
@@ -205,12 +258,21 @@ def c10k_check() -> str | None:
     """None if ``python -m c10k serve --help`` works with this interpreter, else why not."""
     if "r" not in _c10k_check_cache:
         try:
-            p = subprocess.run([sys.executable, "-m", "c10k", "serve", "--help"],
-                               capture_output=True, text=True, timeout=20,
-                               env=_child_env())
-            reason = None if p.returncode == 0 else (
-                "`python -m c10k serve --help` failed: "
-                + ((p.stderr or p.stdout).strip().splitlines() or ["?"])[-1])
+            p = subprocess.run(
+                [sys.executable, "-m", "c10k", "serve", "--help"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                env=_child_env(),
+            )
+            reason = (
+                None
+                if p.returncode == 0
+                else (
+                    "`python -m c10k serve --help` failed: "
+                    + ((p.stderr or p.stdout).strip().splitlines() or ["?"])[-1]
+                )
+            )
         except (OSError, subprocess.TimeoutExpired) as e:
             reason = f"`python -m c10k serve --help` failed: {e}"
         _c10k_check_cache["r"] = reason
@@ -219,12 +281,26 @@ def c10k_check() -> str | None:
 
 def c10k_spec(backend: str | None = None) -> ServerSpec:
     def build(port: int, root: Path, workdir: Path) -> list[str]:
-        argv = [sys.executable, "-m", "c10k", "serve", str(root), "--bind", HOST,
-                "--port", str(port)]
+        argv = [
+            sys.executable,
+            "-m",
+            "c10k",
+            "serve",
+            str(root),
+            "--bind",
+            HOST,
+            "--port",
+            str(port),
+        ]
         return [*argv, "--backend", backend] if backend else argv
 
-    return ServerSpec(f"c10k[{backend}]" if backend else "c10k", "c10k", build,
-                      check=c10k_check, version=lambda: _module_version("c10k"))
+    return ServerSpec(
+        f"c10k[{backend}]" if backend else "c10k",
+        "c10k",
+        build,
+        check=c10k_check,
+        version=lambda: _module_version("c10k"),
+    )
 
 
 def custom_spec(text: str, index: int) -> ServerSpec:
@@ -244,8 +320,7 @@ def custom_spec(text: str, index: int) -> ServerSpec:
     tokens = shlex.split(text)
 
     def build(port: int, root: Path, workdir: Path) -> list[str]:
-        return [t.format(port=port, root=root, host=HOST, python=sys.executable)
-                for t in tokens]
+        return [t.format(port=port, root=root, host=HOST, python=sys.executable) for t in tokens]
 
     return ServerSpec(name, "custom", build, template=text)
 
@@ -283,7 +358,7 @@ def probe(host: str, port: int, path: str = PROBE_PATH, timeout: float = 1.0) ->
                 low = data[:head_end].lower()
                 i = low.find(b"content-length:")
                 if i >= 0:
-                    n = int(low[i + 15:].split(b"\r\n", 1)[0])
+                    n = int(low[i + 15 :].split(b"\r\n", 1)[0])
                     if len(data) - head_end - 4 >= n:
                         break
     status = data[9:12]
@@ -295,25 +370,43 @@ def probe(host: str, port: int, path: str = PROBE_PATH, timeout: float = 1.0) ->
 class RunningServer:
     """A started server: its Popen, session id, port and log. Use as a context manager."""
 
-    def __init__(self, spec: ServerSpec, root: Path, workdir: Path, pin: Pinning,
-                 port: int | None = None, start_timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        spec: ServerSpec,
+        root: Path,
+        workdir: Path,
+        pin: Pinning,
+        port: int | None = None,
+        start_timeout: float = 20.0,
+    ) -> None:
         self.spec = spec
         self.port = port or free_port()
         self.host = HOST
-        self.argv = pin_argv(spec.build(self.port, root, workdir),
-                             [pin.server_cpu] if pin.server_cpu is not None else None)
+        self.argv = pin_argv(
+            spec.build(self.port, root, workdir),
+            [pin.server_cpu] if pin.server_cpu is not None else None,
+        )
         self.log_path = workdir / f"server-{spec.name.replace('/', '_')}-{self.port}.log"
         self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115
         try:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                         stderr=subprocess.STDOUT, cwd=workdir,
-                                         start_new_session=True, env=_child_env())
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                start_new_session=True,
+                env=_child_env(),
+            )
         except OSError as e:
             self._log.close()
             raise ServerError(f"{spec.name}: cannot start {self.argv[0]}: {e}") from e
         self.sid = self.proc.pid
-        if pin.server_cpu is not None and self.argv[0] != "taskset" and \
-                not self.argv[0].endswith("/taskset"):
+        if (
+            pin.server_cpu is not None
+            and self.argv[0] != "taskset"
+            and not self.argv[0].endswith("/taskset")
+        ):
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(self.proc.pid, {pin.server_cpu})
         try:
@@ -327,8 +420,10 @@ class RunningServer:
         last: Exception | None = None
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
-                raise ServerError(f"{self.spec.name} exited with {self.proc.returncode} before "
-                                  f"serving: {self.log_tail()}")
+                raise ServerError(
+                    f"{self.spec.name} exited with {self.proc.returncode} before "
+                    f"serving: {self.log_tail()}"
+                )
             try:
                 n = probe(self.host, self.port)
             except (OSError, ServerError, ValueError) as e:
@@ -336,11 +431,15 @@ class RunningServer:
                 time.sleep(0.05)
                 continue
             if n != PROBE_SIZE:
-                raise ServerError(f"{self.spec.name} served {n} bytes for {PROBE_PATH}, "
-                                  f"expected {PROBE_SIZE}: wrong docroot?")
+                raise ServerError(
+                    f"{self.spec.name} served {n} bytes for {PROBE_PATH}, "
+                    f"expected {PROBE_SIZE}: wrong docroot?"
+                )
             return
-        raise ServerError(f"{self.spec.name} did not serve {PROBE_PATH} within {timeout:.0f} s "
-                          f"({last}): {self.log_tail()}")
+        raise ServerError(
+            f"{self.spec.name} did not serve {PROBE_PATH} within {timeout:.0f} s "
+            f"({last}): {self.log_tail()}"
+        )
 
     def log_tail(self, n: int = 600) -> str:
         self._log.flush()

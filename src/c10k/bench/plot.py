@@ -73,18 +73,23 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
             continue
         labels = list(variations)
         if kind == "http":
-            metrics = [("rps", "requests/s"), ("req_per_busy_core_s", "requests per busy "
-                                                 "server-core second")]
+            metrics = [
+                ("rps", "requests/s"),
+                ("req_per_busy_core_s", "requests per busy server-core second"),
+            ]
             if name == "bigfile":
-                metrics = [("mib_s", "MiB/s"), ("req_per_busy_core_s",
-                                                 "requests per busy server-core second")]
+                metrics = [
+                    ("mib_s", "MiB/s"),
+                    ("req_per_busy_core_s", "requests per busy server-core second"),
+                ]
             fig, axes = plt.subplots(1, 2, figsize=(11, 4))
             for ax, (metric, ylabel) in zip(axes, metrics, strict=True):
                 if len(labels) > 1:
                     xs = [_num(lb) for lb in labels]
                     for server in order:
-                        ys = [variations[lb]["summary"].get(server, {}).get(metric)
-                              for lb in labels]
+                        ys = [
+                            variations[lb]["summary"].get(server, {}).get(metric) for lb in labels
+                        ]
                         pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
                         if pts:
                             ax.plot(*zip(*pts, strict=True), marker="o", label=server)
@@ -105,12 +110,12 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
             save(fig, f"{name}-rps.png")
             fig, ax = plt.subplots(figsize=(11, 4))
             pcts = ["p50", "p90", "p99", "p99.9"]
-            groups = [(lb, sv) for lb in labels for sv in order
-                      if sv in variations[lb]["summary"]]
+            groups = [(lb, sv) for lb in labels for sv in order if sv in variations[lb]["summary"]]
             width = 0.8 / len(pcts)
             for j, p in enumerate(pcts):
-                ys = [variations[lb]["summary"][sv].get(f"latency_ms.{p}") or 0
-                      for lb, sv in groups]
+                ys = [
+                    variations[lb]["summary"][sv].get(f"latency_ms.{p}") or 0 for lb, sv in groups
+                ]
                 ax.bar([i + j * width for i in range(len(groups))], ys, width, label=p)
             ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
             ax.set_xticklabels([f"{sv}\n{lb}" for lb, sv in groups], fontsize=8)
@@ -142,18 +147,26 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
         elif kind == "modem":
             fig, ax = plt.subplots(figsize=(8, 4.5))
             for server in order:
-                runs = [r for v in variations.values() for r in v["runs"]
-                        if r.get("server") == server and r.get("timeline")]
+                runs = [
+                    r
+                    for v in variations.values()
+                    for r in v["runs"]
+                    if r.get("server") == server and r.get("timeline")
+                ]
                 if runs:
                     t = runs[0]["timeline"]
-                    ax.plot([p[0] for p in t], [p[1] for p in t],
-                            label=f"{server} (score {runs[0]['score']})")
+                    ax.plot(
+                        [p[0] for p in t],
+                        [p[1] for p in t],
+                        label=f"{server} (score {runs[0]['score']})",
+                    )
             ax.set_xlabel("seconds")
             ax.set_ylabel("users alive")
             ax.grid(alpha=0.3)
             ax.legend()
-            ax.set_title(f"modem: simulated slow users over time (first round)\n{subtitle}",
-                         fontsize=9)
+            ax.set_title(
+                f"modem: simulated slow users over time (first round)\n{subtitle}", fontsize=9
+            )
             save(fig, "modem-users.png")
         elif kind == "idle":
             for metric, ylabel, fname in (
@@ -162,8 +175,10 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
             ):
                 fig, ax = plt.subplots(figsize=(7, 4.5))
                 for server in order:
-                    pts = [(_num(lb), variations[lb]["summary"].get(server, {}).get(metric))
-                           for lb in labels]
+                    pts = [
+                        (_num(lb), variations[lb]["summary"].get(server, {}).get(metric))
+                        for lb in labels
+                    ]
                     pts = [(x, y) for x, y in pts if y is not None and x > 0]
                     if pts:
                         ax.plot(*zip(*pts, strict=True), marker="o", label=server)

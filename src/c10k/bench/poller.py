@@ -176,15 +176,22 @@ def plan_sizes(sizes: list[int], active: int) -> tuple[list[int], list[str]]:
     keep = [n for n in sizes if n <= budget]
     if len(keep) < len(sizes):
         too_big = [n for n in sizes if n > budget]
-        notes.append(f"N={','.join(map(str, too_big))} need more fds than RLIMIT_NOFILE "
-                     f"({nofile_soft()}) allows: measured up to N={budget} instead")
+        notes.append(
+            f"N={','.join(map(str, too_big))} need more fds than RLIMIT_NOFILE "
+            f"({nofile_soft()}) allows: measured up to N={budget} instead"
+        )
         if budget > (keep[-1] if keep else 0):
             keep.append(budget)
     return keep, notes
 
 
-def bench_one(make: Callable[[], WaitBackend], n: int, active: int,
-              seconds: float, max_iterations: int = 100_000) -> dict[str, Any]:
+def bench_one(
+    make: Callable[[], WaitBackend],
+    n: int,
+    active: int,
+    seconds: float,
+    max_iterations: int = 100_000,
+) -> dict[str, Any]:
     """Measure one backend at N watched fds. Raises ValueError if the backend can't hold N."""
     active = max(1, min(active, n))
     pairs: list[tuple[socket.socket, socket.socket]] = []
@@ -194,12 +201,13 @@ def bench_one(make: Callable[[], WaitBackend], n: int, active: int,
         for _ in range(active):
             a, b = socket.socketpair()
             pairs.append((a, b))
-        idle.extend(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                    for _ in range(n - active))
+        idle.extend(socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n - active))
         max_fd = max([s.fileno() for s in idle] + [a.fileno() for a, _ in pairs])
         if backend.max_fd is not None and max_fd >= backend.max_fd:
-            raise ValueError(f"{backend.name} is limited to fd < {backend.max_fd} "
-                             f"(FD_SETSIZE); N={n} needs fd {max_fd}")
+            raise ValueError(
+                f"{backend.name} is limited to fd < {backend.max_fd} "
+                f"(FD_SETSIZE); N={n} needs fd {max_fd}"
+            )
         # Interleave registration so the active fds sit among the idle ones, not first.
         step = max(1, len(idle) // active) if idle else 1
         it = iter(idle)
@@ -234,10 +242,15 @@ def bench_one(make: Callable[[], WaitBackend], n: int, active: int,
                 break
         total = perf() - t_start
         if events < iterations * active:
-            raise RuntimeError(f"{backend.name}: {events} events in {iterations} iterations "
-                               f"with {active} active fds")
+            raise RuntimeError(
+                f"{backend.name}: {events} events in {iterations} iterations "
+                f"with {active} active fds"
+            )
         return {
-            "backend": backend.name, "n": n, "active": active, "iterations": iterations,
+            "backend": backend.name,
+            "n": n,
+            "active": active,
+            "iterations": iterations,
             "events": events,
             "wait_us": round(median(waits) * 1e6, 3),
             "wait_us_mean": round(sum(waits) / len(waits) * 1e6, 3),

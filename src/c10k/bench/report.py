@@ -20,15 +20,37 @@ from typing import Any
 from c10k.bench.stats import fmt_si, median, ratio
 
 METRICS: dict[str, list[str]] = {
-    "http": ["rps", "req_per_busy_core_s", "req_per_server_cpu_s", "mib_s", "latency_ms.p50",
-             "latency_ms.p90", "latency_ms.p99", "latency_ms.p99.9", "latency_ms.max",
-             "error_total"],
+    "http": [
+        "rps",
+        "req_per_busy_core_s",
+        "req_per_server_cpu_s",
+        "mib_s",
+        "latency_ms.p50",
+        "latency_ms.p90",
+        "latency_ms.p99",
+        "latency_ms.p99.9",
+        "latency_ms.max",
+        "error_total",
+    ],
     "modem": ["score", "started", "failed", "mib_s", "server_cpu_per_user_ms"],
-    "idle": ["held", "rss_per_conn_bytes", "kernel_tcp_mem_per_conn_bytes", "latency_ms.p50",
-             "latency_ms.p99", "rps"],
-    "overload": ["offered_rps", "goodput_rps", "error_total", "error_rate", "not_served_rate",
-                 "latency_ms.p50",
-                 "latency_ms.p99", "req_per_busy_core_s"],
+    "idle": [
+        "held",
+        "rss_per_conn_bytes",
+        "kernel_tcp_mem_per_conn_bytes",
+        "latency_ms.p50",
+        "latency_ms.p99",
+        "rps",
+    ],
+    "overload": [
+        "offered_rps",
+        "goodput_rps",
+        "error_total",
+        "error_rate",
+        "not_served_rate",
+        "latency_ms.p50",
+        "latency_ms.p99",
+        "req_per_busy_core_s",
+    ],
     "poller": ["wait_us", "us_per_event"],
 }
 
@@ -158,16 +180,26 @@ def terminal_table(doc: dict[str, Any]) -> str:
         else:
             full = [r for r in rows if len(r) == len(header)]
             widths = [max(len(str(r[i])) for r in [header, *full]) for i in range(len(header))]
-            out.append("  ".join(h.rjust(w) if i > 1 else h.ljust(w)
-                                 for i, (h, w) in enumerate(zip(header, widths, strict=True))))
+            out.append(
+                "  ".join(
+                    h.rjust(w) if i > 1 else h.ljust(w)
+                    for i, (h, w) in enumerate(zip(header, widths, strict=True))
+                )
+            )
             for r in rows:
                 if len(r) != len(header):
                     out.append("  ".join(r))
                     continue
-                out.append("  ".join(c.rjust(w) if i > 1 else c.ljust(w)
-                                     for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-        out.extend(f"   error: {e.get('server', '')} round {e.get('round', '')}: "
-                   f"{e['error'][:200]}" for e in entry.get("errors", []))
+                out.append(
+                    "  ".join(
+                        c.rjust(w) if i > 1 else c.ljust(w)
+                        for i, (c, w) in enumerate(zip(r, widths, strict=True))
+                    )
+                )
+        out.extend(
+            f"   error: {e.get('server', '')} round {e.get('round', '')}: {e['error'][:200]}"
+            for e in entry.get("errors", [])
+        )
     gens = generators_used(doc)
     out.append("")
     out.append(f"pinning: {doc['pinning']['note']}")
@@ -182,8 +214,14 @@ def generators_used(doc: dict[str, Any]) -> dict[str, list[str]]:
     """scenario name -> the generators that produced its figures."""
     out: dict[str, list[str]] = {}
     for entry in doc["scenarios"]:
-        gens = sorted({r.get("generator") for v in entry["variations"].values()
-                       for r in v["runs"] if r.get("generator")})
+        gens = sorted(
+            {
+                r.get("generator")
+                for v in entry["variations"].values()
+                for r in v["runs"]
+                if r.get("generator")
+            }
+        )
         if gens:
             out[entry["name"]] = gens
     return out
@@ -207,25 +245,34 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
         " figures are medians over rounds.",
         "",
     ]
-    lines.extend(f"- `{s['name']}`: {s.get('version') or ''} "
-                 f"{'; '.join(s.get('notes') or [])}".rstrip() for s in doc.get("servers", []))
+    lines.extend(
+        f"- `{s['name']}`: {s.get('version') or ''} {'; '.join(s.get('notes') or [])}".rstrip()
+        for s in doc.get("servers", [])
+    )
     lines.extend(f"- skipped `{s['name']}`: {s['reason']}" for s in doc.get("skipped", []))
     for entry in doc["scenarios"]:
         header, rows = table_rows(entry)
-        lines += ["", f"## {entry['name']}: {entry['title']}", "",
-                  f"Measures: {entry['measures']}.", ""]
+        lines += [
+            "",
+            f"## {entry['name']}: {entry['title']}",
+            "",
+            f"Measures: {entry['measures']}.",
+            "",
+        ]
         if rows:
             lines.append("| " + " | ".join(header) + " |")
-            lines.append("|" + "|".join("---" if i < 2 else "---:"
-                                        for i in range(len(header))) + "|")
+            lines.append(
+                "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"
+            )
             for r in rows:
                 r = r + [""] * (len(header) - len(r))
                 lines.append("| " + " | ".join(r) + " |")
         else:
             lines.append("(no results)")
         for e in entry.get("errors", []):
-            lines.append(f"\n- error: {e.get('server', '')} round {e.get('round', '')}: "
-                         f"{e['error'][:300]}")
+            lines.append(
+                f"\n- error: {e.get('server', '')} round {e.get('round', '')}: {e['error'][:300]}"
+            )
         for n in entry.get("notes", []):
             lines.append(f"\n- note: {n}")
         for p in plots or []:

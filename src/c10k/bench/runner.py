@@ -63,18 +63,28 @@ class Progress:
         frac = min(elapsed / self.total_s, 0.99)
         bar = "#" * int(frac * 20)
         left = max(0.0, self.total_s - elapsed)
-        print(f"[{bar:<20}] {elapsed:6.1f}s (~{left:.0f}s left) {msg}", file=self.stream,
-              flush=True)
+        print(
+            f"[{bar:<20}] {elapsed:6.1f}s (~{left:.0f}s left) {msg}", file=self.stream, flush=True
+        )
 
 
 def _param_view(scen: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in scen.items()
-            if k not in ("variations", "title", "measures", "name", "kind")}
+    return {
+        k: v
+        for k, v in scen.items()
+        if k not in ("variations", "title", "measures", "name", "kind")
+    }
 
 
-def run(names: list[str], specs: list[ServerSpec], opts: Options, out_dir: Path,
-        pin_enabled: bool = True, argv: list[str] | None = None,
-        say: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run(
+    names: list[str],
+    specs: list[ServerSpec],
+    opts: Options,
+    out_dir: Path,
+    pin_enabled: bool = True,
+    argv: list[str] | None = None,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run the named scenarios against the runnable specs; returns the results document."""
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     soft, hard = raise_nofile()
@@ -108,13 +118,18 @@ def run(names: list[str], specs: list[ServerSpec], opts: Options, out_dir: Path,
     }
     load1 = float((doc["machine"].get("loadavg_at_start") or "0").split()[0])
     if load1 > 0.5:
-        doc["notes"].append(f"load average was {load1:.2f} when the run started: other "
-                            "processes may share the pinned cores and inflate busy-core time")
+        doc["notes"].append(
+            f"load average was {load1:.2f} when the run started: other "
+            "processes may share the pinned cores and inflate busy-core time"
+        )
         say("warning: " + doc["notes"][-1])
-    say(f"c10k bench: {pin.note}; RLIMIT_NOFILE {soft}/{hard}; "
-        f"servers: {', '.join(s.name for s in servers) or '(none)'}")
-    total = sum(expected_seconds(scenario(n, opts.quick), opts, max(1, len(servers)))
-                for n in names)
+    say(
+        f"c10k bench: {pin.note}; RLIMIT_NOFILE {soft}/{hard}; "
+        f"servers: {', '.join(s.name for s in servers) or '(none)'}"
+    )
+    total = sum(
+        expected_seconds(scenario(n, opts.quick), opts, max(1, len(servers))) for n in names
+    )
     progress = Progress(total)
     ctx = Context(opts=opts, pin=pin, workdir=workdir, root=root, progress=progress)
     make_docroot(root)
@@ -122,15 +137,20 @@ def run(names: list[str], specs: list[ServerSpec], opts: Options, out_dir: Path,
         scen = scenario(name, opts.quick)
         make_docroot(root, extra_files(scen))
         entry: dict[str, Any] = {
-            "name": name, "title": scen["title"], "measures": scen["measures"],
-            "kind": scen["kind"], "params": _param_view(scen), "variations": {},
+            "name": name,
+            "title": scen["title"],
+            "measures": scen["measures"],
+            "kind": scen["kind"],
+            "params": _param_view(scen),
+            "variations": {},
             "errors": [],
         }
         if scen["kind"] == "poller":
             for label, runs in run_poller(scen, ctx).items():
                 entry["variations"][label] = {"runs": runs}
-            order = list(dict.fromkeys(r["server"] for v in entry["variations"].values()
-                                       for r in v["runs"]))
+            order = list(
+                dict.fromkeys(r["server"] for v in entry["variations"].values() for r in v["runs"])
+            )
         else:
             order = [s.name for s in servers]
             if not servers:
@@ -149,21 +169,31 @@ def run(names: list[str], specs: list[ServerSpec], opts: Options, out_dir: Path,
     return doc
 
 
-def _run_one(spec: ServerSpec, scen: dict[str, Any], ctx: Context, entry: dict[str, Any],
-             rnd: int, root: Path, workdir: Path, say: Callable[[str], None]) -> None:
+def _run_one(
+    spec: ServerSpec,
+    scen: dict[str, Any],
+    ctx: Context,
+    entry: dict[str, Any],
+    rnd: int,
+    root: Path,
+    workdir: Path,
+    say: Callable[[str], None],
+) -> None:
     try:
         with RunningServer(spec, root, workdir, ctx.pin) as srv:
             runs = MEASURE[scen["kind"]](srv, scen, ctx)
-            died = None if srv.alive() else f"exited with {srv.proc.returncode}: " \
-                f"{srv.log_tail(300)}"
+            died = (
+                None if srv.alive() else f"exited with {srv.proc.returncode}: {srv.log_tail(300)}"
+            )
     except (ServerError, WorkerError, RuntimeError, OSError, ValueError) as e:
         say(f"  {spec.name} round {rnd}: {e}")
         entry["errors"].append({"server": spec.name, "round": rnd, "error": str(e)[:2000]})
         return
     if died:
         say(f"  {spec.name} round {rnd}: server {died}")
-        entry["errors"].append({"server": spec.name, "round": rnd,
-                                "error": f"server {died}"[:2000]})
+        entry["errors"].append(
+            {"server": spec.name, "round": rnd, "error": f"server {died}"[:2000]}
+        )
     for label, run_ in runs.items():
         run_["server"] = spec.name
         run_["round"] = rnd
@@ -205,6 +235,8 @@ def load_json(path: Path) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(path.read_text())
     if doc.get("schema") != SCHEMA:
         with contextlib.suppress(Exception):
-            print(f"warning: {path} has schema {doc.get('schema')!r}, expected {SCHEMA!r}",
-                  file=sys.stderr)
+            print(
+                f"warning: {path} has schema {doc.get('schema')!r}, expected {SCHEMA!r}",
+                file=sys.stderr,
+            )
     return doc

@@ -56,53 +56,85 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "conn-rate": {
         "title": "Kegel test 1: a new TCP connection per 512-byte file",
         "measures": "connections (= requests) per second, latency incl. connect",
-        "kind": "http", "path": "/small.bin", "close": True, "generator": "wrk",
+        "kind": "http",
+        "path": "/small.bin",
+        "close": True,
+        "generator": "wrk",
         "variations": [{"label": "c=100", "conns": 100}],
         "quick": {"variations": [{"label": "c=4", "conns": 4}]},
     },
     "keepalive": {
         "title": "Keep-alive: 512-byte file at 100, 1,000 and 10,000 connections",
         "measures": "requests per second and latency percentiles",
-        "kind": "http", "path": "/small.bin", "close": False, "generator": "wrk",
+        "kind": "http",
+        "path": "/small.bin",
+        "close": False,
+        "generator": "wrk",
         "variations": [{"label": f"c={c}", "conns": c} for c in (100, 1000, 10000)],
         "quick": {"variations": [{"label": "c=4", "conns": 4}, {"label": "c=16", "conns": 16}]},
     },
     "bigfile": {
         "title": "Big file: 1 MiB at 1,000 keep-alive connections",
         "measures": "MiB/s",
-        "kind": "http", "path": "/big.bin", "close": False, "generator": "wrk",
+        "kind": "http",
+        "path": "/big.bin",
+        "close": False,
+        "generator": "wrk",
         "variations": [{"label": "c=1000", "conns": 1000}],
         "quick": {"variations": [{"label": "c=4", "conns": 4}]},
     },
     "modem": {
         "title": "Kegel test 2: simulated 28.8 kbit/s users, dkftpbench scoring",
         "measures": "users still at >= 3/4 of 3,600 B/s after the ramp and a settle time",
-        "kind": "modem", "path": "/modem.bin", "file_bytes": 4 * MiB,
+        "kind": "modem",
+        "path": "/modem.bin",
+        "file_bytes": 4 * MiB,
         # 28,800 bit/s / 8; one Ethernet-MSS "packet" (1500 - 40 bytes of TCP/IP headers).
-        "rate": 3600, "packet": 1460, "grace_packets": 10, "min_fraction": 0.75,
-        "max_users": 3000, "interval": 0.01, "settle": 10.0, "rcvbuf": 8 * KiB,
+        "rate": 3600,
+        "packet": 1460,
+        "grace_packets": 10,
+        "min_fraction": 0.75,
+        "max_users": 3000,
+        "interval": 0.01,
+        "settle": 10.0,
+        "rcvbuf": 8 * KiB,
         "variations": [{"label": "28.8k"}],
         # CI: 10x the rate so a user is judged within 0.4 s; same rules otherwise.
-        "quick": {"rate": 36000, "max_users": 6, "interval": 0.05, "settle": 1.0,
-                  "file_bytes": 256 * KiB, "variations": [{"label": "288k"}]},
+        "quick": {
+            "rate": 36000,
+            "max_users": 6,
+            "interval": 0.05,
+            "settle": 1.0,
+            "file_bytes": 256 * KiB,
+            "variations": [{"label": "288k"}],
+        },
     },
     "idle": {
         "title": "Idle connections: one active client's latency and memory per idle connection",
         "measures": "active client's latency, server RSS delta / held connections",
-        "kind": "idle", "path": "/small.bin", "active_conns": 1, "settle": 1.0,
+        "kind": "idle",
+        "path": "/small.bin",
+        "active_conns": 1,
+        "settle": 1.0,
         "counts": [1000, 4000, 10000, 16000],
         "quick": {"counts": [10, 50], "settle": 0.2},
     },
     "poller": {
         "title": "Poller bench: time per event vs. watched fds, per backend",
         "measures": "microseconds per wait call with 1 active fd among N",
-        "kind": "poller", "sizes": [100, 1000, 10000, 100000], "active": 1, "seconds": 1.0,
+        "kind": "poller",
+        "sizes": [100, 1000, 10000, 100000],
+        "active": 1,
+        "seconds": 1.0,
         "quick": {"sizes": [10, 100, 1000], "seconds": 0.05},
     },
     "overload": {
         "title": "Overload: offer 1x, 2x, 3x the measured peak (open loop, new connections)",
         "measures": "goodput (2xx within the timeout per second) and the error mix",
-        "kind": "overload", "path": "/small.bin", "peak_conns": 64, "levels": [1, 2, 3],
+        "kind": "overload",
+        "path": "/small.bin",
+        "peak_conns": 64,
+        "levels": [1, 2, 3],
         "timeout": 2.0,
         "quick": {"peak_conns": 4, "levels": [1, 2, 3], "timeout": 1.0},
     },
@@ -169,8 +201,9 @@ def make_docroot(root: Path, extra: dict[str, int] | None = None) -> None:
             p.write_bytes(rnd.randbytes(size))
 
 
-def _cpu_figures(run: dict[str, Any], before: CpuSnapshot, after: CpuSnapshot,
-                 pin: Pinning, count: float) -> None:
+def _cpu_figures(
+    run: dict[str, Any], before: CpuSnapshot, after: CpuSnapshot, pin: Pinning, count: float
+) -> None:
     cpu = after.delta(before)
     run["cpu"] = cpu
     run["req_per_server_cpu_s"] = count / cpu["server_cpu_s"] if cpu["server_cpu_s"] > 0 else None
@@ -197,10 +230,18 @@ def _pick_generator(scen: dict[str, Any], ctx: Context) -> str:
     return "wrk"
 
 
-def _python_http(srv: RunningServer, ctx: Context, path: str, conns: int, close: bool,
-                 duration: float, warmup: float, mode: str = "closed", rate: float = 0.0,
-                 timeout: float | None = None) -> tuple[dict[str, Any], CpuSnapshot,
-                                                          CpuSnapshot]:
+def _python_http(
+    srv: RunningServer,
+    ctx: Context,
+    path: str,
+    conns: int,
+    close: bool,
+    duration: float,
+    warmup: float,
+    mode: str = "closed",
+    rate: float = 0.0,
+    timeout: float | None = None,
+) -> tuple[dict[str, Any], CpuSnapshot, CpuSnapshot]:
     """Run the Python generator; returns (merged result, cpu before, cpu after)."""
     inflight = conns if mode == "closed" else max(1, int(rate * (timeout or ctx.opts.timeout)))
     k = gen.plan_processes(inflight, ctx.opts.procs)
@@ -212,20 +253,33 @@ def _python_http(srv: RunningServer, ctx: Context, path: str, conns: int, close:
         sources = [f"127.0.0.{2 + i}" for i in range(4)]
     configs = []
     for i, n in enumerate(gen.split_evenly(conns, k)):
-        configs.append({
-            "mode": mode, "host": srv.host, "port": srv.port, "path": path, "conns": n,
-            "keepalive": not close, "duration": duration, "warmup": warmup,
-            "timeout": timeout or ctx.opts.timeout, "sources": sources,
-            "rate": rate / k, "max_inflight": max(1, inflight // k + 1),
-            "cpus": ctx.pin.generator_cpus, "index": i,
-            "max_lifetime": warmup + duration + 120.0,
-        })
+        configs.append(
+            {
+                "mode": mode,
+                "host": srv.host,
+                "port": srv.port,
+                "path": path,
+                "conns": n,
+                "keepalive": not close,
+                "duration": duration,
+                "warmup": warmup,
+                "timeout": timeout or ctx.opts.timeout,
+                "sources": sources,
+                "rate": rate / k,
+                "max_inflight": max(1, inflight // k + 1),
+                "cpus": ctx.pin.generator_cpus,
+                "index": i,
+                "max_lifetime": warmup + duration + 120.0,
+            }
+        )
     with gen.LoadGenerator(configs, ctx.workdir / "logs") as lg:
         ready = lg.wait_all("ready", 60.0 + conns / 200)
         opened = sum(r.get("conns", 0) for r in ready)
         if mode == "closed" and not close and opened < conns:
-            ctx.note(f"{srv.spec.name}: only {opened} of {conns} keep-alive connections "
-                     "opened before the run")
+            ctx.note(
+                f"{srv.spec.name}: only {opened} of {conns} keep-alive connections "
+                "opened before the run"
+            )
         lg.send({"cmd": "go"})
         t_go = time.perf_counter()
         ctx.sleep(warmup)
@@ -246,10 +300,15 @@ def _http_run_from_python(m: dict[str, Any]) -> dict[str, Any]:
     measured = m["measured_s"] or 1e-9
     errors = m["errors"]
     return {
-        "generator": "python", "window_s": round(measured, 4), "requests": m["ok"],
-        "errors": errors, "error_total": sum(errors.values()),
-        "rps": m["ok"] / measured, "mib_s": m["bytes"] / measured / MiB,
-        "latency_ms": hist.summary_ms(), "reconnects": m["reconnects"],
+        "generator": "python",
+        "window_s": round(measured, 4),
+        "requests": m["ok"],
+        "errors": errors,
+        "error_total": sum(errors.values()),
+        "rps": m["ok"] / measured,
+        "mib_s": m["bytes"] / measured / MiB,
+        "latency_ms": hist.summary_ms(),
+        "reconnects": m["reconnects"],
         "histogram": hist.to_json(),
     }
 
@@ -268,23 +327,47 @@ def measure_http(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
         if generator == "wrk":
             cpus = ctx.pin.generator_cpus
             if opts.warmup > 0:
-                run_wrk(srv.host, srv.port, path, conns, opts.warmup, ctx.workdir,
-                        close=close, timeout=opts.timeout, cpus=cpus)
+                run_wrk(
+                    srv.host,
+                    srv.port,
+                    path,
+                    conns,
+                    opts.warmup,
+                    ctx.workdir,
+                    close=close,
+                    timeout=opts.timeout,
+                    cpus=cpus,
+                )
             before = CpuSnapshot.take(srv.sid, ctx.pin)
-            w = run_wrk(srv.host, srv.port, path, conns, opts.duration, ctx.workdir,
-                        close=close, timeout=opts.timeout, cpus=cpus)
+            w = run_wrk(
+                srv.host,
+                srv.port,
+                path,
+                conns,
+                opts.duration,
+                ctx.workdir,
+                close=close,
+                timeout=opts.timeout,
+                cpus=cpus,
+            )
             after = CpuSnapshot.take(srv.sid, ctx.pin)
             ok = w["requests"] - w["errors"]["status"]
             errors = {k: v for k, v in w["errors"].items() if v}
             run: dict[str, Any] = {
-                "generator": "wrk", "window_s": w["duration_s"], "requests": ok,
-                "errors": errors, "error_total": sum(errors.values()),
-                "rps": ok / w["duration_s"], "mib_s": w["bytes"] / w["duration_s"] / MiB,
-                "latency_ms": w["latency_ms"], "argv": w["argv"],
+                "generator": "wrk",
+                "window_s": w["duration_s"],
+                "requests": ok,
+                "errors": errors,
+                "error_total": sum(errors.values()),
+                "rps": ok / w["duration_s"],
+                "mib_s": w["bytes"] / w["duration_s"] / MiB,
+                "latency_ms": w["latency_ms"],
+                "argv": w["argv"],
             }
         else:
-            m, before, after = _python_http(srv, ctx, path, conns, close, opts.duration,
-                                            opts.warmup)
+            m, before, after = _python_http(
+                srv, ctx, path, conns, close, opts.duration, opts.warmup
+            )
             run = _http_run_from_python(m)
         run["conns"] = conns
         _cpu_figures(run, before, after, ctx.pin, run["requests"])
@@ -299,16 +382,32 @@ def measure_modem(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dic
     sources = gen.source_addresses(max_users)
     label = scen["variations"][0]["label"]
     ramp = max_users * scen["interval"]
-    configs = [{
-        "mode": "modem", "host": srv.host, "port": srv.port, "path": scen["path"],
-        "rate": scen["rate"], "packet": scen["packet"], "grace_packets": scen["grace_packets"],
-        "min_fraction": scen["min_fraction"], "rcvbuf": scen["rcvbuf"],
-        "interval": scen["interval"], "max_users": n, "workers": k, "index": i,
-        "sources": sources, "timeout": ctx.opts.timeout, "cpus": ctx.pin.generator_cpus,
-        "max_lifetime": ramp + scen["settle"] + 120.0,
-    } for i, n in enumerate(gen.split_evenly(max_users, k))]
-    ctx.progress(f"modem {label} {srv.spec.name}: up to {max_users} users, "
-                 f"one every {scen['interval'] * 1000:.0f} ms")
+    configs = [
+        {
+            "mode": "modem",
+            "host": srv.host,
+            "port": srv.port,
+            "path": scen["path"],
+            "rate": scen["rate"],
+            "packet": scen["packet"],
+            "grace_packets": scen["grace_packets"],
+            "min_fraction": scen["min_fraction"],
+            "rcvbuf": scen["rcvbuf"],
+            "interval": scen["interval"],
+            "max_users": n,
+            "workers": k,
+            "index": i,
+            "sources": sources,
+            "timeout": ctx.opts.timeout,
+            "cpus": ctx.pin.generator_cpus,
+            "max_lifetime": ramp + scen["settle"] + 120.0,
+        }
+        for i, n in enumerate(gen.split_evenly(max_users, k))
+    ]
+    ctx.progress(
+        f"modem {label} {srv.spec.name}: up to {max_users} users, "
+        f"one every {scen['interval'] * 1000:.0f} ms"
+    )
     first_fail: dict[str, Any] | None = None
     with gen.LoadGenerator(configs, ctx.workdir / "logs") as lg:
         lg.wait_all("ready", 30.0)
@@ -344,8 +443,7 @@ def measure_modem(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dic
     timeline = []
     for j in range(length):
         pts = [r["timeline"][min(j, len(r["timeline"]) - 1)] for r in results]
-        timeline.append([max(p[0] for p in pts), sum(p[1] for p in pts),
-                         sum(p[2] for p in pts)])
+        timeline.append([max(p[0] for p in pts), sum(p[1] for p in pts), sum(p[2] for p in pts)])
     reasons: dict[str, int] = {}
     for r in results:
         for f in r["failures"]:
@@ -353,11 +451,17 @@ def measure_modem(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dic
     elapsed = max(r["elapsed_s"] for r in results) or 1e-9
     score = sum(r["alive"] for r in results)
     run: dict[str, Any] = {
-        "generator": "python", "score": score, "started": sum(r["started"] for r in results),
-        "failed": sum(len(r["failures"]) for r in results), "failure_reasons": reasons,
-        "first_failure": first_fail, "downloads": sum(r["downloads"] for r in results),
+        "generator": "python",
+        "score": score,
+        "started": sum(r["started"] for r in results),
+        "failed": sum(len(r["failures"]) for r in results),
+        "failure_reasons": reasons,
+        "first_failure": first_fail,
+        "downloads": sum(r["downloads"] for r in results),
         "mib_s": sum(r["bytes"] for r in results) / elapsed / MiB,
-        "elapsed_s": elapsed, "timeline": timeline, "max_users": max_users,
+        "elapsed_s": elapsed,
+        "timeline": timeline,
+        "max_users": max_users,
         "rate_bytes_s": scen["rate"],
     }
     _cpu_figures(run, before, after, ctx.pin, run["downloads"])
@@ -365,7 +469,8 @@ def measure_modem(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dic
     run["downloads_per_server_cpu_s"] = run.pop("req_per_server_cpu_s")
     run.pop("req_per_busy_core_s", None)
     run["server_cpu_per_user_ms"] = (
-        run["cpu"]["server_cpu_s"] / run["started"] * 1000 if run["started"] else None)
+        run["cpu"]["server_cpu_s"] / run["started"] * 1000 if run["started"] else None
+    )
     return {label: run}
 
 
@@ -374,22 +479,36 @@ def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
     counts = sorted(ctx.opts.idle_counts or scen["counts"])
     limit = nofile_soft() - 256  # the server inherits our soft NOFILE limit
     if counts[-1] > limit:
-        ctx.note(f"idle: counts above {limit} skipped (RLIMIT_NOFILE {nofile_soft()} per "
-                 "process applies to the server too)")
+        ctx.note(
+            f"idle: counts above {limit} skipped (RLIMIT_NOFILE {nofile_soft()} per "
+            "process applies to the server too)"
+        )
         counts = [c for c in counts if c <= limit] or [limit]
     top = counts[-1]
     k = gen.plan_processes(top, ctx.opts.procs)
     sources = gen.source_addresses(top)
-    configs = [{"mode": "idle", "host": srv.host, "port": srv.port, "path": scen["path"],
-                "sources": sources, "timeout": ctx.opts.timeout, "keepalive": True,
-                "cpus": ctx.pin.generator_cpus, "index": i,
-                "max_lifetime": 600.0 + top / 50} for i in range(k)]
+    configs = [
+        {
+            "mode": "idle",
+            "host": srv.host,
+            "port": srv.port,
+            "path": scen["path"],
+            "sources": sources,
+            "timeout": ctx.opts.timeout,
+            "keepalive": True,
+            "cpus": ctx.pin.generator_cpus,
+            "index": i,
+            "max_lifetime": 600.0 + top / 50,
+        }
+        for i in range(k)
+    ]
     out: dict[str, Any] = {}
     active_dur = max(0.5, ctx.opts.duration / 2)
 
     def active_client() -> dict[str, Any]:
-        m, before, after = _python_http(srv, ctx, scen["path"], scen["active_conns"], False,
-                                        active_dur, 0.0)
+        m, before, after = _python_http(
+            srv, ctx, scen["path"], scen["active_conns"], False, active_dur, 0.0
+        )
         run = _http_run_from_python(m)
         _cpu_figures(run, before, after, ctx.pin, run["requests"])
         return run
@@ -398,8 +517,15 @@ def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
     ctx.sleep(scen["settle"])
     rss0, tcp0 = session_rss_bytes(srv.sid), tcp_mem_pages()
     base = active_client()
-    out["N=0"] = {"n": 0, "held": 0, "rss_bytes": rss0, "active": base, "generator": "python",
-                  "latency_ms": base["latency_ms"], "rps": base["rps"]}
+    out["N=0"] = {
+        "n": 0,
+        "held": 0,
+        "rss_bytes": rss0,
+        "active": base,
+        "generator": "python",
+        "latency_ms": base["latency_ms"],
+        "rps": base["rps"],
+    }
     with gen.LoadGenerator(configs, ctx.workdir / "logs") as lg:
         lg.wait_all("ready", 30.0)
         lg.send({"cmd": "go"})
@@ -417,12 +543,16 @@ def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
             rss, tcp = session_rss_bytes(srv.sid), tcp_mem_pages()
             act = active_client()
             out[f"N={n}"] = {
-                "n": n, "held": held, "errors": errors,
+                "n": n,
+                "held": held,
+                "errors": errors,
                 "closed_by_server": sum(m["closed_by_server"] for m in msgs),
                 "rss_bytes": rss,
                 "rss_per_conn_bytes": (rss - rss0) / held if held else None,
                 "kernel_tcp_mem_per_conn_bytes": ((tcp - tcp0) * 4096 / held) if held else None,
-                "active": act, "latency_ms": act["latency_ms"], "rps": act["rps"],
+                "active": act,
+                "latency_ms": act["latency_ms"],
+                "rps": act["rps"],
                 "generator": "python",
             }
         lg.send({"cmd": "stop"})
@@ -446,15 +576,22 @@ def _wait_held(lg: gen.LoadGenerator, shares: list[int], timeout: float) -> list
     return [got[i] for i in range(len(shares))]
 
 
-def measure_overload(srv: RunningServer, scen: dict[str, Any],
-                     ctx: Context) -> dict[str, Any]:
+def measure_overload(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Closed-loop peak with new connections, then an open loop at multiples of it."""
     opts = ctx.opts
     out: dict[str, Any] = {}
     timeout = scen["timeout"]
     ctx.progress(f"overload peak {srv.spec.name}")
-    m, before, after = _python_http(srv, ctx, scen["path"], scen["peak_conns"], True,
-                                    opts.duration, opts.warmup, timeout=timeout)
+    m, before, after = _python_http(
+        srv,
+        ctx,
+        scen["path"],
+        scen["peak_conns"],
+        True,
+        opts.duration,
+        opts.warmup,
+        timeout=timeout,
+    )
     peak = _http_run_from_python(m)
     _cpu_figures(peak, before, after, ctx.pin, peak["requests"])
     out["peak"] = {**peak, "goodput_rps": peak["rps"], "offered_rps": None}
@@ -463,23 +600,40 @@ def measure_overload(srv: RunningServer, scen: dict[str, Any],
         label = f"{level}x"
         target = peak_rps * level
         ctx.progress(f"overload {label} {srv.spec.name}: offering {target:.0f} req/s")
-        m, before, after = _python_http(srv, ctx, scen["path"], 0, True, opts.duration,
-                                        0.0, mode="open", rate=target, timeout=timeout)
+        m, before, after = _python_http(
+            srv,
+            ctx,
+            scen["path"],
+            0,
+            True,
+            opts.duration,
+            0.0,
+            mode="open",
+            rate=target,
+            timeout=timeout,
+        )
         run = _http_run_from_python(m)
         measured = run["window_s"] or 1e-9
         # Still in flight when the window closed: neither served nor failed in time.
         unfinished = max(0, m["attempted"] - m["ok"] - run["error_total"] - m["dropped"])
-        run.update({
-            "offered_target_rps": target, "offered_rps": m["attempted"] / measured,
-            "goodput_rps": run["rps"], "dropped_by_generator": m["dropped"],
-            "unfinished": unfinished,
-            "error_rate": (run["error_total"] / m["attempted"]) if m["attempted"] else None,
-            "not_served_rate": ((m["attempted"] - m["ok"]) / m["attempted"])
-            if m["attempted"] else None,
-        })
+        run.update(
+            {
+                "offered_target_rps": target,
+                "offered_rps": m["attempted"] / measured,
+                "goodput_rps": run["rps"],
+                "dropped_by_generator": m["dropped"],
+                "unfinished": unfinished,
+                "error_rate": (run["error_total"] / m["attempted"]) if m["attempted"] else None,
+                "not_served_rate": ((m["attempted"] - m["ok"]) / m["attempted"])
+                if m["attempted"]
+                else None,
+            }
+        )
         if run["offered_rps"] < 0.9 * target:
-            ctx.note(f"overload: the Python generator offered only {run['offered_rps']:.0f} of "
-                     f"{target:.0f} req/s to {srv.spec.name} ({label}): generator-limited")
+            ctx.note(
+                f"overload: the Python generator offered only {run['offered_rps']:.0f} of "
+                f"{target:.0f} req/s to {srv.spec.name} ({label}): generator-limited"
+            )
         _cpu_figures(run, before, after, ctx.pin, run["requests"])
         out[label] = run
     return out
@@ -544,4 +698,3 @@ def expected_seconds(scen: dict[str, Any], opts: Options, n_servers: int) -> flo
         return (len(scen["levels"]) + 1) * per * n_servers * opts.rounds
     total = len(scen["sizes"]) * 6 * scen["seconds"]
     return total
-

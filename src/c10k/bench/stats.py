@@ -257,9 +257,7 @@ def parse_wrk_output(text: str) -> dict[str, Any]:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     out["rps"] = float(rps.group(1)) if rps else out["requests"] / max(out["duration_s"], 1e-9)
     errors = {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}
-    se = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
-    )
+    se = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     if se:
         for k, g in zip(("connect", "read", "write", "timeout"), se.groups(), strict=True):
             errors[k] = int(g)

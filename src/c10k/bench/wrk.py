@@ -30,13 +30,24 @@ def wrk_binary() -> str | None:
 
 
 def wrk_missing_note() -> str:
-    return ("wrk not found (apt-get install wrk): figures come from the Python generator, "
-            "which may be the bottleneck at high request rates")
+    return (
+        "wrk not found (apt-get install wrk): figures come from the Python generator, "
+        "which may be the bottleneck at high request rates"
+    )
 
 
-def run_wrk(host: str, port: int, path: str, conns: int, duration: float, workdir: Path,
-            close: bool = False, timeout: float = 5.0, threads: int = 1,
-            cpus: list[int] | None = None) -> dict[str, Any]:
+def run_wrk(
+    host: str,
+    port: int,
+    path: str,
+    conns: int,
+    duration: float,
+    workdir: Path,
+    close: bool = False,
+    timeout: float = 5.0,
+    threads: int = 1,
+    cpus: list[int] | None = None,
+) -> dict[str, Any]:
     """Run one wrk measurement and return the parsed figures plus the command line.
 
     Raises:
@@ -49,8 +60,17 @@ def run_wrk(host: str, port: int, path: str, conns: int, duration: float, workdi
     if not hook.exists():
         hook.write_text(WRK_LUA)
     secs = max(1, math.ceil(duration))
-    argv = [binary, f"-t{max(1, min(threads, conns))}", f"-c{conns}", f"-d{secs}s",
-            "--timeout", f"{max(1, math.ceil(timeout))}s", "--latency", "-s", str(hook)]
+    argv = [
+        binary,
+        f"-t{max(1, min(threads, conns))}",
+        f"-c{conns}",
+        f"-d{secs}s",
+        "--timeout",
+        f"{max(1, math.ceil(timeout))}s",
+        "--latency",
+        "-s",
+        str(hook),
+    ]
     if close:
         argv += ["-H", "Connection: close"]
     argv.append(f"http://{host}:{port}{path}")
@@ -62,8 +82,9 @@ def run_wrk(host: str, port: int, path: str, conns: int, duration: float, workdi
     try:
         out = parse_wrk_output(p.stdout)
     except ValueError as e:
-        raise RuntimeError(f"wrk failed (exit {p.returncode}): {p.stderr.strip()[-300:]} "
-                           f"{p.stdout.strip()[-300:]}") from e
+        raise RuntimeError(
+            f"wrk failed (exit {p.returncode}): {p.stderr.strip()[-300:]} {p.stdout.strip()[-300:]}"
+        ) from e
     out["argv"] = argv
     result: dict[str, Any] = out
     return result
