@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import ServerProcess, make_docroot  # noqa: E402
+
+from c10k.core.registry import BACKENDS, available_backends, unavailable_backends  # noqa: E402
+
+
+def backend_params() -> list[object]:
+    """Every backend: those that run here, and the others skipped with their reason."""
+    params: list[object] = list(available_backends())
+    for name, reason in unavailable_backends().items():
+        params.append(pytest.param(name, marks=pytest.mark.skip(reason=reason), id=name))
+    assert set(BACKENDS) == {p if isinstance(p, str) else p.values[0] for p in params}  # type: ignore[attr-defined]
+    return params
+
+
+@pytest.fixture(scope="session")
+def docroot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_docroot(tmp_path_factory.mktemp("site") / "www")
+
+
+@pytest.fixture(scope="module", params=backend_params())
+def server(request: pytest.FixtureRequest, docroot: Path) -> Iterator[ServerProcess]:
+    srv = ServerProcess(docroot, request.param)
+    yield srv
+    code, _, err = srv.stop()
+    assert code == 0, err[-2000:]
+    assert "Traceback" not in err, err[-4000:]

@@ -1,0 +1,158 @@
+"""Shared test helpers: a c10k server in a subprocess, raw HTTP over sockets, fixtures."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIG_LINES = 100_000  # 1,000,000 bytes of self-describing lines
+
+
+def big_content() -> bytes:
+    # nginx-tests range.t style: every 10-byte record names its own number, so any slice
+    # of the file tells where it came from.
+    return b"".join(b"X%06dXX\n" % i for i in range(BIG_LINES))
+
+
+def make_docroot(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "index.html").write_bytes(b"<h1>index</h1>\n")
+    (root / "small.txt").write_bytes(b"0123456789" * 51 + b"AB")  # 512 bytes
+    (root / "big.bin").write_bytes(big_content())
+    (root / "a b.txt").write_bytes(b"space\n")
+    (root / ".secret").write_bytes(b"dotfile\n")
+    (root / "sub").mkdir(exist_ok=True)
+    (root / "sub" / "index.html").write_bytes(b"<h1>sub</h1>\n")
+    (root / "sub" / "page.html").write_bytes(b"<p>page</p>\n")
+    outside = root.parent / "outside-secret.txt"
+    outside.write_bytes(b"TOP SECRET OUTSIDE\n")
+    link = root / "escape.txt"
+    if not link.is_symlink():
+        link.symlink_to(outside)
+    return root
+
+
+class ServerProcess:
+    """``python -m c10k serve`` in a subprocess on port 0; reads the URL it prints."""
+
+    def __init__(self, root: Path, backend: str = "epoll", *args: str) -> None:
+        self.argv = [
+            sys.executable, "-m", "c10k", "serve", str(root),
+            "--bind", "127.0.0.1", "--port", "0", "--backend", backend, *args,
+        ]
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+        self.proc = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        if m is None:
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"server did not start: {line!r} {err[-2000:]}")
+        self.banner = line + self.proc.stdout.readline().decode()
+        self.port = int(m.group(1))
+        self.pid = self.proc.pid
+
+    def fd_count(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def wait_fd_count(self, target: int, timeout: float = 10.0) -> int:
+        deadline = time.monotonic() + timeout
+        n = self.fd_count()
+        while n != target and time.monotonic() < deadline:
+            time.sleep(0.05)
+            n = self.fd_count()
+        return n
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            out, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        return self.proc.returncode, out.decode(), err.decode()
+
+
+def connect(port: int, timeout: float = 5.0) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return s
+
+
+def recv_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Read until the server closes (or timeout)."""
+    sock.settimeout(timeout)
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def read_response(sock: socket.socket, buf: bytearray, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """Read one response from ``sock`` (using and updating ``buf``): status, headers, body."""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError(f"closed before a full head; got {bytes(buf)!r}")
+        buf += data
+    end = buf.index(b"\r\n\r\n")
+    head = bytes(buf[:end]).decode("latin-1")
+    del buf[: end + 4]
+    lines = head.split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = 0 if head_only or status in (204, 304) else int(headers.get("content-length", "0"))
+    while len(buf) < length:
+        data = sock.recv(max(65536, length - len(buf)))
+        if not data:
+            raise ConnectionError("closed inside a body")
+        buf += data
+    body = bytes(buf[:length])
+    del buf[:length]
+    return status, headers, body
+
+
+def request(port: int, raw: bytes, head_only: bool = False) -> tuple[int, dict[str, str], bytes, bool]:
+    """Send ``raw`` on a new connection, read one response; also whether the server then
+    closed the connection."""
+    with connect(port) as s:
+        s.sendall(raw)
+        buf = bytearray()
+        status, headers, body = read_response(s, buf, head_only)
+        return status, headers, body, _closed(s)
+
+
+def _closed(s: socket.socket, timeout: float = 0.5) -> bool:
+    """True if the server closed the connection (EOF or reset) within ``timeout``;
+    False if it is still open (nothing arrived). Extra bytes are a test failure."""
+    s.settimeout(timeout)
+    try:
+        data = s.recv(65536)
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    assert data == b"", f"unexpected bytes after the response: {data[:200]!r}"
+    return True
