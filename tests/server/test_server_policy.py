@@ -1,0 +1,131 @@
+"""Timeouts, connection caps, clean stop on signals: the server's policy, over real sockets."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from conftest import backend_params
+from helpers import ServerProcess, connect, read_response, recv_all
+
+GET = b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+@pytest.mark.parametrize("backend", backend_params())
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_server_signal_stops_cleanly(docroot: Path, backend: str, sig: int) -> None:
+    srv = ServerProcess(docroot, backend)
+    idle = connect(srv.port)  # an open keep-alive connection must not block the stop
+    idle.sendall(GET)
+    read_response(idle, bytearray())
+    code, out, err = srv.stop(sig)
+    assert code == 0, err
+    assert "c10k stopped after 1 requests" in out
+    assert "Traceback" not in err
+    assert idle.recv(10) == b""  # the server closed it on the way out
+    idle.close()
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_server_header_timeout_sends_408(docroot: Path, backend: str) -> None:
+    srv = ServerProcess(docroot, backend, "--header-timeout", "1")
+    try:
+        with connect(srv.port) as s:
+            s.sendall(b"GET /small.txt HTTP/1.1\r\nHost:")  # and never finish
+            data = recv_all(s, timeout=10)
+        assert data.startswith(b"HTTP/1.1 408 ")
+        assert b"Connection: close" in data
+    finally:
+        assert srv.stop()[0] == 0
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_server_keepalive_timeout_closes_idle(docroot: Path, backend: str) -> None:
+    srv = ServerProcess(docroot, backend, "--keepalive-timeout", "1")
+    try:
+        baseline = srv.fd_count()
+        with connect(srv.port) as s:
+            s.sendall(GET)
+            buf = bytearray()
+            assert read_response(s, buf)[0] == 200
+            assert recv_all(s, timeout=10) == b""  # closed silently, no 408 on idle
+        assert srv.wait_fd_count(baseline) == baseline
+    finally:
+        assert srv.stop()[0] == 0
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_server_connection_cap_pauses_accept(docroot: Path, backend: str) -> None:
+    srv = ServerProcess(docroot, backend, "--max-connections", "3")
+    try:
+        assert "capacity 3 connections (--max-connections" in srv.banner
+        held = [connect(srv.port) for _ in range(3)]
+        for s in held:
+            s.sendall(GET)
+            assert read_response(s, bytearray())[0] == 200
+        # The 4th completes the TCP handshake (kernel backlog) but is not served...
+        extra = connect(srv.port)
+        extra.sendall(GET)
+        extra.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            extra.recv(100)
+        # ...until a slot frees up.
+        held.pop().close()
+        extra.settimeout(5)
+        assert read_response(extra, bytearray())[0] == 200
+        extra.close()
+        for s in held:
+            s.close()
+    finally:
+        assert srv.stop()[0] == 0
+
+
+def test_server_select_backend_caps_below_fd_setsize(docroot: Path) -> None:
+    srv = ServerProcess(docroot, "select")
+    try:
+        assert "capacity 960 connections" in srv.banner
+        assert "FD_SETSIZE" in srv.banner
+    finally:
+        assert srv.stop()[0] == 0
+
+
+def test_server_lingering_close_delivers_response(docroot: Path) -> None:
+    # A request with a body we never read: the 405 must still arrive intact even though
+    # the client keeps sending body bytes (no RST from closing with unread data).
+    srv = ServerProcess(docroot, "epoll")
+    try:
+        with connect(srv.port) as s:
+            s.sendall(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 300000\r\n\r\n")
+            time.sleep(0.2)
+            try:
+                s.sendall(b"z" * 300000)
+            except OSError:
+                pass
+            data = recv_all(s, timeout=10)
+        assert data.startswith(b"HTTP/1.1 405 ")
+        assert data.endswith(b"</html>\n")
+    finally:
+        assert srv.stop()[0] == 0
+
+
+def test_server_port_in_use_is_a_clear_error(docroot: Path) -> None:
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "c10k", "serve", str(docroot), "--port", str(port)],
+            capture_output=True, text=True, timeout=20,
+            env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},
+        )
+    assert out.returncode == 1
+    assert "cannot listen on 127.0.0.1:" in out.stderr
+    assert "Traceback" not in out.stderr
