@@ -50,8 +50,9 @@ def get_backend_class(name: str) -> type[Backend]:
         return BACKENDS[available_backends()[0]]
     cls = BACKENDS.get(name)
     if cls is None:
+        # List only what runs here: offering kqueue on Linux would just fail next.
         raise BackendUnavailable(
-            f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}"
+            f"unknown backend {name!r}; available here: auto, {', '.join(available_backends())}"
         )
     reason = cls.unavailable_reason()
     if reason is not None:
