@@ -39,7 +39,12 @@ import socket
 from typing import TYPE_CHECKING
 
 from c10k.core.backend import READ, READ_MASK, WRITE, WRITE_MASK
-from c10k.http.connection import CONNECTION_CLOSED, HTTPConnection, method_status
+from c10k.http.connection import (
+    CONNECTION_CLOSED,
+    MEMO_MAX_HEAD_BYTES,
+    HTTPConnection,
+    method_status,
+)
 from c10k.http.errors import RemoteProtocolError
 from c10k.http.events import NEED_DATA, PAUSED, Request
 from c10k.http.writers import Response, error_response
@@ -51,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("c10k.server")
 
 RECV_SIZE = 65536
+HOT_MAX = MEMO_MAX_HEAD_BYTES + 2  # + the final CRLF: longer data cannot be a memo hit
 CONNRESET_ERRNOS = frozenset(
     (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ESHUTDOWN, errno.ETIMEDOUT,
      errno.ENOTCONN, errno.EBADF)
@@ -61,7 +67,7 @@ SENDFILE_CHUNK = 1 << 20  # per call: bounded so one fat client cannot hog a loo
 # Connection header variants; index into the per-response wire memo.
 KEEP_11 = 0  # HTTP/1.1 keep-alive: no Connection header needed
 CLOSE = 1
-KEEP_10 = 2  # HTTP/1.0 keep-alive must be announced
+KEEP_10 = 2  # HTTP/1.0 keep-alive must be announced (index = (minor << 1) ^ 2)
 CONNECTION_LINES = (b"", b"Connection: close\r\n", b"Connection: keep-alive\r\n")
 
 # Connection states, for status counters and the deadline handler.
@@ -120,15 +126,46 @@ class Connection(HTTPConnection):
                 self.receive_data(b"")
                 self._process()
                 return
-            # Hot path: one complete request in one segment, head seen before.
+            # Hot path: one complete request in one segment, a head seen before (so it is
+            # valid and holds no other request: see Rule 4 in c10k.http.connection).
             if (
                 not self._buf
-                and data[-4:] == b"\r\n\r\n"
-                and not self._paused
+                and len(data) <= HOT_MAX
+                and data.endswith(b"\r\n\r\n")
                 and (req := server.limits.head_memo.get(data[:-2])) is not None
-                and data.find(b"\r\n\r\n") == len(data) - 4
+                and not self._paused
             ):
-                self._respond(req)
+                if req.method == b"GET" and req.keep_alive and not req.has_body:
+                    # The common case, flat: cached response, memoized wire, one send.
+                    try:
+                        resp = server.handler(req, server.loop.now)
+                    except Exception:
+                        log.exception("handler failed for %r", req.target)
+                        resp = server.protocol_error_response(500)
+                    wires = server.wire_memo.get(resp)
+                    wire = wires[req.minor << 1 ^ 2] if wires is not None else None
+                    if wire is not None and not resp.close and not server.draining:
+                        server.requests += 1
+                        try:
+                            n = self.sock.send(wire)
+                        except (BlockingIOError, InterruptedError):
+                            n = 0
+                        except OSError as exc:
+                            self._io_error(exc)
+                            return
+                        if n == len(wire):
+                            deadline = server.loop.now + server.config.keepalive_timeout
+                            self.deadline = deadline
+                            if self.deadline_key is None or deadline < self.deadline_key:
+                                server.loop.deadlines.schedule(self)
+                        else:
+                            self._queue([memoryview(wire)[n:]])
+                    else:
+                        out: list[bytes | FileRegion] = []
+                        self._answer(req, out, resp)
+                        self._send(out)
+                else:
+                    self._respond(req)
                 if self.out is not None or self.state == CLOSED:
                     return
             else:
@@ -171,11 +208,16 @@ class Connection(HTTPConnection):
         self._answer(req, out)
         self._send(out)
 
-    def _answer(self, req: Request, out: list[bytes | FileRegion]) -> int:
-        """Produce the response to ``req`` into ``out``; return its size in bytes."""
+    def _answer(
+        self, req: Request, out: list[bytes | FileRegion], resp: Response | None = None
+    ) -> int:
+        """Produce the response to ``req`` (or ``resp``, already made) into ``out``;
+        return its size in bytes."""
         server = self.server
         method = req.method
-        if method == b"GET" or method == b"HEAD":
+        if resp is not None:
+            pass
+        elif method == b"GET" or method == b"HEAD":
             try:
                 resp = server.handler(req, server.loop.now)
             except Exception:
