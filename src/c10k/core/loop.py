@@ -55,6 +55,7 @@ class Loop:
         self._timers = TimerHeap()
         self._ready: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._signal_handlers: dict[int, Callable[[int], Any]] = {}
+        self._old_signal_handlers: dict[int, Any] = {}
         self._stopping = False
         self._wakeup = Wakeup()
         self.add_fd(self._wakeup.fileno(), 1, self._on_wakeup)
@@ -109,8 +110,12 @@ class Loop:
             self._old_wakeup_fd = signal.set_wakeup_fd(
                 self._wakeup.wsock.fileno(), warn_on_full_buffer=False
             )
+        # Remember what was there so close() can put it back: for SIGINT that is Python's
+        # default_int_handler, and SIG_DFL instead would make a later Ctrl-C kill the
+        # process without KeyboardInterrupt (asyncio special-cases SIGINT likewise).
+        old = signal.signal(signum, _ignore_in_python)
+        self._old_signal_handlers.setdefault(signum, old)
         self._signal_handlers[signum] = callback
-        signal.signal(signum, _ignore_in_python)
 
     def _on_wakeup(self, _events: int) -> None:
         for signum in self._wakeup.drain():
@@ -126,7 +131,15 @@ class Loop:
 
     def run(self) -> None:
         """Run turns until ``stop()``."""
-        self._stopping = False
+        # _stopping is cleared on the way *out*, not on the way in: a stop() from another
+        # thread that lands before run() starts must not be lost (asyncio's run_forever
+        # clears it in its finally for the same reason). The try costs nothing per turn.
+        try:
+            self._run()
+        finally:
+            self._stopping = False
+
+    def _run(self) -> None:
         poll = self.backend.poll
         get = self._handlers.get
         ready = self._ready
@@ -166,9 +179,12 @@ class Loop:
             log.exception("error in callback %r", cb)
 
     def close(self) -> None:
-        """Release the backend and the wakeup pair; restore signal dispositions."""
-        for signum in self._signal_handlers:
-            signal.signal(signum, signal.SIG_DFL)
+        """Release the backend and the wakeup pair; restore the previous signal handlers
+        (SIG_DFL unless something else was installed) and wakeup fd."""
+        for signum, old in self._old_signal_handlers.items():
+            # getsignal()/signal() give None for a handler not installed from Python.
+            signal.signal(signum, signal.SIG_DFL if old is None else old)
+        self._old_signal_handlers.clear()
         self._signal_handlers.clear()
         if self._old_wakeup_fd is not None:
             signal.set_wakeup_fd(self._old_wakeup_fd)
