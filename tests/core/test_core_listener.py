@@ -337,3 +337,35 @@ def test_core_acceptor_close_during_capacity_sleep(
     loop.call_later(0.05, loop.stop)
     run_loop(loop)
     assert len(loop) == 1  # only the loop's own wakeup fd
+
+
+def test_core_acceptor_on_accept_error_does_not_stall_backlog(
+    loop: Loop,
+    listener: socket.socket,
+    clients: list[socket.socket],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # If on_accept raises for one connection, the ones queued behind it must still be
+    # accepted. Level-triggered polling re-reports the listener anyway; on epoll-et no new
+    # edge comes until another client connects, so the acceptor must not just give up.
+    socks: list[socket.socket] = []
+
+    def on_accept(sock: socket.socket, addr: object) -> None:
+        socks.append(sock)
+        if len(socks) == 1:
+            raise RuntimeError("handler failed for the first connection")
+        if len(socks) == 3:
+            loop.stop()
+
+    acc = Acceptor(loop, listener, on_accept)
+    try:
+        connect(listener.getsockname(), clients, 3)
+        acc.start()
+        with caplog.at_level(logging.ERROR):
+            run_loop(loop, seconds=5.0)
+        assert acc.accepted == 3
+        assert any("handler failed" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+    finally:
+        for s in socks:
+            s.close()
+        acc.close()

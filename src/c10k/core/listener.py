@@ -149,7 +149,14 @@ class Acceptor:
                 raise
             self.accepted += 1
             conn.setblocking(False)
-            on_accept(conn, addr)
+            try:
+                on_accept(conn, addr)
+            except Exception:
+                # Log and go on with the batch: on an edge-triggered backend, letting this
+                # escape would also skip the re-post below, and the rest of the backlog
+                # would wait for another client's edge. on_accept owns conn (it may have
+                # registered it), so it is not closed here.
+                log.exception("error in on_accept for %r", addr)
             if not self._listening:  # the owner paused us (connection cap)
                 return
         if self.loop.edge:
