@@ -7,8 +7,10 @@ turns a hang into a failure.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
@@ -325,3 +327,28 @@ def test_core_loop_close_restores_previous_python_handler(backend_name: str) -> 
         signal.signal(signal.SIGINT, old)
     assert restored == old
 
+
+
+def test_core_loop_init_failure_leaks_nothing() -> None:
+    # select cannot watch the loop's own wakeup fd if it is numbered >= FD_SETSIZE; the
+    # failed constructor must raise the clear error and close what it opened (STYLE 5).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1100:
+        pytest.skip(f"RLIMIT_NOFILE soft limit {soft} < 1100")
+    fillers: list[int] = []
+    try:
+        while True:  # occupy every free number below 1024
+            fd = os.open(os.devnull, os.O_RDONLY)
+            if fd >= 1024:
+                os.close(fd)
+                break
+            fillers.append(fd)
+        before = sorted(os.listdir("/proc/self/fd"), key=int)
+        with pytest.raises(ValueError, match="FD_SETSIZE"):
+            Loop("select")
+        gc.collect()
+        after = sorted(os.listdir("/proc/self/fd"), key=int)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+    assert after == before

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from c10k.core.backend import Backend, Capability
+from c10k.core.backend import READ, Backend, Capability
 from c10k.core.registry import make_backend
 from c10k.core.timers import Deadlines, TimerHandle, TimerHeap
 from c10k.core.wakeup import Wakeup
@@ -58,7 +58,14 @@ class Loop:
         self._old_signal_handlers: dict[int, Any] = {}
         self._stopping = False
         self._wakeup = Wakeup()
-        self.add_fd(self._wakeup.fileno(), 1, self._on_wakeup)
+        try:
+            self.add_fd(self._wakeup.fileno(), READ, self._on_wakeup)
+        except BaseException:
+            # e.g. select refusing a wakeup fd >= FD_SETSIZE: close what we opened (STYLE 5).
+            self._wakeup.close()
+            if isinstance(backend, str):  # ours; an instance passed in stays the caller's
+                self.backend.close()
+            raise
         self._old_wakeup_fd: int | None = None
 
     # -- fds ---------------------------------------------------------------------------
