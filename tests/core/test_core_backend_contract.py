@@ -164,9 +164,7 @@ def test_core_backend_full_socket_not_writable_until_drained(
     assert got.get(a.fileno(), 0) & WRITE_MASK
 
 
-def test_core_backend_poll_timeout_returns_empty(
-    backend: Backend, socketpair: SocketPairs
-) -> None:
+def test_core_backend_poll_timeout_returns_empty(backend: Backend, socketpair: SocketPairs) -> None:
     a, _b = socketpair()
     backend.register(a.fileno(), READ)
     # Only the result is asserted: no wall-clock checks (STYLE 6).
@@ -226,4 +224,3 @@ def test_core_backend_capabilities_match_name(backend: Backend) -> None:
     assert bool(backend.capabilities & Capability.FD_LIMIT) == (backend.max_fd is not None)
     scalable = backend.name in ("epoll", "epoll-et", "kqueue", "devpoll")
     assert bool(backend.capabilities & Capability.SCALABLE) == scalable
-

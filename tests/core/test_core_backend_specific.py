@@ -71,7 +71,8 @@ def test_core_select_refuses_fd_at_or_above_fd_setsize(high_fd: int) -> None:
         backend.register(high_fd, READ)
     msg = str(info.value)
     assert str(high_fd) in msg
-    assert "poll" in msg and "epoll" in msg  # names the fix
+    assert "poll" in msg
+    assert "epoll" in msg
     assert len(backend) == 0  # nothing half-registered
     assert backend.poll(0) == []
 
@@ -236,7 +237,7 @@ def test_core_kqueue_unregister_after_close_forgets_fd(kq: FakeKqueue, kqb: Kque
 
 def test_core_kqueue_failed_register_leaves_nothing(kq: FakeKqueue, kqb: KqueueBackend) -> None:
     kq.fail_with = OSError(9, "Bad file descriptor")
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Bad file descriptor"):
         kqb.register(5, READ)
     assert len(kqb) == 0
 

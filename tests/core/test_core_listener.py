@@ -64,9 +64,9 @@ def clients() -> Iterator[list[socket.socket]]:
 
 
 def connect(addr: tuple[str, int], into: list[socket.socket], n: int = 1) -> None:
-    for _ in range(n):
-        # Blocking connect: the handshake completes in the kernel's backlog, no accept needed.
-        into.append(socket.create_connection(addr, timeout=10))
+    # Blocking connect: the handshake completes in the kernel's backlog, no accept needed.
+    # (extend appends as it goes, so a failure part-way still leaves them to be closed.)
+    into.extend(socket.create_connection(addr, timeout=10) for _ in range(n))
 
 
 # -- bind_socket -----------------------------------------------------------------------
@@ -77,7 +77,8 @@ def test_core_bind_socket_options(listener: socket.socket, clients: list[socket.
     assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
     assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     host, port = listener.getsockname()
-    assert host == "127.0.0.1" and port > 0
+    assert host == "127.0.0.1"
+    assert port > 0
     connect((host, port), clients)
     conn, _ = listener.accept()
     with conn:

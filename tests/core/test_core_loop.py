@@ -115,7 +115,8 @@ def test_core_loop_timer_sets_poll_timeout(loop: Loop) -> None:
     loop.call_later(0.05, loop.stop)
     run_loop(loop)
     assert counter.timeouts, "poll was never called"
-    assert counter.timeouts[0] is not None and counter.timeouts[0] > 0
+    assert counter.timeouts[0] is not None
+    assert counter.timeouts[0] > 0
     assert counter.calls < 50  # a few polls, not a spin until the timer is due
 
 
@@ -173,7 +174,8 @@ def test_core_loop_exception_in_fd_callback_logged_loop_continues(
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert f"fd {a.fileno()}" in errors[0].getMessage()
-    assert errors[0].exc_info is not None and "boom" in str(errors[0].exc_info[1])
+    assert errors[0].exc_info is not None
+    assert "boom" in str(errors[0].exc_info[1])
 
 
 def test_core_loop_exception_in_posted_callback_logged(
@@ -213,7 +215,7 @@ def test_core_loop_add_fd_rolls_back_when_register_fails(
         raise OSError(1, "Operation not permitted")
 
     monkeypatch.setattr(loop.backend, "register", failing_register)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="not permitted"):
         loop.add_fd(fd, READ, lambda ev: None)
     assert not loop.watching(fd)
     assert len(loop) == before
@@ -244,7 +246,8 @@ def test_core_loop_fd_callback_gets_events_and_modify(loop: Loop, socketpair: So
     loop.add_fd(a.fileno(), READ, cb)
     loop.modify_fd(a.fileno(), WRITE)
     run_loop(loop)
-    assert len(seen) == 1 and seen[0] & WRITE
+    assert len(seen) == 1
+    assert seen[0] & WRITE
 
 
 @pytest.fixture(params=BACKEND_PARAMS)
@@ -328,11 +331,10 @@ def test_core_loop_close_restores_previous_python_handler(backend_name: str) -> 
     assert restored == old
 
 
-
 def test_core_loop_init_failure_leaks_nothing() -> None:
     # select cannot watch the loop's own wakeup fd if it is numbered >= FD_SETSIZE; the
     # failed constructor must raise the clear error and close what it opened (STYLE 5).
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 1100:
         pytest.skip(f"RLIMIT_NOFILE soft limit {soft} < 1100")
     fillers: list[int] = []

@@ -137,7 +137,8 @@ def test_core_deadlines_never_fire_before_deadline() -> None:
         dl.expire(now)
         for it in items:
             if it.fired:
-                assert it._deadline is not None and it._deadline <= now
+                assert it._deadline is not None
+                assert it._deadline <= now
     assert all(it.fired == 1 for it in items)
 
 
