@@ -96,6 +96,11 @@ class Server:
         self.requests = 0
         self.timeouts = 0
         self.wire_memo: dict[Response, list[bytes | None]] = {}
+        # Hoisted for the hot path in protocol.py (both dicts keep their identity: they
+        # are only ever cleared, never replaced).
+        self.wire_memo_get = self.wire_memo.get
+        self.head_memo_get = self.limits.head_memo.get
+        self.keepalive_timeout = config.keepalive_timeout
         self.date_line = b""
         self._date_expires = 0.0
         self._update_date()

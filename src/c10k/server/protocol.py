@@ -101,7 +101,7 @@ class Connection(HTTPConnection):
         server.loop.deadlines.schedule(self)
 
     # -- readiness ---------------------------------------------------------------------
-    def _ready(self, events: int) -> None:
+    def _ready_slow(self, events: int) -> None:
         if events & WRITE_MASK and self.out is not None:
             self._flush()
         if events & READ_MASK and self.out is None:
@@ -112,6 +112,16 @@ class Connection(HTTPConnection):
                 self._linger_read()
 
     def _read_ready(self) -> None:
+        self._ready(READ)
+
+    def _ready(self, events: int) -> None:
+        """The Loop's callback for this fd: the read side is inlined (one Python call per
+        event on the hot path); output in flight and lingering go to ``_ready_slow``."""
+        if self.out is not None or self.state >= LINGERING:
+            self._ready_slow(events)
+            return
+        if not events & READ_MASK:
+            return
         server = self.server
         recv = self.sock.recv
         while True:
@@ -132,7 +142,7 @@ class Connection(HTTPConnection):
                 not self._buf
                 and len(data) <= HOT_MAX
                 and data.endswith(b"\r\n\r\n")
-                and (req := server.limits.head_memo.get(data[:-2])) is not None
+                and (req := server.head_memo_get(data[:-2])) is not None
                 and not self._paused
             ):
                 if req.method == b"GET" and req.keep_alive and not req.has_body:
@@ -142,7 +152,7 @@ class Connection(HTTPConnection):
                     except Exception:
                         log.exception("handler failed for %r", req.target)
                         resp = server.protocol_error_response(500)
-                    wires = server.wire_memo.get(resp)
+                    wires = server.wire_memo_get(resp)
                     wire = wires[req.minor << 1 ^ 2] if wires is not None else None
                     if wire is not None and not resp.close and not server.draining:
                         server.requests += 1
@@ -154,7 +164,7 @@ class Connection(HTTPConnection):
                             self._io_error(exc)
                             return
                         if n == len(wire):
-                            deadline = server.loop.now + server.config.keepalive_timeout
+                            deadline = server.loop.now + server.keepalive_timeout
                             self.deadline = deadline
                             if self.deadline_key is None or deadline < self.deadline_key:
                                 server.loop.deadlines.schedule(self)
