@@ -10,6 +10,7 @@ needed it is a bounded ``poll(timeout)`` and only its result is asserted.
 from __future__ import annotations
 
 import resource
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -224,3 +225,27 @@ def test_core_backend_capabilities_match_name(backend: Backend) -> None:
     assert bool(backend.capabilities & Capability.FD_LIMIT) == (backend.max_fd is not None)
     scalable = backend.name in ("epoll", "epoll-et", "kqueue", "devpoll")
     assert bool(backend.capabilities & Capability.SCALABLE) == scalable
+
+
+def test_core_backend_forget_then_close_then_reuse_fd(backend: Backend) -> None:
+    # forget() + close() must leave no trace: no events for the closed fd, and the same
+    # fd number, reused by a new socket, registers again without "already registered"
+    # (epoll and kqueue rely on the kernel dropping the closed fd by itself).
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    backend.register(fd, READ)
+    b.send(b"x")
+    backend.forget(fd)
+    a.close()
+    assert fd not in events_by_fd(backend.poll(0))
+    c, d = socket.socketpair()
+    try:
+        assert c.fileno() == fd  # the lowest free number comes back
+        backend.register(c.fileno(), READ)
+        d.send(b"y")
+        assert events_by_fd(backend.poll(1.0)).get(fd, 0) & READ
+        backend.unregister(fd)
+    finally:
+        for s in (b, c, d):
+            s.close()
+    assert len(backend) == 0

@@ -72,6 +72,11 @@ class EpollBackend(Backend):
         except OSError:  # already closed elsewhere (EBADF): the kernel forgot it anyway
             pass
 
+    def forget(self, fd: int) -> None:
+        # epoll(7): closing the last fd referring to an open file description removes it
+        # from every epoll set, so no epoll_ctl(DEL) is needed before close().
+        del self._events[fd]
+
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:  # replaced per instance
         raise NotImplementedError
 

@@ -72,6 +72,11 @@ class KqueueBackend(Backend):
         except OSError:  # the fd was closed first: kqueue already dropped its kevents
             pass
 
+    def forget(self, fd: int) -> None:
+        # kqueue(2): "Calling close() on a file descriptor will remove any kevents that
+        # reference the descriptor", so no EV_DELETE is needed before close().
+        del self._events[fd]
+
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
         if timeout is not None and timeout < 0:
             timeout = 0

@@ -88,6 +88,12 @@ class Loop:
         if self._handlers.pop(fd, None) is not None:
             self.backend.unregister(fd)
 
+    def forget_fd(self, fd: int) -> None:
+        """Stop watching ``fd`` that the caller is about to close (and never dup()ed);
+        saves the unregister syscall where the kernel does it on close (Backend.forget)."""
+        if self._handlers.pop(fd, None) is not None:
+            self.backend.forget(fd)
+
     def watching(self, fd: int) -> bool:
         return fd in self._handlers
 

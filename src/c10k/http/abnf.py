@@ -36,8 +36,15 @@ FIELD_BLOCK = re.compile(rb"(?:[" + TCHAR + rb"]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
 FIELD_LINE = re.compile(rb"[" + TCHAR + rb"]+:[\t\x20-\x7e\x80-\xff]*")
 
 # What an incomplete request may start with: a method, then a space. Lets us reject a TLS
-# ClientHello or binary junk at once instead of waiting for the header timeout.
-REQUEST_PREFIX = re.compile(rb"(?:\r\n)?[" + TCHAR + rb"]*(?: |\Z)")
+# ClientHello or binary junk at once instead of waiting for the header timeout. Leading
+# empty lines are stripped before this is tried, but a lone CR may be the first half of
+# one (RFC 9112 section 2.2), so "\r" alone must pass or a CRLF split across two reads
+# would be a 400.
+REQUEST_PREFIX = re.compile(rb"\r\Z|[" + TCHAR + rb"]*(?: |\Z)")
+
+# Empty lines (CRLF) a server SHOULD ignore before a request-line (RFC 9112 section 2.2).
+# One regex pass: slicing one CRLF off at a time is O(n^2) in a buffer full of them.
+EMPTY_LINES = re.compile(rb"(?:\r\n)*")
 
 # uri-host [ ":" port ] (RFC 3986: reg-name / IPv4 / IP-literal), loosely: no whitespace,
 # no "/", "?", "#", "@" or controls.

@@ -40,7 +40,7 @@ Limits (defaults chosen from the precedents):
 
 from __future__ import annotations
 
-from c10k.http.abnf import REQUEST_PREFIX
+from c10k.http.abnf import EMPTY_LINES, REQUEST_PREFIX
 from c10k.http.errors import RemoteProtocolError
 from c10k.http.events import NEED_DATA, PAUSED, Request
 from c10k.http.readers import parse_head
@@ -153,15 +153,14 @@ class HTTPConnection:
         if buf[0] == 13:
             # RFC 9112 section 2.2: SHOULD ignore at least one empty line (CRLF) received
             # before a request-line. We ignore any number; the header timeout bounds them.
-            while buf[:2] == b"\r\n":
-                buf = buf[2:]
+            buf = _skip_empty_lines(buf)
             self._buf = buf
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 return self._incomplete(buf)
         if end + 4 > self.limits.max_header_bytes:
             self._paused = True
-            raise _oversized(buf, self.limits.max_header_bytes)
+            raise _rejected(buf, self.limits.max_header_bytes)
         self._buf = buf[end + 4 :]
         self._scan = 0
         head = buf[: end + 2]
@@ -183,27 +182,57 @@ class HTTPConnection:
 
     def _incomplete(self, buf: bytes) -> type[NEED_DATA] | ConnectionClosed:
         n = len(buf)
+        if n:  # an empty buffer (after every request) needs no checks
+            if buf[0] == 13:
+                # Empty lines before a request-line, as in next_event: strip them here too,
+                # so they count against no limit however the bytes were split into reads.
+                buf = _skip_empty_lines(buf)
+                self._buf = buf
+                n = len(buf)
+            # Reject early what can never become a valid head (binary junk, TLS hellos,
+            # bare LF line ends) rather than wait for the header timeout. Look at no more
+            # than limit + 1 bytes: see _rejected.
+            end = self.limits.max_header_bytes + 1
+            if (
+                n >= end
+                or REQUEST_PREFIX.match(buf, 0, end) is None
+                or buf.count(b"\n", 0, end) != buf.count(b"\r\n", 0, end)
+            ):
+                self._paused = True
+                raise _rejected(buf, end - 1)
         self._scan = n - 3 if n > 3 else 0
-        if n > self.limits.max_header_bytes:
-            self._paused = True
-            raise _oversized(buf, self.limits.max_header_bytes)
-        # Reject early what can never become a valid head (binary junk, TLS hellos,
-        # bare LF line ends) rather than wait for the header timeout.
-        if REQUEST_PREFIX.match(buf) is None or buf.count(b"\n") != buf.count(b"\r\n"):
-            self._paused = True
-            raise RemoteProtocolError("malformed request", 400)
         if self._eof:
-            if buf:
+            if n:
                 self._paused = True
                 raise RemoteProtocolError("connection closed inside a request head", 400)
             return CONNECTION_CLOSED
         return NEED_DATA
 
 
-def _oversized(buf: bytes, limit: int) -> RemoteProtocolError:
-    # The request line alone is longer than the limit -> 414 (RFC 9110 section 15.5.15);
-    # otherwise the fields are -> 431 (RFC 6585 section 5).
-    eol = buf.find(b"\r\n", 0, limit + 2)
-    if eol < 0 or eol > limit:
+def _skip_empty_lines(buf: bytes) -> bytes:
+    m = EMPTY_LINES.match(buf)  # always matches (maybe nothing): one pass in C
+    return buf[m.end() :] if m is not None else buf
+
+
+def _malformed(buf: bytes, end: int) -> bool:
+    # Whether buf[:end] can never start a valid head: a prefix that is no method, or a
+    # bare LF. Both are prefix-closed (if buf[:k] fails, so does every longer prefix),
+    # which is what makes the early reject independent of how the bytes were split.
+    return REQUEST_PREFIX.match(buf, 0, end) is None or buf.count(b"\n", 0, end) != buf.count(
+        b"\r\n", 0, end
+    )
+
+
+def _rejected(buf: bytes, limit: int) -> RemoteProtocolError:
+    # The status depends on buf[:limit + 1] only: that is exactly what a client feeding
+    # one byte at a time has sent when the limit trips, so every split of the same bytes
+    # gets the same status (STYLE.md section 6).
+    # - junk or a bare LF in those bytes -> 400, as _incomplete would have said earlier;
+    # - no CRLF in them: the request line alone is longer than the limit -> 414 (RFC 9110
+    #   section 15.5.15); otherwise the fields are -> 431 (RFC 6585 section 5).
+    end = limit + 1
+    if _malformed(buf, end):
+        return RemoteProtocolError("malformed request", 400)
+    if buf.find(b"\r\n", 0, end) < 0:
         return RemoteProtocolError("request-target too long", 414)
     return RemoteProtocolError("request header fields too large", 431)

@@ -53,9 +53,6 @@ def parse_head(head: bytes, max_fields: int = 100) -> Request:
     if m is None:
         raise _bad_request_line(head[:eol])
     method, target, major, minor_b = m.groups()
-    if major != b"1":
-        raise RemoteProtocolError("unsupported HTTP version", 505)
-    minor = 1 if minor_b != b"0" else 0  # HTTP/1.2+ is handled as 1.1 (RFC 9110 section 2.5)
 
     headers: dict[bytes, bytes] = {}
     start = eol + 2
@@ -76,6 +73,12 @@ def parse_head(head: bytes, max_fields: int = 100) -> Request:
                 raise RemoteProtocolError(f"repeated {name.decode()} field", 400)
             else:
                 headers[name] = old + b", " + value  # RFC 9110 section 5.3
+
+    # The version is checked only once the field block is known to be well-formed, so a
+    # bare LF there is a 400 whether or not HTTPConnection saw it before the CRLFCRLF.
+    if major != b"1":
+        raise RemoteProtocolError("unsupported HTTP version", 505)  # RFC 9110 15.6.6
+    minor = 1 if minor_b != b"0" else 0  # HTTP/1.2+ is handled as 1.1 (RFC 9110 section 2.5)
 
     if target[0] != 47:  # not origin-form "/..."
         target = _reduce_target(method, target)
@@ -143,12 +146,12 @@ def _reduce_target(method: bytes, target: bytes) -> bytes:
 
 
 def _bad_request_line(line: bytes) -> RemoteProtocolError:
-    if b"HTTP/" in line and not line.rstrip().endswith((b"HTTP/1.0", b"HTTP/1.1")):
-        parts = line.rsplit(b" ", 1)
-        if len(parts) == 2 and parts[1].startswith(b"HTTP/") and parts[1][5:6].isdigit():
-            if parts[1][5:6] != b"1":
-                return RemoteProtocolError("unsupported HTTP version", 505)
-    return RemoteProtocolError("malformed request line", 400)
+    # A well-formed request line with another major version matched REQUEST_LINE and is a
+    # 505 above. A malformed one is a 400 whatever its last word looks like: "HTTP/2",
+    # "HTTP/01.1" are not HTTP-version (RFC 9112 section 2.3), and guessing 505 from them
+    # made the status depend on how the bytes arrived (HTTPConnection rejects junk such as
+    # "GET\t/ HTTP/2.0" with a 400 before the line is complete).
+    return RemoteProtocolError(f"malformed request line {line[:80]!r}", 400)
 
 
 def _bad_field_block(head: bytes, start: int) -> RemoteProtocolError:

@@ -435,7 +435,7 @@ class Connection(HTTPConnection):
         self.out = None
         self._buf = b""
         server = self.server
-        server.loop.remove_fd(self.fd)
+        server.loop.forget_fd(self.fd)
         self.sock.close()
         server.connection_closed(self)
 
