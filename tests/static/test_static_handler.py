@@ -642,11 +642,15 @@ def test_handler_cache_hit_does_no_filesystem_calls(
     def forbidden(*args: object, **kwargs: object) -> object:
         raise AssertionError("file-system call on a cache hit")
 
-    for name in ("stat", "lstat", "open", "fstat", "read"):
-        monkeypatch.setattr(os, name, forbidden)
-    monkeypatch.setattr(os.path, "realpath", forbidden)
-    assert files.handle(make_request(b"/hello.txt"), now=0.9) is first
-    assert files.handle(make_request(b"/big.bin", b"HEAD"), now=0.9).status == 200
+    # Patched only inside this block: pytest itself stats files between tests.
+    with monkeypatch.context() as m:
+        for name in ("stat", "lstat", "open", "fstat", "read"):
+            m.setattr(os, name, forbidden)
+        m.setattr(os.path, "realpath", forbidden)
+        hit = files.handle(make_request(b"/hello.txt"), now=0.9)
+        head = files.handle(make_request(b"/big.bin", b"HEAD"), now=0.9)
+    assert hit is first
+    assert head.status == 200
 
 
 def test_handler_large_file_hit_skips_resolution(
@@ -658,9 +662,10 @@ def test_handler_large_file_hit_skips_resolution(
     def forbidden(*args: object, **kwargs: object) -> object:
         raise AssertionError("resolution repeated on a cached large file")
 
-    monkeypatch.setattr(os.path, "realpath", forbidden)
-    monkeypatch.setattr(os, "stat", forbidden)
-    response = files.handle(make_request(b"/big.bin"), now=0.5)
+    with monkeypatch.context() as m:
+        m.setattr(os.path, "realpath", forbidden)
+        m.setattr(os, "stat", forbidden)
+        response = files.handle(make_request(b"/big.bin"), now=0.5)
     assert isinstance(response.body, FileRegion)
     response.body.release()
 
