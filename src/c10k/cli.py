@@ -86,6 +86,7 @@ def _serve(ns: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"c10k serve: cannot listen on {ns.bind}:{config.port}: {exc.strerror}", file=sys.stderr)
         return 1
+    server.install_signal_handlers()
     print(
         f"c10k serving {os.path.abspath(directory)} at {server.url}\n"
         f"  backend {server.loop.backend.name}; capacity {server.capacity:,} connections "
@@ -93,7 +94,7 @@ def _serve(ns: argparse.Namespace) -> int:
         f"hard {server.nofile_hard})",
         flush=True,
     )
-    server.serve_forever()
+    server.serve_forever(install_signals=False)
     print(f"c10k stopped after {server.requests:,} requests", flush=True)
     return 0
 

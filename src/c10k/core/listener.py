@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 from collections.abc import Callable
 
 from c10k.core.backend import READ
+from c10k.core.fdio import set_nonblocking
 from c10k.core.loop import Loop
 from c10k.core.timers import TimerHandle
 
@@ -72,6 +74,8 @@ class Acceptor:
     """Accepts connections on a listening socket and hands them to ``on_accept``.
 
     ``on_accept(sock, addr)`` gets a nonblocking connected socket and owns it from then on.
+    With ``raw_fds=True`` it gets the bare nonblocking fd instead (see core/fdio.py: no
+    socket object, no getsockname per connection); the caller must ``os.close`` it.
     """
 
     def __init__(
@@ -80,7 +84,9 @@ class Acceptor:
         sock: socket.socket,
         on_accept: Callable[[socket.socket, object], object],
         max_per_wakeup: int = 64,
+        raw_fds: bool = False,
     ) -> None:
+        self.raw_fds = raw_fds
         self.loop = loop
         self.sock = sock
         self.on_accept = on_accept
@@ -126,7 +132,8 @@ class Acceptor:
     def _read_ready(self, _events: int) -> None:
         if not self._listening:
             return
-        accept = self.sock.accept
+        raw = self.raw_fds
+        accept = self.sock._accept if raw else self.sock.accept  # type: ignore[attr-defined]
         on_accept = self.on_accept
         for _ in range(self.max_per_wakeup):
             try:
@@ -148,7 +155,14 @@ class Acceptor:
                     continue
                 raise
             self.accepted += 1
-            conn.setblocking(False)
+            if raw:
+                try:
+                    set_nonblocking(conn)
+                except OSError:
+                    os.close(conn)
+                    continue
+            else:
+                conn.setblocking(False)
             try:
                 on_accept(conn, addr)
             except Exception:

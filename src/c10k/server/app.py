@@ -90,7 +90,7 @@ class Server:
                 config.host, config.port, backlog=config.backlog, reuse_port=config.reuse_port
             )
         self.sock = sock
-        self.acceptor = Acceptor(self.loop, sock, self._on_accept)
+        self.acceptor = Acceptor(self.loop, sock, self._on_accept, raw_fds=True)
         self.connections: set[Connection] = set()
         self.draining = False
         self.requests = 0
@@ -122,14 +122,19 @@ class Server:
     def serve_forever(self, install_signals: bool = True) -> None:
         """Accept and serve until SIGINT/SIGTERM or ``stop()``; then close everything."""
         if install_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.loop.add_signal_handler(sig, self._on_signal)
+            self.install_signal_handlers()
         self.acceptor.start()
         self.loop.call_later(1.0, self._tick)
         try:
             self.loop.run()
         finally:
             self.close()
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM stop the server cleanly. Call before announcing readiness, so
+        a signal sent right after the announcement cannot hit the default action."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, self._on_signal)
 
     def stop(self) -> None:
         """Thread-safe: make ``serve_forever`` return."""
@@ -159,8 +164,8 @@ class Server:
             reason = "--max-connections"
         return max(cap, 1), reason
 
-    def _on_accept(self, sock: socket.socket, addr: object) -> None:
-        conn = Connection(self, sock)
+    def _on_accept(self, fd: int, addr: object) -> None:
+        conn = Connection(self, fd)
         self.connections.add(conn)
         events = READ | 4 if self.edge else READ  # ET: READ|WRITE once, never modified
         self.loop.add_fd(conn.fd, events, conn._ready)

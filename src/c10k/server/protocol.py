@@ -39,6 +39,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from c10k.core.backend import READ, READ_MASK, WRITE, WRITE_MASK
+from c10k.core.fdio import send_flags, shutdown_write
 from c10k.http.connection import (
     CONNECTION_CLOSED,
     MEMO_MAX_HEAD_BYTES,
@@ -62,6 +63,8 @@ CONNRESET_ERRNOS = frozenset(
      errno.ENOTCONN, errno.EBADF)
 )
 MSG_MORE = getattr(socket, "MSG_MORE", 0)
+os_read = os.read
+os_write = os.write
 SENDFILE_CHUNK = 1 << 20  # per call: bounded so one fat client cannot hog a loop turn
 
 # Connection header variants; index into the per-response wire memo.
@@ -75,7 +78,11 @@ IDLE, READING, WRITING, LINGERING, CLOSED = range(5)
 
 
 class Connection(HTTPConnection):
-    """HTTPConnection plus a socket: one object per client, ``__slots__`` only."""
+    """HTTPConnection plus a socket fd: one object per client, ``__slots__`` only.
+
+    The socket is a bare fd (see c10k.core.fdio for why): ``os.read``/``os.write`` on the
+    hot path, ``os.close`` at the end.
+    """
 
     __slots__ = (
         "deadline",
@@ -83,16 +90,19 @@ class Connection(HTTPConnection):
         "fd",
         "out",
         "server",
-        "sock",
         "state",
         "will_close",
     )
 
-    def __init__(self, server: Server, sock: socket.socket) -> None:
-        super().__init__(server.limits)
+    def __init__(self, server: Server, fd: int) -> None:
+        # HTTPConnection.__init__, inlined: this runs once per accepted connection.
+        self.limits = server.limits
+        self._buf = b""
+        self._scan = 0
+        self._eof = False
+        self._paused = False
         self.server = server
-        self.sock = sock
-        self.fd = sock.fileno()
+        self.fd = fd
         self.out: list[bytes | memoryview | FileRegion] | None = None
         self.will_close = False
         self.state = IDLE
@@ -123,10 +133,10 @@ class Connection(HTTPConnection):
         if not events & READ_MASK:
             return
         server = self.server
-        recv = self.sock.recv
+        fd = self.fd
         while True:
             try:
-                data = recv(RECV_SIZE)
+                data = os_read(fd, RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -157,7 +167,7 @@ class Connection(HTTPConnection):
                     if wire is not None and not resp.close and not server.draining:
                         server.requests += 1
                         try:
-                            n = self.sock.send(wire)
+                            n = os_write(fd, wire)
                         except (BlockingIOError, InterruptedError):
                             n = 0
                         except OSError as exc:
@@ -279,7 +289,7 @@ class Connection(HTTPConnection):
             if data.__class__ is bytes:
                 # The common case: one response, one send.
                 try:
-                    n = self.sock.send(data)  # type: ignore[arg-type]
+                    n = os.write(self.fd, data)  # type: ignore[arg-type]
                 except (BlockingIOError, InterruptedError):
                     n = 0
                 except OSError as exc:
@@ -303,13 +313,13 @@ class Connection(HTTPConnection):
         """Write queued items until done or the socket is full."""
         out = self.out
         assert out is not None
-        sock = self.sock
+        fd = self.fd
         try:
             while out:
                 item = out[0]
                 if isinstance(item, FileRegion):
                     while item.count:
-                        n = os.sendfile(self.fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
+                        n = os.sendfile(fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
                         if n == 0:  # the file shrank under us: we cannot honour Content-Length
                             log.warning("file shrank while being sent; closing the connection")
                             self._force_close()
@@ -319,8 +329,10 @@ class Connection(HTTPConnection):
                     item.release()
                     out.pop(0)
                 else:
-                    more = MSG_MORE if len(out) > 1 and isinstance(out[1], FileRegion) else 0
-                    n = sock.send(item, more)
+                    if len(out) > 1 and isinstance(out[1], FileRegion):
+                        n = send_flags(fd, item, MSG_MORE)  # rare: a header before sendfile
+                    else:
+                        n = os.write(fd, item)
                     if n == len(item):
                         out.pop(0)
                     else:
@@ -379,7 +391,7 @@ class Connection(HTTPConnection):
         """The last response is out: close, lingering if the client may still be sending."""
         if self._buf or self._paused and not self._eof:
             try:
-                self.sock.shutdown(socket.SHUT_WR)
+                shutdown_write(self.fd)
             except OSError:
                 self._force_close()
                 return
@@ -393,7 +405,7 @@ class Connection(HTTPConnection):
 
     def _linger_read(self) -> None:
         try:
-            while self.sock.recv(RECV_SIZE):
+            while os.read(self.fd, RECV_SIZE):
                 pass
         except (BlockingIOError, InterruptedError):
             return
@@ -409,7 +421,7 @@ class Connection(HTTPConnection):
             wire: list[bytes | FileRegion] = []
             self._append(wire, self.server.protocol_error_response(408), CLOSE, False)
             try:
-                self.sock.send(wire[0])  # type: ignore[arg-type]
+                os.write(self.fd, wire[0])  # type: ignore[arg-type]
             except OSError:
                 pass
         self._force_close()
@@ -436,7 +448,7 @@ class Connection(HTTPConnection):
         self._buf = b""
         server = self.server
         server.loop.forget_fd(self.fd)
-        self.sock.close()
+        os.close(self.fd)
         server.connection_closed(self)
 
 

@@ -1,0 +1,40 @@
+"""Socket I/O on bare fds, for connections that keep no ``socket.socket`` object.
+
+Why bare fds: wrapping each accepted fd in a ``socket.socket`` costs, per connection, a
+getsockname(2) (CPython's constructor checks the fd), two enum conversions in
+``socket.accept`` and ~100 bytes of object, and buys nothing ``os.read``/``os.write``/
+``os.close`` do not do as well on a stream socket. The few calls that need a socket
+object (send with flags, shutdown) are rare (big files, lingering close): they borrow a
+temporary object and ``detach()`` it so the fd is not closed behind our back.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import termios
+
+_ONE = (1).to_bytes(4, "little" if __import__("sys").byteorder == "little" else "big")
+
+
+def set_nonblocking(fd: int) -> None:
+    """O_NONBLOCK with one ioctl(FIONBIO) (os.set_blocking costs fcntl GET + SET)."""
+    fcntl.ioctl(fd, termios.FIONBIO, _ONE)
+
+
+def send_flags(fd: int, data: bytes | memoryview, flags: int) -> int:
+    """send(2) with flags (e.g. MSG_MORE) on a bare fd."""
+    s = socket.socket(fileno=fd)
+    try:
+        return s.send(data, flags)
+    finally:
+        s.detach()
+
+
+def shutdown_write(fd: int) -> None:
+    """shutdown(fd, SHUT_WR) on a bare fd."""
+    s = socket.socket(fileno=fd)
+    try:
+        s.shutdown(socket.SHUT_WR)
+    finally:
+        s.detach()
