@@ -1,0 +1,172 @@
+"""Property-based tests (hypothesis) of the sans-I/O request parser.
+
+1. Any bytes, in any chunking: ``next_event`` returns only a Request, NEED_DATA, PAUSED or
+   CONNECTION_CLOSED, or raises RemoteProtocolError (STYLE.md section 6, "Fuzzing"); and
+   the outcome does not depend on the chunking (the sans-I/O contract).
+2. Generated valid requests round-trip: method, target, version and header values.
+
+Runs are bounded (max_examples=200, no deadline) so the suite stays quick.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+from _http_support import outcome, summarize
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from c10k.http import (
+    CONNECTION_CLOSED,
+    NEED_DATA,
+    PAUSED,
+    HTTPConnection,
+    Limits,
+    RemoteProtocolError,
+    Request,
+)
+
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Pieces that steer random input into the parser's interesting states.
+FRAGMENTS = [
+    b"GET", b"HEAD", b"POST", b"OPTIONS", b"CONNECT", b" ", b"  ", b"/", b"/a?b", b"*",
+    b"http://h/p", b"h:1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/0.9", b"HTTP/1",
+    b"http/1.1", b"\r\n", b"\r\n\r\n", b"\r", b"\n", b"\t", b"\x00", b"\x7f", b"\x80\xff",
+    b"\x16\x03\x01", b"Host: x", b"Host:", b"host: y", b"Host: a b", b":", b" :", b"X: v",
+    b"X : v", b"Content-Length: ", b"Content-Length: 0", b"Content-Length: 5",
+    b"Content-Length: +1", b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip",
+    b"Connection: close", b"Connection: keep-alive", b"0", b"1", b"a" * 40,
+]  # fmt: skip
+
+noise = st.one_of(
+    st.binary(max_size=200),
+    st.lists(st.sampled_from(FRAGMENTS), max_size=40).map(b"".join),
+    st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.binary(max_size=4)), max_size=40).map(
+        b"".join
+    ),
+)
+
+
+def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    edges = [0, *points, len(data)]
+    # No empty chunk: receive_data(b"") means EOF.
+    return [data[a:b] for a, b in pairwise(edges) if b > a]
+
+
+limits_st = st.sampled_from([None, 64, 200]).map(
+    lambda n: Limits() if n is None else Limits(max_header_bytes=n, max_fields=5)
+)
+
+
+@SETTINGS
+@given(data=noise, cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+@example(data=b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", cuts=[1])
+@example(data=b"GET / HTTP/2.0\r\nA: b\nc\r\n\r\n", cuts=[])
+def test_http_property_any_bytes_only_events_or_protocol_error(
+    data: bytes, cuts: list[int]
+) -> None:
+    allowed = (NEED_DATA, PAUSED, CONNECTION_CLOSED)
+    for chunks in (_chunks(data, cuts), [data]):
+        conn = HTTPConnection(Limits(max_header_bytes=200))
+        stopped = False
+        for chunk in [*chunks, b""]:  # b"" = EOF at the end
+            conn.receive_data(chunk)
+            for _ in range(len(data) + 3):
+                try:
+                    event = conn.next_event()
+                except RemoteProtocolError as exc:
+                    status = exc.error_status_hint
+                    assert 400 <= status <= 599
+                    assert conn.next_event() is PAUSED
+                    stopped = True
+                    break
+                if isinstance(event, Request):
+                    assert not stopped
+                    continue
+                assert event in allowed, event
+                if event is PAUSED:
+                    stopped = True
+                break
+            else:
+                raise AssertionError("next_event never asked for more data")
+
+
+@SETTINGS
+@given(
+    data=noise,
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+    eof=st.booleans(),
+    limits=limits_st,
+)
+def test_http_property_outcome_independent_of_chunking(
+    data: bytes, cuts: list[int], eof: bool, limits: Limits
+) -> None:
+    # Fresh Limits per run: a memo hit must give the same outcome as a parse, so sharing
+    # one Limits between the two runs is also part of what is tested.
+    whole = outcome([data], eof, limits)
+    split = outcome(_chunks(data, cuts), eof, limits)
+    assert split == whole
+    assert outcome((data[i : i + 1] for i in range(len(data))), eof, limits) == whole
+
+
+# -- valid requests round-trip -----------------------------------------------------------
+
+TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+PCHAR = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@%"
+token = st.text(alphabet=TCHAR, min_size=1, max_size=12).map(str.encode)
+segment = st.text(alphabet=PCHAR, max_size=8).map(str.encode)
+path = st.lists(segment, min_size=1, max_size=5).map(lambda s: b"/" + b"/".join(s))
+query = st.one_of(
+    st.just(b""), st.text(alphabet=PCHAR + "/?", max_size=12).map(lambda q: b"?" + q.encode())
+)
+field_vchar = st.one_of(
+    st.integers(min_value=0x21, max_value=0x7E), st.integers(min_value=0x80, max_value=0xFF)
+).map(lambda c: bytes([c]))
+inner = st.one_of(field_vchar, st.sampled_from([b" ", b"\t"]))
+value = st.one_of(
+    st.just(b""),
+    st.tuples(field_vchar, st.lists(inner, max_size=10), field_vchar).map(
+        lambda t: t[0] + b"".join(t[1]) + t[2]
+    ),
+    field_vchar,
+)
+ows = st.sampled_from([b"", b" ", b"\t", b"  \t "])
+# Names that change framing or connection semantics are tested by the tables instead.
+SPECIAL = {b"host", b"content-length", b"transfer-encoding", b"connection"}
+field_name = token.filter(lambda n: n.lower() not in SPECIAL)
+
+
+@st.composite
+def valid_requests(draw: st.DrawFn) -> tuple[bytes, bytes, bytes, int, dict[bytes, bytes]]:
+    method = draw(st.one_of(st.sampled_from([b"GET", b"HEAD"]), token))
+    target = draw(path) + draw(query)
+    minor = draw(st.sampled_from([0, 1]))
+    fields = draw(st.lists(st.tuples(field_name, ows, value, ows), max_size=8))
+    host = draw(st.one_of(st.just(b"example.com"), st.just(b"[::1]:8080"), st.just(b"h:80")))
+    lines = [b"%s %s HTTP/1.%d" % (method, target, minor), b"Host: " + host]
+    expected: dict[bytes, bytes] = {b"host": host}
+    for name, lead, val, trail in fields:
+        lines.append(name + b":" + lead + val + trail)
+        key = name.lower()
+        expected[key] = expected[key] + b", " + val if key in expected else val
+    head = b"\r\n".join(lines) + b"\r\n\r\n"
+    return head, method, target, minor, expected
+
+
+@SETTINGS
+@given(req=valid_requests(), cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6))
+def test_http_property_valid_requests_round_trip(
+    req: tuple[bytes, bytes, bytes, int, dict[bytes, bytes]], cuts: list[int]
+) -> None:
+    head, method, target, minor, headers = req
+    expected = ("req", method, target, minor, headers, minor == 1, False)
+    # Two pipelined copies: the second is a memo hit and must be equal.
+    result = outcome(_chunks(head + head, cuts), limits=Limits())
+    assert result == [expected, expected, NEED_DATA]
+    conn = HTTPConnection(Limits())
+    conn.receive_data(head)
+    parsed = conn.next_event()
+    assert isinstance(parsed, Request)
+    assert summarize(parsed) == expected
