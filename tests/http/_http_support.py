@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from hypothesis import strategies as st
+
 from c10k.http import (
     CONNECTION_CLOSED,
     NEED_DATA,
@@ -129,3 +131,47 @@ def get(target: bytes = b"/", *fields: bytes, version: bytes = b"HTTP/1.1") -> b
     """A request head with ``Host: x`` first, then ``fields`` (each a full line)."""
     lines = [b"GET " + target + b" " + version, b"Host: x", *fields]
     return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+# -- a hypothesis strategy for valid requests (test_http_properties, test_http_stdlib) --
+
+TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+PCHAR = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@%"
+token = st.text(alphabet=TCHAR, min_size=1, max_size=12).map(str.encode)
+segment = st.text(alphabet=PCHAR, max_size=8).map(str.encode)
+path = st.lists(segment, min_size=1, max_size=5).map(lambda s: b"/" + b"/".join(s))
+query = st.one_of(
+    st.just(b""), st.text(alphabet=PCHAR + "/?", max_size=12).map(lambda q: b"?" + q.encode())
+)
+field_vchar = st.one_of(
+    st.integers(min_value=0x21, max_value=0x7E), st.integers(min_value=0x80, max_value=0xFF)
+).map(lambda c: bytes([c]))
+inner = st.one_of(field_vchar, st.sampled_from([b" ", b"\t"]))
+value = st.one_of(
+    st.just(b""),
+    st.tuples(field_vchar, st.lists(inner, max_size=10), field_vchar).map(
+        lambda t: t[0] + b"".join(t[1]) + t[2]
+    ),
+    field_vchar,
+)
+ows = st.sampled_from([b"", b" ", b"\t", b"  \t "])
+# Names that change framing or connection semantics are tested by the tables instead.
+SPECIAL = {b"host", b"content-length", b"transfer-encoding", b"connection"}
+field_name = token.filter(lambda n: n.lower() not in SPECIAL)
+
+
+@st.composite
+def valid_requests(draw: st.DrawFn) -> tuple[bytes, bytes, bytes, int, dict[bytes, bytes]]:
+    method = draw(st.one_of(st.sampled_from([b"GET", b"HEAD"]), token))
+    target = draw(path) + draw(query)
+    minor = draw(st.sampled_from([0, 1]))
+    fields = draw(st.lists(st.tuples(field_name, ows, value, ows), max_size=8))
+    host = draw(st.one_of(st.just(b"example.com"), st.just(b"[::1]:8080"), st.just(b"h:80")))
+    lines = [b"%s %s HTTP/1.%d" % (method, target, minor), b"Host: " + host]
+    expected: dict[bytes, bytes] = {b"host": host}
+    for name, lead, val, trail in fields:
+        lines.append(name + b":" + lead + val + trail)
+        key = name.lower()
+        expected[key] = expected[key] + b", " + val if key in expected else val
+    head = b"\r\n".join(lines) + b"\r\n\r\n"
+    return head, method, target, minor, expected
