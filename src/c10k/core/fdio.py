@@ -4,7 +4,7 @@ Why bare fds: wrapping each accepted fd in a ``socket.socket`` costs, per connec
 getsockname(2) (CPython's constructor checks the fd), two enum conversions in
 ``socket.accept`` and ~100 bytes of object, and buys nothing ``os.read``/``os.write``/
 ``os.close`` do not do as well on a stream socket. The few calls that need a socket
-object (send with flags, shutdown) are rare (big files, lingering close): they borrow a
+object (setsockopt, shutdown) are rare (big files, lingering close): they borrow a
 temporary object and ``detach()`` it so the fd is not closed behind our back.
 """
 
@@ -22,11 +22,12 @@ def set_nonblocking(fd: int) -> None:
     fcntl.ioctl(fd, termios.FIONBIO, _ONE)
 
 
-def send_flags(fd: int, data: bytes | memoryview, flags: int) -> int:
-    """send(2) with flags (e.g. MSG_MORE) on a bare fd."""
+def set_cork(fd: int, on: bool) -> None:
+    """TCP_CORK on a bare fd: while corked, the kernel sends only full segments; uncorking
+    pushes the rest (tcp(7)). nginx's ``tcp_nopush`` does this around sendfile."""
     s = socket.socket(fileno=fd)
     try:
-        return s.send(data, flags)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
     finally:
         s.detach()
 

@@ -193,11 +193,7 @@ class HTTPConnection:
             # bare LF line ends) rather than wait for the header timeout. Look at no more
             # than limit + 1 bytes: see _rejected.
             end = self.limits.max_header_bytes + 1
-            if (
-                n >= end
-                or REQUEST_PREFIX.match(buf, 0, end) is None
-                or buf.count(b"\n", 0, end) != buf.count(b"\r\n", 0, end)
-            ):
+            if n >= end or _malformed(buf, end):
                 self._paused = True
                 raise _rejected(buf, end - 1)
         self._scan = n - 3 if n > 3 else 0

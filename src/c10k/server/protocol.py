@@ -12,9 +12,12 @@ unusual (partial heads, pipelined batches, errors, big files, a blocked socket) 
 general branches of the same functions.
 
 Writing: try to send at once, queue only the remainder (asyncio ``_SelectorSocketTransport``).
-A queued item is bytes/memoryview or a FileRegion. A header followed by a FileRegion goes
-out with MSG_MORE so the kernel coalesces it with the first sendfile segment (the header and
-body share a packet, as TCP_CORK would give, without the extra setsockopt calls). While
+A queued item is bytes/memoryview or a FileRegion. A header followed by a FileRegion is
+written with TCP_CORK set and the cork is pulled after the body's last sendfile (nginx's
+``tcp_nopush``): header and body share the first segment and every segment is full-sized.
+MSG_MORE on the header alone did the same for the first segment; corking measured 0.88 vs
+0.80 of nginx's efficiency on 1 MiB files at 1,000 connections (vs-nginx --file big.bin,
+2 rounds each; within this box's noise, kept because it is what nginx does). While
 output is queued, a level-triggered backend watches WRITE only (so a readable socket cannot
 spin the loop) and pipelined requests stay unparsed in the buffer; both resume when the
 queue drains. An edge-triggered backend watches READ|WRITE from accept to close and never
@@ -35,11 +38,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import socket
 from typing import TYPE_CHECKING
 
 from c10k.core.backend import READ, READ_MASK, WRITE, WRITE_MASK
-from c10k.core.fdio import send_flags, shutdown_write
+from c10k.core.fdio import set_cork, shutdown_write
 from c10k.http.connection import (
     CONNECTION_CLOSED,
     MEMO_MAX_HEAD_BYTES,
@@ -62,7 +64,6 @@ CONNRESET_ERRNOS = frozenset(
     (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ESHUTDOWN, errno.ETIMEDOUT,
      errno.ENOTCONN, errno.EBADF)
 )
-MSG_MORE = getattr(socket, "MSG_MORE", 0)
 os_read = os.read
 os_write = os.write
 SENDFILE_CHUNK = 1 << 20  # per call: bounded so one fat client cannot hog a loop turn
@@ -328,11 +329,13 @@ class Connection(HTTPConnection):
                         item.count -= n
                     item.release()
                     out.pop(0)
+                    set_cork(fd, False)  # push the last partial segment now
                 else:
                     if len(out) > 1 and isinstance(out[1], FileRegion):
-                        n = send_flags(fd, item, MSG_MORE)  # rare: a header before sendfile
-                    else:
-                        n = os.write(fd, item)
+                        # A header before a file body: cork so header and body leave in
+                        # full-sized segments (nginx tcp_nopush); uncorked after the body.
+                        set_cork(fd, True)
+                    n = os.write(fd, item)
                     if n == len(item):
                         out.pop(0)
                     else:
