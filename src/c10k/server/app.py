@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from c10k.core.backend import READ, Capability
+from c10k.core.backend import READ, WRITE, Capability
 from c10k.core.listener import Acceptor, bind_socket
 from c10k.core.loop import Loop
 from c10k.http.connection import Limits
@@ -167,7 +167,7 @@ class Server:
     def _on_accept(self, fd: int, addr: object) -> None:
         conn = Connection(self, fd)
         self.connections.add(conn)
-        events = READ | 4 if self.edge else READ  # ET: READ|WRITE once, never modified
+        events = (READ | WRITE) if self.edge else READ  # ET: both once, never modified
         self.loop.add_fd(conn.fd, events, conn._ready)
         # Data that arrived before registration is reported too: epoll_ctl(ADD) checks
         # readiness at once, also for EPOLLET.

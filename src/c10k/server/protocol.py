@@ -403,6 +403,9 @@ class Connection(HTTPConnection):
             self._buf = b""
             self.deadline = server.loop.now + server.config.linger_timeout
             server.loop.deadlines.schedule(self)
+            # Discard what is already queued now: an edge-triggered backend reports no
+            # new edge for bytes that arrived before we started lingering.
+            self._linger_read()
             return
         self._force_close()
 
