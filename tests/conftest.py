@@ -8,9 +8,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import ServerProcess, make_docroot  # noqa: E402
-
-from c10k.core.registry import BACKENDS, available_backends, unavailable_backends  # noqa: E402
+from c10k.core.registry import BACKENDS, available_backends, unavailable_backends
+from helpers import ServerProcess, make_docroot
 
 
 def backend_params() -> list[object]:

@@ -44,8 +44,18 @@ class ServerProcess:
 
     def __init__(self, root: Path, backend: str = "epoll", *args: str) -> None:
         self.argv = [
-            sys.executable, "-m", "c10k", "serve", str(root),
-            "--bind", "127.0.0.1", "--port", "0", "--backend", backend, *args,
+            sys.executable,
+            "-m",
+            "c10k",
+            "serve",
+            str(root),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--backend",
+            backend,
+            *args,
         ]
         env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
         self.proc = subprocess.Popen(
@@ -107,7 +117,9 @@ def recv_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
     return b"".join(chunks)
 
 
-def read_response(sock: socket.socket, buf: bytearray, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+def read_response(
+    sock: socket.socket, buf: bytearray, head_only: bool = False
+) -> tuple[int, dict[str, str], bytes]:
     """Read one response from ``sock`` (using and updating ``buf``): status, headers, body."""
     while b"\r\n\r\n" not in buf:
         data = sock.recv(65536)
@@ -134,7 +146,9 @@ def read_response(sock: socket.socket, buf: bytearray, head_only: bool = False) 
     return status, headers, body
 
 
-def request(port: int, raw: bytes, head_only: bool = False) -> tuple[int, dict[str, str], bytes, bool]:
+def request(
+    port: int, raw: bytes, head_only: bool = False
+) -> tuple[int, dict[str, str], bytes, bool]:
     """Send ``raw`` on a new connection, read one response; also whether the server then
     closed the connection."""
     with connect(port) as s:

@@ -25,23 +25,48 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="serve static files over HTTP/1.1",
         description="Serve a directory over HTTP/1.1 on one event loop.",
     )
-    p.add_argument("args", nargs="*", metavar="DIR|PORT",
-                   help="directory to serve and/or port (http.server style: `c10k serve 8080`)")
-    p.add_argument("-d", "--directory", help="directory to serve (default: current if it has "
-                   "an index.html, else the built-in welcome site)")
-    p.add_argument("-b", "--bind", default="127.0.0.1", metavar="ADDR",
-                   help="address to bind (default 127.0.0.1; 0.0.0.0 or :: for all)")
+    p.add_argument(
+        "args",
+        nargs="*",
+        metavar="DIR|PORT",
+        help="directory to serve and/or port (http.server style: `c10k serve 8080`)",
+    )
+    p.add_argument(
+        "-d",
+        "--directory",
+        help="directory to serve (default: current if it has "
+        "an index.html, else the built-in welcome site)",
+    )
+    p.add_argument(
+        "-b",
+        "--bind",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address to bind (default 127.0.0.1; 0.0.0.0 or :: for all)",
+    )
     p.add_argument("-p", "--port", type=int, default=None, help="port (default 8000; 0 = any free)")
     names = ["auto", *BACKENDS]
-    p.add_argument("--backend", default="auto", choices=names,
-                   help=f"readiness backend (runs here: {', '.join(available_backends())})")
-    p.add_argument("--max-connections", type=int, default=None,
-                   help="cap on open client connections (default: from RLIMIT_NOFILE)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=names,
+        help=f"readiness backend (runs here: {', '.join(available_backends())})",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="cap on open client connections (default: from RLIMIT_NOFILE)",
+    )
     p.add_argument("--header-timeout", type=float, default=60.0, metavar="SECONDS")
     p.add_argument("--keepalive-timeout", type=float, default=75.0, metavar="SECONDS")
     p.add_argument("--send-timeout", type=float, default=60.0, metavar="SECONDS")
-    p.add_argument("--cache-max-file-bytes", type=int, default=16 * 1024,
-                   help="files up to this size are kept in memory (default 16384)")
+    p.add_argument(
+        "--cache-max-file-bytes",
+        type=int,
+        default=16 * 1024,
+        help="files up to this size are kept in memory (default 16384)",
+    )
     p.add_argument("--cache-max-total-bytes", type=int, default=64 * 1024 * 1024)
     p.add_argument("--dotfiles", action="store_true", help="serve files whose name starts with '.'")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -84,7 +109,9 @@ def _serve(ns: argparse.Namespace) -> int:
         print(f"c10k serve: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"c10k serve: cannot listen on {ns.bind}:{config.port}: {exc.strerror}", file=sys.stderr)
+        print(
+            f"c10k serve: cannot listen on {ns.bind}:{config.port}: {exc.strerror}", file=sys.stderr
+        )
         return 1
     server.install_signal_handlers()
     print(

@@ -17,7 +17,7 @@ WINDOW = 500  # connects in flight at once: stay under the listen backlog
 
 def main() -> int:
     port, n = int(sys.argv[1]), int(sys.argv[2])
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ep = select.epoll()
     socks: dict[int, socket.socket] = {}
@@ -40,7 +40,7 @@ def main() -> int:
             got[s.fileno()] = -1  # -1: request not sent yet
             ep.register(s.fileno(), select.EPOLLOUT)
             started += 1
-        for fd, ev in ep.poll(1.0):
+        for fd, _ev in ep.poll(1.0):
             s = socks[fd]
             if got[fd] < 0:
                 if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):

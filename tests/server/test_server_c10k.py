@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers import ServerProcess
 
 N = 10_000
@@ -23,17 +24,26 @@ def test_server_holds_10k_connections(docroot: Path, backend: str) -> None:
     try:
         baseline = srv.fd_count()
         client = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("c10k_client.py")), str(srv.port), str(N)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                str(Path(__file__).with_name("c10k_client.py")),
+                str(srv.port),
+                str(N),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        assert client.stdout is not None and client.stdin is not None
+        assert client.stdout is not None
+        assert client.stdin is not None
         line = client.stdout.readline().strip()
         assert line == f"held {N}"
         assert srv.fd_count() >= baseline + N  # all held at once, server side
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
         conn.request("GET", "/small.txt")
         resp = conn.getresponse()
-        assert resp.status == 200 and len(resp.read()) == 512
+        assert resp.status == 200
+        assert len(resp.read()) == 512
         conn.close()
         client.stdin.write("go\n")
         client.stdin.flush()

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from helpers import ServerProcess, big_content, connect, read_response, recv_all, request
 
 SMALL = b"0123456789" * 51 + b"AB"
@@ -50,7 +51,7 @@ def test_server_head_has_no_body(server: ServerProcess) -> None:
 
 
 def test_server_head_big_file(server: ServerProcess) -> None:
-    status, headers, body, _ = request(
+    status, headers, _body, _ = request(
         server.port, b"HEAD /big.bin HTTP/1.1\r\nHost: t\r\n\r\n", head_only=True
     )
     assert (status, headers["content-length"]) == (200, str(len(big_content())))
@@ -97,7 +98,8 @@ def test_server_pipelined_requests_answered_in_order(server: ServerProcess) -> N
         buf = bytearray()
         got = [read_response(s, buf) for _ in paths]
     assert [g[0] for g in got] == [200, 200, 404, 200, 200, 200]
-    assert got[0][2] == SMALL and got[5][2] == SMALL
+    assert got[0][2] == SMALL
+    assert got[5][2] == SMALL
     assert got[1][2] == b"<h1>index</h1>\n"
     assert got[4][2] == big_content()
 
@@ -139,15 +141,20 @@ def test_server_connection_close_honoured(server: ServerProcess) -> None:
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
         (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
         (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1_0\r\n\r\n", 400),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
         (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
         (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"b" * 9000 + b"\r\n\r\n", 431),
         (b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X: y\r\n" * 150 + b"\r\n", 431),
     ],
     ids=lambda v: v[:24].decode("latin-1") if isinstance(v, bytes) else str(v),
 )
-def test_server_malformed_gets_4xx_and_close(server: ServerProcess, raw: bytes, status: int) -> None:
-    got, headers, body, closed = request(server.port, raw)
+def test_server_malformed_gets_4xx_and_close(
+    server: ServerProcess, raw: bytes, status: int
+) -> None:
+    got, headers, _body, closed = request(server.port, raw)
     assert got == status
     assert headers.get("connection") == "close"
     assert closed
@@ -217,7 +224,8 @@ def test_server_traversal_never_escapes(server: ServerProcess, target: str) -> N
     status, _, body, _ = request(server.port, get(target))
     assert status in (400, 403, 404)
     assert b"TOP SECRET" not in body
-    assert b"/outside" not in body and b"www" not in body  # no filesystem paths in errors
+    assert b"/outside" not in body
+    assert b"www" not in body
 
 
 def test_server_client_disconnects_mid_response(server: ServerProcess) -> None:
@@ -243,19 +251,37 @@ def test_server_many_sequential_connections_leak_nothing(server: ServerProcess) 
     assert server.wait_fd_count(baseline) == baseline
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (apt-get install curl)")
+@pytest.mark.skipif(
+    shutil.which("curl") is None, reason="curl is not installed (apt-get install curl)"
+)
 def test_server_curl_downloads_and_reuses_connection(server: ServerProcess, tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{server.port}"
     out = subprocess.run(
-        ["curl", "-sS", "-v", "--http1.1", "-o", str(tmp_path / "big"), f"{base}/big.bin",
-         "-o", str(tmp_path / "small"), f"{base}/small.txt"],
-        capture_output=True, text=True, timeout=30, check=True,
+        [
+            "curl",
+            "-sS",
+            "-v",
+            "--http1.1",
+            "-o",
+            str(tmp_path / "big"),
+            f"{base}/big.bin",
+            "-o",
+            str(tmp_path / "small"),
+            f"{base}/small.txt",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     assert (tmp_path / "big").read_bytes() == big_content()
     assert (tmp_path / "small").read_bytes() == SMALL
     assert "Re-using existing connection" in out.stderr or "Reusing existing" in out.stderr
     head = subprocess.run(
-        ["curl", "-sS", "-I", f"{base}/small.txt"], capture_output=True, text=True, timeout=10,
+        ["curl", "-sS", "-I", f"{base}/small.txt"],
+        capture_output=True,
+        text=True,
+        timeout=10,
         check=True,
     )
     assert head.stdout.startswith("HTTP/1.1 200 OK")
@@ -270,4 +296,5 @@ def test_server_slow_reader_gets_every_byte(server: ServerProcess) -> None:
         buf = bytearray()
         _, _, body1 = read_response(s, buf)
         _, _, body2 = read_response(s, buf)
-    assert body1 == big_content() and body2 == SMALL
+    assert body1 == big_content()
+    assert body2 == SMALL

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import backend_params
 from helpers import ServerProcess, connect, read_response, recv_all
 
@@ -123,7 +124,9 @@ def test_server_port_in_use_is_a_clear_error(docroot: Path) -> None:
         port = s.getsockname()[1]
         out = subprocess.run(
             [sys.executable, "-m", "c10k", "serve", str(docroot), "--port", str(port)],
-            capture_output=True, text=True, timeout=20,
+            capture_output=True,
+            text=True,
+            timeout=20,
             env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},
         )
     assert out.returncode == 1

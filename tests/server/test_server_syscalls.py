@@ -13,15 +13,20 @@ import time
 from pathlib import Path
 
 import pytest
+
 from helpers import ServerProcess, connect, read_response
 
 N = 300
 FS_CALLS = {"openat", "open", "stat", "newfstatat", "fstat", "statx", "lstat", "pread64"}
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed (apt-get install strace)")
+@pytest.mark.skipif(
+    shutil.which("strace") is None, reason="strace not installed (apt-get install strace)"
+)
 @pytest.mark.parametrize("backend", ["epoll", "epoll-et", "poll"])
-def test_server_keepalive_get_is_one_read_one_write(docroot: Path, tmp_path: Path, backend: str) -> None:
+def test_server_keepalive_get_is_one_read_one_write(
+    docroot: Path, tmp_path: Path, backend: str
+) -> None:
     srv = ServerProcess(docroot, backend)
     trace = tmp_path / "trace"
     try:
@@ -39,7 +44,8 @@ def test_server_keepalive_get_is_one_read_one_write(docroot: Path, tmp_path: Pat
             for _ in range(N):
                 s.sendall(req)
                 status, _, body = read_response(s, buf)
-                assert status == 200 and len(body) == 512
+                assert status == 200
+                assert len(body) == 512
             elapsed = time.monotonic() - started
             time.sleep(0.2)
             st.send_signal(signal.SIGINT)
@@ -47,7 +53,8 @@ def test_server_keepalive_get_is_one_read_one_write(docroot: Path, tmp_path: Pat
     finally:
         assert srv.stop()[0] == 0
     calls = collections.Counter(
-        m.group(1) for line in trace.read_text().splitlines()
+        m.group(1)
+        for line in trace.read_text().splitlines()
         if (m := re.match(r"(?:\d+\s+)?(\w+)\(", line))
     )
     # The connection is a bare fd: read(2)/write(2) (see c10k.core.fdio).
@@ -57,5 +64,6 @@ def test_server_keepalive_get_is_one_read_one_write(docroot: Path, tmp_path: Pat
     fs = sum(calls[c] for c in FS_CALLS)
     # Revalidation stats at most once per second of the run (plus one second's slack);
     # no open(), so no file read() is hiding in the read count.
-    assert fs <= 2 * (int(elapsed) + 2) and calls["openat"] == 0, calls
+    assert fs <= 2 * (int(elapsed) + 2), calls
+    assert calls["openat"] == 0, calls
     assert calls["epoll_ctl"] == 0, calls

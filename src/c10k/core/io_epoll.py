@@ -21,6 +21,7 @@ Some facts about epoll that shape this code:
 from __future__ import annotations
 
 import select
+from collections.abc import Callable
 
 from c10k.core.backend import Backend, Capability
 
@@ -39,9 +40,9 @@ class EpollBackend(Backend):
     def __init__(self) -> None:
         self._ep = select.epoll()
         self._events: dict[int, int] = {}
-        self.poll = self._make_poll()  # type: ignore[method-assign]
+        self.poll = self._make_poll()  # type: ignore[method-assign,assignment]
 
-    def _make_poll(self):  # type: ignore[no-untyped-def]
+    def _make_poll(self) -> Callable[[float | None], list[tuple[int, int]]]:
         # Bind the C method once: ``backend.poll(t)`` is then a single C call per wait.
         ep_poll = self._ep.poll
 

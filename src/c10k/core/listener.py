@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from c10k.core.backend import READ
 from c10k.core.fdio import set_nonblocking
@@ -82,7 +83,8 @@ class Acceptor:
         self,
         loop: Loop,
         sock: socket.socket,
-        on_accept: Callable[[socket.socket, object], object],
+        # (sock, addr), or (fd, addr) with raw_fds=True
+        on_accept: Callable[[Any, object], object],
         max_per_wakeup: int = 64,
         raw_fds: bool = False,
     ) -> None:
@@ -137,6 +139,7 @@ class Acceptor:
         on_accept = self.on_accept
         for _ in range(self.max_per_wakeup):
             try:
+                conn: Any
                 conn, addr = accept()
             except (BlockingIOError, InterruptedError):
                 return

@@ -45,7 +45,6 @@ from c10k.http.errors import RemoteProtocolError
 from c10k.http.events import NEED_DATA, PAUSED, Request
 from c10k.http.readers import parse_head
 
-
 MEMO_MAX_ENTRIES = 512
 MEMO_MAX_HEAD_BYTES = 1024
 

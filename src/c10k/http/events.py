@@ -11,11 +11,11 @@ class _Sentinel(type):
         return cls.__name__
 
 
-class NEED_DATA(metaclass=_Sentinel):  # noqa: N801 (h11 naming)
+class NEED_DATA(metaclass=_Sentinel):
     """The buffered bytes do not yet hold a complete request head."""
 
 
-class PAUSED(metaclass=_Sentinel):  # noqa: N801
+class PAUSED(metaclass=_Sentinel):
     """A response is owed before more requests are parsed (the connection will close)."""
 
 

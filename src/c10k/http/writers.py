@@ -16,7 +16,9 @@ from c10k.http.errors import LocalProtocolError
 from c10k.region import FileRegion
 
 REASONS: dict[int, bytes] = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
-REASONS[413] = b"Content Too Large"  # RFC 9110 name (HTTPStatus still says "Request Entity Too Large")
+REASONS[413] = (
+    b"Content Too Large"  # RFC 9110 name (HTTPStatus still says "Request Entity Too Large")
+)
 REASONS[422] = b"Unprocessable Content"
 
 SERVER_NAME = b"c10k"
@@ -83,7 +85,9 @@ class Response:
         self.close = close
 
     def __repr__(self) -> str:
-        return f"Response({self.status}, head={self.head!r}, body={self.body!r}, close={self.close})"
+        return (
+            f"Response({self.status}, head={self.head!r}, body={self.body!r}, close={self.close})"
+        )
 
 
 def build_response(

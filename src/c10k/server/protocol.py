@@ -50,7 +50,7 @@ from c10k.http.connection import (
 )
 from c10k.http.errors import RemoteProtocolError
 from c10k.http.events import NEED_DATA, PAUSED, Request
-from c10k.http.writers import Response, error_response
+from c10k.http.writers import Response
 from c10k.region import FileRegion
 
 if TYPE_CHECKING:
@@ -61,8 +61,15 @@ log = logging.getLogger("c10k.server")
 RECV_SIZE = 65536
 HOT_MAX = MEMO_MAX_HEAD_BYTES + 2  # + the final CRLF: longer data cannot be a memo hit
 CONNRESET_ERRNOS = frozenset(
-    (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ESHUTDOWN, errno.ETIMEDOUT,
-     errno.ENOTCONN, errno.EBADF)
+    (
+        errno.ECONNRESET,
+        errno.EPIPE,
+        errno.ECONNABORTED,
+        errno.ESHUTDOWN,
+        errno.ETIMEDOUT,
+        errno.ENOTCONN,
+        errno.EBADF,
+    )
 )
 os_read = os.read
 os_write = os.write
@@ -290,7 +297,7 @@ class Connection(HTTPConnection):
             if data.__class__ is bytes:
                 # The common case: one response, one send.
                 try:
-                    n = os.write(self.fd, data)  # type: ignore[arg-type]
+                    n = os.write(self.fd, data)
                 except (BlockingIOError, InterruptedError):
                     n = 0
                 except OSError as exc:
@@ -299,7 +306,7 @@ class Connection(HTTPConnection):
                 if n == len(data):
                     self._sent_all()
                     return
-                self._queue([memoryview(data)[n:]])  # type: ignore[arg-type]
+                self._queue([memoryview(data)[n:]])
                 return
         self._queue(_coalesce(items))
 
@@ -392,7 +399,7 @@ class Connection(HTTPConnection):
     # -- closing -----------------------------------------------------------------------
     def _finish(self) -> None:
         """The last response is out: close, lingering if the client may still be sending."""
-        if self._buf or self._paused and not self._eof:
+        if self._buf or (self._paused and not self._eof):
             try:
                 shutdown_write(self.fd)
             except OSError:
