@@ -22,6 +22,7 @@ test: $(BIN)/c10k
 lint: $(BIN)/c10k
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
 clean:
