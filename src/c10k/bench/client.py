@@ -645,23 +645,14 @@ class HttpWorker:
         reported = -1
         while not self.stop_requested and time.perf_counter() < life_end:
             held = sum(1 for c in self.conns.values() if c.state == _IDLE)
-            if self.hold_to > len(self.conns):
+            connected = self.hold_to > len(self.conns)
+            if connected:
                 self._connect_many(
                     self.hold_to - len(self.conns),
                     time.perf_counter() + self.cfg.get("setup_timeout", 30.0),
                 )
                 held = sum(1 for c in self.conns.values() if c.state == _IDLE)
-                _emit(
-                    {
-                        "event": "held",
-                        "target": self.hold_to,
-                        "held": held,
-                        "errors": self.errors,
-                        "closed_by_server": self.closed_by_server,
-                    }
-                )
-                reported = self.hold_to
-            elif reported != self.hold_to:
+            if connected or reported != self.hold_to:
                 _emit(
                     {
                         "event": "held",
