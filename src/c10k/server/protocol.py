@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("c10k.server")
 
 RECV_SIZE = 65536
-HOT_MAX = MEMO_MAX_HEAD_BYTES + 2  # + the final CRLF: longer data cannot be a memo hit
 CONNRESET_ERRNOS = frozenset(
     (
         errno.ECONNRESET,
@@ -154,19 +153,19 @@ class Connection(HTTPConnection):
                 self.receive_data(b"")
                 self._process()
                 return
-            # Hot path: one complete request in one segment, a head seen before (so it is
-            # valid and holds no other request: see Rule 4 in c10k.http.connection).
+            # Hot path: the read is exactly one head seen before, CRLFCRLF included (so it
+            # is valid and holds no other request: see Rule 4 in c10k.http.connection).
             if (
                 not self._buf
-                and len(data) <= HOT_MAX
-                and data.endswith(b"\r\n\r\n")
-                and (req := server.head_memo_get(data[:-2])) is not None
+                and len(data) <= MEMO_MAX_HEAD_BYTES
+                and (req := server.head_memo_get(data)) is not None
                 and not self._paused
             ):
                 if req.method == b"GET" and req.keep_alive and not req.has_body:
                     # The common case, flat: cached response, memoized wire, one send.
+                    now = server.loop.now
                     try:
-                        resp = server.handler(req, server.loop.now)
+                        resp = server.handler(req, now)
                     except Exception:
                         log.exception("handler failed for %r", req.target)
                         resp = server.protocol_error_response(500)
@@ -182,7 +181,7 @@ class Connection(HTTPConnection):
                             self._io_error(exc)
                             return
                         if n == len(wire):
-                            deadline = server.loop.now + server.keepalive_timeout
+                            deadline = now + server.keepalive_timeout
                             self.deadline = deadline
                             if self.deadline_key is None or deadline < self.deadline_key:
                                 server.loop.deadlines.schedule(self)
