@@ -23,11 +23,11 @@ bytes as a request). A PAUSED connection never produces another request.
 Rule 4: parsing is a pure function of the head's bytes, and most clients repeat the same
 head byte for byte (a keep-alive client fetching the same object, health checks, load
 generators, browsers re-validating). So parsed heads are memoized by their bytes
-(CRLFCRLF included) in a small dict shared per ``Limits``: a repeat costs one hash and one lookup (~0.2 us) instead of a
-parse (~3 us here, most of the per-request Python budget). Requests are therefore shared
-and must be treated as read-only by every consumer. The memo holds at most
-MEMO_MAX_ENTRIES heads of at most MEMO_MAX_HEAD_BYTES each (<= 512 KiB) and is simply
-cleared when full, so a flood of unique heads costs one insert each and bounded memory.
+(CRLFCRLF included) in a small dict shared per ``Limits``: a repeat costs one hash and one
+lookup (~0.2 us) instead of a parse (~3 us here, most of the per-request Python budget).
+Requests are therefore shared and must be treated as read-only by every consumer. The memo
+holds at most MEMO_MAX_ENTRIES heads of at most MEMO_MAX_HEAD_BYTES each (<= 512 KiB) and
+is simply cleared when full, so a flood of unique heads costs one insert each and bounded memory.
 
 Limits (defaults chosen from the precedents):
     max_header_bytes (request line + fields): 8 KiB -> 431, or 414 when the request line
