@@ -16,6 +16,7 @@ at once. It owns:
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import signal
 import socket
@@ -166,9 +167,17 @@ class Server:
 
     def _on_accept(self, fd: int, addr: object) -> None:
         conn = Connection(self, fd)
-        self.connections.add(conn)
         events = (READ | WRITE) if self.edge else READ  # ET: both once, never modified
-        self.loop.add_fd(conn.fd, events, conn._ready)
+        try:
+            self.loop.add_fd(fd, events, conn._ready)
+        except (OSError, ValueError) as exc:
+            # e.g. select with an fd >= FD_SETSIZE when files held open pushed the socket
+            # past the reserve: refuse this one client, leak nothing.
+            log.warning("cannot watch a new connection (fd %d): %s", fd, exc)
+            conn.deadline = conn.deadline_key = None
+            os.close(fd)
+            return
+        self.connections.add(conn)
         # Data that arrived before registration is reported too: epoll_ctl(ADD) checks
         # readiness at once, also for EPOLLET.
         if len(self.connections) >= self.capacity:
