@@ -42,8 +42,11 @@ def make_docroot(root: Path) -> Path:
 class ServerProcess:
     """``python -m c10k serve`` in a subprocess on port 0; reads the URL it prints."""
 
-    def __init__(self, root: Path, backend: str = "epoll", *args: str) -> None:
+    def __init__(
+        self, root: Path, backend: str = "epoll", *args: str, wrap: list[str] | None = None
+    ) -> None:
         self.argv = [
+            *(wrap or []),
             sys.executable,
             "-m",
             "c10k",

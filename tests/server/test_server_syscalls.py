@@ -1,14 +1,17 @@
 """The hot path's syscall budget, counted with strace: a keep-alive GET of a cached small
-file is one read and one write on the socket, and no file-system syscall (beyond the once-per-second
-revalidation stat). A count, never a time."""
+file is one read and one write on the socket, and no file-system syscall (beyond the
+once-per-second revalidation stat). A count, never a time.
+
+The server runs under strace from its start (no attach race), and the counted window is
+delimited by two marker requests whose paths show up in the traced read() calls."""
 
 from __future__ import annotations
 
 import collections
+import os
 import re
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,6 +21,11 @@ from helpers import ServerProcess, connect, read_response
 
 N = 300
 FS_CALLS = {"openat", "open", "stat", "newfstatat", "fstat", "statx", "lstat", "pread64"}
+SYSCALL = re.compile(r"(?:\d+\s+)?(\w+)\(")
+
+
+def _get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
 
 
 @pytest.mark.skipif(
@@ -27,35 +35,39 @@ FS_CALLS = {"openat", "open", "stat", "newfstatat", "fstat", "statx", "lstat", "
 def test_server_keepalive_get_is_one_read_one_write(
     docroot: Path, tmp_path: Path, backend: str
 ) -> None:
-    srv = ServerProcess(docroot, backend)
     trace = tmp_path / "trace"
+    srv = ServerProcess(
+        docroot, backend, wrap=["strace", "-qq", "-f", "-s", "48", "-o", str(trace)]
+    )
+    server_pid = int(Path(f"/proc/{srv.pid}/task/{srv.pid}/children").read_text().split()[0])
     try:
         with connect(srv.port) as s:
             buf = bytearray()
-            req = b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n"
-            s.sendall(req)
+            s.sendall(_get("/small.txt"))
             assert read_response(s, buf)[0] == 200  # warm the caches
-            st = subprocess.Popen(
-                ["strace", "-qq", "-f", "-o", str(trace), "-p", str(srv.pid)],
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(1.0)  # strace attaches asynchronously
+            s.sendall(_get("/c10k-begin-marker"))
+            assert read_response(s, buf)[0] == 404
             started = time.monotonic()
             for _ in range(N):
-                s.sendall(req)
+                s.sendall(_get("/small.txt"))
                 status, _, body = read_response(s, buf)
                 assert status == 200
                 assert len(body) == 512
             elapsed = time.monotonic() - started
-            time.sleep(0.2)
-            st.send_signal(signal.SIGINT)
-            st.wait(timeout=10)
+            s.sendall(_get("/c10k-end-marker"))
+            assert read_response(s, buf)[0] == 404
     finally:
-        assert srv.stop()[0] == 0
+        os.kill(server_pid, signal.SIGTERM)
+        srv.proc.communicate(timeout=30)
+    lines = trace.read_text().splitlines()
+    begin = next(i for i, line in enumerate(lines) if "c10k-begin-marker" in line)
+    end = next(i for i, line in enumerate(lines) if "c10k-end-marker" in line)
+    # The window opens after the marker's own 404 (a cache miss that stats and opens).
+    first = next(
+        i for i in range(begin, end) if (m := SYSCALL.match(lines[i])) and m.group(1) == "write"
+    )
     calls = collections.Counter(
-        m.group(1)
-        for line in trace.read_text().splitlines()
-        if (m := re.match(r"(?:\d+\s+)?(\w+)\(", line))
+        m.group(1) for line in lines[first + 1 : end] if (m := SYSCALL.match(line))
     )
     # The connection is a bare fd: read(2)/write(2) (see c10k.core.fdio).
     assert calls["write"] == N, calls
