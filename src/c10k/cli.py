@@ -15,6 +15,14 @@ from pathlib import Path
 
 from c10k.core.backend import BackendUnavailable
 from c10k.core.registry import BACKENDS, available_backends, unavailable_backends
+from c10k.server.modes import (
+    SERVER_MODES,
+    ModeUnavailable,
+    ServerLike,
+    available_modes,
+    mode_class,
+    unavailable_modes,
+)
 
 EMBEDDED_ROOT = Path(__file__).with_name("www")
 
@@ -45,12 +53,14 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="address to bind (default 127.0.0.1; 0.0.0.0 or :: for all)",
     )
     p.add_argument("-p", "--port", type=int, default=None, help="port (default 8000; 0 = any free)")
-    names = ["auto", *BACKENDS]
+    names = ["auto", *BACKENDS, *SERVER_MODES]
     p.add_argument(
         "--backend",
         default="auto",
         choices=names,
-        help=f"readiness backend (runs here: {', '.join(available_backends())})",
+        metavar="NAME",
+        help=f"I/O strategy: a readiness backend ({', '.join(BACKENDS)}) or a server mode "
+        f"({', '.join(SERVER_MODES)}); `c10k backends` says which run here",
     )
     p.add_argument(
         "--max-connections",
@@ -104,8 +114,11 @@ def _serve(ns: argparse.Namespace) -> int:
         serve_dotfiles=ns.dotfiles,
     )
     try:
-        server = Server(config)
-    except BackendUnavailable as exc:
+        if ns.backend in SERVER_MODES:
+            server: ServerLike = mode_class(ns.backend)(config)
+        else:
+            server = Server(config)
+    except (BackendUnavailable, ModeUnavailable) as exc:
         print(f"c10k serve: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -116,7 +129,7 @@ def _serve(ns: argparse.Namespace) -> int:
     server.install_signal_handlers()
     print(
         f"c10k serving {os.path.abspath(directory)} at {server.url}\n"
-        f"  backend {server.loop.backend.name}; capacity {server.capacity:,} connections "
+        f"  backend {server.backend_name}; capacity {server.capacity:,} connections "
         f"({server.capacity_reason}; RLIMIT_NOFILE soft {server.nofile_soft}, "
         f"hard {server.nofile_hard})",
         flush=True,
@@ -154,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(ns)
     if ns.command == "backends":
         for name in available_backends():
-            print(f"{name:10} runs here")
-        for name, reason in unavailable_backends().items():
+            print(f"{name:10} runs here (readiness backend)")
+        for name in available_modes():
+            print(f"{name:10} runs here (server mode)")
+        for name, reason in {**unavailable_backends(), **unavailable_modes()}.items():
             print(f"{name:10} unavailable: {reason}")
         return 0
     parser.print_help()

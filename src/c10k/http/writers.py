@@ -61,6 +61,25 @@ def http_date(timestamp: float) -> bytes:
     return email.utils.formatdate(timestamp, usegmt=True).encode("ascii")
 
 
+# A response body: bytes held in memory, a FileRegion for sendfile, a tuple of both (a
+# multipart/byteranges body: boundaries as bytes, parts as FileRegion slices), or None
+# when the response has no body at all.
+Body = bytes | FileRegion | tuple[bytes | FileRegion, ...] | None
+
+
+def body_length(body: Body) -> int:
+    """Bytes the body puts on the wire.
+
+    >>> body_length((b"--b\\r\\n", b"xy"))
+    7
+    """
+    if body is None:
+        return 0
+    if isinstance(body, tuple):
+        return sum(len(part) for part in body)
+    return len(body)
+
+
 class Response:
     """A response the server can put on the wire.
 
@@ -68,17 +87,16 @@ class Response:
         status: the status code.
         head: status line plus header fields, each ending in CRLF, *without* Date,
             Connection and the final empty line (the server adds those).
-        body: ``bytes`` (may be empty), a ``FileRegion`` for sendfile, or ``None`` when the
-            response has no body at all (HEAD, 304).
+        body: ``bytes`` (may be empty), a ``FileRegion`` for sendfile, a tuple of those
+            (multipart/byteranges), or ``None`` when the response has no body at all
+            (HEAD, 304).
         close: the connection must close after this response (e.g. an unread request
             body is still on the wire).
     """
 
     __slots__ = ("body", "close", "head", "status")
 
-    def __init__(
-        self, status: int, head: bytes, body: bytes | FileRegion | None, close: bool = False
-    ) -> None:
+    def __init__(self, status: int, head: bytes, body: Body, close: bool = False) -> None:
         self.status = status
         self.head = head
         self.body = body
@@ -93,7 +111,7 @@ class Response:
 def build_response(
     status: int,
     fields: list[tuple[bytes, bytes]],
-    body: bytes | FileRegion | None,
+    body: Body,
     content_length: int | None = None,
     close: bool = False,
 ) -> Response:
@@ -104,7 +122,7 @@ def build_response(
     responses get no Content-Length (RFC 9110 section 8.6).
     """
     if content_length is None:
-        content_length = len(body) if body is not None else 0
+        content_length = body_length(body)
     all_fields = [(b"Server", SERVER_NAME), *fields]
     if status >= 200 and status not in (204, 304):
         all_fields.append((b"Content-Length", b"%d" % content_length))

@@ -114,6 +114,10 @@ class Server:
         return host, port
 
     @property
+    def backend_name(self) -> str:
+        return self.loop.backend.name
+
+    @property
     def url(self) -> str:
         host, port = self.address
         if ":" in host:

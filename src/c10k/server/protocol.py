@@ -277,12 +277,14 @@ class Connection(HTTPConnection):
                 wire = wire[: len(wire) - len(body)]
             out.append(wire)
             return len(wire)
-        assert isinstance(body, FileRegion)
         out.append(b"".join((resp.head, server.date_line, CONNECTION_LINES[kind], b"\r\n")))
-        if head:
-            body.release()
-        else:
-            out.append(body)
+        parts = body if isinstance(body, tuple) else (body,)
+        for part in parts:
+            if head:
+                if isinstance(part, FileRegion):
+                    part.release()
+            else:
+                out.append(part)
         return 4096  # a region costs the queue little memory: count its header only
 
     # -- writing -----------------------------------------------------------------------
