@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -39,3 +39,46 @@ class ServerConfig:
     index: str = "index.html"
     backlog: int = 4096
     reuse_port: bool = False
+
+    # -- listeners and processes (c10k.server.process) --------------------------------
+    # Extra listeners: "HOST:PORT", "[V6]:PORT" or "unix:/path". Empty: host/port above.
+    listen: list[str] = field(default_factory=list)
+    # Worker processes, each with its own loop and SO_REUSEPORT listener (nginx
+    # worker_processes auto). 0 = one per core; 1 = no supervisor, serve in this process.
+    workers: int = 1
+    # SIGTERM/SIGINT: stop accepting, finish in-flight responses, close idle keep-alives,
+    # exit by this deadline (gunicorn graceful_timeout 30 s; nginx worker_shutdown_timeout
+    # unset). A second signal stops at once.
+    shutdown_timeout: float = 10.0
+
+    # -- static files (c10k.static) ----------------------------------------------------
+    autoindex: bool = False  # nginx autoindex off
+    # Serve x.br / x.gz siblings when Accept-Encoding allows (nginx gzip_static, Caddy
+    # precompressed; both opt-in there, on here: a sibling exists only if someone made it).
+    precompressed: bool = True
+    # Cache-Control per file extension (".css" -> "max-age=3600"); default for the rest.
+    cache_control: dict[str, str] = field(default_factory=dict)
+    cache_control_default: str | None = None
+    charset: str = "utf-8"  # added to text/* and JS/JSON types (nginx charset off)
+    # Threads that open/stat/read cold files so a slow disk never stalls the loop (the
+    # page's AMPED note; nginx aio threads default pool: 32 threads).
+    io_threads: int = 4
+
+    # -- logs and metrics ----------------------------------------------------------------
+    access_log: str | None = None  # None: off; "-": stderr; else a file path
+    log_format: str = "combined"  # or "json"
+    status_path: str | None = None  # e.g. "/_c10k/status" (nginx stub_status: off)
+
+    # -- overload and hostile clients (issue 7) ---------------------------------------
+    # Shedding tiers on the smoothed loop lag, in seconds (Envoy overload manager style):
+    # stop keep-alive, then 503 + Retry-After, then close new connections at accept.
+    shed_keepalive_lag: float = 0.050
+    shed_503_lag: float = 0.200
+    shed_accept_lag: float = 0.500
+    # Pipelined requests answered per read before the rest wait (h2o/nginx: 1 at a time).
+    max_pipelined: int = 64
+    # Bytes buffered per connection (an unfinished head plus pipelined requests).
+    max_buffer_bytes: int = 64 * 1024
+    # Whole response for a stalled sendfile/slow reader: at least this many bytes/second
+    # averaged over send_timeout, or the connection closes (nginx send_lowat-like).
+    min_send_rate: int = 1024
