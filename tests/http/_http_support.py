@@ -136,9 +136,13 @@ def get(target: bytes = b"/", *fields: bytes, version: bytes = b"HTTP/1.1") -> b
 # -- a hypothesis strategy for valid requests (test_http_properties, test_http_stdlib) --
 
 TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-PCHAR = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@%"
+PCHAR = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@"
 token = st.text(alphabet=TCHAR, min_size=1, max_size=12).map(str.encode)
-segment = st.text(alphabet=PCHAR, max_size=8).map(str.encode)
+# pct-encoded = "%" HEXDIG HEXDIG (RFC 3986 section 2.1); a lone "%" is a 400.
+pct = st.integers(min_value=0, max_value=255).map(lambda b: b"%%%02X" % b)
+segment = st.lists(
+    st.one_of(st.text(alphabet=PCHAR, min_size=1, max_size=3).map(str.encode), pct), max_size=4
+).map(b"".join)
 path = st.lists(segment, min_size=1, max_size=5).map(lambda s: b"/" + b"/".join(s))
 query = st.one_of(
     st.just(b""), st.text(alphabet=PCHAR + "/?", max_size=12).map(lambda q: b"?" + q.encode())

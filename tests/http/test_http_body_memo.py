@@ -46,15 +46,14 @@ SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
             id="chunked-then-request",
         ),
         pytest.param(
-            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: , Chunked\r\n\r\n",
             b"5\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
-            id="gzip-chunked",
+            id="empty-element-then-chunked",
         ),
         pytest.param(
-            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n",
-            b"0\r\n\r\n" + SMUGGLED,
-            id="te-repeated",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: CHUNKED\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
+            id="chunked-upper-case-bad-chunk-size",
         ),
         pytest.param(
             b"HEAD / HTTP/1.0\r\nContent-Length: 5\r\n\r\n", b"12345" + SMUGGLED, id="head-1.0-cl"

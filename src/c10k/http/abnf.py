@@ -51,3 +51,6 @@ EMPTY_LINES = re.compile(rb"(?:\r\n)*")
 HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 
 CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}")
+
+# A "%" that does not start pct-encoded = "%" HEXDIG HEXDIG (RFC 3986 section 2.1).
+BAD_PCT = re.compile(rb"%(?![0-9A-Fa-f]{2})")

@@ -8,16 +8,33 @@ Framing rules (RFC 9112 section 6), chosen so a body can never be read as a requ
 - ``Transfer-Encoding`` together with ``Content-Length`` -> 400 (section 6.1: "ought to be
   handled as an error"; it is the classic smuggling vector).
 - ``Transfer-Encoding`` in an HTTP/1.0 request -> 400 (section 6.1: "MUST treat ... as
-  faulty"), and one whose final coding is not ``chunked`` -> 400 (section 6.3 rule 4).
+  faulty"), and one whose final coding is not ``chunked`` -> 400 (section 6.3 rule 4:
+  "MUST respond with the 400"). ``chunked`` more than once (two fields or a list) -> 400
+  (section 7: a sender "MUST NOT apply the chunked transfer coding more than once", so
+  the framing is ambiguous). Any other coding before the final ``chunked`` (``gzip``,
+  the retired ``identity``) -> 501 (section 6.1: a coding the server does not understand
+  "SHOULD" get 501; nginx and h11 answer 501 too). Empty list elements are skipped (RFC
+  9110 section 5.6.1.2: a recipient "MUST ... ignore a reasonable number" of them).
 - ``Content-Length`` must be 1*DIGIT; a repeated Content-Length is a 400, even with equal
   values (section 6.3 rule 5 allows the strict reading; h11 and nginx reject).
+- A ``%`` in the request-target not followed by two hex digits -> 400 (RFC 3986 section
+  2.1; nginx answers 400 as well): one decoder must never see ``%zz`` that another
+  decoder downstream reads differently.
 - Any body at all sets ``has_body``; this static server answers such a request and closes
   the connection instead of reading the body (the caller's policy, see server/protocol.py).
 """
 
 from __future__ import annotations
 
-from c10k.http.abnf import CONTENT_LENGTH, FIELD_BLOCK, FIELD_LINE, HOST, REQUEST_LINE
+from c10k.http.abnf import (
+    BAD_PCT,
+    CONTENT_LENGTH,
+    FIELD_BLOCK,
+    FIELD_LINE,
+    HOST,
+    REQUEST_LINE,
+    TOKEN,
+)
 from c10k.http.errors import RemoteProtocolError
 from c10k.http.events import Request
 
@@ -80,6 +97,8 @@ def parse_head(head: bytes, max_fields: int = 100) -> Request:
         raise RemoteProtocolError("unsupported HTTP version", 505)  # RFC 9110 15.6.6
     minor = 1 if minor_b != b"0" else 0  # HTTP/1.2+ is handled as 1.1 (RFC 9110 section 2.5)
 
+    if 37 in target and BAD_PCT.search(target) is not None:  # 37 is "%"
+        raise RemoteProtocolError("invalid percent-encoding in request-target", 400)
     if target[0] != 47:  # not origin-form "/..."
         target = _reduce_target(method, target)
 
@@ -111,14 +130,42 @@ def _has_body(headers: dict[bytes, bytes], minor: int) -> bool:
             raise RemoteProtocolError("both Transfer-Encoding and Content-Length", 400)
         if minor == 0:
             raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request", 400)
-        codings = [c.strip(b" \t").lower() for c in te.split(b",")]
-        if codings[-1] != b"chunked":
-            raise RemoteProtocolError("request body coding is not chunked", 400)
+        _check_codings(te)
         return True
     assert cl is not None
     if CONTENT_LENGTH.fullmatch(cl) is None:
         raise RemoteProtocolError("invalid Content-Length", 400)
     return int(cl) > 0
+
+
+def _check_codings(te: bytes) -> None:
+    """Raise unless ``te`` is exactly one ``chunked``, last, after codings we know.
+
+    >>> _check_codings(b"Chunked")
+    >>> _check_codings(b", chunked")
+    >>> def status(te):
+    ...     try:
+    ...         _check_codings(te)
+    ...     except RemoteProtocolError as e:
+    ...         return e.error_status_hint
+    >>> status(b"gzip"), status(b"chunked, identity"), status(b"chunked, chunked")
+    (400, 400, 400)
+    >>> status(b"gzip, chunked"), status(b"chunked;x=1"), status(b"")
+    (501, 400, 400)
+    """
+    codings = [c.strip(b" \t").lower() for c in te.split(b",")]
+    codings = [c for c in codings if c]
+    # RFC 9112 section 6.3 rule 4 first: without a final chunked the body has no end.
+    if not codings or codings[-1] != b"chunked":
+        raise RemoteProtocolError("request body coding is not chunked", 400)
+    for coding in codings[:-1]:
+        name = coding.partition(b";")[0].rstrip(b" \t")
+        if name == b"chunked":
+            raise RemoteProtocolError("chunked applied more than once", 400)
+        if TOKEN.fullmatch(name) is None:
+            raise RemoteProtocolError("malformed Transfer-Encoding", 400)
+    if len(codings) > 1:
+        raise RemoteProtocolError("unsupported transfer coding", 501)
 
 
 def _reduce_target(method: bytes, target: bytes) -> bytes:
