@@ -8,13 +8,17 @@ if it has an index.html, else the built-in welcome site shipped in the package.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
 from c10k.core.backend import BackendUnavailable
 from c10k.core.registry import BACKENDS, available_backends, unavailable_backends
+from c10k.server.config import ServerConfig
 from c10k.server.modes import (
     SERVER_MODES,
     ModeUnavailable,
@@ -27,11 +31,153 @@ from c10k.server.modes import (
 EMBEDDED_ROOT = Path(__file__).with_name("www")
 
 
+# Flags that map one-to-one onto ServerConfig fields: (flag, field, type, metavar, help).
+# Defaults come from ServerConfig (each cites its precedent there); a TOML file given with
+# --config sets the same fields by name, and flags given on the command line win over it.
+CONFIG_FLAGS: list[tuple[str, str, type, str | None, str]] = [
+    (
+        "--max-connections",
+        "max_connections",
+        int,
+        "N",
+        "cap on open client connections per worker (default: from RLIMIT_NOFILE)",
+    ),
+    (
+        "--workers",
+        "workers",
+        int,
+        "N",
+        "worker processes, one loop each (0 = one per core; default 1)",
+    ),
+    (
+        "--shutdown-timeout",
+        "shutdown_timeout",
+        float,
+        "SECONDS",
+        "graceful stop: finish in-flight responses for at most this long (default 10)",
+    ),
+    (
+        "--header-timeout",
+        "header_timeout",
+        float,
+        "SECONDS",
+        "a request head must arrive within this (default 60, nginx); else 408",
+    ),
+    (
+        "--keepalive-timeout",
+        "keepalive_timeout",
+        float,
+        "SECONDS",
+        "idle keep-alive connections close after this (default 75, nginx)",
+    ),
+    (
+        "--send-timeout",
+        "send_timeout",
+        float,
+        "SECONDS",
+        "a client that reads nothing for this long is dropped (default 60, nginx)",
+    ),
+    (
+        "--min-send-rate",
+        "min_send_rate",
+        int,
+        "BYTES/S",
+        "a response slower than this on average over send-timeout is dropped (default 1024)",
+    ),
+    (
+        "--max-pipelined",
+        "max_pipelined",
+        int,
+        "N",
+        "pipelined requests answered per read before the rest wait (default 64)",
+    ),
+    (
+        "--max-buffer-bytes",
+        "max_buffer_bytes",
+        int,
+        "BYTES",
+        "unparsed bytes buffered per connection (default 65536)",
+    ),
+    (
+        "--cache-max-file-bytes",
+        "cache_max_file_bytes",
+        int,
+        "BYTES",
+        "files up to this size are served from memory (default 16384)",
+    ),
+    (
+        "--cache-max-total-bytes",
+        "cache_max_total_bytes",
+        int,
+        "BYTES",
+        "memory cache bound (default 64 MiB)",
+    ),
+    (
+        "--io-threads",
+        "io_threads",
+        int,
+        "N",
+        "threads that open/stat/read cold files off the loop (default 4)",
+    ),
+    (
+        "--charset",
+        "charset",
+        str,
+        "NAME",
+        "charset added to text types (default utf-8; '' for none)",
+    ),
+    (
+        "--cache-control",
+        "cache_control_default",
+        str,
+        "VALUE",
+        "Cache-Control for every file (per extension: the TOML cache_control table)",
+    ),
+    ("--access-log", "access_log", str, "PATH", "access log file ('-' for stderr; default off)"),
+    ("--log-format", "log_format", str, "combined|json", "access log format (default combined)"),
+    (
+        "--status-path",
+        "status_path",
+        str,
+        "PATH",
+        "serve counters at this path, e.g. /_c10k/status (default off)",
+    ),
+    (
+        "--shed-keepalive-lag",
+        "shed_keepalive_lag",
+        float,
+        "SECONDS",
+        "loop lag above which new responses close their connection (default 0.05)",
+    ),
+    (
+        "--shed-503-lag",
+        "shed_503_lag",
+        float,
+        "SECONDS",
+        "loop lag above which new requests get 503 + Retry-After (default 0.2)",
+    ),
+    (
+        "--shed-accept-lag",
+        "shed_accept_lag",
+        float,
+        "SECONDS",
+        "loop lag above which new connections are closed at accept (default 0.5)",
+    ),
+]
+BOOL_FLAGS: list[tuple[str, str, str]] = [
+    ("--dotfiles", "serve_dotfiles", "serve files whose name starts with '.'"),
+    ("--autoindex", "autoindex", "list directories that have no index.html"),
+    ("--no-precompressed", "precompressed", "do not serve x.gz/x.br siblings"),
+    ("--status", "status_path", "serve counters at /_c10k/status"),
+]
+
+
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
         help="serve static files over HTTP/1.1",
-        description="Serve a directory over HTTP/1.1 on one event loop.",
+        description="Serve a directory over HTTP/1.1. Every option can also be set in a TOML "
+        "file (--config) under its ServerConfig name, e.g. keepalive_timeout = 5.",
     )
     p.add_argument(
         "args",
@@ -42,80 +188,170 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "-d",
         "--directory",
+        default=argparse.SUPPRESS,
         help="directory to serve (default: current if it has "
         "an index.html, else the built-in welcome site)",
     )
     p.add_argument(
         "-b",
         "--bind",
-        default="127.0.0.1",
+        dest="host",
+        default=argparse.SUPPRESS,
         metavar="ADDR",
         help="address to bind (default 127.0.0.1; 0.0.0.0 or :: for all)",
     )
-    p.add_argument("-p", "--port", type=int, default=None, help="port (default 8000; 0 = any free)")
+    p.add_argument(
+        "-p", "--port", type=int, default=argparse.SUPPRESS, help="port (default 8000; 0 = any)"
+    )
+    p.add_argument(
+        "--listen",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="ADDR",
+        help="listen here (repeatable): HOST:PORT, [V6]:PORT or unix:/path",
+    )
     names = ["auto", *BACKENDS, *SERVER_MODES]
     p.add_argument(
         "--backend",
-        default="auto",
+        default=argparse.SUPPRESS,
         choices=names,
         metavar="NAME",
         help=f"I/O strategy: a readiness backend ({', '.join(BACKENDS)}) or a server mode "
-        f"({', '.join(SERVER_MODES)}); `c10k backends` says which run here",
+        f"({', '.join(SERVER_MODES)}); `c10k backends` says which run here (default auto)",
     )
-    p.add_argument(
-        "--max-connections",
-        type=int,
-        default=None,
-        help="cap on open client connections (default: from RLIMIT_NOFILE)",
-    )
-    p.add_argument("--header-timeout", type=float, default=60.0, metavar="SECONDS")
-    p.add_argument("--keepalive-timeout", type=float, default=75.0, metavar="SECONDS")
-    p.add_argument("--send-timeout", type=float, default=60.0, metavar="SECONDS")
-    p.add_argument(
-        "--cache-max-file-bytes",
-        type=int,
-        default=16 * 1024,
-        help="files up to this size are kept in memory (default 16384)",
-    )
-    p.add_argument("--cache-max-total-bytes", type=int, default=64 * 1024 * 1024)
-    p.add_argument("--dotfiles", action="store_true", help="serve files whose name starts with '.'")
+    p.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file")
+    for flag, field_name, kind, metavar, help_text in CONFIG_FLAGS:
+        p.add_argument(
+            flag,
+            dest=field_name,
+            type=kind,
+            metavar=metavar,
+            default=argparse.SUPPRESS,
+            help=help_text,
+        )
+    for flag, field_name, help_text in BOOL_FLAGS:
+        if flag == "--status":
+            p.add_argument(
+                flag,
+                dest=field_name,
+                action="store_const",
+                const="/_c10k/status",
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        else:
+            p.add_argument(
+                flag,
+                dest=field_name,
+                action="store_false" if flag.startswith("--no-") else "store_true",
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
 
 
-def _serve(ns: argparse.Namespace) -> int:
-    from c10k.server import Server, ServerConfig
+class ConfigError(Exception):
+    """A bad --config file or value; the message names the key and the problem."""
 
-    directory = ns.directory
-    port = ns.port
-    for arg in ns.args:
-        if arg.isdigit() and port is None:
-            port = int(arg)
-        elif directory is None:
-            directory = arg
-        else:
-            print(f"c10k serve: unexpected argument {arg!r}", file=sys.stderr)
-            return 2
-    if directory is None:
-        directory = "." if Path("index.html").is_file() else str(EMBEDDED_ROOT)
-    if not Path(directory).is_dir():
-        print(f"c10k serve: {directory!r} is not a directory", file=sys.stderr)
-        return 2
-    config = ServerConfig(
-        root=directory,
-        host=ns.bind,
-        port=8000 if port is None else port,
-        backend=ns.backend,
-        max_connections=ns.max_connections,
-        header_timeout=ns.header_timeout,
-        keepalive_timeout=ns.keepalive_timeout,
-        send_timeout=ns.send_timeout,
-        cache_max_file_bytes=ns.cache_max_file_bytes,
-        cache_max_total_bytes=ns.cache_max_total_bytes,
-        serve_dotfiles=ns.dotfiles,
-    )
+
+def load_toml(path: str) -> dict[str, Any]:
+    """Read a --config file: keys are ServerConfig field names (dashes allowed)."""
     try:
-        if ns.backend in SERVER_MODES:
-            server: ServerLike = mode_class(ns.backend)(config)
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    fields = {f.name: f for f in dataclasses.fields(ServerConfig)}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name == "directory":
+            name = "root"
+        if name not in fields:
+            raise ConfigError(f"{path}: unknown setting {key!r}")
+        default = getattr(ServerConfig(), name)
+        numeric = isinstance(default, float) and isinstance(value, int)
+        if default is not None and not isinstance(value, type(default)) and not numeric:
+            raise ConfigError(f"{path}: {key} must be {type(default).__name__}, got {value!r}")
+        out[name] = value
+    return out
+
+
+def build_config(ns: argparse.Namespace) -> ServerConfig:
+    """ServerConfig from defaults < --config file < command-line flags.
+
+    Raises:
+        ConfigError: a bad file, key, value or positional argument.
+    """
+    settings: dict[str, Any] = {}
+    if ns.config:
+        settings.update(load_toml(ns.config))
+    given = vars(ns)
+    for key in ("host", "port", "listen", "backend"):
+        if key in given:
+            settings[key] = given[key]
+    if "directory" in given:
+        settings["root"] = given["directory"]
+    for _, field_name, *_rest in CONFIG_FLAGS:
+        if field_name in given:
+            settings[field_name] = given[field_name]
+    for _, field_name, _ in BOOL_FLAGS:
+        if field_name in given:
+            settings[field_name] = given[field_name]
+    for arg in ns.args:
+        if arg.isdigit() and "port" not in given:
+            settings["port"] = int(arg)
+            given["port"] = True
+        elif "directory" not in given:
+            settings["root"] = arg
+            given["directory"] = True
+        else:
+            raise ConfigError(f"unexpected argument {arg!r}")
+    if "root" not in settings:
+        settings["root"] = "." if Path("index.html").is_file() else str(EMBEDDED_ROOT)
+    config = ServerConfig(**settings)
+    if not Path(config.root).is_dir():
+        raise ConfigError(f"{config.root!r} is not a directory")
+    if config.log_format not in ("combined", "json"):
+        raise ConfigError(f"--log-format must be combined or json, not {config.log_format!r}")
+    if config.backend not in ("auto", *BACKENDS, *SERVER_MODES):
+        raise ConfigError(f"unknown backend {config.backend!r}")
+    for name in ("workers", "io_threads", "max_pipelined", "max_buffer_bytes"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name} must be >= 0")
+    if config.max_connections is not None and config.max_connections < 1:
+        raise ConfigError("max_connections must be >= 1")
+    return config
+
+
+def _serve(ns: argparse.Namespace) -> int:
+    try:
+        config = build_config(ns)
+    except (ConfigError, TypeError) as exc:
+        print(f"c10k serve: {exc}", file=sys.stderr)
+        return 2
+    if config.workers != 1 or config.listen:
+        # Workers, several listeners, IPv6/Unix sockets: c10k.server.process.
+        import importlib
+
+        try:
+            process = importlib.import_module("c10k.server.process")
+        except ImportError as exc:
+            print(f"c10k serve: --workers/--listen are unavailable: {exc}", file=sys.stderr)
+            return 2
+        return int(process.serve(config, announce=print))
+    return run_server(config)
+
+
+def run_server(config: ServerConfig) -> int:
+    """One server in this process: build, announce, serve until signalled."""
+    from c10k.server import Server
+
+    try:
+        if config.backend in SERVER_MODES:
+            server: ServerLike = mode_class(config.backend)(config)
         else:
             server = Server(config)
     except (BackendUnavailable, ModeUnavailable) as exc:
@@ -123,12 +359,13 @@ def _serve(ns: argparse.Namespace) -> int:
         return 2
     except OSError as exc:
         print(
-            f"c10k serve: cannot listen on {ns.bind}:{config.port}: {exc.strerror}", file=sys.stderr
+            f"c10k serve: cannot listen on {config.host}:{config.port}: {exc.strerror}",
+            file=sys.stderr,
         )
         return 1
     server.install_signal_handlers()
     print(
-        f"c10k serving {os.path.abspath(directory)} at {server.url}\n"
+        f"c10k serving {os.path.abspath(config.root)} at {server.url}\n"
         f"  backend {server.backend_name}; capacity {server.capacity:,} connections "
         f"({server.capacity_reason}; RLIMIT_NOFILE soft {server.nofile_soft}, "
         f"hard {server.nofile_hard})",
@@ -149,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"c10k bench is unavailable: {exc}", file=sys.stderr)
             return 2
         return bench_main(argv[1:])
+    if argv[:1] == ["doctor"]:
+        import importlib
+
+        doctor = importlib.import_module("c10k.doctor")
+        return int(doctor.main(argv[1:]))
     parser = argparse.ArgumentParser(
         prog="c10k",
         description="A static HTTP/1.1 server for ten thousand clients and more, "
@@ -158,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     sub.add_parser("bench", help="run the benchmark scenarios (see `c10k bench --help`)")
     sub.add_parser("backends", help="list the readiness backends and which run here")
+    sub.add_parser("doctor", help="what this machine allows, and how to raise each limit")
     ns = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if getattr(ns, "verbose", False) else logging.INFO,

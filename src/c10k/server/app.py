@@ -30,7 +30,7 @@ from c10k.http.connection import Limits
 from c10k.http.events import Request
 from c10k.http.writers import Response, error_response, http_date
 from c10k.server.config import ServerConfig
-from c10k.server.protocol import Connection
+from c10k.server.protocol import IDLE, Connection
 from c10k.static import StaticFiles
 
 log = logging.getLogger("c10k.server")
@@ -61,14 +61,15 @@ class Server:
     Args:
         config: the settings; ``config.port`` 0 picks a free port (see ``address``).
         handler: ``handler(request, now) -> Response``; defaults to StaticFiles(config.root).
-        sock: an already-bound listening socket to use instead of binding one.
+        sock: an already-bound listening socket (or a list of them, all served) to use
+            instead of binding one from ``config.host``/``config.port``.
     """
 
     def __init__(
         self,
         config: ServerConfig,
         handler: Callable[[Request, float], Response] | None = None,
-        sock: socket.socket | None = None,
+        sock: socket.socket | list[socket.socket] | None = None,
     ) -> None:
         self.config = config
         if handler is None:
@@ -90,8 +91,12 @@ class Server:
             sock = bind_socket(
                 config.host, config.port, backlog=config.backlog, reuse_port=config.reuse_port
             )
-        self.sock = sock
-        self.acceptor = Acceptor(self.loop, sock, self._on_accept, raw_fds=True)
+        self.socks = sock if isinstance(sock, list) else [sock]
+        self.sock = self.socks[0]
+        self.acceptors = [
+            Acceptor(self.loop, s, self._on_accept, raw_fds=True) for s in self.socks
+        ]
+        self.accepting_paused = False
         self.connections: set[Connection] = set()
         self.draining = False
         self.requests = 0
@@ -110,7 +115,10 @@ class Server:
     # -- public --------------------------------------------------------------------------
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self.sock.getsockname()[:2]
+        name = self.sock.getsockname()
+        if isinstance(name, str):  # a Unix-domain socket: (path, 0)
+            return name, 0
+        host, port = name[:2]
         return host, port
 
     @property
@@ -120,6 +128,8 @@ class Server:
     @property
     def url(self) -> str:
         host, port = self.address
+        if self.sock.family == socket.AF_UNIX:
+            return f"http+unix://{host}:/"
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{port}/"
@@ -128,7 +138,8 @@ class Server:
         """Accept and serve until SIGINT/SIGTERM or ``stop()``; then close everything."""
         if install_signals:
             self.install_signal_handlers()
-        self.acceptor.start()
+        for acceptor in self.acceptors:
+            acceptor.start()
         self.loop.call_later(1.0, self._tick)
         try:
             self.loop.run()
@@ -136,17 +147,42 @@ class Server:
             self.close()
 
     def install_signal_handlers(self) -> None:
-        """SIGINT/SIGTERM stop the server cleanly. Call before announcing readiness, so
-        a signal sent right after the announcement cannot hit the default action."""
+        """SIGINT/SIGTERM drain the server gracefully (a second one stops it at once). Call
+        before announcing readiness, so a signal sent right after the announcement cannot
+        hit the default action."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self._on_signal)
 
     def stop(self) -> None:
-        """Thread-safe: make ``serve_forever`` return."""
+        """Thread-safe: make ``serve_forever`` return (open connections are closed)."""
         self.loop.stop()
 
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Graceful stop (loop thread only; see ``shutdown_threadsafe``): stop accepting,
+        close idle keep-alive connections, let in-flight requests finish (their responses
+        say ``Connection: close``), and make ``serve_forever`` return when the last
+        connection has closed or after ``timeout`` (default ``config.shutdown_timeout``),
+        whichever comes first. nginx's graceful shutdown (SIGQUIT) does the same."""
+        if self.draining:
+            return
+        self.draining = True
+        for acceptor in self.acceptors:
+            acceptor.close()
+        for conn in list(self.connections):
+            if conn.state == IDLE and conn.out is None and not conn._buf:
+                conn._force_close()
+        self.loop.call_later(
+            self.config.shutdown_timeout if timeout is None else timeout, self.loop.stop
+        )
+        if not self.connections:
+            self.loop.stop()
+
+    def shutdown_threadsafe(self, timeout: float | None = None) -> None:
+        self.loop.call_soon_threadsafe(self.shutdown, timeout)
+
     def close(self) -> None:
-        self.acceptor.close()
+        for acceptor in self.acceptors:
+            acceptor.close()
         for conn in list(self.connections):
             conn._force_close()
         self.loop.close()
@@ -185,12 +221,20 @@ class Server:
         # Data that arrived before registration is reported too: epoll_ctl(ADD) checks
         # readiness at once, also for EPOLLET.
         if len(self.connections) >= self.capacity:
-            self.acceptor.pause()
+            self.accepting_paused = True
+            for acceptor in self.acceptors:
+                acceptor.pause()
 
     def connection_closed(self, conn: Connection) -> None:
-        self.connections.discard(conn)
-        if self.acceptor.paused and not self.draining and len(self.connections) < self.capacity:
-            self.acceptor.resume()
+        connections = self.connections
+        connections.discard(conn)
+        if self.draining:
+            if not connections:
+                self.loop.stop()
+        elif self.accepting_paused and len(connections) < self.capacity:
+            self.accepting_paused = False
+            for acceptor in self.acceptors:
+                acceptor.resume()
 
     def protocol_error_response(self, status: int) -> Response:
         resp = self._errors.get(status)
@@ -221,6 +265,14 @@ class Server:
         self.loop.call_at(self._date_expires, self._tick)
 
     def _on_signal(self, signum: int) -> None:
-        log.info("signal %d: stopping", signum)
-        self.draining = True
-        self.loop.stop()
+        if self.draining:
+            log.info("signal %d again: stopping now", signum)
+            self.loop.stop()
+            return
+        log.info(
+            "signal %d: draining %d connections (at most %.0f s; again to stop now)",
+            signum,
+            len(self.connections),
+            self.config.shutdown_timeout,
+        )
+        self.shutdown()
