@@ -191,7 +191,7 @@ class HTTPConnection:
                 self._buf = buf
                 n = len(buf)
             # Reject early what can never become a valid head (binary junk, TLS hellos,
-            # bare LF line ends) rather than wait for the header timeout. Look at no more
+            # bare LF or CR) rather than wait for the header timeout. Look at no more
             # than limit + 1 bytes: see _rejected.
             end = self.limits.max_header_bytes + 1
             if n >= end or _malformed(buf, end):
@@ -212,12 +212,18 @@ def _skip_empty_lines(buf: bytes) -> bytes:
 
 
 def _malformed(buf: bytes, end: int) -> bool:
-    # Whether buf[:end] can never start a valid head: a prefix that is no method, or a
-    # bare LF. Both are prefix-closed (if buf[:k] fails, so does every longer prefix),
-    # which is what makes the early reject independent of how the bytes were split.
-    return REQUEST_PREFIX.match(buf, 0, end) is None or buf.count(b"\n", 0, end) != buf.count(
-        b"\r\n", 0, end
-    )
+    # Whether buf[:end] can never start a valid head: a prefix that is no method, a bare
+    # LF, or a bare CR (a CR followed by anything but LF; a CR at the very end may still
+    # be the first half of a CRLF). All three are prefix-closed (if buf[:k] fails, so does
+    # every longer prefix), which is what makes the early reject independent of how the
+    # bytes were split.
+    if REQUEST_PREFIX.match(buf, 0, end) is None:
+        return True
+    crlf = buf.count(b"\r\n", 0, end)
+    if buf.count(b"\n", 0, end) != crlf:
+        return True
+    stop = min(end, len(buf))
+    return buf.count(b"\r", 0, stop) - crlf > buf.endswith(b"\r", 0, stop)
 
 
 def _rejected(buf: bytes, limit: int) -> RemoteProtocolError:
