@@ -15,6 +15,23 @@ Accepting defensively:
 
 TCP_NODELAY is set on the listener: Linux copies it to every accepted socket, which saves a
 setsockopt per connection (checked by tests/core/test_listener.py).
+
+Listeners for several worker processes (used by c10k.server.process):
+- ``reuse_port_supported()`` probes SO_REUSEPORT once (Linux >= 3.9, the BSDs; with it
+  each worker gets its own socket and accept queue, and the kernel spreads connections by
+  a hash of the 4-tuple: no thundering herd, no accept lock. nginx ``listen ... reuseport``).
+- Where it is missing, workers share one listener. Then every worker blocked in
+  epoll_wait on it wakes for each connection and all but one get EAGAIN (the page's
+  "thundering herd"). ``EPOLLEXCLUSIVE`` (Linux >= 4.5) wakes one waiter instead;
+  ``exclusive_accept_flag()`` gives the bit to OR into the listener's registration, or 0
+  where the kernel or Python lacks it. It is only valid with EPOLL_CTL_ADD (never MOD), so
+  pause/resume must be remove + add, which is what Acceptor does.
+- ``bind_unix_socket`` binds an AF_UNIX stream listener. A socket file left behind by a
+  crashed server makes bind fail with EADDRINUSE, so the path is probed first: connect()
+  refused means nobody listens and the stale file is removed; a live listener, or a path
+  that is not a socket at all, is an error (we never delete someone else's file).
+  Permissions: see UNIX_SOCKET_MODE. ``remove_unix_socket`` unlinks it at exit, but only
+  if the inode is still the one we bound (a newer server may have replaced it).
 """
 
 from __future__ import annotations
@@ -22,7 +39,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import socket
+import stat
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +58,36 @@ ACCEPT_SKIP_ERRNOS = frozenset(
 )
 CAPACITY_SLEEP = 0.1  # seconds; trio's SLEEP_TIME
 DEFAULT_BACKLOG = 4096  # nginx: NGX_LISTEN_BACKLOG 511 on Linux, capped by somaxconn (4096)
+# rw for everyone, as uvicorn (``--uds``: chmod 0o666) and gunicorn (umask 0) leave it:
+# connect() on a Unix socket needs write permission, and what this server serves is what
+# any local user could fetch over loopback TCP anyway. To restrict access, put the socket
+# in a directory only the intended group can search (the portable way: some BSDs ignore
+# a socket file's own mode).
+UNIX_SOCKET_MODE = 0o666
+
+_reuse_port: bool | None = None
+
+
+def reuse_port_supported() -> bool:
+    """True if SO_REUSEPORT can be set here (probed once on a throwaway socket)."""
+    global _reuse_port
+    if _reuse_port is None:
+        opt = getattr(socket, "SO_REUSEPORT", None)
+        ok = False
+        if opt is not None:
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.setsockopt(socket.SOL_SOCKET, opt, 1)
+                ok = True
+            except OSError:  # e.g. ENOPROTOOPT on Linux < 3.9 or under some sandboxes
+                ok = False
+        _reuse_port = ok
+    return _reuse_port
+
+
+def exclusive_accept_flag() -> int:
+    """EPOLLEXCLUSIVE (to OR into a shared listener's epoll registration), or 0."""
+    return int(getattr(select, "EPOLLEXCLUSIVE", 0))
 
 
 def bind_socket(
@@ -69,6 +118,69 @@ def bind_socket(
         sock.close()
         raise
     return sock
+
+
+def bind_unix_socket(
+    path: str, *, backlog: int = DEFAULT_BACKLOG, mode: int = UNIX_SOCKET_MODE
+) -> socket.socket:
+    """Create a nonblocking listening AF_UNIX stream socket at ``path``.
+
+    A stale socket file (nobody accepts on it) is replaced; see the module comment.
+
+    Raises:
+        OSError: EADDRINUSE if a server listens on ``path`` or ``path`` is not a socket;
+            any error of bind/listen/chmod.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.EADDRINUSE, f"{path} exists and is not a socket; not removing it")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                log.info("removing stale Unix socket %s (nothing listens on it)", path)
+                os.unlink(path)
+            except OSError:
+                pass  # let bind() report whatever is wrong
+            else:
+                raise OSError(errno.EADDRINUSE, f"a server already listens on {path}")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        try:
+            os.chmod(path, mode)
+            sock.listen(backlog)
+            sock.setblocking(False)
+        except BaseException:
+            os.unlink(path)
+            raise
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def unix_socket_identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the socket file at ``path``, for ``remove_unix_socket``."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def remove_unix_socket(path: str, identity: tuple[int, int] | None) -> None:
+    """Unlink ``path`` if it is still the socket file we bound (same device and inode)."""
+    if identity is not None and unix_socket_identity(path) == identity:
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            log.warning("could not remove Unix socket %s: %s", path, exc)
 
 
 class Acceptor:

@@ -1,0 +1,851 @@
+"""Processes and listeners: ``c10k serve`` as one process, or a supervisor and its workers.
+
+One event loop uses one core. To use every core, c10k runs several worker processes, each
+with its own loop, the way nginx (master + worker_processes), gunicorn (arbiter) and
+uvicorn (``--workers``) do. This module decides how many, binds the listening sockets,
+forks the workers and keeps them running.
+
+Listeners (``parse_listen``, ``bind_listeners``)
+- ``--listen`` takes ``HOST:PORT``, ``[V6]:PORT``, ``:PORT`` (all IPv4 interfaces, Go's and
+  nginx's ``*:PORT``), ``PORT`` (on ``--bind``, loopback by default: a bare port should
+  not expose a server) and ``unix:/path``. IPv6 sockets set IPV6_V6ONLY, so ``[::]:80``
+  and ``0.0.0.0:80`` are two independent listeners, as in nginx (``ipv6only=on``).
+- Before binding a fixed port with SO_REUSEPORT, we check nobody listens there: the
+  kernel lets any socket of the same user with SO_REUSEPORT join the group, so a second
+  ``c10k serve`` on the same port would silently take half the connections.
+- Unix sockets: stale files are replaced, live ones refused, mode 0o666 (see
+  c10k.core.listener), removed at exit by the process that bound them.
+
+Workers (``serve``)
+- ``workers == 1``: no supervisor; the server runs in this process.
+- ``workers == 0``: one per CPU this process may run on (``sched_getaffinity``; nginx
+  ``worker_processes auto``). If ``max_connections`` is more than workers x the
+  per-process cap (RLIMIT_NOFILE hard limit minus ``FD_RESERVE``), enough workers are
+  started to hold it, and the banner says so. ``max_connections`` is split evenly over the
+  workers. An explicit worker count is obeyed; the banner warns if it is too small.
+- Each worker *slot* has its own SO_REUSEPORT socket per TCP address, so the kernel spreads
+  connections over the slots by a 4-tuple hash and no worker wakes for another's client.
+  Without SO_REUSEPORT (and always for Unix sockets, which have no reuseport group) the
+  slots share one socket; see c10k.core.listener on EPOLLEXCLUSIVE for that case.
+- The supervisor holds every listening socket for its whole life; a worker inherits its
+  slot's sockets through fork. So when a worker dies or is replaced, connections already
+  in its slot's accept queue are not reset: they wait for the slot's next worker. (Were
+  the socket closed, the kernel would drop its queue.)
+- Workers are forked, not spawned: the supervisor imports everything once and starts no
+  thread, so fork is safe. A worker builds its Server (loop, epoll, cache, io threads)
+  after the fork; nothing of that kind is ever shared across processes.
+
+Supervisor (``Supervisor``): a loop over poll(2) of a signal wakeup pipe and one pipe per
+worker, plus waitpid(WNOHANG); no event loop is needed for a handful of fds.
+- Worker -> supervisor pipe, one JSON object per line: ``{"ready": ...}`` with the worker's
+  backend and capacity once it is serving (the banner is printed when every worker is
+  ready), ``{"requests": N}`` when it stops (summed into "c10k stopped after N requests";
+  a worker that is SIGKILLed or crashes takes its count with it), ``{"error": ...}`` if it
+  could not start.
+- A worker that dies unexpectedly is restarted after a back-off: 0.1 s doubling to 5 s,
+  reset once a worker has served for 10 s (systemd RestartSec=100ms; Kubernetes
+  CrashLoopBackOff doubles from 10 s to 5 min and resets after 10 min; our cap is short
+  because connections hashed to the dead slot wait in its queue until the restart). A
+  worker that fails while the server is first starting is a configuration error: the
+  supervisor stops and exits 1 with the worker's message (gunicorn's "Worker failed to
+  boot").
+- SIGTERM/SIGINT: SIGTERM to every worker, which drains (stops accepting, finishes
+  in-flight responses, closes idle keep-alives) within ``shutdown_timeout``; SIGKILL to
+  any still alive ``KILL_MARGIN`` later; exit 0. A second SIGTERM/SIGINT is forwarded as a
+  second SIGTERM, which makes a draining worker stop at once.
+- SIGHUP: graceful reload (nginx SIGHUP, gunicorn HUP). Each slot gets a new worker on the
+  same sockets; once it reports ready, the slot's old worker gets SIGTERM and drains. If
+  the new one fails, the old one keeps serving and the new one is retried with back-off.
+  Workers are forked from the supervisor, so a reload renews processes, caches and open
+  files, not the code (that needs a restart; nginx's binary upgrade is SIGUSR2).
+- Workers ignore SIGINT and SIGHUP: Ctrl-C reaches the whole process group, and the
+  supervisor alone decides (a worker getting SIGINT and then the forwarded SIGTERM would
+  count two signals and skip its drain).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import ipaddress
+import json
+import logging
+import math
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from c10k.core.backend import BackendUnavailable
+from c10k.core.listener import (
+    bind_socket,
+    bind_unix_socket,
+    remove_unix_socket,
+    reuse_port_supported,
+    unix_socket_identity,
+)
+from c10k.core.registry import get_backend_class
+from c10k.server.app import FD_RESERVE, Server
+from c10k.server.config import ServerConfig
+from c10k.server.modes import SERVER_MODES, ModeUnavailable, ServerLike, mode_class
+
+log = logging.getLogger("c10k.process")
+
+Address = tuple[str, int] | str  # (host, port) for TCP, a path for AF_UNIX
+
+RESTART_BASE = 0.1  # seconds; systemd RestartSec default
+RESTART_CAP = 5.0  # seconds; see the module comment
+STABLE_SECONDS = 10.0  # a worker that served this long resets the back-off
+KILL_MARGIN = 2.0  # seconds past shutdown_timeout before SIGKILL
+MAX_AUTO_WORKERS = 256  # beyond this, raise the hard RLIMIT_NOFILE instead
+
+
+# -- listeners ---------------------------------------------------------------------------
+def parse_listen(spec: str, default_host: str = "127.0.0.1") -> tuple[int, Address]:
+    """Parse one ``--listen`` value into (address family, address).
+
+    Args:
+        spec: ``HOST:PORT``, ``[V6]:PORT``, ``:PORT`` (all IPv4 interfaces), ``PORT``
+            (on ``default_host``) or ``unix:/path``. A host name is resolved here.
+        default_host: the host of a bare ``PORT``.
+
+    Raises:
+        ValueError: the spec is malformed; the message says what was expected.
+
+    >>> parse_listen("[::1]:8080")
+    (<AddressFamily.AF_INET6: 10>, ('::1', 8080))
+    >>> parse_listen(":80")
+    (<AddressFamily.AF_INET: 2>, ('0.0.0.0', 80))
+    >>> parse_listen("unix:/run/c10k.sock")
+    (<AddressFamily.AF_UNIX: 1>, '/run/c10k.sock')
+    """
+    if spec.startswith("unix:"):
+        path = spec[5:]
+        if not path:
+            raise ValueError(f"--listen {spec!r}: expected unix:/path/to/socket")
+        if "\0" in path:
+            raise ValueError(f"--listen {spec!r}: NUL byte in the socket path")
+        return socket.AF_UNIX, path
+    if spec.isdigit():
+        return _tcp_address(spec, default_host, spec)
+    if spec.startswith("["):
+        host, sep, port = spec[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"--listen {spec!r}: expected [IPV6]:PORT, e.g. [::1]:8080")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"--listen {spec!r}: {host!r} is not an IPv6 address") from None
+        return _tcp_address(port, host, spec, socket.AF_INET6)
+    host, sep, port = spec.rpartition(":")
+    if not sep:
+        raise ValueError(f"--listen {spec!r}: expected HOST:PORT, [V6]:PORT, PORT or unix:/path")
+    if ":" in host:
+        raise ValueError(f"--listen {spec!r}: write an IPv6 address in brackets: [{host}]:{port}")
+    return _tcp_address(port, host or "0.0.0.0", spec)
+
+
+def _tcp_address(
+    port_text: str, host: str, spec: str, family: int | None = None
+) -> tuple[int, Address]:
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"--listen {spec!r}: the port must be a number from 0 to 65535")
+    port = int(port_text)
+    if family is not None:
+        return family, (host, port)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ValueError(f"--listen {spec!r}: cannot resolve {host!r}: {exc}") from None
+        fam, _, _, _, sockaddr = infos[0]
+        return fam, (str(sockaddr[0]), port)
+    return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), (host, port)
+
+
+def listen_addresses(config: ServerConfig) -> list[tuple[int, Address]]:
+    """The addresses to listen on: ``config.listen``, or ``config.host``/``config.port``."""
+    if config.listen:
+        return [parse_listen(spec, config.host) for spec in config.listen]
+    host = config.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return [parse_listen(f"{host}:{config.port}", config.host)]
+
+
+def bind_listeners(
+    config: ServerConfig,
+    reuse_port: bool,
+    addresses: list[tuple[int, Address]] | None = None,
+) -> list[socket.socket]:
+    """Bind one listening socket per address (``addresses`` or ``listen_addresses``).
+
+    With ``reuse_port``, TCP sockets get SO_REUSEPORT, after a check that nothing already
+    listens on a fixed port. On any failure the sockets bound so far are closed.
+
+    Raises:
+        OSError: a bind failed; ``exc.filename`` names the address.
+    """
+    socks: list[socket.socket] = []
+    try:
+        for family, addr in addresses if addresses is not None else listen_addresses(config):
+            try:
+                if family == socket.AF_UNIX:
+                    assert isinstance(addr, str)
+                    socks.append(bind_unix_socket(addr, backlog=config.backlog))
+                    continue
+                assert isinstance(addr, tuple)
+                host, port = addr
+                if reuse_port and port != 0:
+                    _check_port_free(family, host, port)
+                socks.append(bind_socket(host, port, backlog=config.backlog, reuse_port=reuse_port))
+            except OSError as exc:
+                exc.filename = format_address(family, addr)
+                raise
+    except BaseException:
+        close_listeners(socks)
+        raise
+    return socks
+
+
+def _check_port_free(family: int, host: str, port: int) -> None:
+    # Linux refuses bind() on a port in LISTEN state to a socket without SO_REUSEPORT,
+    # SO_REUSEADDR or not: that is the probe.
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind((host, port))
+
+
+def close_listeners(socks: list[socket.socket]) -> None:
+    """Close listening sockets (those still open; each once)."""
+    seen: set[int] = set()
+    for s in socks:
+        if id(s) not in seen and s.fileno() >= 0:
+            s.close()
+        seen.add(id(s))
+
+
+def unix_files(socks: list[socket.socket]) -> list[tuple[str, tuple[int, int] | None]]:
+    """(path, identity) of the Unix sockets among ``socks``, taken right after binding, so
+    ``remove_unix_files`` removes only files this process created."""
+    return [
+        (s.getsockname(), unix_socket_identity(s.getsockname()))
+        for s in socks
+        if s.family == socket.AF_UNIX
+    ]
+
+
+def remove_unix_files(files: list[tuple[str, tuple[int, int] | None]]) -> None:
+    for path, ident in files:
+        remove_unix_socket(path, ident)
+
+
+def format_address(family: int, addr: Address) -> str:
+    if family == socket.AF_UNIX:
+        return f"unix:{addr}"
+    assert isinstance(addr, tuple)
+    host, port = addr
+    return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+
+
+def listener_url(sock: socket.socket) -> str:
+    """``http://HOST:PORT/`` of a TCP listener, ``unix:/path`` of a Unix one."""
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{name}"
+    host, port = name[:2]
+    if sock.family == socket.AF_INET6:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+# -- how many workers ----------------------------------------------------------------------
+def per_process_cap() -> tuple[int, int]:
+    """(connections one worker can hold, RLIMIT_NOFILE hard limit): each worker raises its
+    soft limit to the hard one and keeps FD_RESERVE fds for everything else."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20  # as c10k.server.app.raise_nofile_limit
+    return max(hard - FD_RESERVE, 1), hard
+
+
+def plan_workers(config: ServerConfig) -> tuple[int, str]:
+    """(number of workers, a note for the banner, possibly empty)."""
+    cap, hard = per_process_cap()
+    wanted = config.max_connections
+    if config.workers > 0:
+        n = config.workers
+        if wanted is not None and wanted > n * cap:
+            need = math.ceil(wanted / cap)
+            return n, (
+                f"; WARNING: {n} workers hold at most {n * cap:,} connections, fewer than "
+                f"--max-connections {wanted:,}; --workers 0 would start {need}"
+            )
+        return n, ""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    if wanted is not None and wanted > cores * cap:
+        n = math.ceil(wanted / cap)
+        if n > MAX_AUTO_WORKERS:
+            raise ValueError(
+                f"--max-connections {wanted:,} needs {n} workers of {cap:,} connections "
+                f"(RLIMIT_NOFILE hard limit {hard}); raise the hard limit instead"
+            )
+        return n, (
+            f"; {n} workers (not one per core, {cores}) to hold --max-connections {wanted:,} "
+            f"at {cap:,} per process (RLIMIT_NOFILE hard {hard} minus {FD_RESERVE})"
+        )
+    return cores, " (one per core)"
+
+
+def worker_config(config: ServerConfig, n: int) -> ServerConfig:
+    """The config each of ``n`` workers runs with: the connection cap split evenly."""
+    mc = config.max_connections
+    return dataclasses.replace(
+        config, workers=1, max_connections=None if mc is None else max(1, math.ceil(mc / n))
+    )
+
+
+def check_backend(name: str) -> None:
+    """Raise BackendUnavailable/ModeUnavailable now, before any worker is forked."""
+    if name in SERVER_MODES:
+        mode_class(name)
+    else:
+        get_backend_class(name)
+
+
+def build_server(config: ServerConfig, socks: list[socket.socket]) -> ServerLike:
+    if config.backend in SERVER_MODES:
+        server: ServerLike = mode_class(config.backend)(config, sock=socks)
+    else:
+        server = Server(config, sock=socks)
+    return server
+
+
+# -- serve -------------------------------------------------------------------------------
+def serve(config: ServerConfig, announce: Callable[[str], object] = print) -> int:
+    """The whole ``c10k serve`` run. Returns the exit status.
+
+    Args:
+        config: the settings (``workers``, ``listen``, ``shutdown_timeout``, ...).
+        announce: gets the banner lines and the final "c10k stopped after N requests".
+            stdout is flushed after each call, so ``print`` reaches a pipe at once.
+    """
+
+    def say(text: str) -> None:
+        announce(text)
+        sys.stdout.flush()
+
+    try:
+        check_backend(config.backend)
+        n, note = plan_workers(config) if config.workers != 1 else (1, "")
+        addresses = listen_addresses(config)
+    except (BackendUnavailable, ModeUnavailable, ValueError) as exc:
+        print(f"c10k serve: {exc}", file=sys.stderr)
+        return 2
+    if config.workers == 1:
+        return _serve_here(config, addresses, say)
+    reuse = reuse_port_supported()
+    try:
+        slots = _bind_slots(config, addresses, n, reuse)
+    except OSError as exc:
+        print(f"c10k serve: cannot listen on {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    files = unix_files(slots[0])
+    try:
+        sup = Supervisor(worker_config(config, n), slots, say)
+        return sup.run(config, reuse, note)
+    finally:
+        close_listeners([s for slot in slots for s in slot])
+        remove_unix_files(files)
+
+
+def _serve_here(
+    config: ServerConfig, addresses: list[tuple[int, Address]], say: Callable[[str], None]
+) -> int:
+    try:
+        socks = bind_listeners(config, config.reuse_port, addresses)
+    except OSError as exc:
+        print(f"c10k serve: cannot listen on {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    files = unix_files(socks)
+    try:
+        try:
+            server = build_server(config, socks)
+        except (BackendUnavailable, ModeUnavailable) as exc:
+            print(f"c10k serve: {exc}", file=sys.stderr)
+            return 2
+        server.install_signal_handlers()
+        say(_banner_first(config, socks))
+        say(
+            f"  backend {server.backend_name}; 1 process; capacity {server.capacity:,} "
+            f"connections ({server.capacity_reason}; RLIMIT_NOFILE soft {server.nofile_soft}, "
+            f"hard {server.nofile_hard})"
+        )
+        server.serve_forever(install_signals=False)
+        say(f"c10k stopped after {server.requests:,} requests")
+        return 0
+    finally:
+        close_listeners(socks)
+        remove_unix_files(files)
+
+
+def _banner_first(config: ServerConfig, socks: list[socket.socket]) -> str:
+    urls = [listener_url(s) for s in socks]
+    line = f"c10k serving {os.path.abspath(config.root)} at {urls[0]}"
+    if len(urls) > 1:
+        line += f" (also {', '.join(urls[1:])})"
+    return line
+
+
+def _bind_slots(
+    config: ServerConfig, addresses: list[tuple[int, Address]], n: int, reuse: bool
+) -> list[list[socket.socket]]:
+    """One list of listening sockets per worker slot. With SO_REUSEPORT each slot has its
+    own TCP socket per address (port 0 is resolved by the first slot, the others join its
+    port); Unix sockets, and everything without SO_REUSEPORT, are shared by all slots."""
+    first = bind_listeners(config, reuse, addresses)
+    slots = [first]
+    try:
+        for _ in range(1, n):
+            if not reuse:
+                slots.append(first)
+                continue
+            socks: list[socket.socket] = []
+            slots.append(socks)
+            for s in first:
+                if s.family == socket.AF_UNIX:
+                    socks.append(s)
+                else:
+                    host, port = s.getsockname()[:2]
+                    socks.append(bind_socket(host, port, backlog=config.backlog, reuse_port=True))
+    except BaseException:
+        close_listeners([s for slot in slots for s in slot])
+        raise
+    return slots
+
+
+# -- restart policy ------------------------------------------------------------------------
+class RestartPolicy:
+    """Exponential back-off for one worker slot.
+
+    >>> p = RestartPolicy()
+    >>> [p.next_delay(lifetime=0.5, served=False) for _ in range(8)]
+    [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    >>> p.next_delay(lifetime=60.0, served=True)  # it ran fine for a minute: start over
+    0.1
+    """
+
+    def __init__(
+        self, base: float = RESTART_BASE, cap: float = RESTART_CAP, stable: float = STABLE_SECONDS
+    ) -> None:
+        self.base = base
+        self.cap = cap
+        self.stable = stable
+        self.failures = 0
+
+    def next_delay(self, lifetime: float, served: bool) -> float:
+        """Seconds to wait before restarting a worker that died after ``lifetime`` seconds
+        (``served``: it had reported ready)."""
+        if served and lifetime >= self.stable:
+            self.failures = 0
+        delay: float = min(self.base * float(2**self.failures), self.cap)
+        self.failures += 1
+        return round(delay, 6)
+
+
+# -- the supervisor --------------------------------------------------------------------------
+@dataclasses.dataclass(eq=False)
+class Worker:
+    pid: int
+    slot: int
+    rfd: int  # read end of its status pipe
+    started: float
+    ready: bool = False
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    requests: int = 0
+    error: str = ""
+    stopping: bool = False
+    kill_at: float | None = None
+    buf: bytes = b""
+
+
+@dataclasses.dataclass(eq=False)
+class Slot:
+    index: int
+    socks: list[socket.socket]
+    current: Worker | None = None
+    pending: Worker | None = None  # its replacement during a reload, until ready
+    restart_at: float | None = None
+    policy: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
+
+
+class Supervisor:
+    """Forks one worker per slot and keeps them running; see the module comment."""
+
+    def __init__(
+        self, config: ServerConfig, slots: list[list[socket.socket]], say: Callable[[str], None]
+    ) -> None:
+        self.config = config  # the per-worker config
+        self.slots = [Slot(i, socks) for i, socks in enumerate(slots)]
+        self.say = say
+        self.workers: dict[int, Worker] = {}  # pid -> worker
+        self.by_fd: dict[int, Worker] = {}
+        self.requests = 0  # of workers that have exited
+        self.stopping = False
+        self.booted = False
+        self.boot_error = ""
+        self._signals: list[int] = []
+        self._wake_r = self._wake_w = -1
+        self._old_handlers: dict[int, Any] = {}
+        self._poll = select.poll()
+
+    # -- life cycle ----------------------------------------------------------------------
+    def run(self, full_config: ServerConfig, reuse: bool, note: str) -> int:
+        self._install_signals()
+        try:
+            for slot in self.slots:
+                self._spawn(slot)
+            while not self.booted and not self.stopping and not self.boot_error:
+                self._step()
+            if self.boot_error:
+                print(f"c10k serve: a worker failed to start: {self.boot_error}", file=sys.stderr)
+                self._shutdown()
+                while self.workers:
+                    self._step()
+                return 1
+            if self.booted:
+                self._announce(full_config, reuse, note)
+            while self.workers or not self.stopping:
+                self._step()
+            total = self.requests
+            self.say(f"c10k stopped after {total:,} requests")
+            return 0
+        finally:
+            for w in list(self.workers.values()):  # only on an exception: leave no orphans
+                _kill(w.pid, signal.SIGKILL)
+            self._restore_signals()
+
+    def _announce(self, full_config: ServerConfig, reuse: bool, note: str) -> None:
+        first = self.slots[0].socks
+        infos = [s.current.info for s in self.slots if s.current is not None]
+        info = infos[0]
+        total = sum(int(i.get("capacity", 0)) for i in infos)
+        n = len(self.slots)
+        pids = ", ".join(str(s.current.pid) for s in self.slots if s.current is not None)
+        if n == 1:
+            listeners = "one listener per address"
+        elif reuse:
+            listeners = "an SO_REUSEPORT listener per worker and address"
+        else:
+            listeners = "one listener per address shared by all workers (no SO_REUSEPORT)"
+        if any(s.family == socket.AF_UNIX for s in first) and n > 1 and reuse:
+            listeners += "; Unix sockets shared"
+        self.say(_banner_first(full_config, first))
+        self.say(
+            f"  backend {info.get('backend')}; {n} workers{note} (pids {pids}); capacity "
+            f"{total:,} connections ({n} x {int(info.get('capacity', 0)):,}: "
+            f"{info.get('reason')}; RLIMIT_NOFILE soft {info.get('soft')}, hard "
+            f"{info.get('hard')}); {listeners}"
+        )
+
+    def _install_signals(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poll.register(self._wake_r, select.POLLIN)
+        self._old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signals(self) -> None:
+        for sig, old in self._old_handlers.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+        self._old_handlers.clear()
+        signal.set_wakeup_fd(self._old_wakeup)
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._signals.append(signum)
+
+    # -- one turn: wait, then handle signals, pipes, exits, timers ---------------------
+    def _step(self) -> None:
+        now = time.monotonic()
+        due = [s.restart_at for s in self.slots if s.restart_at is not None]
+        due += [w.kill_at for w in self.workers.values() if w.kill_at is not None]
+        timeout = None if not due else max(0.0, min(due) - now)
+        events = self._poll.poll(None if timeout is None else math.ceil(timeout * 1e3))
+        for fd, _mask in events:
+            if fd == self._wake_r:
+                try:
+                    while os.read(fd, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif fd in self.by_fd:
+                self._read_status(self.by_fd[fd])
+        signals, self._signals = self._signals, []
+        for sig in signals:
+            self._handle_signal(sig)
+        self._reap()
+        now = time.monotonic()
+        for w in list(self.workers.values()):
+            if w.kill_at is not None and now >= w.kill_at:
+                log.warning("worker %d did not stop in time: SIGKILL", w.pid)
+                _kill(w.pid, signal.SIGKILL)
+                w.kill_at = None
+        for slot in self.slots:
+            if slot.restart_at is not None and now >= slot.restart_at:
+                slot.restart_at = None
+                if not self.stopping:
+                    self._spawn(slot)
+
+    def _handle_signal(self, sig: int) -> None:
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            if self.stopping:
+                log.info("signal %d again: workers stop now", sig)
+                for w in self.workers.values():
+                    _kill(w.pid, signal.SIGTERM)
+            else:
+                log.info(
+                    "signal %d: stopping %d workers (drain at most %.0f s)",
+                    sig,
+                    len(self.workers),
+                    self.config.shutdown_timeout,
+                )
+                self._shutdown()
+        elif sig == signal.SIGHUP and not self.stopping:
+            self._reload()
+
+    def _shutdown(self) -> None:
+        self.stopping = True
+        for slot in self.slots:
+            slot.restart_at = None
+        for w in self.workers.values():
+            self._terminate(w)
+
+    def _terminate(self, w: Worker) -> None:
+        if not w.stopping:
+            w.stopping = True
+            w.kill_at = time.monotonic() + self.config.shutdown_timeout + KILL_MARGIN
+            _kill(w.pid, signal.SIGTERM)
+
+    def _reload(self) -> None:
+        log.info("SIGHUP: reloading %d workers", len(self.slots))
+        for slot in self.slots:
+            if slot.pending is None and slot.current is not None:
+                self._spawn(slot)
+
+    # -- workers -------------------------------------------------------------------------
+    def _spawn(self, slot: Slot) -> None:
+        rfd, wfd = os.pipe()
+        sys.stdout.flush()  # else the child inherits and later repeats buffered output
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker; never returns
+            os.close(rfd)
+            keep = {s.fileno() for s in slot.socks}
+            others = {s.fileno() for sl in self.slots for s in sl.socks} - keep
+            others |= set(self.by_fd)  # other workers' status pipes
+            _worker_main(self.config, slot.socks, wfd, others, self._wake_r, self._wake_w)
+        os.close(wfd)
+        os.set_blocking(rfd, False)
+        w = Worker(pid, slot.index, rfd, time.monotonic())
+        self.workers[pid] = w
+        self.by_fd[rfd] = w
+        self._poll.register(rfd, select.POLLIN)
+        if slot.current is None:
+            slot.current = w
+        else:
+            slot.pending = w
+        log.info("worker %d started in slot %d", pid, slot.index)
+
+    def _read_status(self, w: Worker) -> bool:
+        """Read what is in the worker's pipe; False once it is at EOF (and closed)."""
+        try:
+            data = os.read(w.rfd, 65536)
+        except BlockingIOError:
+            return True
+        if not data:
+            self._close_pipe(w)
+            return False
+        *lines, w.buf = (w.buf + data).split(b"\n")
+        for line in lines:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "ready" in msg:
+                self._on_ready(w, msg)
+            elif "requests" in msg:
+                w.requests = int(msg["requests"])
+            elif "error" in msg:
+                w.error = str(msg["error"])
+        return True
+
+    def _close_pipe(self, w: Worker) -> None:
+        if w.rfd >= 0:
+            self._poll.unregister(w.rfd)
+            del self.by_fd[w.rfd]
+            os.close(w.rfd)
+            w.rfd = -1
+
+    def _on_ready(self, w: Worker, msg: dict[str, Any]) -> None:
+        w.ready = True
+        w.info = msg
+        slot = self.slots[w.slot]
+        if slot.pending is w:
+            old, slot.current, slot.pending = slot.current, w, None
+            if old is not None:
+                log.info("worker %d ready in slot %d; retiring %d", w.pid, slot.index, old.pid)
+                self._terminate(old)
+        if self.stopping and not w.stopping:
+            self._terminate(w)
+        if not self.booted and all(s.current is not None and s.current.ready for s in self.slots):
+            self.booted = True
+
+    def _reap(self) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            w = self.workers.pop(pid, None)
+            if w is not None:
+                self._on_exit(w, status)
+
+    def _on_exit(self, w: Worker, status: int) -> None:
+        # The last status lines (requests served) are in the pipe; its write end closed
+        # with the process, so this reads to EOF.
+        while w.rfd >= 0:
+            try:
+                data_left = self._read_status(w)
+            except OSError:
+                data_left = False
+            if not data_left or w.rfd < 0:
+                break
+        self._close_pipe(w)
+        self.requests += w.requests
+        slot = self.slots[w.slot]
+        how = _describe_status(status)
+        if w.stopping:
+            log.info("worker %d %s after %d requests", w.pid, how, w.requests)
+            return
+        lifetime = time.monotonic() - w.started
+        if slot.current is w:
+            slot.current, slot.pending = slot.pending, None
+            replaced = slot.current is not None  # its replacement is already starting
+        elif slot.pending is w:  # a reload's new worker failed; the old one serves on
+            slot.pending = None
+            replaced = False
+        else:
+            return
+        if self.stopping:
+            return
+        if not self.booted:
+            self.boot_error = f"worker {w.pid} {how}" + (f": {w.error}" if w.error else "")
+            return
+        if replaced:
+            return
+        delay = slot.policy.next_delay(lifetime, w.ready)
+        log.warning(
+            "worker %d (slot %d) %s after %.1f s%s; restarting in %.1f s",
+            w.pid,
+            slot.index,
+            how,
+            lifetime,
+            f" ({w.error})" if w.error else "",
+            delay,
+        )
+        slot.restart_at = time.monotonic() + delay
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
+
+
+def _send(fd: int, msg: dict[str, Any]) -> None:
+    try:
+        os.write(fd, json.dumps(msg).encode() + b"\n")
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+
+
+def _worker_main(
+    config: ServerConfig,
+    socks: list[socket.socket],
+    wfd: int,
+    other_fds: set[int],
+    wake_r: int,
+    wake_w: int,
+) -> NoReturn:
+    """A worker: build a server on its slot's sockets, report, serve, report, _exit.
+
+    Never returns into the supervisor's stack (os._exit), so no finally block or atexit
+    handler of the supervisor runs twice."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in (*other_fds, wake_r, wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        server = build_server(config, socks)
+        server.install_signal_handlers()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # see the module comment
+        _send(
+            wfd,
+            {
+                "ready": os.getpid(),
+                "backend": server.backend_name,
+                "capacity": server.capacity,
+                "reason": server.capacity_reason,
+                "soft": server.nofile_soft,
+                "hard": server.nofile_hard,
+            },
+        )
+        server.serve_forever(install_signals=False)
+        _send(wfd, {"requests": server.requests})
+        code = 0
+    except BaseException as exc:
+        try:
+            traceback.print_exc()
+            _send(wfd, {"error": f"{type(exc).__name__}: {exc}"})
+        except BaseException:
+            pass
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
