@@ -9,20 +9,21 @@ import types
 
 import pytest
 
-from c10k.static import cache, conditional, handler, mime, resolve
+from c10k.static import autoindex, cache, conditional, encoding, handler, mime, ranges, resolve
 from c10k.static.cache import CacheEntry, FileCache
 from c10k.static.conditional import is_not_modified, modified_since, none_match, parse_http_date
 from c10k.static.resolve import ResolveError, decode_path, encode_path, split_target
 
 
 @pytest.mark.parametrize(
-    "module", [resolve, conditional, mime, cache, handler], ids=lambda m: m.__name__
+    "module",
+    [resolve, conditional, mime, cache, handler, ranges, encoding, autoindex],
+    ids=lambda m: m.__name__,
 )
 def test_static_doctests(module: types.ModuleType) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
-    if module is not handler:
-        assert result.attempted > 0
+    assert result.attempted > 0
 
 
 # -- resolve ------------------------------------------------------------------------------
@@ -228,14 +229,34 @@ def test_mime_table_ignores_system_files() -> None:
     mimetypes.add_type("application/x-weird", ".css")
     try:
         assert mime.content_type("a.css") == b"text/css; charset=utf-8"
-        assert mime._build_table()[".css"] == b"text/css; charset=utf-8"
+        assert mime._base_table()[".css"] == "text/css"
+        assert mime.build_types()[".css"] == b"text/css; charset=utf-8"
     finally:
         mimetypes.add_type("text/css", ".css")
 
 
-def test_mime_only_text_gets_charset() -> None:
+def test_mime_only_textual_types_get_charset() -> None:
     for ext, value in mime.TYPES.items():
-        assert value.startswith(b"text/") == value.endswith(b"; charset=utf-8"), ext
+        textual = value.startswith(b"text/") or value.split(b";")[0].decode() in (
+            mime.CHARSET_TYPES
+        )
+        assert textual == value.endswith(b"; charset=utf-8"), ext
+    assert mime.TYPES[".json"] == b"application/json; charset=utf-8"
+    assert mime.TYPES[".svg"] == b"image/svg+xml; charset=utf-8"
+    assert mime.TYPES[".png"] == b"image/png"
+
+
+@pytest.mark.parametrize("charset", ["", "iso-8859-1"])
+def test_mime_charset_configurable(charset: str) -> None:
+    types = mime.build_types(charset)
+    expected = b"text/css" + (b"; charset=" + charset.encode() if charset else b"")
+    assert mime.content_type("a.css", types) == expected
+
+
+@pytest.mark.parametrize("charset", ["utf 8", "a;b", "é"])
+def test_mime_charset_must_be_token(charset: str) -> None:
+    with pytest.raises(ValueError, match="token"):
+        mime.build_types(charset)
 
 
 # -- cache bookkeeping --------------------------------------------------------------------

@@ -1,25 +1,30 @@
-"""Conditional GET: If-None-Match and If-Modified-Since (RFC 9110 section 13).
+"""Conditional requests (RFC 9110 section 13): If-Match, If-Unmodified-Since,
+If-None-Match, If-Modified-Since and If-Range.
 
 Theory of operation
 -------------------
-Only the two preconditions that turn a GET or HEAD into ``304 Not Modified`` live here;
-they are what browsers send on reload and what CDNs send to revalidate. The evaluation
-order is RFC 9110 section 13.2.2, steps 3 and 4:
+``evaluate(headers, etag, mtime_seconds)`` runs the preconditions in the order of RFC 9110
+section 13.2.2 and returns the status they decide, or 0 to go on:
 
-    3. When If-None-Match is present, evaluate it: false -> 304 (for GET/HEAD).
-    4. When If-None-Match is *not* present and If-Modified-Since is, evaluate it:
-       false -> 304.
+    1. If-Match present: false -> 412. (Strong comparison; ``*`` matches any current
+       representation, and we only get here with one.)
+    2. If-Match absent, If-Unmodified-Since present: modified after the date -> 412.
+    3. If-None-Match present: true ("the client has it") -> 304 for GET/HEAD.
+    4. If-None-Match absent, If-Modified-Since present: not modified -> 304.
+    5. Range with If-Range: evaluated by the caller with ``if_range_matches``, only after
+       the above passed and only for GET (section 13.2.2 step 5).
 
 so a present If-None-Match decides alone, even when it does not match and the date
-would have. (If-Match and If-Unmodified-Since, steps 1 and 2, are not implemented yet;
-this server has no unsafe methods for them to protect.)
+would have, and If-Match beats everything.
 
-If-None-Match uses the *weak* comparison function (section 8.8.3.2): two entity-tags
-match when their opaque-tags are equal, whether or not either is prefixed with ``W/``.
+Comparison functions (section 8.8.3.2): If-Match and If-Range use the *strong* one (both
+tags strong and equal); If-None-Match the *weak* one (opaque-tags equal, ``W/`` or not).
 
-If-Modified-Since has one-second resolution, so the file's mtime is compared after
-truncation to whole seconds (the same second that Last-Modified shows). An unparsable
-date is ignored, as section 13.1.3 requires.
+Dates have one-second resolution, so the file's mtime is compared after truncation to
+whole seconds (the second that Last-Modified shows). An unparsable date is ignored, as
+section 13.1.3 requires: an invalid If-Modified-Since or If-Unmodified-Since is as if absent.
+If-Range with a date matches only an exact match of Last-Modified (section 13.1.5); a
+date we cannot parse never matches, so the full representation is sent (the safe side).
 
 Everything here is a pure function of bytes and numbers, so the doctests are the spec.
 """
@@ -155,3 +160,83 @@ def is_not_modified(headers: dict[bytes, bytes], etag: bytes, mtime_seconds: int
     if value is not None:
         return not modified_since(value, mtime_seconds)
     return False
+
+
+def match_strong(value: bytes, etag: bytes) -> bool:
+    """Whether an If-Match field value matches ``etag`` (strong comparison).
+
+    >>> match_strong(b'"a", "b"', b'"b"'), match_strong(b"*", b'"b"')
+    (True, True)
+    >>> match_strong(b'W/"b"', b'"b"'), match_strong(b'"b"', b'W/"b"')
+    (False, False)
+    """
+    if value.strip() == b"*":
+        return True
+    if etag.startswith(b"W/"):
+        return False
+    # Every tag in the list, minus the weak ones (the regex finds the opaque-tag of a
+    # ``W/"x"`` too; those are removed by looking for the prefix).
+    strong = {
+        m.group()
+        for m in _OPAQUE_TAG.finditer(value)
+        if value[max(m.start() - 2, 0) : m.start()] != b"W/"
+    }
+    return etag in strong
+
+
+def evaluate(headers: dict[bytes, bytes], etag: bytes, mtime_seconds: int) -> int:
+    """Preconditions of a GET/HEAD, RFC 9110 section 13.2.2 steps 1 to 4.
+
+    Args:
+        headers: request header fields, lower-cased names.
+        etag: the selected representation's entity-tag.
+        mtime_seconds: its mtime, truncated to whole seconds.
+
+    Returns:
+        412, 304, or 0 when the request proceeds (to Range handling, then 200).
+
+    >>> ims = b"Sun, 06 Nov 1994 08:49:37 GMT"
+    >>> evaluate({b"if-match": b'"x"', b"if-none-match": b'"e"'}, b'"e"', 0)
+    412
+    >>> evaluate({b"if-unmodified-since": ims}, b'"e"', 784111778)
+    412
+    >>> evaluate({b"if-match": b'"e"', b"if-unmodified-since": ims}, b'"e"', 784111778)
+    0
+    >>> evaluate({b"if-unmodified-since": b"junk"}, b'"e"', 784111778)
+    0
+    >>> evaluate({b"if-none-match": b'W/"e"'}, b'"e"', 0)
+    304
+    >>> evaluate({}, b'"e"', 0)
+    0
+    """
+    value = headers.get(b"if-match")
+    if value is not None:
+        if not match_strong(value, etag):
+            return 412
+    else:
+        value = headers.get(b"if-unmodified-since")
+        if value is not None:
+            since = parse_http_date(value)
+            if since is not None and mtime_seconds > since:
+                return 412
+    return 304 if is_not_modified(headers, etag, mtime_seconds) else 0
+
+
+def if_range_matches(value: bytes, etag: bytes, mtime_seconds: int) -> bool:
+    """Whether an If-Range validator still holds, so the Range applies (section 13.1.5).
+
+    An entity-tag must match strongly; a date must equal Last-Modified exactly.
+
+    >>> if_range_matches(b'"e"', b'"e"', 0), if_range_matches(b'W/"e"', b'"e"', 0)
+    (True, False)
+    >>> if_range_matches(b"Sun, 06 Nov 1994 08:49:37 GMT", b'"e"', 784111777)
+    True
+    >>> if_range_matches(b"Sun, 06 Nov 1994 08:49:36 GMT", b'"e"', 784111777)
+    False
+    >>> if_range_matches(b"garbage", b'"e"', 0)
+    False
+    """
+    value = value.strip()
+    if value.startswith((b'"', b"W/")):
+        return not etag.startswith(b"W/") and value == etag
+    return parse_http_date(value) == mtime_seconds

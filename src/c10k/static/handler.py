@@ -2,24 +2,29 @@
 
 Theory of operation
 -------------------
-``handle()`` has two paths, and the fast one is only a shortcut through the slow one:
+Three entry points, each a shortcut through the next:
 
-- **Hot path** (nginx ``open_file_cache`` hit, lwan's in-memory small-file strategy):
-  look the raw request-target up in the cache, check the entry is inside its trust
-  period, check the request carries no conditional header, and return the pre-rendered
-  GET or HEAD ``Response``: the very same object every time, so the server's per-object
-  wire-bytes memo hits too. No decoding, no syscalls, no allocation. A target with a
-  query string simply misses here (cache keys never contain ``?``) and is looked up
-  again by its path on the slow path, still without decoding.
-- **Slow path**: everything else. Method check, split off the query, cache lookup by raw
-  path with revalidation (``cache.py``), conditional requests (``conditional.py``),
-  per-request ``open`` of large files, and on a miss the full resolution:
+- **Hot path** (``handle``, first lines; nginx ``open_file_cache`` hit, lwan's in-memory
+  small-file strategy): look the raw request-target up in the cache, check the entry is
+  inside its trust period and the request carries none of the fields that change the
+  answer (conditionals, Range: one ``frozenset.isdisjoint`` call), and return the
+  pre-rendered GET or HEAD ``Response``: the very same object every time, so the server's
+  per-object wire-bytes memo hits too. No decoding, no syscalls, no allocation. Files
+  with precompressed siblings skip this (the answer depends on Accept-Encoding).
+- **Memory path** (``handle_fast``, for the event loop): everything that can be answered
+  without a filesystem call: a cached entry in its trust period with any conditional,
+  Range or Accept-Encoding (304, 412, 416, 206 of a small file, the chosen encoding), or
+  an error that follows from the request alone (405, a malformed path -> 400, traversal
+  or dotfile -> 404). Otherwise it returns None and the server calls ``handle`` in a
+  worker thread (the C10K page's note on Flash's AMPED architecture: helper threads for
+  disk I/O so a cold file never stalls the sockets).
+- **Slow path** (``handle``, the rest): revalidation (``cache.py``), per-request ``open``
+  of large files, and on a miss the full resolution:
 
     1. ``resolve.decode_path``: percent-decode once per segment, normalise, refuse
        traversal and dot-names (lexical safety).
-    2. ``os.path.realpath`` must stay inside the real root (tornado
-       ``validate_absolute_path``): catches symlinks leading out. Symlinks that stay
-       inside are fine.
+    2. ``realpath`` must stay inside the real root (tornado ``validate_absolute_path``):
+       catches symlinks leading out. Symlinks that stay inside are fine.
     3. ``stat`` *before* ``open``: only regular files are ever opened. Opening a FIFO
        blocks until a writer shows up (O_NONBLOCK avoids that for readers, but it is
        still not a file), and opening some devices has side effects (tape rewind,
@@ -27,18 +32,29 @@ Theory of operation
     4. ``open(O_RDONLY|O_NONBLOCK|O_CLOEXEC|O_NOCTTY|O_NOFOLLOW)`` then ``fstat`` the fd
        and require the same (dev, ino) regular file the ``stat`` saw. From here on the
        fd, not the path, is the truth: size, mtime and ETag come from ``fstat``.
-       ``O_NOFOLLOW`` is cheap insurance: ``realpath`` just resolved every link, so a
-       symlink in the last component now means it was swapped in meanwhile.
-    5. Small files are read whole and cached with their three pre-rendered responses;
-       large ones get a ``FileRegion(fd, 0, size, closer=os.close)`` that whoever sends
-       it releases. A HEAD never leaves an fd open.
+    5. Small files are read whole and cached with their pre-rendered responses; large
+       ones are cached as a resolution and opened (and ``fstat``-checked) per GET, the
+       fd travelling in a ``FileRegion`` that whoever sends it releases. A HEAD never
+       leaves an fd open.
+    6. With ``precompressed``, the same for ``x.br`` and ``x.gz`` (see ``_sibling``).
+    7. A directory without index: a listing (``autoindex``), never cached.
+
+Answering, for the representation chosen by Accept-Encoding (``encoding.py``), in the
+order of RFC 9110 section 13.2.2: preconditions (``conditional.evaluate``: 412, 304),
+then HEAD, then Range (``ranges.py``; GET only, gated by If-Range), then the 200. Every
+response for a file with a sibling carries ``Vary: Accept-Encoding``, 304s included.
+Cached Responses are never mutated; 206s, 416s and large-file 200s are fresh objects.
+
+Threads. ``handle`` and ``handle_fast`` may run concurrently from the loop and pool
+threads. The cache is mutated only under its lock (``cache.FileCache``); entries and
+Responses are immutable once published, so readers need no lock and the hot path stays
+two dict lookups. Every filesystem call goes through ``fsio`` (one module-level
+``delay_hook``), which is how tests slow a file down or prove ``handle_fast`` never
+touches the disk.
 
 Errors map to statuses by errno (``ERRNO_STATUS``). Error pages are the generic ones from
 ``error_response`` and never name a filesystem path; the common ones are rendered once
 and returned by identity like cached files.
-
-One StaticFiles per event loop: the cache is not locked, so a thread-pool backend that
-calls ``handle`` from several threads needs one instance per thread (or a lock around it).
 
 Known races, accepted: between ``realpath`` and ``open`` someone with write access to the
 docroot can swap a directory for a symlink (the fix is ``openat2(RESOLVE_BENEATH)``,
@@ -50,15 +66,28 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import secrets
 import stat
+import time
 
 from c10k.http.errors import LocalProtocolError
 from c10k.http.events import Request
-from c10k.http.writers import Response, build_response, error_response
+from c10k.http.writers import Body, Response, build_response, error_response, http_date
 from c10k.region import FileRegion
-from c10k.static.cache import CacheEntry, FileCache, file_ident
-from c10k.static.conditional import is_not_modified
-from c10k.static.mime import content_type
+from c10k.static import fsio
+from c10k.static.autoindex import Item, listable, render
+from c10k.static.cache import CacheEntry, FileCache, Ident, file_ident
+from c10k.static.conditional import evaluate, if_range_matches
+from c10k.static.encoding import SIBLINGS, choose_encoding
+from c10k.static.mime import build_types, content_type
+from c10k.static.ranges import (
+    MAX_RANGES,
+    Ranges,
+    content_range,
+    parse_range,
+    unsatisfied_range,
+)
 from c10k.static.resolve import ResolveError, decode_path, encode_path, split_target
 
 # O_NONBLOCK: never block the loop in open(2) (FIFOs, some network filesystems).
@@ -92,8 +121,27 @@ ERRNO_STATUS: dict[int, int] = {
 
 _METHOD_NOT_ALLOWED_FIELDS = [(b"Allow", b"GET, HEAD")]
 
+
 # Error statuses this handler produces; rendered once per StaticFiles.
-_ERROR_STATUSES = (400, 403, 404, 500, 503)
+_ERROR_STATUSES = (400, 403, 404, 412, 500, 503)
+
+# Request fields that make a cached 200 the wrong answer. The hot path checks them with
+# one C call (``frozenset.isdisjoint`` walks the request's few header names).
+_SPECIAL = frozenset(
+    {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"range"}
+)
+_PRECONDITIONS = frozenset(
+    {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since"}
+)
+
+# Cache-Control max-age (RFC 9111 section 5.2.2.1), for the matching Expires.
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
+
+# Accept-Encoding value -> chosen coding, per tuple of available codings. Browsers send a
+# handful of distinct strings; cleared when full so a client cannot grow it.
+_AE_MEMO_MAX = 256
+
+_LISTING_TYPE = b"text/html; charset=utf-8"
 
 
 def _status_for(exc: OSError) -> int:
@@ -103,13 +151,13 @@ def _status_for(exc: OSError) -> int:
 def _read_all(fd: int, size: int) -> bytes:
     # A regular file returns everything in one read() in practice; loop anyway, and stop
     # at EOF if the file shrank after fstat (Content-Length follows what was read).
-    data = os.read(fd, size) if size else b""
+    data = fsio.read(fd, size) if size else b""
     if len(data) == size or not data:
         return data
     chunks = [data]
     remaining = size - len(data)
     while remaining > 0:
-        chunk = os.read(fd, remaining)
+        chunk = fsio.read(fd, remaining)
         if not chunk:
             break
         chunks.append(chunk)
@@ -117,8 +165,30 @@ def _read_all(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
+def max_age_of(value: str) -> int | None:
+    """The max-age of a Cache-Control value, or None.
+
+    >>> max_age_of("public, max-age=3600"), max_age_of("no-store"), max_age_of("s-max-age=1")
+    (3600, None, None)
+    """
+    m = _MAX_AGE.search(value)
+    return int(m.group(1)) if m else None
+
+
+class _Loaded:
+    # One representation read from disk: what CacheEntry needs, before it is built.
+    __slots__ = ("content", "path", "real", "st")
+
+    def __init__(self, path: str, real: str, st: os.stat_result, content: bytes | None) -> None:
+        self.path = path
+        self.real = real
+        self.st = st
+        self.content = content
+
+
 class StaticFiles:
-    """Serve files below a directory: GET and HEAD, conditional requests, an open-file cache.
+    """Serve files below a directory: GET and HEAD, conditional requests, byte ranges,
+    precompressed siblings, directory listings, an open-file cache.
 
     Args:
         root: the document root. Resolved with ``realpath`` once, here.
@@ -129,10 +199,18 @@ class StaticFiles:
         cache_max_total_bytes: bound on the cache, content plus bookkeeping.
         revalidate_seconds: how long a cache entry is trusted before the next request
             re-stats the file (nginx ``open_file_cache_valid``).
+        autoindex: list a directory that has no index file (nginx ``autoindex``).
+        precompressed: serve ``x.br``/``x.gz`` for ``x`` when the client accepts it
+            (nginx ``gzip_static``, Caddy ``precompressed``).
+        cache_control: file suffix (``".css"``, case-insensitive) -> Cache-Control value.
+        cache_control_default: Cache-Control for files whose suffix is not listed.
+        charset: added to textual Content-Types; ``""`` adds none.
+        max_ranges: more range-specs than this in one Range field -> 200 (see ranges.py).
 
     Raises:
         NotADirectoryError: ``root`` is not a directory (or does not exist).
-        ValueError: ``index`` is not a plain file name, or a limit is negative.
+        ValueError: ``index`` is not a plain file name, a limit is negative, or a
+            Cache-Control value or charset cannot go into a header.
     """
 
     def __init__(
@@ -144,6 +222,12 @@ class StaticFiles:
         cache_max_file_bytes: int = 16 * 1024,
         cache_max_total_bytes: int = 64 * 1024 * 1024,
         revalidate_seconds: float = 1.0,
+        autoindex: bool = False,
+        precompressed: bool = False,
+        cache_control: dict[str, str] | None = None,
+        cache_control_default: str | None = None,
+        charset: str = "utf-8",
+        max_ranges: int = MAX_RANGES,
     ) -> None:
         real_root = os.path.realpath(os.fspath(root))
         if not os.path.isdir(real_root):
@@ -152,6 +236,8 @@ class StaticFiles:
             raise ValueError(f"index must be a plain file name, got {index!r}")
         if cache_max_file_bytes < 0 or cache_max_total_bytes < 0 or revalidate_seconds < 0:
             raise ValueError("cache limits and revalidate_seconds must be >= 0")
+        if max_ranges < 0:
+            raise ValueError("max_ranges must be >= 0")
         self._root = real_root
         # realpath("/") is "/", which already ends in the separator.
         self._root_prefix = real_root if real_root.endswith(os.sep) else real_root + os.sep
@@ -159,7 +245,21 @@ class StaticFiles:
         self._serve_dotfiles = serve_dotfiles
         self._max_file_bytes = cache_max_file_bytes
         self._revalidate_seconds = float(revalidate_seconds)
+        self._autoindex = autoindex
+        self._precompressed = precompressed
+        self._max_ranges = max_ranges
+        self._types = build_types(charset)
+        self._cache_control = {
+            ("." + ext.lstrip(".")).lower(): self._header_value(value)
+            for ext, value in (cache_control or {}).items()
+        }
+        self._cache_control_default = (
+            self._header_value(cache_control_default) if cache_control_default else None
+        )
+        # Wall clock for Expires (``now`` is monotonic); tests may replace it.
+        self.wall_clock = time.time
         self._cache = FileCache(cache_max_total_bytes)
+        self._ae_memo: dict[tuple[bytes, tuple[bytes, ...]], bytes | None] = {}
         # Hoisted for the hot path: one bound-method call instead of two attribute loads.
         self._lookup = self._cache.entries.get
         self._errors_get = {status: error_response(status) for status in _ERROR_STATUSES}
@@ -167,6 +267,16 @@ class StaticFiles:
             status: Response(status, r.head, None) for status, r in self._errors_get.items()
         }
         self._method_not_allowed = error_response(405, _METHOD_NOT_ALLOWED_FIELDS)
+
+    @staticmethod
+    def _header_value(value: str) -> tuple[bytes, int | None]:
+        try:
+            raw = value.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError(f"Cache-Control must be ASCII, got {value!r}") from None
+        if any(c in raw for c in b"\r\n\x00") or not raw.strip():
+            raise ValueError(f"Cache-Control cannot go into a header: {value!r}")
+        return raw, max_age_of(value)
 
     @property
     def root(self) -> str:
@@ -179,34 +289,71 @@ class StaticFiles:
         return self._cache
 
     def handle(self, request: Request, now: float) -> Response:
-        """Answer one request.
+        """Answer one request. Thread-safe: pool threads may call it concurrently.
 
         The returned Response must not be mutated: cached ones are returned again to later
-        requests. A ``FileRegion`` body owns an open fd; whoever sends it (or drops the
-        response) must call its ``release()`` exactly once.
+        requests. A ``FileRegion`` body (or the last region of a tuple body) owns an open
+        fd; whoever sends it (or drops the response) must call ``release()`` on every
+        region of the body.
 
         Args:
             request: a parsed request head; only GET and HEAD are served.
             now: a monotonic clock reading, used only to time cache revalidation.
 
         Returns:
-            The response: 200 with ``bytes`` or ``FileRegion`` body (``None`` for HEAD),
-            304, 301 to the slash-terminated directory URL, or an error page.
+            200 (``bytes``, ``FileRegion`` or, for HEAD, ``None`` body), 206 (a part, or
+            a ``multipart/byteranges`` tuple), 304, 412, 416, 301 to the slash-terminated
+            directory URL, a directory listing, or an error page.
         """
         entry = self._lookup(request.target)
-        if entry is not None and now - entry.checked < self._revalidate_seconds:
-            headers = request.headers
-            if b"if-none-match" not in headers and b"if-modified-since" not in headers:
-                method = request.method
-                if method == b"GET":
-                    response = entry.get_response
-                    if response is not None:
-                        return response
-                elif method == b"HEAD":
-                    return entry.head_response
-        return self._handle_slow(request, now)
+        if (
+            entry is not None
+            and now - entry.checked < self._revalidate_seconds
+            and _SPECIAL.isdisjoint(request.headers)
+        ):
+            method = request.method
+            if method == b"GET":
+                response = entry.hot_get
+                if response is not None:
+                    return response
+            elif method == b"HEAD":
+                response = entry.hot_head
+                if response is not None:
+                    return response
+        response = self._respond(request, now, False)
+        if response is None:  # pragma: no cover - only the fast variant returns None
+            raise AssertionError("slow path returned no response")
+        return response
 
-    def _handle_slow(self, request: Request, now: float) -> Response:
+    def handle_fast(self, request: Request, now: float) -> Response | None:
+        """Answer from memory only, or return None if the answer needs the filesystem.
+
+        For the event loop: a cached file inside its trust period (any method, any
+        conditional or Range header, any Accept-Encoding), an error that follows from the
+        request alone (405, a malformed or forbidden path), all without a syscall. None
+        means "call ``handle`` in a worker thread": a miss, a due revalidation, a large
+        file's GET (it must be opened), a directory listing.
+        """
+        entry = self._lookup(request.target)
+        if (
+            entry is not None
+            and now - entry.checked < self._revalidate_seconds
+            and _SPECIAL.isdisjoint(request.headers)
+        ):
+            method = request.method
+            if method == b"GET":
+                response = entry.hot_get
+                if response is not None:
+                    return response
+            elif method == b"HEAD":
+                response = entry.hot_head
+                if response is not None:
+                    return response
+        return self._respond(request, now, True)
+
+    # -- the request path ----------------------------------------------------------------
+
+    def _respond(self, request: Request, now: float, fast: bool) -> Response | None:
         method = request.method
         if method == b"GET":
             head = False
@@ -217,45 +364,147 @@ class StaticFiles:
             return self._method_not_allowed
 
         raw_path, query = split_target(request.target)
-        cache = self._cache
         entry = self._lookup(raw_path)
-        if (
-            entry is not None
-            and now - entry.checked >= self._revalidate_seconds
-            and not cache.revalidate(raw_path, entry, now)
-        ):
-            entry = None
-
-        fd = -1
-        if entry is not None and not head and entry.get_response is None:
-            # Large file, cached resolution: open it for this response, and let fstat
-            # catch a change that revalidation has not seen yet.
-            fd = self._reopen(entry)
-            if fd < 0:
-                cache.drop(raw_path)
-                entry = None
+        if entry is not None and now - entry.checked >= self._revalidate_seconds:
+            if fast:
+                return None
+            entry = self._revalidate(raw_path, entry, now)
+        fresh = False
         if entry is None:
+            if fast:
+                try:
+                    decode_path(raw_path, self._serve_dotfiles)
+                except ResolveError as exc:
+                    return self._error(exc.status, head)
+                return None
             loaded = self._load(raw_path, query, head, now)
             if isinstance(loaded, Response):
                 return loaded
-            entry, fd = loaded
+            entry, fresh = loaded, True
 
         headers = request.headers
-        if (b"if-none-match" in headers or b"if-modified-since" in headers) and is_not_modified(
-            headers, entry.etag, entry.mtime_seconds
-        ):
-            response = entry.not_modified
-        elif head:
-            response = entry.head_response
-        elif entry.get_response is not None:
-            response = entry.get_response
-        else:
+        while True:
+            rep = entry
+            if entry.codings:
+                coding = self._choose(headers.get(b"accept-encoding"), entry.codings)
+                if coding is not None:
+                    rep = entry.encoded[entry.codings.index(coding)]
+            plan = self._plan(rep, headers, head)
+            if isinstance(plan, Response):
+                return plan
+            if fast:
+                return None
+            fd = self._open(rep)
+            if fd >= 0:
+                return self._file_response(rep, plan, fd)
+            if fresh:
+                return self._error(-fd, head)
+            # A cached large file changed (or vanished) within its trust period: fstat
+            # saw it. Forget the entry and resolve once more from scratch.
+            self._cache.drop(raw_path, entry)
+            loaded = self._load(raw_path, query, head, now)
+            if isinstance(loaded, Response):
+                return loaded
+            entry, fresh = loaded, True
+
+    def _plan(self, rep: CacheEntry, headers: dict[bytes, bytes], head: bool) -> Response | Ranges:
+        # Decide the answer for one representation without touching the disk. Returns the
+        # Response when memory suffices, else the ranges to send from the file ([] = all).
+        if not _PRECONDITIONS.isdisjoint(headers):
+            status = evaluate(headers, rep.etag, rep.mtime_seconds)
+            if status == 304:
+                return rep.not_modified
+            if status == 412:
+                return self._error(412, head)
+        if head:
+            return rep.head_response  # Range applies to GET only (RFC 9110 section 14.2)
+        value = headers.get(b"range")
+        if value is not None:
+            if_range = headers.get(b"if-range")
+            if if_range is None or if_range_matches(if_range, rep.etag, rep.mtime_seconds):
+                ranges = parse_range(value, rep.size, self._max_ranges)
+                if ranges is not None and not ranges:
+                    return self._unsatisfiable(rep)
+                # Several ranges of an encoded representation would need Content-Encoding
+                # inside each part, which no client decodes: send the whole (section 14.2
+                # lets a server ignore Range).
+                if ranges and (len(ranges) == 1 or rep.encoding is None):
+                    content = rep.content
+                    if content is not None:
+                        return self._partial(rep, ranges, content, -1)
+                    return ranges
+        if rep.get_response is not None:
+            return rep.get_response
+        return []
+
+    def _file_response(self, rep: CacheEntry, ranges: Ranges, fd: int) -> Response:
+        if not ranges:
             # Same head as HEAD: pre-rendered once per entry, only the body is new.
-            region = FileRegion(fd, 0, entry.size, os.close)
-            return Response(200, entry.head_response.head, region)
-        if fd >= 0:
-            os.close(fd)
-        return response
+            return Response(200, rep.head_response.head, FileRegion(fd, 0, rep.size, os.close))
+        return self._partial(rep, ranges, None, fd)
+
+    def _partial(self, rep: CacheEntry, ranges: Ranges, content: bytes | None, fd: int) -> Response:
+        # 206 from memory (content) or from an open fd (closed by the last region).
+        size = rep.size
+        if len(ranges) == 1:
+            start, stop = ranges[0]
+            single: bytes | FileRegion = (
+                content[start:stop]
+                if content is not None
+                else FileRegion(fd, start, stop - start, os.close)
+            )
+            fields = [*rep.fields, (b"Content-Range", content_range(start, stop, size))]
+            return build_response(206, fields, single)
+        # multipart/byteranges (RFC 9110 section 14.6): a fresh random boundary per
+        # response, so no file content can contain it by accident or design.
+        boundary = secrets.token_hex(16).encode("ascii")
+        parts: list[bytes | FileRegion] = []
+        last = len(ranges) - 1
+        for i, (start, stop) in enumerate(ranges):
+            parts.append(
+                b"%s--%s\r\nContent-Type: %s\r\nContent-Range: %s\r\n\r\n"
+                % (
+                    b"\r\n" if i else b"",
+                    boundary,
+                    rep.content_type,
+                    content_range(start, stop, size),
+                )
+            )
+            if content is not None:
+                parts.append(content[start:stop])
+            else:
+                # The server sends parts in order and releases every region (all of them
+                # on abort), so only the last one closes the shared fd.
+                parts.append(FileRegion(fd, start, stop - start, os.close if i == last else None))
+        parts.append(b"\r\n--%s--\r\n" % boundary)
+        fields = [(b"Content-Type", b"multipart/byteranges; boundary=" + boundary)]
+        fields += [f for f in rep.fields if f[0] != b"Content-Type"]
+        body: Body = (
+            b"".join(p for p in parts if isinstance(p, bytes))
+            if content is not None
+            else tuple(parts)
+        )
+        return build_response(206, fields, body)
+
+    def _unsatisfiable(self, rep: CacheEntry) -> Response:
+        fields = [(b"Content-Range", unsatisfied_range(rep.size))]
+        fields += [f for f in rep.extra_fields if f[0] == b"Vary"]
+        return error_response(416, fields)
+
+    def _choose(self, value: bytes | None, codings: tuple[bytes, ...]) -> bytes | None:
+        if value is None:
+            return None
+        key = (value, codings)
+        memo = self._ae_memo
+        try:
+            return memo[key]
+        except KeyError:
+            pass
+        coding = choose_encoding(value, codings)
+        if len(memo) >= _AE_MEMO_MAX:
+            memo.clear()
+        memo[key] = coding
+        return coding
 
     def _error(self, status: int, head: bool) -> Response:
         table = self._errors_head if head else self._errors_get
@@ -269,22 +518,25 @@ class StaticFiles:
     def _inside_root(self, real: str) -> bool:
         return real == self._root or real.startswith(self._root_prefix)
 
-    def _reopen(self, entry: CacheEntry) -> int:
-        # Open a cached large file; -1 if it is gone, unreadable or no longer the same
-        # file (the caller then drops the entry and resolves from scratch).
+    def _open(self, rep: CacheEntry) -> int:
+        # Open a representation for sending: the fd, or minus the status to answer when
+        # it is gone, unreadable or no longer the same file (then 404).
         try:
-            fd = os.open(entry.real, OPEN_FLAGS)
-        except OSError:
-            return -1
+            fd = fsio.open_fd(rep.real, OPEN_FLAGS)
+        except OSError as exc:
+            return -_status_for(exc)
         try:
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and file_ident(st) == entry.ident:
+            st = fsio.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and file_ident(st) == rep.ident:
                 return fd
+        except OSError as exc:
+            fsio.close(fd)
+            return -_status_for(exc)
         except BaseException:
-            os.close(fd)
+            fsio.close(fd)
             raise
-        os.close(fd)
-        return -1
+        fsio.close(fd)
+        return -404
 
     def _redirect(self, segments: list[str], query: bytes | None, head: bool) -> Response:
         # RFC 9110 section 15.4.2. Built from the normalised segments, never from the raw
@@ -298,37 +550,78 @@ class StaticFiles:
             return self._error(400, head)  # CR/LF/NUL in the query: the parser let it by
         return Response(301, response.head, None) if head else response
 
+    # -- loading (filesystem) ------------------------------------------------------------
+
+    def _revalidate(self, raw_path: bytes, entry: CacheEntry, now: float) -> CacheEntry | None:
+        if not self._cache.revalidate(raw_path, entry, now):
+            return None
+        if entry.max_age is None:
+            return entry
+        # Expires is absolute: re-render it (from memory, no read) each time the entry is
+        # re-trusted, so it lags Date + max-age by at most revalidate_seconds.
+        original = _Loaded(entry.path, entry.real, entry.st, entry.content)
+        siblings = [
+            (e.encoding or b"", _Loaded(e.path, e.real, e.st, e.content)) for e in entry.encoded
+        ]
+        new = self._assemble(original, siblings, entry.watch, now)
+        self._cache.replace(raw_path, entry, new)
+        return new
+
+    def _read(self, path: str, real: str, st: os.stat_result) -> _Loaded | int:
+        # Open, fstat and (small files) read a regular file; the status on failure.
+        try:
+            fd = fsio.open_fd(real, OPEN_FLAGS)
+        except OSError as exc:
+            return _status_for(exc)
+        content: bytes | None = None
+        try:
+            fst = fsio.fstat(fd)
+            same_file = stat.S_ISREG(fst.st_mode) and (fst.st_dev, fst.st_ino) == (
+                st.st_dev,
+                st.st_ino,
+            )
+            if same_file and fst.st_size <= self._max_file_bytes:
+                content = _read_all(fd, fst.st_size)
+        except OSError as exc:
+            return _status_for(exc)
+        finally:
+            fsio.close(fd)
+        if not same_file:
+            return 404
+        return _Loaded(path, real, fst, content)
+
     def _load(
         self, raw_path: bytes, query: bytes | None, head: bool, now: float
-    ) -> Response | tuple[CacheEntry, int]:
-        # The miss path: resolve, check, open, and build (and cache) an entry. Returns the
-        # entry plus an fd that is open only for a large file (-1 otherwise), or the
-        # response to send instead (error or redirect).
+    ) -> Response | CacheEntry:
+        # The miss path: resolve, check, read, and build (and cache) an entry; or the
+        # response to send instead (error, redirect, directory listing).
         try:
             segments = decode_path(raw_path, self._serve_dotfiles)
         except ResolveError as exc:
             return self._error(exc.status, head)
 
         path = os.path.join(self._root, *segments)
-        real = os.path.realpath(path)
+        real = fsio.realpath(path)
         if not self._inside_root(real):
             return self._error(403, head)
         try:
-            st = os.stat(real)
+            st = fsio.stat(real)
         except OSError as exc:
             return self._error(_status_for(exc), head)
 
         if stat.S_ISDIR(st.st_mode):
             if not raw_path.endswith(b"/"):
                 return self._redirect(segments, query, head)
+            dir_real = real
             path = os.path.join(path, self._index)
-            real = os.path.realpath(path)
+            real = fsio.realpath(path)
             if not self._inside_root(real):
                 return self._error(403, head)
             try:
-                st = os.stat(real)
+                st = fsio.stat(real)
             except OSError as exc:
-                # No index: 404 until directory listings exist.
+                if self._autoindex and exc.errno == errno.ENOENT:
+                    return self._listing(segments, dir_real, head)
                 return self._error(_status_for(exc), head)
         elif raw_path.endswith(b"/"):
             # "/file.txt/" asks for a directory; open(2) would say ENOTDIR too (nginx: 404).
@@ -336,33 +629,103 @@ class StaticFiles:
         if not stat.S_ISREG(st.st_mode):
             return self._error(404, head)  # directory-as-index, FIFO, socket, device
 
-        try:
-            fd = os.open(real, OPEN_FLAGS)
-        except OSError as exc:
-            return self._error(_status_for(exc), head)
-        content: bytes | None = None
-        try:
-            fst = os.fstat(fd)
-            same_file = stat.S_ISREG(fst.st_mode) and (fst.st_dev, fst.st_ino) == (
-                st.st_dev,
-                st.st_ino,
-            )
-            small = fst.st_size <= self._max_file_bytes
-            if same_file and small:
-                content = _read_all(fd, fst.st_size)
-        except OSError as exc:
-            os.close(fd)
-            return self._error(_status_for(exc), head)
-        except BaseException:
-            os.close(fd)
-            raise
-        if not same_file:
-            os.close(fd)
-            return self._error(404, head)
-        if small:
-            os.close(fd)
-            fd = -1
-
-        entry = CacheEntry(path, real, fst, content, content_type(path), now)
+        original = self._read(path, real, st)
+        if isinstance(original, int):
+            return self._error(original, head)
+        siblings: list[tuple[bytes, _Loaded]] = []
+        watch: list[tuple[str, Ident | None]] = []
+        if self._precompressed:
+            for suffix, coding in SIBLINGS:
+                sibling = self._sibling(path + suffix, original.st)
+                if isinstance(sibling, _Loaded):
+                    siblings.append((coding, sibling))
+                else:
+                    watch.append((path + suffix, sibling))
+        entry = self._assemble(original, siblings, tuple(watch), now)
         self._cache.put(raw_path, entry)
-        return entry, fd
+        return entry
+
+    def _sibling(self, path: str, original: os.stat_result) -> _Loaded | Ident | None:
+        # A precompressed sibling, if usable; else what revalidation must watch: None if
+        # there is no such file, its identity if it exists but is not used.
+        try:
+            st = fsio.stat(path)
+        except OSError:
+            return None  # missing (or unreadable: watched as missing, re-checked each second)
+        ident = file_ident(st)
+        if not stat.S_ISREG(st.st_mode):
+            return ident
+        # A sibling older than the file is stale: someone edited x and forgot x.gz. nginx
+        # gzip_static serves it anyway; we do not, since gzip and non-gzip clients would
+        # then see different content. Equal mtimes are fine (gzip -k and brotli -k copy
+        # the original's mtime to the output).
+        if st.st_mtime_ns < original.st_mtime_ns:
+            return ident
+        real = fsio.realpath(path)
+        if not self._inside_root(real):
+            return ident  # a symlinked x.gz leading out of the root is never followed
+        loaded = self._read(path, real, st)
+        return loaded if isinstance(loaded, _Loaded) else ident
+
+    def _extra_fields(
+        self, path: str, vary: bool
+    ) -> tuple[tuple[tuple[bytes, bytes], ...], int | None]:
+        fields: list[tuple[bytes, bytes]] = []
+        if vary:
+            fields.append((b"Vary", b"Accept-Encoding"))
+        suffix = os.path.splitext(path)[1].lower()
+        cache_control = self._cache_control.get(suffix, self._cache_control_default)
+        max_age = None
+        if cache_control is not None:
+            value, max_age = cache_control
+            fields.append((b"Cache-Control", value))
+            if max_age is not None:
+                # RFC 9111 section 5.3: for HTTP/1.0 caches; max-age wins where both exist.
+                fields.append((b"Expires", http_date(self.wall_clock() + max_age)))
+        return tuple(fields), max_age
+
+    def _assemble(
+        self,
+        original: _Loaded,
+        siblings: list[tuple[bytes, _Loaded]],
+        watch: tuple[tuple[str, Ident | None], ...],
+        now: float,
+    ) -> CacheEntry:
+        ctype = content_type(original.path, self._types)
+        extra, max_age = self._extra_fields(original.path, bool(siblings))
+        entry = CacheEntry(
+            original.path, original.real, original.st, original.content, ctype, now, None, extra
+        )
+        encoded = tuple(
+            CacheEntry(s.path, s.real, s.st, s.content, ctype, now, coding, extra)
+            for coding, s in siblings
+        )
+        entry.add_siblings(encoded, watch)
+        entry.max_age = max_age
+        return entry
+
+    def _listing(self, segments: list[str], real_dir: str, head: bool) -> Response:
+        # Directory listing (autoindex.py renders; reading happens here). Not cached.
+        try:
+            dirents = fsio.scandir(real_dir)
+        except OSError as exc:
+            return self._error(_status_for(exc), head)
+        items = []
+        for dirent in dirents:
+            name = dirent.name
+            if not listable(name, self._serve_dotfiles):
+                continue
+            try:
+                st = dirent.stat()  # follows symlinks; a dangling one is skipped
+                if dirent.is_symlink() and not self._inside_root(
+                    fsio.realpath(os.path.join(real_dir, name))
+                ):
+                    continue  # it would answer 403: do not advertise it
+            except OSError:
+                continue
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if is_dir or stat.S_ISREG(st.st_mode):
+                items.append(Item(name, is_dir, st.st_size, st.st_mtime))
+        url_path = "/" + "".join(s + "/" for s in segments)
+        response = build_response(200, [(b"Content-Type", _LISTING_TYPE)], render(url_path, items))
+        return Response(200, response.head, None) if head else response

@@ -19,11 +19,16 @@ that matter on the web and that the stdlib gets wrong or lacks in some versions 
 was ``application/javascript`` before RFC 9239; ``.woff2``, ``.webp`` and ``.md`` are
 missing in 3.11). Only the last suffix counts, compared case-insensitively.
 
-``text/*`` types get ``; charset=utf-8``. Without a charset a browser guesses (HTML
-sniffing, or windows-1252 for text/plain), and UTF-8 is what editors write today; nginx
-leaves it off by default (``charset off``) and users add it back with ``charset utf-8``.
-Other textual types (JSON, SVG, web manifests) define their own encoding rules and get
-no parameter, as RFC 8259 section 11 asks for JSON.
+Textual types get ``; charset=utf-8`` (configurable: ``charset=""`` turns it off, any
+other token replaces utf-8): ``text/*``, ``application/javascript``, ``application/json``,
+``application/manifest+json`` and ``image/svg+xml`` (``CHARSET_TYPES``). Without a charset
+a browser guesses (HTML sniffing, or windows-1252 for text/plain), and UTF-8 is what
+editors write today. nginx leaves it off by default (``charset off``) and users add it
+with ``charset utf-8``, which applies to its ``charset_types`` (text/html, text/xml,
+text/plain, application/javascript, application/rss+xml). RFC 8259 section 11 defines
+no charset parameter for JSON ("adding one really has no effect on compliant
+recipients"), so adding it is harmless, and it helps the non-compliant ones that fall
+back to latin-1.
 
 The values are pre-encoded ``bytes``: the handler calls ``content_type`` once when it
 loads a file and stores the result in the pre-rendered response head.
@@ -74,29 +79,58 @@ WEB_TYPES: dict[str, str] = {
 }
 
 
-def _with_charset(mime: str) -> bytes:
-    if mime.startswith("text/"):
-        return (mime + "; charset=utf-8").encode("ascii")
+# Non-text types that are text in practice and get the charset parameter too.
+CHARSET_TYPES = frozenset(
+    {"application/javascript", "application/json", "application/manifest+json", "image/svg+xml"}
+)
+
+# A charset name is an RFC 9110 token (section 5.6.2).
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def _with_charset(mime: str, charset: str) -> bytes:
+    if charset and (mime.startswith("text/") or mime in CHARSET_TYPES):
+        return f"{mime}; charset={charset}".encode("ascii")
     return mime.encode("ascii")
 
 
-def _build_table() -> dict[str, bytes]:
+def _base_table() -> dict[str, str]:
     # MimeTypes() triggers mimetypes.init() (which reads /etc/mime.types into the *global*
     # table), but the instance's own map is seeded only from the module's built-in
     # defaults, so system files never reach this table.
     table = dict(mimetypes.MimeTypes().types_map[True])
     table.update(WEB_TYPES)
-    return {ext.lower(): _with_charset(mime) for ext, mime in table.items()}
+    return {ext.lower(): mime for ext, mime in table.items()}
 
 
-TYPES: dict[str, bytes] = _build_table()
+BASE_TYPES: dict[str, str] = _base_table()
 
 
-def content_type(path: str) -> bytes:
+def build_types(charset: str = "utf-8") -> dict[str, bytes]:
+    """Suffix -> Content-Type value, with ``charset`` on the textual types.
+
+    Raises:
+        ValueError: ``charset`` is not a token.
+
+    >>> build_types("")[".css"], build_types("utf-8")[".json"]
+    (b'text/css', b'application/json; charset=utf-8')
+    """
+    if any(c not in _TOKEN_CHARS for c in charset):
+        raise ValueError(f"charset must be an HTTP token, got {charset!r}")
+    return {ext: _with_charset(mime, charset) for ext, mime in BASE_TYPES.items()}
+
+
+TYPES: dict[str, bytes] = build_types()
+
+
+def content_type(path: str, types: dict[str, bytes] = TYPES) -> bytes:
     """The Content-Type field value for a file name, from its last suffix only.
 
     Args:
         path: a file name or path; only the final suffix is looked at.
+        types: the table from ``build_types`` (default: charset utf-8).
 
     Returns:
         The field value as bytes, ``application/octet-stream`` if the suffix is unknown.
@@ -110,4 +144,4 @@ def content_type(path: str) -> bytes:
     >>> content_type("README")
     b'application/octet-stream'
     """
-    return TYPES.get(os.path.splitext(path)[1].lower(), DEFAULT_TYPE)
+    return types.get(os.path.splitext(path)[1].lower(), DEFAULT_TYPE)
