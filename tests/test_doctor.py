@@ -1,0 +1,346 @@
+"""c10k doctor: the real run checked against /proc itself, and the advice logic driven by
+fake /proc contents (every fact goes through ``Sources.read``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from c10k import doctor
+from c10k.core.registry import available_backends, unavailable_backends
+from c10k.doctor import LIMIT, OK, WARN, Sources, collect
+
+TOP_KEYS = {
+    "schema",
+    "target",
+    "loopback",
+    "verdict",
+    "in_the_way",
+    "machine",
+    "limits",
+    "backends",
+    "modes",
+    "io_uring",
+    "capacity",
+}
+LIMIT_KEYS = {"value", "status", "meaning", "needed", "fix", "needs_root", "raisable", "workaround"}
+
+
+def _proc_int(name: str) -> list[int]:
+    return [int(x) for x in Path("/proc/sys", name.replace(".", "/")).read_text().split()]
+
+
+def _run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    code = doctor.main(["--json", *args])
+    return code, json.loads(capsys.readouterr().out)
+
+
+# -- the real machine -----------------------------------------------------------------------
+@pytest.mark.skipif(not Path("/proc/sys/fs/file-max").exists(), reason="needs Linux /proc")
+def test_doctor_main_json_matches_proc(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = _run_json(capsys, "--connections", "1000000")
+    assert set(report) == TOP_KEYS
+    assert report["schema"] == 1
+    assert report["target"] == 1_000_000
+    assert code == (0 if report["verdict"] == OK else 1)
+    limits = report["limits"]
+    for name, lim in limits.items():
+        assert set(lim) == LIMIT_KEYS, name
+        assert lim["status"] in ("OK", "LIMIT", "WARN", "INFO"), name
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    inf = resource.RLIM_INFINITY
+    assert limits["RLIMIT_NOFILE"]["value"] == {
+        "soft": None if soft == inf else soft,
+        "hard": None if hard == inf else hard,
+    }
+    for name in (
+        "fs.file-max",
+        "fs.nr_open",
+        "net.core.somaxconn",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.ipv4.tcp_tw_reuse",
+        "net.ipv4.tcp_fin_timeout",
+        "net.core.netdev_max_backlog",
+        "kernel.threads-max",
+        "kernel.pid_max",
+        "vm.max_map_count",
+    ):
+        assert limits[name]["value"] == _proc_int(name)[0], name
+    for name in ("net.ipv4.tcp_mem", "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"):
+        assert limits[name]["value"] == _proc_int(name), name
+    lo, hi = _proc_int("net.ipv4.ip_local_port_range")
+    assert limits["net.ipv4.ip_local_port_range"]["value"] == [lo, hi]
+    assert report["capacity"]["loopback"]["ports_per_tuple"] == hi - lo + 1
+    meminfo = {
+        line.split(":")[0]: int(line.split()[1]) * 1024
+        for line in Path("/proc/meminfo").read_text().splitlines()
+    }
+    assert report["machine"]["mem_total"] == meminfo["MemTotal"]
+    assert report["machine"]["cores"] == len(os.sched_getaffinity(0))
+    assert report["machine"]["euid"] == os.geteuid()
+    assert report["backends"] == {
+        "available": available_backends(),
+        "unavailable": unavailable_backends(),
+    }
+    assert set(report["modes"]) == {"available", "unavailable"}
+    seccomp = next(
+        int(line.split()[1])
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith("Seccomp:")
+    )
+    assert report["io_uring"]["seccomp"] == seccomp
+    # capacity terms follow from the limits
+    per_process = (hard if hard != inf else _proc_int("fs.nr_open")[0]) - doctor.FD_RESERVE
+    cap = report["capacity"]
+    assert cap["fds_per_process"] == per_process
+    assert cap["server"]["terms"]["fds_per_process_x_workers"] == per_process * cap["workers"]
+    assert cap["server"]["connections"] == min(cap["server"]["terms"].values())
+    assert report["in_the_way"] == sorted(n for n, v in limits.items() if v["status"] == LIMIT)
+
+
+def test_doctor_main_text_small_target_is_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    # 100 connections fit on any machine that runs the test suite.
+    code = doctor.main(["--connections", "100"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "verdict: OK" in out
+    assert "RLIMIT_NOFILE" in out and "capacity" in out
+
+
+def test_doctor_main_rejects_zero_target() -> None:
+    with pytest.raises(SystemExit):
+        doctor.main(["--connections", "0"])
+
+
+# -- advice logic on fake /proc --------------------------------------------------------------
+LIMITS_HEAD = "Limit                     Soft Limit           Hard Limit           Units     \n"
+
+
+def fake(
+    *,
+    nofile: tuple[str, str] = ("1048576", "1048576"),
+    nproc: tuple[str, str] = ("unlimited", "unlimited"),
+    cap_eff: str = "000001ffffffffff",
+    euid: int = 0,
+    cores: int = 2,
+    mem_kb: int = 24 * 1024 * 1024,
+    sysctls: dict[str, str] | None = None,
+    extra: dict[str, str] | None = None,
+    read_only: bool = False,
+) -> Sources:
+    values = {
+        "fs.nr_open": "1048576",
+        "fs.file-max": "9223372036854775807",
+        "fs.file-nr": "1000\t0\t9223372036854775807",
+        "net.core.somaxconn": "4096",
+        "net.ipv4.tcp_max_syn_backlog": "4096",
+        "net.ipv4.tcp_syncookies": "1",
+        "net.core.netdev_max_backlog": "1000",
+        "net.ipv4.ip_local_port_range": "32768\t60999",
+        "net.ipv4.tcp_tw_reuse": "2",
+        "net.ipv4.tcp_fin_timeout": "60",
+        "net.ipv4.tcp_mem": "3000000 4000000 6000000",
+        "net.ipv4.tcp_rmem": "4096 131072 6291456",
+        "net.ipv4.tcp_wmem": "4096 16384 4194304",
+        "kernel.threads-max": "192730",
+        "kernel.pid_max": "4194304",
+        "vm.max_map_count": "65530",
+        "kernel.io_uring_disabled": "0",
+    }
+    values.update(sysctls or {})
+    files = {doctor.sysctl_path(k): v + "\n" for k, v in values.items()}
+    files["/proc/self/limits"] = (
+        LIMITS_HEAD
+        + f"Max processes             {nproc[0]:<21}{nproc[1]:<21}processes \n"
+        + f"Max open files            {nofile[0]:<21}{nofile[1]:<21}files     \n"
+    )
+    files["/proc/meminfo"] = f"MemTotal:       {mem_kb} kB\nMemAvailable:   {mem_kb} kB\n"
+    files["/proc/self/status"] = f"Seccomp:\t0\nCapEff:\t{cap_eff}\n"
+    files.update(extra or {})
+    return Sources(
+        read=files.get,
+        writable=lambda path: not read_only,
+        cores=lambda: cores,
+        euid=lambda: euid,
+        backends=lambda: (["epoll", "poll"], {"kqueue": "BSD only"}),
+        modes=lambda: ([], {"uring": "not here"}),
+        page_size=4096,
+    )
+
+
+def test_doctor_big_machine_root_everything_ok() -> None:
+    report = collect(1_000_000, src=fake())
+    assert report["verdict"] == OK, report["in_the_way"]
+    assert report["limits"]["RLIMIT_NOFILE"]["status"] == OK
+    assert report["capacity"]["server"]["connections"] >= 1_000_000
+
+
+def test_doctor_container_hard_nofile_cannot_be_raised_but_workers_can() -> None:
+    # Docker's default: root, but no CAP_SYS_RESOURCE (bit 24), hard limit 20000.
+    src = fake(
+        nofile=("20000", "20000"),
+        cap_eff="000001fffeffffff",
+        extra={"/.dockerenv": ""},
+    )
+    report = collect(1_000_000, src=src)
+    lim = report["limits"]["RLIMIT_NOFILE"]
+    assert lim["status"] == LIMIT
+    assert lim["raisable"] is False and lim["needs_root"] is True
+    assert report["machine"]["container"] == "docker"
+    assert report["machine"]["cap_sys_resource"] is False
+    need = math.ceil(1_000_000 / 2) + doctor.FD_RESERVE
+    assert lim["needed"] == need
+    assert f"`docker run --ulimit nofile={need}:{need}`" in " ".join(lim["fix"])
+    assert f"LimitNOFILE={need}" in " ".join(lim["fix"])
+    workers = math.ceil(1_000_000 / (20000 - doctor.FD_RESERVE))
+    assert lim["workaround"] == [
+        f"c10k serve --workers {workers}  ({20000 - doctor.FD_RESERVE:,} connections per worker)"
+    ]
+    assert report["verdict"] == LIMIT and report["in_the_way"] == ["RLIMIT_NOFILE"]
+    assert report["capacity"]["server"]["bound_by"] == "fds_per_process_x_workers"
+    assert report["capacity"]["server"]["connections"] == 2 * (20000 - doctor.FD_RESERVE)
+    text = doctor.render_text(report)
+    assert "LIMIT RLIMIT_NOFILE" in text and "cannot be done from here" in text
+
+
+def test_doctor_root_with_cap_can_raise_nofile_needs_nr_open_first() -> None:
+    # One core, 3M connections: the one process needs more fds than fs.nr_open allows.
+    src = fake(nofile=("1024", "4096"), cores=1, mem_kb=64 * 1024 * 1024)
+    report = collect(3_000_000, src=src)
+    lim = report["limits"]["RLIMIT_NOFILE"]
+    need = 3_000_000 + doctor.FD_RESERVE
+    assert lim["status"] == LIMIT and lim["raisable"] is True
+    assert lim["fix"][0] == f"sysctl -w fs.nr_open={need}  # the ceiling of any hard limit"
+    assert lim["fix"][1].startswith(f"ulimit -Hn {need} && ulimit -Sn {need}")
+    nr_open = report["limits"]["fs.nr_open"]
+    assert nr_open["status"] == LIMIT
+    assert nr_open["fix"] == [
+        f"sysctl -w fs.nr_open={need}",
+        f"echo 'fs.nr_open = {need}' >> /etc/sysctl.d/60-c10k.conf",
+    ]
+    assert report["in_the_way"] == ["RLIMIT_NOFILE", "fs.nr_open"]
+
+
+def test_doctor_soft_below_need_but_hard_enough_is_ok() -> None:
+    lim = collect(1_000_000, src=fake(nofile=("1024", "1048576")))["limits"]["RLIMIT_NOFILE"]
+    assert lim["status"] == OK
+    assert lim["fix"] == ["ulimit -n 1048576  # for other programs; c10k does it itself"]
+
+
+def test_doctor_unlimited_rlimits_parse_as_none() -> None:
+    rl = doctor.read_rlimits(fake(nproc=("unlimited", "unlimited")))
+    assert rl["Max processes"] == (None, None)
+    assert rl["Max open files"] == (1048576, 1048576)
+
+
+def test_doctor_file_max_loopback_counts_both_ends() -> None:
+    sysctls = {"fs.file-max": "1500000", "fs.file-nr": "2000\t0\t1500000"}
+    server = collect(1_000_000, src=fake(sysctls=sysctls))
+    assert server["limits"]["fs.file-max"]["status"] == OK
+    lb = collect(1_000_000, loopback=True, src=fake(sysctls=sysctls))
+    lim = lb["limits"]["fs.file-max"]
+    assert lim["status"] == LIMIT and lim["needed"] == 2_002_000
+    assert lim["fix"][0] == "sysctl -w fs.file-max=2502500"
+    assert lb["capacity"]["loopback"]["terms"]["fs.file-max"] == (1_500_000 - 2000) // 2
+
+
+def test_doctor_read_only_proc_sys_in_container() -> None:
+    src = fake(sysctls={"net.core.somaxconn": "128"}, read_only=True, extra={"/.dockerenv": ""})
+    lim = collect(1000, src=src)["limits"]["net.core.somaxconn"]
+    assert lim["status"] == WARN and lim["raisable"] is False
+    assert lim["fix"][-1] == (
+        "/proc/sys is read-only here: set it on the host or "
+        "`docker run --sysctl net.core.somaxconn=4096`"
+    )
+
+
+def test_doctor_syn_backlog_matters_only_without_syncookies() -> None:
+    small = {"net.ipv4.tcp_max_syn_backlog": "512"}
+    assert collect(1000, src=fake(sysctls=small))["limits"]["net.ipv4.tcp_max_syn_backlog"][
+        "status"
+    ] == OK
+    off = {**small, "net.ipv4.tcp_syncookies": "0"}
+    lim = collect(1000, src=fake(sysctls=off))["limits"]["net.ipv4.tcp_max_syn_backlog"]
+    assert lim["status"] == WARN
+    assert lim["fix"][0] == "sysctl -w net.ipv4.tcp_max_syn_backlog=4096"
+
+
+def test_doctor_loopback_ports_and_tw_reuse() -> None:
+    src = fake(sysctls={"net.ipv4.tcp_tw_reuse": "0"})
+    report = collect(100_000, loopback=True, src=src)
+    ports = report["limits"]["net.ipv4.ip_local_port_range"]
+    assert ports["status"] == WARN
+    assert ports["fix"][0] == 'sysctl -w net.ipv4.ip_local_port_range="1024 65535"'
+    assert ports["fix"][1] == (
+        "echo 'net.ipv4.ip_local_port_range = 1024 65535' >> /etc/sysctl.d/60-c10k.conf"
+    )
+    assert report["capacity"]["loopback"]["tuples_needed"] == math.ceil(100_000 / 28232)
+    assert report["limits"]["net.ipv4.tcp_tw_reuse"]["status"] == WARN
+    # server side: clients come from many hosts, the port range is not ours to spend
+    server = collect(100_000, src=src)
+    assert server["limits"]["net.ipv4.ip_local_port_range"]["status"] == OK
+    assert server["limits"]["net.ipv4.tcp_tw_reuse"]["status"] == OK
+
+
+def test_doctor_memory_is_not_raisable() -> None:
+    report = collect(1_000_000, src=fake(mem_kb=1024 * 1024))  # 1 GiB
+    lim = report["limits"]["memory"]
+    per_conn = doctor.SERVER_PY_BYTES_PER_CONN + doctor.KERNEL_BYTES_PER_SOCKET
+    assert lim["status"] == LIMIT and lim["raisable"] is False
+    assert lim["needed"] == 1_000_000 * per_conn
+    assert report["capacity"]["server"]["bound_by"] == "memory"
+    assert report["capacity"]["server"]["connections"] == 1024**3 // per_conn
+
+
+def test_doctor_conntrack_only_when_tracking() -> None:
+    idle = {"net.netfilter.nf_conntrack_max": "262144", "net.netfilter.nf_conntrack_count": "0"}
+    assert collect(1_000_000, src=fake(sysctls=idle))["limits"][
+        "net.netfilter.nf_conntrack_max"
+    ]["status"] == OK
+    busy = {**idle, "net.netfilter.nf_conntrack_count": "12"}
+    report = collect(1_000_000, src=fake(sysctls=busy))
+    lim = report["limits"]["net.netfilter.nf_conntrack_max"]
+    assert lim["status"] == LIMIT
+    assert lim["fix"][0] == "sysctl -w net.netfilter.nf_conntrack_max=1250000"
+    assert report["capacity"]["server"]["bound_by"] == "net.netfilter.nf_conntrack_max"
+
+
+def test_doctor_tcp_mem_warns_for_busy_sockets_only() -> None:
+    small = {"net.ipv4.tcp_mem": "1000 2000 3000"}  # 12 MB of buffers
+    lim = collect(100_000, src=fake(sysctls=small))["limits"]["net.ipv4.tcp_mem"]
+    assert lim["status"] == WARN  # a warning: idle connections hold no buffers
+    pages = math.ceil(100_000 * 8192 / 4096)
+    assert lim["fix"][0] == f'sysctl -w net.ipv4.tcp_mem="{pages // 2} {pages * 3 // 4} {pages}"'
+
+
+def test_doctor_threads_mode_capacity_from_thread_limits() -> None:
+    src = fake(sysctls={"kernel.pid_max": "32768", "vm.max_map_count": "262144"})
+    report = collect(1_000_000, src=src)
+    assert report["capacity"]["threads_mode"]["bound_by"] == "kernel.pid_max"
+    assert report["capacity"]["threads_mode"]["connections"] == 32768
+    lim = report["limits"]["kernel.pid_max"]
+    assert lim["status"] == "INFO"  # never in the way of the epoll server
+    assert lim["fix"][0] == "sysctl -w kernel.pid_max=1010000"
+
+
+def test_doctor_io_uring_disabled_and_seccomp() -> None:
+    src = fake(
+        sysctls={"kernel.io_uring_disabled": "2"},
+        extra={"/proc/self/status": "Seccomp:\t2\nCapEff:\t000001ffffffffff\n"},
+    )
+    report = collect(1000, src=src)
+    u = report["io_uring"]
+    assert u["allowed"] is False and u["io_uring_disabled"] == 2 and u["seccomp"] == 2
+    assert "seccomp" in u["note"]
+    assert report["limits"]["kernel.io_uring_disabled"]["fix"][0] == (
+        "sysctl -w kernel.io_uring_disabled=0"
+    )
+    # 1: root with CAP_SYS_ADMIN still may
+    ok = collect(1000, src=fake(sysctls={"kernel.io_uring_disabled": "1"}))
+    assert ok["io_uring"]["allowed"] is True
