@@ -110,7 +110,8 @@ def test_doctor_main_text_small_target_is_ok(capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "verdict: OK" in out
-    assert "RLIMIT_NOFILE" in out and "capacity" in out
+    assert "RLIMIT_NOFILE" in out
+    assert "capacity" in out
 
 
 def test_doctor_main_rejects_zero_target() -> None:
@@ -191,7 +192,8 @@ def test_doctor_container_hard_nofile_cannot_be_raised_but_workers_can() -> None
     report = collect(1_000_000, src=src)
     lim = report["limits"]["RLIMIT_NOFILE"]
     assert lim["status"] == LIMIT
-    assert lim["raisable"] is False and lim["needs_root"] is True
+    assert lim["raisable"] is False
+    assert lim["needs_root"] is True
     assert report["machine"]["container"] == "docker"
     assert report["machine"]["cap_sys_resource"] is False
     need = math.ceil(1_000_000 / 2) + doctor.FD_RESERVE
@@ -202,11 +204,13 @@ def test_doctor_container_hard_nofile_cannot_be_raised_but_workers_can() -> None
     assert lim["workaround"] == [
         f"c10k serve --workers {workers}  ({20000 - doctor.FD_RESERVE:,} connections per worker)"
     ]
-    assert report["verdict"] == LIMIT and report["in_the_way"] == ["RLIMIT_NOFILE"]
+    assert report["verdict"] == LIMIT
+    assert report["in_the_way"] == ["RLIMIT_NOFILE"]
     assert report["capacity"]["server"]["bound_by"] == "fds_per_process_x_workers"
     assert report["capacity"]["server"]["connections"] == 2 * (20000 - doctor.FD_RESERVE)
     text = doctor.render_text(report)
-    assert "LIMIT RLIMIT_NOFILE" in text and "cannot be done from here" in text
+    assert "LIMIT RLIMIT_NOFILE" in text
+    assert "cannot be done from here" in text
 
 
 def test_doctor_root_with_cap_can_raise_nofile_needs_nr_open_first() -> None:
@@ -215,7 +219,8 @@ def test_doctor_root_with_cap_can_raise_nofile_needs_nr_open_first() -> None:
     report = collect(3_000_000, src=src)
     lim = report["limits"]["RLIMIT_NOFILE"]
     need = 3_000_000 + doctor.FD_RESERVE
-    assert lim["status"] == LIMIT and lim["raisable"] is True
+    assert lim["status"] == LIMIT
+    assert lim["raisable"] is True
     assert lim["fix"][0] == f"sysctl -w fs.nr_open={need}  # the ceiling of any hard limit"
     assert lim["fix"][1].startswith(f"ulimit -Hn {need} && ulimit -Sn {need}")
     nr_open = report["limits"]["fs.nr_open"]
@@ -245,7 +250,8 @@ def test_doctor_file_max_loopback_counts_both_ends() -> None:
     assert server["limits"]["fs.file-max"]["status"] == OK
     lb = collect(1_000_000, loopback=True, src=fake(sysctls=sysctls))
     lim = lb["limits"]["fs.file-max"]
-    assert lim["status"] == LIMIT and lim["needed"] == 2_002_000
+    assert lim["status"] == LIMIT
+    assert lim["needed"] == 2_002_000
     assert lim["fix"][0] == "sysctl -w fs.file-max=2502500"
     assert lb["capacity"]["loopback"]["terms"]["fs.file-max"] == (1_500_000 - 2000) // 2
 
@@ -253,7 +259,8 @@ def test_doctor_file_max_loopback_counts_both_ends() -> None:
 def test_doctor_read_only_proc_sys_in_container() -> None:
     src = fake(sysctls={"net.core.somaxconn": "128"}, read_only=True, extra={"/.dockerenv": ""})
     lim = collect(1000, src=src)["limits"]["net.core.somaxconn"]
-    assert lim["status"] == WARN and lim["raisable"] is False
+    assert lim["status"] == WARN
+    assert lim["raisable"] is False
     assert lim["fix"][-1] == (
         "/proc/sys is read-only here: set it on the host or "
         "`docker run --sysctl net.core.somaxconn=4096`"
@@ -262,9 +269,10 @@ def test_doctor_read_only_proc_sys_in_container() -> None:
 
 def test_doctor_syn_backlog_matters_only_without_syncookies() -> None:
     small = {"net.ipv4.tcp_max_syn_backlog": "512"}
-    assert collect(1000, src=fake(sysctls=small))["limits"]["net.ipv4.tcp_max_syn_backlog"][
-        "status"
-    ] == OK
+    assert (
+        collect(1000, src=fake(sysctls=small))["limits"]["net.ipv4.tcp_max_syn_backlog"]["status"]
+        == OK
+    )
     off = {**small, "net.ipv4.tcp_syncookies": "0"}
     lim = collect(1000, src=fake(sysctls=off))["limits"]["net.ipv4.tcp_max_syn_backlog"]
     assert lim["status"] == WARN
@@ -292,7 +300,8 @@ def test_doctor_memory_is_not_raisable() -> None:
     report = collect(1_000_000, src=fake(mem_kb=1024 * 1024))  # 1 GiB
     lim = report["limits"]["memory"]
     per_conn = doctor.SERVER_PY_BYTES_PER_CONN + doctor.KERNEL_BYTES_PER_SOCKET
-    assert lim["status"] == LIMIT and lim["raisable"] is False
+    assert lim["status"] == LIMIT
+    assert lim["raisable"] is False
     assert lim["needed"] == 1_000_000 * per_conn
     assert report["capacity"]["server"]["bound_by"] == "memory"
     assert report["capacity"]["server"]["connections"] == 1024**3 // per_conn
@@ -300,9 +309,12 @@ def test_doctor_memory_is_not_raisable() -> None:
 
 def test_doctor_conntrack_only_when_tracking() -> None:
     idle = {"net.netfilter.nf_conntrack_max": "262144", "net.netfilter.nf_conntrack_count": "0"}
-    assert collect(1_000_000, src=fake(sysctls=idle))["limits"][
-        "net.netfilter.nf_conntrack_max"
-    ]["status"] == OK
+    assert (
+        collect(1_000_000, src=fake(sysctls=idle))["limits"]["net.netfilter.nf_conntrack_max"][
+            "status"
+        ]
+        == OK
+    )
     busy = {**idle, "net.netfilter.nf_conntrack_count": "12"}
     report = collect(1_000_000, src=fake(sysctls=busy))
     lim = report["limits"]["net.netfilter.nf_conntrack_max"]
@@ -336,7 +348,9 @@ def test_doctor_io_uring_disabled_and_seccomp() -> None:
     )
     report = collect(1000, src=src)
     u = report["io_uring"]
-    assert u["allowed"] is False and u["io_uring_disabled"] == 2 and u["seccomp"] == 2
+    assert u["allowed"] is False
+    assert u["io_uring_disabled"] == 2
+    assert u["seccomp"] == 2
     assert "seccomp" in u["note"]
     assert report["limits"]["kernel.io_uring_disabled"]["fix"][0] == (
         "sysctl -w kernel.io_uring_disabled=0"
