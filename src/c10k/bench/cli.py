@@ -4,10 +4,14 @@
     c10k bench all --peer nginx --out bench-results/today
     c10k bench plot bench-results/today/results.json
 
-Scenarios: conn-rate, keepalive, bigfile, modem, idle, poller, overload, all.  c10k itself is
-measured as ``python -m c10k serve ROOT --bind 127.0.0.1 --port PORT [--backend B]`` unless
-``--no-c10k``; peers that are not installed are skipped with what to install.  Results go to
-``--out`` (default ``bench-results/<time>``): results.json, results.md and PNG plots.
+    c10k bench idle --levels 10000,100000,500000,1000000          (C1M, issue 4)
+    c10k bench keepalive --c10k-backends epoll,epoll-et,poll,uring  (side by side, issue 5)
+
+Scenarios: conn-rate, keepalive, bigfile, modem, idle, poller, overload, slowhttp, all.  c10k
+itself is measured as ``python -m c10k serve ROOT --bind 127.0.0.1 --port PORT [--backend B]``
+unless ``--no-c10k``; peers that are not installed are skipped with what to install, and so
+is a c10k backend that ``c10k backends`` says cannot run here.  Results go to ``--out``
+(default ``bench-results/<time>``): results.json, results.md and PNG plots.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from c10k.bench.peers import PEERS, ServerSpec, c10k_spec, custom_spec
+from c10k.bench.peers import PEERS, ServerSpec, c10k_backend_names, c10k_spec, custom_spec
 from c10k.bench.plot import MISSING, have_matplotlib, render
 from c10k.bench.report import markdown, terminal_table
 from c10k.bench.runner import load_json, run, write_json
@@ -30,6 +34,17 @@ def _int_list(text: str) -> list[int]:
         return [int(x.replace("_", "")) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers: {text!r}") from None
+
+
+def _name_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def _common() -> argparse.ArgumentParser:
@@ -58,6 +73,15 @@ def _common() -> argparse.ArgumentParser:
         default=[],
         help="c10k event backend (repeatable: one c10k server per backend)",
     )
+    g.add_argument(
+        "--c10k-backends",
+        type=_name_list,
+        metavar="B,B,...|all",
+        help="one c10k server per backend or server mode, side by side in one interleaved "
+        "run (e.g. epoll,epoll-et,poll,select,rtsig,uring,threads,asyncio,uvloop); 'all' "
+        "means every name `c10k backends` lists; those that cannot run here are skipped "
+        "with the reason",
+    )
     g.add_argument("--no-c10k", action="store_true", help="do not measure c10k itself")
     g = p.add_argument_group("run")
     g.add_argument("--duration", type=float, help="seconds per measurement (default 10; quick 1)")
@@ -75,7 +99,41 @@ def _common() -> argparse.ArgumentParser:
     )
     g.add_argument("--max-users", type=int, help="modem: stop adding users here")
     g.add_argument(
-        "--idle-counts", type=_int_list, metavar="N,N,...", help="idle: connection counts to hold"
+        "--levels",
+        "--idle-counts",
+        dest="idle_counts",
+        type=_int_list,
+        metavar="N,N,...",
+        help="idle: checkpoints, connection counts to hold (default 10000,100000,500000,"
+        "1000000; spread over processes, ports and source addresses as needed)",
+    )
+    g.add_argument(
+        "--server-workers",
+        type=int,
+        help="idle: server workers (= ports when > 1); default: enough for the top level "
+        "at 19,000 connections each",
+    )
+    g.add_argument(
+        "--idle-time-limit",
+        type=float,
+        metavar="S",
+        help="idle: stop after this many seconds (default 1800; quick 120)",
+    )
+    g.add_argument(
+        "--multipliers",
+        type=_float_list,
+        metavar="M,M,...",
+        help="overload: offered load as multiples of the measured peak (default 1,2,3)",
+    )
+    g.add_argument("--slow-conns", type=int, help="slowhttp: attack connections (default 4000)")
+    g.add_argument(
+        "--slow-duration", type=float, metavar="S", help="slowhttp: seconds per attack (30)"
+    )
+    g.add_argument(
+        "--slow-modes",
+        type=_name_list,
+        metavar="M,M,...",
+        help="slowhttp: attacks among slowloris,slowread,range (default all three)",
     )
     g.add_argument(
         "--poller-sizes", type=_int_list, metavar="N,N,...", help="poller: numbers of watched fds"
@@ -136,7 +194,11 @@ def _specs(args: argparse.Namespace) -> list[ServerSpec]:
     specs = [PEERS[p] for p in dict.fromkeys(args.peer)]
     specs += [custom_spec(text, i + 1) for i, text in enumerate(args.server)]
     if not args.no_c10k:
-        specs += [c10k_spec(b) for b in args.backend] if args.backend else [c10k_spec()]
+        backends = list(args.backend)
+        for name in args.c10k_backends or []:
+            backends += c10k_backend_names() if name == "all" else [name]
+        backends = list(dict.fromkeys(backends))
+        specs += [c10k_spec(b) for b in backends] if backends else [c10k_spec()]
     return specs
 
 
@@ -158,6 +220,12 @@ def _options(args: argparse.Namespace) -> Options:
         max_users=args.max_users,
         idle_counts=args.idle_counts,
         poller_sizes=args.poller_sizes,
+        server_workers=args.server_workers,
+        idle_time_limit=args.idle_time_limit,
+        multipliers=args.multipliers,
+        slow_conns=args.slow_conns,
+        slow_duration=args.slow_duration,
+        slow_modes=args.slow_modes,
     )
 
 

@@ -54,7 +54,15 @@ it, which is the load a slow client puts on a server.
 Error classes (the same names the wrk parser uses where they overlap): ``connect`` (refused,
 unreachable, or no SYN-ACK in time), ``read`` (reset while reading), ``write``, ``eof``
 (server closed before a complete response), ``timeout`` (no complete response within
-``timeout`` seconds), ``status`` (not 2xx/3xx).
+``timeout`` seconds), ``status`` (not 2xx/3xx; a 503 is counted as ``503`` instead, since
+shedding load with 503 is the answer an overloaded server should give), ``late`` (open
+mode: a 2xx that arrived after ``timeout``, so it is not goodput).  Resource errors at
+``socket()``/``connect()`` get their own class, because they say which limit was hit on the
+way to a million connections: ``emfile``/``enfile`` (fds), ``eaddrnotavail`` (no free
+4-tuple: add source addresses or server ports), ``enomem`` (ENOMEM/ENOBUFS).
+
+Several destinations (``ports`` in the config): connection ``j`` goes to the ``j``-th
+(source, port) pair in turn, so each pair carries an equal share (see ``pair_for``).
 """
 
 from __future__ import annotations
@@ -94,6 +102,7 @@ DEFAULT_TIMEOUT = 5.0
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 _CONNECTING, _SENDING, _HEAD, _BODY, _DRAIN, _IDLE = range(6)
+_EMPTY = bytearray()  # shared by every idle connection; never written to
 
 _RE_CL = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.I)
 _RE_CONN_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.I)
@@ -102,6 +111,35 @@ _RE_CONN_KA = re.compile(rb"\r\nconnection:[ \t]*keep-alive", re.I)
 CONNRESET_ERRNOS = frozenset(
     {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ESHUTDOWN, errno.ENOTCONN}
 )
+
+
+# socket()/connect() errnos that name a limit (module doc, "Error classes").
+ERRNO_KINDS = {
+    errno.EMFILE: "emfile",
+    errno.ENFILE: "enfile",
+    errno.EADDRNOTAVAIL: "eaddrnotavail",
+    errno.ENOMEM: "enomem",
+    errno.ENOBUFS: "enomem",
+}
+
+
+def errno_kind(err: int | None, default: str = "connect") -> str:
+    """The error class of a failed ``socket()``/``connect()``.
+
+    >>> errno_kind(errno.EADDRNOTAVAIL), errno_kind(errno.ECONNREFUSED)
+    ('eaddrnotavail', 'connect')
+    """
+    return ERRNO_KINDS.get(err or 0, default)
+
+
+def pair_for(j: int, n_sources: int, n_ports: int, offset: int = 0) -> tuple[int, int]:
+    """(source index, port index) of connection ``j``: round robin over all pairs.
+
+    >>> [pair_for(j, 2, 3) for j in range(7)]
+    [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2), (0, 0)]
+    """
+    k = (j + offset) % (n_sources * n_ports)
+    return k % n_sources, k // n_sources
 
 
 def source_addresses(n_conns: int, per_source: int = PER_SOURCE_MAX, first: int = 2) -> list[str]:
@@ -287,6 +325,8 @@ class HttpWorker:
         self.host: str = cfg["host"]
         self.port: int = cfg["port"]
         self.addr = (self.host, self.port)
+        self.addrs = [(self.host, p) for p in cfg.get("ports") or [self.port]]
+        self.pair_offset: int = cfg.get("index", 0) * 7919  # processes start on different pairs
         self.sources: list[str | None] = cfg.get("sources") or [None]
         self.keepalive: bool = cfg.get("keepalive", True) and self.mode in ("closed", "idle")
         self.req = make_request(
@@ -313,24 +353,26 @@ class HttpWorker:
         self.stop_requested = False
         self.go = False
         self.hold_to = 0
+        self.hold_timeout = 30.0
         self.cmds = _Commands()
         self.poller.register(self.cmds.fd, self.poller.IN)
 
     # -- connections --------------------------------------------------------------
 
     def _open(self, now: float) -> _Conn | None:
-        src = self.sources[self.n_opened % len(self.sources)]
+        si, pi = pair_for(self.n_opened, len(self.sources), len(self.addrs), self.pair_offset)
+        src = self.sources[si]
         self.n_opened += 1
         try:
             s = _new_socket(src)
         except OSError as e:
-            self._error("connect" if e.errno != errno.EMFILE else "emfile")
+            self._error(errno_kind(e.errno))
             return None
         c = _Conn(s, src, now)
-        err = s.connect_ex(self.addr)
+        err = s.connect_ex(self.addrs[pi])
         if err not in (0, errno.EINPROGRESS):
             s.close()
-            self._error("connect")
+            self._error(errno_kind(err))
             return None
         self.conns[c.fd] = c
         self.poller.register(c.fd, self.poller.OUT)
@@ -372,7 +414,7 @@ class HttpWorker:
     def _connected(self, c: _Conn, now: float) -> None:
         err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self._fail(c, "connect", now)
+            self._fail(c, errno_kind(err), now)
             return
         self.poller.modify(c.fd, self.poller.IN)
         if self.mode == "closed" and not self.measuring and not self.started:
@@ -448,14 +490,17 @@ class HttpWorker:
     def _complete(self, c: _Conn, now: float) -> None:
         c.served += 1
         if self.measuring:
-            if 200 <= c.status < 400:
+            if not 200 <= c.status < 400:
+                self._error("503" if c.status == 503 else "status")
+            elif self.mode == "open" and now - c.t0 > self.timeout:
+                self._error("late")  # served, but after the deadline: not goodput
+            else:
                 self.ok += 1
                 self.hist.record(int((now - c.t0) * 1e6))
-            else:
-                self._error("status")
         mode = self.mode
         if mode == "idle":
             c.state = _IDLE
+            c.head = _EMPTY  # an idle holder keeps nothing per connection but the socket
             if not c.keep:
                 c.state = _DRAIN
             return
@@ -492,20 +537,34 @@ class HttpWorker:
 
     # -- set-up, runs and reports -------------------------------------------------
 
-    def _connect_many(self, n: int, deadline: float) -> None:
+    def _connect_many(self, n: int, deadline: float, progress: bool = False) -> None:
         """Open up to n more connections, CONNECT_WINDOW at a time, and finish each one's
-        handshake (idle mode: and its one request)."""
+        handshake (idle mode: and its one request).  With ``progress``, report the held
+        count once a second, and stop early once a resource error (``ERRNO_KINDS``) says
+        no more can be opened."""
         opened = 0
+        next_report = time.perf_counter() + 1.0
         while time.perf_counter() < deadline and not self.stop_requested:
             busy = sum(1 for c in self.conns.values() if c.state != _IDLE)
             while opened < n and busy < CONNECT_WINDOW:
                 opened += 1  # a failed open counts too: no retry storm against a full server
                 if self._open(time.perf_counter()) is not None:
                     busy += 1
+                elif progress and self._limit_hit():
+                    opened = n  # EMFILE & co: trying on only repeats the error
             if opened >= n and busy == 0:
                 return
             self._loop_once(0.05)
+            if progress and time.perf_counter() >= next_report:
+                next_report += 1.0
+                _emit({"event": "progress", "held": self._held(), "ok": self.ok})
         # Whatever has not finished by the deadline is reported as not held.
+
+    def _limit_hit(self) -> bool:
+        return any(self.errors.get(k) for k in set(ERRNO_KINDS.values()))
+
+    def _held(self) -> int:
+        return sum(1 for c in self.conns.values() if c.state == _IDLE)
 
     def _loop_once(self, timeout: float) -> None:
         now = time.perf_counter()
@@ -553,6 +612,7 @@ class HttpWorker:
             self.go = True
         elif cmd == "hold":
             self.hold_to = int(msg["n"])
+            self.hold_timeout = float(msg.get("timeout", self.cfg.get("setup_timeout", 30.0)))
 
     def run(self) -> None:
         cfg = self.cfg
@@ -644,22 +704,25 @@ class HttpWorker:
         self.measuring = True  # errors during set-up are the figures in this mode
         reported = -1
         while not self.stop_requested and time.perf_counter() < life_end:
-            held = sum(1 for c in self.conns.values() if c.state == _IDLE)
+            held = self._held()
             connected = self.hold_to > len(self.conns)
+            t0 = time.perf_counter()
             if connected:
                 self._connect_many(
-                    self.hold_to - len(self.conns),
-                    time.perf_counter() + self.cfg.get("setup_timeout", 30.0),
+                    self.hold_to - len(self.conns), t0 + self.hold_timeout, progress=True
                 )
-                held = sum(1 for c in self.conns.values() if c.state == _IDLE)
+                held = self._held()
             if connected or reported != self.hold_to:
                 _emit(
                     {
                         "event": "held",
                         "target": self.hold_to,
                         "held": held,
+                        "ok": self.ok,
+                        "pending": len(self.conns) - held,
                         "errors": self.errors,
                         "closed_by_server": self.closed_by_server,
+                        "establish_s": round(time.perf_counter() - t0, 3),
                     }
                 )
                 reported = self.hold_to

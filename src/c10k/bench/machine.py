@@ -178,6 +178,90 @@ def session_rss_bytes(sid: int) -> int:
     return total
 
 
+def _status_rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def pids_rss_bytes(pids: list[int]) -> int:
+    """VmRSS from ``/proc/PID/status`` summed over ``pids`` (gone ones count 0)."""
+    return sum(_status_rss_kib(p) for p in pids) * 1024
+
+
+def pids_fd_count(pids: list[int]) -> int:
+    """Open fds summed over ``pids`` (entries of ``/proc/PID/fd``)."""
+    total = 0
+    for pid in pids:
+        try:
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            pass
+    return total
+
+
+def meminfo_bytes(*keys: str) -> dict[str, int]:
+    """Fields of ``/proc/meminfo`` in bytes, e.g. ``meminfo_bytes("Slab", "SUnreclaim")``."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name in keys:
+                    out[name] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+# The slab caches a TCP connection allocates from (one socket each side on loopback): the
+# sock itself, its inode and dentry, the struct file, epoll's item, the bind bucket.
+SLAB_CACHES = (
+    "TCP",
+    "tcp_bind_bucket",
+    "tcp_bind2_bucket",
+    "sock_inode_cache",
+    "dentry",
+    "filp",
+    "eventpoll_epi",
+    "eventpoll_pwq",
+    "skbuff_head_cache",
+)
+
+
+def parse_slabinfo(text: str, names: tuple[str, ...] = SLAB_CACHES) -> dict[str, int]:
+    """Bytes in use (active_objs * objsize) of the named caches in ``/proc/slabinfo`` text.
+
+    >>> parse_slabinfo("slabinfo - version: 2.1\\n# name <active_objs> ...\\n"
+    ...                "TCP 10 12 2304 14 8 : tunables 0 0 0\\nfilp 4 8 256 16 1 : x\\n")
+    {'TCP': 23040, 'filp': 1024}
+    """
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 4 and f[0] in names and f[1].isdigit():
+            out[f[0]] = int(f[1]) * int(f[3])
+    return out
+
+
+def slab_snapshot() -> dict[str, Any]:
+    """Kernel slab memory now: meminfo ``Slab``/``SUnreclaim`` and, when ``/proc/slabinfo``
+    is readable (root), the TCP-related caches; plus ``/proc/net/sockstat`` TCP pages."""
+    out: dict[str, Any] = meminfo_bytes("Slab", "SUnreclaim", "MemAvailable")
+    try:
+        with open("/proc/slabinfo") as f:
+            out["caches"] = parse_slabinfo(f.read())
+    except OSError:
+        out["caches"] = None
+    out["tcp_mem_bytes"] = tcp_mem_pages() * PAGE
+    return out
+
+
 def tcp_mem_pages() -> int:
     """Kernel memory held by TCP sockets, in pages (``/proc/net/sockstat`` "TCP: ... mem")."""
     try:

@@ -16,6 +16,15 @@ A server is "up" when a GET of the 512-byte test file over a fresh TCP connectio
 directory) is caught before any figure is taken.  Its stdout and stderr go to a log file in
 the run's work directory (a pipe could fill and stall it); the tail is shown when it fails.
 
+Several ports and workers (issue 4).  One process may hold at most ~20,000 fds here, so a
+million held connections need ~52 server processes and a spread of destination ports.  A
+scenario asks ``RunningServer`` for ``ports`` and ``workers``; a spec that can listen on
+several ports itself (c10k once ``serve --help`` lists ``--workers`` and ``--listen``, or a
+``--server`` template with ``{listen_args}``/``{ports}``/``{workers}``) gets one command line;
+any other spec is started once per port inside one ``sh -c '... & ... & wait'``.  Either
+way every process lands in the one session, so RSS, fds and CPU are summed over the whole
+tree and ``killpg`` ends it all.
+
 Fairness (issue 3): every peer serves the same generated docroot, is pinned to the same core,
 and gets its own best-practice configuration for static files.  nginx is configured as in
 ``shared/tools/vs-nginx``: one worker, ``master_process off`` (so it is one process, like
@@ -86,6 +95,8 @@ class ServerError(RuntimeError):
 
 # (port, root, workdir) -> argv
 Builder = Callable[[int, Path, Path], list[str]]
+# (ports, workers, root, workdir) -> argv of one server listening on every port
+MultiBuilder = Callable[[list[int], int, Path, Path], list[str]]
 
 
 @dataclass
@@ -99,6 +110,13 @@ class ServerSpec:
     version: Callable[[], str | None] = lambda: None
     template: str = ""
     notes: list[str] = field(default_factory=list)
+    build_multi: MultiBuilder | None = None
+
+    def multi_argv(self, ports: list[int], workers: int, root: Path, workdir: Path) -> list[str]:
+        """argv of this server on several ports with ``workers`` processes (see module doc)."""
+        if self.build_multi is not None:
+            return self.build_multi(ports, workers, root, workdir)
+        return fan_out([self.build(p, root, workdir) for p in ports])
 
     def to_json(
         self, port: int = 0, root: Path | None = None, workdir: Path | None = None
@@ -251,78 +269,187 @@ PEERS: dict[str, ServerSpec] = {
     ),
 }
 
-_c10k_check_cache: dict[str, str | None] = {}
+
+def fan_out(argvs: list[list[str]]) -> list[str]:
+    """One command line that runs each argv in the background and waits for all of them.
+
+    >>> fan_out([["a", "1"], ["b", "x y"]])
+    ['sh', '-c', "a 1 & b 'x y' & wait"]
+    """
+    return ["sh", "-c", " & ".join(shlex.join(a) for a in argvs) + " & wait"]
 
 
-def c10k_check() -> str | None:
-    """None if ``python -m c10k serve --help`` works with this interpreter, else why not."""
-    if "r" not in _c10k_check_cache:
+def listen_args(ports: list[int], host: str = HOST) -> list[str]:
+    """``--listen host:port`` for each port.
+
+    >>> listen_args([8001, 8002])
+    ['--listen', '127.0.0.1:8001', '--listen', '127.0.0.1:8002']
+    """
+    out: list[str] = []
+    for p in ports:
+        out += ["--listen", f"{host}:{p}"]
+    return out
+
+
+_c10k_cache: dict[str, Any] = {}
+
+
+def _c10k_run(*args: str) -> tuple[str | None, str]:
+    """(None, stdout) if ``python -m c10k ARGS`` exits 0, else (why not, "")."""
+    key = " ".join(args)
+    if key not in _c10k_cache:
+        what = f"`python -m c10k {key}`"
         try:
             p = subprocess.run(
-                [sys.executable, "-m", "c10k", "serve", "--help"],
+                [sys.executable, "-m", "c10k", *args],
                 capture_output=True,
                 text=True,
                 timeout=20,
                 env=_child_env(),
             )
-            reason = (
-                None
+            res: tuple[str | None, str] = (
+                (None, p.stdout)
                 if p.returncode == 0
                 else (
-                    "`python -m c10k serve --help` failed: "
-                    + ((p.stderr or p.stdout).strip().splitlines() or ["?"])[-1]
+                    f"{what} failed: " + ((p.stderr or p.stdout).strip().splitlines() or ["?"])[-1],
+                    "",
                 )
             )
         except (OSError, subprocess.TimeoutExpired) as e:
-            reason = f"`python -m c10k serve --help` failed: {e}"
-        _c10k_check_cache["r"] = reason
-    return _c10k_check_cache["r"]
+            res = (f"{what} failed: {e}", "")
+        _c10k_cache[key] = res
+    cached: tuple[str | None, str] = _c10k_cache[key]
+    return cached
+
+
+def c10k_check() -> str | None:
+    """None if ``python -m c10k serve --help`` works with this interpreter, else why not."""
+    return _c10k_run("serve", "--help")[0]
+
+
+def c10k_has_workers() -> bool:
+    """Whether this c10k's ``serve`` takes ``--workers`` and ``--listen`` (issue 4)."""
+    help_text = _c10k_run("serve", "--help")[1]
+    return "--workers" in help_text and "--listen" in help_text
+
+
+def parse_backends(text: str) -> dict[str, str | None]:
+    """``c10k backends`` output -> {name: None if it runs here, else the reason}.
+
+    >>> parse_backends("epoll      runs here (readiness backend)\\n"
+    ...                "kqueue     unavailable: BSD only\\n")
+    {'epoll': None, 'kqueue': 'BSD only'}
+    """
+    out: dict[str, str | None] = {}
+    for line in text.splitlines():
+        name, _, rest = line.strip().partition(" ")
+        rest = rest.strip()
+        if not name:
+            continue
+        if rest.startswith("runs here"):
+            out[name] = None
+        elif rest.startswith("unavailable:"):
+            out[name] = rest.partition(":")[2].strip() or "unavailable"
+    return out
+
+
+def c10k_backend_names() -> list[str]:
+    """Every name ``c10k backends`` lists (runnable here or not)."""
+    return list(parse_backends(_c10k_run("backends")[1]))
+
+
+def c10k_backend_check(backend: str) -> str | None:
+    """None if ``c10k backends`` says ``backend`` runs here, else the reason it gives."""
+    reason = c10k_check()
+    if reason:
+        return reason
+    err, text = _c10k_run("backends")
+    if err:
+        return err
+    known = parse_backends(text)
+    if backend not in known:
+        return f"`c10k backends` does not list {backend!r} (known: {', '.join(known)})"
+    return known[backend]
 
 
 def c10k_spec(backend: str | None = None) -> ServerSpec:
+    def base(root: Path) -> list[str]:
+        return [sys.executable, "-m", "c10k", "serve", str(root)]
+
+    def tail() -> list[str]:
+        return ["--backend", backend] if backend else []
+
     def build(port: int, root: Path, workdir: Path) -> list[str]:
-        argv = [
-            sys.executable,
-            "-m",
-            "c10k",
-            "serve",
-            str(root),
-            "--bind",
-            HOST,
-            "--port",
-            str(port),
-        ]
-        return [*argv, "--backend", backend] if backend else argv
+        # One process, like nginx with master_process off, even when c10k's own default
+        # becomes one worker per core.
+        workers = ["--workers", "1"] if c10k_has_workers() else []
+        return [*base(root), "--bind", HOST, "--port", str(port), *workers, *tail()]
+
+    def build_multi(ports: list[int], workers: int, root: Path, workdir: Path) -> list[str]:
+        if not c10k_has_workers():
+            return fan_out([build(p, root, workdir) for p in ports])
+        return [*base(root), "--workers", str(workers), *listen_args(ports), *tail()]
 
     return ServerSpec(
         f"c10k[{backend}]" if backend else "c10k",
         "c10k",
         build,
-        check=c10k_check,
+        check=(lambda: c10k_backend_check(backend)) if backend else c10k_check,
         version=lambda: _module_version("c10k"),
+        build_multi=build_multi,
     )
 
 
 def custom_spec(text: str, index: int) -> ServerSpec:
     """A ``--server`` command line: ``[NAME=]CMD`` with ``{port}``, ``{root}``, ``{host}``,
-    ``{python}`` placeholders.
+    ``{python}`` placeholders; and, for a server that listens on several ports itself,
+    ``{listen_args}`` (a token of its own: ``--listen HOST:P`` per port), ``{ports}``
+    (comma-separated) and ``{workers}``.
 
     >>> s = custom_spec("py={python} -m http.server {port} --directory {root}", 1)
     >>> s.name, s.build(8080, Path("/www"), Path("/tmp"))[2:]
     ('py', ['http.server', '8080', '--directory', '/www'])
+    >>> s = custom_spec("x --workers {workers} {listen_args} --www {root}", 2)
+    >>> s.multi_argv([1, 2], 3, Path("/w"), Path("/t"))
+    ['x', '--workers', '3', '--listen', '127.0.0.1:1', '--listen', '127.0.0.1:2', '--www', '/w']
     """
     name = f"server{index}"
     head, sep, rest = text.partition("=")
     if sep and head and " " not in head and not head.startswith("-") and "{" not in head:
         name, text = head, rest
-    if "{port}" not in text:
+    multi = any(k in text for k in ("{listen_args}", "{ports}", "{workers}"))
+    if "{port}" not in text and not multi:
         raise ValueError(f"--server command needs a {{port}} placeholder: {text!r}")
     tokens = shlex.split(text)
 
-    def build(port: int, root: Path, workdir: Path) -> list[str]:
-        return [t.format(port=port, root=root, host=HOST, python=sys.executable) for t in tokens]
+    def expand(ports: list[int], workers: int, root: Path) -> list[str]:
+        out: list[str] = []
+        for t in tokens:
+            if t == "{listen_args}":
+                out += listen_args(ports)
+                continue
+            out.append(
+                t.format(
+                    port=ports[0],
+                    ports=",".join(map(str, ports)),
+                    workers=workers,
+                    listen_args=" ".join(listen_args(ports)),
+                    root=root,
+                    host=HOST,
+                    python=sys.executable,
+                )
+            )
+        return out
 
-    return ServerSpec(name, "custom", build, template=text)
+    def build(port: int, root: Path, workdir: Path) -> list[str]:
+        return expand([port], 1, root)
+
+    def build_multi(ports: list[int], workers: int, root: Path, workdir: Path) -> list[str]:
+        return expand(ports, workers, root)
+
+    return ServerSpec(
+        name, "custom", build, template=text, build_multi=build_multi if multi else None
+    )
 
 
 def _child_env() -> dict[str, str]:
@@ -378,14 +505,24 @@ class RunningServer:
         pin: Pinning,
         port: int | None = None,
         start_timeout: float = 20.0,
+        ports: int = 1,
+        workers: int = 1,
     ) -> None:
         self.spec = spec
         self.port = port or free_port()
+        self.ports = [self.port]
+        while len(self.ports) < ports:
+            p = free_port()
+            if p not in self.ports:
+                self.ports.append(p)
+        self.workers = workers
         self.host = HOST
-        self.argv = pin_argv(
-            spec.build(self.port, root, workdir),
-            [pin.server_cpu] if pin.server_cpu is not None else None,
+        argv = (
+            spec.multi_argv(self.ports, workers, root, workdir)
+            if ports > 1 or workers > 1
+            else spec.build(self.port, root, workdir)
         )
+        self.argv = pin_argv(argv, [pin.server_cpu] if pin.server_cpu is not None else None)
         self.log_path = workdir / f"server-{spec.name.replace('/', '_')}-{self.port}.log"
         self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115
         try:
@@ -425,11 +562,12 @@ class RunningServer:
                     f"serving: {self.log_tail()}"
                 )
             try:
-                n = probe(self.host, self.port)
+                sizes = {probe(self.host, p) for p in self.ports}
             except (OSError, ServerError, ValueError) as e:
                 last = e
                 time.sleep(0.05)
                 continue
+            n = sizes.pop() if len(sizes) == 1 else -1
             if n != PROBE_SIZE:
                 raise ServerError(
                     f"{self.spec.name} served {n} bytes for {PROBE_PATH}, "

@@ -35,21 +35,43 @@ METRICS: dict[str, list[str]] = {
     "modem": ["score", "started", "failed", "mib_s", "server_cpu_per_user_ms"],
     "idle": [
         "held",
+        "establish_s",
+        "conn_per_s",
         "rss_per_conn_bytes",
+        "client_rss_per_conn_bytes",
+        "slab_per_conn_bytes",
         "kernel_tcp_mem_per_conn_bytes",
         "latency_ms.p50",
         "latency_ms.p99",
+        "p99_vs_zero",
         "rps",
     ],
     "overload": [
         "offered_rps",
         "goodput_rps",
+        "goodput_vs_peak",
+        "share_503",
         "error_total",
         "error_rate",
         "not_served_rate",
         "latency_ms.p50",
         "latency_ms.p99",
         "req_per_busy_core_s",
+    ],
+    "slowhttp": [
+        "legit_success",
+        "requests",
+        "error_total",
+        "latency_ms.p50",
+        "latency_ms.p99",
+        "fds.before",
+        "fds.during",
+        "fds.after",
+        "rss_bytes.before",
+        "rss_bytes.during",
+        "rss_bytes.after",
+        "fds_after_minus_before",
+        "rss_after_minus_before",
     ],
     "poller": ["wait_us", "us_per_event"],
 }
@@ -75,17 +97,33 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
     ],
     "idle": [
         ("held", "held", "int", False),
-        ("rss_per_conn_bytes", "RSS B/conn", "int", True),
-        ("kernel_tcp_mem_per_conn_bytes", "kernel B/conn", "int", False),
+        ("establish_s", "setup s", "f1", False),
+        ("rss_per_conn_bytes", "server RSS B/conn", "int", True),
+        ("client_rss_per_conn_bytes", "client RSS B/conn", "int", False),
+        ("slab_per_conn_bytes", "slab B/conn (both sides)", "int", False),
         ("latency_ms.p50", "active p50 ms", "f3", False),
         ("latency_ms.p99", "active p99 ms", "f3", True),
+        ("p99_vs_zero", "p99 / p99 at N=0", "f2", False),
     ],
     "overload": [
         ("offered_rps", "offered/s", "si", False),
         ("goodput_rps", "goodput/s", "si", True),
+        ("goodput_vs_peak", "goodput/peak", "pct", False),
+        ("share_503", "503s", "pct", False),
         ("error_rate", "errors", "pct", False),
         ("not_served_rate", "not served", "pct", False),
-        ("latency_ms.p99", "p99 ms", "f3", False),
+        ("latency_ms.p50", "admitted p50 ms", "f3", False),
+        ("latency_ms.p99", "admitted p99 ms", "f3", False),
+    ],
+    "slowhttp": [
+        ("legit_success", "legit success", "pct", False),
+        ("latency_ms.p99", "legit p99 ms", "f3", True),
+        ("fds.before", "fds before", "int", False),
+        ("fds.during", "during", "int", False),
+        ("fds.after", "after", "int", False),
+        ("rss_bytes.before", "RSS before", "si", False),
+        ("rss_bytes.during", "during", "si", False),
+        ("rss_bytes.after", "after", "si", False),
     ],
     "poller": [
         ("wait_us", "µs per wait", "f2", True),
@@ -128,6 +166,67 @@ def summarize(entry: dict[str, Any], order: list[str]) -> None:
                 ratios[server] = {m: ratio(s.get(m), base.get(m)) for m in metrics}
         var["baseline"] = base_name
         var["ratios"] = ratios
+
+
+def _summary(entry: dict[str, Any], label: str, server: str) -> dict[str, Any]:
+    s: dict[str, Any] = entry["variations"].get(label, {}).get("summary", {}).get(server, {})
+    return s
+
+
+def goals(entry: dict[str, Any]) -> list[str]:
+    """One line per goal the issues set, per server: the figure, the goal, met or NOT met.
+
+    - idle (issue 4): the active client's p99 at each level <= ``p99_goal`` x its p99 at N=0;
+    - overload (issue 7): goodput at ``goal.multiplier`` x the peak >= ``goal.fraction`` of it;
+    - slowhttp (issue 7): legitimate client 100 % served with p99 under ``goal.p99_ms``, and
+      the server's fds back to where they were before the attack.
+    """
+    params = entry.get("params", {})
+    kind = entry["kind"]
+    out: list[str] = []
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    for server in entry.get("order", []):
+        if kind == "idle":
+            limit = params.get("p99_goal", 2.0)
+            for label in entry["variations"]:
+                r = _summary(entry, label, server).get("p99_vs_zero")
+                if label != "N=0" and r is not None:
+                    out.append(
+                        f"{server} {label}: active p99 {r:.2f}x its p99 at N=0 "
+                        f"(goal <= {limit:g}x): {verdict(r <= limit)}"
+                    )
+        elif kind == "overload" and params.get("goal"):
+            g = params["goal"]
+            label = f"{float(g['multiplier']):g}x"
+            r = _summary(entry, label, server).get("goodput_vs_peak")
+            if r is not None:
+                out.append(
+                    f"{server}: goodput at {label} the peak is {r * 100:.0f}% of the peak "
+                    f"(goal >= {g['fraction'] * 100:.0f}%): {verdict(r >= g['fraction'])}"
+                )
+        elif kind == "slowhttp" and params.get("goal"):
+            g = params["goal"]
+            for label in entry["variations"]:
+                s = _summary(entry, label, server)
+                ok_rate, p99 = s.get("legit_success"), s.get("latency_ms.p99")
+                if ok_rate is None:
+                    continue
+                back = s.get("fds_after_minus_before")
+                met = ok_rate >= g["success"] and p99 is not None and p99 < g["p99_ms"]
+                out.append(
+                    f"{server} {label}: legitimate client {ok_rate * 100:.1f}% served, p99 "
+                    + ("-" if p99 is None else f"{p99:.1f} ms")
+                    + f" (goal {g['success'] * 100:.0f}%, < {g['p99_ms']:g} ms): {verdict(met)}"
+                    + (
+                        ""
+                        if back is None
+                        else f"; fds after - before: {back:+.0f} ({verdict(back <= 0)})"
+                    )
+                )
+    return out
 
 
 def _fmt(v: float | None, kind: str) -> str:
@@ -196,6 +295,7 @@ def terminal_table(doc: dict[str, Any]) -> str:
                         for i, (c, w) in enumerate(zip(r, widths, strict=True))
                     )
                 )
+        out.extend(f"   goal: {g}" for g in entry.get("goals", []))
         out.extend(
             f"   error: {e.get('server', '')} round {e.get('round', '')}: {e['error'][:200]}"
             for e in entry.get("errors", [])
@@ -269,6 +369,9 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
                 lines.append("| " + " | ".join(r) + " |")
         else:
             lines.append("(no results)")
+        if entry.get("goals"):
+            lines.append("")
+            lines.extend(f"- goal: {g}" for g in entry["goals"])
         for e in entry.get("errors", []):
             lines.append(
                 f"\n- error: {e.get('server', '')} round {e.get('round', '')}: {e['error'][:300]}"

@@ -33,7 +33,7 @@ from typing import Any
 from c10k.bench.client import WorkerError
 from c10k.bench.machine import Pinning, describe, raise_nofile
 from c10k.bench.peers import RunningServer, ServerError, ServerSpec
-from c10k.bench.report import summarize
+from c10k.bench.report import goals, summarize
 from c10k.bench.scenarios import (
     MEASURE,
     Context,
@@ -43,6 +43,7 @@ from c10k.bench.scenarios import (
     make_docroot,
     run_poller,
     scenario,
+    server_shape,
 )
 
 SCHEMA = "c10k-bench/1"
@@ -160,6 +161,7 @@ def run(
                 for spec in seq:
                     _run_one(spec, scen, ctx, entry, rnd + 1, root, workdir, say)
         summarize(entry, order)
+        entry["goals"] = goals(entry)
         entry["notes"] = [n for n in ctx.notes if n not in doc["notes"]]
         doc["notes"].extend(entry["notes"])
         doc["errors"].extend({"scenario": name, **e} for e in entry["errors"])
@@ -180,7 +182,16 @@ def _run_one(
     say: Callable[[str], None],
 ) -> None:
     try:
-        with RunningServer(spec, root, workdir, ctx.pin) as srv:
+        ports, workers = server_shape(scen, ctx.opts)
+        with RunningServer(
+            spec,
+            root,
+            workdir,
+            ctx.pin,
+            ports=ports,
+            workers=workers,
+            start_timeout=20.0 + workers,
+        ) as srv:
             runs = MEASURE[scen["kind"]](srv, scen, ctx)
             died = (
                 None if srv.alive() else f"exited with {srv.proc.returncode}: {srv.log_tail(300)}"
@@ -209,6 +220,12 @@ def _one_line(run_: dict[str, Any]) -> str:
         parts.append(f"held {run_['held']}")
         if run_.get("rss_per_conn_bytes") is not None:
             parts.append(f"{run_['rss_per_conn_bytes'] / 1024:.1f} KiB RSS/conn")
+    if run_.get("stopped_by"):
+        parts.append(f"stopped by {run_['stopped_by']}")
+    if run_.get("legit_success") is not None:
+        parts.append(f"legit success {run_['legit_success'] * 100:.1f}%")
+        fds = run_["fds"]
+        parts.append(f"server fds {fds['before']}/{fds['during']}/{fds['after']}")
     if "offered_rps" in run_ and run_["offered_rps"] is not None:
         parts.append(f"offered {run_['offered_rps']:.0f}/s")
     if "rps" in run_:

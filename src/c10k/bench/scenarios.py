@@ -33,7 +33,14 @@ may be the generator's ceiling rather than the server's.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +48,15 @@ from pathlib import Path
 from typing import Any
 
 from c10k.bench import client as gen
-from c10k.bench.machine import CpuSnapshot, Pinning, nofile_soft, session_rss_bytes, tcp_mem_pages
+from c10k.bench.machine import (
+    CpuSnapshot,
+    Pinning,
+    nofile_soft,
+    pids_fd_count,
+    pids_rss_bytes,
+    session_pids,
+    slab_snapshot,
+)
 from c10k.bench.peers import RunningServer
 from c10k.bench.poller import all_backends, bench_one, plan_sizes
 from c10k.bench.stats import Histogram
@@ -110,14 +125,21 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
     },
     "idle": {
-        "title": "Idle connections: one active client's latency and memory per idle connection",
-        "measures": "active client's latency, server RSS delta / held connections",
+        "title": "Idle connections (C1M): held keep-alive connections, memory, active latency",
+        "measures": "connections held, memory per connection (server RSS, generator RSS, "
+        "kernel slab), time to establish, active client's p50/p99 vs. no idle connections",
         "kind": "idle",
         "path": "/small.bin",
         "active_conns": 1,
         "settle": 1.0,
-        "counts": [1000, 4000, 10000, 16000],
-        "quick": {"counts": [10, 50], "settle": 0.2},
+        # Issue 4's checkpoints.  Above one process's fds, idle_plan spreads them.
+        "counts": [10_000, 100_000, 500_000, 1_000_000],
+        # Slowest acceptable set-up rate (connections/s) before a level counts as timed out,
+        # and the bound on the whole idle run.
+        "min_rate": 500,
+        "max_seconds": 1800.0,
+        "p99_goal": 2.0,
+        "quick": {"counts": [10, 50], "settle": 0.2, "max_seconds": 120.0},
     },
     "poller": {
         "title": "Poller bench: time per event vs. watched fds, per backend",
@@ -130,17 +152,37 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "overload": {
         "title": "Overload: offer 1x, 2x, 3x the measured peak (open loop, new connections)",
-        "measures": "goodput (2xx within the timeout per second) and the error mix",
+        "measures": "goodput (2xx within the deadline per second), share of 503s, latency "
+        "of admitted requests, errors",
         "kind": "overload",
         "path": "/small.bin",
         "peak_conns": 64,
         "levels": [1, 2, 3],
         "timeout": 2.0,
+        # Issue 7: at 3x the peak, goodput stays at or above 90 % of the peak.
+        "goal": {"multiplier": 3.0, "fraction": 0.9},
         "quick": {"peak_conns": 4, "levels": [1, 2, 3], "timeout": 1.0},
+    },
+    "slowhttp": {
+        "title": "Slow and hostile clients: slowhttptest slowloris, slow read, range attack",
+        "measures": "a legitimate client's success rate and p99 during each attack; the "
+        "server's fds and RSS before, during and after",
+        "kind": "slowhttp",
+        "path": "/small.bin",
+        "modes": ["slowloris", "slowread", "range"],
+        "conns": 4000,
+        "rate": 1000,
+        "attack_s": 30.0,
+        "legit_conns": 4,
+        "legit_timeout": 5.0,
+        "settle": 3.0,
+        # Issue 7: 100 % success, p99 under 100 ms, fds back to the baseline after.
+        "goal": {"success": 1.0, "p99_ms": 100.0},
+        "quick": {"conns": 100, "rate": 100, "attack_s": 4.0, "settle": 0.5},
     },
 }
 
-ORDER = ["conn-rate", "keepalive", "bigfile", "modem", "idle", "poller", "overload"]
+ORDER = ["conn-rate", "keepalive", "bigfile", "modem", "idle", "poller", "overload", "slowhttp"]
 
 
 def scenario(name: str, quick: bool = False) -> dict[str, Any]:
@@ -168,6 +210,12 @@ class Options:
     max_users: int | None = None
     idle_counts: list[int] | None = None
     poller_sizes: list[int] | None = None
+    server_workers: int | None = None
+    idle_time_limit: float | None = None
+    multipliers: list[float] | None = None
+    slow_conns: int | None = None
+    slow_duration: float | None = None
+    slow_modes: list[str] | None = None
 
 
 @dataclass
@@ -474,31 +522,194 @@ def measure_modem(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dic
     return {label: run}
 
 
-def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """Hold N idle connections; measure RSS per connection and an active client's latency."""
-    counts = sorted(ctx.opts.idle_counts or scen["counts"])
-    limit = nofile_soft() - 256  # the server inherits our soft NOFILE limit
-    if counts[-1] > limit:
-        ctx.note(
-            f"idle: counts above {limit} skipped (RLIMIT_NOFILE {nofile_soft()} per "
-            "process applies to the server too)"
+# Sockets per idle-holder process: the hard NOFILE limit here is 20,000 and cannot be
+# raised, so ~1,000 stay free for the epoll fd, pipes, logs and the odd file.
+PER_CLIENT_MAX = 19000
+# Connections per server worker when the bench picks the worker count: a c10k worker caps
+# itself at ~19,900 (RLIMIT_NOFILE minus its reserve), and SO_REUSEPORT hashes 4-tuples,
+# so workers get unequal shares (about +-3 sqrt(share)); 19,000 leaves that headroom.
+PER_WORKER_MAX = 19000
+
+
+@dataclass(frozen=True)
+class IdlePlan:
+    """How an idle run is spread: generator processes, server workers and ports, sources.
+
+    ``pairs`` (sources x ports) keeps each (source address, server port) pair at or below
+    ``client.PER_SOURCE_MAX`` connections, so ``connect()`` always finds a free port fast.
+    """
+
+    levels: list[int]
+    clients: int
+    workers: int
+    ports: int
+    sources: list[str]
+    notes: list[str]
+
+    @property
+    def top(self) -> int:
+        return self.levels[-1]
+
+    @property
+    def pairs(self) -> int:
+        return len(self.sources) * self.ports
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "levels": self.levels,
+            "client_processes": self.clients,
+            "server_workers": self.workers,
+            "server_ports": self.ports,
+            "sources": self.sources,
+            "per_pair": math.ceil(self.top / self.pairs),
+            "per_client": math.ceil(self.top / self.clients),
+            "per_worker": math.ceil(self.top / self.workers),
+        }
+
+
+def idle_plan(
+    levels: list[int],
+    procs: int | None = None,
+    server_workers: int | None = None,
+    nofile: int | None = None,
+) -> IdlePlan:
+    """Spread ``max(levels)`` held connections over processes, ports and source addresses.
+
+    >>> p = idle_plan([10_000, 100_000, 500_000, 1_000_000], nofile=20_000)
+    >>> p.clients, p.workers, p.ports, len(p.sources), p.pairs * 10_000 >= 1_000_000
+    (53, 53, 53, 2, True)
+    >>> p = idle_plan([30_000], procs=2, server_workers=2, nofile=20_000)
+    >>> p.clients, p.workers, p.ports, p.sources
+    (2, 2, 2, ['127.0.0.2', '127.0.0.3'])
+    >>> idle_plan([10, 50], nofile=20_000)[1:4]
+    (1, 1, 1)
+    """
+    levels = sorted({n for n in levels if n > 0})
+    if not levels:
+        raise ValueError("idle: no connection count to hold")
+    top = levels[-1]
+    nofile = nofile or nofile_soft()
+    per_client = max(64, min(PER_CLIENT_MAX, nofile - 1000 if nofile > 2000 else nofile // 2))
+    per_worker = max(64, min(PER_WORKER_MAX, nofile - 1000 if nofile > 2000 else nofile // 2))
+    notes = []
+    need_clients = math.ceil(top / per_client)
+    clients = max(procs or 0, need_clients)
+    if procs and procs < need_clients:
+        notes.append(
+            f"idle: --procs {procs} raised to {clients}: {top} connections at most "
+            f"{per_client} per process (RLIMIT_NOFILE {nofile})"
         )
-        counts = [c for c in counts if c <= limit] or [limit]
-    top = counts[-1]
-    k = gen.plan_processes(top, ctx.opts.procs)
-    sources = gen.source_addresses(top)
+    workers = server_workers or math.ceil(top / per_worker)
+    ports = workers if workers > 1 else 1
+    n_src = max(1, math.ceil(math.ceil(top / gen.PER_SOURCE_MAX) / ports))
+    if n_src > 253:
+        raise ValueError(f"idle: {top} connections need {n_src} source addresses (> 253)")
+    sources = [f"127.0.0.{2 + i}" for i in range(n_src)]
+    return IdlePlan(levels, clients, workers, ports, sources, notes)
+
+
+def _idle_plan_of(scen: dict[str, Any], opts: Options) -> IdlePlan:
+    return idle_plan(opts.idle_counts or scen["counts"], opts.procs, opts.server_workers)
+
+
+def server_shape(scen: dict[str, Any], opts: Options) -> tuple[int, int]:
+    """(ports, workers) the server of this scenario must be started with."""
+    if scen["kind"] == "idle":
+        plan = _idle_plan_of(scen, opts)
+        return plan.ports, plan.workers
+    return 1, 1
+
+
+def stop_reason(
+    errors: dict[str, int], pending: int, closed_by_server: int, server_error: str | None
+) -> str:
+    """Why a level was not reached, most specific first.
+
+    >>> stop_reason({"eaddrnotavail": 3, "connect": 1}, 0, 0, None)
+    'EADDRNOTAVAIL (no free source port: add source addresses or server ports)'
+    >>> stop_reason({}, 12, 0, None)
+    'timeout (12 connections still being set up at the deadline)'
+    >>> stop_reason({"connect": 5}, 0, 0, "exited with -9")
+    'server error: exited with -9'
+    """
+    if server_error:
+        return f"server error: {server_error}"
+    for kind, why in (
+        ("emfile", "EMFILE (generator process out of fds)"),
+        ("enfile", "ENFILE (system-wide file table full: fs.file-max)"),
+        (
+            "eaddrnotavail",
+            "EADDRNOTAVAIL (no free source port: add source addresses or server ports)",
+        ),
+        ("enomem", "ENOMEM/ENOBUFS (kernel memory)"),
+    ):
+        if errors.get(kind):
+            return why
+    if pending:
+        return f"timeout ({pending} connections still being set up at the deadline)"
+    refused = {k: v for k, v in errors.items() if v}
+    if refused or closed_by_server:
+        parts = [f"{k} {v}" for k, v in sorted(refused.items())]
+        if closed_by_server:
+            parts.append(f"closed by server {closed_by_server}")
+        return "server error: " + ", ".join(parts)
+    return "unknown (fewer held than asked, no error seen)"
+
+
+def _memory(srv: RunningServer, client_pids: list[int]) -> dict[str, Any]:
+    pids = session_pids(srv.sid)
+    return {
+        "server_rss": pids_rss_bytes(pids),
+        "server_processes": len(pids),
+        "server_fds": pids_fd_count(pids),
+        "client_rss": pids_rss_bytes(client_pids),
+        "slab": slab_snapshot(),
+    }
+
+
+def _per_conn(now: dict[str, Any], base: dict[str, Any], held: int) -> dict[str, Any]:
+    """Memory per held connection between two ``_memory`` snapshots."""
+    if held <= 0:
+        return {}
+
+    def d(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else (a - b) / held
+
+    sn, sb = now["slab"], base["slab"]
+    caches = None
+    if sn.get("caches") is not None and sb.get("caches") is not None:
+        caches = {k: round((v - sb["caches"].get(k, 0)) / held, 1) for k, v in sn["caches"].items()}
+    return {
+        "rss_per_conn_bytes": d(now["server_rss"], base["server_rss"]),
+        "client_rss_per_conn_bytes": d(now["client_rss"], base["client_rss"]),
+        "slab_per_conn_bytes": d(sn.get("Slab"), sb.get("Slab")),
+        "kernel_tcp_mem_per_conn_bytes": d(sn.get("tcp_mem_bytes"), sb.get("tcp_mem_bytes")),
+        "slab_caches_per_conn_bytes": caches,
+    }
+
+
+def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Hold N idle keep-alive connections at each level; at each checkpoint measure memory
+    per connection (server tree RSS, generator RSS, kernel slab) and an active client's
+    latency.  Stops at the first level not reached and says why (``stop_reason``)."""
+    plan = _idle_plan_of(scen, ctx.opts)
+    for text in plan.notes:
+        ctx.note(text)
+    k = plan.clients
+    limit_s = ctx.opts.idle_time_limit or scen["max_seconds"]
     configs = [
         {
             "mode": "idle",
             "host": srv.host,
             "port": srv.port,
+            "ports": srv.ports,
             "path": scen["path"],
-            "sources": sources,
+            "sources": plan.sources,
             "timeout": ctx.opts.timeout,
             "keepalive": True,
             "cpus": ctx.pin.generator_cpus,
             "index": i,
-            "max_lifetime": 600.0 + top / 50,
+            "max_lifetime": limit_s + 300.0,
         }
         for i in range(k)
     ]
@@ -513,55 +724,119 @@ def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
         _cpu_figures(run, before, after, ctx.pin, run["requests"])
         return run
 
-    ctx.progress(f"idle N=0 {srv.spec.name}")
+    t_start = time.perf_counter()
+    deadline = t_start + limit_s
+    ctx.progress(
+        f"idle N=0 {srv.spec.name} ({plan.workers} server workers on {plan.ports} ports, "
+        f"{k} client processes, {len(plan.sources)} source addresses)"
+    )
     ctx.sleep(scen["settle"])
-    rss0, tcp0 = session_rss_bytes(srv.sid), tcp_mem_pages()
+    procs0 = len(session_pids(srv.sid))
     base = active_client()
-    out["N=0"] = {
+    base_p99 = base["latency_ms"].get("p99")
+    zero: dict[str, Any] = {
         "n": 0,
         "held": 0,
-        "rss_bytes": rss0,
         "active": base,
         "generator": "python",
         "latency_ms": base["latency_ms"],
         "rps": base["rps"],
+        "plan": plan.to_json(),
     }
+    out["N=0"] = zero
+    timeline: list[list[float]] = [[0.0, 0]]
+    latest: dict[int, int] = {}
+    max_held = 0
+    stopped_by: str | None = None
     with gen.LoadGenerator(configs, ctx.workdir / "logs") as lg:
-        lg.wait_all("ready", 30.0)
+        lg.wait_all("ready", 30.0 + k)
         lg.send({"cmd": "go"})
-        for n in counts:
+        client_pids = [p.pid for p in lg.procs]
+        mem0 = _memory(srv, client_pids)
+        zero.update(rss_bytes=mem0["server_rss"], memory=mem0)
+        prev = 0
+        for n in plan.levels:
+            left = deadline - time.perf_counter()
+            if left <= 1:
+                stopped_by = f"time limit ({limit_s:.0f} s, --idle-time-limit)"
+                break
             ctx.progress(f"idle N={n} {srv.spec.name}")
-            for i, share in enumerate(gen.split_evenly(n, k)):
-                lg.send({"cmd": "hold", "n": share}, only=i)
-            msgs = _wait_held(lg, gen.split_evenly(n, k), 60.0 + n / 200)
+            shares = gen.split_evenly(n, k)
+            setup = min(left, 60.0 + (n - prev) / scen["min_rate"])
+            t0 = time.perf_counter()
+            for i, share in enumerate(shares):
+                lg.send({"cmd": "hold", "n": share, "timeout": setup}, only=i)
+            msgs = _wait_held(lg, shares, setup + 30.0, timeline, t_start, latest)
+            establish = time.perf_counter() - t0
             held = sum(m["held"] for m in msgs)
+            max_held = max(max_held, held)
             errors: dict[str, int] = {}
             for m in msgs:
                 for key, v in m["errors"].items():
                     errors[key] = errors.get(key, 0) + v
+            pending = sum(m.get("pending", 0) for m in msgs)
+            closed = sum(m["closed_by_server"] for m in msgs)
             ctx.sleep(scen["settle"])
-            rss, tcp = session_rss_bytes(srv.sid), tcp_mem_pages()
-            act = active_client()
-            out[f"N={n}"] = {
+            mem = _memory(srv, client_pids)
+            server_error = None
+            if not srv.alive():
+                server_error = f"exited with {srv.proc.returncode}: {srv.log_tail(300)}"
+            elif mem["server_processes"] < procs0:
+                server_error = (
+                    f"{procs0 - mem['server_processes']} of {procs0} server processes exited: "
+                    f"{srv.log_tail(300)}"
+                )
+            rec: dict[str, Any] = {
                 "n": n,
                 "held": held,
+                "served": sum(m.get("ok", 0) for m in msgs),
                 "errors": errors,
-                "closed_by_server": sum(m["closed_by_server"] for m in msgs),
-                "rss_bytes": rss,
-                "rss_per_conn_bytes": (rss - rss0) / held if held else None,
-                "kernel_tcp_mem_per_conn_bytes": ((tcp - tcp0) * 4096 / held) if held else None,
-                "active": act,
-                "latency_ms": act["latency_ms"],
-                "rps": act["rps"],
+                "pending": pending,
+                "closed_by_server": closed,
+                "establish_s": round(establish, 3),
+                "conn_per_s": (held - prev) / establish if establish > 0 else None,
+                "rss_bytes": mem["server_rss"],
+                "memory": mem,
+                **_per_conn(mem, mem0, held),
                 "generator": "python",
             }
+            if held < n or server_error:
+                stopped_by = stop_reason(errors, pending, closed, server_error)
+            if server_error is None:
+                act = active_client()
+                p99 = act["latency_ms"].get("p99")
+                rec.update(
+                    active=act,
+                    latency_ms=act["latency_ms"],
+                    rps=act["rps"],
+                    p99_vs_zero=(p99 / base_p99) if p99 and base_p99 else None,
+                )
+            out[f"N={n}"] = rec
+            if stopped_by:
+                break
+            prev = held
         lg.send({"cmd": "stop"})
-        lg.wait_all("result", 30.0)
+        lg.wait_all("result", 60.0 + plan.top / 20000)
+    zero.update(timeline=timeline, max_held=max_held, stopped_by=stopped_by)
+    ctx.note(
+        f"idle {srv.spec.name}: held at most {max_held} connections"
+        + (f"; stopped by {stopped_by}" if stopped_by else f" (all {plan.top} asked)")
+    )
     return out
 
 
-def _wait_held(lg: gen.LoadGenerator, shares: list[int], timeout: float) -> list[dict[str, Any]]:
+def _wait_held(
+    lg: gen.LoadGenerator,
+    shares: list[int],
+    timeout: float,
+    timeline: list[list[float]] | None = None,
+    t_start: float = 0.0,
+    latest: dict[int, int] | None = None,
+) -> list[dict[str, Any]]:
+    """Wait for every holder's ``held`` report of its share; ``progress`` reports (held per
+    process, kept in ``latest`` across levels) extend ``timeline`` with [t, total held]."""
     got: dict[int, dict[str, Any]] = {}
+    latest = {} if latest is None else latest
     deadline = time.perf_counter() + timeout
     while len(got) < len(shares):
         left = deadline - time.perf_counter()
@@ -571,13 +846,33 @@ def _wait_held(lg: gen.LoadGenerator, shares: list[int], timeout: float) -> list
         if item is None:
             continue
         i, msg = item
-        if msg.get("event") == "held" and msg.get("target") == shares[i]:
+        ev = msg.get("event")
+        if ev == "progress" or (ev == "held" and msg.get("target") == shares[i]):
+            latest[i] = msg["held"]
+            if timeline is not None:
+                timeline.append([round(time.perf_counter() - t_start, 2), sum(latest.values())])
+        if ev == "held" and msg.get("target") == shares[i]:
             got[i] = msg
     return [got[i] for i in range(len(shares))]
 
 
+def overload_label(mult: float) -> str:
+    """Variation label of a multiple of the peak.
+
+    >>> overload_label(3.0), overload_label(1.5)
+    ('3x', '1.5x')
+    """
+    return f"{mult:g}x"
+
+
 def measure_overload(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """Closed-loop peak with new connections, then an open loop at multiples of it."""
+    """Closed-loop peak with new connections, then an open loop at multiples of it.
+
+    Goodput is 2xx responses completed within the deadline (``timeout``) per second of the
+    window; a 503 (shedding) and a late 2xx are not goodput but are counted apart from
+    failures, since a server that sheds with 503 under overload does what issue 7 asks.
+    Latency percentiles are of admitted requests only (the 2xx in time).
+    """
     opts = ctx.opts
     out: dict[str, Any] = {}
     timeout = scen["timeout"]
@@ -594,10 +889,10 @@ def measure_overload(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
     )
     peak = _http_run_from_python(m)
     _cpu_figures(peak, before, after, ctx.pin, peak["requests"])
-    out["peak"] = {**peak, "goodput_rps": peak["rps"], "offered_rps": None}
+    out["peak"] = {**peak, "goodput_rps": peak["rps"], "offered_rps": None, "goodput_vs_peak": 1.0}
     peak_rps = max(peak["rps"], 1.0)
-    for level in scen["levels"]:
-        label = f"{level}x"
+    for level in opts.multipliers or scen["levels"]:
+        label = overload_label(float(level))
         target = peak_rps * level
         ctx.progress(f"overload {label} {srv.spec.name}: offering {target:.0f} req/s")
         m, before, after = _python_http(
@@ -613,22 +908,7 @@ def measure_overload(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
             timeout=timeout,
         )
         run = _http_run_from_python(m)
-        measured = run["window_s"] or 1e-9
-        # Still in flight when the window closed: neither served nor failed in time.
-        unfinished = max(0, m["attempted"] - m["ok"] - run["error_total"] - m["dropped"])
-        run.update(
-            {
-                "offered_target_rps": target,
-                "offered_rps": m["attempted"] / measured,
-                "goodput_rps": run["rps"],
-                "dropped_by_generator": m["dropped"],
-                "unfinished": unfinished,
-                "error_rate": (run["error_total"] / m["attempted"]) if m["attempted"] else None,
-                "not_served_rate": ((m["attempted"] - m["ok"]) / m["attempted"])
-                if m["attempted"]
-                else None,
-            }
-        )
+        run.update(overload_figures(m, run, target, peak["rps"]))
         if run["offered_rps"] < 0.9 * target:
             ctx.note(
                 f"overload: the Python generator offered only {run['offered_rps']:.0f} of "
@@ -636,6 +916,194 @@ def measure_overload(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
             )
         _cpu_figures(run, before, after, ctx.pin, run["requests"])
         out[label] = run
+    return out
+
+
+def overload_figures(
+    m: dict[str, Any], run: dict[str, Any], target: float, peak_rps: float
+) -> dict[str, Any]:
+    """Goodput, shares and the unfinished count of one open-loop window.
+
+    >>> f = overload_figures({"attempted": 100, "ok": 80, "dropped": 0},
+    ...     {"window_s": 1.0, "rps": 80.0, "error_total": 15, "errors": {"503": 10, "late": 5}},
+    ...     100.0, 100.0)
+    >>> f["goodput_vs_peak"], f["share_503"], f["error_rate"], f["unfinished"]
+    (0.8, 0.1, 0.05, 5)
+    """
+    attempted = m["attempted"]
+    measured = run["window_s"] or 1e-9
+    errors = run["errors"]
+    shed = errors.get("503", 0)
+    failures = run["error_total"] - shed - errors.get("late", 0)
+    # Still in flight when the window closed: neither served nor failed in time.
+    unfinished = max(0, attempted - m["ok"] - run["error_total"] - m["dropped"])
+    return {
+        "offered_target_rps": target,
+        "offered_rps": attempted / measured,
+        "goodput_rps": run["rps"],
+        "goodput_vs_peak": run["rps"] / peak_rps if peak_rps > 0 else None,
+        "dropped_by_generator": m["dropped"],
+        "unfinished": unfinished,
+        "share_503": shed / attempted if attempted else None,
+        "error_rate": failures / attempted if attempted else None,
+        "not_served_rate": (attempted - m["ok"]) / attempted if attempted else None,
+    }
+
+
+# slowhttptest(1) arguments per attack (its man page's examples, with the probe timeout at
+# 3 s).  Slowloris: unfinished heads, a follow-up header line every 10 s.  Slow read: a big
+# file read 32 bytes every 5 s through a 512-1024 byte window, 3 requests pipelined.  Range:
+# the "Apache killer" header of thousands of overlapping ranges (-a 10 -b 3000).
+SLOWHTTP_MODES: dict[str, tuple[list[str], str]] = {
+    "slowloris": (["-H", "-i", "10", "-x", "24"], "/small.bin"),
+    "slowread": (["-X", "-w", "512", "-y", "1024", "-n", "5", "-z", "32", "-k", "3"], "/big.bin"),
+    "range": (["-R", "-a", "10", "-b", "3000", "-i", "10"], "/big.bin"),
+}
+
+
+def slowhttp_argv(
+    mode: str, host: str, port: int, conns: int, rate: int, seconds: float, out_base: Path
+) -> list[str]:
+    """The slowhttptest command line of one attack.
+
+    >>> slowhttp_argv("slowloris", "127.0.0.1", 80, 100, 50, 5, Path("/t/s"))[:6]
+    ['slowhttptest', '-H', '-i', '10', '-x', '24']
+    """
+    args, path = SLOWHTTP_MODES[mode]
+    return [
+        "slowhttptest",
+        *args,
+        "-c",
+        str(conns),
+        "-r",
+        str(rate),
+        "-l",
+        str(max(1, round(seconds))),
+        "-p",
+        "3",
+        "-g",
+        "-o",
+        str(out_base),
+        "-u",
+        f"http://{host}:{port}{path}",
+    ]
+
+
+def parse_slowhttp_csv(text: str) -> dict[str, Any]:
+    """slowhttptest's CSV (seconds, closed, pending, connected, service available: the
+    connection count while available, 0 once its probe failed).
+
+    >>> parse_slowhttp_csv("Seconds,Closed,Pending,Connected,Service Available\\n"
+    ...                    "0,0,1,0,50\\n1,0,1,49,50\\n2,3,0,47,0\\n")
+    {'max_connected': 49, 'max_closed': 3, 'seconds': 2, 'probe_unavailable_s': 1}
+    """
+    rows = []
+    for line in text.splitlines()[1:]:
+        f = line.split(",")
+        if len(f) >= 5 and all(x.strip().isdigit() for x in f[:5]):
+            rows.append([int(x) for x in f[:5]])
+    return {
+        "max_connected": max((r[3] for r in rows), default=0),
+        "max_closed": max((r[1] for r in rows), default=0),
+        "seconds": rows[-1][0] if rows else 0,
+        "probe_unavailable_s": sum(1 for r in rows if r[4] == 0),
+    }
+
+
+def _server_footprint(srv: RunningServer) -> dict[str, int]:
+    pids = session_pids(srv.sid)
+    return {"fds": pids_fd_count(pids), "rss_bytes": pids_rss_bytes(pids)}
+
+
+def measure_slowhttp(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Each slowhttptest attack while a legitimate client fetches files (see SLOWHTTP_MODES).
+
+    Per attack: the legitimate client's success rate and latency (a new connection per
+    request, so a server whose connection slots the attack holds cannot hide it), the
+    server's fds and RSS before, during and after, and what slowhttptest itself saw.
+    """
+    binary = shutil.which("slowhttptest")
+    if binary is None:
+        raise RuntimeError("slowhttptest is not installed: apt-get install slowhttptest")
+    opts = ctx.opts
+    conns = opts.slow_conns or scen["conns"]
+    seconds = opts.slow_duration or scen["attack_s"]
+    rate = min(scen["rate"], conns)
+    ramp = min(conns / rate + 1.0, seconds / 3)
+    out: dict[str, Any] = {}
+    for mode in opts.slow_modes or scen["modes"]:
+        if mode not in SLOWHTTP_MODES:
+            known = ", ".join(SLOWHTTP_MODES)
+            raise ValueError(f"slowhttp: unknown mode {mode!r} (one of {known})")
+        ctx.progress(f"slowhttp {mode} {srv.spec.name}: {conns} connections for {seconds:.0f} s")
+        ctx.sleep(scen["settle"])
+        before = _server_footprint(srv)
+        base = ctx.workdir / f"slowhttp-{srv.spec.name}-{srv.port}-{mode}"
+        argv = slowhttp_argv(mode, srv.host, srv.port, conns, rate, seconds, base)
+        argv[0] = binary
+        with open(f"{base}.log", "wb") as log:
+            attack = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ctx.workdir,
+                start_new_session=True,
+            )
+            try:
+                ctx.sleep(ramp)
+                during = _server_footprint(srv)
+                m, c0, c1 = _python_http(
+                    srv,
+                    ctx,
+                    scen["path"],
+                    scen["legit_conns"],
+                    True,
+                    max(1.0, seconds - ramp - 1.0),
+                    0.0,
+                    timeout=scen["legit_timeout"],
+                )
+                during2 = _server_footprint(srv)
+                try:
+                    attack.wait(timeout=seconds + 30.0)
+                except subprocess.TimeoutExpired:
+                    ctx.note(f"slowhttp {mode}: slowhttptest overran its -l; stopped")
+            finally:
+                if attack.poll() is None:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(attack.pid, signal.SIGKILL)
+                    attack.wait()
+        ctx.sleep(scen["settle"])
+        after = _server_footprint(srv)
+        legit = _http_run_from_python(m)
+        _cpu_figures(legit, c0, c1, ctx.pin, legit["requests"])
+        tried = legit["requests"] + legit["error_total"]
+        csv = Path(f"{base}.csv")
+        seen = parse_slowhttp_csv(csv.read_text()) if csv.exists() else {}
+        log_text = Path(f"{base}.log").read_bytes().decode(errors="replace")
+        exit_line = re.findall(r"Exit status:\s*(?:\x1b\[[\d;]*m)*\s*([^\x1b\n]+)", log_text)
+        out[mode] = {
+            **legit,
+            "mode": mode,
+            "attack_argv": argv,
+            "attack_conns": conns,
+            "attack_seen": seen,
+            "attack_exit": exit_line[-1].strip() if exit_line else None,
+            "legit_success": legit["requests"] / tried if tried else None,
+            "fds": {
+                "before": before["fds"],
+                "during": max(during["fds"], during2["fds"]),
+                "after": after["fds"],
+            },
+            "rss_bytes": {
+                "before": before["rss_bytes"],
+                "during": max(during["rss_bytes"], during2["rss_bytes"]),
+                "after": after["rss_bytes"],
+            },
+            "fds_during": max(during["fds"], during2["fds"]),
+            "fds_after_minus_before": after["fds"] - before["fds"],
+            "rss_after_minus_before": after["rss_bytes"] - before["rss_bytes"],
+        }
     return out
 
 
@@ -668,6 +1136,7 @@ MEASURE: dict[str, Callable[[RunningServer, dict[str, Any], Context], dict[str, 
     "modem": measure_modem,
     "idle": measure_idle,
     "overload": measure_overload,
+    "slowhttp": measure_slowhttp,
 }
 
 
@@ -695,6 +1164,12 @@ def expected_seconds(scen: dict[str, Any], opts: Options, n_servers: int) -> flo
         total = n * (scen["settle"] + max(0.5, opts.duration / 2) + 1) * n_servers * opts.rounds
         return total
     if kind == "overload":
-        return (len(scen["levels"]) + 1) * per * n_servers * opts.rounds
+        total = (len(opts.multipliers or scen["levels"]) + 1) * per * n_servers * opts.rounds
+        return total
+    if kind == "slowhttp":
+        modes = len(opts.slow_modes or scen["modes"])
+        each = float(opts.slow_duration or scen["attack_s"]) + 2 * scen["settle"] + 2
+        total = modes * each * n_servers * opts.rounds
+        return total
     total = len(scen["sizes"]) * 6 * scen["seconds"]
     return total
