@@ -1,0 +1,774 @@
+"""UringServer: the same HTTP/1.1 static server, driven by io_uring completions.
+
+The C10K page's strategy 3 (aio / IOCP) in its modern form. Instead of "tell me which fds
+are ready, then I read", every connection always has an operation *in flight* in the
+kernel, and the loop only reaps results:
+
+    loop turn:  expire deadlines -> io_uring_enter(submit the batch, wait for >= 1 CQE or
+                the next deadline)  -> for each CQE: accept / recv / send / poll done
+
+One ``io_uring_enter`` per turn submits every SQE the previous turn prepared (sends of
+responses, re-armed recvs, cancels) and sleeps, with the timeout in the same call
+(IORING_ENTER_EXT_ARG). With 100 busy keep-alive clients a turn reaps ~100 completions
+and submits ~200 SQEs for the price of one syscall, where epoll pays a read(2) and a
+write(2) per request.
+
+Operations and why:
+- accept: one multishot ACCEPT per listener (5.19): one SQE, then a CQE per client, with
+  SOCK_NONBLOCK|SOCK_CLOEXEC set by the kernel. At the connection cap it is cancelled
+  (clients wait in the kernel backlog, as with the readiness server) and re-armed when a
+  connection closes. EMFILE/ENFILE: re-armed after 100 ms (trio's SLEEP_TIME).
+- recv: RECV with a provided-buffer ring (IORING_REGISTER_PBUF_RING): the kernel picks a
+  buffer only when bytes arrive, so an idle connection pins no memory; the bytes are
+  copied out and the buffer returned at once. Multishot recv: see MULTISHOT_RECV.
+- send: SEND of the same coalesced wire bytes the readiness server writes (head memo,
+  wire memo, pipelined batches joined); the bytes object is kept alive until its CQE.
+  A short send re-submits the rest.
+- file bodies: os.sendfile on the nonblocking socket, with TCP_CORK around header+body
+  (nginx tcp_nopush), as the readiness server does; when the socket is full, a POLL_ADD
+  (POLLOUT) SQE says when to continue. io_uring has no sendfile opcode; SPLICE would
+  need a pipe (2 fds) per transfer in flight, eating the fd budget C10K is about, and two
+  linked SQEs per chunk; READ + SEND copies the file through user memory twice. sendfile
+  from the page cache does neither, and a nonblocking socket never blocks it.
+- closing: the fd is closed at once (the cap counts fds) and the ops still in flight are
+  cancelled by ASYNC_CANCEL in the next batch; their late CQEs find the connection
+  marked closed and only return buffers. The object lives until its last CQE, so a SEND
+  still parked in the kernel never points at freed memory.
+
+The HTTP side is exactly the readiness server's: ``UringConnection`` subclasses
+``c10k.server.protocol.Connection`` and inherits its parsing, pipelining, limits,
+response assembly (``_process``, ``_answer``, ``_append``) and timeouts (``on_deadline``:
+408 on an unfinished head, silent close when idle); only the I/O methods are replaced.
+Policy pieces (RLIMIT_NOFILE raising, FD_RESERVE, the per-second Date line and wire memo,
+error responses) are those of ``c10k.server.app``.
+
+Precedents: liburing's ``io_uring_prep_multishot_accept`` / ``recv_multishot`` examples,
+the "io_uring and networking in 2023" notes (provided buffer rings, multishot), nginx
+(sendfile + tcp_nopush, lingering close), Tokio-uring (ops own their buffers until
+completion).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from c10k.core.fdio import set_cork, shutdown_write
+from c10k.core.io_uring import (
+    CQE_F_BUFFER,
+    CQE_F_MORE,
+    BufferRing,
+    Ring,
+    result_error,
+)
+from c10k.core.io_uring import unavailable_reason as uring_unavailable_reason
+from c10k.core.listener import bind_socket
+from c10k.core.timers import Deadlines
+from c10k.core.wakeup import Wakeup
+from c10k.http.connection import MEMO_MAX_HEAD_BYTES, Limits
+from c10k.http.events import Request
+from c10k.http.writers import Response, error_response, http_date
+from c10k.region import FileRegion
+from c10k.server.app import FD_RESERVE, raise_nofile_limit
+from c10k.server.config import ServerConfig
+from c10k.server.protocol import (
+    CLOSED,
+    IDLE,
+    LINGERING,
+    SENDFILE_CHUNK,
+    WRITING,
+    Connection,
+)
+from c10k.static import StaticFiles
+
+log = logging.getLogger("c10k.server")
+
+# user_data = (id << 3) | kind. id 0.. are listeners (ACCEPT) or the server itself; a
+# connection's id is a counter, never reused, so a late CQE cannot reach a newer client.
+K_ACCEPT, K_RECV, K_SEND, K_POLL, K_CANCEL, K_WAKE = range(6)
+
+# Ring sizes. SQ 4096: a turn with more SQEs submits early (Ring.prep does it) and goes
+# on. CQ 4x: completions of recvs armed long ago can all land in one turn; beyond that
+# the kernel keeps the overflow (IORING_FEAT_NODROP) and we flush it on the next enter.
+SQ_ENTRIES = 4096
+CQ_ENTRIES = 16384
+# Provided buffers: 1024 x 8 KiB = 8 MiB for all connections together. A request head is
+# a few hundred bytes; 8 KiB holds one max-size head (max_header_bytes) at once. When
+# the group runs dry the recv fails with ENOBUFS and is re-armed on the next turn.
+BUF_GROUP = 0
+BUF_COUNT = 1024
+BUF_SIZE = 8192
+# While output is pending, read at most this much ahead (pipelined requests) before we
+# stop re-arming recv and let TCP push back, like the level-triggered server's
+# "WRITE only while output is queued".
+READ_AHEAD_BYTES = 64 * 1024
+# Multishot RECV (6.0): one SQE per connection instead of one per request. See
+# measurements in the commit log; it also keeps reading while a response is in flight.
+MULTISHOT_RECV = False
+ACCEPT_RETRY_SECONDS = 0.1  # trio SLEEP_TIME after EMFILE
+ACCEPT_CAPACITY_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS))
+SOCK_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+os_sendfile = os.sendfile
+os_write = os.write
+
+
+class _Clock:
+    """What ``Connection`` reads from ``server.loop``: ``now`` and the deadline buckets."""
+
+    __slots__ = ("deadlines", "now")
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+        self.deadlines = Deadlines()
+
+
+class UringConnection(Connection):
+    """A Connection whose I/O is io_uring operations instead of readiness callbacks."""
+
+    __slots__ = ("inflight", "polling", "recv_armed", "sending", "uid", "us")
+
+    def __init__(self, server: UringServer, fd: int, uid: int) -> None:
+        self.limits = server.limits
+        self._buf = b""
+        self._scan = 0
+        self._eof = False
+        self._paused = False
+        self.server = server  # type: ignore[assignment]  # duck-typed: see _Clock
+        self.us = server
+        self.fd = fd
+        self.uid = uid << 3
+        self.out: list[bytes | memoryview | FileRegion] | None = None
+        self.will_close = False
+        self.state = IDLE
+        self.inflight = 0
+        self.sending: bytes | None = None
+        self.polling = False
+        self.recv_armed = False
+        self.deadline: float | None = server.loop.now + server.config.header_timeout
+        self.deadline_key: int | None = None
+        server.loop.deadlines.schedule(self)
+
+    # -- completions ---------------------------------------------------------------------
+    def on_recv(self, res: int, flags: int) -> None:
+        if not flags & CQE_F_MORE:
+            self.inflight -= 1
+            self.recv_armed = False
+        us = self.us
+        if res <= 0 or self.out is not None or self.state >= LINGERING:
+            self._recv_slow(res, flags)
+            return
+        data = us.take(flags, res)
+        # Hot path (as in Connection._ready): the read is exactly one head seen before.
+        if (
+            not self._buf
+            and res <= MEMO_MAX_HEAD_BYTES
+            and (req := us.head_memo_get(data)) is not None
+            and not self._paused
+        ):
+            if req.method == b"GET" and req.keep_alive and not req.has_body:
+                now = us.loop.now
+                try:
+                    resp = us.handler(req, now)
+                except Exception:
+                    log.exception("handler failed for %r", req.target)
+                    resp = us.protocol_error_response(500)
+                wires = us.wire_memo_get(resp)
+                wire = wires[req.minor << 1 ^ 2] if wires is not None else None
+                if wire is not None and not resp.close and not us.draining:
+                    us.requests += 1
+                    self.out = [wire]
+                    self.sending = wire
+                    self.inflight += 1
+                    us.prep_send(self.fd, wire, 0, self.uid | K_SEND, 0)
+                    deadline = now + us.send_timeout
+                    self.deadline = deadline
+                    if self.deadline_key is None or deadline < self.deadline_key:
+                        us.loop.deadlines.schedule(self)
+                    if not self.recv_armed:
+                        self._arm_recv()
+                    return
+                out: list[bytes | FileRegion] = []
+                self._answer(req, out, resp)
+                self._send(out)
+            else:
+                self._respond(req)
+        else:
+            self.receive_data(data)
+            self._process()
+        self._maybe_rearm()
+
+    def _recv_slow(self, res: int, flags: int) -> None:
+        us = self.us
+        state = self.state
+        if res < 0:
+            if flags & CQE_F_BUFFER:
+                us.buffers.give_back(flags)
+            if state == CLOSED:
+                us.maybe_release(self)
+            elif res == -errno.ENOBUFS:
+                us.starved.append(self)  # re-armed next turn, after buffers came back
+            elif res == -errno.ECANCELED:
+                pass  # we cancelled it (multishot read-ahead limit); re-armed when drained
+            else:
+                self._io_error(result_error(res))
+            return
+        if state == CLOSED:
+            us.buffers.give_back(flags)
+            us.maybe_release(self)
+            return
+        if state == LINGERING:
+            us.buffers.give_back(flags)
+            if res == 0:
+                self._force_close()
+            elif not self.recv_armed:
+                self._arm_recv()
+            return
+        data = us.take(flags, res) if res else b""
+        if self._eof:
+            return  # bytes after EOF cannot come from a stream socket
+        self.receive_data(data)
+        if self.out is None:
+            self._process()
+        self._maybe_rearm()
+
+    def _maybe_rearm(self) -> None:
+        if self.recv_armed or self.state >= LINGERING or self._eof:
+            return
+        if self.out is not None and len(self._buf) >= READ_AHEAD_BYTES:
+            return  # output pending and enough read ahead: TCP pushes back
+        self._arm_recv()
+
+    def _arm_recv(self) -> None:
+        self.recv_armed = True
+        self.inflight += 1
+        self.us.prep_recv(self.fd, self.uid | K_RECV)
+
+    def on_send(self, res: int) -> None:
+        self.inflight -= 1
+        data = self.sending
+        self.sending = None
+        if self.state == CLOSED:
+            self.us.maybe_release(self)
+            return
+        if res < 0:
+            self._io_error(result_error(res))
+            return
+        out = self.out
+        assert out is not None
+        assert data is not None
+        if res < len(data):
+            # Short send: the socket filled. Progress restarts the send timeout.
+            out[0] = data[res:]
+            self._wait_progress()
+            self._flush()
+            return
+        del out[0]
+        if out:
+            self._flush()
+        else:
+            self.out = None
+            self._sent_all()
+
+    def on_poll(self, res: int) -> None:
+        self.inflight -= 1
+        self.polling = False
+        if self.state == CLOSED:
+            self.us.maybe_release(self)
+            return
+        if res < 0:
+            self._io_error(result_error(res))
+            return
+        self._flush()
+
+    # -- writing (replacing the readiness versions) ----------------------------------------
+    def _send(self, items: list[bytes | FileRegion]) -> None:
+        if not items:
+            if self.will_close:
+                self._finish()
+            return
+        if len(items) == 1 or not any(isinstance(i, FileRegion) for i in items):
+            joined: list[bytes | memoryview | FileRegion] = (
+                [items[0]] if len(items) == 1 else [b"".join(items)]  # type: ignore[arg-type]
+            )
+        else:
+            joined = _coalesce(items)
+        self._queue(joined)
+
+    def _queue(self, items: list[bytes | memoryview | FileRegion]) -> None:
+        if self.out is None:
+            self.out = items
+        else:
+            self.out.extend(items)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Start the next write: SEND for bytes; sendfile (+ POLL_ADD when full) for a
+        file body and the header before it. Returns at once if a write is in flight."""
+        if self.sending is not None or self.polling:
+            return
+        out = self.out
+        assert out is not None
+        fd = self.fd
+        us = self.us
+        try:
+            while out:
+                item = out[0]
+                if isinstance(item, FileRegion):
+                    sent = 0
+                    while item.count:
+                        if sent >= SENDFILE_CHUNK:
+                            # Fair share for this turn: continue when writable (at once
+                            # if still writable) after the other connections ran.
+                            self._poll_out()
+                            return
+                        n = os_sendfile(fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
+                        if n == 0:
+                            log.warning("file shrank while being sent; closing the connection")
+                            self._force_close()
+                            return
+                        item.offset += n
+                        item.count -= n
+                        sent += n
+                    item.release()
+                    out.pop(0)
+                    set_cork(fd, False)
+                elif len(out) > 1 and isinstance(out[1], FileRegion):
+                    # A header before a file body goes out synchronously, corked, so the
+                    # header and the first body bytes share a segment (tcp_nopush).
+                    set_cork(fd, True)
+                    n = os_write(fd, item)
+                    if n == len(item):
+                        out.pop(0)
+                    else:
+                        out[0] = bytes(item[n:])
+                        self._poll_out()
+                        return
+                else:
+                    data = item if item.__class__ is bytes else bytes(item)
+                    out[0] = data
+                    self.sending = data
+                    self.inflight += 1
+                    us.prep_send(fd, data, 0, self.uid | K_SEND, 0)
+                    return
+        except (BlockingIOError, InterruptedError):
+            self._poll_out()
+            return
+        except OSError as exc:
+            self._io_error(exc)
+            return
+        self.out = None
+        self._sent_all()
+
+    def _poll_out(self) -> None:
+        self.polling = True
+        self.inflight += 1
+        self.us.ring.prep_poll_add(self.fd, select.POLLOUT, self.uid | K_POLL)
+        self._wait_progress()
+
+    def _wait_progress(self) -> None:
+        us = self.us
+        self.state = WRITING
+        self.deadline = us.loop.now + us.send_timeout
+        us.loop.deadlines.schedule(self)
+
+    def _sent_all(self) -> None:
+        us = self.us
+        if self.state == WRITING:
+            self.state = IDLE
+        if self.will_close:
+            self._finish()
+            return
+        if self._buf and not self._paused:
+            self._process()
+            if self.out is not None or self.state == CLOSED:
+                self._maybe_rearm()
+                return
+        config = us.config
+        deadline = us.loop.now + (config.header_timeout if self._buf else us.keepalive_timeout)
+        self.deadline = deadline
+        if self.deadline_key is None or deadline < self.deadline_key:
+            us.loop.deadlines.schedule(self)
+        self._maybe_rearm()
+
+    # -- closing ---------------------------------------------------------------------------
+    def _finish(self) -> None:
+        if self._buf or (self._paused and not self._eof):
+            try:
+                shutdown_write(self.fd)
+            except OSError:
+                self._force_close()
+                return
+            us = self.us
+            self.state = LINGERING
+            self._buf = b""
+            self.deadline = us.loop.now + us.config.linger_timeout
+            us.loop.deadlines.schedule(self)
+            if not self.recv_armed:
+                self._arm_recv()
+            return
+        self._force_close()
+
+    def _linger_read(self) -> None:  # readiness only; lingering here is the armed recv
+        if not self.recv_armed:
+            self._arm_recv()
+
+    def _force_close(self) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self.deadline = None
+        self.deadline_key = None
+        if self.out:
+            for item in self.out:
+                if isinstance(item, FileRegion):
+                    item.release()
+        self.out = None
+        self._buf = b""
+        us = self.us
+        if not us.closing:
+            uid = self.uid
+            if self.recv_armed:
+                us.ring.prep_cancel(uid | K_RECV, K_CANCEL)
+            if self.sending is not None:
+                us.ring.prep_cancel(uid | K_SEND, K_CANCEL)
+            if self.polling:
+                us.ring.prep_cancel(uid | K_POLL, K_CANCEL)
+        # The fd goes now: in-flight ops hold their own reference to the socket until
+        # their cancellation completes, and our ids are never reused.
+        os.close(self.fd)
+        us.connection_closed(self)
+
+
+def _coalesce(items: list[bytes | FileRegion]) -> list[bytes | memoryview | FileRegion]:
+    out: list[bytes | memoryview | FileRegion] = []
+    run: list[bytes] = []
+    for item in items:
+        if isinstance(item, FileRegion):
+            if run:
+                out.append(b"".join(run))
+                run = []
+            out.append(item)
+        else:
+            run.append(item)
+    if run:
+        out.append(b"".join(run))
+    return out
+
+
+class UringServer:
+    """An HTTP/1.1 static file server on one io_uring; the ``ServerLike`` face of
+    ``c10k.server.modes``.
+
+    Args:
+        config: the settings (``config.backend`` is ignored: this mode is its own loop).
+        handler: ``handler(request, now) -> Response``; defaults to StaticFiles(config.root).
+        sock: a listening socket, or a list of them, to serve instead of binding one.
+    """
+
+    backend_name = "uring"
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return uring_unavailable_reason()
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        handler: Callable[[Request, float], Response] | None = None,
+        sock: socket.socket | list[socket.socket] | None = None,
+    ) -> None:
+        self.config = config
+        if handler is None:
+            handler = StaticFiles(
+                config.root,
+                index=config.index,
+                serve_dotfiles=config.serve_dotfiles,
+                cache_max_file_bytes=config.cache_max_file_bytes,
+                cache_max_total_bytes=config.cache_max_total_bytes,
+                revalidate_seconds=config.revalidate_seconds,
+            ).handle
+        self.handler = handler
+        self.limits = Limits(config.max_header_bytes, config.max_fields)
+        self.nofile_soft, self.nofile_hard = raise_nofile_limit()
+        self.capacity, self.capacity_reason = self._capacity()
+        self.loop = _Clock()
+        self.closing = False
+        if sock is None:
+            socks = [
+                bind_socket(
+                    config.host, config.port, backlog=config.backlog, reuse_port=config.reuse_port
+                )
+            ]
+        else:
+            socks = list(sock) if isinstance(sock, list) else [sock]
+        self.socks = socks
+        self.ring = Ring(SQ_ENTRIES, CQ_ENTRIES)
+        try:
+            self.buffers = BufferRing(self.ring, BUF_GROUP, BUF_COUNT, BUF_SIZE)
+        except BaseException:
+            self.ring.close()
+            raise
+        self.wakeup = Wakeup()
+        self._wake_buf = bytearray(64)
+        self.conns: dict[int, UringConnection] = {}
+        self.open = 0
+        self.starved: list[UringConnection] = []
+        self.accept_armed = [False] * len(socks)
+        self.accept_paused = False
+        self.accept_retry_at: float | None = None
+        self.multishot_accept = True
+        self.draining = False
+        self._running = False
+        self._next_uid = 1
+        self.requests = 0
+        self.timeouts = 0
+        self.wire_memo: dict[Response, list[bytes | None]] = {}
+        self.wire_memo_get = self.wire_memo.get
+        self.head_memo_get = self.limits.head_memo.get
+        self.keepalive_timeout = config.keepalive_timeout
+        self.send_timeout = config.send_timeout
+        self.date_line = b""
+        self._date_expires = 0.0
+        self._update_date()
+        self._errors: dict[int, Response] = {}
+        # Hot-path bindings.
+        self.prep_send = self.ring.prep_send
+        self.take = self.buffers.take
+        ring, group = self.ring, BUF_GROUP
+        prep = ring.prep
+        from c10k.core.io_uring import OP_RECV, RECV_MULTISHOT, SQE_BUFFER_SELECT
+
+        ioprio = RECV_MULTISHOT if MULTISHOT_RECV else 0
+
+        def prep_recv(fd: int, user_data: int) -> None:
+            prep(OP_RECV, fd, 0, 0, 0, 0, user_data, SQE_BUFFER_SELECT, ioprio, group)
+
+        self.prep_recv = prep_recv
+
+    # -- public ----------------------------------------------------------------------------
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.socks[0].getsockname()[:2]
+        return host, port
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}/"
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM stop the server. The C-level handler writes to the wakeup
+        socket (set_wakeup_fd), whose pending RECV completes, so a sleeping
+        io_uring_enter returns at once even if the signal lands just before it."""
+        signal.set_wakeup_fd(self.wakeup.wsock.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def serve_forever(self, install_signals: bool = True) -> None:
+        """Accept and serve until SIGINT/SIGTERM or ``stop()``; then close everything."""
+        if install_signals:
+            self.install_signal_handlers()
+        self._running = True
+        try:
+            self._arm_wakeup()
+            self._arm_accepts()
+            self._run()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Thread-safe: make ``serve_forever`` return."""
+        self._running = False
+        self.wakeup.wake()
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        for conn in list(self.conns.values()):
+            conn._force_close()
+        self.conns.clear()
+        # Closing the ring cancels whatever is still in flight; unregister the buffers
+        # first so no late recv can pick one.
+        self.buffers.close()
+        self.ring.close()
+        for s in self.socks:
+            s.close()
+        try:
+            old = signal.set_wakeup_fd(-1)
+            if old != self.wakeup.wsock.fileno():
+                signal.set_wakeup_fd(old)  # not ours: put it back
+        except ValueError:
+            pass  # not the main thread: we never installed it
+        self.wakeup.close()
+
+    # -- the loop ------------------------------------------------------------------------
+    def _run(self) -> None:
+        ring = self.ring
+        reap = ring.reap
+        wait = ring.submit_and_wait
+        loop = self.loop
+        deadlines = loop.deadlines
+        conns = self.conns
+        monotonic = time.monotonic
+        while self._running:
+            now = monotonic()
+            loop.now = now
+            if now >= self._date_expires:
+                self._update_date()
+            nxt = deadlines.next_when()
+            if nxt is not None and nxt <= now:
+                deadlines.expire(now)
+                nxt = deadlines.next_when()
+            if self.starved:
+                starved, self.starved = self.starved, []
+                for conn in starved:
+                    if conn.state != CLOSED:
+                        conn._maybe_rearm()
+                    else:
+                        self.maybe_release(conn)
+            if self.accept_retry_at is not None and now >= self.accept_retry_at:
+                self.accept_retry_at = None
+                self._arm_accepts()
+            timeout = self._date_expires - now
+            if nxt is not None and nxt - now < timeout:
+                timeout = nxt - now
+            if self.accept_retry_at is not None and self.accept_retry_at - now < timeout:
+                timeout = self.accept_retry_at - now
+            if not self._running:
+                break
+            wait(max(timeout, 0.0005))
+            loop.now = monotonic()
+            for ud, res, fl in reap():
+                kind = ud & 7
+                if kind == K_RECV:
+                    conns[ud >> 3].on_recv(res, fl)
+                elif kind == K_SEND:
+                    conns[ud >> 3].on_send(res)
+                elif kind == K_POLL:
+                    conns[ud >> 3].on_poll(res)
+                elif kind == K_ACCEPT:
+                    self._on_accept(ud >> 3, res, fl)
+                elif kind == K_WAKE:
+                    self._on_wake(res)
+                # K_CANCEL: the cancelled op reports on its own CQE.
+
+    # -- accepting -------------------------------------------------------------------------
+    def _arm_accepts(self) -> None:
+        if self.accept_paused or self.draining:
+            return
+        for i, s in enumerate(self.socks):
+            if not self.accept_armed[i]:
+                self.accept_armed[i] = True
+                self.ring.prep_accept(
+                    s.fileno(), (i << 3) | K_ACCEPT, SOCK_FLAGS, self.multishot_accept
+                )
+
+    def _on_accept(self, index: int, res: int, flags: int) -> None:
+        if not flags & CQE_F_MORE:
+            self.accept_armed[index] = False
+        if res < 0:
+            if res == -errno.ECANCELED:
+                return
+            if res == -errno.EINVAL and self.multishot_accept:
+                self.multishot_accept = False  # a kernel without multishot accept
+            elif -res in ACCEPT_CAPACITY_ERRNOS:
+                log.warning(
+                    "accept: %s; retrying in %.1fs", os.strerror(-res), ACCEPT_RETRY_SECONDS
+                )
+                if not self.accept_armed[index]:
+                    self.accept_retry_at = self.loop.now + ACCEPT_RETRY_SECONDS
+                return
+            elif -res not in (errno.EAGAIN, errno.EINTR, errno.ECONNABORTED):
+                log.error("accept: %s", os.strerror(-res))
+            if not self.accept_armed[index] and self.accept_retry_at is None:
+                self._arm_accepts()
+            return
+        if self.draining or self.closing:
+            os.close(res)
+            return
+        uid = self._next_uid
+        self._next_uid = uid + 1
+        conn = UringConnection(self, res, uid)
+        self.conns[uid] = conn
+        self.open += 1
+        conn._arm_recv()
+        if self.open >= self.capacity:
+            self._pause_accepts()
+        elif not self.accept_armed[index]:
+            self._arm_accepts()
+
+    def _pause_accepts(self) -> None:
+        self.accept_paused = True
+        for i, armed in enumerate(self.accept_armed):
+            if armed:
+                self.ring.prep_cancel((i << 3) | K_ACCEPT, K_CANCEL)
+
+    def connection_closed(self, conn: UringConnection) -> None:
+        self.open -= 1
+        self.maybe_release(conn)
+        if self.accept_paused and not self.draining and self.open < self.capacity:
+            self.accept_paused = False
+            # A cancelled multishot accept may still be armed (its CQE not yet reaped);
+            # _arm_accepts only arms listeners whose last CQE said "no more".
+            self._arm_accepts()
+
+    def maybe_release(self, conn: UringConnection) -> None:
+        if conn.inflight <= 0 and conn.state == CLOSED:
+            self.conns.pop(conn.uid >> 3, None)
+
+    # -- wakeups and signals ---------------------------------------------------------------
+    def _arm_wakeup(self) -> None:
+        buf = self._wake_buf
+        import ctypes
+
+        addr = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+        self.ring.prep_recv(self.wakeup.fileno(), K_WAKE, addr, len(buf))
+
+    def _on_wake(self, res: int) -> None:
+        # Signal numbers or thread wakeups; the Python-level handlers already ran.
+        if self._running and not self.closing:
+            self._arm_wakeup()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        self.draining = True
+        self._running = False
+
+    # -- policy (as c10k.server.app.Server) ------------------------------------------------
+    def _capacity(self) -> tuple[int, str]:
+        cap = self.nofile_soft - FD_RESERVE
+        reason = f"RLIMIT_NOFILE {self.nofile_soft} minus {FD_RESERVE} reserved fds"
+        if self.config.max_connections is not None and self.config.max_connections < cap:
+            cap = self.config.max_connections
+            reason = "--max-connections"
+        return max(cap, 1), reason
+
+    def protocol_error_response(self, status: int) -> Response:
+        resp = self._errors.get(status)
+        if resp is None:
+            resp = self._errors[status] = error_response(status, close=True)
+        return resp
+
+    def method_response(self, status: int) -> Response:
+        key = -status
+        resp = self._errors.get(key)
+        if resp is None:
+            extra = [(b"Allow", b"GET, HEAD")] if status == 405 else None
+            resp = self._errors[key] = error_response(status, extra)
+        return resp
+
+    def _update_date(self) -> None:
+        now = time.time()
+        self.date_line = b"Date: " + http_date(now) + b"\r\n"
+        self.wire_memo.clear()
+        self._date_expires = time.monotonic() + (1.0 - (now % 1.0))
