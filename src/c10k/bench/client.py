@@ -523,8 +523,8 @@ class HttpWorker:
             c.head.clear()
 
     def _finish_closed(self, c: _Conn, now: float) -> None:
-        if c.state == _IDLE:
-            self.closed_by_server += 1
+        if c.state == _IDLE or self.mode == "idle":
+            self.closed_by_server += 1  # idle mode: a connection that cannot be held
         self._close(c)
         self._after_close(now)
 

@@ -142,15 +142,15 @@ def _read_stat(pid: int) -> list[str] | None:
     return data[data.rindex(")") + 2 :].split()
 
 
-def session_pids(sid: int) -> list[int]:
-    """Pids of live processes whose session id is ``sid``."""
+def session_pids(sid: int, live: bool = False) -> list[int]:
+    """Pids of processes whose session id is ``sid`` (``live``: zombies left out)."""
     pids = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         f = _read_stat(int(name))
         # after comm: state(0) ppid(1) pgrp(2) session(3) ...
-        if f is not None and int(f[3]) == sid:
+        if f is not None and int(f[3]) == sid and not (live and f[0] == "Z"):
             pids.append(int(name))
     return pids
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from c10k.bench.machine import Pinning, pin_argv
+from c10k.bench.machine import Pinning, pin_argv, session_pids
 
 HOST = "127.0.0.1"
 PROBE_PATH = "/small.bin"
@@ -604,6 +604,19 @@ class RunningServer:
             # The leader is gone; make sure no child of it outlived it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.sid, signal.SIGKILL)
+        # A fanned-out server's leader (sh) exits at once; its children got the same SIGTERM
+        # and are given the same time to go, then SIGKILLed.  Only our session is touched.
+        deadline = time.perf_counter() + timeout
+        killed = False
+        while session_pids(self.sid, live=True):
+            if time.perf_counter() > deadline:
+                if killed:
+                    break
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.sid, signal.SIGKILL)
+                killed = True
+                deadline = time.perf_counter() + timeout
+            time.sleep(0.02)
         if not self._log.closed:
             self._log.close()
 

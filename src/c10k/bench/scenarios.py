@@ -581,7 +581,8 @@ def idle_plan(
     >>> p = idle_plan([30_000], procs=2, server_workers=2, nofile=20_000)
     >>> p.clients, p.workers, p.ports, p.sources
     (2, 2, 2, ['127.0.0.2', '127.0.0.3'])
-    >>> idle_plan([10, 50], nofile=20_000)[1:4]
+    >>> p = idle_plan([10, 50], nofile=20_000)
+    >>> p.clients, p.workers, p.ports
     (1, 1, 1)
     """
     levels = sorted({n for n in levels if n > 0})
@@ -651,13 +652,13 @@ def stop_reason(
     if refused or closed_by_server:
         parts = [f"{k} {v}" for k, v in sorted(refused.items())]
         if closed_by_server:
-            parts.append(f"closed by server {closed_by_server}")
+            parts.append(f"{closed_by_server} closed by the server (no keep-alive?)")
         return "server error: " + ", ".join(parts)
     return "unknown (fewer held than asked, no error seen)"
 
 
 def _memory(srv: RunningServer, client_pids: list[int]) -> dict[str, Any]:
-    pids = session_pids(srv.sid)
+    pids = session_pids(srv.sid, live=True)
     return {
         "server_rss": pids_rss_bytes(pids),
         "server_processes": len(pids),
@@ -731,7 +732,7 @@ def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
         f"{k} client processes, {len(plan.sources)} source addresses)"
     )
     ctx.sleep(scen["settle"])
-    procs0 = len(session_pids(srv.sid))
+    procs0 = len(session_pids(srv.sid, live=True))
     base = active_client()
     base_p99 = base["latency_ms"].get("p99")
     zero: dict[str, Any] = {
@@ -924,11 +925,11 @@ def overload_figures(
 ) -> dict[str, Any]:
     """Goodput, shares and the unfinished count of one open-loop window.
 
-    >>> f = overload_figures({"attempted": 100, "ok": 80, "dropped": 0},
-    ...     {"window_s": 1.0, "rps": 80.0, "error_total": 15, "errors": {"503": 10, "late": 5}},
-    ...     100.0, 100.0)
+    >>> errors = {"503": 10, "late": 5, "timeout": 5}
+    >>> f = overload_figures({"attempted": 100, "ok": 75, "dropped": 0},
+    ...     {"window_s": 1.0, "rps": 75.0, "error_total": 20, "errors": errors}, 100.0, 100.0)
     >>> f["goodput_vs_peak"], f["share_503"], f["error_rate"], f["unfinished"]
-    (0.8, 0.1, 0.05, 5)
+    (0.75, 0.1, 0.05, 5)
     """
     attempted = m["attempted"]
     measured = run["window_s"] or 1e-9
