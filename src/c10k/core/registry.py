@@ -13,6 +13,7 @@ from c10k.core.backend import Backend, BackendUnavailable
 from c10k.core.io_epoll import EpollBackend, EpollETBackend
 from c10k.core.io_kqueue import KqueueBackend
 from c10k.core.io_poll import DevpollBackend, PollBackend
+from c10k.core.io_rtsig import RtsigBackend
 from c10k.core.io_select import SelectBackend
 
 BACKENDS: dict[str, type[Backend]] = {
@@ -24,6 +25,7 @@ BACKENDS: dict[str, type[Backend]] = {
         DevpollBackend,
         PollBackend,
         SelectBackend,
+        RtsigBackend,
     )
 }
 AUTO_ORDER = ("epoll", "kqueue", "devpoll", "poll", "select")
