@@ -545,14 +545,17 @@ class Supervisor:
         total = sum(int(i.get("capacity", 0)) for i in infos)
         n = len(self.slots)
         pids = ", ".join(str(s.current.pid) for s in self.slots if s.current is not None)
+        tcp = any(s.family != socket.AF_UNIX for s in first)
         if n == 1:
             listeners = "one listener per address"
+        elif reuse and tcp:
+            listeners = "an SO_REUSEPORT listener per worker and TCP address"
+            if len(first) > 1 and not all(s.family != socket.AF_UNIX for s in first):
+                listeners += "; Unix sockets shared by all workers"
         elif reuse:
-            listeners = "an SO_REUSEPORT listener per worker and address"
+            listeners = "Unix sockets shared by all workers"
         else:
             listeners = "one listener per address shared by all workers (no SO_REUSEPORT)"
-        if any(s.family == socket.AF_UNIX for s in first) and n > 1 and reuse:
-            listeners += "; Unix sockets shared"
         self.say(_banner_first(full_config, first))
         self.say(
             f"  backend {info.get('backend')}; {n} workers{note} (pids {pids}); capacity "
