@@ -45,6 +45,23 @@ then HEAD, then Range (``ranges.py``; GET only, gated by If-Range), then the 200
 response for a file with a sibling carries ``Vary: Accept-Encoding``, 304s included.
 Cached Responses are never mutated; 206s, 416s and large-file 200s are fresh objects.
 
+Precompressed siblings (nginx ``gzip_static``, Caddy ``precompressed``): ``x.br`` and
+``x.gz`` are used only if they are regular files whose ``realpath`` stays inside the root
+(a symlinked ``x.gz`` leading out is ignored, like any other escape) and are not older
+than ``x``. nginx serves a stale sibling anyway; we do not, because gzip clients would then
+see different content from everyone else after an edit that forgot the ``.gz``. Equal
+mtimes are fine: ``gzip -k`` and ``brotli -k`` give the output the input's mtime. Each
+representation has its own ETag (the coding is a suffix) and Content-Length; all share
+the original's Content-Type. Ranges apply to the encoded bytes; a multi-range request on
+an encoded representation gets the whole representation (each part would need its own
+Content-Encoding, which no client decodes).
+
+Cache-Control per suffix, and Expires when it has ``max-age``. Expires is absolute, so it
+is rendered when an entry is built and re-rendered each time the entry is revalidated:
+it lags Date + max-age by at most ``revalidate_seconds`` (1 s), i.e. an HTTP/1.0 cache
+sees the response expire up to a second early, never late. HTTP/1.1 caches use max-age
+and ignore Expires (RFC 9111 section 5.3).
+
 Threads. ``handle`` and ``handle_fast`` may run concurrently from the loop and pool
 threads. The cache is mutated only under its lock (``cache.FileCache``); entries and
 Responses are immutable once published, so readers need no lock and the hot path stays
@@ -333,6 +350,9 @@ class StaticFiles:
         request alone (405, a malformed or forbidden path), all without a syscall. None
         means "call ``handle`` in a worker thread": a miss, a due revalidation, a large
         file's GET (it must be opened), a directory listing.
+
+        Every filesystem call goes through ``c10k.static.fsio``; setting
+        ``fsio.delay_hook`` slows chosen paths down in tests (it never runs here).
         """
         entry = self._lookup(request.target)
         if (
