@@ -357,6 +357,10 @@ def describe() -> dict[str, Any]:
         "net/ipv4/tcp_fin_timeout",
         "fs/nr_open",
         "fs/file-max",
+        # Both ends of every loopback connection, when conntrack tracks them (count > 0).
+        "net/netfilter/nf_conntrack_max",
+        "net/netfilter/nf_conntrack_count",
+        "net/ipv4/tcp_mem",
     ):
         sysctls[key.replace("/", ".")] = _read(f"/proc/sys/{key}")
     wrk = shutil.which("wrk")

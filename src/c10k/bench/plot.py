@@ -14,8 +14,8 @@ One figure per question the issue asks:
 - ``<http scenario>-latency.png``: p50/p90/p99/p99.9 per server and variation;
 - ``poller-time-per-event.png``: µs per wait vs. watched fds, log-log, one line per backend;
 - ``modem-users.png``: users alive over time, one line per server (first round);
-- ``idle-memory.png`` and ``idle-latency.png``: RSS per connection and the active client's
-  p99 vs. idle connections;
+- ``idle-memory.png``, ``idle-latency.png`` and ``idle-held.png``: RSS per connection and
+  the active client's p99 vs. idle connections, and connections held over time;
 - ``overload-goodput.png``: goodput vs. offered load.
 """
 
@@ -189,6 +189,27 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
                 ax.legend()
                 ax.set_title(f"idle: {ylabel}\n{subtitle}", fontsize=9)
                 save(fig, f"idle-{fname}.png")
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+            drawn = False
+            for server in order:
+                zero = next(
+                    (r for r in variations.get("N=0", {}).get("runs", []) if r["server"] == server),
+                    None,
+                )
+                if zero and zero.get("timeline"):
+                    ax.plot(*zip(*zero["timeline"], strict=True), drawstyle="steps-post", label=server)
+                    drawn = True
+            if drawn:
+                ax.set_xlabel("seconds since the run started")
+                ax.set_ylabel("connections held")
+                ax.grid(alpha=0.3)
+                ax.legend()
+                ax.set_title(
+                    f"idle: connections held over time (first round)\n{subtitle}", fontsize=9
+                )
+                save(fig, "idle-held.png")
+            else:
+                plt.close(fig)
         elif kind == "overload":
             fig, ax = plt.subplots(figsize=(7, 4.5))
             for server in order:

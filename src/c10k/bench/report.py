@@ -97,7 +97,7 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
     ],
     "idle": [
         ("held", "held", "int", False),
-        ("establish_s", "setup s", "f1", False),
+        ("establish_s", "setup s", "f2", False),
         ("rss_per_conn_bytes", "server RSS B/conn", "int", True),
         ("client_rss_per_conn_bytes", "client RSS B/conn", "int", False),
         ("slab_per_conn_bytes", "slab B/conn (both sides)", "int", False),

@@ -54,6 +54,7 @@ from c10k.bench.machine import (
     nofile_soft,
     pids_fd_count,
     pids_rss_bytes,
+    pin_argv,
     session_pids,
     slab_snapshot,
 )
@@ -173,7 +174,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "conns": 4000,
         "rate": 1000,
         "attack_s": 30.0,
-        "legit_conns": 4,
+        # The legitimate client: an open loop (a fixed rate whatever the server does), a new
+        # connection per request, so an attack that holds every connection slot shows.
+        "legit_rate": 100.0,
         "legit_timeout": 5.0,
         "settle": 3.0,
         # Issue 7: 100 % success, p99 under 100 ms, fds back to the baseline after.
@@ -1019,8 +1022,9 @@ def _server_footprint(srv: RunningServer) -> dict[str, int]:
 def measure_slowhttp(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Each slowhttptest attack while a legitimate client fetches files (see SLOWHTTP_MODES).
 
-    Per attack: the legitimate client's success rate and latency (a new connection per
-    request, so a server whose connection slots the attack holds cannot hide it), the
+    Per attack: the legitimate client's success rate (2xx within ``legit_timeout`` of all
+    requests it meant to send) and latency (a new connection per request at a fixed rate,
+    so a server whose connection slots the attack holds cannot hide it), the
     server's fds and RSS before, during and after, and what slowhttptest itself saw.
     """
     binary = shutil.which("slowhttptest")
@@ -1042,6 +1046,7 @@ def measure_slowhttp(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
         base = ctx.workdir / f"slowhttp-{srv.spec.name}-{srv.port}-{mode}"
         argv = slowhttp_argv(mode, srv.host, srv.port, conns, rate, seconds, base)
         argv[0] = binary
+        argv = pin_argv(argv, ctx.pin.generator_cpus)  # the attacker shares the client's core
         with open(f"{base}.log", "wb") as log:
             attack = subprocess.Popen(
                 argv,
@@ -1058,10 +1063,12 @@ def measure_slowhttp(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
                     srv,
                     ctx,
                     scen["path"],
-                    scen["legit_conns"],
+                    0,
                     True,
                     max(1.0, seconds - ramp - 1.0),
                     0.0,
+                    mode="open",
+                    rate=scen["legit_rate"],
                     timeout=scen["legit_timeout"],
                 )
                 during2 = _server_footprint(srv)
@@ -1078,7 +1085,7 @@ def measure_slowhttp(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
         after = _server_footprint(srv)
         legit = _http_run_from_python(m)
         _cpu_figures(legit, c0, c1, ctx.pin, legit["requests"])
-        tried = legit["requests"] + legit["error_total"]
+        tried = m["attempted"]  # unfinished and dropped requests count as failures
         csv = Path(f"{base}.csv")
         seen = parse_slowhttp_csv(csv.read_text()) if csv.exists() else {}
         log_text = Path(f"{base}.log").read_bytes().decode(errors="replace")
