@@ -197,8 +197,8 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
                     None,
                 )
                 if zero and zero.get("timeline"):
-                    xs, ys = zip(*zero["timeline"], strict=True)
-                    ax.plot(xs, ys, drawstyle="steps-post", label=server)
+                    tx, ty = zip(*zero["timeline"], strict=True)
+                    ax.plot(tx, ty, drawstyle="steps-post", label=server)
                     drawn = True
             if drawn:
                 ax.set_xlabel("seconds since the run started")
