@@ -471,8 +471,20 @@ def test_precompressed_off_serves_identity_without_vary(
 
 def test_precompressed_no_sibling_no_vary(root: pathlib.Path, make_request: MakeRequest) -> None:
     files = StaticFiles(root, precompressed=True)
-    f = fields(get(files, make_request, b"/hello.txt", {b"accept-encoding": b"gzip"}))
+    first = get(files, make_request, b"/hello.txt", {b"accept-encoding": b"gzip"})
+    f = fields(first)
     assert b"vary" not in f
+    assert b"content-encoding" not in f
+    # Without siblings the hot path still returns the one cached object.
+    assert get(files, make_request, b"/hello.txt", {b"accept-encoding": b"gzip"}) is first
+
+
+def test_precompressed_file_requested_directly(
+    compressed_root: pathlib.Path, make_request: MakeRequest
+) -> None:
+    files = StaticFiles(compressed_root, precompressed=True)
+    f = fields(get(files, make_request, b"/app.js.gz", {b"accept-encoding": b"gzip"}))
+    assert f[b"content-type"] == b"application/gzip"
     assert b"content-encoding" not in f
 
 

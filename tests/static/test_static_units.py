@@ -324,3 +324,68 @@ def test_cache_entry_responses(tmp_path: pathlib.Path) -> None:
     large = _entry(tmp_path, "l", None)
     assert large.get_response is None
     assert b"Content-Length: 10\r\n" in large.head_response.head
+
+
+# -- ranges and Accept-Encoding -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"bytes=0-0", [(0, 1)]),
+        (b"bytes= 0-1 , 4-5 ", [(0, 2), (4, 6)]),
+        (b"bytes=0-1,,4-5,", [(0, 2), (4, 6)]),  # empty list elements are skipped
+        (b"bytes=20-29,0-9", [(0, 10), (20, 30)]),  # sorted
+        (b"bytes=0-9,5-14", [(0, 15)]),  # overlapping: merged
+        (b"bytes=98-", [(98, 100)]),
+        (b"bytes=-1", [(99, 100)]),
+        (b"bytes=-100", [(0, 100)]),
+        (b"bytes=0-99999999999999999999999999", [(0, 100)]),  # huge last: clamped
+        (b"bytes=99999999999999999999999999-", []),  # huge first: unsatisfiable
+        (b"bytes=" + b"9" * 5000 + b"-", []),  # no int() of 5000 digits
+        (b"bytes=100-100, 200-", []),
+        (b"bytes=100-100, 0-0", [(0, 1)]),  # the satisfiable ones are served
+        (b"bytes=", None),
+        (b"bytes=,", None),
+        (b"bytes=1", None),
+        (b"bytes=-", None),
+        (b"bytes=--1", None),
+        (b"bytes=+1-2", None),
+        (b"bytes=0x1-2", None),
+        (b"bytes=1-2-3", None),
+        (b"bytes=3-2", None),
+        (b"bytes=0-1, 3-2", None),  # one invalid spec invalidates the field
+        (b"=0-1", None),
+        (b"bytes", None),
+    ],
+)
+def test_parse_range(value: bytes, expected: list[tuple[int, int]] | None) -> None:
+    assert ranges.parse_range(value, 100) == expected
+
+
+def test_parse_range_count_cap_counts_specs_before_coalescing() -> None:
+    at_cap = b"bytes=" + b",".join([b"0-0"] * ranges.MAX_RANGES)
+    assert ranges.parse_range(at_cap, 100) == [(0, 1)]  # 16 bytes asked of 100: coalesced
+    spread = b"bytes=" + b",".join(b"%d-%d" % (i, i) for i in range(ranges.MAX_RANGES))
+    assert ranges.parse_range(spread, 100) == [(0, ranges.MAX_RANGES)]
+    over = b"bytes=" + b",".join(b"%d-%d" % (i, i) for i in range(ranges.MAX_RANGES + 1))
+    assert ranges.parse_range(over, 100) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"gzip, deflate, br, zstd", b"br"),
+        (b"gzip;q=0.9, br;q=0.8", b"gzip"),
+        (b"gzip; q=0.5 , br ; q=0.4", b"gzip"),
+        (b"br;q=0.000", None),
+        (b"gzip;q=1.5", None),  # out of range: not acceptable
+        (b"gzip;q=nan", None),
+        (b"*;q=0.1", b"br"),
+        (b"*, br;q=0", b"gzip"),
+        (b"identity;q=1, gzip;q=1", b"gzip"),  # identity wins only when strictly better
+        (b"compress", None),
+    ],
+)
+def test_choose_encoding(value: bytes, expected: bytes | None) -> None:
+    assert encoding.choose_encoding(value, (b"br", b"gzip")) == expected
