@@ -870,3 +870,35 @@ def test_handler_thread_safe_under_concurrency(
     assert cache.total_bytes == sum(e.cost for e in cache.entries.values())
     assert cache.total_bytes <= 6_000
     assert fd_count() == before
+
+
+def test_slow_file_does_not_block_other_threads(
+    root: pathlib.Path, make_request: MakeRequest
+) -> None:
+    # One thread stuck in the filesystem (the hook blocks on slow.bin) holds no lock that
+    # another thread's miss, hit or revalidation needs.
+    (root / "slow.bin").write_bytes(b"slow\n")
+    files = StaticFiles(root)
+    get(files, make_request, b"/small.bin")  # cached, to be revalidated below
+    entered, release = threading.Event(), threading.Event()
+
+    def hook(path: str) -> None:
+        if path.endswith("slow.bin"):
+            entered.set()
+            assert release.wait(10)
+
+    fsio.delay_hook = hook
+    result: list[Response] = []
+    slow = threading.Thread(target=lambda: result.append(get(files, make_request, b"/slow.bin")))
+    try:
+        slow.start()
+        assert entered.wait(10)
+        assert get(files, make_request, b"/hello.txt").status == 200  # miss
+        assert get(files, make_request, b"/small.bin", now=0.5).body == SMALL  # hit
+        assert get(files, make_request, b"/small.bin", now=5.0).body == SMALL  # revalidation
+        assert slow.is_alive()
+    finally:
+        release.set()
+        slow.join(10)
+        fsio.delay_hook = None
+    assert result[0].body == b"slow\n"
