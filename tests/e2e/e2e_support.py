@@ -7,11 +7,13 @@ Both talk to an in-process ``Server`` whose handler is wrapped to record what it
 
 from __future__ import annotations
 
+import gzip
 import math
 import threading
 import wave
 from array import array
 from pathlib import Path
+from typing import Any
 
 from c10k.http.events import Request
 from c10k.http.writers import Response
@@ -63,6 +65,10 @@ def make_e2e_docroot(root: Path) -> Path:
     (root / "small.txt").write_bytes(b"0123456789" * 51 + b"AB")  # 512 bytes: cached
     # 1,000,000 bytes of 10-byte self-describing records: served with sendfile
     (root / "big.bin").write_bytes(b"".join(b"X%06dXX\n" % i for i in range(100_000)))
+    # a stylesheet with a gzip sibling, for content negotiation
+    css = b"body { font-family: sans-serif; }\n" * 200
+    (root / "style.css").write_bytes(css)
+    (root / "style.css.gz").write_bytes(gzip.compress(css, mtime=0))
     return root
 
 
@@ -70,8 +76,8 @@ class RecordingServer:
     """An in-process c10k Server (autoindex on) on a free loopback port, recording
     (method, target, Range header, status) for every response."""
 
-    def __init__(self, root: Path) -> None:
-        self.files = StaticFiles(root, autoindex=True)
+    def __init__(self, root: Path, **static: Any) -> None:
+        self.files = StaticFiles(root, autoindex=True, **static)
         self.log: list[tuple[str, str, str | None, int]] = []
         self._lock = threading.Lock()
         self.server = Server(ServerConfig(root=str(root), host="127.0.0.1", port=0), self.handle)
