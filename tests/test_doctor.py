@@ -358,3 +358,22 @@ def test_doctor_io_uring_disabled_and_seccomp() -> None:
     # 1: root with CAP_SYS_ADMIN still may
     ok = collect(1000, src=fake(sysctls={"kernel.io_uring_disabled": "1"}))
     assert ok["io_uring"]["allowed"] is True
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="needs Linux /proc")
+def test_doctor_measure_runs_a_real_server_and_cleans_up() -> None:
+    # Small N: this checks the method (server started, connections held, server stopped),
+    # not the figure, which needs 10,000 connections to be stable.
+    before = set(os.listdir("/proc/self/fd"))
+    result = doctor.measure(200)
+    assert result["connections"] == 200
+    assert set(result) == {
+        "connections",
+        "server_rss_bytes_per_conn",
+        "slab_bytes_per_socket",
+        "client_rss_bytes_per_conn",
+        "method",
+    }
+    assert isinstance(result["server_rss_bytes_per_conn"], int)
+    assert result["server_rss_bytes_per_conn"] < 100_000  # not a page per connection
+    assert set(os.listdir("/proc/self/fd")) == before  # every socket and pipe closed

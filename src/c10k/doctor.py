@@ -46,6 +46,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -77,6 +78,7 @@ PID_MAX_LIMIT = 4 * 1024 * 1024
 
 OK, LIMIT, WARN, INFO = "OK", "LIMIT", "WARN", "INFO"
 SYSCTL_D = "/etc/sysctl.d/60-c10k.conf"
+WIDTH = 100  # text output columns
 
 
 # -- sources --------------------------------------------------------------------------------
@@ -594,18 +596,24 @@ def render_text(report: dict[str, Any]) -> str:
     t = report["target"]
     side = "on loopback (both ends here)" if report["loopback"] else "server side"
     m = report["machine"]
-    lines = [
-        f"c10k doctor: can this machine hold {t:,} connections {side}?",
+    machine = (
         f"machine: {m['cores']} cores, {_fmt(m['mem_total'] / 2**20)} MiB RAM "
         f"({_fmt(m['mem_available'] / 2**20)} MiB available), euid {m['euid']}"
         + (f", in a {m['container']} container" if m["container"] else "")
-        + ("" if m["cap_sys_resource"] else ", no CAP_SYS_RESOURCE (hard rlimits fixed)"),
+        + ("" if m["cap_sys_resource"] else ", no CAP_SYS_RESOURCE (hard rlimits fixed)")
+    )
+    lines = [
+        f"c10k doctor: can this machine hold {t:,} connections {side}?",
+        *textwrap.wrap(machine, WIDTH, subsequent_indent=" " * 9),
         "",
-        f"{'':5} {'limit':32} {'value':26} meaning",
+        f"{'':5} {'limit':32} value",
     ]
     for name, lim in report["limits"].items():
         val = _value_text(name, lim["value"])
-        lines.append(f"{lim['status']:5} {name:32} {val:26} {lim['meaning']}")
+        lines.append(f"{lim['status']:5} {name:32} {val}")
+        lines.extend(
+            textwrap.wrap(lim["meaning"], WIDTH, initial_indent=" " * 6, subsequent_indent=" " * 6)
+        )
         if lim["status"] in (LIMIT, WARN):
             tags = ["needs root"] if lim["needs_root"] else []
             if not lim["raisable"]:
@@ -691,7 +699,11 @@ def measure(n: int = 10_000) -> dict[str, Any]:
             "--backend",
             "epoll",
         ]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        # this c10k, wherever it is imported from (installed or a source tree)
+        src_dir = str(Path(__file__).resolve().parent.parent)
+        path = os.pathsep.join(p for p in (src_dir, os.environ.get("PYTHONPATH")) if p)
+        env = dict(os.environ, PYTHONPATH=path)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
         socks: list[socket.socket] = []
         try:
             assert proc.stdout is not None
@@ -727,6 +739,8 @@ def measure(n: int = 10_000) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
     return {
         "connections": n,
         "server_rss_bytes_per_conn": round((rss1 - rss0) / n),
