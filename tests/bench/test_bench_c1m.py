@@ -389,6 +389,6 @@ def test_bench_slowhttp_c10k(tmp_path: Path) -> None:
         assert r["attack_seen"]["max_connected"] > 0, (mode, r["attack_exit"])
         assert r["fds"]["before"] > 0
         assert r["rss_bytes"]["before"] > 0
-        assert r["attack_argv"][0].endswith("slowhttptest")
+        assert any(a.endswith("slowhttptest") for a in r["attack_argv"])
     (entry,) = doc["scenarios"]
     assert len(entry["goals"]) == 3

@@ -920,6 +920,12 @@ def measure_overload(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
             )
         _cpu_figures(run, before, after, ctx.pin, run["requests"])
         out[label] = run
+        if run["goodput_vs_peak"] and run["goodput_vs_peak"] > 1.2:
+            ctx.note(
+                f"overload: {srv.spec.name} served {run['goodput_vs_peak'] * 100:.0f}% of the "
+                f"'peak' at {label}: the closed-loop peak with {scen['peak_conns']} connections "
+                "was latency- or generator-bound, not the server's peak; ratios overstate"
+            )
     return out
 
 
