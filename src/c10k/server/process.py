@@ -57,7 +57,11 @@ worker, plus waitpid(WNOHANG); no event loop is needed for a handful of fds.
   same sockets; once it reports ready, the slot's old worker gets SIGTERM and drains. If
   the new one fails, the old one keeps serving and the new one is retried with back-off.
   Workers are forked from the supervisor, so a reload renews processes, caches and open
-  files, not the code (that needs a restart; nginx's binary upgrade is SIGUSR2).
+  files, not the code (that needs a restart; nginx's binary upgrade is SIGUSR2). With
+  ``reload_config`` (the CLI re-reads --config and the flags) the new workers get the new
+  settings; an invalid one is logged and the old workers stay (nginx). Listeners, worker
+  count and backlog are fixed for the supervisor's life: changing them is logged and
+  ignored. Without workers (``workers == 1``) SIGHUP keeps its default action.
 - Workers ignore SIGINT and SIGHUP: Ctrl-C reaches the whole process group, and the
   supervisor alone decides (a worker getting SIGINT and then the forwarded SIGTERM would
   count two signals and skip its drain).
@@ -104,6 +108,8 @@ RESTART_CAP = 5.0  # seconds; see the module comment
 STABLE_SECONDS = 10.0  # a worker that served this long resets the back-off
 KILL_MARGIN = 2.0  # seconds past shutdown_timeout before SIGKILL
 MAX_AUTO_WORKERS = 256  # beyond this, raise the hard RLIMIT_NOFILE instead
+# Settings a reload cannot change: the supervisor's sockets and slots are made once.
+FIXED_FIELDS = ("listen", "host", "port", "workers", "backlog", "reuse_port")
 
 
 # -- listeners ---------------------------------------------------------------------------
@@ -335,13 +341,19 @@ def build_server(config: ServerConfig, socks: list[socket.socket]) -> ServerLike
 
 
 # -- serve -------------------------------------------------------------------------------
-def serve(config: ServerConfig, announce: Callable[[str], object] = print) -> int:
+def serve(
+    config: ServerConfig,
+    announce: Callable[[str], object] = print,
+    reload_config: Callable[[], ServerConfig] | None = None,
+) -> int:
     """The whole ``c10k serve`` run. Returns the exit status.
 
     Args:
         config: the settings (``workers``, ``listen``, ``shutdown_timeout``, ...).
         announce: gets the banner lines and the final "c10k stopped after N requests".
             stdout is flushed after each call, so ``print`` reaches a pipe at once.
+        reload_config: called on SIGHUP for the settings of the new workers (see the
+            module comment); None: they get ``config`` again.
     """
 
     def say(text: str) -> None:
@@ -365,8 +377,8 @@ def serve(config: ServerConfig, announce: Callable[[str], object] = print) -> in
         return 1
     files = unix_files(slots[0])
     try:
-        sup = Supervisor(worker_config(config, n), slots, say)
-        return sup.run(config, reuse, note)
+        sup = Supervisor(config, slots, say, reload_config)
+        return sup.run(reuse, note)
     finally:
         close_listeners([s for slot in slots for s in slot])
         remove_unix_files(files)
@@ -496,9 +508,15 @@ class Supervisor:
     """Forks one worker per slot and keeps them running; see the module comment."""
 
     def __init__(
-        self, config: ServerConfig, slots: list[list[socket.socket]], say: Callable[[str], None]
+        self,
+        config: ServerConfig,
+        slots: list[list[socket.socket]],
+        say: Callable[[str], None],
+        reload_config: Callable[[], ServerConfig] | None = None,
     ) -> None:
-        self.config = config  # the per-worker config
+        self.full_config = config
+        self.config = worker_config(config, len(slots))  # what each worker runs with
+        self.reload_config = reload_config
         self.slots = [Slot(i, socks) for i, socks in enumerate(slots)]
         self.say = say
         self.workers: dict[int, Worker] = {}  # pid -> worker
@@ -513,7 +531,7 @@ class Supervisor:
         self._poll = select.poll()
 
     # -- life cycle ----------------------------------------------------------------------
-    def run(self, full_config: ServerConfig, reuse: bool, note: str) -> int:
+    def run(self, reuse: bool, note: str) -> int:
         self._install_signals()
         try:
             for slot in self.slots:
@@ -527,7 +545,7 @@ class Supervisor:
                     self._step()
                 return 1
             if self.booted:
-                self._announce(full_config, reuse, note)
+                self._announce(self.full_config, reuse, note)
             while self.workers or not self.stopping:
                 self._step()
             total = self.requests
@@ -647,6 +665,23 @@ class Supervisor:
             _kill(w.pid, signal.SIGTERM)
 
     def _reload(self) -> None:
+        if self.reload_config is not None:
+            try:
+                new = self.reload_config()
+                check_backend(new.backend)
+                listen_addresses(new)
+            except Exception as exc:
+                log.error("SIGHUP: the new configuration is invalid; workers kept: %s", exc)
+                return
+            fixed = [f for f in FIXED_FIELDS if getattr(new, f) != getattr(self.full_config, f)]
+            if fixed:
+                log.warning(
+                    "SIGHUP: %s cannot change without a restart; keeping the old values",
+                    ", ".join(fixed),
+                )
+                new = dataclasses.replace(new, **{f: getattr(self.full_config, f) for f in fixed})
+            self.full_config = new
+            self.config = worker_config(new, len(self.slots))
         log.info("SIGHUP: reloading %d workers", len(self.slots))
         for slot in self.slots:
             if slot.pending is None and slot.current is not None:
