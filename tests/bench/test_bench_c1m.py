@@ -247,6 +247,8 @@ def test_c10k_multi_port_command_line() -> None:
             "127.0.0.1:8001",
             "--listen",
             "127.0.0.1:8002",
+            "--keepalive-timeout",
+            str(peers.KEEPALIVE_S),
             "--backend",
             "poll",
         ]

@@ -213,11 +213,15 @@ def test_c10k_spec_command_line() -> None:
         "127.0.0.1",
         "--port",
         "8080",
+        "--keepalive-timeout",
+        str(peers.KEEPALIVE_S),
         "--backend",
         "epoll",
     ]
     assert spec.name == "c10k[epoll]"
-    assert peers.c10k_spec().build(1, Path("/r"), Path("/t"))[-1] == "1"
+    plain = peers.c10k_spec().build(1, Path("/r"), Path("/t"))
+    assert "--backend" not in plain
+    assert plain[plain.index("--port") + 1] == "1"
 
 
 def test_nginx_config_generated(tmp_path: Path) -> None:
@@ -232,6 +236,7 @@ def test_nginx_config_generated(tmp_path: Path) -> None:
         "tcp_nopush on;",
         "open_file_cache max=",
         "access_log off;",
+        f"keepalive_timeout {peers.KEEPALIVE_S}s;",
         f"root {tmp_path / 'www'};",
         "listen 127.0.0.1:8081",
     ):

@@ -52,6 +52,11 @@ from c10k.bench.machine import Pinning, pin_argv, session_pids
 
 HOST = "127.0.0.1"
 PROBE_PATH = "/small.bin"
+# Idle keep-alive timeout given to every server the bench starts.  The idle scenario holds
+# connections for the whole ramp to a million (minutes), so the usual defaults (nginx and
+# c10k 75 s, aiohttp 75 s, uvicorn 5 s) would close them mid-run; every peer gets the same
+# value, so no one is favoured.  A --server command line sets its own.
+KEEPALIVE_S = 3600
 PROBE_SIZE = 512
 
 NGINX_CONF = """\
@@ -62,7 +67,7 @@ events {{ worker_connections 20000; }} worker_rlimit_nofile 20000;
 http {{
   access_log off; sendfile on; tcp_nopush on;
   open_file_cache max=1000 inactive=60s; open_file_cache_valid 60s;
-  keepalive_timeout 120s; keepalive_requests 100000000;
+  keepalive_timeout {keepalive}s; keepalive_requests 100000000;
   default_type application/octet-stream;
   client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
   uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
@@ -85,7 +90,14 @@ from aiohttp import web
 
 app = web.Application()
 app.router.add_static("/", sys.argv[1])
-web.run_app(app, host=sys.argv[2], port=int(sys.argv[3]), access_log=None, backlog=4096)
+web.run_app(
+    app,
+    host=sys.argv[2],
+    port=int(sys.argv[3]),
+    access_log=None,
+    backlog=4096,
+    keepalive_timeout=float(sys.argv[4]),
+)
 """
 
 
@@ -156,7 +168,9 @@ def _nginx_build(port: int, root: Path, workdir: Path) -> list[str]:
     if port:
         (d / "tmp").mkdir(parents=True, exist_ok=True)
         (d / "logs").mkdir(exist_ok=True)
-        (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, host=HOST, port=port, root=root))
+        (d / "nginx.conf").write_text(
+            NGINX_CONF.format(d=d, host=HOST, port=port, root=root, keepalive=KEEPALIVE_S)
+        )
     return [
         nginx_binary() or "nginx",
         "-p",
@@ -199,6 +213,8 @@ def _uvicorn_build(port: int, root: Path, workdir: Path) -> list[str]:
         "--http",
         http,
         "--no-access-log",
+        "--timeout-keep-alive",
+        str(KEEPALIVE_S),
         "--log-level",
         "warning",
         "--backlog",
@@ -210,7 +226,7 @@ def _aiohttp_build(port: int, root: Path, workdir: Path) -> list[str]:
     script = workdir / "c10k_bench_aiohttp.py"
     if port:
         script.write_text(AIOHTTP_APP)
-    return [sys.executable, str(script), str(root), HOST, str(port)]
+    return [sys.executable, str(script), str(root), HOST, str(port), str(KEEPALIVE_S)]
 
 
 def _http_server_build(port: int, root: Path, workdir: Path) -> list[str]:
@@ -377,7 +393,9 @@ def c10k_spec(backend: str | None = None) -> ServerSpec:
         return [sys.executable, "-m", "c10k", "serve", str(root)]
 
     def tail() -> list[str]:
-        return ["--backend", backend] if backend else []
+        return ["--keepalive-timeout", str(KEEPALIVE_S)] + (
+            ["--backend", backend] if backend else []
+        )
 
     def build(port: int, root: Path, workdir: Path) -> list[str]:
         # One process, like nginx with master_process off, even when c10k's own default
