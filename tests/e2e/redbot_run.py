@@ -1,7 +1,7 @@
 """Run REDbot on one URL and print its notes as JSON (one object per line of output).
 
-``python redbot_run.py URL [NAME: VALUE ...]`` checks URL with the given request headers,
-including REDbot's own follow-up requests (a Range request, If-None-Match and
+``python redbot_run.py [--method M] URL [NAME: VALUE ...]`` checks URL with the given
+request headers, including REDbot's own follow-up requests (a Range request, If-None-Match and
 If-Modified-Since revalidation, gzip negotiation), and prints
 ``{"status": ..., "notes": [{"id", "level", "category", "summary", "subnotes"}],
 "error": ...}``.
@@ -34,12 +34,15 @@ def note_json(note: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    method = "GET"
+    if argv[:1] == ["--method"]:
+        method, argv = argv[1], argv[2:]
     url, headers = argv[0], [tuple(h.split(": ", 1)) for h in argv[1:]]
     parser = ConfigParser()
     # REDbot refuses non-global addresses unless asked: we test on loopback.
     parser.read_dict({"redbot": {"enable_local_access": "True"}})
     resource = HttpResource(parser["redbot"])
-    resource.set_request(url, headers=headers)
+    resource.set_request(url, method=method, headers=headers)
 
     @thor.events.on(resource)
     def check_done() -> None:

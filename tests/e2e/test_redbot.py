@@ -67,9 +67,9 @@ def head(srv: RecordingServer, path: str, headers: list[str] | None = None) -> d
         conn.close()
 
 
-def run_redbot(url: str, headers: list[str]) -> dict[str, Any]:
+def run_redbot(url: str, headers: list[str], method: str = "GET") -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, str(RUNNER), url, *headers],
+        [sys.executable, str(RUNNER), "--method", method, url, *headers],
         capture_output=True,
         timeout=120,
         check=False,
@@ -85,32 +85,56 @@ def flatten(notes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield from flatten(note["subnotes"])
 
 
-# id, path, request headers (a callable of the file's HEAD headers), status, good notes
-# that prove REDbot's own probes ran
-CASES: list[tuple[str, str, Any, int, set[str]]] = [
-    ("small_cached", "/small.txt", lambda h: [], 200, {"RANGE_CORRECT", "INM_304", "IMS_304"}),
-    ("large_sendfile", "/big.bin", lambda h: [], 200, {"RANGE_CORRECT", "INM_304", "IMS_304"}),
-    ("not_modified_etag", "/small.txt", lambda h: [f"If-None-Match: {h['etag']}"], 304, set()),
+FILE_PROBES = {"RANGE_CORRECT", "INM_304", "IMS_304"}
+# id, method, path, request headers (a callable of the file's HEAD headers), status, good
+# notes that prove REDbot's own probes ran
+CASES: list[tuple[str, str, str, Any, int, set[str]]] = [
+    ("small_cached", "GET", "/small.txt", lambda h: [], 200, FILE_PROBES),
+    ("large_sendfile", "GET", "/big.bin", lambda h: [], 200, FILE_PROBES),
+    ("head_small", "HEAD", "/small.txt", lambda h: [], 200, {"INM_304", "IMS_304"}),
+    ("head_large", "HEAD", "/big.bin", lambda h: [], 200, {"INM_304", "IMS_304"}),
+    (
+        "not_modified_etag",
+        "GET",
+        "/small.txt",
+        lambda h: [f"If-None-Match: {h['etag']}"],
+        304,
+        set(),
+    ),
     (
         "not_modified_date",
+        "GET",
         "/big.bin",
         lambda h: [f"If-Modified-Since: {h['last-modified']}"],
         304,
         set(),
     ),
-    ("range", "/big.bin", lambda h: ["Range: bytes=100-199"], 206, set()),
-    ("listing", "/listing/", lambda h: [], 200, set()),
-    ("unicode_name", "/listing/na%C3%AFve%20caf%C3%A9.txt", lambda h: [], 200, {"INM_304"}),
-    ("precompressed_css", "/style.css", lambda h: ["Accept-Encoding: gzip"], 200, {"INM_304"}),
+    ("range", "GET", "/big.bin", lambda h: ["Range: bytes=100-199"], 206, set()),
+    ("range_unsatisfiable", "GET", "/big.bin", lambda h: ["Range: bytes=2000000-"], 416, set()),
+    ("listing", "GET", "/listing/", lambda h: [], 200, set()),
+    ("listing_redirect", "GET", "/listing", lambda h: [], 301, set()),
+    ("not_found", "GET", "/nope.txt", lambda h: [], 404, set()),
+    ("unicode_name", "GET", "/listing/na%C3%AFve%20caf%C3%A9.txt", lambda h: [], 200, FILE_PROBES),
+    ("hash_name", "GET", "/listing/c%231.txt", lambda h: [], 200, FILE_PROBES),
+    ("precompressed_css_conneg", "GET", "/style.css", lambda h: [], 200, {"CONNEG_GZIP_GOOD"}),
+    (
+        "precompressed_css",
+        "GET",
+        "/style.css",
+        lambda h: ["Accept-Encoding: gzip"],
+        200,
+        FILE_PROBES,
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("path", "make_headers", "status", "good"),
+    ("method", "path", "make_headers", "status", "good"),
     [pytest.param(*case[1:], id=case[0]) for case in CASES],
 )
 def test_redbot_no_bad_notes(
     redbot_server: RecordingServer,
+    method: str,
     path: str,
     make_headers: Any,
     status: int,
@@ -122,9 +146,9 @@ def test_redbot_no_bad_notes(
     if length is not None and int(length) <= REDBOT_RANGE_WINDOW:
         allowed.add(SMALL_RANGE_WARNING)
     start = len(redbot_server.log)
-    result = run_redbot(redbot_server.url.rstrip("/") + path, headers)
+    result = run_redbot(redbot_server.url.rstrip("/") + path, headers, method)
     notes = list(flatten(result["notes"]))
-    print(f"\nREDbot {path} {headers}: {result['status']}")
+    print(f"\nREDbot {method} {path} {headers}: {result['status']}")
     for note in notes:
         print(f"  {note['level']:8} {note['id']}: {note['summary']}")
     assert result["done"], result
