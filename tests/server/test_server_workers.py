@@ -38,7 +38,7 @@ from c10k.server.process import (
 )
 from helpers import REPO, ServerProcess, big_content, connect, make_docroot, read_response
 
-# The xfail markers below go once /tmp/patches/process-drain.diff (which adds
+# The reload test's xfail marker goes once /tmp/patches/process-drain.diff (which adds
 # DRAIN_IDLE_GRACE) is applied.
 DRAIN_FIXED = hasattr(app, "DRAIN_IDLE_GRACE")
 GET = b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -285,12 +285,6 @@ def test_process_killed_worker_is_restarted(workers2: ServerProcess) -> None:
             c.close()
 
 
-@pytest.mark.xfail(
-    not DRAIN_FIXED,
-    reason="a response in flight at the signal completes, but its keep-alive connection then "
-    "idles until the drain deadline instead of closing; process-drain.diff",
-    strict=True,
-)
 def test_process_sigterm_drains_slow_download(tmp_path: Path) -> None:
     root = make_docroot(tmp_path / "www")
     # 8 MB: more than the kernel can hold for a slow reader (tcp_wmem max is 4 MiB on
