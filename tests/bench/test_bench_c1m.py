@@ -200,6 +200,7 @@ def test_goals_slowhttp() -> None:
         "latency_ms": {"p99": 12.0},
         "fds": {"before": 10, "during": 4010, "after": 10},
         "fds_after_minus_before": 0,
+        "rss_after_minus_before": 3 * 2**19,
     }
     bad = {**run, "server": "b", "legit_success": 0.5, "fds_after_minus_before": 100}
     entry = _entry(
@@ -207,7 +208,7 @@ def test_goals_slowhttp() -> None:
     )
     assert entry["goals"][0] == (
         "a slowloris: legitimate client 100.0% served, p99 12.0 ms (goal 100%, < 100 ms): "
-        "met; fds after - before: +0 (met)"
+        "met; fds after - before: +0 (met); RSS after - before: +1.5 MiB"
     )
     assert "NOT met; fds after - before: +100 (NOT met)" in entry["goals"][1]
 

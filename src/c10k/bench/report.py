@@ -225,6 +225,11 @@ def goals(entry: dict[str, Any]) -> list[str]:
                         if back is None
                         else f"; fds after - before: {back:+.0f} ({verdict(back <= 0)})"
                     )
+                    + (
+                        ""
+                        if (rss := s.get("rss_after_minus_before")) is None
+                        else f"; RSS after - before: {rss / 2**20:+.1f} MiB"
+                    )
                 )
     return out
 

@@ -58,7 +58,7 @@ from c10k.bench.machine import (
     session_pids,
     slab_snapshot,
 )
-from c10k.bench.peers import RunningServer
+from c10k.bench.peers import RunningServer, ServerError, probe
 from c10k.bench.poller import all_backends, bench_one, plan_sizes
 from c10k.bench.stats import Histogram
 from c10k.bench.wrk import run_wrk, wrk_binary, wrk_missing_note
@@ -1035,7 +1035,8 @@ def measure_slowhttp(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
     """
     binary = shutil.which("slowhttptest")
     if binary is None:
-        raise RuntimeError("slowhttptest is not installed: apt-get install slowhttptest")
+        ctx.note("slowhttp: skipped, slowhttptest is not installed: apt-get install slowhttptest")
+        return {}
     opts = ctx.opts
     conns = opts.slow_conns or scen["conns"]
     seconds = opts.slow_duration or scen["attack_s"]
@@ -1047,6 +1048,10 @@ def measure_slowhttp(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
             known = ", ".join(SLOWHTTP_MODES)
             raise ValueError(f"slowhttp: unknown mode {mode!r} (one of {known})")
         ctx.progress(f"slowhttp {mode} {srv.spec.name}: {conns} connections for {seconds:.0f} s")
+        # Fetch the attacked file once first: a server's file cache (nginx open_file_cache
+        # keeps the fd) then belongs to the baseline, not to the attack's leftovers.
+        with contextlib.suppress(OSError, ServerError, ValueError):
+            probe(srv.host, srv.port, SLOWHTTP_MODES[mode][1], timeout=5.0)
         ctx.sleep(scen["settle"])
         before = _server_footprint(srv)
         base = ctx.workdir / f"slowhttp-{srv.spec.name}-{srv.port}-{mode}"
