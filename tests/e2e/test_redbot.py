@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 from e2e_support import RecordingServer
 
+from helpers import ServerProcess
+
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("redbot") is None,
     reason="REDbot is not installed: pip install redbot",
@@ -175,3 +177,33 @@ def test_redbot_configured_cache_control_has_no_freshness_warning(
     ids = {n["id"] for n in flatten(result["notes"])}
     assert "FRESHNESS_HEURISTIC" not in ids, result
     assert "FRESHNESS_FRESH" in ids, result
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "good"),
+    [
+        ("/listing/", 200, set()),  # --autoindex reached the handler
+        ("/big.bin", 200, FILE_PROBES | {"FRESHNESS_FRESH"}),
+        ("/style.css", 200, {"CONNEG_GZIP_GOOD", "FRESHNESS_FRESH"}),
+    ],
+)
+def test_redbot_cli_server_no_bad_notes(
+    e2e_root: Path, path: str, status: int, good: set[str]
+) -> None:
+    # The real `c10k serve` with the flags users type: the options must reach the handler
+    # (FRESHNESS_FRESH: --cache-control did; CONNEG_GZIP_GOOD: precompressed is on).
+    srv = ServerProcess(e2e_root, "epoll", "--autoindex", "--cache-control", "max-age=60")
+    try:
+        result = run_redbot(f"http://127.0.0.1:{srv.port}{path}", [])
+    finally:
+        code, _, err = srv.stop()
+    assert code == 0, err[-2000:]
+    notes = list(flatten(result["notes"]))
+    assert result["status"] == status, result
+    assert not [n for n in notes if n["level"] == "bad"], notes
+    unjustified = [
+        n for n in notes if n["level"] == "warning" and n["id"] not in JUSTIFIED_WARNINGS
+    ]
+    assert not unjustified, unjustified
+    ids = {n["id"] for n in notes if n["level"] == "good"}
+    assert good <= ids, (good - ids, notes)
