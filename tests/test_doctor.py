@@ -208,6 +208,19 @@ def test_doctor_container_hard_nofile_cannot_be_raised_but_workers_can() -> None
     assert report["in_the_way"] == ["RLIMIT_NOFILE"]
     assert report["capacity"]["server"]["bound_by"] == "fds_per_process_x_workers"
     assert report["capacity"]["server"]["connections"] == 2 * (20000 - doctor.FD_RESERVE)
+    # with more worker processes the fd limit drops out and memory binds
+    mem = 24 * 1024**3
+    any_server = report["capacity"]["server_any_workers"]
+    assert any_server["bound_by"] == "memory"
+    assert any_server["connections"] == mem // (
+        doctor.SERVER_PY_BYTES_PER_CONN + doctor.KERNEL_BYTES_PER_SOCKET
+    )
+    any_loop = report["capacity"]["loopback_any_workers"]
+    assert any_loop["connections"] == mem // (
+        doctor.SERVER_PY_BYTES_PER_CONN
+        + 2 * doctor.KERNEL_BYTES_PER_SOCKET
+        + doctor.CLIENT_PY_BYTES_PER_CONN
+    )
     text = doctor.render_text(report)
     assert "LIMIT RLIMIT_NOFILE" in text
     assert "cannot be done from here" in text

@@ -525,7 +525,9 @@ def collect(
     if ct_max is not None and ct_count and ct_count[0] > 0:
         server_terms["net.netfilter.nf_conntrack_max"] = ct_max[0]
         loop_terms["net.netfilter.nf_conntrack_max"] = ct_max[0]
-    any_workers = {k: v for k, v in server_terms.items() if k != "fds_per_process_x_workers"}
+
+    def any_workers(terms: dict[str, int]) -> dict[str, int]:
+        return {k: v for k, v in terms.items() if k != "fds_per_process_x_workers"}
 
     def bound(terms: dict[str, int]) -> dict[str, Any]:
         key = min(terms, key=lambda k: terms[k])
@@ -537,12 +539,13 @@ def collect(
         "server": bound(server_terms),
         # With --workers auto (more processes than cores) the per-process fd limit stops
         # mattering; what remains is the machine's.
-        "server_any_workers": bound(any_workers),
+        "server_any_workers": bound(any_workers(server_terms)),
         "loopback": {
             **bound(loop_terms),
             "ports_per_tuple": ports,
             "tuples_needed": tuples,
         },
+        "loopback_any_workers": bound(any_workers(loop_terms)),
         "threads_mode": {
             "connections": threads_cap,
             "bound_by": threads_bound,
@@ -629,7 +632,8 @@ def render_text(report: dict[str, Any]) -> str:
     for key, label in (
         ("server", f"server side, {cap['workers']} worker(s)"),
         ("server_any_workers", "server side, with enough workers"),
-        ("loopback", "loopback, both ends on this machine"),
+        ("loopback", f"loopback, both ends here, {cap['workers']} worker(s)"),
+        ("loopback_any_workers", "loopback, with enough workers"),
         ("threads_mode", "--backend threads (a thread each)"),
     ):
         c = cap[key]
@@ -770,8 +774,10 @@ def main(argv: list[str]) -> int:
     - ``backends`` / ``modes``: {available: [names], unavailable: {name: reason}};
     - ``io_uring``: {io_uring_disabled, seccomp, allowed, note};
     - ``capacity``: workers, fds_per_process, and server / server_any_workers / loopback /
-      threads_mode, each {connections, bound_by, terms}; loopback adds ports_per_tuple and
-      tuples_needed; bytes_per_connection gives the measured costs used.
+      loopback_any_workers / threads_mode, each {connections, bound_by, terms} ("any
+      workers": as many processes as it takes, so the per-process fd limit drops out);
+      loopback adds ports_per_tuple and tuples_needed; bytes_per_connection gives the
+      measured costs used.
     """
     p = argparse.ArgumentParser(
         prog="c10k doctor",
