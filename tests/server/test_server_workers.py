@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import re
+import select
 import signal
 import socket
 import stat
@@ -26,6 +27,13 @@ from pathlib import Path
 import pytest
 
 from c10k.core import fdio
+from c10k.core.listener import (
+    bind_unix_socket,
+    exclusive_accept_flag,
+    remove_unix_socket,
+    reuse_port_supported,
+    unix_socket_identity,
+)
 from c10k.server import app
 from c10k.server.config import ServerConfig
 from c10k.server.process import (
@@ -575,3 +583,36 @@ def test_process_sighup_applies_reloaded_config(tmp_path: Path) -> None:
     assert "port cannot change without a restart" in err
     assert "the new configuration is invalid; workers kept" in err
     assert "c10k stopped after 4 requests" in out
+
+
+# -- c10k.core.listener helpers used above ---------------------------------------------------
+def test_process_listener_probes() -> None:
+    assert reuse_port_supported()  # Linux >= 3.9
+    assert exclusive_accept_flag() == getattr(select, "EPOLLEXCLUSIVE", 0)
+
+
+def test_process_bind_unix_socket_stale_live_and_removal(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.sock")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)
+    stale.close()  # the file stays, nobody listens
+    sock = bind_unix_socket(path)
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666
+        with pytest.raises(OSError, match="already listens"):
+            bind_unix_socket(path)
+        ident = unix_socket_identity(path)
+        with socket.socket(socket.AF_UNIX) as c:
+            c.connect(path)
+    finally:
+        sock.close()
+    # Another server replaced the file (bound beside it and renamed over it, so the two
+    # inodes coexisted and differ): not ours to remove.
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(path + ".new")
+    os.rename(path + ".new", path)
+    remove_unix_socket(path, ident)
+    assert os.path.exists(path)
+    remove_unix_socket(path, unix_socket_identity(path))
+    assert not os.path.exists(path)
+    other.close()

@@ -31,7 +31,7 @@ Listeners for several worker processes (used by c10k.server.process):
   refused means nobody listens and the stale file is removed; a live listener, or a path
   that is not a socket at all, is an error (we never delete someone else's file).
   Permissions: see UNIX_SOCKET_MODE. ``remove_unix_socket`` unlinks it at exit, but only
-  if the inode is still the one we bound (a newer server may have replaced it).
+  if the file is still the one we bound (a newer server may have replaced it).
 """
 
 from __future__ import annotations
@@ -165,17 +165,24 @@ def bind_unix_socket(
     return sock
 
 
-def unix_socket_identity(path: str) -> tuple[int, int] | None:
-    """(st_dev, st_ino) of the socket file at ``path``, for ``remove_unix_socket``."""
+# (st_dev, st_ino, st_ctime_ns): the inode number alone is not enough, since tmpfs and
+# ext4 hand a freed inode number to the next file created.
+UnixSocketIdentity = tuple[int, int, int]
+
+
+def unix_socket_identity(path: str) -> UnixSocketIdentity | None:
+    """Identity of the socket file at ``path`` (take it after bind), for
+    ``remove_unix_socket``."""
     try:
         st = os.lstat(path)
     except OSError:
         return None
-    return st.st_dev, st.st_ino
+    return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
-def remove_unix_socket(path: str, identity: tuple[int, int] | None) -> None:
-    """Unlink ``path`` if it is still the socket file we bound (same device and inode)."""
+def remove_unix_socket(path: str, identity: UnixSocketIdentity | None) -> None:
+    """Unlink ``path`` if it is still the socket file we bound (same device, inode and
+    change time)."""
     if identity is not None and unix_socket_identity(path) == identity:
         try:
             os.unlink(path)

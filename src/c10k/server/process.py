@@ -88,6 +88,7 @@ from typing import Any, NoReturn
 
 from c10k.core.backend import BackendUnavailable
 from c10k.core.listener import (
+    UnixSocketIdentity,
     bind_socket,
     bind_unix_socket,
     remove_unix_socket,
@@ -241,7 +242,7 @@ def close_listeners(socks: list[socket.socket]) -> None:
         seen.add(id(s))
 
 
-def unix_files(socks: list[socket.socket]) -> list[tuple[str, tuple[int, int] | None]]:
+def unix_files(socks: list[socket.socket]) -> list[tuple[str, UnixSocketIdentity | None]]:
     """(path, identity) of the Unix sockets among ``socks``, taken right after binding, so
     ``remove_unix_files`` removes only files this process created."""
     return [
@@ -251,7 +252,7 @@ def unix_files(socks: list[socket.socket]) -> list[tuple[str, tuple[int, int] | 
     ]
 
 
-def remove_unix_files(files: list[tuple[str, tuple[int, int] | None]]) -> None:
+def remove_unix_files(files: list[tuple[str, UnixSocketIdentity | None]]) -> None:
     for path, ident in files:
         remove_unix_socket(path, ident)
 
