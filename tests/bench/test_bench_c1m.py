@@ -395,3 +395,18 @@ def test_bench_slowhttp_c10k(tmp_path: Path) -> None:
         assert any(a.endswith("slowhttptest") for a in r["attack_argv"])
     (entry,) = doc["scenarios"]
     assert len(entry["goals"]) == 3
+
+
+def test_bench_slowhttp_without_slowhttptest_is_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_which = shutil.which
+
+    def which(name: str, *args: Any, **kwargs: Any) -> str | None:
+        return None if name == "slowhttptest" else real_which(name, *args, **kwargs)
+
+    monkeypatch.setattr(scenarios.shutil, "which", which)
+    rc, doc = _bench(tmp_path, "slowhttp", "--no-c10k", "--server", HTTP_SERVER)
+    assert rc == 0, doc["errors"]
+    assert _runs(doc) == []
+    assert any("apt-get install slowhttptest" in n for n in doc["notes"])

@@ -660,6 +660,21 @@ def stop_reason(
     return "unknown (fewer held than asked, no error seen)"
 
 
+def _wait_stable_tree(sid: int, timeout: float, still: float = 1.0) -> int:
+    """Wait until the session's process count has not changed for ``still`` seconds."""
+    deadline = time.perf_counter() + timeout
+    last, since = -1, time.perf_counter()
+    while time.perf_counter() < deadline:
+        n = len(session_pids(sid, live=True))
+        now = time.perf_counter()
+        if n != last:
+            last, since = n, now
+        elif now - since >= still:
+            break
+        time.sleep(0.2)
+    return last
+
+
 def _memory(srv: RunningServer, client_pids: list[int]) -> dict[str, Any]:
     pids = session_pids(srv.sid, live=True)
     return {
@@ -734,6 +749,10 @@ def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
         f"idle N=0 {srv.spec.name} ({plan.workers} server workers on {plan.ports} ports, "
         f"{k} client processes, {len(plan.sources)} source addresses)"
     )
+    if plan.workers > 1:
+        # A supervisor answers the probe as soon as its first worker listens; the baseline
+        # RSS is taken once the rest are up too.
+        _wait_stable_tree(srv.sid, 60.0 + plan.workers)
     ctx.sleep(scen["settle"])
     procs0 = len(session_pids(srv.sid, live=True))
     base = active_client()
