@@ -104,7 +104,7 @@ def test_slowhttptest_legit_client_unharmed(root: Path, tmp_path: Path, attack: 
         fd0 = _min_fds(srv)
         rss0 = rss_kib(srv.pid)
         legit.reset()
-        with report.open("wb") as out:
+        with report.open("wb") as log:
             proc = subprocess.Popen(
                 [
                     "slowhttptest",
@@ -120,7 +120,7 @@ def test_slowhttptest_legit_client_unharmed(root: Path, tmp_path: Path, attack: 
                     "-u",
                     f"http://127.0.0.1:{srv.port}{target}",
                 ],
-                stdout=out,
+                stdout=log,
                 stderr=subprocess.STDOUT,
             )
             peak = 0
