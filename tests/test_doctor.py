@@ -390,3 +390,12 @@ def test_doctor_measure_runs_a_real_server_and_cleans_up() -> None:
     assert isinstance(result["server_rss_bytes_per_conn"], int)
     assert result["server_rss_bytes_per_conn"] < 100_000  # not a page per connection
     assert set(os.listdir("/proc/self/fd")) == before  # every socket and pipe closed
+
+
+def test_doctor_constants_match_the_server() -> None:
+    # Repeated in doctor.py so reading limits does not import the server; kept in step here.
+    from c10k.server.app import FD_RESERVE
+    from c10k.server.config import ServerConfig
+
+    assert doctor.FD_RESERVE == FD_RESERVE
+    assert ServerConfig().backlog == doctor.SERVER_BACKLOG
