@@ -410,3 +410,35 @@ def test_bench_slowhttp_without_slowhttptest_is_a_note(
     assert rc == 0, doc["errors"]
     assert _runs(doc) == []
     assert any("apt-get install slowhttptest" in n for n in doc["notes"])
+
+
+def test_bench_idle_stops_at_a_server_cap_with_timeout(tmp_path: Path) -> None:
+    """A server capped at 30 connections: the kernel's backlog completes the rest of the
+    handshakes, but their requests are never answered, so level 60 times out, the run
+    stops there, bounded by --idle-time-limit, and reports the highest count held."""
+    if reason := _c10k_reason():
+        pytest.skip(reason)
+    capped = (
+        "capped={python} -m c10k serve {root} --bind {host} --port {port} "
+        "--max-connections 30 --keepalive-timeout 3600 --header-timeout 3600"
+    )
+    rc, doc = _bench(
+        tmp_path,
+        "idle",
+        "--no-c10k",
+        "--server",
+        capped,
+        "--levels",
+        "20,60,100",
+        "--idle-time-limit",
+        "6",
+    )
+    assert rc == 0, doc["errors"]
+    runs = {r["n"]: r for r in _runs(doc)}
+    assert sorted(runs) == [0, 20, 60]
+    assert runs[20]["held"] == 20
+    assert runs[60]["held"] < 60
+    assert runs[60]["pending"] > 0
+    zero = runs[0]
+    assert zero["max_held"] == runs[60]["held"]
+    assert zero["stopped_by"].startswith("timeout")
