@@ -371,6 +371,13 @@ def test_doctor_io_uring_disabled_and_seccomp() -> None:
     # 1: root with CAP_SYS_ADMIN still may
     ok = collect(1000, src=fake(sysctls={"kernel.io_uring_disabled": "1"}))
     assert ok["io_uring"]["allowed"] is True
+    # 1: a user without it may not, unless in kernel.io_uring_group
+    user = {"/proc/self/status": "Seccomp:\t0\nCapEff:\t0\nGid:\t1000\t1000\t1000\t1000\n"}
+    no = collect(1000, src=fake(euid=1000, sysctls={"kernel.io_uring_disabled": "1"}, extra=user))
+    assert no["io_uring"]["allowed"] is False
+    group = {"kernel.io_uring_disabled": "1", "kernel.io_uring_group": "1000"}
+    yes = collect(1000, src=fake(euid=1000, sysctls=group, extra=user))
+    assert yes["io_uring"]["allowed"] is True
 
 
 @pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="needs Linux /proc")

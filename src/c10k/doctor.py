@@ -492,11 +492,20 @@ def collect(
     m_ok, m_no = src.modes()
     uring_disabled = sysctl("kernel.io_uring_disabled")
     seccomp = int(status.get("Seccomp", "0") or 0)
+    # kernel.io_uring_disabled=1 still lets CAP_SYS_ADMIN and members of
+    # kernel.io_uring_group (-1: nobody) create rings (Linux 6.6).
+    uring_group = (sysctl("kernel.io_uring_group") or [-1])[0]
+    gids = {int(g) for g in status.get("Groups", "").split()}
+    gids.update(int(g) for g in status.get("Gid", "").split()[1:2])  # effective gid
     io_uring = {
         "io_uring_disabled": uring_disabled[0] if uring_disabled else None,
+        "io_uring_group": uring_group,
         "seccomp": seccomp,
         "allowed": (uring_disabled is None or uring_disabled[0] == 0)
-        or (uring_disabled[0] == 1 and euid == 0 and bool(cap_eff >> CAP_SYS_ADMIN & 1)),
+        or (
+            uring_disabled[0] == 1
+            and ((euid == 0 and bool(cap_eff >> CAP_SYS_ADMIN & 1)) or uring_group in gids)
+        ),
         "note": "seccomp filter active: a container profile may refuse io_uring_setup "
         "(docker's default does since 25.0; `--security-opt seccomp=<profile>`)"
         if seccomp == 2
@@ -772,7 +781,7 @@ def main(argv: list[str]) -> int:
       raisable}; sysctl values are lists of ints when the file holds several, rlimits
       {soft, hard} with null for unlimited;
     - ``backends`` / ``modes``: {available: [names], unavailable: {name: reason}};
-    - ``io_uring``: {io_uring_disabled, seccomp, allowed, note};
+    - ``io_uring``: {io_uring_disabled, io_uring_group, seccomp, allowed, note};
     - ``capacity``: workers, fds_per_process, and server / server_any_workers / loopback /
       loopback_any_workers / threads_mode, each {connections, bound_by, terms} ("any
       workers": as many processes as it takes, so the per-process fd limit drops out);
