@@ -23,6 +23,22 @@ idle connections (latency of one active client and memory per idle connection as
 the poller curve (``poller.py``), and overload (offer 1x, 2x, 3x the measured peak in an open
 loop and see what survives).
 
+C1M (issue 4).  ``idle`` climbs checkpoints (10k, 100k, 500k, 1M) of held keep-alive
+connections, each having completed one request.  No process here may hold more than 20,000
+fds, and one (source address, server port) pair has one ephemeral port range, so
+``idle_plan`` spreads the top level over generator processes (<= 19,000 sockets each),
+server workers and as many server ports (<= 19,000 each: SO_REUSEPORT hashes unevenly),
+and 127.0.0.x sources (<= 10,000 per pair).  At each checkpoint: the count held, the time
+to get there, memory per connection (the server tree's VmRSS, the generators' VmRSS, kernel
+Slab and the TCP slab caches for both sides together), and one active client's latency
+against its own p99 with no idle connections (goal: <= 2x).  The first level not reached
+ends the run, with the reason named (``stop_reason``); the run is bounded by
+``max_seconds``.
+
+Hostile clients (issue 7).  ``slowhttp`` runs Debian's slowhttptest (slowloris, slow read,
+range) against each server while a legitimate open-loop client fetches a file, and reads the
+server's fds and RSS from /proc before, during and after each attack.
+
 Each run records: the generator (``wrk`` or ``python``), the measured window, requests,
 errors by kind, req/s, MiB/s, latency percentiles, and the CPU figures of ``machine.py``:
 ``req_per_server_cpu_s`` (server process user+sys, children included) and
