@@ -860,7 +860,16 @@ def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
     ctx.note(
         f"idle {srv.spec.name}: held at most {max_held} connections"
         + (f"; stopped by {stopped_by}" if stopped_by else f" (all {plan.top} asked)")
+        + f"; {plan.workers} server workers on {plan.ports} ports, {k} generator processes, "
+        f"{len(plan.sources)} source addresses"
     )
+    last = out[list(out)[-1]]
+    if last.get("slab_caches_per_conn_bytes"):
+        caches = sorted(last["slab_caches_per_conn_bytes"].items(), key=lambda kv: -kv[1])
+        ctx.note(
+            f"idle {srv.spec.name} N={last['n']}: kernel slab per connection, both sides: "
+            + ", ".join(f"{name} {v:.0f} B" for name, v in caches if v >= 1)
+        )
     return out
 
 
