@@ -388,7 +388,11 @@ def test_bench_slowhttp_c10k(tmp_path: Path) -> None:
     assert sorted(runs) == ["range", "slowloris", "slowread"]
     for mode, r in runs.items():
         assert r["requests"] > 0, mode
-        assert 0 < r["legit_success"] <= 1
+        # Issue 7, scaled to CI: every legitimate request served (latency is not asserted:
+        # no timing assertions on a shared machine), and the fds back to the baseline.
+        assert r["legit_success"] == 1.0, (mode, r["errors"])
+        assert r["fds"]["after"] <= r["fds"]["before"], (mode, r["fds"])
+        assert r["fds"]["during"] > r["fds"]["before"] or mode == "range", (mode, r["fds"])
         assert r["attack_seen"]["max_connected"] > 0, (mode, r["attack_exit"])
         assert r["fds"]["before"] > 0
         assert r["rss_bytes"]["before"] > 0
