@@ -805,7 +805,12 @@ def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
             t0 = time.perf_counter()
             for i, share in enumerate(shares):
                 lg.send({"cmd": "hold", "n": share, "timeout": setup}, only=i)
-            msgs = _wait_held(lg, shares, setup + 30.0, timeline, t_start, latest)
+            try:
+                msgs = _wait_held(lg, shares, setup + 30.0, timeline, t_start, latest)
+            except gen.WorkerError as e:
+                # A generator that died (the OOM killer, say) or hung: keep what was measured.
+                stopped_by = f"generator error at N={n}: {str(e)[:300]}"
+                break
             establish = time.perf_counter() - t0
             held = sum(m["held"] for m in msgs)
             max_held = max(max_held, held)
@@ -855,7 +860,12 @@ def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
                 break
             prev = held
         lg.send({"cmd": "stop"})
-        lg.wait_all("result", 60.0 + plan.top / 20000)
+        try:
+            lg.wait_all("result", 60.0 + plan.top / 20000)
+        except gen.WorkerError as e:
+            if stopped_by is None:
+                raise
+            ctx.note(f"idle {srv.spec.name}: after the stop: {str(e)[:200]}")
     zero.update(timeline=timeline, max_held=max_held, stopped_by=stopped_by)
     ctx.note(
         f"idle {srv.spec.name}: held at most {max_held} connections"
