@@ -8,24 +8,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from c10k.core.registry import BACKENDS, available_backends, unavailable_backends
-from c10k.server.modes import SERVER_MODES, available_modes, unavailable_modes
-from helpers import ServerProcess, make_docroot
+from helpers import ServerProcess, backend_params, make_docroot
 
-
-def backend_params(modes: bool = True) -> list[object]:
-    """Every readiness backend (and, with ``modes``, every server mode: uring, threads,
-    asyncio, uvloop): those that run here, and the others skipped with their reason."""
-    params: list[object] = list(available_backends())
-    skipped = dict(unavailable_backends())
-    if modes:
-        params.extend(available_modes())
-        skipped.update(unavailable_modes())
-    for name, reason in skipped.items():
-        params.append(pytest.param(name, marks=pytest.mark.skip(reason=reason), id=name))
-    expected = set(BACKENDS) | (set(SERVER_MODES) if modes else set())
-    assert expected == {p if isinstance(p, str) else p.values[0] for p in params}  # type: ignore[attr-defined]
-    return params
+__all__ = ["backend_params"]  # re-exported: tests import it from here or from helpers
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from c10k.core.registry import BACKENDS, available_backends, unavailable_backends
+from c10k.server.modes import SERVER_MODES, available_modes, unavailable_modes
+
 REPO = Path(__file__).resolve().parents[1]
 BIG_LINES = 100_000  # 1,000,000 bytes of self-describing lines
 
@@ -37,6 +42,21 @@ def make_docroot(root: Path) -> Path:
     if not link.is_symlink():
         link.symlink_to(outside)
     return root
+
+
+def backend_params(modes: bool = True) -> list[object]:
+    """Every readiness backend (and, with ``modes``, every server mode: uring, threads,
+    asyncio, uvloop): those that run here, and the others skipped with their reason."""
+    params: list[object] = list(available_backends())
+    skipped = dict(unavailable_backends())
+    if modes:
+        params.extend(available_modes())
+        skipped.update(unavailable_modes())
+    for name, reason in skipped.items():
+        params.append(pytest.param(name, marks=pytest.mark.skip(reason=reason), id=name))
+    expected = set(BACKENDS) | (set(SERVER_MODES) if modes else set())
+    assert expected == {p if isinstance(p, str) else p.values[0] for p in params}  # type: ignore[attr-defined]
+    return params
 
 
 class ServerProcess:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import backend_params
-from helpers import ServerProcess, connect, read_response, recv_all
+from helpers import ServerProcess, backend_params, connect, read_response, recv_all
 
 GET = b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -137,3 +137,72 @@ def test_server_port_in_use_is_a_clear_error(docroot: Path) -> None:
     assert out.returncode == 1
     assert "cannot listen on 127.0.0.1:" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+HUGE = 64 << 20  # more than both socket buffers hold (tcp_wmem + tcp_rmem maxima)
+
+
+@pytest.fixture(scope="module")
+def hugeroot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("huge")
+    with open(root / "huge.bin", "wb") as f:
+        f.truncate(HUGE)  # sparse: costs no disk
+    (root / "small.txt").write_bytes(b"x" * 512)
+    return root
+
+
+def _start_download(port: int) -> socket.socket:
+    slow = connect(port)
+    slow.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+    return slow
+
+
+@pytest.mark.parametrize("backend", backend_params(modes=False))
+def test_server_sigterm_drains_in_flight_download(hugeroot: Path, backend: str) -> None:
+    # Graceful stop: the listener closes at once, idle keep-alives are closed, a download
+    # in progress completes (with Connection: close), then the process exits 0.
+    srv = ServerProcess(hugeroot, backend, "--shutdown-timeout", "30")
+    idle = connect(srv.port)
+    idle.sendall(GET)
+    assert read_response(idle, bytearray())[0] == 200
+    slow = _start_download(srv.port)
+    first = slow.recv(1000)
+    assert first.startswith(b"HTTP/1.1 200 ")
+    time.sleep(0.2)  # the server has filled the socket buffers and waits for the client
+    srv.proc.send_signal(signal.SIGTERM)
+    idle.settimeout(5)
+    assert idle.recv(10) == b""  # idle keep-alive closed at once
+    time.sleep(0.2)
+    with pytest.raises(ConnectionRefusedError):  # the listener is closed
+        connect(srv.port, timeout=1).close()
+    assert srv.proc.poll() is None  # still draining: the download is not finished
+    data = first
+    slow.settimeout(20)
+    while chunk := slow.recv(1 << 20):
+        data += chunk
+    _head, _, body = data.partition(b"\r\n\r\n")
+    assert len(body) == HUGE  # complete, then closed (it began before the signal)
+    idle.close()
+    slow.close()
+    assert srv.proc.wait(timeout=10) == 0
+    code, out, err = srv.stop()
+    assert code == 0
+    assert "Traceback" not in err
+    assert "c10k stopped after 2 requests" in out
+
+
+@pytest.mark.parametrize("backend", backend_params(modes=False))
+def test_server_second_signal_stops_at_once(hugeroot: Path, backend: str) -> None:
+    srv = ServerProcess(hugeroot, backend, "--shutdown-timeout", "60")
+    slow = _start_download(srv.port)
+    assert slow.recv(100).startswith(b"HTTP/1.1 200 ")
+    time.sleep(0.2)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert srv.proc.poll() is None  # draining: the download is not finished
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(timeout=5) == 0  # not the 60 s drain deadline
+    slow.close()
+    code, _, err = srv.stop()
+    assert code == 0
+    assert "Traceback" not in err

@@ -22,6 +22,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from c10k.core.backend import READ, WRITE, Capability
 from c10k.core.listener import Acceptor, bind_socket
@@ -39,6 +40,23 @@ log = logging.getLogger("c10k.server")
 # files opened for sendfile, logs. nginx leaves this to the admin (worker_connections vs
 # worker_rlimit_nofile); we keep a fixed margin and say so at start.
 FD_RESERVE = 64
+
+
+def static_files(config: ServerConfig) -> StaticFiles:
+    """The default handler, configured from ``config`` (every server mode uses this)."""
+    return StaticFiles(
+        config.root,
+        index=config.index,
+        serve_dotfiles=config.serve_dotfiles,
+        cache_max_file_bytes=config.cache_max_file_bytes,
+        cache_max_total_bytes=config.cache_max_total_bytes,
+        revalidate_seconds=config.revalidate_seconds,
+        autoindex=config.autoindex,
+        precompressed=config.precompressed,
+        cache_control=config.cache_control,
+        cache_control_default=config.cache_control_default,
+        charset=config.charset,
+    )
 
 
 def raise_nofile_limit() -> tuple[int, int]:
@@ -72,16 +90,18 @@ class Server:
         sock: socket.socket | list[socket.socket] | None = None,
     ) -> None:
         self.config = config
+        # handler_fast answers from memory or returns None; then handler runs in the disk
+        # I/O pool (see offload). A custom handler is trusted not to block: it runs inline.
+        self.handler_fast: Callable[[Request, float], Response | None]
         if handler is None:
-            handler = StaticFiles(
-                config.root,
-                index=config.index,
-                serve_dotfiles=config.serve_dotfiles,
-                cache_max_file_bytes=config.cache_max_file_bytes,
-                cache_max_total_bytes=config.cache_max_total_bytes,
-                revalidate_seconds=config.revalidate_seconds,
-            ).handle
+            files = static_files(config)
+            handler = files.handle
+            self.handler_fast = files.handle_fast
+        else:
+            self.handler_fast = handler
         self.handler = handler
+        self.pool: ThreadPoolExecutor | None = None
+        self.offloaded = 0
         self.limits = Limits(config.max_header_bytes, config.max_fields)
         self.nofile_soft, self.nofile_hard = raise_nofile_limit()
         self.loop = Loop(config.backend)
@@ -93,9 +113,7 @@ class Server:
             )
         self.socks = sock if isinstance(sock, list) else [sock]
         self.sock = self.socks[0]
-        self.acceptors = [
-            Acceptor(self.loop, s, self._on_accept, raw_fds=True) for s in self.socks
-        ]
+        self.acceptors = [Acceptor(self.loop, s, self._on_accept, raw_fds=True) for s in self.socks]
         self.accepting_paused = False
         self.connections: set[Connection] = set()
         self.draining = False
@@ -169,7 +187,7 @@ class Server:
         for acceptor in self.acceptors:
             acceptor.close()
         for conn in list(self.connections):
-            if conn.state == IDLE and conn.out is None and not conn._buf:
+            if conn.state == IDLE and conn.out is None and not conn._buf and conn.job is None:
                 conn._force_close()
         self.loop.call_later(
             self.config.shutdown_timeout if timeout is None else timeout, self.loop.stop
@@ -180,7 +198,43 @@ class Server:
     def shutdown_threadsafe(self, timeout: float | None = None) -> None:
         self.loop.call_soon_threadsafe(self.shutdown, timeout)
 
+    def offload(self, conn: Connection, req: Request) -> None:
+        """Answer ``req`` in the disk I/O pool (open/stat/read of a file not in memory), so
+        a slow disk stalls only this request, never the loop (the page's AMPED note; nginx
+        ``aio threads``). The result comes back through the loop's wakeup fd
+        (``call_soon_threadsafe``) to ``conn._job_done``."""
+        self.offloaded += 1
+        handler = self.handler
+        now = self.loop.now
+        done = conn._job_done
+        if self.config.io_threads == 0:  # no pool: block the loop (measurement baseline)
+            done(req, self._run_handler(handler, req, now))
+            return
+        pool = self.pool
+        if pool is None:  # started lazily: workers fork before any thread exists
+            pool = self.pool = ThreadPoolExecutor(
+                self.config.io_threads, thread_name_prefix="c10k-io"
+            )
+        post = self.loop.call_soon_threadsafe
+        run = self._run_handler
+
+        def job() -> None:
+            post(done, req, run(handler, req, now))
+
+        pool.submit(job)
+
+    def _run_handler(
+        self, handler: Callable[[Request, float], Response], req: Request, now: float
+    ) -> Response:
+        try:
+            return handler(req, now)
+        except Exception:
+            log.exception("handler failed for %r", req.target)
+            return self.protocol_error_response(500)
+
     def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
         for acceptor in self.acceptors:
             acceptor.close()
         for conn in list(self.connections):

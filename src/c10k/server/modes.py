@@ -69,7 +69,7 @@ def mode_class(name: str) -> Any:
     try:
         module = importlib.import_module(module_name)
         cls = getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
+    except Exception as exc:  # ImportError, or a module that fails while loading
         raise ModeUnavailable(f"server mode {name!r} is not available: {exc}") from exc
     reason = cls.unavailable_reason()
     if reason is not None:

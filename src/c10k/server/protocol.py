@@ -80,6 +80,11 @@ CLOSE = 1
 KEEP_10 = 2  # HTTP/1.0 keep-alive must be announced (index = (minor << 1) ^ 2)
 CONNECTION_LINES = (b"", b"Connection: close\r\n", b"Connection: keep-alive\r\n")
 
+# The per-second wire memo keeps responses the handler returns again (cached files, error
+# pages); answers made per request are not kept, and the memo is bounded anyway.
+ONE_OFF_STATUSES = frozenset((206, 416))
+WIRE_MEMO_MAX_ENTRIES = 4096
+
 # Connection states, for status counters and the deadline handler.
 IDLE, READING, WRITING, LINGERING, CLOSED = range(5)
 
@@ -95,6 +100,7 @@ class Connection(HTTPConnection):
         "deadline",
         "deadline_key",
         "fd",
+        "job",
         "out",
         "server",
         "state",
@@ -111,6 +117,7 @@ class Connection(HTTPConnection):
         self.server = server
         self.fd = fd
         self.out: list[bytes | memoryview | FileRegion] | None = None
+        self.job: Request | None = None  # a request being answered in the disk I/O pool
         self.will_close = False
         self.state = IDLE
         self.deadline: float | None = server.loop.now + server.config.header_timeout
@@ -121,7 +128,7 @@ class Connection(HTTPConnection):
     def _ready_slow(self, events: int) -> None:
         if events & WRITE_MASK and self.out is not None:
             self._flush()
-        if events & READ_MASK and self.out is None:
+        if events & READ_MASK and self.out is None and self.job is None:
             state = self.state
             if state < LINGERING:
                 self._read_ready()
@@ -134,7 +141,7 @@ class Connection(HTTPConnection):
     def _ready(self, events: int) -> None:
         """The Loop's callback for this fd: the read side is inlined (one Python call per
         event on the hot path); output in flight and lingering go to ``_ready_slow``."""
-        if self.out is not None or self.state >= LINGERING:
+        if self.out is not None or self.state >= LINGERING or self.job is not None:
             self._ready_slow(events)
             return
         if not events & READ_MASK:
@@ -165,10 +172,13 @@ class Connection(HTTPConnection):
                     # The common case, flat: cached response, memoized wire, one send.
                     now = server.loop.now
                     try:
-                        resp = server.handler(req, now)
+                        resp = server.handler_fast(req, now)
                     except Exception:
                         log.exception("handler failed for %r", req.target)
                         resp = server.protocol_error_response(500)
+                    if resp is None:  # needs the disk: answered from the I/O pool
+                        self._offload(req)
+                        return
                     wires = server.wire_memo_get(resp)
                     wire = wires[req.minor << 1 ^ 2] if wires is not None else None
                     if wire is not None and not resp.close and not server.draining:
@@ -207,6 +217,8 @@ class Connection(HTTPConnection):
 
     def _process(self) -> None:
         """Answer every complete request in the buffer, in order (pipelining)."""
+        if self.job is not None:  # pipelined requests wait for the one in the pool
+            return
         out: list[bytes | FileRegion] = []
         pending = 0
         limit = self.server.config.max_pending_output_bytes
@@ -225,7 +237,10 @@ class Connection(HTTPConnection):
                 self.will_close = True
                 break
             assert isinstance(event, Request)
-            pending += self._answer(event, out)
+            size = self._answer(event, out)
+            if size < 0:  # offloaded: send what came before it, then wait for it
+                break
+            pending += size
             if self.will_close or pending > limit:
                 break
         self._send(out)
@@ -239,17 +254,20 @@ class Connection(HTTPConnection):
         self, req: Request, out: list[bytes | FileRegion], resp: Response | None = None
     ) -> int:
         """Produce the response to ``req`` (or ``resp``, already made) into ``out``;
-        return its size in bytes."""
+        return its size in bytes, or -1 if it went to the disk I/O pool."""
         server = self.server
         method = req.method
         if resp is not None:
             pass
         elif method == b"GET" or method == b"HEAD":
             try:
-                resp = server.handler(req, server.loop.now)
+                resp = server.handler_fast(req, server.loop.now)
             except Exception:
                 log.exception("handler failed for %r", req.target)
                 resp = server.protocol_error_response(500)
+            if resp is None:
+                self._offload(req)
+                return -1
         else:
             resp = server.method_response(method_status(method))
         if req.keep_alive and not resp.close and not req.has_body and not server.draining:
@@ -267,7 +285,12 @@ class Connection(HTTPConnection):
             memo = server.wire_memo
             wires = memo.get(resp)
             if wires is None:
-                wires = memo[resp] = [None, None, None]
+                if resp.status in ONE_OFF_STATUSES or len(memo) >= WIRE_MEMO_MAX_ENTRIES:
+                    # A per-request answer (a byte range, a listing...) would only fill
+                    # the memo until the next Date second: build it, keep nothing.
+                    wires = [None, None, None]
+                else:
+                    wires = memo[resp] = [None, None, None]
             wire = wires[kind]
             if wire is None:
                 wire = wires[kind] = b"".join(
@@ -286,6 +309,32 @@ class Connection(HTTPConnection):
             else:
                 out.append(part)
         return 4096  # a region costs the queue little memory: count its header only
+
+    # -- the disk I/O pool ---------------------------------------------------------------
+    def _offload(self, req: Request) -> None:
+        """Hand ``req`` to the pool; stop reading (level-triggered: watch nothing, or only
+        WRITE while earlier responses drain) until ``_job_done``."""
+        self.job = req
+        server = self.server
+        if not server.edge and self.state != WRITING:
+            server.loop.modify_fd(self.fd, 0)
+        server.offload(self, req)
+
+    def _job_done(self, req: Request, resp: Response) -> None:
+        """The pool answered ``req`` (on the loop thread): send it, then carry on with
+        any pipelined requests."""
+        if self.state == CLOSED or self.job is not req:  # timed out or reset meanwhile
+            _release(resp)
+            return
+        self.job = None
+        server = self.server
+        if not server.edge and self.state != WRITING:
+            server.loop.modify_fd(self.fd, READ)
+        out: list[bytes | FileRegion] = []
+        self._answer(req, out, resp)
+        self._send(out)
+        if server.edge and self.out is None and self.state < LINGERING:
+            self._read_ready()  # bytes that arrived meanwhile raised no new edge
 
     # -- writing -----------------------------------------------------------------------
     def _send(self, items: list[bytes | FileRegion]) -> None:
@@ -374,10 +423,18 @@ class Connection(HTTPConnection):
         server = self.server
         was_writing = self.state == WRITING
         if was_writing:
-            if not server.edge:
+            if not server.edge and self.job is None:
                 server.loop.modify_fd(self.fd, READ)
             self.state = IDLE
-        if self.will_close:
+        if self.job is not None:  # the next response is still in the pool
+            if was_writing and not server.edge:
+                server.loop.modify_fd(self.fd, 0)
+            self.deadline = server.loop.now + server.config.send_timeout
+            server.loop.deadlines.schedule(self)
+            return
+        if self.will_close or (server.draining and not self._buf):
+            # Draining (graceful stop): a response begun before the signal went out with
+            # keep-alive; close now that it is complete.
             self._finish()
             return
         if self._buf and not self._paused:
@@ -430,7 +487,11 @@ class Connection(HTTPConnection):
     def on_deadline(self) -> None:
         """A timeout expired: header, keep-alive idle, send progress or lingering."""
         self.server.timeouts += 1
-        if self.state == READING and self.out is None:
+        if self.job is not None:
+            log.warning(
+                "request for %r still in the disk I/O pool after the send timeout", self.job.target
+            )
+        elif self.state == READING and self.out is None:
             # RFC 9110 section 15.5.9: 408 for a request the client did not finish in time.
             wire: list[bytes | FileRegion] = []
             self._append(wire, self.server.protocol_error_response(408), CLOSE, False)
@@ -464,6 +525,13 @@ class Connection(HTTPConnection):
         server.loop.forget_fd(self.fd)
         os.close(self.fd)
         server.connection_closed(self)
+
+
+def _release(resp: Response) -> None:
+    body = resp.body
+    for part in body if isinstance(body, tuple) else (body,):
+        if isinstance(part, FileRegion):
+            part.release()
 
 
 def _coalesce(items: list[bytes | FileRegion]) -> list[bytes | memoryview | FileRegion]:
