@@ -8,6 +8,7 @@ if it has an index.html, else the built-in welcome site shipped in the package.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import logging
 import os
@@ -327,6 +328,9 @@ def build_config(ns: argparse.Namespace) -> ServerConfig:
 
 
 def _serve(ns: argparse.Namespace) -> int:
+    # build_config marks positional arguments in ``ns`` as it reads them; a SIGHUP reload
+    # re-reads --config and the flags from a pristine copy.
+    pristine = copy.copy(ns)
     try:
         config = build_config(ns)
     except (ConfigError, TypeError) as exc:
@@ -341,7 +345,11 @@ def _serve(ns: argparse.Namespace) -> int:
         except ImportError as exc:
             print(f"c10k serve: --workers/--listen are unavailable: {exc}", file=sys.stderr)
             return 2
-        return int(process.serve(config, announce=print))
+        return int(
+            process.serve(
+                config, announce=print, reload_config=lambda: build_config(copy.copy(pristine))
+            )
+        )
     return run_server(config)
 
 

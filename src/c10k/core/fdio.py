@@ -10,11 +10,15 @@ temporary object and ``detach()`` it so the fd is not closed behind our back.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import socket
 import termios
 
 _ONE = (1).to_bytes(4, "little" if __import__("sys").byteorder == "little" else "big")
+
+
+_NO_TCP_OPTION_ERRNOS = frozenset((errno.EOPNOTSUPP, errno.ENOPROTOOPT))
 
 
 def set_nonblocking(fd: int) -> None:
@@ -28,6 +32,11 @@ def set_cork(fd: int, on: bool) -> None:
     s = socket.socket(fileno=fd)
     try:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
+    except OSError as exc:
+        # A Unix-domain socket (--listen unix:/path) has no TCP options: EOPNOTSUPP.
+        # Corking only packs segments, so there is nothing to do without it.
+        if exc.errno not in _NO_TCP_OPTION_ERRNOS:
+            raise
     finally:
         s.detach()
 
