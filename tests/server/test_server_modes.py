@@ -1,0 +1,253 @@
+"""What is particular to the whole-server modes (threads, asyncio, uvloop) and to rtsig under
+the server. The shared contract and policy suites run on them already (conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from c10k.core.registry import unavailable_backends
+from c10k.server.aio import AsyncioServer, UvloopServer
+from c10k.server.config import ServerConfig
+from c10k.server.modes import mode_unavailable_reason
+from c10k.server.threaded import ThreadedServer, thread_ceiling
+from helpers import REPO, ServerProcess, big_content, connect, read_response
+
+GET = b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+GET_BIG = b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    raise AssertionError("no Threads: line")
+
+
+def _wait_threads(pid: int, target: int, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    n = _threads(pid)
+    while n != target and time.monotonic() < deadline:
+        time.sleep(0.05)
+        n = _threads(pid)
+    return n
+
+
+# -- threads ------------------------------------------------------------------------
+def test_server_threads_one_thread_per_client_then_back_to_baseline(docroot: Path) -> None:
+    srv = ServerProcess(docroot, "threads")
+    try:
+        baseline = _threads(srv.pid)
+        clients = [connect(srv.port) for _ in range(20)]
+        for c in clients:
+            c.sendall(GET)
+            assert read_response(c, bytearray())[0] == 200
+        assert _threads(srv.pid) == baseline + 20  # one per held keep-alive client
+        # Half leave politely, half reset mid-download: every thread must end.
+        for i, c in enumerate(clients):
+            if i % 2:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                c.sendall(GET_BIG)
+                c.recv(100)
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            c.close()
+        assert _wait_threads(srv.pid, baseline) == baseline
+    finally:
+        code, _, err = srv.stop()
+        assert code == 0, err
+        assert "Traceback" not in err
+
+
+def test_server_threads_banner_names_the_limit(docroot: Path) -> None:
+    srv = ServerProcess(docroot, "threads")
+    try:
+        assert "backend threads; capacity" in srv.banner
+        assert "RLIMIT_NOFILE" in srv.banner or "threads:" in srv.banner
+    finally:
+        assert srv.stop()[0] == 0
+
+
+def test_thread_ceiling_reports_rlimit_nproc(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = resource.getrlimit
+
+    def fake(which: int) -> tuple[int, int]:
+        if which == resource.RLIMIT_NPROC:
+            return 123, 123
+        return real(which)
+
+    monkeypatch.setattr(resource, "getrlimit", fake)
+    assert thread_ceiling() == (123, "RLIMIT_NPROC 123 (threads count as processes)")
+
+
+def test_server_threads_cap_from_the_thread_ceiling(
+    docroot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "c10k.server.threaded.thread_ceiling", lambda: (500, "kernel.threads-max 500")
+    )
+    server = ThreadedServer(ServerConfig(root=str(docroot), port=0))
+    try:
+        assert server.capacity < 500
+        assert server.capacity_reason == "threads: kernel.threads-max 500"
+    finally:
+        server.close()
+
+
+def test_server_threads_stop_from_another_thread_ends_every_client(docroot: Path) -> None:
+    server = ThreadedServer(ServerConfig(root=str(docroot), port=0))
+    runner = threading.Thread(target=server.serve_forever, kwargs={"install_signals": False})
+    before = threading.active_count()
+    runner.start()
+    clients = [socket.create_connection(server.address, timeout=5) for _ in range(5)]
+    try:
+        for c in clients:
+            c.sendall(GET)
+            assert read_response(c, bytearray())[0] == 200
+        assert threading.active_count() == before + 1 + 5
+        server.stop()
+        runner.join(10)
+        assert not runner.is_alive()
+        for c in clients:
+            assert c.recv(10) == b""  # shut down by the stop
+        assert threading.active_count() == before
+        assert server.requests == 5
+    finally:
+        for c in clients:
+            c.close()
+
+
+# -- asyncio / uvloop ---------------------------------------------------------------
+@pytest.fixture(params=["asyncio", "uvloop"])
+def aio_server(request: pytest.FixtureRequest, docroot: Path) -> Iterator[AsyncioServer]:
+    cls = AsyncioServer if request.param == "asyncio" else UvloopServer
+    reason = cls.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    server = cls(ServerConfig(root=str(docroot), port=0))
+    runner = threading.Thread(target=server.serve_forever, kwargs={"install_signals": False})
+    runner.start()
+    yield server
+    server.stop()
+    runner.join(10)
+    assert not runner.is_alive()
+
+
+def _in_loop(server: AsyncioServer, fn: Any) -> Any:
+    done = threading.Event()
+    box: list[Any] = []
+
+    def run() -> None:
+        box.append(fn())
+        done.set()
+
+    server.loop.call_soon_threadsafe(run)
+    assert done.wait(5)
+    return box[0]
+
+
+def _settled(server: AsyncioServer) -> tuple[int, int]:
+    deadline = time.monotonic() + 10
+    state = (-1, -1)
+    while time.monotonic() < deadline:
+        state = _in_loop(
+            server, lambda: (len(asyncio.all_tasks(server.loop)), len(server.connections))
+        )
+        if state == (0, 0):
+            break
+        time.sleep(0.05)
+    return state
+
+
+def test_server_aio_no_task_or_connection_leak(aio_server: AsyncioServer) -> None:
+    port = aio_server.address[1]
+    for i in range(10):
+        with connect(port) as c:
+            if i % 3 == 0:  # reset in the middle of a file body (a sendfile task on asyncio)
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                c.sendall(GET_BIG)
+                c.recv(100)
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            else:
+                c.sendall(GET_BIG + GET)
+                buf = bytearray()
+                assert read_response(c, buf)[2] == big_content()
+                assert read_response(c, buf)[0] == 200
+    assert _settled(aio_server) == (0, 0)
+
+
+def test_server_aio_pauses_reading_while_output_is_pending(aio_server: AsyncioServer) -> None:
+    # A client that pipelines many big GETs and reads nothing: the server must stop
+    # reading (and parsing) its requests instead of queueing every response in memory.
+    port = aio_server.address[1]
+    with connect(port, timeout=10) as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # 200 requests arrive in one read; the responses queued before parsing stops are
+        # bounded by max_pending_output_bytes (a file body counts 4 KiB: 64 of them).
+        c.sendall(GET_BIG * 200)
+        time.sleep(0.5)
+        answered = aio_server.requests
+        assert 0 < answered <= 70  # the rest waits unparsed behind the output
+        paused = _in_loop(aio_server, lambda: [p.reading_paused for p in aio_server.connections])
+        assert paused == [True]
+
+
+def test_server_uvloop_unavailable_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop -> ImportError
+    reason = UvloopServer.unavailable_reason()
+    assert reason is not None
+    assert "pip install uvloop" in reason
+    assert "pip install uvloop" in (mode_unavailable_reason("uvloop") or "")
+    assert AsyncioServer.unavailable_reason() is None  # plain asyncio is unaffected
+
+
+def test_server_uvloop_missing_is_a_clear_cli_error(docroot: Path) -> None:
+    code = (
+        "import sys; sys.modules['uvloop'] = None\n"
+        "from c10k.cli import main\n"
+        f"sys.exit(main(['serve', {str(docroot)!r}, '--port', '0', '--backend', 'uvloop']))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+    )
+    assert out.returncode == 2
+    assert "pip install uvloop" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+# -- rtsig under the server -----------------------------------------------------------
+def test_server_rtsig_serves_many_keepalive_clients(docroot: Path) -> None:
+    # 200 clients at once, each a few requests: one realtime signal per event, all
+    # dispatched to the right connection (si_fd) with none lost.
+    reason = unavailable_backends().get("rtsig")
+    if reason is not None:
+        pytest.skip(reason)
+    srv = ServerProcess(docroot, "rtsig")
+    try:
+        clients = [connect(srv.port) for _ in range(200)]
+        for _ in range(3):
+            for c in clients:
+                c.sendall(GET)
+            for c in clients:
+                assert read_response(c, bytearray())[0] == 200
+        for c in clients:
+            c.close()
+    finally:
+        code, _, err = srv.stop()
+        assert code == 0, err
+        assert "Traceback" not in err
