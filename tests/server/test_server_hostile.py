@@ -126,9 +126,55 @@ def exchange(port: int, case: Case) -> bytes:
         return read_until_close(s)
 
 
+def backend_of(srv: ServerProcess) -> str:
+    return srv.argv[srv.argv.index("--backend") + 1]
+
+
+def wait_fds(srv: ServerProcess, target: int, seconds: float = 3.0) -> int:
+    deadline = time.monotonic() + seconds
+    n = srv.fd_count()
+    while n > target and time.monotonic() < deadline:
+        time.sleep(0.005)
+        n = srv.fd_count()
+    return n
+
+
+AIO_EOF_LINGER = (
+    "server bug (server/aio.py _finish): after EOF inside a request head the 400 is sent, "
+    "then the connection lingers although the client's EOF was already read; nothing ends "
+    "it until a timer, and a graceful stop waits for it (patch: "
+    "/tmp/patches/parser-aio-eof-linger.diff)"
+)
+# (backend or mode, case id) -> reason; each such case runs on a server of its own, so a
+# connection it leaves behind cannot hold up the shared fixture's graceful stop.
+KNOWN_SERVER_BUGS = {
+    (mode, case_id): AIO_EOF_LINGER
+    for mode in ("asyncio", "uvloop")
+    for case_id in ("eof-inside-request-line", "eof-inside-fields")
+}
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_server_hostile_case(server: ServerProcess, case: Case) -> None:
+def test_server_hostile_case(
+    request: pytest.FixtureRequest, server: ServerProcess, docroot: Path, case: Case
+) -> None:
+    reason = KNOWN_SERVER_BUGS.get((backend_of(server), case.id))
+    if reason is None:
+        check_case(server, case)
+        return
+    request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+    own = ServerProcess(docroot, backend_of(server))
+    try:
+        check_case(own, case)
+    finally:
+        own.stop(signal.SIGKILL)
+
+
+def check_case(server: ServerProcess, case: Case) -> None:
+    fds = server.fd_count()
     data = exchange(server.port, case)
+    # The server let go of the connection too (closed, not just shut down for writing).
+    assert wait_fds(server, fds) <= fds, "the server still holds the connection"
     assert b"Traceback" not in data
     responses = split_responses(data)
     if case.kind == SILENT:
@@ -179,9 +225,20 @@ def own_server(request: pytest.FixtureRequest, docroot: Path) -> Iterator[Server
     srv.stop(signal.SIGKILL)
 
 
-# Only inputs the server answers nothing to before EOF: after a response, the EPOLLOUT
-# edge of the client's ACK reports the pending EOF too, so whether a complete request +
-# FIN hangs on an edge-triggered backend is a race (it did, in some runs).
+def wait_stopped(pid: int, seconds: float = 5.0) -> None:
+    # kill() returns before the target has stopped; data sent in between could still be
+    # read on its own, which made the edge-triggered failure below a race.
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rindex(")") + 2] in "Tt":
+            return
+        time.sleep(0.002)
+    raise AssertionError("server did not stop")
+
+
+# Only inputs the server answers nothing to before EOF, for the same reason: after a
+# response, a later EPOLLOUT edge can report the pending EOF.
 @pytest.mark.parametrize(
     ("data", "statuses"),
     [
@@ -193,11 +250,13 @@ def test_server_hostile_data_and_fin_together(
     own_server: ServerProcess, data: bytes, statuses: list[int]
 ) -> None:
     with connect(own_server.port) as s:
-        s.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")  # accepted, registered
-        buf = s.recv(65536)
-        assert buf.startswith(b"HTTP/1.1 200 ")
+        # No request first: the EPOLLOUT edge of the client's ACK to a response would
+        # report the pending EOF too, and make the failure a race. Accepted before the stop
+        # or after it, the connection sees its data and FIN in one wakeup either way.
+        time.sleep(0.05)
         os.kill(own_server.pid, signal.SIGSTOP)
         try:
+            wait_stopped(own_server.pid)
             s.sendall(data)
             s.shutdown(socket.SHUT_WR)
             time.sleep(0.05)  # both queued on the server's socket before it runs again
