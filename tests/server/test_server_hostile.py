@@ -165,16 +165,16 @@ def test_server_hostile_case(
     request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     own = ServerProcess(docroot, backend_of(server))
     try:
-        check_case(own, case)
+        check_case(own, case, fd_seconds=1.0)
     finally:
         own.stop(signal.SIGKILL)
 
 
-def check_case(server: ServerProcess, case: Case) -> None:
+def check_case(server: ServerProcess, case: Case, fd_seconds: float = 3.0) -> None:
     fds = server.fd_count()
     data = exchange(server.port, case)
     # The server let go of the connection too (closed, not just shut down for writing).
-    assert wait_fds(server, fds) <= fds, "the server still holds the connection"
+    assert wait_fds(server, fds, fd_seconds) <= fds, "the server still holds the connection"
     assert b"Traceback" not in data
     responses = split_responses(data)
     if case.kind == SILENT:
@@ -262,5 +262,5 @@ def test_server_hostile_data_and_fin_together(
             time.sleep(0.05)  # both queued on the server's socket before it runs again
         finally:
             os.kill(own_server.pid, signal.SIGCONT)
-        got = read_until_close(s, 3.0)
+        got = read_until_close(s, 2.0)
     assert [r[0] for r in split_responses(got)] == statuses
