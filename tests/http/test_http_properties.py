@@ -4,6 +4,8 @@
    CONNECTION_CLOSED, or raises RemoteProtocolError (STYLE.md section 6, "Fuzzing"); and
    the outcome does not depend on the chunking (the sans-I/O contract).
 2. Generated valid requests round-trip: method, target, version and header values.
+3. The hostile corpus (``_hostile_corpus.py``), mutated byte-wise and split anywhere: the
+   same outcome in every chunking, and never a request after an error or PAUSED.
 
 Runs are bounded (max_examples=200, no deadline) so the suite stays quick.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+from _hostile_corpus import CASES
 from _http_support import outcome, summarize, valid_requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -129,3 +132,42 @@ def test_http_property_valid_requests_round_trip(
     parsed = conn.next_event()
     assert isinstance(parsed, Request)
     assert summarize(parsed) == expected
+
+
+# -- the hostile corpus, mutated ------------------------------------------------------------
+
+MUTATION_BYTES = [b"\r", b"\n", b"\r\n", b"\r\n\r\n", b" ", b"\t", b"\x00", b":", b",", b"%"]
+
+
+@st.composite
+def mutated_hostile(draw: st.DrawFn) -> bytes:
+    data = draw(st.sampled_from(CASES)).wire
+    for _ in range(draw(st.integers(0, 4))):
+        at = draw(st.integers(0, len(data)))
+        op = draw(st.sampled_from(["insert", "delete", "replace", "duplicate"]))
+        if op == "insert":
+            data = data[:at] + draw(st.sampled_from(MUTATION_BYTES)) + data[at:]
+        elif op == "delete":
+            data = data[:at] + data[at + 1 :]
+        elif op == "replace":
+            data = data[:at] + draw(st.binary(min_size=1, max_size=1)) + data[at + 1 :]
+        else:
+            data = data[:at] + data[at : at + 16] + data[at:]
+    return data
+
+
+@SETTINGS
+@given(
+    data=mutated_hostile(),
+    cuts=st.lists(st.integers(min_value=0, max_value=20_000), max_size=12),
+    eof=st.booleans(),
+    limits=limits_st,
+)
+def test_http_property_mutated_hostile_independent_of_chunking(
+    data: bytes, cuts: list[int], eof: bool, limits: Limits
+) -> None:
+    # outcome() itself asserts no request after an error or PAUSED.
+    whole = outcome([data], eof, limits)
+    assert outcome(_chunks(data, cuts), eof, limits) == whole
+    if len(data) <= 1024:
+        assert outcome((data[i : i + 1] for i in range(len(data))), eof, limits) == whole
