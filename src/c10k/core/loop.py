@@ -38,6 +38,9 @@ log = logging.getLogger("c10k.loop")
 FdCallback = Callable[[int], object]
 
 
+LOAD_ALPHA = 0.2  # EWMA weight of the newest turn: about the last ten turns count
+
+
 class Loop:
     """A single-threaded readiness loop over one Backend.
 
@@ -50,6 +53,11 @@ class Loop:
         self.capabilities: Capability = self.backend.capabilities
         self.edge = bool(self.capabilities & Capability.EDGE)
         self.now = time.monotonic()
+        # Pressure, smoothed over turns (EWMA, weight LOAD_ALPHA): ``lag`` is how long a
+        # turn's callbacks ran (what a newly ready fd waits, at worst, before its turn),
+        # ``load`` how many fds a wait returned. Overload policy (c10k.server) reads them.
+        self.lag = 0.0
+        self.load = 0.0
         self.deadlines = Deadlines()
         self._handlers: dict[int, FdCallback] = {}
         self._timers = TimerHeap()
@@ -159,7 +167,11 @@ class Loop:
         timers = self._timers
         deadlines = self.deadlines
         monotonic = time.monotonic
+        lag = load = 0.0
+        alpha = LOAD_ALPHA
         while not self._stopping:
+            lag += (monotonic() - self.now - lag) * alpha
+            self.lag = lag
             if ready:
                 timeout: float | None = 0.0
             else:
@@ -170,6 +182,8 @@ class Loop:
                 timeout = None if when is None else max(0.0, when - monotonic())
             events = poll(timeout)
             self.now = now = monotonic()
+            load += (len(events) - load) * alpha
+            self.load = load
             for fd, ev in events:
                 cb = get(fd)
                 if cb is not None:

@@ -29,9 +29,10 @@ from c10k.core.listener import Acceptor, bind_socket
 from c10k.core.loop import Loop
 from c10k.http.connection import Limits
 from c10k.http.events import Request
-from c10k.http.writers import Response, error_response, http_date
+from c10k.http.writers import Response, body_length, build_response, error_response, http_date
+from c10k.server.accesslog import AccessLog
 from c10k.server.config import ServerConfig
-from c10k.server.protocol import IDLE, Connection
+from c10k.server.protocol import IDLE, LINGERING, READING, WRITING, Connection
 from c10k.static import StaticFiles
 
 log = logging.getLogger("c10k.server")
@@ -47,6 +48,11 @@ FD_RESERVE = 64
 # answered with Connection: close. Found by tests/server/test_server_workers.py (reload
 # under load: about one reset per four reloads without it).
 DRAIN_IDLE_GRACE = 0.25
+# Overload: the pressure check's period, and how many fds a wait must return (smoothed)
+# before loop lag counts as overload rather than a descheduled process or a GC pause.
+PRESSURE_INTERVAL = 0.1
+SHED_MIN_READY = 16.0
+GAUGES = frozenset(("active", "reading", "writing", "waiting", "shed_level", "uptime_seconds"))
 
 
 def static_files(config: ServerConfig) -> StaticFiles:
@@ -109,6 +115,24 @@ class Server:
         self.handler = handler
         self.pool: ThreadPoolExecutor | None = None
         self.offloaded = 0
+        # Counters (nginx stub_status names) and the access log; per-response accounting
+        # runs only when something reads it (``observe``).
+        self.started = time.time()
+        self.handled = 0
+        self.bytes_sent = 0
+        self.status_counts: dict[int, int] = {}
+        self.shed_level = 0
+        self.shed_keepalive = 0
+        self.shed_503 = 0
+        self.shed_accepts = 0
+        self.degraded = False  # draining or shedding: new responses close their connection
+        self.access_log = (
+            AccessLog(config.access_log, config.log_format) if config.access_log else None
+        )
+        self.observe = self.access_log is not None or config.status_path is not None
+        self._status_cache: tuple[float, bytes, Response] | None = None
+        if config.status_path:
+            self.handler_fast = self._with_status(self.handler_fast, config.status_path)
         self.limits = Limits(config.max_header_bytes, config.max_fields)
         self.nofile_soft, self.nofile_hard = raise_nofile_limit()
         self.loop = Loop(config.backend)
@@ -166,6 +190,7 @@ class Server:
         for acceptor in self.acceptors:
             acceptor.start()
         self.loop.call_later(1.0, self._tick)
+        self.loop.call_later(PRESSURE_INTERVAL, self._pressure)
         try:
             self.loop.run()
         finally:
@@ -191,6 +216,7 @@ class Server:
         if self.draining:
             return
         self.draining = True
+        self.degraded = True
         for acceptor in self.acceptors:
             acceptor.close()
         limit = self.config.shutdown_timeout if timeout is None else timeout
@@ -242,6 +268,8 @@ class Server:
             return self.protocol_error_response(500)
 
     def close(self) -> None:
+        if self.access_log is not None:
+            self.access_log.close()
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
         for acceptor in self.acceptors:
@@ -269,7 +297,15 @@ class Server:
         return max(cap, 1), reason
 
     def _on_accept(self, fd: int, addr: object) -> None:
+        if self.shed_level >= 3:
+            # Overload tier 3: refuse at once (cheapest: no object, no registration); the
+            # client sees the connection close and may retry elsewhere or later.
+            self.shed_accepts += 1
+            os.close(fd)
+            return
+        self.handled += 1
         conn = Connection(self, fd)
+        conn.peer = addr[0] if isinstance(addr, tuple) else "unix"
         events = (READ | WRITE) if self.edge else READ  # ET: both once, never modified
         try:
             self.loop.add_fd(fd, events, conn._ready)
@@ -326,6 +362,155 @@ class Server:
         # keyed to it.
         self._update_date()
         self.loop.call_at(self._date_expires, self._tick)
+
+    def _pressure(self) -> None:
+        """Every 100 ms: the overload tier from the loop's smoothed pressure, and the
+        access log's batch handed to its writer thread.
+
+        Tiers (Envoy's overload manager, in the order it sheds): 1 new responses close
+        their connection (no keep-alive), 2 new requests get 503 + Retry-After, 3 new
+        connections are closed at accept. The measure is the loop lag (how long a turn's
+        callbacks ran: what a newly ready client waits) and only counts when the waits
+        return many fds at once (``SHED_MIN_READY``), so a slow machine or a GC pause
+        with few clients never sheds.
+        """
+        loop = self.loop
+        config = self.config
+        level = 0
+        if loop.load >= SHED_MIN_READY:
+            lag = loop.lag
+            if lag > config.shed_accept_lag:
+                level = 3
+            elif lag > config.shed_503_lag:
+                level = 2
+            elif lag > config.shed_keepalive_lag:
+                level = 1
+        if level != self.shed_level:
+            log.warning(
+                "overload tier %d -> %d (loop lag %.0f ms, %.0f ready per wait)",
+                self.shed_level,
+                level,
+                loop.lag * 1e3,
+                loop.load,
+            )
+            self.shed_level = level
+        self.degraded = self.draining or level >= 1
+        if self.access_log is not None:
+            self.access_log.flush()
+        loop.call_later(PRESSURE_INTERVAL, self._pressure)
+
+    # -- accounting, access log, status ---------------------------------------------------
+    def account(self, conn: Connection, req: Request | None, resp: Response) -> None:
+        """One response decided (only when ``observe``): counters and the access log."""
+        size = 0 if req is not None and req.method == b"HEAD" else body_length(resp.body)
+        self.bytes_sent += size
+        counts = self.status_counts
+        counts[resp.status] = counts.get(resp.status, 0) + 1
+        if self.access_log is not None:
+            if req is None:
+                self.access_log.log(conn.peer, b"", b"", 1, None, resp.status, size)
+            else:
+                self.access_log.log(
+                    conn.peer, req.method, req.target, req.minor, req.headers, resp.status, size
+                )
+
+    def _with_status(
+        self, inner: Callable[[Request, float], Response | None], path: str
+    ) -> Callable[[Request, float], Response | None]:
+        base = path.encode()
+        metrics = base.rstrip(b"/") + b"/metrics"
+
+        def handler_fast(req: Request, now: float) -> Response | None:
+            target = req.target.partition(b"?")[0]
+            if target == base:
+                return self._status_response(now, prometheus=False)
+            if target == metrics:
+                return self._status_response(now, prometheus=True)
+            return inner(req, now)
+
+        return handler_fast
+
+    def status(self) -> dict[str, int]:
+        """The counters: nginx stub_status's, plus per-status and shedding ones."""
+        states = [0] * 5
+        for conn in self.connections:
+            states[conn.state] += 1
+        return {
+            "active": len(self.connections),
+            "reading": states[READING],
+            "writing": states[WRITING] + states[LINGERING],
+            "waiting": states[IDLE],
+            "accepts": sum(a.accepted for a in self.acceptors),
+            "handled": self.handled,
+            "requests": self.requests,
+            "bytes_sent": self.bytes_sent,
+            "timeouts": self.timeouts,
+            "offloaded": self.offloaded,
+            "shed_level": self.shed_level,
+            "shed_503": self.shed_503,
+            "shed_accepts": self.shed_accepts,
+            "access_log_dropped": self.access_log.dropped if self.access_log else 0,
+            "uptime_seconds": int(time.time() - self.started),
+            "pid": os.getpid(),
+        }
+
+    def _status_response(self, now: float, prometheus: bool) -> Response:
+        # Rendered at most every 100 ms: a status page polled hard costs little.
+        key = b"prom" if prometheus else b"stub"
+        cached = self._status_cache
+        if cached is not None and cached[1] == key and now - cached[0] < PRESSURE_INTERVAL:
+            return cached[2]
+        st = self.status()
+        if prometheus:
+            lines = []
+            for name, value in st.items():
+                if name == "pid":
+                    continue
+                kind = "gauge" if name in GAUGES else "counter"
+                metric = f"c10k_{name}" + ("" if kind == "gauge" else "_total")
+                lines.append(f"# TYPE {metric} {kind}\n{metric} {value}")
+            lines.append("# TYPE c10k_responses_total counter")
+            for code, count in sorted(self.status_counts.items()):
+                lines.append(f'c10k_responses_total{{status="{code}"}} {count}')
+            text = "\n".join(lines) + "\n"
+            ctype = b"text/plain; version=0.0.4; charset=utf-8"
+        else:
+            # nginx stub_status layout first (tools parse it), then ours.
+            text = (
+                f"Active connections: {st['active']}\n"
+                f"server accepts handled requests\n"
+                f" {st['accepts']} {st['handled']} {st['requests']}\n"
+                f"Reading: {st['reading']} Writing: {st['writing']} Waiting: {st['waiting']}\n"
+            )
+            for name in (
+                "bytes_sent",
+                "timeouts",
+                "offloaded",
+                "shed_level",
+                "shed_503",
+                "shed_accepts",
+                "access_log_dropped",
+                "uptime_seconds",
+                "pid",
+            ):
+                text += f"{name}: {st[name]}\n"
+            for code, count in sorted(self.status_counts.items()):
+                text += f"status_{code}: {count}\n"
+            ctype = b"text/plain; charset=utf-8"
+        resp = build_response(
+            200,
+            [(b"Content-Type", ctype), (b"Cache-Control", b"no-store")],
+            text.encode(),
+        )
+        self._status_cache = (now, key, resp)
+        return resp
+
+    def overload_response(self) -> Response:
+        """Tier 2: 503 with Retry-After, closing (RFC 9110 section 15.6.4)."""
+        resp = self._errors.get(-503)
+        if resp is None:
+            resp = self._errors[-503] = error_response(503, [(b"Retry-After", b"1")], close=True)
+        return resp
 
     def _on_signal(self, signum: int) -> None:
         if self.draining:

@@ -85,6 +85,9 @@ CONNECTION_LINES = (b"", b"Connection: close\r\n", b"Connection: keep-alive\r\n"
 ONE_OFF_STATUSES = frozenset((206, 416))
 WIRE_MEMO_MAX_ENTRIES = 4096
 
+# Connection.job while pipelined requests wait for the loop's next turn (max_pipelined).
+YIELDED = Request(b"GET", b"*", 1, {}, True, False)
+
 # Connection states, for status counters and the deadline handler.
 IDLE, READING, WRITING, LINGERING, CLOSED = range(5)
 
@@ -102,9 +105,12 @@ class Connection(HTTPConnection):
         "fd",
         "job",
         "out",
+        "peer",
         "server",
         "state",
         "will_close",
+        "wsent",
+        "wstart",
     )
 
     def __init__(self, server: Server, fd: int) -> None:
@@ -117,8 +123,12 @@ class Connection(HTTPConnection):
         self.server = server
         self.fd = fd
         self.out: list[bytes | memoryview | FileRegion] | None = None
-        self.job: Request | None = None  # a request being answered in the disk I/O pool
+        # A request being answered in the disk I/O pool, or YIELDED (see _process).
+        self.job: Request | None = None
         self.will_close = False
+        self.peer = ""  # the client's address, for the access log (set by the server)
+        self.wstart = 0.0  # when the current blocked write began (min_send_rate)
+        self.wsent = 0
         self.state = IDLE
         self.deadline: float | None = server.loop.now + server.config.header_timeout
         self.deadline_key: int | None = None
@@ -181,8 +191,10 @@ class Connection(HTTPConnection):
                         return
                     wires = server.wire_memo_get(resp)
                     wire = wires[req.minor << 1 ^ 2] if wires is not None else None
-                    if wire is not None and not resp.close and not server.draining:
+                    if wire is not None and not resp.close and not server.degraded:
                         server.requests += 1
+                        if server.observe:
+                            server.account(self, req, resp)
                         try:
                             n = os_write(fd, wire)
                         except (BlockingIOError, InterruptedError):
@@ -203,12 +215,12 @@ class Connection(HTTPConnection):
                         self._send(out)
                 else:
                     self._respond(req)
-                if self.out is not None or self.state == CLOSED:
+                if self.out is not None or self.state == CLOSED or self.job is not None:
                     return
             else:
                 self.receive_data(data)
                 self._process()
-                if self.out is not None or self.state == CLOSED:
+                if self.out is not None or self.state == CLOSED or self.job is not None:
                     return
             if len(data) < RECV_SIZE or not server.edge:
                 # Short read: the receive queue is drained (stream socket), so even an
@@ -221,12 +233,17 @@ class Connection(HTTPConnection):
             return
         out: list[bytes | FileRegion] = []
         pending = 0
-        limit = self.server.config.max_pending_output_bytes
+        server = self.server
+        limit = server.config.max_pending_output_bytes
+        answered = 0
+        cap = server.config.max_pipelined
         while True:
             try:
                 event = self.next_event()
             except RemoteProtocolError as exc:
                 resp = self.server.protocol_error_response(exc.error_status_hint)
+                if self.server.observe:
+                    self.server.account(self, None, resp)
                 self._append(out, resp, CLOSE, False)
                 self.will_close = True
                 break
@@ -242,6 +259,13 @@ class Connection(HTTPConnection):
                 break
             pending += size
             if self.will_close or pending > limit:
+                break
+            answered += 1
+            if answered >= cap and self._buf:
+                # Fairness: a client that pipelined many requests gets the rest after
+                # the other ready clients have had their turn.
+                self.job = YIELDED
+                server.loop.call_soon(self._resume)
                 break
         self._send(out)
 
@@ -270,11 +294,22 @@ class Connection(HTTPConnection):
                 return -1
         else:
             resp = server.method_response(method_status(method))
-        if req.keep_alive and not resp.close and not req.has_body and not server.draining:
+        if server.degraded:
+            if server.shed_level >= 2 and resp is not None and resp.status < 400:
+                # Overload tier 2: a clear 503 instead of the work (the handler's answer
+                # for a file already in memory is dropped; the request was cheap anyway).
+                _release(resp)
+                resp = server.overload_response()
+                server.shed_503 += 1
+            elif server.shed_level >= 1:
+                server.shed_keepalive += 1
+        if req.keep_alive and not resp.close and not req.has_body and not server.degraded:
             kind = KEEP_11 if req.minor else KEEP_10
         else:
             kind = CLOSE
             self.will_close = True
+        if server.observe:
+            server.account(self, req, resp)
         return self._append(out, resp, kind, method == b"HEAD")
 
     def _append(self, out: list[bytes | FileRegion], resp: Response, kind: int, head: bool) -> int:
@@ -302,13 +337,18 @@ class Connection(HTTPConnection):
             return len(wire)
         out.append(b"".join((resp.head, server.date_line, CONNECTION_LINES[kind], b"\r\n")))
         parts = body if isinstance(body, tuple) else (body,)
+        size = 0
         for part in parts:
             if head:
                 if isinstance(part, FileRegion):
                     part.release()
             else:
                 out.append(part)
-        return 4096  # a region costs the queue little memory: count its header only
+                size += len(part)
+        # Counted whole, though a region costs the queue only an fd: a pipelined batch of
+        # big files then stops after the first, so a slow reader holds one open file, not
+        # one per request it queued (found by slowhttptest -X, the slow-read attack).
+        return size
 
     # -- the disk I/O pool ---------------------------------------------------------------
     def _offload(self, req: Request) -> None:
@@ -319,6 +359,20 @@ class Connection(HTTPConnection):
         if not server.edge and self.state != WRITING:
             server.loop.modify_fd(self.fd, 0)
         server.offload(self, req)
+
+    def _resume(self) -> None:
+        """Continue with pipelined requests after yielding the loop (``max_pipelined``)."""
+        if self.job is not YIELDED or self.state == CLOSED:
+            return
+        self.job = None
+        server = self.server
+        if self.out is not None:  # still writing: _sent_all carries on
+            return
+        if not server.edge:
+            server.loop.modify_fd(self.fd, READ)  # _sent_all may have left it on WRITE
+        self._process()
+        if server.edge and self.out is None and self.job is None and self.state < LINGERING:
+            self._read_ready()
 
     def _job_done(self, req: Request, resp: Response) -> None:
         """The pool answered ``req`` (on the loop thread): send it, then carry on with
@@ -378,6 +432,7 @@ class Connection(HTTPConnection):
                 if isinstance(item, FileRegion):
                     while item.count:
                         n = os.sendfile(fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
+                        self.wsent += n
                         if n == 0:  # the file shrank under us: we cannot honour Content-Length
                             log.warning("file shrank while being sent; closing the connection")
                             self._force_close()
@@ -393,6 +448,7 @@ class Connection(HTTPConnection):
                         # full-sized segments (nginx tcp_nopush); uncorked after the body.
                         set_cork(fd, True)
                     n = os.write(fd, item)
+                    self.wsent += n
                     if n == len(item):
                         out.pop(0)
                     else:
@@ -411,11 +467,25 @@ class Connection(HTTPConnection):
 
     def _wait_writable(self) -> None:
         server = self.server
+        now = server.loop.now
+        config = server.config
         if self.state != WRITING:
             self.state = WRITING
+            self.wstart = now
+            self.wsent = 0
             if not server.edge:
                 server.loop.modify_fd(self.fd, WRITE)
-        self.deadline = server.loop.now + server.config.send_timeout
+        else:
+            # Progress resets the send timeout (nginx send_timeout), but a reader that
+            # takes a byte now and then must not hold a response forever (slow-read
+            # attack): past one send_timeout, the average rate must be min_send_rate.
+            elapsed = now - self.wstart
+            if elapsed > config.send_timeout and self.wsent < config.min_send_rate * elapsed:
+                log.info("fd %d: client reads below --min-send-rate; closing", self.fd)
+                self.server.timeouts += 1
+                self._force_close()
+                return
+        self.deadline = now + config.send_timeout
         server.loop.deadlines.schedule(self)
 
     def _sent_all(self) -> None:
@@ -426,8 +496,8 @@ class Connection(HTTPConnection):
             if not server.edge and self.job is None:
                 server.loop.modify_fd(self.fd, READ)
             self.state = IDLE
-        if self.job is not None:  # the next response is still in the pool
-            if was_writing and not server.edge:
+        if self.job is not None:  # the next response is in the pool, or we yielded
+            if was_writing and not server.edge and self.job is not YIELDED:
                 server.loop.modify_fd(self.fd, 0)
             self.deadline = server.loop.now + server.config.send_timeout
             server.loop.deadlines.schedule(self)
@@ -487,7 +557,7 @@ class Connection(HTTPConnection):
     def on_deadline(self) -> None:
         """A timeout expired: header, keep-alive idle, send progress or lingering."""
         self.server.timeouts += 1
-        if self.job is not None:
+        if self.job is not None and self.job is not YIELDED:
             log.warning(
                 "request for %r still in the disk I/O pool after the send timeout", self.job.target
             )
