@@ -88,9 +88,9 @@ class ServerProcess:
         line = self.proc.stdout.readline().decode()
         m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         if m is None:
-            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
             self.proc.kill()
-            self.proc.wait()
+            _, err_bytes = self.proc.communicate()  # also closes the pipes
+            err = err_bytes.decode(errors="replace")
             raise RuntimeError(f"server did not start: {line!r} {err[-2000:]}")
         self.banner = line + self.proc.stdout.readline().decode()
         self.port = int(m.group(1))

@@ -206,3 +206,57 @@ def test_server_second_signal_stops_at_once(hugeroot: Path, backend: str) -> Non
     code, _, err = srv.stop()
     assert code == 0
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("backend", backend_params(modes=False))
+def test_server_min_send_rate_drops_a_trickling_reader(hugeroot: Path, backend: str) -> None:
+    # Slow-read attack: the client takes a few KB now and then. Each take is progress, so
+    # the send timeout alone would never fire; the average-rate rule does.
+    srv = ServerProcess(hugeroot, backend, "--send-timeout", "1", "--min-send-rate", "10000000")
+    try:
+        baseline = srv.fd_count()
+        with connect(srv.port, timeout=20) as s:
+            s.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            received = 0
+            deadline = time.monotonic() + 15
+            closed = False
+            while time.monotonic() < deadline:
+                try:
+                    data = s.recv(4096)
+                except ConnectionResetError:
+                    closed = True
+                    break
+                if not data:
+                    closed = True
+                    break
+                received += len(data)
+                time.sleep(0.01)  # ~400 KB/s at most
+            assert closed, f"still open after {received} bytes"
+            assert received < HUGE
+        assert srv.wait_fd_count(baseline) == baseline
+    finally:
+        assert srv.stop()[0] == 0
+
+
+@pytest.mark.parametrize("backend", backend_params(modes=False))
+def test_server_max_pipelined_yields_but_answers_all_in_order(docroot: Path, backend: str) -> None:
+    srv = ServerProcess(docroot, backend, "--max-pipelined", "8")
+    try:
+        names = ["small.txt", "index.html", "sub/page.html", "a%20b.txt"]
+        expected = {
+            "small.txt": (docroot / "small.txt").read_bytes(),
+            "index.html": (docroot / "index.html").read_bytes(),
+            "sub/page.html": (docroot / "sub" / "page.html").read_bytes(),
+            "a%20b.txt": (docroot / "a b.txt").read_bytes(),
+        }
+        order = [names[i % 4] for i in range(500)]
+        with connect(srv.port, timeout=20) as s:
+            s.sendall(b"".join(b"GET /%s HTTP/1.1\r\nHost: t\r\n\r\n" % n.encode() for n in order))
+            buf = bytearray()
+            for name in order:
+                status, _, body = read_response(s, buf)
+                assert (status, body) == (200, expected[name])
+            s.sendall(GET)  # still a working keep-alive connection
+            assert read_response(s, buf)[0] == 200
+    finally:
+        assert srv.stop()[0] == 0

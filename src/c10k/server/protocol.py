@@ -178,7 +178,12 @@ class Connection(HTTPConnection):
                 and (req := server.head_memo_get(data)) is not None
                 and not self._paused
             ):
-                if req.method == b"GET" and req.keep_alive and not req.has_body:
+                if (
+                    req.method == b"GET"
+                    and req.keep_alive
+                    and not req.has_body
+                    and not server.degraded
+                ):
                     # The common case, flat: cached response, memoized wire, one send.
                     now = server.loop.now
                     try:
@@ -191,7 +196,7 @@ class Connection(HTTPConnection):
                         return
                     wires = server.wire_memo_get(resp)
                     wire = wires[req.minor << 1 ^ 2] if wires is not None else None
-                    if wire is not None and not resp.close and not server.degraded:
+                    if wire is not None and not resp.close:
                         server.requests += 1
                         if server.observe:
                             server.account(self, req, resp)
@@ -283,6 +288,10 @@ class Connection(HTTPConnection):
         method = req.method
         if resp is not None:
             pass
+        elif server.shed_level >= 2:
+            # Overload tier 2: a clear 503 + Retry-After instead of the work.
+            resp = server.overload_response()
+            server.shed_503 += 1
         elif method == b"GET" or method == b"HEAD":
             try:
                 resp = server.handler_fast(req, server.loop.now)
@@ -294,15 +303,8 @@ class Connection(HTTPConnection):
                 return -1
         else:
             resp = server.method_response(method_status(method))
-        if server.degraded:
-            if server.shed_level >= 2 and resp is not None and resp.status < 400:
-                # Overload tier 2: a clear 503 instead of the work (the handler's answer
-                # for a file already in memory is dropped; the request was cheap anyway).
-                _release(resp)
-                resp = server.overload_response()
-                server.shed_503 += 1
-            elif server.shed_level >= 1:
-                server.shed_keepalive += 1
+        if server.degraded and server.shed_level >= 1:
+            server.shed_keepalive += 1
         if req.keep_alive and not resp.close and not req.has_body and not server.degraded:
             kind = KEEP_11 if req.minor else KEEP_10
         else:
