@@ -88,4 +88,6 @@ class EpollBackend(Backend):
 class EpollETBackend(EpollBackend):
     name = "epoll-et"
     capabilities = Capability.SCALABLE | Capability.EDGE
-    _flags = select.EPOLLET if hasattr(select, "EPOLLET") else 0
+    # EPOLLRDHUP: a FIN that arrived together with the last data is reported in the same
+    # wakeup, so the reader knows a short read did not drain the EOF (Linux 2.6.17+).
+    _flags = (select.EPOLLET | select.EPOLLRDHUP) if hasattr(select, "EPOLLET") else 0

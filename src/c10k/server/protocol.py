@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("c10k.server")
 
 RECV_SIZE = 65536
+RDHUP = 0x2000  # EPOLLRDHUP (Linux): the peer's FIN is queued; only epoll-et asks for it
 CONNRESET_ERRNOS = frozenset(
     (
         errno.ECONNRESET,
@@ -227,9 +228,12 @@ class Connection(HTTPConnection):
                 self._process()
                 if self.out is not None or self.state == CLOSED or self.job is not None:
                     return
-            if len(data) < RECV_SIZE or not server.edge:
+            if not server.edge or (len(data) < RECV_SIZE and not events & RDHUP):
                 # Short read: the receive queue is drained (stream socket), so even an
                 # edge-triggered backend may wait now. Level-triggered: poll tells us.
+                # Unless the peer's FIN was already queued when we were woken (EPOLLRDHUP
+                # in this wakeup's mask): no new edge will come for it, so read on to the
+                # EOF now (nginx: rev->pending_eof).
                 return
 
     def _process(self) -> None:
