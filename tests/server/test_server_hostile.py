@@ -205,8 +205,8 @@ EDGE_FIN_BUG = (
     "until the header/keep-alive timeout (nginx: EPOLLRDHUP -> rev->pending_eof)"
 )
 # Backends known to fail; take a name out once its fix lands (strict xfails then fail).
-# epoll-et: fixed by /tmp/patches/parser-epoll-et-fin.diff (EPOLLRDHUP); rtsig: no patch.
-EDGE_FIN_XFAIL = {"epoll-et", "rtsig"}
+# epoll-et was fixed with EPOLLRDHUP (0b6ddcf); rtsig has no fix yet.
+EDGE_FIN_XFAIL = {"rtsig"}
 assert all(BACKENDS[n].capabilities & Capability.EDGE for n in EDGE_FIN_XFAIL)
 
 
