@@ -66,3 +66,42 @@ def test_http_hostile_rejected_connection_stays_paused(case: Case) -> None:
         conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
     assert conn.next_event() is PAUSED
     assert conn.next_event() is PAUSED
+
+
+# Issue 7's list of vectors -> the corpus cases that cover each. Fails if a case is renamed
+# or dropped without another covering the vector.
+ISSUE_7_VECTORS: dict[str, list[str]] = {
+    "CL+TE": ["cl-and-te", "te-and-cl", "cl-and-te-http10"],
+    "duplicate CL, same and different": ["duplicate-cl-same", "duplicate-cl-differ"],
+    "Content-Length: +1_0, 0x10, negative, huge": [
+        "cl-plus-underscore", "cl-hex", "cl-negative", "cl-huge",
+    ],
+    "chunk sizes 0x / _ / + / overlong": [
+        "chunk-size-0x", "chunk-size-underscore", "chunk-size-plus", "chunk-size-overlong",
+    ],
+    "duplicate TE; chunked, identity; TE in HTTP/1.0": [
+        "te-duplicate", "te-chunked-identity", "te-http10",
+    ],
+    "unknown transfer coding (501)": ["te-gzip-chunked"],
+    "bare CR or LF line ends": ["bare-cr-request-line", "bare-lf-everywhere"],
+    "NUL and CTLs in names, values, targets": ["nul-in-name", "nul-in-value", "nul-in-target"],
+    "whitespace before the colon": ["space-before-colon", "tab-before-colon"],
+    "obs-fold": ["obs-fold-space", "obs-fold-tab"],
+    "empty header names": ["empty-name"],
+    "non-token bytes in names and methods": ["paren-in-name", "non-token-method"],
+    "overlong request line (414), header (431), too many fields (431)": [
+        "request-line-too-long", "field-too-long", "too-many-fields",
+    ],
+    "invalid percent-encoding in the target": ["pct-invalid-hex", "pct-truncated"],
+    "absolute-form and asterisk-form targets": ["absolute-form", "asterisk-options"],
+    "HTTP/2 preface, HTTP/0.9, HTTP/2.0, HTTP/1.2": [
+        "h2-preface", "http09-simple-request", "http-2.0", "http-1.2",
+    ],
+    "missing and duplicate Host": ["missing-host", "duplicate-host"],
+}  # fmt: skip
+
+
+def test_http_hostile_corpus_covers_issue_7() -> None:
+    ids = {c.id for c in CASES}
+    missing = {v: [i for i in want if i not in ids] for v, want in ISSUE_7_VECTORS.items()}
+    assert not any(missing.values()), missing
