@@ -21,8 +21,8 @@ test: $(BIN)/c10k
 
 lint: $(BIN)/c10k
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests fuzz scripts
+	$(BIN)/ruff format --check src tests fuzz scripts
 	$(BIN)/mypy
 
 clean:

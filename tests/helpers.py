@@ -111,7 +111,7 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            out, err = self.proc.communicate(timeout=10)
+            out, err = self.proc.communicate(timeout=20)  # > the 10 s default drain
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, err = self.proc.communicate()

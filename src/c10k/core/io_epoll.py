@@ -39,7 +39,10 @@ class EpollBackend(Backend):
 
     def __init__(self) -> None:
         self._ep = select.epoll()
-        self._events: dict[int, int] = {}
+        # No fd -> events dict of our own: the kernel's interest list is the record (EEXIST
+        # / ENOENT become the contract's KeyError), which saves a dict entry, about 50
+        # bytes, per connection at C1M scale. Only the count is kept, for len().
+        self._count = 0
         self.poll = self._make_poll()  # type: ignore[method-assign,assignment]
 
     def _make_poll(self) -> Callable[[float | None], list[tuple[int, int]]]:
@@ -51,32 +54,35 @@ class EpollBackend(Backend):
 
         return poll
 
-    def _fds(self) -> dict[int, int]:
-        return self._events
+    def __len__(self) -> int:
+        return self._count
 
     def register(self, fd: int, events: int) -> None:
-        if fd in self._events:
-            raise KeyError(f"fd {fd} is already registered")
-        self._ep.register(fd, events | self._flags)
-        self._events[fd] = events
+        try:
+            self._ep.register(fd, events | self._flags)
+        except FileExistsError:
+            raise KeyError(f"fd {fd} is already registered") from None
+        self._count += 1
 
     def modify(self, fd: int, events: int) -> None:
-        if fd not in self._events:
-            raise KeyError(f"fd {fd} is not registered")
-        self._ep.modify(fd, events | self._flags)
-        self._events[fd] = events
+        try:
+            self._ep.modify(fd, events | self._flags)
+        except FileNotFoundError:
+            raise KeyError(f"fd {fd} is not registered") from None
 
     def unregister(self, fd: int) -> None:
-        del self._events[fd]
         try:
             self._ep.unregister(fd)
+        except FileNotFoundError:
+            raise KeyError(f"fd {fd} is not registered") from None
         except OSError:  # already closed elsewhere (EBADF): the kernel forgot it anyway
             pass
+        self._count -= 1
 
     def forget(self, fd: int) -> None:
         # epoll(7): closing the last fd referring to an open file description removes it
         # from every epoll set, so no epoll_ctl(DEL) is needed before close().
-        del self._events[fd]
+        self._count -= 1
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:  # replaced per instance
         raise NotImplementedError

@@ -92,11 +92,13 @@ class Deadlines:
     """Per-connection deadlines in one-second buckets; see the module comment."""
 
     def __init__(self) -> None:
-        self._buckets: dict[int, list[HasDeadline]] = {}
+        # key -> (the key object itself, items): items share one int object per bucket
+        # for their deadline_key (32 bytes per idle connection saved at C1M scale).
+        self._buckets: dict[int, tuple[int, list[HasDeadline]]] = {}
         self._keys: list[int] = []  # heap of bucket keys
 
     def __len__(self) -> int:
-        return sum(len(b) for b in self._buckets.values())
+        return sum(len(b) for _, b in self._buckets.values())
 
     def schedule(self, item: HasDeadline) -> None:
         """File ``item`` under its ``deadline`` unless it is already filed no later.
@@ -110,13 +112,14 @@ class Deadlines:
         old = item.deadline_key
         if old is not None and old <= key:
             return
-        item.deadline_key = key
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            self._buckets[key] = [item]
+        entry = self._buckets.get(key)
+        if entry is None:
+            self._buckets[key] = (key, [item])
             heapq.heappush(self._keys, key)
         else:
-            bucket.append(item)
+            key = entry[0]
+            entry[1].append(item)
+        item.deadline_key = key
 
     def next_when(self) -> float | None:
         return float(self._keys[0]) if self._keys else None
@@ -131,7 +134,8 @@ class Deadlines:
         fired = 0
         while keys and keys[0] <= now:
             key = heapq.heappop(keys)
-            for item in self._buckets.pop(key, ()):
+            _, items = self._buckets.pop(key, (key, []))
+            for item in items:
                 if item.deadline_key != key:
                     continue  # re-filed earlier, or unfiled (closed)
                 item.deadline_key = None

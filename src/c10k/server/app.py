@@ -305,7 +305,8 @@ class Server:
             return
         self.handled += 1
         conn = Connection(self, fd)
-        conn.peer = addr[0] if isinstance(addr, tuple) else "unix"
+        if self.observe:  # a str per connection only when something logs it
+            conn.peer = addr[0] if isinstance(addr, tuple) else "unix"
         events = (READ | WRITE) if self.edge else READ  # ET: both once, never modified
         try:
             self.loop.add_fd(fd, events, conn._ready)
