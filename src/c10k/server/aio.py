@@ -299,7 +299,9 @@ class _HTTPProtocol(asyncio.Protocol):
     def _finish(self) -> None:
         conn = self.conn
         buf, eof = conn.trailing_data
-        if buf or (conn._paused and not eof):
+        # Linger only while the client may still send: after its EOF every byte it sent
+        # has been read, and nothing will ever come to end the lingering.
+        if not eof and (buf or conn._paused):
             self.state = LINGERING
             self._set_deadline(self.loop.time() + self.server.config.linger_timeout)
             if self.reading_paused:
@@ -560,14 +562,20 @@ class UvloopServer(AsyncioServer):
         # libuv opens /dev/null once, at the first TCP handle (its reserve fd for the
         # EMFILE accept trick); do that now rather than in the middle of serving.
         a, b = socket.socketpair()
+        lost: asyncio.Future[None] = self.loop.create_future()
+
+        class _Probe(asyncio.Protocol):
+            def connection_lost(self, exc: Exception | None) -> None:
+                lost.set_result(None)
 
         async def attach() -> None:
-            transport, _ = await self.loop.connect_accepted_socket(asyncio.Protocol, a)
+            transport, _ = await self.loop.connect_accepted_socket(_Probe, a)
             transport.close()
-            await asyncio.sleep(0.01)  # libuv closes the handle on a later iteration
+            await lost  # the handle is closed (libuv closes it on a later iteration)
+            await asyncio.sleep(0)
 
         try:
-            self.loop.run_until_complete(attach())
+            self.loop.run_until_complete(asyncio.wait_for(attach(), 5))
         finally:
             a.close()
             b.close()
