@@ -616,3 +616,26 @@ def test_process_bind_unix_socket_stale_live_and_removal(tmp_path: Path) -> None
     remove_unix_socket(path, unix_socket_identity(path))
     assert not os.path.exists(path)
     other.close()
+
+
+def test_process_workers_stop_when_the_supervisor_dies(docroot: Path) -> None:
+    srv = ServerProcess(docroot, "epoll", "--workers", "2")
+    workers = children(srv.pid)
+    assert len(workers) == 2
+    srv.proc.kill()  # not srv.stop(): orphaned workers would hold its pipes open
+    srv.proc.wait()
+
+    def gone(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    try:
+        assert wait_until(lambda: all(gone(p) for p in workers))
+    finally:
+        for pid in workers:  # leave no orphan behind if the test fails
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+        srv.proc.communicate(timeout=10)

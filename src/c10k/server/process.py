@@ -62,6 +62,9 @@ worker, plus waitpid(WNOHANG); no event loop is needed for a handful of fds.
   settings; an invalid one is logged and the old workers stay (nginx). Listeners, worker
   count and backlog are fixed for the supervisor's life: changing them is logged and
   ignored. Without workers (``workers == 1``) SIGHUP keeps its default action.
+- A worker whose supervisor dies (SIGKILL, OOM killer) gets SIGTERM from the kernel
+  (prctl PR_SET_PDEATHSIG, Linux) and drains, instead of serving on as an orphan that
+  nothing restarts or stops; gunicorn workers poll getppid() for the same reason.
 - Workers ignore SIGINT and SIGHUP: Ctrl-C reaches the whole process group, and the
   supervisor alone decides (a worker getting SIGINT and then the forwarded SIGTERM would
   count two signals and skip its drain).
@@ -69,6 +72,7 @@ worker, plus waitpid(WNOHANG); no event loop is needed for a handful of fds.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import errno
 import ipaddress
@@ -518,6 +522,7 @@ class Supervisor:
         self.full_config = config
         self.config = worker_config(config, len(slots))  # what each worker runs with
         self.reload_config = reload_config
+        self.pid = os.getpid()
         self.slots = [Slot(i, socks) for i, socks in enumerate(slots)]
         self.say = say
         self.workers: dict[int, Worker] = {}  # pid -> worker
@@ -560,7 +565,7 @@ class Supervisor:
     def _announce(self, full_config: ServerConfig, reuse: bool, note: str) -> None:
         first = self.slots[0].socks
         infos = [s.current.info for s in self.slots if s.current is not None]
-        info = infos[0]
+        info = infos[0] if infos else {}
         total = sum(int(i.get("capacity", 0)) for i in infos)
         n = len(self.slots)
         pids = ", ".join(str(s.current.pid) for s in self.slots if s.current is not None)
@@ -699,7 +704,7 @@ class Supervisor:
             keep = {s.fileno() for s in slot.socks}
             others = {s.fileno() for sl in self.slots for s in sl.socks} - keep
             others |= set(self.by_fd)  # other workers' status pipes
-            _worker_main(self.config, slot.socks, wfd, others, self._wake_r, self._wake_w)
+            _worker_main(self.pid, self.config, slot.socks, wfd, others, self._wake_r, self._wake_w)
         os.close(wfd)
         os.set_blocking(rfd, False)
         w = Worker(pid, slot.index, rfd, time.monotonic())
@@ -835,7 +840,20 @@ def _send(fd: int, msg: dict[str, Any]) -> None:
             raise
 
 
+def _die_with_parent(parent: int) -> None:
+    # PR_SET_PDEATHSIG = 1 (linux/prctl.h). Best effort: without it (not Linux, no libc
+    # found) an orphaned worker serves on until it is stopped by hand.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect: nothing to drain yet
+        os._exit(0)
+
+
 def _worker_main(
+    supervisor: int,
     config: ServerConfig,
     socks: list[socket.socket],
     wfd: int,
@@ -854,6 +872,7 @@ def _worker_main(
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _die_with_parent(supervisor)
         for fd in (*other_fds, wake_r, wake_w):
             try:
                 os.close(fd)
