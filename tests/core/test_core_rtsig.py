@@ -182,6 +182,34 @@ def test_core_rtsig_poll_from_another_thread_adopts_it(backend: RtsigBackend) ->
         os.close(w)
 
 
+def test_core_rtsig_data_and_fin_together_report_rdhup(backend: RtsigBackend) -> None:
+    # Data then FIN before we poll: two POLL_IN signals merge into one event, which must
+    # carry POLLRDHUP, or a consumer stopping at a short read would never see the EOF.
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        backend.register(a.fileno(), READ)
+        b.send(b"GET / HTTP/1.1\r\n")
+        b.shutdown(socket.SHUT_WR)
+        [(fd, ev)] = backend.poll(2.0)
+        assert fd == a.fileno()
+        assert ev & READ
+        assert ev & select.POLLRDHUP
+        c, d = socket.socketpair()  # one signal alone: no probe, no RDHUP claimed
+        try:
+            backend.register(c.fileno(), READ)
+            d.send(b"x")
+            assert backend.poll(2.0) == [(c.fileno(), READ)]
+            backend.unregister(c.fileno())
+        finally:
+            c.close()
+            d.close()
+        backend.unregister(a.fileno())
+    finally:
+        a.close()
+        b.close()
+
+
 def test_core_rtsig_write_interest_on_a_full_unix_socket(backend: RtsigBackend) -> None:
     # unix_poll never arms the POLL_OUT edge (see "A write edge needs arming"): the watch
     # set must find the socket writable once the peer drains it.

@@ -61,6 +61,9 @@ Some facts that shape this code:
   for epoll-ET, and must tolerate a spurious event: a signal queued for an fd that has
   since been closed and whose number was reused by a new registration is reported for
   the new fd (it then just sees EAGAIN). Signals for fds no longer registered are dropped.
+  A FIN signals POLL_IN just like data, so when several signals for one fd merge into
+  one event, a ``poll()`` over those fds adds POLLRDHUP (== EPOLLRDHUP) if the peer's FIN
+  is queued: the consumer must then read on to the EOF, as with epoll-et's RDHUP.
 - **A write edge needs arming.** The kernel signals POLL_OUT only if a writer found the
   buffer full *while O_ASYNC was on*: ``sk_set_bit(SOCKWQ_ASYNC_NOSPACE)`` does nothing
   without SOCK_FASYNC. ``tcp_poll`` arms it when it finds a TCP socket unwritable, so the
@@ -106,6 +109,7 @@ O_ASYNC = getattr(os, "O_ASYNC", 0o20000)
 MAX_EVENTS = 1024  # signals taken per poll() (epoll backend: 1024 events per wait)
 EVENT_BITS = READ | WRITE | ERROR | HUP
 POLLNVAL = getattr(select, "POLLNVAL", 0x20)
+POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)  # == EPOLLRDHUP, part of READ_MASK
 # Re-check of fds registered for WRITE while full (see "A write edge needs arming"): 20 ms,
 # the tick of Linux 2.4-era servers that polled as a fallback (thttpd's 1 s was coarser).
 WATCH_INTERVAL = 0.02
@@ -349,6 +353,7 @@ class RtsigBackend(Backend):
         events = self._events
         mysig = self.signum
         overflow = False
+        merged: list[int] = []
         for _ in range(MAX_EVENTS):
             sig = sigtimedwait(set_ref, info_ref, ts_ref)
             if sig < 0:
@@ -361,10 +366,18 @@ class RtsigBackend(Backend):
                     continue  # queued before the fd was unregistered or forgotten
                 ev = info.si_band & EVENT_BITS & (interest | ERROR | HUP)
                 if ev:
-                    ready[fd] = ready.get(fd, 0) | ev
+                    prev = ready.get(fd)
+                    if prev is None:
+                        ready[fd] = ev
+                    else:
+                        ready[fd] = prev | ev
+                        if ev & READ:
+                            merged.append(fd)
             else:  # SIGIO: the realtime queue overflowed and events were lost
                 overflow = True
                 break
+        if merged:
+            self._check_rdhup(merged, ready)
         if self._watch:
             self._check_watch(ready)
         if overflow:
@@ -375,6 +388,19 @@ class RtsigBackend(Backend):
                 ready[fd] = ready.get(fd, 0) | ev
             self._pending = {}
         return list(ready.items())
+
+    def _check_rdhup(self, fds: list[int], ready: dict[int, int]) -> None:
+        # Several signals merged into one event may hide a FIN behind data: tcp_fin
+        # signals POLL_IN like data does, and a consumer that stops at a short read would
+        # never learn of the EOF (no later signal comes). One poll() over just those fds
+        # says whether the peer's FIN is queued (POLLRDHUP), which is what epoll-et
+        # reports with EPOLLRDHUP; the server then reads on to the EOF.
+        scan = select.poll()
+        for fd in set(fds):
+            scan.register(fd, select.POLLIN | POLLRDHUP)
+        for fd, ev in scan.poll(0):
+            if ev & POLLRDHUP:
+                ready[fd] |= POLLRDHUP
 
     def _check_watch(self, ready: dict[int, int]) -> None:
         scan = select.poll()
