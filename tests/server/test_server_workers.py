@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-from c10k.core import fdio
 from c10k.core.listener import (
     bind_unix_socket,
     exclusive_accept_flag,
@@ -34,7 +33,6 @@ from c10k.core.listener import (
     reuse_port_supported,
     unix_socket_identity,
 )
-from c10k.server import app
 from c10k.server.config import ServerConfig
 from c10k.server.process import (
     RestartPolicy,
@@ -46,9 +44,6 @@ from c10k.server.process import (
 )
 from helpers import REPO, ServerProcess, big_content, connect, make_docroot, read_response
 
-# The reload test's xfail marker goes once /tmp/patches/process-drain.diff (which adds
-# DRAIN_IDLE_GRACE) is applied.
-DRAIN_FIXED = hasattr(app, "DRAIN_IDLE_GRACE")
 GET = b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n"
 SMALL = b"0123456789" * 51 + b"AB"
 
@@ -349,12 +344,6 @@ def test_process_sigterm_deadline_stops_a_stalled_download(docroot: Path) -> Non
         srv.stop(signal.SIGKILL)
 
 
-@pytest.mark.xfail(
-    not DRAIN_FIXED,
-    reason="Server.shutdown closes a connection accepted just before the signal, before its "
-    "first request arrives (about one reset per four reloads); process-drain.diff",
-    strict=False,  # a race: without the fix it still passes 3 times in 4
-)
 def test_process_sighup_reloads_without_failed_requests(docroot: Path) -> None:
     srv = ServerProcess(docroot, "epoll", "--workers", "2")
     hammer = Hammer(srv.port)
@@ -471,12 +460,6 @@ def curl_unix(path: str, target: str) -> bytes:
     ).stdout
 
 
-@pytest.mark.xfail(
-    not hasattr(fdio, "_NO_TCP_OPTION_ERRNOS"),
-    reason="set_cork raises EOPNOTSUPP on a Unix socket, so a sendfile body is never sent; "
-    "/tmp/patches/process-fdio-unix-cork.diff",
-    strict=True,
-)
 def test_process_unix_socket_serves_large_file(docroot: Path, tmp_path: Path) -> None:
     path = str(tmp_path / "big.sock")
     srv = ServerProcess(docroot, "epoll", "--listen", "127.0.0.1:0", "--listen", f"unix:{path}")
@@ -518,6 +501,13 @@ def test_process_listen_refuses_occupied_addresses(
     assert r.returncode == 1
     assert "is not a socket" in r.stderr
     assert plain.read_text() == "not a socket"  # never removed
+    # A failed bind undoes the ones before it, Unix socket file included.
+    partial = tmp_path / "partial.sock"
+    r = _serve(
+        str(docroot), "--listen", f"unix:{partial}", "--listen", f"127.0.0.1:{workers2.port}"
+    )
+    assert r.returncode == 1
+    assert not partial.exists()
     r = _serve(str(docroot), "--listen", "[::1]8080")
     assert r.returncode == 2
     assert "[IPV6]:PORT" in r.stderr

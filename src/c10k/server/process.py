@@ -222,9 +222,16 @@ def bind_listeners(
                 exc.filename = format_address(family, addr)
                 raise
     except BaseException:
-        close_listeners(socks)
+        _discard(socks)
         raise
     return socks
+
+
+def _discard(socks: list[socket.socket]) -> None:
+    # Undo a partial bind: close, and remove the Unix socket files just created.
+    files = unix_files([s for s in socks if s.fileno() >= 0])
+    close_listeners(socks)
+    remove_unix_files(files)
 
 
 def _check_port_free(family: int, host: str, port: int) -> None:
@@ -404,6 +411,9 @@ def _serve_here(
         except (BackendUnavailable, ModeUnavailable) as exc:
             print(f"c10k serve: {exc}", file=sys.stderr)
             return 2
+        except OSError as exc:  # e.g. the root is not a directory
+            print(f"c10k serve: {exc}", file=sys.stderr)
+            return 1
         server.install_signal_handlers()
         say(_banner_first(config, socks))
         say(
@@ -447,9 +457,15 @@ def _bind_slots(
                     socks.append(s)
                 else:
                     host, port = s.getsockname()[:2]
-                    socks.append(bind_socket(host, port, backlog=config.backlog, reuse_port=True))
+                    try:
+                        socks.append(
+                            bind_socket(host, port, backlog=config.backlog, reuse_port=True)
+                        )
+                    except OSError as exc:
+                        exc.filename = format_address(s.family, (host, port))
+                        raise
     except BaseException:
-        close_listeners([s for slot in slots for s in slot])
+        _discard([s for slot in slots for s in slot])
         raise
     return slots
 
