@@ -105,6 +105,10 @@ class Loop:
     def watching(self, fd: int) -> bool:
         return fd in self._handlers
 
+    def callbacks(self) -> list[FdCallback]:
+        """The callbacks of every watched fd (a snapshot)."""
+        return list(self._handlers.values())
+
     def __len__(self) -> int:
         return len(self._handlers)
 

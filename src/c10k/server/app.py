@@ -146,7 +146,10 @@ class Server:
         self.sock = self.socks[0]
         self.acceptors = [Acceptor(self.loop, s, self._on_accept, raw_fds=True) for s in self.socks]
         self.accepting_paused = False
-        self.connections: set[Connection] = set()
+        # Open connections are counted, not kept in a set of our own: the loop's fd ->
+        # callback map already holds each one (``connections`` walks it), which saves a
+        # set entry (~40 bytes) per connection at C1M scale.
+        self.nconn = 0
         self.draining = False
         self.requests = 0
         self.timeouts = 0
@@ -222,7 +225,7 @@ class Server:
         limit = self.config.shutdown_timeout if timeout is None else timeout
         self.loop.call_later(min(DRAIN_IDLE_GRACE, limit), self._close_idle)
         self.loop.call_later(limit, self.loop.stop)
-        if not self.connections:
+        if not self.nconn:
             self.loop.stop()
 
     def _close_idle(self) -> None:
@@ -317,21 +320,30 @@ class Server:
             conn.deadline = conn.deadline_key = None
             os.close(fd)
             return
-        self.connections.add(conn)
+        self.nconn += 1
         # Data that arrived before registration is reported too: epoll_ctl(ADD) checks
         # readiness at once, also for EPOLLET.
-        if len(self.connections) >= self.capacity:
+        if self.nconn >= self.capacity:
             self.accepting_paused = True
             for acceptor in self.acceptors:
                 acceptor.pause()
 
+    @property
+    def connections(self) -> list[Connection]:
+        """The open connections (a snapshot; O(n): for stop, drain and the status page)."""
+        out = []
+        for cb in self.loop.callbacks():
+            conn = getattr(cb, "__self__", None)
+            if isinstance(conn, Connection):
+                out.append(conn)
+        return out
+
     def connection_closed(self, conn: Connection) -> None:
-        connections = self.connections
-        connections.discard(conn)
+        self.nconn -= 1
         if self.draining:
-            if not connections:
+            if not self.nconn:
                 self.loop.stop()
-        elif self.accepting_paused and len(connections) < self.capacity:
+        elif self.accepting_paused and self.nconn < self.capacity:
             self.accepting_paused = False
             for acceptor in self.acceptors:
                 acceptor.resume()
@@ -437,7 +449,7 @@ class Server:
         for conn in self.connections:
             states[conn.state] += 1
         return {
-            "active": len(self.connections),
+            "active": self.nconn,
             "reading": states[READING],
             "writing": states[WRITING] + states[LINGERING],
             "waiting": states[IDLE],
