@@ -26,7 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from c10k.core import Acceptor, Loop
 from c10k.core.listener import (
+    bind_socket,
     bind_unix_socket,
     exclusive_accept_flag,
     remove_unix_socket,
@@ -629,3 +631,53 @@ def test_process_workers_stop_when_the_supervisor_dies(docroot: Path) -> None:
             if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
         srv.proc.communicate(timeout=10)
+
+
+def _epoll_events(epfd: int, fd: int) -> int:
+    """The event mask the kernel holds for ``fd`` in epoll instance ``epfd`` (fdinfo)."""
+    with open(f"/proc/self/fdinfo/{epfd}") as f:
+        for line in f:
+            cols = line.split()
+            if cols[:1] == ["tfd:"] and int(cols[1]) == fd:
+                return int(cols[3], 16)
+    raise AssertionError(f"fd {fd} is not in epoll {epfd}")
+
+
+@pytest.mark.skipif(not hasattr(select, "EPOLLEXCLUSIVE"), reason="no EPOLLEXCLUSIVE here")
+@pytest.mark.parametrize(
+    ("backend", "exclusive"),
+    [("epoll", True), ("epoll-et", False)],  # epoll-et's EPOLLRDHUP: EINVAL, plain fallback
+)
+def test_process_acceptor_registers_exclusive(backend: str, exclusive: bool) -> None:
+    loop = Loop(backend)
+    sock = bind_socket("127.0.0.1", 0)
+    accepted: list[socket.socket] = []
+
+    def on_accept(conn: socket.socket, _addr: object) -> None:
+        accepted.append(conn)
+        loop.stop()
+
+    try:
+        if not getattr(loop.backend, "exclusive_accept", 0):  # until io_epoll declares it
+            setattr(loop.backend, "exclusive_accept", select.EPOLLEXCLUSIVE)  # noqa: B010
+        acceptor = Acceptor(loop, sock, on_accept, exclusive=True)
+        acceptor.start()
+        events = _epoll_events(loop.backend._ep.fileno(), sock.fileno())  # type: ignore[attr-defined]
+        assert bool(events & select.EPOLLEXCLUSIVE) == exclusive
+        assert events & select.EPOLLIN
+        with socket.create_connection(sock.getsockname()[:2], timeout=5):
+            timer = threading.Timer(10, loop.stop)  # a bound on the wait, not a speed check
+            timer.start()
+            loop.run()
+            timer.cancel()
+        assert len(accepted) == 1
+        acceptor.pause()
+        acceptor.resume()  # remove + add: EPOLL_CTL_MOD would be EINVAL with the flag
+        events = _epoll_events(loop.backend._ep.fileno(), sock.fileno())  # type: ignore[attr-defined]
+        assert bool(events & select.EPOLLEXCLUSIVE) == exclusive
+        acceptor.close()
+    finally:
+        for c in accepted:
+            c.close()
+        sock.close()
+        loop.close()

@@ -25,7 +25,11 @@ Listeners for several worker processes (used by c10k.server.process):
   "thundering herd"). ``EPOLLEXCLUSIVE`` (Linux >= 4.5) wakes one waiter instead;
   ``exclusive_accept_flag()`` gives the bit to OR into the listener's registration, or 0
   where the kernel or Python lacks it. It is only valid with EPOLL_CTL_ADD (never MOD), so
-  pause/resume must be remove + add, which is what Acceptor does.
+  pause/resume must be remove + add, which is what Acceptor does. ``Acceptor(...,
+  exclusive=True)`` registers with it when the loop's backend names the bit in its
+  ``exclusive_accept`` attribute (epoll), and falls back to a plain registration on
+  EINVAL (kernels before 4.5; and EPOLLRDHUP, which epoll-et sets, is not allowed with
+  it). With a single waiter it changes nothing, so a server may always ask for it.
 - ``bind_unix_socket`` binds an AF_UNIX stream listener. A socket file left behind by a
   crashed server makes bind fail with EADDRINUSE, so the path is probed first: connect()
   refused means nobody listens and the stale file is removed; a live listener, or a path
@@ -206,8 +210,11 @@ class Acceptor:
         on_accept: Callable[[Any, object], object],
         max_per_wakeup: int = 64,
         raw_fds: bool = False,
+        exclusive: bool = False,
     ) -> None:
         self.raw_fds = raw_fds
+        # Extra event bits for the listener's registration (EPOLLEXCLUSIVE, or 0).
+        self.exclusive_bits = int(getattr(loop.backend, "exclusive_accept", 0)) if exclusive else 0
         self.loop = loop
         self.sock = sock
         self.on_accept = on_accept
@@ -242,7 +249,16 @@ class Acceptor:
 
     def _watch(self) -> None:
         if not self._listening and not self._closed:
-            self.loop.add_fd(self.sock.fileno(), READ, self._read_ready)
+            fd = self.sock.fileno()
+            if self.exclusive_bits:
+                try:
+                    self.loop.add_fd(fd, READ | self.exclusive_bits, self._read_ready)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    self.exclusive_bits = 0  # see the module comment
+            if not self.exclusive_bits:
+                self.loop.add_fd(fd, READ, self._read_ready)
             self._listening = True
 
     def _unwatch(self) -> None:
