@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +22,23 @@ def attack_docroot(root: Path) -> Path:
     make_docroot(root)
     (root / "100k.bin").write_bytes(HUNDRED_K)
     return root
+
+
+def read_head(s: socket.socket) -> tuple[int, dict[str, str], bytearray]:
+    """Read a response head; return status, headers and the body bytes read past it."""
+    buf = bytearray()
+    while b"\r\n\r\n" not in buf:
+        data = s.recv(4096)
+        if not data:
+            raise ConnectionError(f"closed before a full head: {bytes(buf)!r}")
+        buf += data
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, bytearray(rest)
 
 
 def rss_kib(pid: int) -> int:

@@ -24,8 +24,7 @@ import pytest
 from _fault_support import get, read_head, read_until_close, wait_until
 
 from c10k.server import Server, ServerConfig
-from conftest import backend_params
-from helpers import big_content, make_docroot, read_response
+from helpers import backend_params, big_content, make_docroot, read_response
 
 SMALL = b"0123456789" * 51 + b"AB"
 BIG = big_content()

@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 from _fault_support import cpu_seconds, get, set_nofile, stop_clean, wait_until
 
-from conftest import backend_params
-from helpers import ServerProcess, big_content, connect, read_response
+from helpers import ServerProcess, backend_params, big_content, connect, read_response
 
 SMALL = b"0123456789" * 51 + b"AB"
 FREE_FDS = 4  # client sockets the server may still open once the limit is lowered

@@ -37,8 +37,7 @@ from _fault_support import (
     wait_until,
 )
 
-from conftest import backend_params
-from helpers import ServerProcess, connect, make_docroot, read_response
+from helpers import ServerProcess, backend_params, connect, make_docroot, read_response
 
 SIZE = 16_000_000
 READ_FIRST = 1_000_000  # bytes the client reads before the fault
