@@ -290,7 +290,28 @@ def test_process_killed_worker_is_restarted(workers2: ServerProcess) -> None:
             c.close()
 
 
-def test_process_sigterm_drains_slow_download(tmp_path: Path) -> None:
+def start_in_own_session(root: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``c10k serve`` as the leader of a new process group, like a shell job, so that a
+    test can do what Ctrl-C does: signal the whole group."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "c10k", "serve", str(root), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    m = re.search(rb"http://127\.0\.0\.1:(\d+)/", proc.stdout.readline())
+    if m is None:
+        proc.kill()
+        raise RuntimeError(f"server did not start: {proc.communicate()[1][-2000:]!r}")
+    proc.stdout.readline()
+    return proc, int(m.group(1))
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_process_sigterm_drains_slow_download(tmp_path: Path, how: str) -> None:
     root = make_docroot(tmp_path / "www")
     # 8 MB: more than the kernel can hold for a slow reader (tcp_wmem max is 4 MiB on
     # common kernels, and the reader's window is 4 KiB), so the worker is still sending
@@ -298,20 +319,27 @@ def test_process_sigterm_drains_slow_download(tmp_path: Path) -> None:
     # survive even a worker that stops at once.
     huge = big_content() * 8
     (root / "huge.bin").write_bytes(huge)
-    srv = ServerProcess(root, "epoll", "--workers", "2", "--shutdown-timeout", "30")
+    args = ("--backend", "epoll", "--workers", "2", "--shutdown-timeout", "30")
+    proc, port = start_in_own_session(root, *args)
     try:
-        idle = connect(srv.port)
+        idle = connect(port)
         idle.sendall(GET)
         read_response(idle, bytearray())
         slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.settimeout(10)
-        slow.connect(("127.0.0.1", srv.port))
+        slow.connect(("127.0.0.1", port))
         slow.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n")
         got = bytearray()
         while len(got) < 65536:
             got += slow.recv(4096)
-        srv.proc.send_signal(signal.SIGTERM)
+        if how == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            # The terminal sends SIGINT to every process of the job. Workers ignore it and
+            # wait for the supervisor's SIGTERM: had they taken SIGINT as a first signal,
+            # the SIGTERM would be a second one, which stops at once.
+            os.killpg(proc.pid, signal.SIGINT)
         idle.settimeout(10)
         assert idle.recv(100) == b""  # the idle keep-alive is closed
         idle.close()
@@ -323,11 +351,13 @@ def test_process_sigterm_drains_slow_download(tmp_path: Path) -> None:
         assert b"200 OK" in head
         assert len(body) == len(huge)
         assert body == huge
-        out, err = srv.proc.communicate(timeout=30)
-        assert srv.proc.returncode == 0, err.decode()[-3000:]
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err.decode()[-3000:]
         assert "c10k stopped after 2 requests" in out.decode()
     finally:
-        srv.stop(signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
 
 
 def test_process_sigterm_deadline_stops_a_stalled_download(docroot: Path) -> None:
