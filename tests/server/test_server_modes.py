@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +44,34 @@ def _wait_threads(pid: int, target: int, timeout: float = 10.0) -> int:
         time.sleep(0.05)
         n = _threads(pid)
     return n
+
+
+# -- every mode -------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["threads", "asyncio", "uvloop"])
+def test_server_mode_drains_then_second_signal_stops_at_once(docroot: Path, mode: str) -> None:
+    reason = mode_unavailable_reason(mode)
+    if reason is not None:
+        pytest.skip(reason)
+    srv = ServerProcess(docroot, mode, "--shutdown-timeout", "60")
+    idle = connect(srv.port)
+    idle.sendall(GET)
+    assert read_response(idle, bytearray())[0] == 200
+    slow = connect(srv.port)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.sendall(GET_BIG * 20)  # far more than the socket buffers hold: in flight
+    assert slow.recv(100).startswith(b"HTTP/1.1 200 ")
+    srv.proc.send_signal(signal.SIGTERM)
+    idle.settimeout(5)
+    assert idle.recv(10) == b""  # the idle keep-alive client is let go at once
+    time.sleep(0.3)
+    assert srv.proc.poll() is None  # draining: the downloads are not finished
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(timeout=10) == 0  # not the 60 s drain deadline
+    idle.close()
+    slow.close()
+    code, _, err = srv.stop()
+    assert code == 0
+    assert "Traceback" not in err
 
 
 # -- threads ------------------------------------------------------------------------

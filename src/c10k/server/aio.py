@@ -73,6 +73,17 @@ PUMP_CHUNK = 256 * 1024  # uvloop file pump: asyncio's sendfile fallback reads 1
 IDLE, WRITING, LINGERING, CLOSED = range(4)
 
 
+def _abort(transport: Any) -> None:
+    # CPython 3.11 selector transports: while loop.sendfile runs, the transport keeps its
+    # "empty waiter" future, already done; aborting then makes _call_connection_lost call
+    # set_exception on that done future and log InvalidStateError. Drop the done future
+    # first (sendfile's own finally resets it to None anyway).
+    waiter = getattr(transport, "_empty_waiter", None)
+    if waiter is not None and waiter.done():
+        transport._empty_waiter = None
+    transport.abort()
+
+
 class _RegionFile:
     """The file-like face ``loop.sendfile`` wants, over a FileRegion's fd (not owned)."""
 
@@ -156,7 +167,10 @@ class _HTTPProtocol(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         if self.task is not None:
-            self.task.cancel()
+            # Deferred: asyncio's transport sets its sendfile "empty waiter" right after
+            # this callback returns; cancelling the task now would cancel that future
+            # first and make asyncio raise InvalidStateError (3.11 _call_connection_lost).
+            self.loop.call_soon(self.task.cancel)
         release_items(list(self.queue))
         self.queue.clear()
         self.server.connection_closed(self)
@@ -325,7 +339,7 @@ class _HTTPProtocol(asyncio.Protocol):
             return
         self.server.timeouts += 1
         if self.state == WRITING or self.state == LINGERING:
-            self.transport.abort()
+            _abort(self.transport)
             return
         if self.conn._buf:
             # RFC 9110 section 15.5.9: 408 for a request the client did not finish in time.
@@ -457,7 +471,7 @@ class AsyncioServer:
             s.close()
         for proto in list(self.connections):
             if proto.transport is not None:
-                proto.transport.abort()
+                _abort(proto.transport)
         if not loop.is_closed():
             # Let connection_lost callbacks and cancelled tasks run, then close the loop.
             loop.run_until_complete(self._settle())
@@ -467,12 +481,19 @@ class AsyncioServer:
             loop.close()
 
     async def _settle(self) -> None:
-        await asyncio.sleep(0)
-        tasks = [t for t in asyncio.all_tasks(self.loop) if t is not asyncio.current_task()]
+        # Let connection_lost callbacks run and the sendfile tasks they end finish on
+        # their own (cancelling a task that waits on asyncio's sendfile "empty waiter"
+        # before the transport completes that future makes asyncio log InvalidStateError);
+        # cancel whatever is still pending after that.
+        me = asyncio.current_task()
+        for _ in range(20):
+            if not [t for t in asyncio.all_tasks(self.loop) if t is not me]:
+                return
+            await asyncio.sleep(0)
+        tasks = [t for t in asyncio.all_tasks(self.loop) if t is not me]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.sleep(0)
 
     # -- policy ----------------------------------------------------------------------
     def _capacity(self) -> tuple[int, str]:
@@ -497,6 +518,8 @@ class AsyncioServer:
 
     def connection_closed(self, proto: _HTTPProtocol) -> None:
         self.connections.discard(proto)
+        if self._closed:
+            return  # close() is settling the loop itself
         if self.draining:
             if not self.connections and not self._attaching:
                 self.loop.stop()
@@ -546,7 +569,7 @@ class AsyncioServer:
             conn.close()
         finally:
             self._attaching -= 1
-        if self.draining and not self.connections and not self._attaching:
+        if self.draining and not self._closed and not self.connections and not self._attaching:
             self.loop.stop()
 
 
