@@ -213,10 +213,10 @@ def test_process_restart_policy_backs_off_and_resets() -> None:
 def test_process_plan_workers_scales_to_max_connections() -> None:
     cap, _ = per_process_cap()
     cores = len(os.sched_getaffinity(0))
-    assert plan_workers(ServerConfig(workers=0)) == (cores, " (one per core)")
+    assert plan_workers(ServerConfig(workers=0)) == (cores, "one per core")
     n, note = plan_workers(ServerConfig(workers=0, max_connections=cap * cores + 1))
     assert n == cores + 1
-    assert "to hold --max-connections" in note
+    assert note.startswith(f"not one per core ({cores}): {cores + 1} hold --max-connections")
     n, note = plan_workers(ServerConfig(workers=2, max_connections=cap * 2 + 1))
     assert n == 2
     assert "WARNING" in note
@@ -430,7 +430,8 @@ def test_process_auto_workers_honour_max_connections(docroot: Path) -> None:
     want = cap * cores + 1
     srv = ServerProcess(docroot, "epoll", "--workers", "0", "--max-connections", str(want))
     try:
-        assert f"{cores + 1} workers (not one per core, {cores})" in srv.banner
+        assert f"{cores + 1} workers, pids " in srv.banner
+        assert f"(not one per core ({cores}): {cores + 1} hold --max-connections" in srv.banner
         assert len(children(srv.pid)) == cores + 1
         assert get(srv.port)[0] == 200
     finally:

@@ -298,7 +298,7 @@ def per_process_cap() -> tuple[int, int]:
 
 
 def plan_workers(config: ServerConfig) -> tuple[int, str]:
-    """(number of workers, a note for the banner, possibly empty)."""
+    """(number of workers, why that many for the banner, possibly empty)."""
     cap, hard = per_process_cap()
     wanted = config.max_connections
     if config.workers > 0:
@@ -306,7 +306,7 @@ def plan_workers(config: ServerConfig) -> tuple[int, str]:
         if wanted is not None and wanted > n * cap:
             need = math.ceil(wanted / cap)
             return n, (
-                f"; WARNING: {n} workers hold at most {n * cap:,} connections, fewer than "
+                f"WARNING: they hold at most {n * cap:,} connections, fewer than "
                 f"--max-connections {wanted:,}; --workers 0 would start {need}"
             )
         return n, ""
@@ -322,10 +322,10 @@ def plan_workers(config: ServerConfig) -> tuple[int, str]:
                 f"(RLIMIT_NOFILE hard limit {hard}); raise the hard limit instead"
             )
         return n, (
-            f"; {n} workers (not one per core, {cores}) to hold --max-connections {wanted:,} "
-            f"at {cap:,} per process (RLIMIT_NOFILE hard {hard} minus {FD_RESERVE})"
+            f"not one per core ({cores}): {n} hold --max-connections {wanted:,} at {cap:,} "
+            f"per process (RLIMIT_NOFILE hard {hard} minus {FD_RESERVE})"
         )
-    return cores, " (one per core)"
+    return cores, "one per core"
 
 
 def worker_config(config: ServerConfig, n: int) -> ServerConfig:
@@ -369,8 +369,15 @@ def serve(
     """
 
     def say(text: str) -> None:
-        announce(text)
-        sys.stdout.flush()
+        try:
+            announce(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # Whoever read the banner is gone (`c10k serve | head -2`): serving goes on;
+            # point stdout at /dev/null so the exit-time flush does not complain again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
     try:
         check_backend(config.backend)
@@ -598,10 +605,11 @@ class Supervisor:
             listeners = "one listener per address shared by all workers (no SO_REUSEPORT)"
         self.say(_banner_first(full_config, first))
         self.say(
-            f"  backend {info.get('backend')}; {n} workers{note} (pids {pids}); capacity "
-            f"{total:,} connections ({n} x {int(info.get('capacity', 0)):,}: "
+            f"  backend {info.get('backend')}; {n} workers, pids {pids}"
+            + (f" ({note})" if note else "")
+            + f"; capacity {total:,} connections ({n} x {int(info.get('capacity', 0)):,}: "
             f"{info.get('reason')}; RLIMIT_NOFILE soft {info.get('soft')}, hard "
-            f"{info.get('hard')}); {listeners}"
+            f"{info.get('hard')}); {listeners}; supervisor pid {self.pid} (SIGHUP reloads)"
         )
 
     def _install_signals(self) -> None:
