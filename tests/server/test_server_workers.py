@@ -223,6 +223,10 @@ def test_process_plan_workers_scales_to_max_connections() -> None:
     assert worker_config(ServerConfig(max_connections=10), 3).max_connections == 4
     with pytest.raises(ValueError, match="raise the hard limit"):
         plan_workers(ServerConfig(workers=0, max_connections=cap * 1000))
+    # select watches fds below FD_SETSIZE (1024) only: 960 connections per worker.
+    assert per_process_cap("select")[0] == 1024 - 64
+    n, _ = plan_workers(ServerConfig(workers=0, backend="select", max_connections=5000))
+    assert n == max(cores, 6)
 
 
 # -- workers -----------------------------------------------------------------------------------

@@ -90,7 +90,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from c10k.core.backend import BackendUnavailable
+from c10k.core.backend import BackendUnavailable, Capability
 from c10k.core.listener import (
     UnixSocketIdentity,
     bind_socket,
@@ -288,18 +288,24 @@ def listener_url(sock: socket.socket) -> str:
 
 
 # -- how many workers ----------------------------------------------------------------------
-def per_process_cap() -> tuple[int, int]:
+def per_process_cap(backend: str = "auto") -> tuple[int, int]:
     """(connections one worker can hold, RLIMIT_NOFILE hard limit): each worker raises its
-    soft limit to the hard one and keeps FD_RESERVE fds for everything else."""
+    soft limit to the hard one and keeps FD_RESERVE fds for everything else; a backend with
+    an fd limit of its own (select: FD_SETSIZE) caps it further, as Server does."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard == resource.RLIM_INFINITY:
         hard = 1 << 20  # as c10k.server.app.raise_nofile_limit
-    return max(hard - FD_RESERVE, 1), hard
+    cap = hard - FD_RESERVE
+    if backend not in SERVER_MODES:
+        cls = get_backend_class(backend)
+        if cls.capabilities & Capability.FD_LIMIT and cls.max_fd is not None:
+            cap = min(cap, cls.max_fd - FD_RESERVE)
+    return max(cap, 1), hard
 
 
 def plan_workers(config: ServerConfig) -> tuple[int, str]:
     """(number of workers, why that many for the banner, possibly empty)."""
-    cap, hard = per_process_cap()
+    cap, hard = per_process_cap(config.backend)
     wanted = config.max_connections
     if config.workers > 0:
         n = config.workers
