@@ -44,6 +44,7 @@ from c10k.server.process import (
     plan_workers,
     worker_config,
 )
+from conftest import backend_params
 from helpers import REPO, ServerProcess, big_content, connect, make_docroot, read_response
 
 GET = b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -716,3 +717,18 @@ def test_process_acceptor_registers_exclusive(backend: str, exclusive: bool) -> 
             c.close()
         sock.close()
         loop.close()
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_process_two_workers_on_every_backend(docroot: Path, backend: str) -> None:
+    """Every backend and server mode runs as workers on their slot's listener list."""
+    srv = ServerProcess(docroot, backend, "--workers", "2", "--listen", "127.0.0.1:0")
+    try:
+        assert f"backend {backend}" in srv.banner
+        assert len(children(srv.pid)) == 2
+        assert get(srv.port) == (200, SMALL)
+        assert get(srv.port, "/big.bin") == (200, big_content())
+    finally:
+        code, out, err = srv.stop()
+    assert code == 0, err[-3000:]
+    assert "c10k stopped after 2 requests" in out
