@@ -78,10 +78,9 @@ from c10k.http.errors import RemoteProtocolError
 from c10k.http.events import NEED_DATA, PAUSED, Request
 from c10k.http.writers import Response, error_response, http_date
 from c10k.region import FileRegion
-from c10k.server.app import FD_RESERVE, raise_nofile_limit
+from c10k.server.app import FD_RESERVE, raise_nofile_limit, static_files
 from c10k.server.config import ServerConfig
 from c10k.server.protocol import CLOSE, CONNECTION_LINES, CONNRESET_ERRNOS, KEEP_10, KEEP_11
-from c10k.static import StaticFiles
 
 log = logging.getLogger("c10k.server")
 
@@ -104,15 +103,8 @@ IDLE, BUSY, DONE = range(3)
 
 
 def make_handler(config: ServerConfig) -> Handler:
-    """The default handler, built as ``c10k.server.app.Server`` builds it."""
-    return StaticFiles(
-        config.root,
-        index=config.index,
-        serve_dotfiles=config.serve_dotfiles,
-        cache_max_file_bytes=config.cache_max_file_bytes,
-        cache_max_total_bytes=config.cache_max_total_bytes,
-        revalidate_seconds=config.revalidate_seconds,
-    ).handle
+    """The default handler, configured exactly as ``c10k.server.app.Server``'s."""
+    return static_files(config).handle
 
 
 class WirePolicy:
