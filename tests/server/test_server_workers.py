@@ -732,3 +732,67 @@ def test_process_two_workers_on_every_backend(docroot: Path, backend: str) -> No
         code, out, err = srv.stop()
     assert code == 0, err[-3000:]
     assert "c10k stopped after 2 requests" in out
+
+
+HANGING_LAUNCHER = """
+import logging, os, sys, time
+import c10k.server.process as process
+from c10k.server.config import ServerConfig
+logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
+flag, root = sys.argv[1], sys.argv[2]
+real_build = process.build_server
+def build_server(config, socks):
+    while os.path.exists(flag):  # a worker that hangs while starting
+        time.sleep(0.05)
+    return real_build(config, socks)
+process.build_server = build_server
+process.START_TIMEOUT = 2.0
+sys.exit(process.serve(ServerConfig(root=root, port=0, workers=2)))
+"""
+
+
+def test_process_reload_keeps_old_workers_while_new_hang(docroot: Path, tmp_path: Path) -> None:
+    flag = tmp_path / "hang"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HANGING_LAUNCHER, str(flag), str(docroot)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", proc.stdout.readline())
+        assert m is not None
+        port = int(m.group(1))
+        old = children(proc.pid)
+        flag.touch()
+        proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: len(children(proc.pid)) == 4)  # 2 old + 2 starting
+        # The new ones never report ready: killed after START_TIMEOUT, retried with
+        # back-off, while the old ones serve on.
+        served = 0
+
+        def retried() -> bool:
+            nonlocal served
+            assert get(port) == (200, SMALL)
+            served += 1
+            now = children(proc.pid)
+            return old <= now and len(now - old) == 2 and served > 20
+
+        assert wait_until(retried, timeout=20)
+        time.sleep(2.5)  # past START_TIMEOUT: the first hanging pair has been killed
+        assert old <= children(proc.pid)
+        flag.unlink()  # the next attempt starts
+        assert wait_until(lambda: not children(proc.pid) & old and len(children(proc.pid)) == 2)
+        assert get(port) == (200, SMALL)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert "did not start within 2 s: SIGKILL" in err
+    assert re.search(r"restarting in 0\.1 s", err)

@@ -112,6 +112,9 @@ RESTART_BASE = 0.1  # seconds; systemd RestartSec default
 RESTART_CAP = 5.0  # seconds; see the module comment
 STABLE_SECONDS = 10.0  # a worker that served this long resets the back-off
 KILL_MARGIN = 2.0  # seconds past shutdown_timeout before SIGKILL
+# A worker not serving this long after its fork is killed and counts as a failed start
+# (a reload must not wait forever for it; gunicorn's --timeout covers hung workers).
+START_TIMEOUT = 30.0
 MAX_AUTO_WORKERS = 256  # beyond this, raise the hard RLIMIT_NOFILE instead
 # Settings a reload cannot change: the supervisor's sockets and slots are made once.
 FIXED_FIELDS = ("listen", "host", "port", "workers", "backlog", "reuse_port")
@@ -661,7 +664,8 @@ class Supervisor:
         now = time.monotonic()
         for w in list(self.workers.values()):
             if w.kill_at is not None and now >= w.kill_at:
-                log.warning("worker %d did not stop in time: SIGKILL", w.pid)
+                what = "stop" if w.stopping else f"start within {START_TIMEOUT:.0f} s"
+                log.warning("worker %d did not %s: SIGKILL", w.pid, what)
                 _kill(w.pid, signal.SIGKILL)
                 w.kill_at = None
         for slot in self.slots:
@@ -738,6 +742,7 @@ class Supervisor:
         os.close(wfd)
         os.set_blocking(rfd, False)
         w = Worker(pid, slot.index, rfd, time.monotonic())
+        w.kill_at = w.started + START_TIMEOUT  # until it reports ready
         self.workers[pid] = w
         self.by_fd[rfd] = w
         self._poll.register(rfd, select.POLLIN)
@@ -780,6 +785,8 @@ class Supervisor:
     def _on_ready(self, w: Worker, msg: dict[str, Any]) -> None:
         w.ready = True
         w.info = msg
+        if not w.stopping:
+            w.kill_at = None
         slot = self.slots[w.slot]
         if slot.pending is w:
             old, slot.current, slot.pending = slot.current, w, None
