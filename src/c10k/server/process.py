@@ -20,7 +20,8 @@ Workers (``serve``)
 - ``workers == 1``: no supervisor; the server runs in this process.
 - ``workers == 0``: one per CPU this process may run on (``sched_getaffinity``; nginx
   ``worker_processes auto``). If ``max_connections`` is more than workers x the
-  per-process cap (RLIMIT_NOFILE hard limit minus ``FD_RESERVE``), enough workers are
+  per-process cap (RLIMIT_NOFILE hard limit minus ``FD_RESERVE``; for select, FD_SETSIZE
+  minus it), enough workers are
   started to hold it, and the banner says so. ``max_connections`` is split evenly over the
   workers. An explicit worker count is obeyed; the banner warns if it is too small.
 - Each worker *slot* has its own SO_REUSEPORT socket per TCP address, so the kernel spreads
@@ -48,7 +49,9 @@ worker, plus waitpid(WNOHANG); no event loop is needed for a handful of fds.
   because connections hashed to the dead slot wait in its queue until the restart). A
   worker that fails while the server is first starting is a configuration error: the
   supervisor stops and exits 1 with the worker's message (gunicorn's "Worker failed to
-  boot").
+  boot"). A worker that has not reported ready ``START_TIMEOUT`` after its fork is
+  killed and counts as a failed start, so neither the first start nor a reload can wait
+  on a hung worker forever.
 - SIGTERM/SIGINT: SIGTERM to every worker, which drains (stops accepting, finishes
   in-flight responses, closes idle keep-alives) within ``shutdown_timeout``; SIGKILL to
   any still alive ``KILL_MARGIN`` later; exit 0. A second SIGTERM/SIGINT is forwarded as a
