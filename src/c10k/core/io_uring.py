@@ -137,6 +137,7 @@ SQE = struct.Struct("<BBHiQQIIQHHiQQ")
 CQE = struct.Struct("<QiI")
 SQE_SIZE = 64
 CQE_SIZE = 16
+_pack_sqe = SQE.pack_into
 assert SQE.size == SQE_SIZE
 assert CQE.size == CQE_SIZE
 
@@ -304,6 +305,9 @@ class Ring:
             array[i] = i
         del array
         self._sq_tail = self._sq_ktail.value  # ours; published to the kernel at submit
+        # The tail value at which the SQ is full; moved after each enter. One compare per
+        # prep instead of reading the kernel's head through ctypes each time.
+        self._sq_full_at = (self._sq_khead.value + self.sq_entries) & 0xFFFFFFFF
         self._cq_head = self._cq_khead.value
 
     # -- preparing -----------------------------------------------------------------------
@@ -314,6 +318,15 @@ class Ring:
     def pending(self) -> int:
         """SQEs prepared and not yet consumed by the kernel."""
         return (self._sq_tail - self._sq_khead.value) & 0xFFFFFFFF
+
+    def _make_room(self) -> int:
+        # The SQ is full: submit what is prepared (without waiting), as liburing's
+        # callers must do by hand, and return the new tail.
+        self.submit()
+        self._sq_full_at = (self._sq_khead.value + self.sq_entries) & 0xFFFFFFFF
+        if self._sq_tail == self._sq_full_at:
+            raise OSError(errno.EBUSY, "io_uring submission queue full")
+        return self._sq_tail
 
     def prep(
         self,
@@ -328,16 +341,14 @@ class Ring:
         ioprio: int = 0,
         buf_group: int = 0,
     ) -> None:
-        """Write one SQE. When the SQ is full, the prepared batch is submitted first
-        (without waiting), as liburing's callers must do by hand."""
+        """Write one SQE into the next free slot. When the SQ is full, the prepared
+        batch is submitted first."""
         tail = self._sq_tail
-        if (tail - self._sq_khead.value) & 0xFFFFFFFF >= self.sq_entries:
-            self.submit()
-            if (tail - self._sq_khead.value) & 0xFFFFFFFF >= self.sq_entries:
-                raise OSError(errno.EBUSY, "io_uring submission queue full")
+        if tail == self._sq_full_at:
+            tail = self._make_room()
         SQE.pack_into(
             self.sqes,
-            (tail & self._sq_mask) * SQE_SIZE,
+            (tail & self._sq_mask) << 6,
             opcode,
             flags,
             ioprio,
@@ -395,14 +406,29 @@ class Ring:
     ) -> None:
         """SEND ``data[offset:]``. The caller keeps ``data`` alive until the completion:
         the kernel reads it when the socket has room, which may be after this returns."""
-        self.prep(
+        # prep() inlined: this runs once per response.
+        tail = self._sq_tail
+        if tail == self._sq_full_at:
+            tail = self._make_room()
+        _pack_sqe(
+            self.sqes,
+            (tail & self._sq_mask) << 6,
             OP_SEND,
+            0,
+            0,
             fd,
+            0,
             id(data) + BYTES_DATA_OFFSET + offset,
             len(data) - offset,
-            op_flags=msg_flags,
-            user_data=user_data,
+            msg_flags,
+            user_data,
+            0,
+            0,
+            0,
+            0,
+            0,
         )
+        self._sq_tail = (tail + 1) & 0xFFFFFFFF
 
     def prep_poll_add(self, fd: int, events: int, user_data: int) -> None:
         self.prep(OP_POLL_ADD, fd, op_flags=events, user_data=user_data)
@@ -425,7 +451,9 @@ class Ring:
         to_submit = (self._sq_tail - before) & 0xFFFFFFFF
         self.enters += 1
         ret = _syscall(SYS_ENTER, self.fd, to_submit, min_complete, flags, arg, argsz, 0)
-        self.submitted += (self._sq_khead.value - before) & 0xFFFFFFFF
+        head = self._sq_khead.value
+        self.submitted += (head - before) & 0xFFFFFFFF
+        self._sq_full_at = (head + self.sq_entries) & 0xFFFFFFFF
         if ret < 0:
             err = ctypes.get_errno()
             if err in (errno.EINTR, errno.ETIME, errno.EAGAIN, errno.EBUSY):

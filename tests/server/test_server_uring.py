@@ -1,0 +1,175 @@
+"""The io_uring server mode beyond the shared contract: in-process stop from a thread,
+several listeners, provided buffers running dry, deep pipelining past the read-ahead
+limit, and the syscall budget (no read/write per request: the bytes move inside
+io_uring_enter). The contract and policy suites run on ``uring`` too (backend_params)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from c10k.core.listener import bind_socket
+from c10k.server.config import ServerConfig
+from helpers import ServerProcess, connect, read_response
+
+uring_server = pytest.importorskip("c10k.server.uring_server")
+UringServer = uring_server.UringServer
+REASON = UringServer.unavailable_reason()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+SMALL = b"0123456789" * 51 + b"AB"
+
+
+def get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode()
+
+
+def fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class Running:
+    """A UringServer in a thread of this process; ``stop()`` from the test thread."""
+
+    def __init__(self, server: object) -> None:
+        self.server = server
+        self.thread = threading.Thread(
+            target=server.serve_forever,  # type: ignore[attr-defined]
+            kwargs={"install_signals": False},
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.stop()  # type: ignore[attr-defined]
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def inproc(docroot: Path) -> Iterator[Running]:
+    before = fds()
+    run = Running(UringServer(ServerConfig(root=str(docroot), port=0)))
+    yield run
+    run.stop()
+    assert fds() == before  # ring, buffers, listener, wakeup pair, clients: all closed
+
+
+def test_uring_server_face(inproc: Running) -> None:
+    srv = inproc.server
+    assert srv.backend_name == "uring"  # type: ignore[attr-defined]
+    assert srv.url.startswith("http://127.0.0.1:")  # type: ignore[attr-defined]
+    assert srv.capacity > 0  # type: ignore[attr-defined]
+    assert "RLIMIT_NOFILE" in srv.capacity_reason  # type: ignore[attr-defined]
+
+
+def test_uring_stop_from_another_thread_closes_clients(inproc: Running) -> None:
+    srv = inproc.server
+    with socket.create_connection(srv.address, timeout=5) as c:  # type: ignore[attr-defined]
+        for _ in range(3):
+            c.sendall(get("/small.txt"))
+            status, _, body = read_response(c, bytearray())
+            assert (status, body) == (200, SMALL)
+        inproc.stop()
+        assert c.recv(10) == b""  # closed on the way out
+    assert srv.requests == 3  # type: ignore[attr-defined]
+
+
+def test_uring_serves_every_listener(docroot: Path) -> None:
+    socks = [bind_socket("127.0.0.1", 0), bind_socket("127.0.0.1", 0)]
+    before = fds()
+    run = Running(UringServer(ServerConfig(root=str(docroot)), sock=socks))
+    try:
+        for s in socks:
+            with socket.create_connection(s.getsockname(), timeout=5) as c:
+                c.sendall(get("/small.txt"))
+                status, _, body = read_response(c, bytearray())
+                assert (status, body) == (200, SMALL)
+    finally:
+        run.stop()
+    assert fds() == before - 2  # the server closed the listeners it was given
+
+
+def test_uring_provided_buffers_running_dry(docroot: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two receive buffers for 30 clients that all send at once: recvs fail with ENOBUFS,
+    # are re-armed on the next turn, and every client gets its answer.
+    monkeypatch.setattr(uring_server, "BUF_COUNT", 2)
+    monkeypatch.setattr(uring_server, "BUF_SIZE", 64)
+    run = Running(UringServer(ServerConfig(root=str(docroot), port=0)))
+    clients = [socket.create_connection(run.server.address, timeout=5) for _ in range(30)]  # type: ignore[attr-defined]
+    try:
+        for _ in range(3):
+            for c in clients:
+                c.sendall(get("/small.txt", "X-Pad: " + "p" * 100 + "\r\n"))
+            for c in clients:
+                status, _, body = read_response(c, bytearray())
+                assert (status, body) == (200, SMALL)
+    finally:
+        for c in clients:
+            c.close()
+        run.stop()
+
+
+def test_uring_deep_pipelining_past_read_ahead(docroot: Path) -> None:
+    # 3,000 pipelined requests (>64 KiB of heads: past READ_AHEAD_BYTES, so the multishot
+    # recv is cancelled and re-armed) whose answers (~2 MB) overflow the socket buffers
+    # (short SENDs) and max_pending_output_bytes: all answered, in order.
+    srv = ServerProcess(docroot, "uring")
+    try:
+        paths = ["/small.txt", "/index.html", "/nope"] * 1000
+        with connect(srv.port, timeout=20) as s:
+            s.sendall(b"".join(get(p) for p in paths))
+            buf = bytearray()
+            got = [read_response(s, buf) for _ in paths]
+        assert [g[0] for g in got] == [200, 200, 404] * 1000
+        assert all(g[2] == SMALL for g in got[::3])
+    finally:
+        code, out, err = srv.stop()
+    assert code == 0, err
+    assert "c10k stopped after 3,000 requests" in out
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed")
+def test_uring_keepalive_get_makes_no_read_or_write_syscall(docroot: Path, tmp_path: Path) -> None:
+    # Completion-based I/O: receiving requests and sending cached responses happens in
+    # io_uring_enter; there is no read/recv/write/send syscall per request. Count, never time.
+    n = 200
+    trace = tmp_path / "trace"
+    srv = ServerProcess(
+        docroot,
+        "uring",
+        wrap=[
+            "strace",
+            "-qq",
+            "-f",
+            "-e",
+            "trace=io_uring_enter,read,write,recvfrom,sendto,recvmsg,sendmsg,readv,writev",
+            "-o",
+            str(trace),
+        ],
+    )
+    server_pid = int(Path(f"/proc/{srv.pid}/task/{srv.pid}/children").read_text().split()[0])
+    try:
+        with connect(srv.port) as s:
+            buf = bytearray()
+            for _ in range(n):
+                s.sendall(get("/small.txt"))
+                assert read_response(s, buf)[2] == SMALL
+    finally:
+        os.kill(server_pid, signal.SIGTERM)  # the server, not strace
+        _, err = srv.proc.communicate(timeout=30)
+    assert srv.proc.returncode == 0, err
+    calls = [m.group(1) for m in re.finditer(r"^\d+\s+(\w+)\(", trace.read_text(), re.M)]
+    # Everything from the first io_uring_enter on is the serving loop.
+    serving = calls[calls.index("io_uring_enter") :]
+    io_calls = [c for c in serving if c != "io_uring_enter"]
+    # A handful: the one read of small.txt into the cache, the signal's wakeup byte.
+    assert len(io_calls) < 10, io_calls
+    assert n <= serving.count("io_uring_enter") <= 3 * n + 20
