@@ -262,3 +262,16 @@ def test_core_rtsig_unavailable_reason_off_linux(monkeypatch: pytest.MonkeyPatch
     reason = RtsigBackend.unavailable_reason()
     assert reason is not None
     assert "siginfo_t" in reason
+
+
+def test_core_rtsig_without_ctypes_is_unavailable_not_an_import_error() -> None:
+    # A Python built without _ctypes must still import the event core; rtsig just says why.
+    code = (
+        "import sys; sys.modules['ctypes'] = None\n"
+        "from c10k.core.registry import available_backends, unavailable_backends\n"
+        "assert 'rtsig' not in available_backends()\n"
+        "print(unavailable_backends()['rtsig'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ctypes is missing")

@@ -88,7 +88,6 @@ Some facts that shape this code:
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
@@ -101,6 +100,13 @@ import threading
 from typing import Any, ClassVar
 
 from c10k.core.backend import ERROR, HUP, READ, WRITE, Backend, Capability
+
+try:
+    import ctypes
+except ImportError as exc:  # a Python built without _ctypes (libffi)
+    CTYPES_ERROR: str | None = str(exc)
+else:
+    CTYPES_ERROR = None
 
 F_SETSIG = getattr(fcntl, "F_SETSIG", 10)  # linux/fcntl.h: F_SETSIG 10
 F_SETOWN_EX = 15  # asm-generic/fcntl.h
@@ -116,35 +122,34 @@ WATCH_INTERVAL = 0.02
 LAYOUT_MACHINES = ("x86_64", "amd64", "aarch64", "arm64")
 
 
-class SigInfo(ctypes.Structure):
-    """``siginfo_t`` for SIGPOLL on x86_64/aarch64 (see the module comment)."""
+if CTYPES_ERROR is None:
 
-    _fields_ = (
-        ("si_signo", ctypes.c_int),
-        ("si_errno", ctypes.c_int),
-        ("si_code", ctypes.c_int),
-        ("_pad", ctypes.c_int),
-        ("si_band", ctypes.c_long),
-        ("si_fd", ctypes.c_int),
-        ("_rest", ctypes.c_byte * (128 - 28)),
-    )
+    class SigInfo(ctypes.Structure):
+        """``siginfo_t`` for SIGPOLL on x86_64/aarch64 (see the module comment)."""
 
+        _fields_ = (
+            ("si_signo", ctypes.c_int),
+            ("si_errno", ctypes.c_int),
+            ("si_code", ctypes.c_int),
+            ("_pad", ctypes.c_int),
+            ("si_band", ctypes.c_long),
+            ("si_fd", ctypes.c_int),
+            ("_rest", ctypes.c_byte * (128 - 28)),
+        )
 
-class Timespec(ctypes.Structure):
-    _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
+    class Timespec(ctypes.Structure):
+        _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
 
+    SigSet = ctypes.c_ulong * (1024 // (8 * ctypes.sizeof(ctypes.c_ulong)))  # glibc sigset_t
 
-SigSet = ctypes.c_ulong * (1024 // (8 * ctypes.sizeof(ctypes.c_ulong)))  # glibc sigset_t
-
-
-def _load_libc() -> Any:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fn = libc.sigtimedwait
-    fn.argtypes = (ctypes.POINTER(SigSet), ctypes.POINTER(SigInfo), ctypes.POINTER(Timespec))
-    fn.restype = ctypes.c_int
-    for name in ("sigemptyset", "sigaddset"):
-        getattr(libc, name).restype = ctypes.c_int
-    return libc
+    def _load_libc() -> Any:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.sigtimedwait
+        fn.argtypes = (ctypes.POINTER(SigSet), ctypes.POINTER(SigInfo), ctypes.POINTER(Timespec))
+        fn.restype = ctypes.c_int
+        for name in ("sigemptyset", "sigaddset"):
+            getattr(libc, name).restype = ctypes.c_int
+        return libc
 
 
 _libc: Any = None
@@ -168,6 +173,8 @@ class RtsigBackend(Backend):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
+        if CTYPES_ERROR is not None:
+            return f"ctypes is missing ({CTYPES_ERROR}): rtsig needs it to read si_fd"
         if not sys.platform.startswith("linux"):
             return "realtime-signal I/O (F_SETSIG) exists only on Linux; use epoll or kqueue"
         if not hasattr(signal, "SIGRTMIN") or not hasattr(signal, "pthread_sigmask"):
