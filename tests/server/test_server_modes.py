@@ -283,3 +283,38 @@ def test_server_rtsig_serves_many_keepalive_clients(docroot: Path) -> None:
         code, _, err = srv.stop()
         assert code == 0, err
         assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("mode", ["threads", "asyncio", "uvloop"])
+def test_server_mode_serves_tcp_and_unix_listeners_together(
+    docroot: Path, tmp_path: Path, mode: str
+) -> None:
+    # ``sock`` may be a list of listeners (``--listen``): every one is served, including
+    # a Unix-domain socket, where TCP_CORK does not exist (file bodies must still go out).
+    from c10k.core.listener import bind_socket, bind_unix_socket
+    from c10k.server.modes import mode_class
+
+    reason = mode_unavailable_reason(mode)
+    if reason is not None:
+        pytest.skip(reason)
+    path = str(tmp_path / "c10k.sock")
+    socks = [bind_socket("127.0.0.1", 0), bind_unix_socket(path)]
+    server = mode_class(mode)(ServerConfig(root=str(docroot), port=0), sock=socks)
+    runner = threading.Thread(target=server.serve_forever, kwargs={"install_signals": False})
+    runner.start()
+    try:
+        with socket.create_connection(socks[0].getsockname(), timeout=5) as c:
+            c.sendall(GET_BIG)
+            assert read_response(c, bytearray())[2] == big_content()
+        with socket.socket(socket.AF_UNIX) as u:
+            u.settimeout(5)
+            u.connect(path)
+            u.sendall(GET_BIG + GET)
+            buf = bytearray()
+            assert read_response(u, buf)[2] == big_content()
+            assert read_response(u, buf)[0] == 200
+    finally:
+        server.stop()
+        runner.join(10)
+    assert not runner.is_alive()
+    assert server.requests == 3
