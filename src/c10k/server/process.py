@@ -119,6 +119,7 @@ KILL_MARGIN = 2.0  # seconds past shutdown_timeout before SIGKILL
 # (a reload must not wait forever for it; gunicorn's --timeout covers hung workers).
 START_TIMEOUT = 30.0
 MAX_AUTO_WORKERS = 256  # beyond this, raise the hard RLIMIT_NOFILE instead
+SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 # Settings a reload cannot change: the supervisor's sockets and slots are made once.
 FIXED_FIELDS = ("listen", "host", "port", "workers", "backlog", "reuse_port")
 
@@ -630,7 +631,7 @@ class Supervisor:
         os.set_blocking(self._wake_w, False)
         self._poll.register(self._wake_r, select.POLLIN)
         self._old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        for sig in SUPERVISOR_SIGNALS:
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def _restore_signals(self) -> None:
@@ -735,13 +736,24 @@ class Supervisor:
         rfd, wfd = os.pipe()
         sys.stdout.flush()  # else the child inherits and later repeats buffered output
         sys.stderr.flush()
-        pid = os.fork()
+        # Signals are blocked across fork: one arriving in the child before it resets the
+        # handlers would run the supervisor's handler there and be lost (a SIGTERM sent
+        # at shutdown to a worker just forked). The child unblocks them once they have
+        # their worker dispositions.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            raise
         if pid == 0:  # the worker; never returns
             os.close(rfd)
             keep = {s.fileno() for s in slot.socks}
             others = {s.fileno() for sl in self.slots for s in sl.socks} - keep
             others |= set(self.by_fd)  # other workers' status pipes
-            _worker_main(self.pid, self.config, slot.socks, wfd, others, self._wake_r, self._wake_w)
+            others |= {self._wake_r, self._wake_w}
+            _worker_main(self.pid, self.config, slot.socks, wfd, others, mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(wfd)
         os.set_blocking(rfd, False)
         w = Worker(pid, slot.index, rfd, time.monotonic())
@@ -898,8 +910,7 @@ def _worker_main(
     socks: list[socket.socket],
     wfd: int,
     other_fds: set[int],
-    wake_r: int,
-    wake_w: int,
+    sigmask: set[int | signal.Signals],
 ) -> NoReturn:
     """A worker: build a server on its slot's sockets, report, serve, report, _exit.
 
@@ -912,8 +923,9 @@ def _worker_main(
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)  # blocked by _spawn
         _die_with_parent(supervisor)
-        for fd in (*other_fds, wake_r, wake_w):
+        for fd in other_fds:
             try:
                 os.close(fd)
             except OSError:
