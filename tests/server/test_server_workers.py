@@ -37,6 +37,7 @@ from c10k.core.listener import (
 )
 from c10k.server.config import ServerConfig
 from c10k.server.process import (
+    COUNT_INTERVAL,
     RestartPolicy,
     listen_addresses,
     parse_listen,
@@ -249,7 +250,8 @@ def test_process_workers_all_serve(workers2: ServerProcess) -> None:
             c.close()
 
 
-def test_process_killed_worker_is_restarted(workers2: ServerProcess) -> None:
+def test_process_killed_worker_is_restarted(docroot: Path) -> None:
+    workers2 = ServerProcess(docroot, "epoll", "--workers", "2")
     pids = children(workers2.pid)
     clients = [connect(workers2.port) for _ in range(24)]
     try:
@@ -260,6 +262,7 @@ def test_process_killed_worker_is_restarted(workers2: ServerProcess) -> None:
         victim = owners[0]
         assert victim is not None
         survivor_conn = next(c for c, o in zip(clients, owners, strict=True) if o != victim)
+        time.sleep(4 * COUNT_INTERVAL)  # its count reaches shared memory (not a speed check)
         os.kill(victim, signal.SIGKILL)
         # The survivor serves throughout, on the keep-alive connection it already holds.
         buf = bytearray()
@@ -293,6 +296,10 @@ def test_process_killed_worker_is_restarted(workers2: ServerProcess) -> None:
     finally:
         for c in clients:
             c.close()
+        code, out, err = workers2.stop()
+    assert code == 0, err[-3000:]
+    # The victim's requests count too: it copied them to shared memory before it died.
+    assert f"c10k stopped after {24 + served + 24} requests" in out
 
 
 def start_in_own_session(root: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:

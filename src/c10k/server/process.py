@@ -40,9 +40,12 @@ Supervisor (``Supervisor``): a loop over poll(2) of a signal wakeup pipe and one
 worker, plus waitpid(WNOHANG); no event loop is needed for a handful of fds.
 - Worker -> supervisor pipe, one JSON object per line: ``{"ready": ...}`` with the worker's
   backend and capacity once it is serving (the banner is printed when every worker is
-  ready), ``{"requests": N}`` when it stops (summed into "c10k stopped after N requests";
-  a worker that is SIGKILLed or crashes takes its count with it), ``{"error": ...}`` if it
-  could not start.
+  ready), ``{"requests": N}`` when it stops (summed into "c10k stopped after N requests"),
+  ``{"error": ...}`` if it could not start. So that a worker that is SIGKILLed or crashes
+  does not take its count with it, each worker also copies its count every
+  ``COUNT_INTERVAL`` into its own 8-byte cell of an anonymous shared mmap made before the
+  fork (a daemon thread does it, since server modes have no common timer API); the
+  supervisor reads the cell of a worker that exits without its final line.
 - A worker that dies unexpectedly is restarted after a back-off: 0.1 s doubling to 5 s,
   reset once a worker has served for 10 s (systemd RestartSec=100ms; Kubernetes
   CrashLoopBackOff doubles from 10 s to 5 min and resets after 10 min; our cap is short
@@ -82,12 +85,15 @@ import ipaddress
 import json
 import logging
 import math
+import mmap
 import os
 import resource
 import select
 import signal
 import socket
+import struct
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -118,6 +124,7 @@ KILL_MARGIN = 2.0  # seconds past shutdown_timeout before SIGKILL
 # A worker not serving this long after its fork is killed and counts as a failed start
 # (a reload must not wait forever for it; gunicorn's --timeout covers hung workers).
 START_TIMEOUT = 30.0
+COUNT_INTERVAL = 0.25  # seconds between copies of a worker's request count to shared memory
 MAX_AUTO_WORKERS = 256  # beyond this, raise the hard RLIMIT_NOFILE instead
 SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 # Settings a reload cannot change: the supervisor's sockets and slots are made once.
@@ -529,6 +536,8 @@ class Worker:
     ready: bool = False
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     requests: int = 0
+    counted: bool = False  # its final count arrived through the pipe
+    cell: int = -1  # its slot in the shared count array, -1: none
     error: str = ""
     stopping: bool = False
     kill_at: float | None = None
@@ -571,6 +580,11 @@ class Supervisor:
         self._wake_r = self._wake_w = -1
         self._old_handlers: dict[int, Any] = {}
         self._poll = select.poll()
+        # Cells for request counts: a slot has at most a worker serving, one starting and
+        # some draining; a worker spawned when none is free reports through its pipe only.
+        cells = 4 * len(slots) + 4
+        self._counts = mmap.mmap(-1, 8 * cells)  # MAP_SHARED | MAP_ANONYMOUS
+        self._free_cells = list(range(cells - 1, -1, -1))
 
     # -- life cycle ----------------------------------------------------------------------
     def run(self, reuse: bool, note: str) -> int:
@@ -734,6 +748,9 @@ class Supervisor:
     # -- workers -------------------------------------------------------------------------
     def _spawn(self, slot: Slot) -> None:
         rfd, wfd = os.pipe()
+        cell = self._free_cells.pop() if self._free_cells else -1
+        if cell >= 0:
+            struct.pack_into("q", self._counts, cell * 8, 0)
         sys.stdout.flush()  # else the child inherits and later repeats buffered output
         sys.stderr.flush()
         # Signals are blocked across fork: one arriving in the child before it resets the
@@ -752,11 +769,12 @@ class Supervisor:
             others = {s.fileno() for sl in self.slots for s in sl.socks} - keep
             others |= set(self.by_fd)  # other workers' status pipes
             others |= {self._wake_r, self._wake_w}
-            _worker_main(self.pid, self.config, slot.socks, wfd, others, mask)
+            counter = (self._counts, cell) if cell >= 0 else None
+            _worker_main(self.pid, self.config, slot.socks, wfd, others, mask, counter)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(wfd)
         os.set_blocking(rfd, False)
-        w = Worker(pid, slot.index, rfd, time.monotonic())
+        w = Worker(pid, slot.index, rfd, time.monotonic(), cell=cell)
         w.kill_at = w.started + START_TIMEOUT  # until it reports ready
         self.workers[pid] = w
         self.by_fd[rfd] = w
@@ -786,6 +804,7 @@ class Supervisor:
                 self._on_ready(w, msg)
             elif "requests" in msg:
                 w.requests = int(msg["requests"])
+                w.counted = True
             elif "error" in msg:
                 w.error = str(msg["error"])
         return True
@@ -836,6 +855,10 @@ class Supervisor:
             if not data_left or w.rfd < 0:
                 break
         self._close_pipe(w)
+        if w.cell >= 0:
+            if not w.counted:  # killed or crashed: its last copy in shared memory
+                w.requests = struct.unpack_from("q", self._counts, w.cell * 8)[0]
+            self._free_cells.append(w.cell)
         self.requests += w.requests
         slot = self.slots[w.slot]
         how = _describe_status(status)
@@ -904,6 +927,15 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+def _start_counting(server: ServerLike, counts: mmap.mmap, cell: int) -> None:
+    def copy() -> None:
+        while True:
+            time.sleep(COUNT_INTERVAL)
+            struct.pack_into("q", counts, cell * 8, server.requests)
+
+    threading.Thread(target=copy, name="c10k-count", daemon=True).start()
+
+
 def _worker_main(
     supervisor: int,
     config: ServerConfig,
@@ -911,6 +943,7 @@ def _worker_main(
     wfd: int,
     other_fds: set[int],
     sigmask: set[int | signal.Signals],
+    counter: tuple[mmap.mmap, int] | None,
 ) -> NoReturn:
     """A worker: build a server on its slot's sockets, report, serve, report, _exit.
 
@@ -944,6 +977,8 @@ def _worker_main(
                 "hard": server.nofile_hard,
             },
         )
+        if counter is not None:
+            _start_counting(server, *counter)
         server.serve_forever(install_signals=False)
         _send(wfd, {"requests": server.requests})
         code = 0
