@@ -148,11 +148,8 @@ AIO_EOF_LINGER = (
 # (backend or mode, case id) -> reason; each such case runs on a server of its own, so a
 # connection it leaves behind cannot hold up the shared fixture's graceful stop. Take the
 # entries out once the patch lands (the strict xfails then fail).
-KNOWN_SERVER_BUGS = {
-    (mode, case_id): AIO_EOF_LINGER
-    for mode in ("asyncio", "uvloop")
-    for case_id in ("eof-inside-request-line", "eof-inside-fields")
-}
+# aio EOF-in-head lingering fixed in c0651cc (parser-aio-eof-linger.diff applied).
+KNOWN_SERVER_BUGS: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -205,8 +202,9 @@ EDGE_FIN_BUG = (
     "until the header/keep-alive timeout (nginx: EPOLLRDHUP -> rev->pending_eof)"
 )
 # Backends known to fail; take a name out once its fix lands (strict xfails then fail).
-# epoll-et was fixed with EPOLLRDHUP (0b6ddcf); rtsig has no fix yet.
-EDGE_FIN_XFAIL = {"rtsig"}
+# epoll-et was fixed with EPOLLRDHUP (0b6ddcf); rtsig reports POLLRDHUP when merged
+# signals may hide a FIN (40225a1).
+EDGE_FIN_XFAIL: set[str] = set()
 assert all(BACKENDS[n].capabilities & Capability.EDGE for n in EDGE_FIN_XFAIL)
 
 

@@ -32,6 +32,10 @@ class EpollBackend(Backend):
     name = "epoll"
     capabilities = Capability.SCALABLE
     _flags = 0
+    # The bit Acceptor(exclusive=True) ORs into a listener's registration: with several
+    # processes waiting on one shared listener, a connection wakes one of them, not all
+    # (Linux >= 4.5; see c10k.core.listener).
+    exclusive_accept = getattr(select, "EPOLLEXCLUSIVE", 0)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

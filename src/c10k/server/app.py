@@ -144,7 +144,12 @@ class Server:
             )
         self.socks = sock if isinstance(sock, list) else [sock]
         self.sock = self.socks[0]
-        self.acceptors = [Acceptor(self.loop, s, self._on_accept, raw_fds=True) for s in self.socks]
+        # exclusive: a listener shared by several workers (Unix sockets; TCP without
+        # SO_REUSEPORT) wakes one of them per connection; with one waiter it changes nothing.
+        self.acceptors = [
+            Acceptor(self.loop, s, self._on_accept, raw_fds=True, exclusive=True)
+            for s in self.socks
+        ]
         self.accepting_paused = False
         # Open connections are counted, not kept in a set of our own: the loop's fd ->
         # callback map already holds each one (``connections`` walks it), which saves a
