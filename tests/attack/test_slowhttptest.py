@@ -64,11 +64,14 @@ ATTACKS = {
     "range": (["-R", "-t", "GET", "-a", "5", "-b", "500"], "/100k.bin", False),
 }
 SLOWREAD_XFAIL = pytest.mark.xfail(
-    strict=True,
+    # Not strict: it fails in 2 of 3 runs on this 2-core box, so a strict mark would turn
+    # CI red at random; remove the mark once it passes reliably.
+    strict=False,
     reason="server finding: under slow read (1,500 conns, 3 pipelined 1 MB GETs each, "
-    "window 512-1024) the loop stalls 0.2-1 s: each sendfile into a slow socket costs "
-    "~0.8 ms (1 MiB SENDFILE_CHUNK, ~1.5 GB queued in socket buffers puts TCP in memory "
-    "pressure); legit p99 200-400 ms (bound 100 ms), one 5 s timeout seen",
+    "window 512-1024) the loop lags; with overload shedding wired, tier 2 answers the "
+    "legitimate client 503 (5 and 16 of ~1,000 requests in 2 of 3 runs; p99 15-36 ms). "
+    "Before shedding: p99 200-430 ms, sendfile ~0.8 ms per call (1 MiB chunk; ~1.5 GB "
+    "queued in socket buffers puts TCP in memory pressure)",
 )
 
 
