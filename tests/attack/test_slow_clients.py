@@ -79,13 +79,6 @@ def test_slow_header_trickle_gets_408_at_header_timeout(docroot: Path, backend: 
         _stop(srv)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: after a keep-alive response the deadline is the keep-alive "
-    "timeout; bytes of the next head do not switch it to the header timeout, so a "
-    "trickled second request lives for keepalive_timeout (75 s default), not "
-    "header_timeout (protocol.py _ready/_process never re-arm on the first head byte)",
-)
 @pytest.mark.parametrize("backend", ["epoll"])
 def test_slow_header_trickle_after_keepalive_gets_408(docroot: Path, backend: str) -> None:
     srv = ServerProcess(docroot, backend, "--header-timeout", "2", "--keepalive-timeout", "30")
@@ -198,21 +191,9 @@ def test_slow_reader_with_progress_is_served(tmp_path: Path, backend: str) -> No
         _stop(srv)
 
 
-ET_KEEPALIVE_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="server bug (edge-triggered: epoll-et, rtsig): after a response that had to "
-    "wait for writability, _sent_all's edge-triggered branch calls _read_ready and "
-    "returns without re-arming the deadline, so the idle keep-alive connection is "
-    "closed at send_timeout, not keepalive_timeout",
-)
-
-
 @pytest.mark.parametrize(
     "backend",
-    [
-        pytest.param(b, marks=[ET_KEEPALIVE_XFAIL]) if b in ("epoll-et", "rtsig") else b
-        for b in BACKENDS
-    ],
+    list(BACKENDS),
 )
 def test_slow_keepalive_after_blocked_response_uses_keepalive_timeout(
     tmp_path: Path, backend: str

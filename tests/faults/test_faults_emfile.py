@@ -125,11 +125,6 @@ def test_faults_emfile_at_open_answers_503_then_recovers(docroot: Path, backend:
         stop_clean(srv)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: the 503 for EMFILE/ENFILE at open(2) has no Retry-After "
-    "(RFC 9110 section 10.2.3); c10k.static.handler uses the generic error_response(503)",
-)
 def test_faults_emfile_at_open_503_has_retry_after(docroot: Path) -> None:
     srv = ServerProcess(docroot, "epoll")
     fillers: list[socket.socket] = []

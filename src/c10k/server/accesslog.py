@@ -28,7 +28,7 @@ from typing import IO
 
 MAX_PENDING_BATCHES = 64
 
-_ESCAPE = {c: "\\x%02X" % c for c in range(256) if c < 0x20 or c >= 0x7F or c in b'"\\'}
+_ESCAPE = {c: f"\\x{c:02X}" for c in range(256) if c < 0x20 or c >= 0x7F or c in b'"\\'}
 
 
 def escape(value: bytes) -> str:

@@ -257,7 +257,18 @@ class Connection(HTTPConnection):
                 self.will_close = True
                 break
             if event is NEED_DATA:
-                self.state = READING if self._buf else IDLE
+                if self._buf:
+                    if self.state == IDLE:
+                        # The first bytes of a head: from now on the header timeout runs
+                        # (a keep-alive connection was on the longer idle timeout), and
+                        # it is not reset by further bytes (slowloris trickle).
+                        deadline = server.loop.now + server.config.header_timeout
+                        if self.deadline is None or deadline < self.deadline:
+                            self.deadline = deadline
+                            server.loop.deadlines.schedule(self)
+                    self.state = READING
+                else:
+                    self.state = IDLE
                 break
             if event is CONNECTION_CLOSED or event is PAUSED:
                 self.will_close = True
@@ -518,10 +529,6 @@ class Connection(HTTPConnection):
             self._process()
             if self.out is not None or self.state == CLOSED:
                 return
-        elif was_writing and server.edge:
-            # No new edge will come for bytes that arrived while we were writing.
-            self._read_ready()
-            return
         config = server.config
         deadline = server.loop.now + (
             config.header_timeout if self._buf else config.keepalive_timeout
@@ -529,6 +536,9 @@ class Connection(HTTPConnection):
         self.deadline = deadline
         if self.deadline_key is None or deadline < self.deadline_key:
             server.loop.deadlines.schedule(self)
+        if was_writing and server.edge and not self._buf:
+            # No new edge will come for bytes that arrived while we were writing.
+            self._read_ready()
 
     # -- closing -----------------------------------------------------------------------
     def _finish(self) -> None:

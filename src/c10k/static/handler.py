@@ -279,7 +279,12 @@ class StaticFiles:
         self._ae_memo: dict[tuple[bytes, tuple[bytes, ...]], bytes | None] = {}
         # Hoisted for the hot path: one bound-method call instead of two attribute loads.
         self._lookup = self._cache.entries.get
-        self._errors_get = {status: error_response(status) for status in _ERROR_STATUSES}
+        self._errors_get = {
+            status: error_response(
+                status, [(b"Retry-After", b"1")] if status == 503 else None
+            )  # 503: out of fds/memory is temporary; RFC 9110 section 10.2.3
+            for status in _ERROR_STATUSES
+        }
         self._errors_head = {
             status: Response(status, r.head, None) for status, r in self._errors_get.items()
         }
