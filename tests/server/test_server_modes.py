@@ -318,3 +318,23 @@ def test_server_mode_serves_tcp_and_unix_listeners_together(
         runner.join(10)
     assert not runner.is_alive()
     assert server.requests == 3
+
+
+@pytest.mark.parametrize("mode", ["threads", "asyncio", "uvloop"])
+def test_server_mode_send_timeout_drops_a_stalled_reader(docroot: Path, mode: str) -> None:
+    # A client that asks for a big file and never reads: once the socket buffers are full
+    # and no byte moves for send_timeout, the server lets go (nginx send_timeout).
+    reason = mode_unavailable_reason(mode)
+    if reason is not None:
+        pytest.skip(reason)
+    srv = ServerProcess(docroot, mode, "--send-timeout", "1")
+    try:
+        baseline = srv.fd_count()
+        with connect(srv.port) as c:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            c.sendall(GET_BIG * 20)  # 20 MB: more than every socket buffer holds
+            assert srv.wait_fd_count(baseline, timeout=15) == baseline  # socket + file closed
+    finally:
+        code, _, err = srv.stop()
+    assert code == 0
+    assert "Traceback" not in err

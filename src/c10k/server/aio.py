@@ -423,12 +423,14 @@ class AsyncioServer:
         return f"http://{host}:{port}/"
 
     def install_signal_handlers(self) -> None:
+        if self._signals:
+            return
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self._on_signal, sig)
             self._signals.append(sig)
 
     def serve_forever(self, install_signals: bool = True) -> None:
-        if install_signals and not self._signals:
+        if install_signals:
             self.install_signal_handlers()
         self._start_accepting()
         self.loop.call_soon(self._running)
@@ -578,6 +580,8 @@ class UvloopServer(AsyncioServer):
 
     backend_name: ClassVar[str] = "uvloop"
     native_sendfile: ClassVar[bool] = False
+    _early_handlers: dict[int, Any]
+    _early_signals: list[int]
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -595,12 +599,38 @@ class UvloopServer(AsyncioServer):
         for placeholder in self._placeholders:
             placeholder.close()
         self._placeholders = []
+        if self._early_handlers:
+            # The loop runs now, with the signal socketpair it will keep: hand SIGINT and
+            # SIGTERM to uvloop, then act on any that came in before.
+            self._early_handlers.clear()
+            super().install_signal_handlers()
+            early, self._early_signals = self._early_signals, []
+            for signum in early:
+                self._on_signal(signum)
+
+    def install_signal_handlers(self) -> None:
+        # uvloop's add_signal_handler before run_forever writes a signal into a wakeup
+        # socketpair that run_forever then replaces: a SIGTERM sent right after the
+        # banner was lost (1 start in ~25 here, every test run's first start). Until the
+        # loop runs, plain Python handlers note the signal; _running() installs uvloop's.
+        if self._signals or self._early_handlers:
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._early_handlers[sig] = signal.signal(sig, self._early_signal)
+
+    def _early_signal(self, signum: int, frame: object) -> None:
+        self._early_signals.append(signum)
 
     def close(self) -> None:
+        for sig, old in self._early_handlers.items():  # never ran: put the old ones back
+            signal.signal(sig, old)
+        self._early_handlers.clear()
         self._running()
         super().close()
 
     def _warm_up(self) -> None:
+        self._early_handlers = {}
+        self._early_signals = []
         if threading.current_thread() is threading.main_thread():
             self._placeholders = list(socket.socketpair())
         # libuv opens /dev/null once, at the first TCP handle (its reserve fd for the
