@@ -338,3 +338,21 @@ def test_server_mode_send_timeout_drops_a_stalled_reader(docroot: Path, mode: st
         code, _, err = srv.stop()
     assert code == 0
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("mode", ["threads", "asyncio", "uvloop"])
+def test_server_mode_signal_right_after_the_banner_stops_it(docroot: Path, mode: str) -> None:
+    # The banner is printed before serve_forever runs the loop: a SIGTERM in that window
+    # must not be lost (uvloop replaced its signal socketpair at run start and dropped it).
+    reason = mode_unavailable_reason(mode)
+    if reason is not None:
+        pytest.skip(reason)
+    for _ in range(3):
+        srv = ServerProcess(docroot, mode)
+        srv.proc.send_signal(signal.SIGTERM)
+        try:
+            assert srv.proc.wait(timeout=5) == 0
+        finally:
+            code, _, err = srv.stop()
+        assert code == 0
+        assert "Traceback" not in err
