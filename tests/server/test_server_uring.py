@@ -5,12 +5,16 @@ io_uring_enter). The contract and policy suites run on ``uring`` too (backend_pa
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,3 +177,85 @@ def test_uring_keepalive_get_makes_no_read_or_write_syscall(docroot: Path, tmp_p
     # A handful: the one read of small.txt into the cache, the signal's wakeup byte.
     assert len(io_calls) < 10, io_calls
     assert n <= serving.count("io_uring_enter") <= 3 * n + 20
+
+
+def test_uring_sigterm_drains_in_flight_download(tmp_path: Path) -> None:
+    # As the readiness server (test_server_policy): the listener closes at once, the idle
+    # keep-alive is closed, a download in progress completes, then the process exits 0;
+    # a second signal would stop at once.
+    huge = 64 << 20  # more than both socket buffers hold
+    with open(tmp_path / "huge.bin", "wb") as f:
+        f.truncate(huge)
+    (tmp_path / "small.txt").write_bytes(SMALL)
+    srv = ServerProcess(tmp_path, "uring", "--shutdown-timeout", "30")
+    idle = connect(srv.port)
+    idle.sendall(get("/small.txt"))
+    assert read_response(idle, bytearray())[0] == 200
+    slow = connect(srv.port, timeout=20)
+    slow.sendall(get("/huge.bin"))
+    first = slow.recv(1000)
+    assert first.startswith(b"HTTP/1.1 200 ")
+    time.sleep(0.2)  # the server has filled the socket buffers and waits (POLL_ADD)
+    srv.proc.send_signal(signal.SIGTERM)
+    idle.settimeout(5)
+    assert idle.recv(10) == b""  # idle keep-alive closed at once
+    time.sleep(0.2)
+    with pytest.raises(ConnectionRefusedError):
+        connect(srv.port, timeout=1).close()
+    assert srv.proc.poll() is None  # still draining
+    data = first
+    while chunk := slow.recv(1 << 20):
+        data += chunk
+    assert len(data.partition(b"\r\n\r\n")[2]) == huge
+    idle.close()
+    slow.close()
+    assert srv.proc.wait(timeout=10) == 0
+    code, out, err = srv.stop()
+    assert code == 0
+    assert "Traceback" not in err
+    assert "c10k stopped after 2 requests" in out
+
+
+@pytest.mark.slow
+def test_uring_holds_10k_connections(docroot: Path) -> None:
+    # The C10K test on io_uring: 10,000 connections, each with a multishot recv armed
+    # and no buffer pinned; a new client is still answered; no fd leaked afterwards.
+    n = 10_000
+    srv = ServerProcess(docroot, "uring")
+    client = None
+    try:
+        baseline = srv.fd_count()
+        client = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("c10k_client.py")),
+                str(srv.port),
+                str(n),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert client.stdout is not None
+        assert client.stdin is not None
+        assert client.stdout.readline().strip() == f"held {n}"
+        assert srv.fd_count() >= baseline + n
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request("GET", "/small.txt")
+        assert conn.getresponse().read() == SMALL
+        conn.close()
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        assert client.stdout.readline().strip() == "closed"
+        assert client.wait(timeout=30) == 0
+        assert srv.wait_fd_count(baseline, timeout=30) == baseline
+    finally:
+        if client is not None:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+            for f in (client.stdin, client.stdout):
+                if f is not None:
+                    f.close()
+        code, _, err = srv.stop()
+        assert code == 0, err[-2000:]
