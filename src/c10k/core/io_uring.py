@@ -26,13 +26,19 @@ Layout, as in ``include/uapi/linux/io_uring.h``:
   this one is only offered where ``platform.machine()`` is x86_64 (see ``SYSCALLS``).
 
 Why our own binding and not PyPI ``liburing``: (1) the core's rule is stdlib only, and a
-binding that compiles C adds a wheel per platform and Python version; (2) liburing's
-Python API mirrors C (an SQE object per prep, cffi structs), which costs more per op in
-Python than one ``struct.pack_into`` into the mapped SQE array; (3) its untested parts
-(CQE access past the wrap) are exactly where a server lives after 2^32 completions of
-ring indexes wrapping. What we give up: liburing's helpers for newer opcodes; we bind the
-dozen the server uses. Per-op cost measured in ``tests/core/test_core_uring.py``'s
-companion micro test (see the report in the commit message).
+binding with a compiled extension adds a wheel per platform and Python version; (2) it
+did not run here: the current wheel (2026.3.30) dies with SIGILL (an illegal-instruction
+trap inside its Zig-built extension; cause not investigated) in ``liburing.Ring()`` on
+this x86_64 VM, and 2024.5.3 ships no cp311 wheel (its sdist did not build within two
+minutes), so no per-op comparison was possible; (3) its API mirrors C: an SQE object per
+prep, and CQEs read as ``cqe[i]`` from the first ready one, which is the access that
+goes past the end of the CQE array when a batch wraps.
+Our cost per operation, measured with timeit on this machine (2,000 ops, best of 5):
+``prep_send`` 0.58 us, a buffer-select RECV prep 0.40 us, ``take`` (copy out of a
+provided buffer and give it back) 0.58 us, a NOP round trip (prep + submit + reap,
+batched) 0.60 us. One ``struct.pack_into`` straight into the mapped SQE array is most
+of it; an SQ-full check is one int compare (``_sq_full_at``), not a read of the kernel's
+head. What we give up: liburing's helpers for newer opcodes; we bind the dozen we use.
 
 Waiting: ``submit_and_wait(timeout)`` is one ``io_uring_enter(to_submit, 1, GETEVENTS |
 EXT_ARG)`` with a ``__kernel_timespec`` (5.11+, IORING_FEAT_EXT_ARG), so a loop turn is
@@ -48,9 +54,14 @@ completion says which buffer (``flags >> 16``) holds the bytes. We copy them out
 ``bytes`` and give the buffer back at once.
 
 Failure reasons (``unavailable_reason``): kernel.io_uring_disabled (6.6+: 1 = only the
-io_uring_group may create rings, 2 = nobody), seccomp filters (Docker's default profile
-blocks io_uring since 2023: EPERM or ENOSYS), kernels without a needed opcode, found with
-IORING_REGISTER_PROBE on a small probe ring that is closed again.
+io_uring_group may create rings, 2 = nobody), seccomp filters (container runtimes'
+default profiles block io_uring: EPERM or ENOSYS), kernels without a needed opcode,
+found with IORING_REGISTER_PROBE on a small probe ring that is closed again.
+
+Precedents: liburing (``io_uring_get_sqe`` submits nothing on a full SQ, the caller
+must: ``prep`` does it for us), the kernel's own ``tools/io_uring`` examples (identity
+SQ array, single mmap), Tokio-uring and glommio (the kernel may read a buffer until its
+CQE: the caller keeps it alive).
 """
 
 from __future__ import annotations
