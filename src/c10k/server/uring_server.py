@@ -85,6 +85,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
+from typing import Any
 
 from c10k.core.fdio import set_cork, shutdown_write
 from c10k.core.io_uring import (
@@ -658,6 +659,8 @@ class UringServer:
         self.shed_keepalive = 0
         self._running = False
         self._shutdown_requested = False
+        self._old_signal_handlers: dict[int, Any] = {}
+        self._old_wakeup_fd = -1
         self._shutdown_timeout: float | None = None
         self._next_uid = 1
         self.requests = 0
@@ -725,9 +728,11 @@ class UringServer:
         """SIGINT/SIGTERM stop the server. The C-level handler writes to the wakeup
         socket (set_wakeup_fd), whose pending RECV completes, so a sleeping
         io_uring_enter returns at once even if the signal lands just before it."""
-        signal.set_wakeup_fd(self.wakeup.wsock.fileno(), warn_on_full_buffer=False)
+        self._old_wakeup_fd = signal.set_wakeup_fd(
+            self.wakeup.wsock.fileno(), warn_on_full_buffer=False
+        )
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._on_signal)
+            self._old_signal_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def serve_forever(self, install_signals: bool = True) -> None:
         """Accept and serve until SIGINT/SIGTERM or ``stop()``; then close everything."""
@@ -770,12 +775,11 @@ class UringServer:
         self.ring.close()
         for s in self.socks:
             s.close()
-        try:
-            old = signal.set_wakeup_fd(-1)
-            if old != self.wakeup.wsock.fileno():
-                signal.set_wakeup_fd(old)  # not ours: put it back
-        except ValueError:
-            pass  # not the main thread: we never installed it
+        if self._old_signal_handlers:  # installed (so in the main thread): restore
+            for sig, old in self._old_signal_handlers.items():
+                signal.signal(sig, old)
+            self._old_signal_handlers.clear()
+            signal.set_wakeup_fd(self._old_wakeup_fd)
         self.wakeup.close()
 
     # -- the loop ------------------------------------------------------------------------
@@ -825,21 +829,36 @@ class UringServer:
             loop.now = monotonic()
             for ud, res, fl in reap():
                 kind = ud & 7
-                if kind == K_RECV:
-                    conns[ud >> 3].on_recv(res, fl)
-                elif kind == K_SEND:
-                    conns[ud >> 3].on_send(res)
-                elif kind == K_POLL:
-                    conns[ud >> 3].on_poll(res)
-                elif kind == K_ACCEPT:
-                    self._on_accept(ud >> 3, res, fl)
-                elif kind == K_WAKE:
-                    self._on_wake(res)
-                # K_CANCEL: the cancelled op reports on its own CQE.
+                try:
+                    if kind == K_RECV:
+                        conns[ud >> 3].on_recv(res, fl)
+                    elif kind == K_SEND:
+                        conns[ud >> 3].on_send(res)
+                    elif kind == K_POLL:
+                        conns[ud >> 3].on_poll(res)
+                    elif kind == K_ACCEPT:
+                        self._on_accept(ud >> 3, res, fl)
+                    elif kind == K_WAKE:
+                        self._on_wake(res)
+                    # K_CANCEL: the cancelled op reports on its own CQE.
+                except Exception:  # as Loop: one client's bug must not stop the server
+                    log.exception("error handling completion %#x (res %d)", ud, res)
+                    self._drop(ud)
             soon = loop.soon
             while soon:
                 callback, args = soon.popleft()
-                callback(*args)
+                try:
+                    callback(*args)
+                except Exception:
+                    log.exception("error in callback %r", callback)
+
+    def _drop(self, ud: int) -> None:
+        conn = self.conns.get(ud >> 3) if ud & 7 in (K_RECV, K_SEND, K_POLL) else None
+        if conn is not None and conn.state != CLOSED:
+            try:
+                conn._force_close()
+            except Exception:
+                log.exception("error closing connection fd %d", conn.fd)
 
     # -- accepting -------------------------------------------------------------------------
     def _arm_accepts(self) -> None:
@@ -857,6 +876,10 @@ class UringServer:
             self.accept_armed[index] = False
         if res < 0:
             if res == -errno.ECANCELED:
+                # Paused at the cap: if a connection closed before this CQE came, the
+                # resume found the accept still armed and left it to us.
+                if not self.accept_paused and not self.accept_armed[index]:
+                    self._arm_accepts()
                 return
             if res == -errno.EINVAL and self.multishot_accept:
                 self.multishot_accept = False  # a kernel without multishot accept
