@@ -347,6 +347,7 @@ class _HTTPProtocol(asyncio.Protocol):
             policy = self.server.policy
             policy.append(wire, policy.error(408), CLOSE, False)
             self.transport.write(wire[0])
+            self.server.requests += 1  # the 408 counts as a response, as in app.Server
         self.state = CLOSED
         self.transport.close()
 

@@ -667,6 +667,8 @@ class ThreadedServer:
     def _timed_out(self, sock: socket.socket, conn: HTTPConnection) -> None:
         with self._lock:
             self.timeouts += 1
+            if conn._buf:
+                self.requests += 1  # the 408 counts as a response, as in app.Server
         if conn._buf:
             # RFC 9110 section 15.5.9: 408 for a request the client did not finish.
             wire: list[Item] = []
