@@ -259,3 +259,26 @@ def test_uring_holds_10k_connections(docroot: Path) -> None:
                     f.close()
         code, _, err = srv.stop()
         assert code == 0, err[-2000:]
+
+
+def test_uring_cap_of_one_passes_the_slot_on(docroot: Path) -> None:
+    # At the cap the multishot accept is cancelled; each close re-arms it (also when the
+    # close comes before the cancel's completion). 15 clients through one slot, each
+    # waiting in the backlog until the previous one leaves.
+    srv = ServerProcess(docroot, "uring", "--max-connections", "1")
+    try:
+        current = connect(srv.port)
+        current.sendall(get("/small.txt"))
+        assert read_response(current, bytearray())[0] == 200
+        for _ in range(15):
+            nxt = connect(srv.port)
+            nxt.sendall(get("/small.txt"))
+            current.close()
+            nxt.settimeout(5)
+            assert read_response(nxt, bytearray())[0] == 200
+            current = nxt
+        current.close()
+    finally:
+        code, out, err = srv.stop()
+    assert code == 0, err
+    assert "c10k stopped after 16 requests" in out
