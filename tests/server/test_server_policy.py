@@ -260,3 +260,33 @@ def test_server_max_pipelined_yields_but_answers_all_in_order(docroot: Path, bac
             assert read_response(s, buf)[0] == 200
     finally:
         assert srv.stop()[0] == 0
+
+
+@pytest.mark.parametrize("backend", ["epoll", "epoll-et", "poll"])
+def test_server_min_send_rate_counts_what_the_client_read(hugeroot: Path, backend: str) -> None:
+    # The first sendfile fills the kernel's send buffer (megabytes) at memory speed; a
+    # rate over bytes *written* would let this ~40 KB/s reader keep its slot for a long
+    # while. The rule counts what the client acknowledged (written minus SIOCOUTQ).
+    srv = ServerProcess(hugeroot, backend, "--send-timeout", "1", "--min-send-rate", "200000")
+    try:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        start = time.monotonic()
+        closed_after = None
+        while time.monotonic() - start < 10:
+            try:
+                data = s.recv(4096)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                closed_after = time.monotonic() - start
+                break
+            time.sleep(0.1)
+        s.close()
+        assert closed_after is not None, "a reader at ~40 KB/s kept its slot for 10 s"
+        assert closed_after > 0.9  # the rule waits one send timeout
+    finally:
+        assert srv.stop()[0] == 0

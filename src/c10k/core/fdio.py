@@ -48,3 +48,36 @@ def shutdown_write(fd: int) -> None:
         s.shutdown(socket.SHUT_WR)
     finally:
         s.detach()
+
+
+_OUTQ = bytearray(4)
+
+
+def unsent_bytes(fd: int) -> int:
+    """Bytes queued in the socket's send buffer that the peer has not acknowledged yet
+    (ioctl SIOCOUTQ, = TIOCOUTQ on Linux; 0 where unsupported). What a client has really
+    read is what we wrote minus this: the first write of a response fills the kernel
+    buffer at memory speed whatever the client does."""
+    try:
+        fcntl.ioctl(fd, termios.TIOCOUTQ, _OUTQ)
+    except OSError:
+        return 0
+    return int.from_bytes(_OUTQ, "little" if __import__("sys").byteorder == "little" else "big")
+
+
+_LINGER_RESET = (1).to_bytes(
+    4, "little" if __import__("sys").byteorder == "little" else "big"
+) + bytes(4)
+
+
+def reset_on_close(fd: int) -> None:
+    """SO_LINGER {on, 0}: the next close() sends RST and drops the unsent queue at once,
+    instead of the kernel trickling megabytes to a client we gave up on (nginx
+    ``reset_timedout_connection``). For timed-out and too-slow readers only."""
+    s = socket.socket(fileno=fd)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    except OSError:
+        pass
+    finally:
+        s.detach()

@@ -41,7 +41,7 @@ import os
 from typing import TYPE_CHECKING
 
 from c10k.core.backend import READ, READ_MASK, WRITE, WRITE_MASK
-from c10k.core.fdio import set_cork, shutdown_write
+from c10k.core.fdio import reset_on_close, set_cork, shutdown_write, unsent_bytes
 from c10k.http.connection import (
     CONNECTION_CLOSED,
     MEMO_MAX_HEAD_BYTES,
@@ -496,10 +496,16 @@ class Connection(HTTPConnection):
             # Progress resets the send timeout (nginx send_timeout), but a reader that
             # takes a byte now and then must not hold a response forever (slow-read
             # attack): past one send_timeout, the average rate must be min_send_rate.
+            # The rate is of what the client acknowledged (minus SIOCOUTQ), not of what
+            # we wrote: the first write fills megabytes of kernel buffer at once.
             elapsed = now - self.wstart
-            if elapsed > config.send_timeout and self.wsent < config.min_send_rate * elapsed:
-                log.info("fd %d: client reads below --min-send-rate; closing", self.fd)
+            if (
+                elapsed > config.send_timeout
+                and self.wsent - unsent_bytes(self.fd) < config.min_send_rate * elapsed
+            ):
+                log.info("fd %d: client reads below --min-send-rate; resetting", self.fd)
                 self.server.timeouts += 1
+                reset_on_close(self.fd)
                 self._force_close()
                 return
         self.deadline = now + config.send_timeout
@@ -585,6 +591,10 @@ class Connection(HTTPConnection):
                 os.write(self.fd, wire[0])  # type: ignore[arg-type]
             except OSError:
                 pass
+        elif self.state == WRITING:
+            # Send timeout: the client stopped reading. Drop what the kernel still holds
+            # for it too (RST), or a slow-read attacker keeps megabytes of socket memory.
+            reset_on_close(self.fd)
         self._force_close()
 
     def _io_error(self, exc: OSError) -> None:
