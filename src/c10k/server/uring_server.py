@@ -452,11 +452,11 @@ class UringConnection(Connection):
                         sent += n
                     item.release()
                     out.pop(0)
-                    _cork(fd, False)
+                    set_cork(fd, False)
                 elif len(out) > 1 and isinstance(out[1], FileRegion):
                     # A header before a file body goes out synchronously, corked, so the
                     # header and the first body bytes share a segment (tcp_nopush).
-                    _cork(fd, True)
+                    set_cork(fd, True)
                     n = os_write(fd, item)
                     if n == len(item):
                         out.pop(0)
@@ -565,14 +565,6 @@ class UringConnection(Connection):
         # their cancellation completes, and our ids are never reused.
         os.close(self.fd)
         us.connection_closed(self)
-
-
-def _cork(fd: int, on: bool) -> None:
-    try:
-        set_cork(fd, on)
-    except OSError as exc:  # a Unix-domain socket has no TCP_CORK: send uncorked
-        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOPROTOOPT):
-            raise
 
 
 def _coalesce(items: list[bytes | FileRegion]) -> list[bytes | memoryview | FileRegion]:
