@@ -74,7 +74,10 @@ Some facts that shape this code:
   EAGAIN arms the edge by itself. A server never has any (a new socket is writable).
 - **Cost.** ``register`` is five syscalls (F_SETOWN_EX, F_SETSIG, F_GETFL, F_SETFL, the
   probe poll); each event is one sigtimedwait. poll's cost does not grow with idle fds
-  (SCALABLE), but per-event it is dearer than one ``epoll_wait`` returning many.
+  (SCALABLE), but per-event it is dearer than one ``epoll_wait`` returning many: a
+  wakeup with one event costs two sigtimedwait, the second finding the queue empty
+  (strace, 300 keep-alive requests on one connection: 603 rt_sigtimedwait + 300 read +
+  300 write, against 303 epoll_wait + 300 + 300 for epoll-et).
 - **Signals in the Loop.** The Loop's wakeup socket is registered like any fd, so a
   ``call_soon_threadsafe`` byte, and SIGINT/SIGTERM written there by
   ``signal.set_wakeup_fd``, queue our realtime signal and end the wait. A handled signal
@@ -215,6 +218,7 @@ class RtsigBackend(Backend):
         self._libc.sigaddset(self._set_ref, self.signum)
         self._libc.sigaddset(self._set_ref, int(signal.SIGIO))
         self._tid = 0
+        self._ident = 0  # threading.get_ident() of the owner: pthread_self, no syscall
         self._owner_arg = b""
         self._setown_ex = True
         self._adopt_thread()
@@ -243,6 +247,7 @@ class RtsigBackend(Backend):
         if old_tid:
             self._release_thread(old_tid, unblock=False)
         self._tid = tid
+        self._ident = threading.get_ident()
         self._owner_arg = struct.pack("ii", F_OWNER_TID, tid)
         for fd in self._events:
             self._set_owner(fd)
@@ -335,7 +340,8 @@ class RtsigBackend(Backend):
 
     # -- waiting ---------------------------------------------------------------------
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
-        if self._tid != threading.get_native_id():
+        # get_ident() is pthread_self(); get_native_id() would be a gettid syscall per wait.
+        if self._ident != threading.get_ident():
             self._adopt_thread()
         ready = self._pending
         self._pending = {}
