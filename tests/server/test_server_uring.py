@@ -22,7 +22,7 @@ import pytest
 
 from c10k.core.listener import bind_socket
 from c10k.server.config import ServerConfig
-from helpers import ServerProcess, connect, read_response
+from helpers import ServerProcess, connect, read_response, request
 
 uring_server = pytest.importorskip("c10k.server.uring_server")
 UringServer = uring_server.UringServer
@@ -282,3 +282,27 @@ def test_uring_cap_of_one_passes_the_slot_on(docroot: Path) -> None:
         code, out, err = srv.stop()
     assert code == 0, err
     assert "c10k stopped after 16 requests" in out
+
+
+@pytest.mark.parametrize("path", ["/small.txt", "/big.bin"])
+def test_uring_send_timeout_closes_a_stalled_reader(docroot: Path, path: str) -> None:
+    # A client that asks and never reads: the SEND (small files, pipelined) or the
+    # sendfile's POLL_ADD (big file) stays parked in the kernel; after --send-timeout the
+    # connection is closed, the parked op cancelled, and nothing leaks.
+    srv = ServerProcess(docroot, "uring", "--send-timeout", "1")
+    try:
+        baseline = srv.fd_count()
+        s = connect(srv.port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # More than the server socket's send buffer can absorb (tcp_wmem max: 4 MiB).
+        s.sendall(get(path) * (8000 if path == "/small.txt" else 12))
+        time.sleep(0.5)
+        assert srv.fd_count() >= baseline + 1  # still open, stalled
+        assert srv.wait_fd_count(baseline, timeout=10) == baseline
+        s.close()
+        status, _, body, _ = request(srv.port, get("/small.txt"))
+        assert (status, body) == (200, SMALL)
+    finally:
+        code, _, err = srv.stop()
+    assert code == 0, err
+    assert "Traceback" not in err

@@ -470,6 +470,11 @@ class UringConnection(Connection):
                     self.sending = data
                     self.inflight += 1
                     us.prep_send(fd, data, 0, self.uid | K_SEND, 0)
+                    # send_timeout runs from now: the SEND may park at once on a full socket.
+                    deadline = us.loop.now + us.send_timeout
+                    self.deadline = deadline
+                    if self.deadline_key is None or deadline < self.deadline_key:
+                        us.loop.deadlines.schedule(self)
                     return
         except (BlockingIOError, InterruptedError):
             self._poll_out()
