@@ -145,7 +145,12 @@ def _paced_read(
     while time.monotonic() - t0 < limit and len(buf) < want:
         got = 0
         while got < chunk and len(buf) < want:
-            data = s.recv(min(chunk - got, want - len(buf)))
+            try:
+                data = s.recv(min(chunk - got, want - len(buf)))
+            except ConnectionResetError:  # dropped with RST (send timeout, min rate)
+                if released is None and srv.wait_fd_count(baseline, timeout=2) <= baseline:
+                    released = time.monotonic() - t0
+                return buf, True, released
             if not data:
                 return buf, True, released
             buf += data

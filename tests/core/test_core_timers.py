@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from c10k.core.timers import Deadlines, TimerHeap
+from c10k.core.timers import SWEEP_MIN_DEAD, Deadlines, TimerHeap
 
 # -- TimerHeap -------------------------------------------------------------------------
 
@@ -222,3 +222,21 @@ def test_core_deadlines_expire_touches_only_due_items() -> None:
     # The cost is a count: not one idle item was even looked at.
     assert sum(it.reads for it in idle) == 0
     assert len(dl) == 9990
+
+
+def test_core_deadlines_discard_releases_items_after_sweep() -> None:
+    d = Deadlines()
+    items = [Item(100.0 + i % 3) for i in range(3 * SWEEP_MIN_DEAD)]
+    for item in items:
+        d.schedule(item)
+    refs = [weakref.ref(item) for item in items[: 2 * SWEEP_MIN_DEAD]]
+    for item in items[: 2 * SWEEP_MIN_DEAD]:
+        d.discard(item)
+    assert len(d) == SWEEP_MIN_DEAD
+    del items[: 2 * SWEEP_MIN_DEAD]
+    gc.collect()
+    # Swept: at most SWEEP_MIN_DEAD dead entries may stay referenced, not all 2x.
+    assert sum(r() is not None for r in refs) <= SWEEP_MIN_DEAD
+    assert d.expire(200.0) == SWEEP_MIN_DEAD  # the live ones still fire, once each
+    assert all(item.fired == 1 for item in items)
+    assert len(d) == 0

@@ -322,7 +322,8 @@ class Server:
             # e.g. select with an fd >= FD_SETSIZE when files held open pushed the socket
             # past the reserve: refuse this one client, leak nothing.
             log.warning("cannot watch a new connection (fd %d): %s", fd, exc)
-            conn.deadline = conn.deadline_key = None
+            conn.deadline = None
+            self.loop.deadlines.discard(conn)
             os.close(fd)
             return
         self.nconn += 1

@@ -610,7 +610,7 @@ class Connection(HTTPConnection):
             return
         self.state = CLOSED
         self.deadline = None
-        self.deadline_key = None
+        self.server.loop.deadlines.discard(self)  # nothing may keep a closed one alive
         if self.out:
             for item in self.out:
                 if isinstance(item, FileRegion):
