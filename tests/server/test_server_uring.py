@@ -306,3 +306,26 @@ def test_uring_send_timeout_closes_a_stalled_reader(docroot: Path, path: str) ->
         code, _, err = srv.stop()
     assert code == 0, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("path", ["/small.txt", "/big.bin"])
+def test_uring_half_close_gets_the_answer_then_close(docroot: Path, path: str) -> None:
+    # The client sends its request and shuts down its write side at once; the EOF is
+    # received while the answer is still in flight. The answer must arrive whole, and
+    # the server must then close (not wait for the 75 s keep-alive timeout).
+    srv = ServerProcess(docroot, "uring")
+    try:
+        baseline = srv.fd_count()
+        with connect(srv.port, timeout=10) as s:
+            s.sendall(get(path) * 2)
+            s.shutdown(socket.SHUT_WR)
+            buf = bytearray()
+            size = len(SMALL) if path == "/small.txt" else 1_000_000
+            for _ in range(2):
+                status, _, body = read_response(s, buf)
+                assert (status, len(body)) == (200, size)
+            assert srv.wait_fd_count(baseline, timeout=5) == baseline
+            assert s.recv(10) == b""
+    finally:
+        code, _, err = srv.stop()
+    assert code == 0, err

@@ -356,6 +356,7 @@ class UringConnection(Connection):
             and self.state == IDLE
             and not self.will_close
             and not self._buf
+            and not self._eof
             and not self.us.draining
         ):
             # Hot path: the one response is out; back to keep-alive.
@@ -511,7 +512,9 @@ class UringConnection(Connection):
             # keep-alive; close now that it is complete.
             self._finish()
             return
-        if self._buf and not self._paused:
+        if (self._buf and not self._paused) or self._eof:
+            # Pipelined requests that waited, or the client's EOF that came while we
+            # were writing (a half-close after its last request): answer or close now.
             self._process()
             if self.out is not None or self.state == CLOSED:
                 self._maybe_rearm()
@@ -525,7 +528,9 @@ class UringConnection(Connection):
 
     # -- closing ---------------------------------------------------------------------------
     def _finish(self) -> None:
-        if self._buf or (self._paused and not self._eof):
+        # After the client's EOF every byte it sent has been read (FIN comes last), so a
+        # close cannot turn unread data into a RST: no lingering needed.
+        if (self._buf or self._paused) and not self._eof:
             try:
                 shutdown_write(self.fd)
             except OSError:
