@@ -46,25 +46,30 @@ error responses) are those of ``c10k.server.app``.
 Measured decisions (``taskset -c 0 c10k serve DIR --backend X`` vs ``taskset -c 1 wrk
 -t1 -c100 -d5s /small.txt``, 512 bytes, requests per server CPU-second from
 /proc/PID/stat utime+stime, pairs interleaved in the same minute; this 2-core VM is
-shared, so each figure moves +-15% between runs):
+shared by other jobs, so one configuration's figure can move 2x between runs: read
+the pairs, not the digits):
 - DEFER_TASKRUN + SINGLE_ISSUER: without them the kernel ran recv completions as task
   work at IRQ exit while Python ran (``irqentry_exit_to_user_mode`` 13% of perf samples):
   40-58k req/cpu-s; with them the work is batched inside our enter: 72-90k.
 - multishot recv (MULTISHOT_RECV): 84-88k vs 71-72k with one RECV SQE per request.
-- SEND SQE vs write(2) on the hot path (SYNC_SEND): 84-88k vs 75k: batching the sends
-  into the one enter beats a syscall each, even at ~0.6 us of Python per SQE.
-- vs epoll: 82k vs 83k summed over three pairs at the end (90/87/72k vs 76/83/88k);
-  earlier pairs 84-88k vs 74-80k, and up to 1.9x the requests/s when the server had the
-  CPU (76k vs 40k rps). So it matches epoll per CPU-second; where it wins is requests/s
-  per wakeup under load: one enter serves the whole batch, the kernel half of a request
-  costs the same (~8 us, from stime), and our Python half is larger (~6 vs ~3 us, utime:
-  two CQEs, the SQE, the buffer hand-back), which eats the syscall savings.
-  At 1,000 connections: 77k/73k vs 68k/79k, a tie.
-- Where it beats epoll: connection rate (``wrk -c50 -H "Connection: close"``): 19.3k and
-  18.2k vs 17.7k and 16.2k req/cpu-s, 13.7k/13.2k vs 11.8k/12.7k req/s. Per connection
-  the readiness server makes accept4, ioctl(FIONBIO), epoll_ctl, read, write and close;
-  here the multishot accept delivers a nonblocking fd with no syscall, recv and send are
-  SQEs in the shared enter, and close(2) is the only syscall left.
+- SEND SQE vs write(2) on the hot path (SYNC_SEND): 84-88k vs 75k in the first A/B; a
+  second A/B was noise (73/89/80k vs 94/47/64k). Kept SEND: it is the completion model
+  (no syscall per request, strace-checked) and never lost.
+- vs epoll, keep-alive: a tie within this VM's noise. Three interleaved pairs: 90/87/72k
+  vs 76/83/88k; three more later: 81/86/88k vs 91/104/95k (the same configuration moved
+  from 47k to 94k between runs). utime/stime split (tick-based, rough): the kernel half of
+  a request costs about the same (~8 us), our Python half is larger (~4.6-6 vs ~2.6-3 us:
+  two CQEs, one SQE, the buffer hand-back at 0.4-0.6 us each), which eats the saved
+  read/write syscalls. At 1,000 connections: 77k/73k vs 68k/79k, a tie.
+- Where it can beat epoll: connection rate (``wrk -c50 -H "Connection: close"``): 19.3k
+  and 18.2k vs 17.7k and 16.2k req/cpu-s in two pairs (20.1k vs 21.4k in a third). Per
+  connection the readiness server makes accept4, ioctl(FIONBIO), epoll_ctl, read, write
+  and close; here the multishot accept delivers a nonblocking fd with no syscall, recv
+  and send are SQEs in the shared enter, and close(2) is the only syscall left; and
+  requests/s under load when the server gets the CPU (one enter serves a whole batch):
+  76k vs 40k rps in one pair. The next step would be fewer Python ops per request
+  (IOSQE_CQE_SKIP_SUCCESS on SENDs, which needs another way to know when the kernel is
+  done with the bytes).
 
 Not wired in this mode yet (Server has them): overload shedding tiers, the access log,
 the status page, min_send_rate. max_pipelined fairness, the disk I/O pool and graceful
