@@ -4,8 +4,11 @@ the server. The shared contract and policy suites run on them already (conftest)
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
+import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -356,3 +359,60 @@ def test_server_mode_signal_right_after_the_banner_stops_it(docroot: Path, mode:
             code, _, err = srv.stop()
         assert code == 0
         assert "Traceback" not in err
+
+
+# -- syscalls per request ----------------------------------------------------------------
+N = 200
+SYSCALL = re.compile(r"(?:\d+\s+)?(\w+)\(")
+# mode -> (socket read syscall, socket write syscall, {syscall: max count in the window})
+BUDGETS: dict[str, tuple[str, str, dict[str, int]]] = {
+    # One sigtimedwait that takes the signal, one that finds the queue empty; the owner
+    # check must not cost a gettid per wait.
+    "rtsig": ("read", "write", {"rt_sigtimedwait": 2 * N + 6, "gettid": 0, "fcntl": 0}),
+    # SO_RCVTIMEO is set once per phase, not per request.
+    "threads": ("recvfrom", "sendto", {"setsockopt": 0, "poll": 0}),
+    # BufferedProtocol: no 256 KiB bytes object per read (mmap + mremap + munmap).
+    "asyncio": ("recvfrom", "sendto", {"epoll_wait": N + 4, "mmap": 0, "mremap": 0}),
+    "uvloop": ("read", "write", {"epoll_pwait": N + 4, "mmap": 0}),
+}
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed")
+@pytest.mark.parametrize("mode", list(BUDGETS))
+def test_server_mode_keepalive_syscall_budget(docroot: Path, tmp_path: Path, mode: str) -> None:
+    # A count, never a time (the shape of tests/server/test_server_syscalls.py).
+    reason = unavailable_backends().get(mode) if mode == "rtsig" else mode_unavailable_reason(mode)
+    if reason is not None:
+        pytest.skip(reason)
+    rd, wr, budget = BUDGETS[mode]
+    trace = tmp_path / "trace"
+    srv = ServerProcess(docroot, mode, wrap=["strace", "-qq", "-f", "-s", "48", "-o", str(trace)])
+    server_pid = int(Path(f"/proc/{srv.pid}/task/{srv.pid}/children").read_text().split()[0])
+    try:
+        with connect(srv.port) as s:
+            buf = bytearray()
+            for path in ("/small.txt", "/c10k-begin-marker"):
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                read_response(s, buf)
+            for _ in range(N):
+                s.sendall(GET)
+                assert read_response(s, buf)[0] == 200
+            s.sendall(b"GET /c10k-end-marker HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(s, buf)[0] == 404
+    finally:
+        os.kill(server_pid, signal.SIGTERM)
+        srv.proc.communicate(timeout=30)
+    lines = trace.read_text().splitlines()
+    begin = next(i for i, line in enumerate(lines) if "c10k-begin-marker" in line)
+    end = next(i for i, line in enumerate(lines) if "c10k-end-marker" in line)
+    first = next(
+        i for i in range(begin, end) if (m := SYSCALL.match(lines[i])) and m.group(1) == wr
+    )
+    calls = collections.Counter(
+        m.group(1) for line in lines[first + 1 : end] if (m := SYSCALL.match(line))
+    )
+    assert calls[wr] == N, calls
+    assert N <= calls[rd] <= N + 2, calls
+    assert calls["openat"] == 0, calls
+    for name, most in budget.items():
+        assert calls[name] <= most, (name, calls)
