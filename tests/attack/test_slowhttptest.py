@@ -63,16 +63,6 @@ ATTACKS = {
     # range code is what answers, not the 431 for an oversized head.
     "range": (["-R", "-t", "GET", "-a", "5", "-b", "500"], "/100k.bin", False),
 }
-SLOWREAD_XFAIL = pytest.mark.xfail(
-    # Not strict: it fails in 2 of 3 runs on this 2-core box, so a strict mark would turn
-    # CI red at random; remove the mark once it passes reliably.
-    strict=False,
-    reason="server finding: under slow read (1,500 conns, 3 pipelined 1 MB GETs each, "
-    "window 512-1024) the loop lags; with overload shedding wired, tier 2 answers the "
-    "legitimate client 503 (5 and 16 of ~1,000 requests in 2 of 3 runs; p99 15-36 ms). "
-    "Before shedding: p99 200-430 ms, sendfile ~0.8 ms per call (1 MiB chunk; ~1.5 GB "
-    "queued in socket buffers puts TCP in memory pressure)",
-)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +82,7 @@ def _min_fds(srv: ServerProcess, samples: int = 20) -> int:
 
 @pytest.mark.parametrize(
     "attack",
-    [pytest.param(name, marks=[SLOWREAD_XFAIL] if name == "slowread" else []) for name in ATTACKS],
+    list(ATTACKS),
 )
 def test_slowhttptest_legit_client_unharmed(root: Path, tmp_path: Path, attack: str) -> None:
     args, target, holds = ATTACKS[attack]

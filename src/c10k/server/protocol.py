@@ -73,7 +73,7 @@ CONNRESET_ERRNOS = frozenset(
 )
 os_read = os.read
 os_write = os.write
-SENDFILE_CHUNK = 1 << 20  # per call: bounded so one fat client cannot hog a loop turn
+SENDFILE_CHUNK = 256 << 10  # per call: bounded so one fat client cannot hog a loop turn
 
 # Connection header variants; index into the per-response wire memo.
 KEEP_11 = 0  # HTTP/1.1 keep-alive: no Connection header needed
