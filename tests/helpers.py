@@ -78,6 +78,9 @@ class ServerProcess:
             "0",
             "--backend",
             backend,
+            # One process unless a test asks for workers: fd counts and /proc reads
+            # below are of this pid.
+            *([] if "--workers" in args else ["--workers", "1"]),
             *args,
         ]
         env = dict(os.environ, PYTHONPATH=str(REPO / "src"))

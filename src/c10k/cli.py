@@ -32,10 +32,20 @@ from c10k.server.modes import (
 EMBEDDED_ROOT = Path(__file__).with_name("www")
 
 
+def workers_arg(value: str) -> int:
+    """``--workers``: a count, or ``auto`` (= 0, one per core)."""
+    if value == "auto":
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
+
+
 # Flags that map one-to-one onto ServerConfig fields: (flag, field, type, metavar, help).
 # Defaults come from ServerConfig (each cites its precedent there); a TOML file given with
 # --config sets the same fields by name, and flags given on the command line win over it.
-CONFIG_FLAGS: list[tuple[str, str, type, str | None, str]] = [
+CONFIG_FLAGS: list[tuple[str, str, Any, str | None, str]] = [
     (
         "--max-connections",
         "max_connections",
@@ -46,9 +56,10 @@ CONFIG_FLAGS: list[tuple[str, str, type, str | None, str]] = [
     (
         "--workers",
         "workers",
-        int,
-        "N",
-        "worker processes, one loop each (0 = one per core; default 1)",
+        workers_arg,
+        "N|auto",
+        "worker processes, one loop and SO_REUSEPORT listener each (default auto: one "
+        "per core; 1 = a single process, no supervisor)",
     ),
     (
         "--shutdown-timeout",

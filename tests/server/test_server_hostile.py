@@ -47,8 +47,7 @@ from _hostile_corpus import (
 
 from c10k.core.backend import Capability
 from c10k.core.registry import BACKENDS
-from conftest import backend_params
-from helpers import ServerProcess, connect
+from helpers import ServerProcess, backend_params, connect
 
 READ_SECONDS = 10.0  # generous on a loaded 2-core CI box; a hang shows as this timeout
 

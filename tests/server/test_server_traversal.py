@@ -29,8 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import backend_params
-from helpers import ServerProcess, connect
+from helpers import ServerProcess, backend_params, connect
 
 SECRET = b"TOP SECRET OUTSIDE"  # make_docroot's outside-secret.txt
 MARKERS = [SECRET, b"GZ SECRET", b"BR SECRET", b"DIR SECRET", b"DIR INDEX SECRET", b"root:x:0"]

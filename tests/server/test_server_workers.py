@@ -45,8 +45,15 @@ from c10k.server.process import (
     plan_workers,
     worker_config,
 )
-from conftest import backend_params
-from helpers import REPO, ServerProcess, big_content, connect, make_docroot, read_response
+from helpers import (
+    REPO,
+    ServerProcess,
+    backend_params,
+    big_content,
+    connect,
+    make_docroot,
+    read_response,
+)
 
 GET = b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n"
 SMALL = b"0123456789" * 51 + b"AB"

@@ -45,7 +45,7 @@ class ServerConfig:
     listen: list[str] = field(default_factory=list)
     # Worker processes, each with its own loop and SO_REUSEPORT listener (nginx
     # worker_processes auto). 0 = one per core; 1 = no supervisor, serve in this process.
-    workers: int = 1
+    workers: int = 0
     # SIGTERM/SIGINT: stop accepting, finish in-flight responses, close idle keep-alives,
     # exit by this deadline (gunicorn graceful_timeout 30 s; nginx worker_shutdown_timeout
     # unset). A second signal stops at once.
