@@ -239,23 +239,7 @@ def test_slow_reader_below_min_send_rate_dropped(tmp_path: Path) -> None:
         _stop(srv)
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param(
-            b,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="server bug (rtsig backend): 10,000 pipelined GETs read only after "
-                "2 s: the responses stop after ~5,400 (nothing more for 5 s), and the "
-                "server then cannot drain the connection at SIGTERM (killed after 10 s)",
-            ),
-        )
-        if b == "rtsig"
-        else b
-        for b in BACKENDS
-    ],
-)
+@pytest.mark.parametrize("backend", list(BACKENDS))
 def test_slow_pipeline_10000_unread_memory_bounded(docroot: Path, backend: str) -> None:
     srv = ServerProcess(docroot, backend, "--send-timeout", "10")
     n = 10_000
