@@ -52,6 +52,7 @@ DRAIN_IDLE_GRACE = 0.25
 # before loop lag counts as overload rather than a descheduled process or a GC pause.
 PRESSURE_INTERVAL = 0.1
 SHED_MIN_READY = 16.0
+SHED_MIN_BUSY = 0.8
 GAUGES = frozenset(("active", "reading", "writing", "waiting", "shed_level", "uptime_seconds"))
 
 
@@ -122,6 +123,9 @@ class Server:
         self.bytes_sent = 0
         self.status_counts: dict[int, int] = {}
         self.shed_level = 0
+        self.busy = 0.0  # share of a core this process used over the last interval
+        self._pressure_wall = time.monotonic()
+        self._pressure_cpu = time.process_time()
         self.shed_keepalive = 0
         self.shed_503 = 0
         self.shed_accepts = 0
@@ -389,14 +393,21 @@ class Server:
         Tiers (Envoy's overload manager, in the order it sheds): 1 new responses close
         their connection (no keep-alive), 2 new requests get 503 + Retry-After, 3 new
         connections are closed at accept. The measure is the loop lag (how long a turn's
-        callbacks ran: what a newly ready client waits) and only counts when the waits
-        return many fds at once (``SHED_MIN_READY``), so a slow machine or a GC pause
-        with few clients never sheds.
+        callbacks ran: what a newly ready client waits), and it only counts when the waits
+        return many fds at once (``SHED_MIN_READY``) and this process used most of a core
+        over the last interval (``SHED_MIN_BUSY``): a GC pause with few clients, or a
+        process descheduled because others share its cores (53 workers on 2 cores while
+        a million connections ramp up), is not overload of *this* loop.
         """
         loop = self.loop
         config = self.config
+        wall = time.monotonic()
+        cpu = time.process_time()
+        span = wall - self._pressure_wall
+        self.busy = (cpu - self._pressure_cpu) / span if span > 0 else 0.0
+        self._pressure_wall, self._pressure_cpu = wall, cpu
         level = 0
-        if loop.load >= SHED_MIN_READY:
+        if loop.load >= SHED_MIN_READY and self.busy >= SHED_MIN_BUSY:
             lag = loop.lag
             if lag > config.shed_accept_lag:
                 level = 3
