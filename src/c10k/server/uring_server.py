@@ -560,7 +560,7 @@ class UringConnection(Connection):
             return
         self.state = CLOSED
         self.deadline = None
-        self.deadline_key = None
+        self.us.loop.deadlines.discard(self)  # unfiled: nothing keeps a closed one alive
         if self.out:
             for item in self.out:
                 if isinstance(item, FileRegion):
