@@ -59,12 +59,11 @@ import threading
 from collections import deque
 from typing import Any, ClassVar
 
-from c10k.core.listener import bind_socket
 from c10k.http.connection import CONNECTION_CLOSED, HTTPConnection
 from c10k.http.errors import RemoteProtocolError
 from c10k.http.events import NEED_DATA, PAUSED, Request
 from c10k.region import FileRegion
-from c10k.server.app import FD_RESERVE, raise_nofile_limit
+from c10k.server.app import FD_RESERVE, listening_sockets, raise_nofile_limit
 from c10k.server.config import ServerConfig
 from c10k.server.protocol import CLOSE
 from c10k.server.threaded import Handler, Item, WirePolicy, release_items
@@ -395,11 +394,7 @@ class AsyncioServer:
         self.handler = self.policy.handler
         self.nofile_soft, self.nofile_hard = raise_nofile_limit()
         self.capacity, self.capacity_reason = self._capacity()
-        if sock is None:
-            sock = bind_socket(
-                config.host, config.port, backlog=config.backlog, reuse_port=config.reuse_port
-            )
-        self.socks = sock if isinstance(sock, list) else [sock]
+        self.socks = listening_sockets(config, sock)
         self.sock = self.socks[0]
         for s in self.socks:
             s.setblocking(False)

@@ -73,6 +73,29 @@ def static_files(config: ServerConfig) -> StaticFiles:
     )
 
 
+def handlers(
+    config: ServerConfig, handler: Callable[[Request, float], Response] | None
+) -> tuple[Callable[[Request, float], Response], Callable[[Request, float], Response | None]]:
+    """(handler, handler_fast) for a server: the default StaticFiles answers from memory
+    on the loop (handle_fast, None when it needs the filesystem) and runs ``handle`` in
+    the disk I/O pool; a custom handler is trusted not to block and is both."""
+    if handler is None:
+        files = static_files(config)
+        return files.handle, files.handle_fast
+    return handler, handler
+
+
+def listening_sockets(
+    config: ServerConfig, sock: socket.socket | list[socket.socket] | None
+) -> list[socket.socket]:
+    """The sockets a server was given, or one bound from ``config.host``/``config.port``."""
+    if sock is None:
+        sock = bind_socket(
+            config.host, config.port, backlog=config.backlog, reuse_port=config.reuse_port
+        )
+    return sock if isinstance(sock, list) else [sock]
+
+
 def raise_nofile_limit() -> tuple[int, int]:
     """Raise the soft RLIMIT_NOFILE to the hard limit; return (soft, hard) in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -104,16 +127,7 @@ class Server:
         sock: socket.socket | list[socket.socket] | None = None,
     ) -> None:
         self.config = config
-        # handler_fast answers from memory or returns None; then handler runs in the disk
-        # I/O pool (see offload). A custom handler is trusted not to block: it runs inline.
-        self.handler_fast: Callable[[Request, float], Response | None]
-        if handler is None:
-            files = static_files(config)
-            handler = files.handle
-            self.handler_fast = files.handle_fast
-        else:
-            self.handler_fast = handler
-        self.handler = handler
+        self.handler, self.handler_fast = handlers(config, handler)  # see offload
         self.pool: ThreadPoolExecutor | None = None
         self.offloaded = 0
         # Counters (nginx stub_status names) and the access log; per-response accounting
@@ -142,11 +156,7 @@ class Server:
         self.loop = Loop(config.backend)
         self.edge = self.loop.edge
         self.capacity, self.capacity_reason = self._capacity()
-        if sock is None:
-            sock = bind_socket(
-                config.host, config.port, backlog=config.backlog, reuse_port=config.reuse_port
-            )
-        self.socks = sock if isinstance(sock, list) else [sock]
+        self.socks = listening_sockets(config, sock)
         self.sock = self.socks[0]
         # exclusive: a listener shared by several workers (Unix sockets; TCP without
         # SO_REUSEPORT) wakes one of them per connection; with one waiter it changes nothing.

@@ -72,13 +72,12 @@ from collections.abc import Callable
 from typing import Any
 
 from c10k.core.fdio import set_cork
-from c10k.core.listener import bind_socket
 from c10k.http.connection import CONNECTION_CLOSED, HTTPConnection, Limits, method_status
 from c10k.http.errors import RemoteProtocolError
 from c10k.http.events import NEED_DATA, PAUSED, Request
 from c10k.http.writers import Response, error_response, http_date
 from c10k.region import FileRegion
-from c10k.server.app import FD_RESERVE, raise_nofile_limit, static_files
+from c10k.server.app import FD_RESERVE, listening_sockets, raise_nofile_limit, static_files
 from c10k.server.config import ServerConfig
 from c10k.server.protocol import CLOSE, CONNECTION_LINES, CONNRESET_ERRNOS, KEEP_10, KEEP_11
 
@@ -289,11 +288,7 @@ class ThreadedServer:
         self.handler = self.policy.handler
         self.nofile_soft, self.nofile_hard = raise_nofile_limit()
         self.capacity, self.capacity_reason = self._capacity()
-        if sock is None:
-            sock = bind_socket(
-                config.host, config.port, backlog=config.backlog, reuse_port=config.reuse_port
-            )
-        self.socks = sock if isinstance(sock, list) else [sock]
+        self.socks = listening_sockets(config, sock)
         self.sock = self.socks[0]
         for s in self.socks:
             s.setblocking(False)

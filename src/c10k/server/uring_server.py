@@ -119,7 +119,7 @@ from c10k.http.connection import MEMO_MAX_HEAD_BYTES, Limits
 from c10k.http.events import Request
 from c10k.http.writers import Response, error_response, http_date
 from c10k.region import FileRegion
-from c10k.server.app import FD_RESERVE, raise_nofile_limit, static_files
+from c10k.server.app import FD_RESERVE, handlers, raise_nofile_limit
 from c10k.server.config import ServerConfig
 from c10k.server.protocol import (
     CLOSED,
@@ -624,16 +624,7 @@ class UringServer:
         sock: socket.socket | list[socket.socket] | None = None,
     ) -> None:
         self.config = config
-        # As Server: handler_fast answers from memory or returns None, and then handler
-        # runs in the disk I/O pool (offload). A custom handler runs inline.
-        self.handler_fast: Callable[[Request, float], Response | None]
-        if handler is None:
-            files = static_files(config)
-            handler = files.handle
-            self.handler_fast = files.handle_fast
-        else:
-            self.handler_fast = handler
-        self.handler = handler
+        self.handler, self.handler_fast = handlers(config, handler)  # as Server
         self.pool: ThreadPoolExecutor | None = None
         self.offloaded = 0
         self._stop_at: float | None = None
