@@ -155,6 +155,21 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str | None, str]] = [
         "serve counters at this path, e.g. /_c10k/status (default off)",
     ),
     (
+        "--backlog",
+        "backlog",
+        int,
+        "N",
+        "listen backlog, capped by net.core.somaxconn (default 4096)",
+    ),
+    (
+        "--max-accept-wait",
+        "max_accept_wait",
+        float,
+        "SECONDS",
+        "under overload, reset connections that waited longer in the accept queue and "
+        "shrink the backlog to half this many seconds of accepts; 0 = off (default 0.5)",
+    ),
+    (
         "--shed-keepalive-lag",
         "shed_keepalive_lag",
         float,
@@ -330,11 +345,13 @@ def build_config(ns: argparse.Namespace) -> ServerConfig:
         raise ConfigError(f"--log-format must be combined or json, not {config.log_format!r}")
     if config.backend not in ("auto", *BACKENDS, *SERVER_MODES):
         raise ConfigError(f"unknown backend {config.backend!r}")
-    for name in ("workers", "io_threads", "max_pipelined", "max_buffer_bytes"):
+    for name in ("workers", "io_threads", "max_pipelined", "max_buffer_bytes", "max_accept_wait"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name} must be >= 0")
     if config.max_connections is not None and config.max_connections < 1:
         raise ConfigError("max_connections must be >= 1")
+    if config.backlog < 1:
+        raise ConfigError("backlog must be >= 1")
     return config
 
 

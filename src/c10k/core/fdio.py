@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import socket
+import struct
 import termios
 
 _ONE = (1).to_bytes(4, "little" if __import__("sys").byteorder == "little" else "big")
@@ -81,3 +82,24 @@ def reset_on_close(fd: int) -> None:
         pass
     finally:
         s.detach()
+
+
+_TCP_INFO = getattr(socket, "TCP_INFO", 11)
+_LAST_DATA_RECV = struct.Struct("=I")  # tcpi_last_data_recv (ms), at offset 52
+
+
+def idle_ms(fd: int) -> int | None:
+    """Milliseconds since this TCP connection last received data (tcpi_last_data_recv), or
+    None where unknown (not TCP, not Linux). On a connection just taken from the accept
+    queue it is how long the client has waited: the kernel stamps it when the connection
+    is established and again when its request arrives."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fileno=fd)
+    try:
+        raw = s.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 56)
+    except OSError:
+        return None
+    finally:
+        s.detach()
+    if len(raw) < 56:
+        return None
+    return int(_LAST_DATA_RECV.unpack_from(raw, 52)[0])

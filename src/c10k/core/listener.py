@@ -46,6 +46,7 @@ import os
 import select
 import socket
 import stat
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -177,6 +178,32 @@ def bind_unix_socket(
         sock.close()
         raise
     return sock
+
+
+# struct tcp_info (linux/tcp.h): on a listening socket tcpi_unacked is the accept queue's
+# current length and tcpi_sacked its limit (what ``ss -lnt`` shows as Recv-Q / Send-Q).
+_TCP_INFO = getattr(socket, "TCP_INFO", 11)
+_TCP_INFO_QUEUE = struct.Struct("=II")  # at offset 24: tcpi_unacked, tcpi_sacked
+
+
+def accept_queue(sock: socket.socket) -> tuple[int, int] | None:
+    """(connections waiting to be accepted, the queue's limit) of a TCP listener, or None
+    where the kernel does not say (a Unix-domain socket, a non-Linux kernel)."""
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 32)
+    except OSError:
+        return None
+    if len(raw) < 32:
+        return None
+    qlen, limit = _TCP_INFO_QUEUE.unpack_from(raw, 24)
+    return int(qlen), int(limit)
+
+
+def set_backlog(sock: socket.socket, backlog: int) -> None:
+    """Change a listening socket's backlog in place: listen(2) on a socket that already
+    listens only updates its limit on Linux (and BSD); queued connections stay queued,
+    new SYNs are dropped while the queue is over the limit."""
+    sock.listen(backlog)
 
 
 # (st_dev, st_ino, st_ctime_ns): the inode number alone is not enough, since tmpfs and

@@ -82,3 +82,7 @@ class ServerConfig:
     # Whole response for a stalled sendfile/slow reader: at least this many bytes/second
     # averaged over send_timeout, or the connection closes (nginx send_lowat-like).
     min_send_rate: int = 1024
+    # Longest a new connection may wait in the kernel's accept queue under overload: the
+    # backlog shrinks to half this many seconds of accepts, and older connections are
+    # reset unread at accept. 0: off (the queue is --backlog long, FIFO).
+    max_accept_wait: float = 0.5

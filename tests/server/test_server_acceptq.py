@@ -1,0 +1,181 @@
+"""The accept queue under a flood of new connections (issue 7, ``Server._accept_queues``).
+
+A handler that sleeps 20 ms on the loop serves 50 requests a second; 400 clients connect
+within a fraction of a second and send a request each. Without the policy they would all
+wait in a 4096-deep kernel queue, the last for 8 s. With ``max_accept_wait`` the server
+shrinks its backlog (seen from the parent through the shared listening socket: TCP_INFO),
+resets the connections that waited longer than the bound, serves the rest, and grows the
+backlog back once the flood is over. A sleeping handler keeps the process idle in CPU
+terms, so the lag tiers (SHED_MIN_BUSY) stay out of it: only the queue policy acts.
+"""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+import selectors
+import signal
+import socket
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from c10k.core.listener import accept_queue, bind_socket
+from c10k.http.events import Request
+from c10k.http.writers import Response, build_response
+from c10k.server import Server, ServerConfig
+from helpers import backend_params, read_response
+
+OK = build_response(200, [(b"Content-Type", b"text/plain")], b"ok\n")
+GET = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+BACKLOG = 4096
+FLOOD = 400
+
+
+def _sleepy(req: Request, now: float) -> Response:
+    if req.target.startswith(b"/_c10k/"):
+        return OK
+    time.sleep(0.02)  # blocks the loop: 50 requests a second
+    return OK
+
+
+class QueueServer:
+    """The server in a forked child; the parent keeps its own reference to the listening
+    socket to read the accept queue's length and limit."""
+
+    def __init__(self, root: Path, backend: str, max_accept_wait: float) -> None:
+        config = ServerConfig(
+            root=str(root),
+            port=0,
+            backend=backend,
+            backlog=BACKLOG,
+            max_accept_wait=max_accept_wait,
+            status_path="/_c10k/status",
+        )
+        self.sock = bind_socket("127.0.0.1", 0, backlog=BACKLOG)
+        self.address = self.sock.getsockname()
+
+        def serve() -> None:
+            Server(config, handler=_sleepy, sock=self.sock).serve_forever()
+
+        self.proc = multiprocessing.get_context("fork").Process(target=serve, daemon=True)
+        self.proc.start()
+
+    def limit(self) -> int:
+        info = accept_queue(self.sock)
+        assert info is not None
+        return info[1]
+
+    def status(self) -> dict[str, int]:
+        with socket.create_connection(self.address, timeout=10) as c:
+            c.sendall(b"GET /_c10k/status HTTP/1.1\r\nHost: t\r\n\r\n")
+            status, _, body = read_response(c, bytearray())
+        assert status == 200
+        out = {}
+        for line in body.decode().splitlines():
+            name, sep, value = line.partition(": ")
+            if sep and value.isdigit():
+                out[name] = int(value)
+        return out
+
+    def stop(self) -> None:
+        assert self.proc.pid is not None
+        os.kill(self.proc.pid, signal.SIGTERM)
+        self.proc.join(timeout=20)
+        self.sock.close()
+        assert self.proc.exitcode == 0
+
+
+def flood(server: QueueServer, n: int, seconds: float) -> tuple[Counter[str], list[int]]:
+    """``n`` clients, one request each, connecting over ``seconds``; every outcome within
+    12 s: "200", "reset" (refused or reset by the server), "pending" (never answered).
+    Also the listener's limit sampled while the flood runs."""
+    sel = selectors.DefaultSelector()
+    outcome: Counter[str] = Counter()
+    bufs: dict[socket.socket, bytearray] = {}
+    limits: list[int] = []
+    start = time.monotonic()
+    opened = 0
+    deadline = start + 12
+    while time.monotonic() < deadline and (opened < n or bufs):
+        while opened < n and time.monotonic() >= start + seconds * opened / n:
+            c = socket.socket()
+            c.setblocking(False)
+            err = c.connect_ex(server.address)
+            assert err in (0, errno.EINPROGRESS), err
+            bufs[c] = bytearray()
+            sel.register(c, selectors.EVENT_WRITE)
+            opened += 1
+        for key, events in sel.select(0.01):
+            c = key.fileobj
+            assert isinstance(c, socket.socket)
+            try:
+                if events & selectors.EVENT_WRITE:
+                    c.send(GET)  # connected (or raises: refused/reset)
+                    sel.modify(c, selectors.EVENT_READ)
+                    continue
+                data = c.recv(65536)
+            except OSError as exc:
+                assert exc.errno in (errno.ECONNRESET, errno.ECONNREFUSED, errno.EPIPE), exc
+                outcome["reset"] += 1
+            else:
+                if data:
+                    bufs[c] += data
+                    if b"\r\n\r\nok\n" not in bufs[c]:
+                        continue
+                    assert bufs[c].startswith(b"HTTP/1.1 200 "), bytes(bufs[c][:40])
+                    outcome["200"] += 1
+                else:
+                    outcome["reset"] += 1  # closed before an answer
+            sel.unregister(c)
+            del bufs[c]
+            c.close()
+        limits.append(server.limit())
+    outcome["pending"] = len(bufs)
+    for c in bufs:
+        c.close()
+    sel.close()
+    return outcome, limits
+
+
+@pytest.mark.parametrize("backend", backend_params(modes=False))
+def test_accept_queue_shrinks_resets_stale_and_recovers(tmp_path: Path, backend: str) -> None:
+    server = QueueServer(tmp_path, backend, max_accept_wait=0.3)
+    try:
+        assert server.limit() == min(BACKLOG, int(Path("/proc/sys/net/core/somaxconn").read_text()))
+        outcome, limits = flood(server, FLOOD, 0.5)
+        # The backlog shrank while the queue stood (to half a wait's worth of accepts,
+        # at least 64), and connections that waited too long were reset, not served late.
+        assert min(limits) < 200, (outcome, min(limits))
+        assert outcome["200"] >= 20, outcome
+        assert outcome["reset"] > 0, outcome
+        assert outcome["pending"] == 0, outcome
+        assert set(outcome) <= {"200", "reset", "pending"}
+        st = server.status()
+        assert st["shed_stale"] > 0, st
+        # Flood over: the backlog grows back to what was configured, fresh clients served.
+        deadline = time.monotonic() + 10
+        while server.limit() < BACKLOG and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.limit() == BACKLOG
+        with socket.create_connection(server.address, timeout=5) as c:
+            c.sendall(GET)
+            assert read_response(c, bytearray())[0] == 200
+    finally:
+        server.stop()
+
+
+def test_accept_queue_policy_off_keeps_the_fifo(tmp_path: Path) -> None:
+    # The control: with max_accept_wait 0 the same flood leaves the backlog alone and
+    # resets nobody; every client is served, the last ones seconds late.
+    server = QueueServer(tmp_path, "epoll", max_accept_wait=0)
+    try:
+        outcome, limits = flood(server, FLOOD // 2, 0.5)
+        assert min(limits) == BACKLOG
+        assert outcome == Counter({"200": FLOOD // 2, "pending": 0}), outcome
+        assert server.status()["shed_stale"] == 0
+    finally:
+        server.stop()
