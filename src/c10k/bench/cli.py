@@ -43,6 +43,24 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers: {text!r}") from None
 
 
+def _cpu_fraction(text: str) -> float:
+    """``--server-cpu``: a fraction of one core, ``N%``, or 0/none/off for no cap.
+
+    >>> _cpu_fraction("0.1"), _cpu_fraction("25%"), _cpu_fraction("none")
+    (0.1, 0.25, 0.0)
+    """
+    t = text.strip().lower()
+    if t in ("none", "off", "no", "0"):
+        return 0.0
+    try:
+        v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction of a core: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a fraction >= 0: {text!r}")
+    return v
+
+
 def _name_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
@@ -140,9 +158,18 @@ def _common() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--generator",
-        choices=["auto", "wrk", "python"],
+        choices=["auto", "wrk", "h2load", "python"],
         default="auto",
-        help="auto: wrk for high-rate runs when installed, else the Python one",
+        help="auto: wrk for high-rate runs and h2load for overload when installed, else the "
+        "Python one",
+    )
+    g.add_argument(
+        "--server-cpu",
+        type=_cpu_fraction,
+        metavar="FRACTION|none",
+        help="cap every server to this fraction of one core with a cgroup CPU quota (e.g. "
+        "0.1; 0 or none: no cap); default: 0.1 for overload (so one generator core can offer "
+        "3x the peak), no cap for the other scenarios",
     )
     g.add_argument("--procs", type=int, help="at most this many generator processes")
     g.add_argument(
@@ -226,6 +253,7 @@ def _options(args: argparse.Namespace) -> Options:
         slow_conns=args.slow_conns,
         slow_duration=args.slow_duration,
         slow_modes=args.slow_modes,
+        server_cpu=args.server_cpu,
     )
 
 

@@ -118,7 +118,7 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale(parent: Path) -> list[str]:
     """rmdir ``c10k-bench-PID`` cgroups under ``parent`` whose PID is gone (empty ones only:
     the kernel refuses to remove a cgroup that still has tasks)."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(parent)
     except OSError:
@@ -295,9 +295,7 @@ class CpuCap:
         }
 
 
-def make_cap(
-    fraction: float, mounts_text: str | None = None
-) -> tuple[CpuCap | None, str | None]:
+def make_cap(fraction: float, mounts_text: str | None = None) -> tuple[CpuCap | None, str | None]:
     """Create a cgroup capping to ``fraction`` of a core: (cap, None) or (None, why not)."""
     if mounts_text is None:
         mounts_text = _read(Path("/proc/self/mounts")) or ""

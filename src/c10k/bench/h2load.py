@@ -185,7 +185,9 @@ _REQ_RE = re.compile(
 )
 _STATUS_RE = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
 _FINISHED_RE = re.compile(r"finished in ([\d.]+)(us|ms|s)\b")
-_CONNECT_RE = re.compile(r"time for connect:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)")
+_CONNECT_RE = re.compile(
+    r"time for connect:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)"
+)
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -245,8 +247,11 @@ def merge_summaries(summaries: list[dict[str, Any] | None]) -> dict[str, Any] | 
                 out[k] = (
                     dict(v)
                     if prev is None
-                    else {"min": min(prev["min"], v["min"]), "max": max(prev["max"], v["max"]),
-                          "mean": (prev["mean"] + v["mean"]) / 2}
+                    else {
+                        "min": min(prev["min"], v["min"]),
+                        "max": max(prev["max"], v["max"]),
+                        "mean": (prev["mean"] + v["mean"]) / 2,
+                    }
                 )
             else:
                 out[k] = out.get(k, 0) + v
@@ -319,15 +324,22 @@ def rate_figures(
     """Figures of an open-loop run: the keys ``scenarios.overload_figures`` gives (offered,
     goodput, shares, unfinished...) plus requests/errors/latency in the usual shape.
 
+    Every rate is of the connections h2load was asked to make (it makes them all, on time
+    unless its core saturates, which the caller checks).  A connection that never got to send
+    its request (refused, reset, or still waiting for a SYN-ACK when h2load gave up) is a
+    ``connect`` error; ``connected_rps`` is what did connect.
+
     >>> log = [(0, 200, 1_000), (100, 200, 3_000_000), (200, 503, 500), (9_999_999, 200, 10)]
-    >>> s = {"total": 10, "started": 8, "done": 7, "succeeded": 3, "failed": 4,
-    ...      "errored": 3, "timeout": 2, "status": {}}
+    >>> s = {"total": 10, "started": 8, "done": 4, "succeeded": 3, "failed": 7,
+    ...      "errored": 6, "timeout": 2, "status": {}}
     >>> plan = RatePlan(per_period=1, period_ms=1000, ticks=10, shares=(1,))
     >>> f = rate_figures(log, s, plan, 2.0, 0.5)
-    >>> f["offered_rps"], f["goodput_rps"], f["goodput_all_rps"], f["goodput_vs_peak"]
-    (0.8, 0.1, 0.2, 0.2)
-    >>> f["errors"], f["share_503"], f["error_rate"], f["unfinished"], f["connect_failed"]
-    ({'late': 1, '503': 1, 'timeout': 2, 'error': 1}, 0.125, 0.375, 1, 2)
+    >>> f["offered_rps"], f["connected_rps"], f["goodput_rps"], f["goodput_all_rps"]
+    (1.0, 0.8, 0.1, 0.2)
+    >>> f["goodput_vs_peak"], f["share_503"], f["error_rate"], f["not_served_rate"]
+    (0.2, 0.1, 0.6, 0.9)
+    >>> f["errors"], f["unfinished"]
+    ({'late': 1, '503': 1, 'timeout': 2, 'connect': 2, 'error': 2}, 0)
     """
     deadline_us = int(deadline_s * 1e6)
     starts = [e[0] for e in entries]
@@ -357,19 +369,21 @@ def rate_figures(
             err("eof")
         else:
             err("status")
-    killed = summary is None
     total = plan.total
-    started = total if killed else int(summary["started"])
     logged = len(entries)
-    if killed:
+    if summary is None:
+        # Stopped at the time-out: only the log is left; the rest never completed.
+        started = total
         unfinished = max(0, total - logged)
-        connect_failed = 0
     else:
-        assert summary is not None
+        started = int(summary["started"])
         err("timeout", summary["timeout"])
-        err("error", summary["errored"] - summary["timeout"] - errors.get("eof", 0))
-        unfinished = max(0, started - summary["done"])
-        connect_failed = max(0, total - started)
+        err("connect", total - started)
+        err(
+            "error",
+            summary["errored"] - summary["timeout"] - (total - started) - errors.get("eof", 0),
+        )
+        unfinished = max(0, total - summary["done"] - summary["errored"])
     window = plan.window_s
     shed = errors.get("503", 0)
     failures = sum(errors.values()) - shed - errors.get("late", 0)
@@ -386,19 +400,19 @@ def rate_figures(
         "reconnects": logged,
         "histogram": hist.to_json(),
         "offered_target_rps": plan.rate,
-        "offered_rps": started / window,
+        "offered_rps": total / window,
+        "connected_rps": started / window,
         "goodput_rps": goodput,
         "goodput_all_rps": in_deadline / window,
         "served_after_window": after_window,
         "goodput_vs_peak": goodput / peak_rps if peak_rps > 0 else None,
         "dropped_by_generator": 0,
-        "connect_failed": connect_failed,
         "unfinished": unfinished,
-        "share_503": shed / started if started else None,
-        "error_rate": failures / started if started else None,
-        "not_served_rate": (started - hist.count) / started if started else None,
+        "share_503": shed / total if total else None,
+        "error_rate": failures / total if total else None,
+        "not_served_rate": (total - hist.count) / total if total else None,
         "h2load_summary": summary,
-        "h2load_stopped_at_timeout": killed,
+        "h2load_stopped_at_timeout": summary is None,
         "connect_ms": (summary or {}).get("connect_ms"),
     }
 

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from c10k.bench.cpucap import CpuCap
 from c10k.bench.machine import Pinning, pin_argv, session_pids
 
 HOST = "127.0.0.1"
@@ -525,8 +526,12 @@ class RunningServer:
         start_timeout: float = 20.0,
         ports: int = 1,
         workers: int = 1,
+        cap: CpuCap | None = None,
     ) -> None:
         self.spec = spec
+        self.cap = cap
+        # Threads found outside the cap's cgroup after start (and moved in); should be none.
+        self.cap_moved: list[int] = []
         self.port = port or free_port()
         self.ports = [self.port]
         while len(self.ports) < ports:
@@ -552,11 +557,16 @@ class RunningServer:
                 cwd=workdir,
                 start_new_session=True,
                 env=_child_env(),
+                # Join the CPU cap's cgroup before exec, so every fork and thread inherits it.
+                preexec_fn=cap.preexec if cap is not None else None,
             )
-        except OSError as e:
+        except (OSError, subprocess.SubprocessError) as e:
             self._log.close()
             raise ServerError(f"{spec.name}: cannot start {self.argv[0]}: {e}") from e
         self.sid = self.proc.pid
+        if cap is not None and not cap.holds(self.proc.pid):
+            with contextlib.suppress(OSError):
+                cap.add(self.proc.pid)
         if (
             pin.server_cpu is not None
             and self.argv[0] != "taskset"
@@ -569,6 +579,9 @@ class RunningServer:
         except BaseException:
             self.stop()
             raise
+        if cap is not None:
+            # Workers and threads started by now: all must have inherited the cgroup.
+            self.cap_moved = cap.enforce(session_pids(self.sid, live=True))
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.perf_counter() + timeout

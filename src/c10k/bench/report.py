@@ -300,6 +300,8 @@ def terminal_table(doc: dict[str, Any]) -> str:
                         for i, (c, w) in enumerate(zip(r, widths, strict=True))
                     )
                 )
+        if (cap := entry.get("server_cpu_cap")) and cap.get("applied"):
+            out.append(f"   {cap['note']}")
         out.extend(f"   goal: {g}" for g in entry.get("goals", []))
         out.extend(
             f"   error: {e.get('server', '')} round {e.get('round', '')}: {e['error'][:200]}"
@@ -308,11 +310,21 @@ def terminal_table(doc: dict[str, Any]) -> str:
     gens = generators_used(doc)
     out.append("")
     out.append(f"pinning: {doc['pinning']['note']}")
+    out.extend(f"server CPU cap: {line}" for line in cap_lines(doc))
     if gens:
         out.append("generators: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in gens.items()))
     out.extend(f"note: {n}" for n in doc.get("notes", []))
     out.extend(f"skipped {s['name']}: {s['reason']}" for s in doc.get("skipped", []))
     return "\n".join(out)
+
+
+def cap_lines(doc: dict[str, Any]) -> list[str]:
+    """One line per scenario run under a server CPU cap (or meant to be and not).
+
+    >>> cap_lines({"server_cpu_caps": {"overload": {"applied": True, "note": "capped"}}})
+    ['overload: capped']
+    """
+    return [f"{name}: {cap['note']}" for name, cap in (doc.get("server_cpu_caps") or {}).items()]
 
 
 def generators_used(doc: dict[str, Any]) -> dict[str, list[str]]:
@@ -343,6 +355,7 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
         f"kernel {m.get('kernel')}, Python {m.get('python')}, "
         f"RLIMIT_NOFILE {m.get('rlimits', {}).get('RLIMIT_NOFILE')}",
         f"- Pinning: {doc['pinning']['note']}",
+        *(f"- Server CPU cap: {line}" for line in cap_lines(doc)),
         f"- Generators: {' '.join((m.get('wrk') or 'wrk not installed').split()[:2])}; "
         + "; ".join(f"{k}: {', '.join(v)}" for k, v in generators_used(doc).items()),
         f"- Options: {', '.join(f'{k}={v}' for k, v in doc['options'].items() if v is not None)}",
@@ -374,6 +387,8 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
                 lines.append("| " + " | ".join(r) + " |")
         else:
             lines.append("(no results)")
+        if (cap := entry.get("server_cpu_cap")) and cap.get("applied"):
+            lines += ["", f"- {cap['note']}"]
         if entry.get("goals"):
             lines.append("")
             lines.extend(f"- goal: {g}" for g in entry["goals"])

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from c10k.bench.client import WorkerError
+from c10k.bench.cpucap import CpuCap, cap_note, make_cap
 from c10k.bench.machine import Pinning, describe, raise_nofile
 from c10k.bench.peers import RunningServer, ServerError, ServerSpec
 from c10k.bench.report import goals, summarize
@@ -116,6 +117,8 @@ def run(
         "scenarios": [],
         "notes": [],
         "errors": [],
+        # scenario name -> the CPU cap its servers ran under (cpucap.py)
+        "server_cpu_caps": {},
     }
     load1 = float((doc["machine"].get("loadavg_at_start") or "0").split()[0])
     if load1 > 0.5:
@@ -156,10 +159,25 @@ def run(
             order = [s.name for s in servers]
             if not servers:
                 entry["errors"].append({"error": "no runnable server"})
-            for rnd in range(opts.rounds):
-                seq = servers if rnd % 2 == 0 else list(reversed(servers))
-                for spec in seq:
-                    _run_one(spec, scen, ctx, entry, rnd + 1, root, workdir, say)
+            cap, entry["server_cpu_cap"] = _make_cap(scen, opts, pin, say)
+            if entry["server_cpu_cap"] and cap is None:
+                ctx.note(entry["server_cpu_cap"]["note"])
+            ctx.cap = cap
+            try:
+                for rnd in range(opts.rounds):
+                    seq = servers if rnd % 2 == 0 else list(reversed(servers))
+                    for spec in seq:
+                        _run_one(spec, scen, ctx, entry, rnd + 1, root, workdir, say)
+            finally:
+                ctx.cap = None
+                if cap is not None:
+                    try:
+                        cap.remove()
+                    except OSError as e:
+                        say(f"warning: could not remove the cgroup {cap.path}: {e}")
+                        entry["errors"].append({"error": f"cgroup {cap.path} left behind: {e}"})
+            if entry["server_cpu_cap"]:
+                doc["server_cpu_caps"][name] = entry["server_cpu_cap"]
         summarize(entry, order)
         entry["goals"] = goals(entry)
         entry["notes"] = [n for n in ctx.notes if n not in doc["notes"]]
@@ -169,6 +187,30 @@ def run(
         doc["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         write_json(doc, out_dir / "results.json")
     return doc
+
+
+def _make_cap(
+    scen: dict[str, Any], opts: Options, pin: Pinning, say: Callable[[str], None]
+) -> tuple[CpuCap | None, dict[str, Any] | None]:
+    """The scenario's server CPU cap (``--server-cpu``, else its ``server_cpu``): the cgroup
+    made and its JSON record, or (None, a record of why not), or (None, None) for no cap."""
+    fraction = opts.server_cpu if opts.server_cpu is not None else scen.get("server_cpu", 0.0)
+    if not fraction:
+        return None, None
+    purpose = scen.get("server_cpu_purpose", "")
+    cap, why = make_cap(float(fraction))
+    if cap is None:
+        note = f"server NOT capped to {fraction * 100:g} % of a core: {why}; running uncapped" + (
+            ", so the 3x figure is limited by the generator (on loopback its core does "
+            "most of the per-connection kernel work)"
+            if scen["kind"] == "overload"
+            else ""
+        )
+        say("warning: " + note)
+        return None, {"fraction": fraction, "applied": False, "reason": why, "note": note}
+    note = cap_note(cap, pin.server_cpu, purpose)
+    say(f"{scen['name']}: {note}")
+    return cap, {**cap.to_json(), "applied": True, "note": note}
 
 
 def _run_one(
@@ -191,7 +233,13 @@ def _run_one(
             ports=ports,
             workers=workers,
             start_timeout=20.0 + workers,
+            cap=ctx.cap,
         ) as srv:
+            if srv.cap_moved:
+                ctx.note(
+                    f"{spec.name}: {len(srv.cap_moved)} threads were outside the CPU cap's "
+                    "cgroup after start and were moved in"
+                )
             runs = MEASURE[scen["kind"]](srv, scen, ctx)
             died = (
                 None if srv.alive() else f"exited with {srv.proc.returncode}: {srv.log_tail(300)}"

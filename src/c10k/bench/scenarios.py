@@ -64,6 +64,8 @@ from pathlib import Path
 from typing import Any
 
 from c10k.bench import client as gen
+from c10k.bench import h2load
+from c10k.bench.cpucap import CpuCap
 from c10k.bench.machine import (
     CpuSnapshot,
     Pinning,
@@ -178,6 +180,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "timeout": 2.0,
         # Issue 7: at 3x the peak, goodput stays at or above 90 % of the peak.
         "goal": {"multiplier": 3.0, "fraction": 0.9},
+        # Fraction of one core the server (every server alike) may use (cpucap.py): on
+        # loopback the generator's core does most of the per-connection kernel work, so one
+        # generator core can offer 3x only a server capped well below a full core.
+        "server_cpu": 0.1,
+        "server_cpu_purpose": "so that a one-core generator can offer 3x its peak",
         "quick": {"peak_conns": 4, "levels": [1, 2, 3], "timeout": 1.0},
     },
     "slowhttp": {
@@ -222,7 +229,7 @@ class Options:
     warmup: float = 2.0
     rounds: int = 2
     quick: bool = False
-    generator: str = "auto"  # auto | wrk | python
+    generator: str = "auto"  # auto | wrk | h2load | python
     procs: int | None = None
     timeout: float = gen.DEFAULT_TIMEOUT
     connections: list[int] | None = None
@@ -235,6 +242,9 @@ class Options:
     slow_conns: int | None = None
     slow_duration: float | None = None
     slow_modes: list[str] | None = None
+    # Fraction of one core for the server (cgroup quota); None: the scenario's default,
+    # 0: no cap.
+    server_cpu: float | None = None
 
 
 @dataclass
@@ -245,6 +255,7 @@ class Context:
     root: Path
     progress: Callable[[str], None] = lambda msg: None
     notes: list[str] = field(default_factory=list)
+    cap: CpuCap | None = None
 
     def sleep(self, seconds: float) -> None:
         end = time.perf_counter() + seconds
@@ -923,14 +934,30 @@ def overload_label(mult: float) -> str:
     return f"{mult:g}x"
 
 
+def _overload_generator(ctx: Context) -> str:
+    """h2load when installed (``auto``/``h2load``), else the Python generator."""
+    want = ctx.opts.generator
+    if want in ("python", "wrk"):  # wrk has no open loop: the Python generator, as before
+        return "python"
+    if h2load.h2load_binary() is None:
+        if want == "h2load":
+            raise RuntimeError(h2load.MISSING_NOTE)
+        ctx.note("overload: " + h2load.MISSING_NOTE)
+        return "python"
+    return "h2load"
+
+
 def measure_overload(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Closed-loop peak with new connections, then an open loop at multiples of it.
 
     Goodput is 2xx responses completed within the deadline (``timeout``) per second of the
     window; a 503 (shedding) and a late 2xx are not goodput but are counted apart from
     failures, since a server that sheds with 503 under overload does what issue 7 asks.
-    Latency percentiles are of admitted requests only (the 2xx in time).
+    Latency percentiles are of admitted requests only (the 2xx in time).  The generator is
+    h2load when installed (``h2load.py``), else the Python one.
     """
+    if _overload_generator(ctx) == "h2load":
+        return _overload_h2load(srv, scen, ctx)
     opts = ctx.opts
     out: dict[str, Any] = {}
     timeout = scen["timeout"]
@@ -974,12 +1001,137 @@ def measure_overload(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
             )
         _cpu_figures(run, before, after, ctx.pin, run["requests"])
         out[label] = run
-        if run["goodput_vs_peak"] and run["goodput_vs_peak"] > 1.2:
-            ctx.note(
-                f"overload: {srv.spec.name} served {run['goodput_vs_peak'] * 100:.0f}% of the "
-                f"'peak' at {label}: the closed-loop peak with {scen['peak_conns']} connections "
-                "was latency- or generator-bound, not the server's peak; ratios overstate"
+        _note_peak_too_low(run, label, srv, scen, ctx)
+    return out
+
+
+def _note_peak_too_low(
+    run: dict[str, Any], label: str, srv: RunningServer, scen: dict[str, Any], ctx: Context
+) -> None:
+    if run["goodput_vs_peak"] and run["goodput_vs_peak"] > 1.2:
+        ctx.note(
+            f"overload: {srv.spec.name} served {run['goodput_vs_peak'] * 100:.0f}% of the "
+            f"'peak' at {label}: the closed-loop peak with {scen['peak_conns']} connections "
+            "was latency- or generator-bound, not the server's peak; ratios overstate"
+        )
+
+
+def _throttled(ctx: Context, before: dict[str, float]) -> dict[str, float] | None:
+    """The CPU cap's cgroup throttling since ``before`` (None when uncapped)."""
+    if ctx.cap is None:
+        return None
+    now = ctx.cap.throttling()
+    return {k: round(v - before.get(k, 0), 3) for k, v in now.items()}
+
+
+def _overload_h2load(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """measure_overload with h2load: peak sized from a short calibration run, then one
+    open-loop run per multiple (split over processes when the fd budget needs it)."""
+    binary = h2load.h2load_binary()
+    assert binary is not None
+    opts = ctx.opts
+    cpus = ctx.pin.generator_cpus
+    deadline = float(scen["timeout"])
+    conns = int(scen["peak_conns"])
+    url = f"http://{srv.host}:{srv.port}{scen['path']}"
+    tag = f"{srv.spec.name.replace('/', '_')}-{srv.port}"
+    out: dict[str, Any] = {}
+
+    def closed(n: int, limit: float, log: Path | None = None) -> tuple[dict[str, Any], float]:
+        argv = h2load.peak_argv(binary, url, n, conns, log)
+        outs, wall = h2load.run_many([argv], limit, ctx.workdir, cpus)
+        summary = h2load.parse_summary(outs[0] or "")
+        if summary is None or not summary["succeeded"]:
+            raise RuntimeError(
+                f"h2load closed loop against {srv.spec.name} "
+                + ("did not finish in time" if outs[0] is None else "had no successes")
+                + f": {' '.join(argv)}: {(outs[0] or '').strip()[-300:]}"
             )
+        return summary, wall
+
+    ctx.progress(f"overload peak {srv.spec.name} (h2load)")
+    s0, wall0 = closed(conns * 4, 30.0)
+    rate0 = s0["succeeded"] / (s0["finished_s"] or wall0 or 1e-9)
+    if opts.warmup > 0:
+        s0, wall0 = closed(max(conns, round(rate0 * opts.warmup)), opts.warmup * 3 + 30.0)
+        rate0 = s0["succeeded"] / (s0["finished_s"] or wall0 or 1e-9)
+    n = max(conns * 4, round(rate0 * opts.duration))
+    log = ctx.workdir / f"h2load-{tag}-peak.tsv"
+    log.unlink(missing_ok=True)
+    thr = ctx.cap.throttling() if ctx.cap else {}
+    before = CpuSnapshot.take(srv.sid, ctx.pin)
+    summary, wall = closed(n, n / max(rate0, 1.0) * 3 + 30.0, log)
+    after = CpuSnapshot.take(srv.sid, ctx.pin)
+    peak = h2load.peak_figures(h2load.parse_log(log.read_text()), summary, wall)
+    peak["argv"] = h2load.peak_argv(binary, url, n, conns, log)
+    peak["h2load_summary"] = summary
+    peak["cgroup_throttled"] = _throttled(ctx, thr)
+    _cpu_figures(peak, before, after, ctx.pin, peak["requests"])
+    out["peak"] = {**peak, "goodput_rps": peak["rps"], "offered_rps": None, "goodput_vs_peak": 1.0}
+    peak_rps = max(peak["rps"], 1.0)
+    for level in opts.multipliers or scen["levels"]:
+        label = overload_label(float(level))
+        target = peak_rps * level
+        plan = h2load.plan_rate(target, opts.duration, deadline, nofile_soft())
+        ctx.progress(
+            f"overload {label} {srv.spec.name}: offering {plan.rate:.0f} req/s (h2load"
+            + (f", {len(plan.shares)} processes)" if len(plan.shares) > 1 else ")")
+        )
+        logs = [ctx.workdir / f"h2load-{tag}-{label}-{i}.tsv" for i in range(len(plan.shares))]
+        argvs = [
+            h2load.rate_argv(binary, url, share, plan.period_ms, plan.conns(i), deadline, logs[i])
+            for i, share in enumerate(plan.shares)
+        ]
+        for p in logs:
+            p.unlink(missing_ok=True)
+        thr = ctx.cap.throttling() if ctx.cap else {}
+        t_launch_us = int(time.time() * 1e6)
+        before = CpuSnapshot.take(srv.sid, ctx.pin)
+        # Past the window plus twice the deadline nothing more can count: stop h2load then
+        # (connections whose SYNs were dropped would otherwise keep it waiting for minutes).
+        outs, _wall = h2load.run_many(argvs, plan.window_s + 2 * deadline + 3.0, ctx.workdir, cpus)
+        after = CpuSnapshot.take(srv.sid, ctx.pin)
+        entries = [e for p in logs if p.exists() for e in h2load.parse_log(p.read_text())]
+        merged = h2load.merge_summaries([h2load.parse_summary(o) if o else None for o in outs])
+        run = h2load.rate_figures(entries, merged, plan, deadline, peak["rps"], t_launch_us)
+        run["argv"] = argvs
+        run["offered_target_rps"] = target
+        run["h2load_rate_rps"] = plan.rate
+        run["h2load_processes"] = len(argvs)
+        run["cgroup_throttled"] = _throttled(ctx, thr)
+        _cpu_figures(run, before, after, ctx.pin, run["requests"])
+        out[label] = run
+        busy = run.get("generator_core_busy_fraction")
+        if busy is not None and busy > 0.9:
+            # h2load's core saturated: its ticks ran late, so what it offered is known only
+            # as a lower bound, the connections that got to send a request.
+            run["offered_rps"] = run["connected_rps"]
+            ctx.note(
+                f"overload: h2load's core was {busy * 100:.0f} % busy offering {target:.0f} "
+                f"req/s to {srv.spec.name} ({label}): generator-limited; offered/s is the "
+                f"connected rate ({run['offered_rps']:.0f}/s), a lower bound"
+            )
+        if run["errors"].get("connect"):
+            ctx.note(
+                f"overload: {srv.spec.name} ({label}): {run['errors']['connect']} of "
+                f"{plan.total} connections never got to send their request (refused, reset "
+                "or no SYN-ACK before h2load gave up)"
+            )
+        if merged is None:
+            ctx.note(
+                f"overload: h2load against {srv.spec.name} ({label}) was stopped at its "
+                "time-out (connections still waiting to connect: SYN retransmits after the "
+                "accept queue overflowed); requests without a response count as not served"
+            )
+        cm = run.get("connect_ms") or {}
+        if cm.get("max", 0) >= 1000:
+            ctx.note(
+                f"overload: {srv.spec.name} ({label}): some connections took "
+                f"{cm['max'] / 1000:.1f} s to connect (SYN retransmits: the accept queue "
+                "overflowed); h2load's latency starts after connect, so the admitted "
+                "latency leaves that wait out"
+            )
+        _note_peak_too_low(run, label, srv, scen, ctx)
     return out
 
 
