@@ -125,21 +125,23 @@ def test_argv_units_and_one_request_per_connection() -> None:
 
 def test_plan_rate_splits_over_processes_past_the_fd_budget() -> None:
     one = h2load.plan_rate(2000, 5.0, 2.0, 20000)
-    assert one.shares == (200,)
+    assert one.shares == (20,)
     assert (one.total, one.window_s, one.rate) == (10000, 5.0, 2000.0)
     # 12,000/s x 2 s x 1.2 = 28,800 fds > 20,000 - 256: two processes, same total rate.
     two = h2load.plan_rate(12000, 5.0, 2.0, 20000)
-    assert two.shares == (600, 600)
+    assert two.shares == (60, 60)
     assert sum(two.conns(i) for i in range(2)) == two.total == 60000
     for i in range(2):
-        assert two.shares[i] * 10 * 2.0 * 1.2 <= 20000 - h2load.FD_MARGIN
+        assert two.shares[i] * 100 * 2.0 * 1.2 <= 20000 - h2load.FD_MARGIN
     three = h2load.plan_rate(12000, 5.0, 2.0, 12000)
     assert len(three.shares) == 3
-    assert sum(three.shares) == 1200
-    # A low rate gets a longer period rather than a rate rounded by more than 5 %.
+    assert sum(three.shares) == 120
+    # A low rate gets a longer period rather than a rate rounded by more than 2.5 %.
     low = h2load.plan_rate(12, 2.0, 1.0, 20000)
-    assert low.per_period >= 10
-    assert low.rate == pytest.approx(12, rel=0.05)
+    assert low.per_period >= h2load.MIN_PER_PERIOD
+    assert low.rate == pytest.approx(12, rel=0.025)
+    for target in (1668, 1741, 5004, 7463):
+        assert h2load.plan_rate(target, 10.0, 2.0, 20000).rate == pytest.approx(target, rel=0.025)
 
 
 def test_merge_summaries_adds_and_gives_up_on_a_missing_one() -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from c10k.core.backend import READ, WRITE, Capability
-from c10k.core.fdio import idle_ms
+from c10k.core.fdio import accept_wait_ms
 from c10k.core.listener import Acceptor, accept_queue, bind_socket, set_backlog
 from c10k.core.loop import Loop
 from c10k.http.connection import Limits
@@ -367,12 +367,13 @@ class Server:
             self.shed_accepts += 1
             os.close(fd)
             return False
-        age = idle_ms(fd)
+        age = accept_wait_ms(fd)
         if age is not None and age > self.max_accept_wait_ms:
-            # Waited in the accept queue longer than --max-accept-wait: its client has
-            # likely given up, and serving it in turn would make every client behind it
-            # wait as long (a FIFO queue under overload serves only the stale). Closing
-            # with the request unread sends RST: the client learns at once.
+            # Its client has waited longer than --max-accept-wait (in the accept queue, or
+            # for a handshake whose ACK the full queue dropped): it has likely given up,
+            # and serving it in turn would make every client behind it wait as long (a
+            # FIFO queue under overload serves only the stale). Closing with the request
+            # unread sends RST: the client learns at once.
             self.shed_stale += 1
             os.close(fd)
             return False
@@ -390,7 +391,8 @@ class Server:
         check: while the queue holds more than half of --max-accept-wait's worth of
         accepts, the backlog is set (listen(2) again) to that many, so the kernel drops
         the excess SYNs (the client retries in a second) at no cost to this process;
-        once the queue is short it doubles back toward --backlog. Connections that still
+        while it stays at least half full the size follows the accept rate up; once the
+        queue is short it doubles back toward --backlog. Connections that still
         waited longer than --max-accept-wait (queued before the backlog shrank) are reset
         at accept (``_admit``).
         """
@@ -405,9 +407,12 @@ class Server:
                 continue
             qlen, limit = info
             size = q[0]
+            fit = max(MIN_BACKLOG, min(self.config.backlog, int(rate * wait / 2)))
             if qlen > max(rate * wait / 2, MIN_BACKLOG / 2):
-                standing = True
-                size = max(MIN_BACKLOG, min(self.config.backlog, int(rate * wait / 2)))
+                standing = True  # holds more than the bound: shrink to what drains in it
+                size = fit
+            elif qlen * 2 >= limit:
+                size = max(q[0], fit)  # still full at a size set from a lower rate: follow it
             elif qlen * 4 < limit:
                 size = min(self.config.backlog, max(q[0] * 2, MIN_BACKLOG))
             if size > q[0] or q[0] - size > q[0] * BACKLOG_HYSTERESIS:
