@@ -352,6 +352,9 @@ def describe() -> dict[str, Any]:
     for key in (
         "net/core/somaxconn",
         "net/ipv4/tcp_max_syn_backlog",
+        "net/ipv4/tcp_syncookies",
+        # What a handshake that finds the accept queue full gets (overload: see report).
+        "net/ipv4/tcp_abort_on_overflow",
         "net/ipv4/ip_local_port_range",
         "net/ipv4/tcp_tw_reuse",
         "net/ipv4/tcp_fin_timeout",

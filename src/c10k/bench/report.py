@@ -302,6 +302,8 @@ def terminal_table(doc: dict[str, Any]) -> str:
                 )
         if (cap := entry.get("server_cpu_cap")) and cap.get("applied"):
             out.append(f"   {cap['note']}")
+        if line := overflow_line(doc, entry):
+            out.append(f"   {line}")
         out.extend(f"   goal: {g}" for g in entry.get("goals", []))
         out.extend(
             f"   error: {e.get('server', '')} round {e.get('round', '')}: {e['error'][:200]}"
@@ -316,6 +318,30 @@ def terminal_table(doc: dict[str, Any]) -> str:
     out.extend(f"note: {n}" for n in doc.get("notes", []))
     out.extend(f"skipped {s['name']}: {s['reason']}" for s in doc.get("skipped", []))
     return "\n".join(out)
+
+
+def overflow_line(doc: dict[str, Any], entry: dict[str, Any]) -> str | None:
+    """Under the overload table: the kernel's answer to a handshake that finds the accept
+    queue full, which moves the figures (half-open clients retrying vs reset at once).
+
+    >>> doc = {"machine": {"sysctl": {"net.ipv4.tcp_abort_on_overflow": "0"}}}
+    >>> overflow_line(doc, {"kind": "overload"})[:34]
+    'net.ipv4.tcp_abort_on_overflow = 0'
+    >>> overflow_line(doc, {"kind": "keepalive"}) is None
+    True
+    """
+    if entry.get("kind") != "overload":
+        return None
+    value = ((doc.get("machine") or {}).get("sysctl") or {}).get("net.ipv4.tcp_abort_on_overflow")
+    if value is None:
+        return None
+    what = (
+        "a handshake that finds the accept queue full is reset at once"
+        if str(value).strip() == "1"
+        else "a handshake that finds the accept queue full has its ACK dropped: the client "
+        "thinks it is connected and waits for a retransmission to find room"
+    )
+    return f"net.ipv4.tcp_abort_on_overflow = {str(value).strip()}: {what}"
 
 
 def cap_lines(doc: dict[str, Any]) -> list[str]:
@@ -389,6 +415,8 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
             lines.append("(no results)")
         if (cap := entry.get("server_cpu_cap")) and cap.get("applied"):
             lines += ["", f"- {cap['note']}"]
+        if line := overflow_line(doc, entry):
+            lines.append(f"- {line}")
         if entry.get("goals"):
             lines.append("")
             lines.extend(f"- goal: {g}" for g in entry["goals"])
