@@ -167,7 +167,7 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str | None, str]] = [
         float,
         "SECONDS",
         "under overload, reset connections that waited longer in the accept queue and "
-        "shrink the backlog to half this many seconds of accepts; 0 = off (default 0.5)",
+        "shrink the backlog to half this many seconds of accepts; 0 = off (default 1.0)",
     ),
     (
         "--shed-keepalive-lag",

@@ -85,4 +85,4 @@ class ServerConfig:
     # Longest a new connection may wait in the kernel's accept queue under overload: the
     # backlog shrinks to half this many seconds of accepts, and older connections are
     # reset unread at accept. 0: off (the queue is --backlog long, FIFO).
-    max_accept_wait: float = 0.5
+    max_accept_wait: float = 1.0
