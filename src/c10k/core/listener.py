@@ -237,6 +237,8 @@ class Acceptor:
     ``on_accept(sock, addr)`` gets a nonblocking connected socket and owns it from then on.
     With ``raw_fds=True`` it gets the bare nonblocking fd instead (see core/fdio.py: no
     socket object, no getsockname per connection); the caller must ``os.close`` it.
+    ``on_backlog()``, if given, is called after a wakeup that accepted a whole batch
+    (``max_per_wakeup``): the queue held more than one batch, a sign of a flood.
     """
 
     def __init__(
@@ -248,8 +250,10 @@ class Acceptor:
         max_per_wakeup: int = 64,
         raw_fds: bool = False,
         exclusive: bool = False,
+        on_backlog: Callable[[], object] | None = None,
     ) -> None:
         self.raw_fds = raw_fds
+        self.on_backlog = on_backlog
         # Extra event bits for the listener's registration (EPOLLEXCLUSIVE, or 0).
         self.exclusive_bits = int(getattr(loop.backend, "exclusive_accept", 0)) if exclusive else 0
         self.loop = loop
@@ -348,6 +352,8 @@ class Acceptor:
                 log.exception("error in on_accept for %r", addr)
             if not self._listening:  # the owner paused us (connection cap)
                 return
+        if self.on_backlog is not None:
+            self.on_backlog()
         if self.loop.edge:
             self.loop.call_soon(self._read_ready, READ)
 

@@ -28,6 +28,7 @@ from c10k.core.backend import READ, WRITE, Capability
 from c10k.core.fdio import accept_wait_ms
 from c10k.core.listener import Acceptor, accept_queue, bind_socket, set_backlog
 from c10k.core.loop import Loop
+from c10k.core.timers import TimerHandle
 from c10k.http.connection import Limits
 from c10k.http.events import Request
 from c10k.http.writers import Response, body_length, build_response, error_response, http_date
@@ -174,10 +175,18 @@ class Server:
         # exclusive: a listener shared by several workers (Unix sockets; TCP without
         # SO_REUSEPORT) wakes one of them per connection; with one waiter it changes nothing.
         self.acceptors = [
-            Acceptor(self.loop, s, self._on_accept, raw_fds=True, exclusive=True)
+            Acceptor(
+                self.loop,
+                s,
+                self._on_accept,
+                raw_fds=True,
+                exclusive=True,
+                on_backlog=self._backlog_alert if config.max_accept_wait > 0 else None,
+            )
             for s in self.socks
         ]
         self.accepting_paused = False
+        self._pressure_timer: TimerHandle | None = None
         # Per acceptor: [backlog in force, accepts counted at the last pressure check].
         self._queues = [[config.backlog, 0] for _ in self.acceptors]
         # Open connections are counted, not kept in a set of our own: the loop's fd ->
@@ -227,7 +236,7 @@ class Server:
         for acceptor in self.acceptors:
             acceptor.start()
         self.loop.call_later(1.0, self._tick)
-        self.loop.call_later(PRESSURE_INTERVAL, self._pressure)
+        self._pressure_timer = self.loop.call_later(PRESSURE_INTERVAL, self._pressure)
         try:
             self.loop.run()
         finally:
@@ -527,7 +536,16 @@ class Server:
         # An idle loop checks once a second, not ten times: at C1M scale 53 idle workers
         # share a core, and every wakeup of one delays the others.
         busy = level or standing or loop.load >= SHED_MIN_READY / 4 or self.access_log is not None
-        loop.call_later(PRESSURE_INTERVAL if busy else 1.0, self._pressure)
+        self._pressure_timer = loop.call_later(PRESSURE_INTERVAL if busy else 1.0, self._pressure)
+
+    def _backlog_alert(self) -> None:
+        """An accept batch came back full: check the queues within 100 ms, not at the
+        idle loop's next once-a-second check (a flood fills a 4096 backlog in a second,
+        and the first check would find it seconds deep)."""
+        timer = self._pressure_timer
+        if timer is not None and timer.when - self.loop.now > PRESSURE_INTERVAL:
+            timer.cancel()
+            self._pressure_timer = self.loop.call_later(PRESSURE_INTERVAL, self._pressure)
 
     # -- accounting, access log, status ---------------------------------------------------
     def account(self, conn: Connection, req: Request | None, resp: Response) -> None:
