@@ -198,6 +198,14 @@ DIFFERENCES = [
         b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", "accept", "accept", mask=3,
     ),
     Difference(
+        "http-1.2-and-up-without-host",
+        lambda d: re.fullmatch(rb"HTTP/1\.[2-9]", _version(d)) is not None
+        and not _values(d.split(b"\r\n\r\n", 1)[0], b"host"),
+        "RFC 9110 2.5 + RFC 9112 3.2: processed as HTTP/1.1, which MUST carry Host (400); "
+        "h11 requires Host only of a request that says 1.1 (found by hypothesis)",
+        b"GET / HTTP/1.2\r\n\r\n", "reject", "accept",
+    ),
+    Difference(
         "http-1.0-keep-alive",
         lambda d: _version(d) == b"HTTP/1.0",
         "RFC 9112 9.3 (and 7230 A.1.2): 'Connection: keep-alive' keeps a 1.0 connection "
@@ -321,6 +329,7 @@ def test_http_h11_agrees_on_valid_requests(data: bytes) -> None:
 
 @SETTINGS
 @given(data=mutated_requests())
+@example(data=b"ET // HTTP/1.2\r\n\r\nHost: example.com\r\n\r\n")
 @example(data=b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
 @example(data=b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
 @example(data=b"GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n")

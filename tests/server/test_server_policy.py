@@ -61,26 +61,27 @@ def test_server_keepalive_timeout_closes_idle(docroot: Path, backend: str) -> No
 @pytest.mark.parametrize("backend", backend_params())
 def test_server_connection_cap_pauses_accept(docroot: Path, backend: str) -> None:
     srv = ServerProcess(docroot, backend, "--max-connections", "3")
+    held: list[socket.socket] = []
     try:
         assert "capacity 3 connections (--max-connections" in srv.banner
-        held = [connect(srv.port) for _ in range(3)]
+        held += [connect(srv.port) for _ in range(3)]
         for s in held:
             s.sendall(GET)
             assert read_response(s, bytearray())[0] == 200
         # The 4th completes the TCP handshake (kernel backlog) but is not served...
         extra = connect(srv.port)
+        held.append(extra)
         extra.sendall(GET)
         extra.settimeout(0.5)
         with pytest.raises(TimeoutError):
             extra.recv(100)
         # ...until a slot frees up.
-        held.pop().close()
+        held.pop(0).close()
         extra.settimeout(5)
         assert read_response(extra, bytearray())[0] == 200
-        extra.close()
+    finally:
         for s in held:
             s.close()
-    finally:
         assert srv.stop()[0] == 0
 
 

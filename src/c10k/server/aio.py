@@ -586,6 +586,13 @@ class AsyncioServer:
             self._attaching -= 1
         if self.draining and not self._closed and not self.connections and not self._attaching:
             self.loop.stop()
+        elif not self._accepting and len(self.connections) + self._attaching < self.capacity:
+            # Between connection_made (which adds the protocol to ``connections``) and
+            # this point the connection was counted twice; a listener wakeup in that
+            # window stopped accepting one short of the cap, and with no connection closing
+            # nothing would start it again (found by test_server_connection_cap_pauses_accept,
+            # about 1 run in 15).
+            self._start_accepting()
 
 
 class UvloopServer(AsyncioServer):
