@@ -83,10 +83,20 @@ def test_rate_figures_from_a_log_and_summary() -> None:
     assert f["share_503"] == pytest.approx(1 / 30)
     # failures: everything but the 503 and the late one
     assert f["error_rate"] == pytest.approx(14 / 30)
-    assert f["not_served_rate"] == pytest.approx(18 / 30)
+    # not served: no 2xx within the deadline at all (13 were, one of them after the window)
+    assert f["not_served_rate"] == pytest.approx(17 / 30)
     assert f["unfinished"] == 0
     assert f["latency_ms"]["max"] == pytest.approx(11.367)
     assert f["h2load_stopped_at_timeout"] is False
+    # Steady state: only completions from 1 s after the first request count, per second
+    # of the 2 s left; what counted from the start is still reported apart.
+    log = [(0, 200, 1000), (500_000, 200, 1000), (1_500_000, 200, 1000)]
+    log += [(2_500_000, 200, 1000), (2_999_000, 200, 5000)]  # the last ends after 3 s
+    g = h2load.rate_figures(log, None, plan, 2.0, peak_rps=4.0, settle_s=1.0)
+    assert g["requests"] == 2
+    assert g["goodput_rps"] == pytest.approx(1.0)
+    assert g["goodput_from_start_rps"] == pytest.approx(4 / 3)
+    assert g["goodput_all_rps"] == pytest.approx(5 / 3)
 
 
 def test_rate_figures_when_h2load_was_stopped_at_its_timeout() -> None:

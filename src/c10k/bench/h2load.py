@@ -24,10 +24,13 @@ Figures.  ``--log-file`` has one line per completed response: start (µs since t
 taken when the request is written, i.e. *after* connect), status (``-1``: the stream ended
 without a response) and µs until the response ended.  Failures and time-outs appear only in
 the summary (``requests: N total, S started, D done, K succeeded, F failed, E errored, T
-timeout``).  As the Python generator does, goodput counts the 2xx responses that completed
-within the deadline *and* inside the offering window (first request start + C / rate), per
-second of that window; ``goodput_all_rps`` counts every 2xx within the deadline, also those
-completed after the window (the server draining what queued while overloaded).  Admitted
+timeout``).  Goodput counts the 2xx responses that completed within the deadline while the
+overload stood: from the warm-up (2 s) after the first request to the end of the offering
+window (first request start + C / rate), per second of that span.
+``goodput_from_start_rps`` counts from the first request (a server's standing queue then
+costs it its last entries, answered after the window); ``goodput_all_rps`` counts every 2xx
+within the deadline, also those completed after the window (a deep queue drained after the
+load stopped).  Admitted
 latency (the p50/p99 reported) is of the goodput responses; h2load's latency excludes the time
 to connect, which the summary gives per connection (``connect_ms``).
 
@@ -327,6 +330,7 @@ def rate_figures(
     deadline_s: float,
     peak_rps: float,
     t_launch_us: int | None = None,
+    settle_s: float = 0.0,
 ) -> dict[str, Any]:
     """Figures of an open-loop run: the keys ``scenarios.overload_figures`` gives (offered,
     goodput, shares, unfinished...) plus requests/errors/latency in the usual shape.
@@ -336,6 +340,13 @@ def rate_figures(
     its request (refused, reset, or still waiting for a SYN-ACK when h2load gave up) is a
     ``connect`` error; ``connected_rps`` is what did connect.
 
+    Goodput is the rate of good completions (2xx within the deadline) while the overload
+    stands: those that completed between ``settle_s`` after the first request and the end
+    of the offering window, per second of that span. Counting from the first request
+    instead (``goodput_from_start_rps``) charges a server for its standing queue, whose
+    last entries are answered after the window whatever its rate; counting past the window
+    (``goodput_all_rps``) credits a deep queue drained after the load stopped.
+
     >>> log = [(0, 200, 1_000), (100, 200, 3_000_000), (200, 503, 500), (9_999_999, 200, 10)]
     >>> s = {"total": 10, "started": 8, "done": 4, "succeeded": 3, "failed": 7,
     ...      "errored": 6, "timeout": 2, "status": {}}
@@ -344,7 +355,7 @@ def rate_figures(
     >>> f["offered_rps"], f["connected_rps"], f["goodput_rps"], f["goodput_all_rps"]
     (1.0, 0.8, 0.1, 0.2)
     >>> f["goodput_vs_peak"], f["share_503"], f["error_rate"], f["not_served_rate"]
-    (0.2, 0.1, 0.6, 0.9)
+    (0.2, 0.1, 0.6, 0.8)
     >>> f["errors"], f["unfinished"]
     ({'late': 1, '503': 1, 'timeout': 2, 'connect': 2, 'error': 2}, 0)
     """
@@ -352,9 +363,11 @@ def rate_figures(
     starts = [e[0] for e in entries]
     t0 = min(starts) if starts else (t_launch_us or 0)
     t_end = t0 + int(plan.window_s * 1e6)
+    settle_s = min(max(settle_s, 0.0), plan.window_s / 2)
+    t_settled = t0 + int(settle_s * 1e6)
     hist = Histogram()
     errors: dict[str, int] = {}
-    in_deadline = after_window = 0
+    in_deadline = after_window = from_start = 0
 
     def err(kind: str, n: int = 1) -> None:
         if n > 0:
@@ -366,10 +379,12 @@ def rate_figures(
                 err("late")
                 continue
             in_deadline += 1
-            if start + lat <= t_end:
-                hist.record(lat)
-            else:
+            if start + lat > t_end:
                 after_window += 1
+                continue
+            from_start += 1
+            if start + lat >= t_settled:
+                hist.record(lat)
         elif status == 503:
             err("503")
         elif status < 0:
@@ -394,7 +409,7 @@ def rate_figures(
     window = plan.window_s
     shed = errors.get("503", 0)
     failures = sum(errors.values()) - shed - errors.get("late", 0)
-    goodput = hist.count / window
+    goodput = hist.count / (window - settle_s)
     return {
         "generator": "h2load",
         "window_s": round(window, 4),
@@ -411,13 +426,15 @@ def rate_figures(
         "connected_rps": started / window,
         "goodput_rps": goodput,
         "goodput_all_rps": in_deadline / window,
+        "goodput_from_start_rps": from_start / window,
+        "settle_s": settle_s,
         "served_after_window": after_window,
         "goodput_vs_peak": goodput / peak_rps if peak_rps > 0 else None,
         "dropped_by_generator": 0,
         "unfinished": unfinished,
         "share_503": shed / total if total else None,
         "error_rate": failures / total if total else None,
-        "not_served_rate": (total - hist.count) / total if total else None,
+        "not_served_rate": (total - in_deadline) / total if total else None,
         "h2load_summary": summary,
         "h2load_stopped_at_timeout": summary is None,
         "connect_ms": (summary or {}).get("connect_ms"),

@@ -1093,7 +1093,9 @@ def _overload_h2load(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
         after = CpuSnapshot.take(srv.sid, ctx.pin)
         entries = [e for p in logs if p.exists() for e in h2load.parse_log(p.read_text())]
         merged = h2load.merge_summaries([h2load.parse_summary(o) if o else None for o in outs])
-        run = h2load.rate_figures(entries, merged, plan, deadline, peak["rps"], t_launch_us)
+        run = h2load.rate_figures(
+            entries, merged, plan, deadline, peak["rps"], t_launch_us, settle_s=ctx.opts.warmup
+        )
         run["argv"] = argvs
         run["offered_target_rps"] = target
         run["h2load_rate_rps"] = plan.rate
