@@ -357,7 +357,7 @@ def collect(
         "1",
         "1: a handshake that finds the accept queue full is reset at once; 0: its ACK is "
         "dropped and the client, thinking it is connected, waits seconds for a slot. "
-        "Under a connection flood 1 raised c10k's goodput at 3x its peak from 85 % to 91 % "
+        "Under a connection flood 1 raised c10k's goodput at 3x its peak from 83 % to 95 % "
         "(docs/BENCHMARKS.md, Overload); with 0 a short burst over the backlog recovers. "
         "To set: sysctl -w net.ipv4.tcp_abort_on_overflow=1",
         bad=INFO,
