@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -196,3 +198,62 @@ def _closed(s: socket.socket, timeout: float = 0.5) -> bool:
         return True
     assert data == b"", f"unexpected bytes after the response: {data[:200]!r}"
     return True
+
+
+class ForkedServer:
+    """A ``Server`` built in a forked child, so its loop has a core of its own and the
+    test's clients do not share its GIL; built in the child because a Server holds an epoll
+    instance and a wakeup pair that must not be shared across fork. The listening socket
+    is made here: the parent closes its copy, or keeps it (``keep_sock``) to look at the
+    accept queue. Counters come from the status page (``config.status_path``)."""
+
+    def __init__(
+        self,
+        config: Any,
+        handler: Any,
+        keep_sock: bool = False,
+        backlog: int | None = None,
+    ) -> None:
+        from c10k.core.listener import bind_socket
+        from c10k.server import Server
+
+        self.config = config
+        self.sock = bind_socket("127.0.0.1", 0, **({} if backlog is None else {"backlog": backlog}))
+        self.address = self.sock.getsockname()
+
+        def serve() -> None:  # in the child: its own loop, epoll and wakeup pair
+            Server(config, handler=handler, sock=self.sock).serve_forever()
+
+        self.proc = multiprocessing.get_context("fork").Process(target=serve, daemon=True)
+        self.proc.start()
+        if not keep_sock:
+            self.sock.close()  # the parent's copy
+
+    def status(self) -> dict[str, int]:
+        """The status page's counters; asks again while the server sheds (503 or closed
+        at accept), for up to 10 s."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(self.address, timeout=5) as c:
+                    c.sendall(f"GET {self.config.status_path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                    status, _, body = read_response(c, bytearray())
+            except ConnectionError:  # closed at accept: still shedding
+                status, body = 0, b""
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert status == 200
+        out = {}
+        for line in body.decode().splitlines():
+            name, sep, value = line.partition(": ")
+            if sep and value.isdigit():
+                out[name] = int(value)
+        return out
+
+    def stop(self) -> None:
+        assert self.proc.pid is not None
+        os.kill(self.proc.pid, signal.SIGTERM)
+        self.proc.join(timeout=20)
+        self.sock.close()
+        assert self.proc.exitcode == 0

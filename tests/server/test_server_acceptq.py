@@ -12,10 +12,7 @@ terms, so the lag tiers (SHED_MIN_BUSY) stay out of it: only the queue policy ac
 from __future__ import annotations
 
 import errno
-import multiprocessing
-import os
 import selectors
-import signal
 import socket
 import time
 from collections import Counter
@@ -23,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from c10k.core.listener import accept_queue, bind_socket
+from c10k.core.listener import accept_queue
 from c10k.http.events import Request
 from c10k.http.writers import Response, build_response
-from c10k.server import Server, ServerConfig
-from helpers import backend_params, read_response
+from c10k.server import ServerConfig
+from helpers import ForkedServer, backend_params, read_response
 
 OK = build_response(200, [(b"Content-Type", b"text/plain")], b"ok\n")
 GET = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
@@ -43,7 +40,7 @@ def _sleepy(req: Request, now: float) -> Response:
     return OK
 
 
-class QueueServer:
+class QueueServer(ForkedServer):
     """The server in a forked child; the parent keeps its own reference to the listening
     socket to read the accept queue's length and limit."""
 
@@ -56,38 +53,12 @@ class QueueServer:
             max_accept_wait=max_accept_wait,
             status_path="/_c10k/status",
         )
-        self.sock = bind_socket("127.0.0.1", 0, backlog=BACKLOG)
-        self.address = self.sock.getsockname()
-
-        def serve() -> None:
-            Server(config, handler=_sleepy, sock=self.sock).serve_forever()
-
-        self.proc = multiprocessing.get_context("fork").Process(target=serve, daemon=True)
-        self.proc.start()
+        super().__init__(config, _sleepy, keep_sock=True, backlog=BACKLOG)
 
     def limit(self) -> int:
         info = accept_queue(self.sock)
         assert info is not None
         return info[1]
-
-    def status(self) -> dict[str, int]:
-        with socket.create_connection(self.address, timeout=10) as c:
-            c.sendall(b"GET /_c10k/status HTTP/1.1\r\nHost: t\r\n\r\n")
-            status, _, body = read_response(c, bytearray())
-        assert status == 200
-        out = {}
-        for line in body.decode().splitlines():
-            name, sep, value = line.partition(": ")
-            if sep and value.isdigit():
-                out[name] = int(value)
-        return out
-
-    def stop(self) -> None:
-        assert self.proc.pid is not None
-        os.kill(self.proc.pid, signal.SIGTERM)
-        self.proc.join(timeout=20)
-        self.sock.close()
-        assert self.proc.exitcode == 0
 
 
 def flood(server: QueueServer, n: int, seconds: float) -> tuple[Counter[str], list[int]]:

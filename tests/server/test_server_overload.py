@@ -8,9 +8,6 @@ benchmark (`c10k bench overload`) measures the same policy at 1-3x real peak loa
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
 import socket
 import time
 from collections import Counter
@@ -18,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from c10k.core.listener import bind_socket
 from c10k.http.events import Request
 from c10k.http.writers import Response, build_response
-from c10k.server import Server, ServerConfig
-from helpers import read_response
+from c10k.server import ServerConfig
+from helpers import ForkedServer, read_response
 
 OK = build_response(200, [(b"Content-Type", b"text/plain")], b"ok\n")
 GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -35,53 +31,15 @@ def _slow(req: Request, now: float) -> Response:
     return OK
 
 
-class ForkedServer:
-    """The server with the CPU-burning handler in a child process (fork), so its loop has
-    a core of its own and the test's clients do not share its GIL. Counters come from
-    the status page."""
-
-    def __init__(self, root: Path, **overrides: object) -> None:
-        config = ServerConfig(
-            root=str(root),
-            port=0,
-            status_path="/_c10k/status",
-            **overrides,  # type: ignore[arg-type]
-        )
-        sock = bind_socket("127.0.0.1", 0)
-        self.address = sock.getsockname()
-
-        def serve() -> None:  # in the child: its own loop, epoll and wakeup pair
-            Server(config, handler=_slow, sock=sock).serve_forever()
-
-        self.proc = multiprocessing.get_context("fork").Process(target=serve, daemon=True)
-        self.proc.start()
-        sock.close()  # the parent's copy
-
-    def status(self) -> dict[str, int]:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(self.address, timeout=5) as c:
-                    c.sendall(b"GET /_c10k/status HTTP/1.1\r\nHost: t\r\n\r\n")
-                    status, _, body = read_response(c, bytearray())
-            except ConnectionError:  # closed at accept: still in tier 3
-                status, body = 0, b""
-            if status == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)  # shed (503 or closed) while still overloaded: ask again
-        assert status == 200
-        out = {}
-        for line in body.decode().splitlines():
-            name, sep, value = line.partition(": ")
-            if sep and value.isdigit():
-                out[name] = int(value)
-        return out
-
-    def stop(self) -> None:
-        assert self.proc.pid is not None
-        os.kill(self.proc.pid, signal.SIGTERM)
-        self.proc.join(timeout=20)
-        assert self.proc.exitcode == 0
+def forked_server(root: Path, **overrides: object) -> ForkedServer:
+    """The server with the CPU-burning handler in a child process (see ForkedServer)."""
+    config = ServerConfig(
+        root=str(root),
+        port=0,
+        status_path="/_c10k/status",
+        **overrides,  # type: ignore[arg-type]
+    )
+    return ForkedServer(config, _slow)
 
 
 def _round(clients: list[socket.socket], bufs: list[bytearray]) -> Counter[int]:
@@ -117,7 +75,7 @@ ADDR: list[tuple[str, int]] = []
 
 @pytest.mark.parametrize("backend", ["epoll", "poll"])
 def test_server_overload_sheds_with_503_then_recovers(tmp_path: Path, backend: str) -> None:
-    server = ForkedServer(
+    server = forked_server(
         tmp_path,
         backend=backend,
         shed_keepalive_lag=0.02,
@@ -152,7 +110,7 @@ def test_server_overload_sheds_with_503_then_recovers(tmp_path: Path, backend: s
 
 
 def test_server_overload_closes_at_accept_in_tier_3(tmp_path: Path) -> None:
-    server = ForkedServer(
+    server = forked_server(
         tmp_path, shed_keepalive_lag=0.01, shed_503_lag=0.02, shed_accept_lag=0.04
     )
     ADDR[:] = [server.address]
@@ -173,7 +131,7 @@ def test_server_overload_closes_at_accept_in_tier_3(tmp_path: Path) -> None:
 def test_server_no_shedding_with_few_clients(tmp_path: Path) -> None:
     # Lag alone is not overload: 4 clients with a 5 ms handler stay at tier 0
     # (SHED_MIN_READY), however low the thresholds.
-    server = ForkedServer(tmp_path, shed_keepalive_lag=0.0001, shed_503_lag=0.0002)
+    server = forked_server(tmp_path, shed_keepalive_lag=0.0001, shed_503_lag=0.0002)
     ADDR[:] = [server.address]
     try:
         clients = [socket.create_connection(server.address, timeout=10) for _ in range(4)]
