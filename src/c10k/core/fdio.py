@@ -84,6 +84,8 @@ def reset_on_close(fd: int) -> None:
         s.detach()
 
 
+# struct tcp_info's layout below is Linux's; other kernels (FreeBSD's has one too) differ.
+_LINUX = __import__("sys").platform.startswith("linux")
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
 # struct tcp_info (linux/tcp.h): tcpi_last_data_recv (ms) at offset 52, tcpi_rtt (us) at
 # 68, tcpi_total_retrans at 100.
@@ -104,6 +106,8 @@ def accept_wait_ms(fd: int) -> int | None:
     under a connection flood, a third of admitted clients had waited over 3 s this way);
     and 1 s per SYN-ACK the kernel had to retransmit (its initial timeout).
     """
+    if not _LINUX:
+        return None
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fileno=fd)
     try:
         raw = s.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _WAIT_INFO_BYTES)

@@ -47,6 +47,7 @@ import select
 import socket
 import stat
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -188,7 +189,10 @@ _TCP_INFO_QUEUE = struct.Struct("=II")  # at offset 24: tcpi_unacked, tcpi_sacke
 
 def accept_queue(sock: socket.socket) -> tuple[int, int] | None:
     """(connections waiting to be accepted, the queue's limit) of a TCP listener, or None
-    where the kernel does not say (a Unix-domain socket, a non-Linux kernel)."""
+    where the kernel does not say (a Unix-domain socket, a non-Linux kernel: the layout
+    of struct tcp_info read here is Linux's)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         raw = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 32)
     except OSError:
