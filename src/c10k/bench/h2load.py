@@ -285,6 +285,29 @@ def parse_log(text: str) -> list[tuple[int, int, int]]:
     return out
 
 
+def _non_2xx_kind(status: int) -> str:
+    """The error class of a logged response that is not a 2xx (``-1``: no response)."""
+    return "503" if status == 503 else ("eof" if status < 0 else "status")
+
+
+def _run_shape(
+    hist: Histogram, errors: dict[str, int], window: float, rps: float, reconnects: int
+) -> dict[str, Any]:
+    """The keys every run of the bench has (``scenarios._http_run_from_python``'s shape)."""
+    return {
+        "generator": "h2load",
+        "window_s": round(window, 4),
+        "requests": hist.count,
+        "errors": errors,
+        "error_total": sum(errors.values()),
+        "rps": rps,
+        "mib_s": None,
+        "latency_ms": hist.summary_ms(),
+        "reconnects": reconnects,
+        "histogram": hist.to_json(),
+    }
+
+
 def peak_figures(
     entries: list[tuple[int, int, int]], summary: dict[str, Any] | None, elapsed_s: float
 ) -> dict[str, Any]:
@@ -300,7 +323,7 @@ def peak_figures(
         if 200 <= status < 300:
             hist.record(lat)
         else:
-            kind = "503" if status == 503 else ("eof" if status < 0 else "status")
+            kind = _non_2xx_kind(status)
             errors[kind] = errors.get(kind, 0) + 1
     if summary is not None:
         other = summary["errored"] - errors.get("eof", 0)
@@ -309,18 +332,7 @@ def peak_figures(
         if other - summary["timeout"] > 0:
             errors["error"] = other - summary["timeout"]
     window = (summary or {}).get("finished_s") or elapsed_s or 1e-9
-    return {
-        "generator": "h2load",
-        "window_s": round(window, 4),
-        "requests": hist.count,
-        "errors": errors,
-        "error_total": sum(errors.values()),
-        "rps": hist.count / window,
-        "mib_s": None,
-        "latency_ms": hist.summary_ms(),
-        "reconnects": hist.count,
-        "histogram": hist.to_json(),
-    }
+    return _run_shape(hist, errors, window, hist.count / window, hist.count)
 
 
 def rate_figures(
@@ -385,12 +397,8 @@ def rate_figures(
             from_start += 1
             if start + lat >= t_settled:
                 hist.record(lat)
-        elif status == 503:
-            err("503")
-        elif status < 0:
-            err("eof")
         else:
-            err("status")
+            err(_non_2xx_kind(status))
     total = plan.total
     logged = len(entries)
     if summary is None:
@@ -411,16 +419,7 @@ def rate_figures(
     failures = sum(errors.values()) - shed - errors.get("late", 0)
     goodput = hist.count / (window - settle_s)
     return {
-        "generator": "h2load",
-        "window_s": round(window, 4),
-        "requests": hist.count,
-        "errors": errors,
-        "error_total": sum(errors.values()),
-        "rps": goodput,
-        "mib_s": None,
-        "latency_ms": hist.summary_ms(),
-        "reconnects": logged,
-        "histogram": hist.to_json(),
+        **_run_shape(hist, errors, window, goodput, logged),
         "offered_target_rps": plan.rate,
         "offered_rps": total / window,
         "connected_rps": started / window,
