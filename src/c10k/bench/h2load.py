@@ -9,10 +9,11 @@ libev) can, in two modes:
 - *peak*, closed loop: ``h2load --h1 -n N -c 64 -H 'Connection: close' URL``.  h2load
   reconnects after every ``Connection: close`` response (one accept per request).
 - *rate*, open loop: ``-r R --rate-period 10ms -c C -n C -T D -N D``: R new connections every
-  period (10 ms: a burst of R every 100 ms, as at first, made a third more of the
-  connections half-open when the server's accept queue was full; independent clients do
-  not arrive in bursts), C in all, one request each (``-n == -c``); ``-T``/``-N`` close a
-  connection D seconds after its request was written or after D seconds without activity.
+  period (10 ms: a burst of SYNs all pass the kernel's "accept queue not full" check
+  before their ACKs find one free slot, so bursts of R every 100 ms, as at first, made
+  more connections half-open; independent clients do not arrive in bursts), C in all, one
+  request each (``-n == -c``); ``-T``/``-N`` close a connection D seconds after its request
+  was written or after D seconds without activity.
 
 Pitfalls of h2load 1.52 this module avoids: ``-D`` (timing mode) with ``Connection: close``
 never ends, so runs are sized with ``-n``; ``--rate-period`` needs a unit; and every run is

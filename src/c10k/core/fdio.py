@@ -102,8 +102,7 @@ def accept_wait_ms(fd: int) -> int | None:
     queue); its first RTT sample, which on a fresh connection is the time from our
     SYN-ACK to the segment that completed the handshake (normally one round trip, but
     when the accept queue was full the client's ACK was dropped and the handshake
-    completed only when the client retransmitted its request, seconds later: measured
-    under a connection flood, a third of admitted clients had waited over 3 s this way);
+    completed only when the client retransmitted its request, seconds later);
     and 1 s per SYN-ACK the kernel had to retransmit (its initial timeout).
     """
     if not _LINUX:

@@ -411,7 +411,7 @@ class Server:
         Under a flood of new connections the queue is not in this loop (its lag stays
         low) but in the kernel: a listen backlog of 4096 at 2,000 accepts a second is a
         2-second wait, longer than clients wait, so the server would serve only clients
-        that have left (measured: goodput 32 % of the peak at 3x, nginx 47 %). So, per
+        that have left (docs/BENCHMARKS.md, Overload: 14 % of the peak at 3x). So, per
         listener, from the queue length (TCP_INFO) and the accept rate since the last
         check: while the queue holds more than half of --max-accept-wait's worth of
         accepts, the backlog is set (listen(2) again) to that many, so the kernel drops
