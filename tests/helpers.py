@@ -213,6 +213,7 @@ class ForkedServer:
         handler: Any,
         keep_sock: bool = False,
         backlog: int | None = None,
+        before: Any = None,
     ) -> None:
         from c10k.core.listener import bind_socket
         from c10k.server import Server
@@ -220,6 +221,8 @@ class ForkedServer:
         self.config = config
         self.sock = bind_socket("127.0.0.1", 0, **({} if backlog is None else {"backlog": backlog}))
         self.address = self.sock.getsockname()
+        if before is not None:
+            before(self.sock)  # e.g. leave the socket as a killed worker would
 
         def serve() -> None:  # in the child: its own loop, epoll and wakeup pair
             Server(config, handler=handler, sock=self.sock).serve_forever()

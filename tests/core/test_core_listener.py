@@ -12,9 +12,12 @@ import logging
 import os
 import resource
 import socket
+import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from _core_support import BACKEND_PARAMS, PollCounter, Watchdog, run_loop
@@ -25,6 +28,10 @@ from c10k.core.listener import (
     CAPACITY_SLEEP,
     NOTSENT_LOWAT_BYTES,
     TCP_NOTSENT_LOWAT,
+    accept_queue,
+    drop_syns,
+    set_backlog,
+    syn_drop_in_force,
 )
 
 
@@ -377,3 +384,91 @@ def test_core_acceptor_on_accept_error_does_not_stall_backlog(
         for s in socks:
             s.close()
         acc.close()
+
+
+# -- drop_syns: admission by SYN drop ---------------------------------------------------
+
+
+def handshakes(addr: tuple[str, int], family: int, n: int, within: float = 0.3) -> int:
+    """Start ``n`` non-blocking connects; how many completed within ``within`` seconds
+    (a dropped SYN is retransmitted only after 1 s, so those count as not completed)."""
+    socks = []
+    try:
+        for _ in range(n):
+            c = socket.socket(family)
+            socks.append(c)
+            c.setblocking(False)
+            assert c.connect_ex(addr) in (0, errno.EINPROGRESS)
+        time.sleep(within)
+        done = 0
+        for c in socks:
+            try:
+                c.getpeername()
+            except OSError:
+                continue
+            done += 1
+        return done
+    finally:
+        for c in socks:
+            c.close()
+
+
+def somaxconn() -> int:
+    return int(Path("/proc/sys/net/core/somaxconn").read_text())
+
+
+def drain(sock: socket.socket) -> None:
+    sock.setblocking(False)
+    try:
+        while True:
+            sock.accept()[0].close()
+    except BlockingIOError:
+        pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux socket filter")
+@pytest.mark.parametrize(
+    ("host", "family"), [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)]
+)
+def test_core_drop_syns_drops_that_share_of_new_connections(host: str, family: int) -> None:
+    if family == socket.AF_INET6 and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    sock = bind_socket(host, 0, backlog=4096)
+    addr = sock.getsockname()[:2]
+    try:
+        assert handshakes(addr, family, 100) == 100
+        assert drop_syns(sock, 1.0)
+        assert handshakes(addr, family, 100) == 0
+        drain(sock)
+        assert drop_syns(sock, 0.5)
+        assert syn_drop_in_force(sock) == 0.5
+        half = handshakes(addr, family, 400)
+        assert 120 < half < 280, half  # binomial(400, 0.5): 200 +- 10 sigma
+        drain(sock)
+        # Connections already in the queue are not touched by a filter set later.
+        assert drop_syns(sock, 0)
+        assert handshakes(addr, family, 20) == 20
+        assert drop_syns(sock, 1.0)
+        assert accept_queue(sock) == (20, min(4096, somaxconn()))
+        drain(sock)
+        assert drop_syns(sock, 0)
+        assert syn_drop_in_force(sock) == 0
+        assert drop_syns(sock, 0)  # removing none is not an error
+        assert handshakes(addr, family, 100) == 100
+    finally:
+        sock.close()
+
+
+def test_core_drop_syns_refused_where_it_cannot_work(tmp_path: Path) -> None:
+    unix = socket.socket(socket.AF_UNIX)
+    try:
+        unix.bind(str(tmp_path / "s"))
+        unix.listen(8)
+        assert not drop_syns(unix, 0.5)
+    finally:
+        unix.close()
+
+
+def test_core_set_backlog_in_place(listener: socket.socket) -> None:
+    set_backlog(listener, 64)
+    assert accept_queue(listener) == (0, 64)

@@ -40,6 +40,7 @@ Listeners for several worker processes (used by c10k.server.process):
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -208,6 +209,89 @@ def set_backlog(sock: socket.socket, backlog: int) -> None:
     listens only updates its limit on Linux (and BSD); queued connections stay queued,
     new SYNs are dropped while the queue is over the limit."""
     sock.listen(backlog)
+
+
+# Random early drop of SYNs, for admission control under overload (``drop_syns``): a
+# classic BPF socket filter on the listener. The kernel runs a listener's filter on every
+# segment addressed to it (tcp_v4_rcv / tcp_v6_rcv -> tcp_filter, before the SYN queue, the
+# accept queue and SYN cookies), with the packet data starting at the TCP header. The
+# program keeps anything with ACK set (handshake completions, so a connection already
+# answered is never lost) and anything without SYN, and drops a SYN when a random 32-bit
+# number (the SKF_AD_RANDOM ancillary load) falls below a threshold. A dropped SYN costs
+# this process nothing (it never reaches a queue) and the client retransmits it after its
+# initial timeout (1 s on Linux, RFC 6298).
+_SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+_SO_DETACH_FILTER = getattr(socket, "SO_DETACH_FILTER", 27)
+_SOCK_FILTER = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
+_SOCK_FPROG = struct.Struct("@HP")  # struct sock_fprog: len, filter * (native alignment)
+_SKF_AD_RANDOM = -0x1000 + 56  # SKF_AD_OFF + SKF_AD_RANDOM
+_TCP_FLAGS_OFFSET = 13
+_TH_SYN, _TH_ACK = 0x02, 0x10
+_BPF_LD_B_ABS, _BPF_LD_W_ABS = 0x30, 0x20
+_BPF_JSET_K, _BPF_JGE_K, _BPF_RET_K = 0x45, 0x35, 0x06
+
+
+def _syn_drop_program(threshold: int) -> bytes:
+    insns = (
+        (_BPF_LD_B_ABS, 0, 0, _TCP_FLAGS_OFFSET),  # 0: A = TCP flags
+        (_BPF_JSET_K, 3, 0, _TH_ACK),  # 1: ACK set -> 5 (keep)
+        (_BPF_JSET_K, 0, 2, _TH_SYN),  # 2: SYN set -> 3, else 5 (keep)
+        (_BPF_LD_W_ABS, 0, 0, _SKF_AD_RANDOM & 0xFFFFFFFF),  # 3: A = random u32
+        (_BPF_JGE_K, 0, 1, threshold),  # 4: A >= threshold -> 5, else 6
+        (_BPF_RET_K, 0, 0, 0xFFFFFFFF),  # 5: keep the whole segment
+        (_BPF_RET_K, 0, 0, 0),  # 6: drop
+    )
+    return b"".join(_SOCK_FILTER.pack(*insn) for insn in insns)
+
+
+def drop_syns(sock: socket.socket, fraction: float) -> bool:
+    """Have the kernel drop ``fraction`` (0..1) of the new connection attempts (SYNs) to
+    the listening TCP socket ``sock``, at random, before they reach its queues; 0 removes
+    the filter. Returns False where this cannot be done (not Linux, not TCP, the kernel
+    refused): the caller then has only the backlog to bound the queue with."""
+    if not sys.platform.startswith("linux") or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        if fraction <= 0:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_DETACH_FILTER, 0)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:  # ENOENT: there was none
+                    raise
+            return True
+        threshold = min(int(fraction * 2**32), 2**32 - 1)
+        program = _syn_drop_program(threshold)
+        code = ctypes.create_string_buffer(program, len(program))
+        # The kernel copies the program during the call; ``code`` outlives it.
+        prog = _SOCK_FPROG.pack(len(program) // _SOCK_FILTER.size, ctypes.addressof(code))
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, prog)
+    except OSError as exc:
+        log.warning("cannot filter SYNs on the listener: %s", exc)
+        return False
+    return True
+
+
+def syn_drop_in_force(sock: socket.socket) -> float:
+    """The share of SYNs ``drop_syns`` set on ``sock``, read back from the kernel (so also
+    from another process holding the same socket); 0 with no filter or another one."""
+    if not sys.platform.startswith("linux"):
+        return 0.0
+    ours = _syn_drop_program(0)
+    blocks = len(ours) // _SOCK_FILTER.size
+    # SO_GET_FILTER takes and returns its length in instructions, not bytes, which
+    # socket.getsockopt cannot express: call libc's.
+    buf = ctypes.create_string_buffer(len(ours))
+    optlen = ctypes.c_uint32(blocks)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.getsockopt(
+        sock.fileno(), socket.SOL_SOCKET, _SO_ATTACH_FILTER, buf, ctypes.byref(optlen)
+    ):
+        return 0.0  # EINVAL: a longer program than ours
+    head = 4 * _SOCK_FILTER.size  # the instructions before the threshold's
+    if optlen.value != blocks or buf.raw[:head] != ours[:head]:
+        return 0.0
+    threshold: int = _SOCK_FILTER.unpack_from(buf.raw, head)[3]
+    return threshold / 2**32
 
 
 # (st_dev, st_ino, st_ctime_ns): the inode number alone is not enough, since tmpfs and

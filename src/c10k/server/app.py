@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from c10k.core.backend import READ, WRITE, Capability
 from c10k.core.fdio import accept_wait_ms
-from c10k.core.listener import Acceptor, accept_queue, bind_socket, set_backlog
+from c10k.core.listener import Acceptor, accept_queue, bind_socket, drop_syns, set_backlog
 from c10k.core.loop import Loop
 from c10k.core.timers import TimerHandle
 from c10k.http.connection import Limits
@@ -60,6 +60,14 @@ SHED_MIN_BUSY = 0.8
 # much smaller a new size must be than the one in force to be set.
 MIN_BACKLOG = 64
 BACKLOG_HYSTERESIS = 0.2
+# Admission by SYN drop (see ``_admission``): the queue we aim at holds this share of
+# --max-accept-wait's worth of accepts (at least MIN_QUEUE); a gap to it is closed over
+# ADMIT_HORIZON seconds; at most MAX_DROP of the SYNs are dropped (beyond that the backlog
+# bound takes over).
+QUEUE_SHARE = 0.1
+MIN_QUEUE = 16
+ADMIT_HORIZON = 0.5
+MAX_DROP = 0.98
 # While the accept queue is guarded, each new connection's wait is read (TCP_INFO, ~4 us,
 # 5 % of a request's cost). After this many fresh ones in a row only one in
 # ``STALE_SAMPLE`` is read, until a stale one turns up: with the queue bounded, only a
@@ -68,8 +76,30 @@ BACKLOG_HYSTERESIS = 0.2
 FRESH_RUN = 32
 STALE_SAMPLE = 8
 GAUGES = frozenset(
-    ("active", "reading", "writing", "waiting", "shed_level", "backlog", "uptime_seconds")
+    (
+        "active",
+        "reading",
+        "writing",
+        "waiting",
+        "shed_level",
+        "backlog",
+        "syn_drop_percent",
+        "uptime_seconds",
+    )
 )
+
+
+class AcceptQueue:
+    """What the overload policy knows of one listener's accept queue (``_accept_queues``)."""
+
+    __slots__ = ("accepted", "backlog", "can_drop", "drop", "qlen")
+
+    def __init__(self, backlog: int) -> None:
+        self.backlog = backlog  # the listen(2) backlog in force
+        self.accepted = 0  # accepts counted at the last check
+        self.qlen = 0  # queue length at the last check
+        self.drop = 0.0  # share of SYNs the listener's filter drops
+        self.can_drop = True  # False once the kernel refused the filter
 
 
 def static_files(config: ServerConfig) -> StaticFiles:
@@ -195,8 +225,14 @@ class Server:
         ]
         self.accepting_paused = False
         self._pressure_timer: TimerHandle | None = None
-        # Per acceptor: [backlog in force, accepts counted at the last pressure check].
-        self._queues = [[config.backlog, 0] for _ in self.acceptors]
+        self._queues = [AcceptQueue(config.backlog) for _ in self.acceptors]
+        if config.max_accept_wait > 0:
+            # A listener kept by the supervisor across a worker's restart may still carry
+            # the dead worker's SYN filter or shrunk backlog.
+            for s in self.socks:
+                if accept_queue(s) is not None:
+                    set_backlog(s, config.backlog)
+                    drop_syns(s, 0)
         # Open connections are counted, not kept in a set of our own: the loop's fd ->
         # callback map already holds each one (``connections`` walks it), which saves a
         # set entry (~40 bytes) per connection at C1M scale.
@@ -406,57 +442,110 @@ class Server:
 
     def _accept_queues(self, span: float) -> bool:
         """Keep the kernel's accept queues short enough to be worth waiting in; True while
-        one stands longer than --max-accept-wait allows.
+        one is guarded (admission or a shrunk backlog in force).
 
         Under a flood of new connections the queue is not in this loop (its lag stays
         low) but in the kernel: a listen backlog of 4096 at 2,000 accepts a second is a
         2-second wait, longer than clients wait, so the server would serve only clients
-        that have left (docs/BENCHMARKS.md, Overload: 14 % of the peak at 3x). So, per
-        listener, from the queue length (TCP_INFO) and the accept rate since the last
-        check: while the queue holds more than half of --max-accept-wait's worth of
-        accepts, the backlog is set (listen(2) again) to that many, so the kernel drops
-        the excess SYNs (the client retries in a second) at no cost to this process;
-        while it stays at least half full the size follows the accept rate up; once the
-        queue is short it doubles back toward --backlog. Connections that still
-        waited longer than --max-accept-wait (queued before the backlog shrank) are reset
-        at accept (``_admit``).
+        that have left (docs/BENCHMARKS.md, Overload: 14 % of the peak at 3x). Two
+        bounds, per listener, from its queue length (TCP_INFO) and the accept rate since
+        the last check:
+
+        - Admission (``_admission``): while the queue stands above a tenth of
+          --max-accept-wait's worth of accepts, a share of the SYNs is dropped at random
+          by a socket filter, so that about as many connections join the queue as leave
+          it. The queue then never fills, and a full queue is what hurts most: Linux
+          drops the handshake's last ACK there, and that client, connected as far as it
+          knows, waits seconds for a retransmission to find room (then it is stale, and
+          reset at accept: work for nothing). A dropped SYN costs this process nothing;
+          the client retries in a second.
+        - The backlog, where the filter is not available or not enough: while the queue
+          holds more than half of --max-accept-wait's worth of accepts, the backlog is
+          set (listen(2) again) to that many, so the kernel drops the excess SYNs itself;
+          while it stays at least half full the size follows the accept rate up; once
+          the queue is short it doubles back toward --backlog.
+
+        Connections that still waited longer than --max-accept-wait are reset at accept
+        (``_admit``).
         """
         wait = self.config.max_accept_wait
         standing = False  # (or still growing back: the caller keeps checking often)
         for acceptor, q in zip(self.acceptors, self._queues, strict=True):
-            accepted = acceptor.accepted
-            rate = (accepted - q[1]) / span if span > 0 else 0.0
-            q[1] = accepted
+            accepted = acceptor.accepted - q.accepted
+            q.accepted = acceptor.accepted
+            rate = accepted / span if span > 0 else 0.0
             info = accept_queue(acceptor.sock)
             if info is None:
                 continue
             qlen, limit = info
-            size = q[0]
+            if q.can_drop:
+                standing = self._admission(acceptor.sock, q, qlen, accepted, rate, span) or standing
+            q.qlen = qlen
+            size = q.backlog
             fit = max(MIN_BACKLOG, min(self.config.backlog, int(rate * wait / 2)))
             if qlen > max(rate * wait / 2, MIN_BACKLOG / 2):
                 standing = True  # holds more than the bound: shrink to what drains in it
                 size = fit
             elif qlen * 2 >= limit:
-                size = max(q[0], fit)  # still full at a size set from a lower rate: follow it
+                size = max(q.backlog, fit)  # still full at a size set from a lower rate: follow it
             elif qlen * 4 < limit:
-                size = min(self.config.backlog, max(q[0] * 2, MIN_BACKLOG))
-            if size > q[0] or q[0] - size > q[0] * BACKLOG_HYSTERESIS:
+                size = min(self.config.backlog, max(q.backlog * 2, MIN_BACKLOG))
+            if size > q.backlog or q.backlog - size > q.backlog * BACKLOG_HYSTERESIS:
                 try:
                     set_backlog(acceptor.sock, size)
                 except OSError as exc:
                     log.warning("cannot resize the accept queue: %s", exc)
                 else:
-                    if size < q[0]:
+                    if size < q.backlog:
                         log.warning(
                             "accept queue: %d waiting at %.0f accepts/s; backlog %d -> %d",
                             qlen,
                             rate,
-                            q[0],
+                            q.backlog,
                             size,
                         )
-                    q[0] = size
-            standing = standing or q[0] < self.config.backlog
+                    q.backlog = size
+            standing = standing or q.backlog < self.config.backlog
         return standing
+
+    def _admission(
+        self,
+        sock: socket.socket,
+        q: AcceptQueue,
+        qlen: int,
+        accepted: int,
+        rate: float,
+        span: float,
+    ) -> bool:
+        """Set the share of SYNs ``sock``'s filter drops so that the queue settles at its
+        target (see ``_accept_queues``); True while dropping."""
+        target = max(MIN_QUEUE, rate * self.config.max_accept_wait * QUEUE_SHARE)
+        if q.drop <= 0 and (qlen <= target or q.qlen <= target):
+            return False  # not standing (a queue above target at two checks in a row)
+        # Connections that joined the queue since the last check, and so the SYNs that
+        # came (what passed is 1 - drop of them): the offered rate, retries included.
+        joined = max(0, accepted + qlen - q.qlen)
+        offered = joined / (1 - q.drop)
+        # As many should join as leave, plus (or minus) the gap to the target, closed
+        # over ADMIT_HORIZON seconds.
+        want = accepted + (target - qlen) * min(1.0, span / ADMIT_HORIZON)
+        drop = q.drop / 2 if offered <= 0 else min(MAX_DROP, max(0.0, 1 - want / offered))
+        if drop < 0.01 and qlen <= target:
+            drop = 0.0
+        if drop != q.drop:
+            if not drop_syns(sock, drop):
+                q.can_drop = False
+                q.drop = 0.0
+                return False
+            if q.drop == 0:
+                log.warning(
+                    "accept queue: %d waiting at %.0f accepts/s; dropping %.0f %% of new SYNs",
+                    qlen,
+                    rate,
+                    drop * 100,
+                )
+            q.drop = drop
+        return drop > 0
 
     @property
     def connections(self) -> list[Connection]:
@@ -614,7 +703,8 @@ class Server:
             "shed_503": self.shed_503,
             "shed_accepts": self.shed_accepts,
             "shed_stale": self.shed_stale,
-            "backlog": min(q[0] for q in self._queues),
+            "backlog": min(q.backlog for q in self._queues),
+            "syn_drop_percent": round(max(q.drop for q in self._queues) * 100),
             "access_log_dropped": self.access_log.dropped if self.access_log else 0,
             "uptime_seconds": int(time.time() - self.started),
             "pid": os.getpid(),
@@ -657,6 +747,7 @@ class Server:
                 "shed_accepts",
                 "shed_stale",
                 "backlog",
+                "syn_drop_percent",
                 "access_log_dropped",
                 "uptime_seconds",
                 "pid",
