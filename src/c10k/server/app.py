@@ -307,7 +307,10 @@ class Server:
             return
         self.draining = True
         self.degraded = True
-        for acceptor in self.acceptors:
+        for acceptor, q in zip(self.acceptors, self._queues, strict=True):
+            if q.drop > 0:  # the socket lives on in the supervisor, for the next worker
+                drop_syns(acceptor.sock, 0)
+                q.drop = 0.0
             acceptor.close()
         limit = self.config.shutdown_timeout if timeout is None else timeout
         self.loop.call_later(min(DRAIN_IDLE_GRACE, limit), self._close_idle)
@@ -532,7 +535,9 @@ class Server:
         drop = q.drop / 2 if offered <= 0 else min(MAX_DROP, max(0.0, 1 - want / offered))
         if drop < 0.01 and qlen <= target:
             drop = 0.0
-        if drop != q.drop:
+        # Set again at every check while dropping, not only on a change: during a reload
+        # the draining worker on the same socket removes its filter (``shutdown``).
+        if drop != q.drop or drop > 0:
             if not drop_syns(sock, drop):
                 q.can_drop = False
                 q.drop = 0.0
