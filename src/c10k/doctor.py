@@ -346,9 +346,10 @@ def collect(
     )
     # When the accept queue is full at the client's ACK, Linux drops the ACK: the client
     # believes it is connected and sends its request, which is dropped too until a
-    # retransmission finds room, seconds later. Under c10k's --max-accept-wait (the
-    # backlog shrunk under overload) those late handshakes are then reset at accept, at a
-    # cost; with abort_on_overflow the kernel resets them at once instead.
+    # retransmission finds room, seconds later. c10k's readiness-loop server keeps its
+    # queue from filling under overload (SYNs dropped by a socket filter), so it gains
+    # little from abort_on_overflow; servers without admission control (nginx) and c10k's
+    # uring, threads and asyncio modes gain much.
     v = (sysctl("net.ipv4.tcp_abort_on_overflow") or [0])[0]
     put_sysctl(
         "net.ipv4.tcp_abort_on_overflow",
@@ -357,7 +358,9 @@ def collect(
         "1",
         "1: a handshake that finds the accept queue full is reset at once; 0: its ACK is "
         "dropped and the client, thinking it is connected, waits seconds for a slot. "
-        "Under a connection flood 1 raised c10k's goodput at 3x its peak from 83 % to 95 % "
+        "Under a connection flood at 3x the peak, 1 raised nginx's goodput from 76 % to "
+        "101 % of its peak; c10k's default server drops SYNs itself before its queue fills "
+        "(99 % with 0, 96 % with 1), its uring, threads and asyncio modes do not "
         "(docs/BENCHMARKS.md, Overload); with 0 a short burst over the backlog recovers. "
         "To set: sysctl -w net.ipv4.tcp_abort_on_overflow=1",
         bad=INFO,

@@ -270,6 +270,16 @@ def test_bench_plot_from_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert (tmp_path / "out" / "poller-time-per-event.png").stat().st_size > 0
 
 
+def test_bench_plot_overload_from_recorded_run(tmp_path: Path) -> None:
+    # The overload plot (goodput as a share of each server's peak per multiple, rounds as
+    # dots, the goal line) from the run recorded in docs/bench/overload.
+    pytest.importorskip("matplotlib")
+    recorded = Path(__file__).resolve().parents[2] / "docs" / "bench" / "overload" / "results.json"
+    (tmp_path / "results.json").write_text(recorded.read_text())
+    assert cli.main(["plot", str(tmp_path / "results.json")]) == 0
+    assert (tmp_path / "overload-goodput.png").stat().st_size > 10_000
+
+
 def test_bench_server_without_port_placeholder(capsys: pytest.CaptureFixture[str]) -> None:
     rc = cli.main(["keepalive", "--no-c10k", "--quick", "--server", "python -m http.server"])
     assert rc == 2

@@ -212,18 +212,54 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
             else:
                 plt.close(fig)
         elif kind == "overload":
+            # Goodput as a share of the server's own (median) peak, against the offered
+            # multiple: the goal reads straight off it. Medians joined by a line,
+            # every round as a faint dot (rounds move by several points).
             fig, ax = plt.subplots(figsize=(7, 4.5))
+            levels = [
+                lb for lb in labels if lb.endswith("x") and lb[:-1].replace(".", "").isdigit()
+            ]
             for server in order:
-                pts = []
-                for lb in labels:
-                    for r in variations[lb]["runs"]:
-                        if r.get("server") == server and r.get("offered_rps"):
-                            pts.append((r["offered_rps"], get_metric(r, "goodput_rps") or 0))
-                if pts:
-                    pts.sort()
-                    ax.plot(*zip(*pts, strict=True), marker="o", label=server)
-            ax.set_xlabel("offered requests/s (new connection each)")
-            ax.set_ylabel("goodput, 2xx/s")
+                peak = get_metric(
+                    variations.get("peak", {}).get("summary", {}).get(server, {}), "goodput_rps"
+                )
+                if not peak:
+                    continue
+                mults: list[float] = []
+                shares: list[float] = []
+                dots: list[tuple[float, float]] = []
+                for lb in levels:
+                    mult = float(lb[:-1])
+                    med = variations[lb].get("summary", {}).get(server, {}).get("goodput_vs_peak")
+                    if med is not None:
+                        mults.append(mult)
+                        shares.append(100 * med)
+                    dots.extend(
+                        (mult, 100 * r["goodput_rps"] / peak)
+                        for r in variations[lb]["runs"]
+                        if r.get("server") == server and r.get("goodput_rps") is not None
+                    )
+                if mults:
+                    (line,) = ax.plot(mults, shares, marker="o", label=f"{server} (median)")
+                    if dots:
+                        dx = [d[0] for d in dots]
+                        dy = [d[1] for d in dots]
+                        ax.scatter(dx, dy, s=12, alpha=0.35, color=line.get_color())
+            goal = (entry.get("params") or {}).get("goal") or {}
+            if goal.get("fraction"):
+                ax.axhline(100 * goal["fraction"], color="grey", linestyle="--", linewidth=1)
+                ax.annotate(
+                    f"goal at {goal.get('multiplier', 3):g}x: {100 * goal['fraction']:.0f} %",
+                    (ax.get_xlim()[0], 100 * goal["fraction"]),
+                    fontsize=8,
+                    color="grey",
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                )
+            ax.set_xticks([float(lb[:-1]) for lb in levels], [str(lb) for lb in levels])
+            ax.set_xlabel("offered load, multiple of the server's own closed-loop peak")
+            ax.set_ylabel("goodput (2xx within the deadline), % of peak")
+            ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
             ax.legend()
             ax.set_title(f"overload: goodput vs. offered load\n{subtitle}", fontsize=9)
