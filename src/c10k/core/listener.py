@@ -40,7 +40,6 @@ Listeners for several worker processes (used by c10k.server.process):
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -252,6 +251,10 @@ def drop_syns(sock: socket.socket, fraction: float) -> bool:
     if not sys.platform.startswith("linux") or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return False
     try:
+        import ctypes  # (optional in CPython builds: the core must import without it)
+    except ImportError:
+        return False
+    try:
         if fraction <= 0:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, _SO_DETACH_FILTER, 0)
@@ -275,6 +278,10 @@ def syn_drop_in_force(sock: socket.socket) -> float:
     """The share of SYNs ``drop_syns`` set on ``sock``, read back from the kernel (so also
     from another process holding the same socket); 0 with no filter or another one."""
     if not sys.platform.startswith("linux"):
+        return 0.0
+    try:
+        import ctypes
+    except ImportError:
         return 0.0
     ours = _syn_drop_program(0)
     blocks = len(ours) // _SOCK_FILTER.size

@@ -482,7 +482,7 @@ class Server:
                 continue
             qlen, limit = info
             if q.can_drop:
-                standing = self._admission(acceptor.sock, q, qlen, accepted, rate, span) or standing
+                standing = self._admission(acceptor.sock, q, info, accepted, rate, span) or standing
             q.qlen = qlen
             size = q.backlog
             fit = max(MIN_BACKLOG, min(self.config.backlog, int(rate * wait / 2)))
@@ -515,13 +515,14 @@ class Server:
         self,
         sock: socket.socket,
         q: AcceptQueue,
-        qlen: int,
+        info: tuple[int, int],
         accepted: int,
         rate: float,
         span: float,
     ) -> bool:
         """Set the share of SYNs ``sock``'s filter drops so that the queue settles at its
         target (see ``_accept_queues``); True while dropping."""
+        qlen, limit = info
         target = max(MIN_QUEUE, rate * self.config.max_accept_wait * QUEUE_SHARE)
         if q.drop <= 0 and (qlen <= target or q.qlen <= target):
             return False  # not standing (a queue above target at two checks in a row)
@@ -533,13 +534,19 @@ class Server:
         # over ADMIT_HORIZON seconds.
         want = accepted + (target - qlen) * min(1.0, span / ADMIT_HORIZON)
         drop = q.drop / 2 if offered <= 0 else min(MAX_DROP, max(0.0, 1 - want / offered))
-        if drop < 0.01 and qlen <= target:
+        if qlen >= limit:
+            # Full (at the connection cap, or the backlog shrunk): nothing could join, so
+            # what was offered is unknown, and a full queue is what admission avoids.
+            drop = MAX_DROP
+        elif drop < 0.01 and qlen <= target:
             drop = 0.0
         # Set again at every check while dropping, not only on a change: during a reload
         # the draining worker on the same socket removes its filter (``shutdown``).
         if drop != q.drop or drop > 0:
             if not drop_syns(sock, drop):
                 q.can_drop = False
+                if q.drop > 0:
+                    drop_syns(sock, 0)  # (best effort: an older share may still be set)
                 q.drop = 0.0
                 return False
             if q.drop == 0:
