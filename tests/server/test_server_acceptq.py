@@ -242,3 +242,55 @@ def test_accept_queue_worker_clears_what_a_dead_worker_left(tmp_path: Path) -> N
 def _as_left(sock: socket.socket) -> None:
     set_backlog(sock, 8)
     assert drop_syns(sock, 1.0)
+
+
+def _fast(req: Request, now: float) -> Response:
+    return OK
+
+
+@pytest.mark.parametrize("backend", backend_params(modes=False))
+def test_accept_queue_admission_at_the_connection_cap(tmp_path: Path, backend: str) -> None:
+    # At its connection cap the server stops accepting; new clients then only queue. The
+    # queue stands with nothing leaving it, so admission drops (nearly) every new SYN
+    # instead of letting the queue fill; once the held connections go, the queue drains
+    # and the filter comes off.
+    config = ServerConfig(
+        root=str(tmp_path),
+        port=0,
+        backend=backend,
+        backlog=BACKLOG,
+        max_connections=4,
+        status_path="/_c10k/status",
+    )
+    server = ForkedServer(config, _fast, keep_sock=True, backlog=BACKLOG)
+    held: list[socket.socket] = []
+    waiting: list[socket.socket] = []
+    try:
+        server.status()  # up (that connection is closed again: the cap is 4 held ones)
+        for _ in range(4):
+            c = socket.create_connection(server.address, timeout=5)
+            held.append(c)
+            c.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # keep-alive: stays open
+            assert read_response(c, bytearray())[0] == 200
+        drops = []
+        start = time.monotonic()
+        while time.monotonic() < start + 3:  # 100 new clients a second, none accepted
+            c = socket.socket()
+            waiting.append(c)
+            c.setblocking(False)
+            assert c.connect_ex(server.address) in (0, errno.EINPROGRESS)
+            drops.append(syn_drop_in_force(server.sock))
+            time.sleep(0.01)
+        assert max(drops) > 0.9, max(drops)
+        for c in held + waiting:
+            c.close()
+        held.clear()
+        waiting.clear()
+        deadline = time.monotonic() + 10
+        while syn_drop_in_force(server.sock) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert syn_drop_in_force(server.sock) == 0
+    finally:
+        for c in held + waiting:
+            c.close()
+        server.stop()

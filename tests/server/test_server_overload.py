@@ -32,12 +32,18 @@ def _slow(req: Request, now: float) -> Response:
 
 
 def forked_server(root: Path, **overrides: object) -> ForkedServer:
-    """The server with the CPU-burning handler in a child process (see ForkedServer)."""
+    """The server with the CPU-burning handler in a child process (see ForkedServer).
+
+    The accept-queue policy is off (``max_accept_wait=0``): these tests are about the
+    loop-lag tiers, and the clients' reconnects queue up in the kernel, where admission
+    would drop some of their SYNs (each then waits 1 s), changing the load the tiers see
+    (tests/server/test_server_acceptq.py covers the queue)."""
+    settings: dict[str, object] = {"max_accept_wait": 0.0, **overrides}
     config = ServerConfig(
         root=str(root),
         port=0,
         status_path="/_c10k/status",
-        **overrides,  # type: ignore[arg-type]
+        **settings,  # type: ignore[arg-type]
     )
     return ForkedServer(config, _slow)
 
