@@ -450,7 +450,7 @@ class Server:
         Under a flood of new connections the queue is not in this loop (its lag stays
         low) but in the kernel: a listen backlog of 4096 at 2,000 accepts a second is a
         2-second wait, longer than clients wait, so the server would serve only clients
-        that have left (docs/BENCHMARKS.md, Overload: 14 % of the peak at 3x). Two
+        that have left (docs/BENCHMARKS.md, Overload: 14-49 % of the peak at 3x). Two
         bounds, per listener, from its queue length (TCP_INFO) and the accept rate since
         the last check:
 
