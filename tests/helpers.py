@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import re
@@ -198,6 +199,33 @@ def _closed(s: socket.socket, timeout: float = 0.5) -> bool:
         return True
     assert data == b"", f"unexpected bytes after the response: {data[:200]!r}"
     return True
+
+
+def quick_handshakes(
+    address: tuple[str, int], n: int, family: int = socket.AF_INET, within: float = 0.3
+) -> int:
+    """Start ``n`` non-blocking connects to ``address``; how many completed within
+    ``within`` seconds (a SYN dropped by a listener's filter or a full queue is
+    retransmitted only after 1 s, so those count as not completed)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            c = socket.socket(family)
+            socks.append(c)
+            c.setblocking(False)
+            assert c.connect_ex(address) in (0, errno.EINPROGRESS)
+        time.sleep(within)
+        done = 0
+        for c in socks:
+            try:
+                c.getpeername()
+            except OSError:
+                continue
+            done += 1
+        return done
+    finally:
+        for c in socks:
+            c.close()
 
 
 class ForkedServer:

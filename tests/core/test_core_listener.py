@@ -14,7 +14,6 @@ import resource
 import socket
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from c10k.core.listener import (
     set_backlog,
     syn_drop_in_force,
 )
+from helpers import quick_handshakes
 
 
 @pytest.fixture(params=BACKEND_PARAMS)
@@ -389,30 +389,6 @@ def test_core_acceptor_on_accept_error_does_not_stall_backlog(
 # -- drop_syns: admission by SYN drop ---------------------------------------------------
 
 
-def handshakes(addr: tuple[str, int], family: int, n: int, within: float = 0.3) -> int:
-    """Start ``n`` non-blocking connects; how many completed within ``within`` seconds
-    (a dropped SYN is retransmitted only after 1 s, so those count as not completed)."""
-    socks = []
-    try:
-        for _ in range(n):
-            c = socket.socket(family)
-            socks.append(c)
-            c.setblocking(False)
-            assert c.connect_ex(addr) in (0, errno.EINPROGRESS)
-        time.sleep(within)
-        done = 0
-        for c in socks:
-            try:
-                c.getpeername()
-            except OSError:
-                continue
-            done += 1
-        return done
-    finally:
-        for c in socks:
-            c.close()
-
-
 def somaxconn() -> int:
     return int(Path("/proc/sys/net/core/somaxconn").read_text())
 
@@ -436,25 +412,25 @@ def test_core_drop_syns_drops_that_share_of_new_connections(host: str, family: i
     sock = bind_socket(host, 0, backlog=4096)
     addr = sock.getsockname()[:2]
     try:
-        assert handshakes(addr, family, 100) == 100
+        assert quick_handshakes(addr, 100, family) == 100
         assert drop_syns(sock, 1.0)
-        assert handshakes(addr, family, 100) == 0
+        assert quick_handshakes(addr, 100, family) == 0
         drain(sock)
         assert drop_syns(sock, 0.5)
         assert syn_drop_in_force(sock) == 0.5
-        half = handshakes(addr, family, 400)
+        half = quick_handshakes(addr, 400, family)
         assert 120 < half < 280, half  # binomial(400, 0.5): 200 +- 10 sigma
         drain(sock)
         # Connections already in the queue are not touched by a filter set later.
         assert drop_syns(sock, 0)
-        assert handshakes(addr, family, 20) == 20
+        assert quick_handshakes(addr, 20, family) == 20
         assert drop_syns(sock, 1.0)
         assert accept_queue(sock) == (20, min(4096, somaxconn()))
         drain(sock)
         assert drop_syns(sock, 0)
         assert syn_drop_in_force(sock) == 0
         assert drop_syns(sock, 0)  # removing none is not an error
-        assert handshakes(addr, family, 100) == 100
+        assert quick_handshakes(addr, 100, family) == 100
     finally:
         sock.close()
 

@@ -25,7 +25,7 @@ from c10k.core.listener import accept_queue, drop_syns, set_backlog, syn_drop_in
 from c10k.http.events import Request
 from c10k.http.writers import Response, build_response
 from c10k.server import ServerConfig
-from helpers import ForkedServer, backend_params, read_response
+from helpers import ForkedServer, backend_params, quick_handshakes, read_response
 
 OK = build_response(200, [(b"Content-Type", b"text/plain")], b"ok\n")
 GET = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
@@ -125,28 +125,6 @@ def flood(
         c.close()
     sel.close()
     return outcome, limits, drops
-
-
-def quick_handshakes(address: tuple[str, int], n: int) -> int:
-    """How many of ``n`` connects complete within 0.3 s (a dropped SYN is retried only
-    after 1 s)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for c in socks:
-            c.setblocking(False)
-            assert c.connect_ex(address) in (0, errno.EINPROGRESS)
-        time.sleep(0.3)
-        done = 0
-        for c in socks:
-            try:
-                c.getpeername()
-            except OSError:
-                continue
-            done += 1
-        return done
-    finally:
-        for c in socks:
-            c.close()
 
 
 @pytest.mark.parametrize("backend", backend_params(modes=False))
