@@ -166,8 +166,9 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str | None, str]] = [
         "max_accept_wait",
         float,
         "SECONDS",
-        "under overload, reset connections that waited longer in the accept queue and "
-        "shrink the backlog to half this many seconds of accepts; 0 = off (default 1.0)",
+        "under a connection flood, drop new SYNs at random to hold the accept queue at a "
+        "tenth of this many seconds of accepts (backlog shrunk to half of it as a "
+        "backstop) and reset connections that waited longer; 0 = off (default 1.0)",
     ),
     (
         "--shed-keepalive-lag",

@@ -14,9 +14,10 @@ import errno
 import fcntl
 import socket
 import struct
+import sys
 import termios
 
-_ONE = (1).to_bytes(4, "little" if __import__("sys").byteorder == "little" else "big")
+_ONE = (1).to_bytes(4, sys.byteorder)
 
 
 _NO_TCP_OPTION_ERRNOS = frozenset((errno.EOPNOTSUPP, errno.ENOPROTOOPT))
@@ -85,7 +86,7 @@ def reset_on_close(fd: int) -> None:
 
 
 # struct tcp_info's layout below is Linux's; other kernels (FreeBSD's has one too) differ.
-_LINUX = __import__("sys").platform.startswith("linux")
+_LINUX = sys.platform.startswith("linux")
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
 # struct tcp_info (linux/tcp.h): tcpi_last_data_recv (ms) at offset 52, tcpi_rtt (us) at
 # 68, tcpi_total_retrans at 100.

@@ -181,6 +181,8 @@ def bind_unix_socket(
     return sock
 
 
+# struct tcp_info and the socket filter below are read and built as Linux lays them out.
+_LINUX = sys.platform.startswith("linux")
 # struct tcp_info (linux/tcp.h): on a listening socket tcpi_unacked is the accept queue's
 # current length and tcpi_sacked its limit (what ``ss -lnt`` shows as Recv-Q / Send-Q).
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
@@ -191,7 +193,7 @@ def accept_queue(sock: socket.socket) -> tuple[int, int] | None:
     """(connections waiting to be accepted, the queue's limit) of a TCP listener, or None
     where the kernel does not say (a Unix-domain socket, a non-Linux kernel: the layout
     of struct tcp_info read here is Linux's)."""
-    if not sys.platform.startswith("linux"):
+    if not _LINUX:
         return None
     try:
         raw = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 32)
@@ -248,7 +250,7 @@ def drop_syns(sock: socket.socket, fraction: float) -> bool:
     the listening TCP socket ``sock``, at random, before they reach its queues; 0 removes
     the filter. Returns False where this cannot be done (not Linux, not TCP, the kernel
     refused): the caller then has only the backlog to bound the queue with."""
-    if not sys.platform.startswith("linux") or sock.family not in (socket.AF_INET, socket.AF_INET6):
+    if not _LINUX or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return False
     try:
         import ctypes  # (optional in CPython builds: the core must import without it)
@@ -277,7 +279,7 @@ def drop_syns(sock: socket.socket, fraction: float) -> bool:
 def syn_drop_in_force(sock: socket.socket) -> float:
     """The share of SYNs ``drop_syns`` set on ``sock``, read back from the kernel (so also
     from another process holding the same socket); 0 with no filter or another one."""
-    if not sys.platform.startswith("linux"):
+    if not _LINUX:
         return 0.0
     try:
         import ctypes
