@@ -7,6 +7,9 @@ import json
 import math
 import os
 import resource
+import ssl
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +24,28 @@ TOP_KEYS = {
     "target",
     "loopback",
     "verdict",
+    "ok",
     "in_the_way",
     "machine",
     "limits",
     "backends",
     "modes",
     "io_uring",
+    "ktls",
     "capacity",
 }
-LIMIT_KEYS = {"value", "status", "meaning", "needed", "fix", "needs_root", "raisable", "workaround"}
+LIMIT_KEYS = {
+    "value",
+    "status",
+    "meaning",
+    "needed",
+    "fix",
+    "needs_root",
+    "raisable",
+    "workaround",
+    "blocked_by",
+}
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _proc_int(name: str) -> list[int]:
@@ -41,6 +57,13 @@ def _run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict
     return code, json.loads(capsys.readouterr().out)
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command: ``python -m c10k doctor ARGS`` from this source tree."""
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    argv = [sys.executable, "-m", "c10k", "doctor", *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+
+
 # -- the real machine -----------------------------------------------------------------------
 @pytest.mark.skipif(not Path("/proc/sys/fs/file-max").exists(), reason="needs Linux /proc")
 def test_doctor_main_json_matches_proc(capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,7 +71,8 @@ def test_doctor_main_json_matches_proc(capsys: pytest.CaptureFixture[str]) -> No
     assert set(report) == TOP_KEYS
     assert report["schema"] == 1
     assert report["target"] == 1_000_000
-    assert code == (0 if report["verdict"] == OK else 1)
+    assert code == 0  # --json exits 0 and says the verdict inside
+    assert report["ok"] is (report["verdict"] == OK)
     limits = report["limits"]
     for name, lim in limits.items():
         assert set(lim) == LIMIT_KEYS, name
@@ -95,6 +119,10 @@ def test_doctor_main_json_matches_proc(capsys: pytest.CaptureFixture[str]) -> No
         if line.startswith("Seccomp:")
     )
     assert report["io_uring"]["seccomp"] == seccomp
+    ulp = Path("/proc/sys/net/ipv4/tcp_available_ulp")
+    if ulp.exists():
+        assert report["ktls"]["tcp_available_ulp"] == ulp.read_text().split()
+    assert report["ktls"]["ssl_op_enable_ktls"] is hasattr(ssl, "OP_ENABLE_KTLS")
     # capacity terms follow from the limits
     per_process = (hard if hard != inf else _proc_int("fs.nr_open")[0]) - doctor.FD_RESERVE
     cap = report["capacity"]
@@ -134,6 +162,7 @@ def fake(
     sysctls: dict[str, str] | None = None,
     extra: dict[str, str] | None = None,
     read_only: bool = False,
+    ktls: bool = False,
 ) -> Sources:
     values = {
         "fs.nr_open": "1048576",
@@ -171,6 +200,7 @@ def fake(
         euid=lambda: euid,
         backends=lambda: (["epoll", "poll"], {"kqueue": "BSD only"}),
         modes=lambda: ([], {"uring": "not here"}),
+        ssl_ktls=lambda: ktls,
         page_size=4096,
     )
 
@@ -389,19 +419,254 @@ def test_doctor_measure_runs_a_real_server_and_cleans_up() -> None:
     assert result["connections"] == 200
     assert set(result) == {
         "connections",
+        "server_sockets",
         "server_rss_bytes_per_conn",
         "slab_bytes_per_socket",
         "client_rss_bytes_per_conn",
         "method",
+        "notes",
     }
-    assert isinstance(result["server_rss_bytes_per_conn"], int)
-    assert result["server_rss_bytes_per_conn"] < 100_000  # not a page per connection
+    assert result["server_sockets"] >= 200
+    for key in ("server_rss_bytes_per_conn", "slab_bytes_per_socket", "client_rss_bytes_per_conn"):
+        # a figure, or None with a note saying so: never a silent 0
+        assert result[key] is None or result[key] > 0, key
+    server = result["server_rss_bytes_per_conn"]
+    assert server is None or server < 100_000  # not a page per connection
+    nones = [k for k, v in result.items() if v is None]
+    assert len(result["notes"]) == len(nones)
     assert set(os.listdir("/proc/self/fd")) == before  # every socket and pipe closed
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="needs Linux /proc")
+def test_doctor_cli_measure_reads_the_process_holding_the_connections() -> None:
+    # Issue 19: `--measure 3000` said 0 bytes per connection: it read the VmRSS of the
+    # supervisor `c10k serve` starts by default, which holds no connection.
+    run = _cli("--measure", "1000", "--json")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert isinstance(result["server_rss_bytes_per_conn"], int)
+    assert 0 < result["server_rss_bytes_per_conn"] < 100_000
+    assert result["server_sockets"] >= 1000  # the process measured held them all
+
+
+def test__per() -> None:
+    floor = doctor.MIN_GROWTH_PAGES * doctor.PAGE
+    notes: list[str] = []
+    assert doctor._per("Slab", 4 * floor, 100, 2, 5000, notes) == round(4 * floor / 200)
+    assert notes == []
+    for growth in (0, -doctor.PAGE, floor - 1):  # too little (or shrunk): None and why
+        assert doctor._per("the server's VmRSS", growth, 50, 1, 400, notes) is None
+    assert len(notes) == 3
+    assert "50 connections are too few to measure it; try --measure" in notes[0]
+
+
+@pytest.mark.parametrize("n", ["0", "-5", "1000000000"])
+def test_doctor_cli_measure_refuses_non_positive_and_absurd_counts(n: str) -> None:
+    # 0 was a ZeroDivisionError traceback, -5 was measured, 10**9 ran out of fds midway
+    run = _cli(f"--measure={n}")
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    assert run.stdout == ""
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("c10k doctor: ")
+    assert "--measure" in lines[0]
+
+
+def test_doctor_cli_help_says_when_it_exits_1() -> None:
+    run = _cli("--help")
+    assert run.returncode == 0
+    help_text = " ".join(run.stdout.split())
+    assert "1 a LIMIT is in the way of the target (text output only)" in help_text
+    assert "With --json the exit status is 0" in help_text
+    assert "jq -e .ok" in help_text
+
+
+def test_doctor_cli_json_exits_0_with_the_verdict_inside() -> None:
+    # A trillion connections: something (memory at least) is in the way on any machine.
+    run = _cli("--json", "--connections", str(10**12))
+    assert run.returncode == 0, run.stderr  # `set -o pipefail` pipelines go on
+    report = json.loads(run.stdout)
+    assert report["ok"] is False
+    assert report["verdict"] == LIMIT
+    assert "memory" in report["in_the_way"]
+    # text output keeps exit 1, for `c10k doctor && c10k serve`
+    assert _cli("--connections", str(10**12)).returncode == 1
+
+
+# -- root without the capability ------------------------------------------------------------
+def _tag_line(text: str, name: str) -> str:
+    after = text[text.index(f" {name} ") :]
+    return after[after.index("to raise it") :].split(":\n")[0]
+
+
+def test_doctor_root_without_cap_sys_resource_names_the_capability() -> None:
+    # euid 0 in docker: root, but CAP_SYS_RESOURCE (bit 24) is not in CapEff
+    src = fake(nofile=("20000", "20000"), cap_eff="000001fffeffffff", extra={"/.dockerenv": ""})
+    report = collect(1_000_000, src=src)
+    tag = _tag_line(doctor.render_text(report), "RLIMIT_NOFILE")
+    assert "needs root" not in tag
+    assert tag == "to raise it (cannot be done from here: root, but CapEff lacks CAP_SYS_RESOURCE)"
+    lim = report["limits"]["RLIMIT_NOFILE"]
+    assert lim["raisable"] is False
+    assert lim["blocked_by"] == "root, but CapEff lacks CAP_SYS_RESOURCE"
+    # not root: root is what is missing, and it says so as before
+    user = collect(1_000_000, src=fake(nofile=("20000", "20000"), euid=1000, cap_eff="0"))
+    assert user["limits"]["RLIMIT_NOFILE"]["blocked_by"] is None
+    tag = _tag_line(doctor.render_text(user), "RLIMIT_NOFILE")
+    assert tag == "to raise it (needs root, cannot be done from here)"
+
+
+RO_PROC_SYS = "proc /proc proc rw,relatime 0 0\nproc /proc/sys proc ro,nosuid,relatime 0 0\n"
+
+
+@pytest.mark.parametrize(
+    ("cap_eff", "extra", "why"),
+    [
+        (
+            "00000000a80425fb",  # docker's default set: no CAP_SYS_ADMIN (bit 21)
+            {"/proc/self/mounts": RO_PROC_SYS},
+            "/proc/sys is mounted read-only, and CapEff lacks CAP_SYS_ADMIN to remount it",
+        ),
+        (
+            "000001ffffffffff",
+            {"/proc/self/mounts": RO_PROC_SYS},
+            "/proc/sys is mounted read-only (mount -o remount,rw /proc/sys)",
+        ),
+        (
+            "00000000a80425fb",
+            {"/proc/self/mounts": "proc /proc proc rw 0 0\n"},
+            "root, but CapEff lacks CAP_SYS_ADMIN",
+        ),
+        (
+            "000001ffffffffff",
+            {"/proc/self/uid_map": "         0     100000      65536\n"},
+            "root of a user namespace (/proc/self/uid_map), not of the host",
+        ),
+    ],
+    ids=["ro-no-cap", "ro-cap", "no-cap", "userns"],
+)
+def test_doctor_root_cannot_write_sysctl_says_why(
+    cap_eff: str, extra: dict[str, str], why: str
+) -> None:
+    src = fake(sysctls={"net.core.somaxconn": "128"}, cap_eff=cap_eff, extra=extra, read_only=True)
+    report = collect(1000, src=src)
+    tag = " ".join(_tag_line(doctor.render_text(report), "net.core.somaxconn").split())
+    assert tag == f"to raise it (cannot be done from here: {why})"
+    lim = report["limits"]["net.core.somaxconn"]
+    assert lim["raisable"] is False
+    assert lim["blocked_by"] == why
+
+
+def test_doctor_root_in_user_namespace_cannot_raise_hard_nofile() -> None:
+    # CAP_SYS_RESOURCE in CapEff, but of a user namespace: setrlimit checks the host's
+    userns = {"/proc/self/uid_map": "         0       1000          1\n"}
+    report = collect(1_000_000, src=fake(nofile=("20000", "20000"), extra=userns))
+    lim = report["limits"]["RLIMIT_NOFILE"]
+    assert lim["raisable"] is False
+    assert lim["blocked_by"] == (
+        "root of a user namespace: its CAP_SYS_RESOURCE does not count on the host"
+    )
+    assert report["machine"]["user_namespace"] is True
+
+
+# -- kTLS (informational) -------------------------------------------------------------------
+DEP = "kernel/net/tls/tls.ko.zst: \nkernel/net/ipv4/tcp_bbr.ko.zst:\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "python", "module", "why"),
+    [
+        # this machine: only mptcp, a kernel without loadable modules, Python 3.11
+        (
+            {},
+            False,
+            "no-module-support",
+            "the kernel offers no tls ULP (tcp_available_ulp lists mptcp); this kernel loads "
+            "no modules (no /proc/modules); this Python's ssl has no OP_ENABLE_KTLS "
+            "(Python 3.12+)",
+        ),
+        (
+            {"/proc/modules": "nf_tables 1 0 - Live\n", "/lib/modules/6.8.0/modules.dep": DEP},
+            True,
+            "loadable",
+            "the kernel offers no tls ULP (tcp_available_ulp lists mptcp); the tls module is "
+            "not loaded: modprobe tls (needs root)",
+        ),
+        (
+            {"/proc/modules": "", "/lib/modules/6.8.0/modules.dep": "kernel/fs/x.ko:\n"},
+            True,
+            "absent",
+            "the kernel offers no tls ULP (tcp_available_ulp lists mptcp); no tls module in "
+            "/lib/modules/6.8.0",
+        ),
+        (
+            {"/proc/modules": ""},
+            True,
+            "unknown",
+            "the kernel offers no tls ULP (tcp_available_ulp lists mptcp); no "
+            "/lib/modules/6.8.0/modules.dep to tell if a tls module exists",
+        ),
+        (
+            {"/proc/modules": "", "/proc/sys/kernel/modules_disabled": "1\n"},
+            True,
+            "modules-disabled",
+            "the kernel offers no tls ULP (tcp_available_ulp lists mptcp); module loading is "
+            "off (kernel.modules_disabled=1)",
+        ),
+        (
+            {"/proc/sys/net/ipv4/tcp_available_ulp": "mptcp tls\n"},
+            False,
+            "no-module-support",
+            "this Python's ssl has no OP_ENABLE_KTLS (Python 3.12+)",
+        ),
+    ],
+    ids=["here", "loadable", "absent", "no-lib-modules", "modules-disabled", "old-python"],
+)
+def test_doctor_ktls_not_available_says_why(
+    files: dict[str, str], python: bool, module: str, why: str
+) -> None:
+    extra = {
+        "/proc/sys/net/ipv4/tcp_available_ulp": "mptcp\n",
+        "/proc/sys/kernel/osrelease": "6.8.0\n",
+        **files,
+    }
+    report = collect(1000, src=fake(extra=extra, ktls=python))
+    k = report["ktls"]
+    assert k["available"] is False
+    assert k["tls_module"] == module
+    assert k["ssl_op_enable_ktls"] is python
+    assert k["why"] == why
+    assert report["ok"] is True  # informational: never in the way
+    text = " ".join(doctor.render_text(report).split())
+    assert f"kTLS: not available: {why}" in text
+
+
+def test_doctor_ktls_available_with_ulp_and_python_flag() -> None:
+    ulp = {"/proc/sys/net/ipv4/tcp_available_ulp": "mptcp tls\n", "/proc/modules": "tls 1 0\n"}
+    report = collect(1000, src=fake(extra=ulp, ktls=True))
+    assert report["ktls"] == {
+        "available": True,
+        "tcp_available_ulp": ["mptcp", "tls"],
+        "tls_module": "loaded",
+        "ssl_op_enable_ktls": True,
+        "why": None,
+    }
+    assert "kTLS" not in report["limits"]
+    assert "\nkTLS: available\n" in doctor.render_text(report)
+
+
+def test_doctor_checks_table_covers_every_limit() -> None:
+    # collect is the table walked in order: the report's limits are the checks' union
+    ctx = doctor.Context(1_000_000, False, fake())
+    names = [name for check in doctor.CHECKS for name in check(ctx)]
+    assert names == list(collect(1_000_000, src=fake())["limits"])
+    assert len(names) == len(set(names))  # no two checks own one limit
 
 
 def test_doctor_constants_match_the_server() -> None:
     # Repeated in doctor.py so reading limits does not import the server; kept in step here.
-    from c10k.server.app import FD_RESERVE
+    from c10k.server.base import FD_RESERVE
     from c10k.server.config import ServerConfig
 
     assert doctor.FD_RESERVE == FD_RESERVE

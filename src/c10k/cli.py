@@ -11,21 +11,16 @@ import argparse
 import copy
 import dataclasses
 import logging
-import os
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from c10k.core.backend import BackendUnavailable
 from c10k.core.registry import BACKENDS, available_backends, unavailable_backends
 from c10k.server.config import ServerConfig
 from c10k.server.modes import (
     SERVER_MODES,
-    ModeUnavailable,
-    ServerLike,
     available_modes,
-    mode_class,
     unavailable_modes,
 )
 
@@ -365,52 +360,15 @@ def _serve(ns: argparse.Namespace) -> int:
     except (ConfigError, TypeError) as exc:
         print(f"c10k serve: {exc}", file=sys.stderr)
         return 2
-    if config.workers != 1 or config.listen:
-        # Workers, several listeners, IPv6/Unix sockets: c10k.server.process.
-        import importlib
+    # The server (one process, or a supervisor and its workers): c10k.server.process.
+    import importlib
 
-        try:
-            process = importlib.import_module("c10k.server.process")
-        except ImportError as exc:
-            print(f"c10k serve: --workers/--listen are unavailable: {exc}", file=sys.stderr)
-            return 2
-        return int(
-            process.serve(
-                config, announce=print, reload_config=lambda: build_config(copy.copy(pristine))
-            )
+    process = importlib.import_module("c10k.server.process")
+    return int(
+        process.serve(
+            config, announce=print, reload_config=lambda: build_config(copy.copy(pristine))
         )
-    return run_server(config)
-
-
-def run_server(config: ServerConfig) -> int:
-    """One server in this process: build, announce, serve until signalled."""
-    from c10k.server import Server
-
-    try:
-        if config.backend in SERVER_MODES:
-            server: ServerLike = mode_class(config.backend)(config)
-        else:
-            server = Server(config)
-    except (BackendUnavailable, ModeUnavailable) as exc:
-        print(f"c10k serve: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(
-            f"c10k serve: cannot listen on {config.host}:{config.port}: {exc.strerror}",
-            file=sys.stderr,
-        )
-        return 1
-    server.install_signal_handlers()
-    print(
-        f"c10k serving {os.path.abspath(config.root)} at {server.url}\n"
-        f"  backend {server.backend_name}; capacity {server.capacity:,} connections "
-        f"({server.capacity_reason}; RLIMIT_NOFILE soft {server.nofile_soft}, "
-        f"hard {server.nofile_hard})",
-        flush=True,
     )
-    server.serve_forever(install_signals=False)
-    print(f"c10k stopped after {server.requests:,} requests", flush=True)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,15 @@
 """One contract suite for every readiness backend (CPython ``BaseSelectorTestCase``).
 
 Each test runs once per registered backend; those that cannot run here are reported as
-skipped with ``unavailable_backends()``'s reason. Sockets are ``socketpair()`` ends, filled
-and drained trio-style. Readiness is checked with ``poll(0)`` after the kernel already has
-the state (socketpair sends are synchronous), so no test depends on timing; where a wait is
-needed it is a bounded ``poll(timeout)`` and only its result is asserted.
+skipped with ``unavailable_backends()``'s reason. Where kqueue is missing, ``kqueue`` and
+``kqueue-et`` also run as ``<name>-emulated``: the real backend classes over an emulation
+of kqueue on epoll (``_core_support.EpollKqueue``), which checks the kevents they ask for
+(EV_CLEAR or not) and their translation of what comes back against kernel readiness.
+
+Sockets are ``socketpair()`` ends, filled and drained trio-style. Readiness is checked with
+``poll(0)`` after the kernel already has the state (socketpair sends are synchronous), so
+no test depends on timing; where a wait is needed it is a bounded ``poll(timeout)`` and
+only its result is asserted.
 """
 
 from __future__ import annotations
@@ -14,7 +19,15 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from _core_support import BACKEND_PARAMS, SocketPairs, drain_socket, fill_socket, socketpair
+from _core_support import (
+    BACKEND_PARAMS,
+    EMULATED_PARAMS,
+    SocketPairs,
+    drain_socket,
+    fill_socket,
+    make_emulated,
+    socketpair,
+)
 
 from c10k.core import READ, READ_MASK, WRITE, WRITE_MASK, Backend, Capability, make_backend
 
@@ -25,10 +38,15 @@ __all__ = ["socketpair"]  # a fixture, used by name
 WAIT = 2.0
 
 
-@pytest.fixture(params=BACKEND_PARAMS)
+@pytest.fixture(params=[*BACKEND_PARAMS, *EMULATED_PARAMS])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    b = make_backend(request.param)
-    assert b.name == request.param
+    if isinstance(request.param, tuple):  # (name, "emulated")
+        name = request.param[0]
+        b = make_emulated(name)
+    else:
+        name = request.param
+        b = make_backend(name)
+    assert b.name == name
     yield b
     b.close()
 
@@ -221,9 +239,9 @@ def test_core_backend_level_vs_edge_rereport(backend: Backend, socketpair: Socke
 
 def test_core_backend_capabilities_match_name(backend: Backend) -> None:
     # The loop reads flags, never types (STYLE 8.3): make sure they say what they mean.
-    assert (backend.name in ("epoll-et", "rtsig")) == edge(backend)
+    assert (backend.name in ("epoll-et", "kqueue-et", "rtsig")) == edge(backend)
     assert bool(backend.capabilities & Capability.FD_LIMIT) == (backend.max_fd is not None)
-    scalable = backend.name in ("epoll", "epoll-et", "kqueue", "devpoll", "rtsig")
+    scalable = backend.name in ("epoll", "epoll-et", "kqueue", "kqueue-et", "devpoll", "rtsig")
     assert bool(backend.capabilities & Capability.SCALABLE) == scalable
 
 

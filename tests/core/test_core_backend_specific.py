@@ -13,6 +13,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _core_support import (
+    EV_ADD,
+    EV_CLEAR,
+    EV_DELETE,
+    EV_EOF,
+    EV_ERROR,
+    EVFILT_READ,
+    EVFILT_WRITE,
+    FakeKevent,
+)
 
 from c10k.core import (
     ERROR,
@@ -27,7 +37,7 @@ from c10k.core import (
     make_backend,
 )
 from c10k.core.io_kqueue import MAX_EVENTS as KQ_MAX_EVENTS
-from c10k.core.io_kqueue import KqueueBackend
+from c10k.core.io_kqueue import KqueueBackend, KqueueEdgeBackend
 from c10k.core.io_poll import DevpollBackend
 from c10k.core.io_select import SelectBackend
 from c10k.core.registry import AUTO_ORDER, BACKENDS, available_backends, unavailable_backends
@@ -115,17 +125,14 @@ def test_core_select_accepts_fd_just_below_limit() -> None:
 
 
 # -- kqueue through a fake -------------------------------------------------------------
+#
+# Every test runs for both variants: ``kqueue`` adds kevents with EV_ADD, ``kqueue-et``
+# with EV_ADD|EV_CLEAR; everything else (which filters change, deletes, errors, the
+# translation of what comes back) must be the same, except the RDHUP the edge variant adds
+# to a read EOF. That the flags make a difference on real sockets is the contract suite's
+# job (its ``*-emulated`` params).
 
-# FreeBSD/macOS <sys/event.h> values, written out here independently of io_kqueue.
-EVFILT_READ, EVFILT_WRITE = -1, -2
-EV_ADD, EV_DELETE, EV_ERROR, EV_EOF = 0x0001, 0x0002, 0x4000, 0x8000
-
-
-class FakeKevent:
-    def __init__(self, ident: int, filter: int = EVFILT_READ, flags: int = EV_ADD) -> None:
-        self.ident = ident
-        self.filter = filter
-        self.flags = flags
+RDHUP = 0x2000  # EPOLLRDHUP on Linux, the bit c10k's READ_MASK and server read as "FIN queued"
 
 
 class FakeKqueue:
@@ -157,23 +164,32 @@ def kq() -> FakeKqueue:
     return FakeKqueue()
 
 
-@pytest.fixture
-def kqb(kq: FakeKqueue) -> KqueueBackend:
-    return KqueueBackend(kq=kq, kevent=FakeKevent)
+@pytest.fixture(params=[KqueueBackend, KqueueEdgeBackend], ids=lambda cls: cls.name)
+def kqb(request: pytest.FixtureRequest, kq: FakeKqueue) -> KqueueBackend:
+    cls: type[KqueueBackend] = request.param
+    return cls(kq=kq, kevent=FakeKevent)
+
+
+def add_flags(kqb: KqueueBackend) -> int:
+    # What every added kevent must carry, from the name (not from the capability the
+    # backend derives its flags from, which would make the test agree with any bug).
+    return EV_ADD | EV_CLEAR if kqb.name == "kqueue-et" else EV_ADD
 
 
 def test_core_kqueue_register_read_write_adds_two_filters(
     kq: FakeKqueue, kqb: KqueueBackend
 ) -> None:
+    add = add_flags(kqb)
     kqb.register(5, READ | WRITE)
-    assert kq.changes == [[(5, EVFILT_READ, EV_ADD), (5, EVFILT_WRITE, EV_ADD)]]
+    assert kq.changes == [[(5, EVFILT_READ, add), (5, EVFILT_WRITE, add)]]
     assert len(kqb) == 1
 
 
 def test_core_kqueue_register_one_direction(kq: FakeKqueue, kqb: KqueueBackend) -> None:
+    add = add_flags(kqb)
     kqb.register(5, READ)
     kqb.register(6, WRITE)
-    assert kq.changes == [[(5, EVFILT_READ, EV_ADD)], [(6, EVFILT_WRITE, EV_ADD)]]
+    assert kq.changes == [[(5, EVFILT_READ, add)], [(6, EVFILT_WRITE, add)]]
 
 
 def test_core_kqueue_double_register_raises_without_syscall(
@@ -182,24 +198,44 @@ def test_core_kqueue_double_register_raises_without_syscall(
     kqb.register(5, READ)
     with pytest.raises(KeyError):
         kqb.register(5, WRITE)
-    assert kq.changes == [[(5, EVFILT_READ, EV_ADD)]]
+    assert kq.changes == [[(5, EVFILT_READ, add_flags(kqb))]]
 
 
 def test_core_kqueue_modify_changes_only_the_right_filter(
     kq: FakeKqueue, kqb: KqueueBackend
 ) -> None:
+    add = add_flags(kqb)
     kqb.register(5, READ | WRITE)
     kq.changes.clear()
     kqb.modify(5, READ)
     assert kq.changes == [[(5, EVFILT_WRITE, EV_DELETE)]]
     kq.changes.clear()
     kqb.modify(5, WRITE)
-    assert kq.changes == [[(5, EVFILT_READ, EV_DELETE), (5, EVFILT_WRITE, EV_ADD)]]
+    assert kq.changes == [[(5, EVFILT_READ, EV_DELETE), (5, EVFILT_WRITE, add)]]
     kq.changes.clear()
     kqb.modify(5, WRITE)  # no change, no syscall
     assert kq.changes == []
     kqb.modify(5, READ | WRITE)
-    assert kq.changes == [[(5, EVFILT_READ, EV_ADD)]]
+    assert kq.changes == [[(5, EVFILT_READ, add)]]
+
+
+def test_core_kqueue_every_added_kevent_carries_the_variant_flags(
+    kq: FakeKqueue, kqb: KqueueBackend
+) -> None:
+    # Through register, modify back and forth, unregister and register again: no kevent
+    # is added without EV_CLEAR on kqueue-et (one without it would be level-triggered and
+    # re-reported forever to a loop that only reads on edges), none with it on kqueue.
+    kqb.register(5, READ)
+    kqb.modify(5, WRITE)
+    kqb.modify(5, READ | WRITE)
+    kqb.unregister(5)
+    kqb.register(5, READ | WRITE)
+    kqb.register(6, WRITE)
+    added = [flags for batch in kq.changes for _, _, flags in batch if not flags & EV_DELETE]
+    assert len(added) == 6
+    assert set(added) == {add_flags(kqb)}
+    deleted = [flags for batch in kq.changes for _, _, flags in batch if flags & EV_DELETE]
+    assert deleted == [EV_DELETE] * 3  # deletes carry nothing else
 
 
 def test_core_kqueue_modify_unregister_unknown_raise_keyerror(
@@ -209,7 +245,20 @@ def test_core_kqueue_modify_unregister_unknown_raise_keyerror(
         kqb.modify(9, READ)
     with pytest.raises(KeyError):
         kqb.unregister(9)
+    with pytest.raises(KeyError):
+        kqb.forget(9)
     assert kq.changes == []
+
+
+def test_core_kqueue_failed_modify_keeps_old_interest(kq: FakeKqueue, kqb: KqueueBackend) -> None:
+    kqb.register(5, READ)
+    kq.fail_with = OSError(9, "Bad file descriptor")
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        kqb.modify(5, WRITE)
+    kq.fail_with = None
+    kq.changes.clear()
+    kqb.modify(5, READ | WRITE)  # from READ, the recorded interest: only WRITE is added
+    assert kq.changes == [[(5, EVFILT_WRITE, add_flags(kqb))]]
 
 
 def test_core_kqueue_unregister_deletes_filters(kq: FakeKqueue, kqb: KqueueBackend) -> None:
@@ -235,6 +284,17 @@ def test_core_kqueue_unregister_after_close_forgets_fd(kq: FakeKqueue, kqb: Kque
     assert len(kqb) == 1
 
 
+def test_core_kqueue_forget_makes_no_syscall(kq: FakeKqueue, kqb: KqueueBackend) -> None:
+    # close() drops an fd's kevents (kqueue(2)), so forget() before close() is bookkeeping.
+    kqb.register(5, READ | WRITE)
+    kq.changes.clear()
+    kqb.forget(5)
+    assert kq.changes == []
+    assert len(kqb) == 0
+    kqb.register(5, READ)  # the number, reused by a new socket, registers again
+    assert kq.changes == [[(5, EVFILT_READ, add_flags(kqb))]]
+
+
 def test_core_kqueue_failed_register_leaves_nothing(kq: FakeKqueue, kqb: KqueueBackend) -> None:
     kq.fail_with = OSError(9, "Bad file descriptor")
     with pytest.raises(OSError, match="Bad file descriptor"):
@@ -243,7 +303,7 @@ def test_core_kqueue_failed_register_leaves_nothing(kq: FakeKqueue, kqb: KqueueB
 
 
 def test_core_kqueue_poll_merges_and_maps_flags(kq: FakeKqueue, kqb: KqueueBackend) -> None:
-    for fd in (5, 6, 7):
+    for fd in (5, 6, 7, 8):
         kqb.register(fd, READ | WRITE)
     kq.script.append(
         [
@@ -251,15 +311,19 @@ def test_core_kqueue_poll_merges_and_maps_flags(kq: FakeKqueue, kqb: KqueueBacke
             FakeKevent(5, EVFILT_WRITE, EV_ADD),
             FakeKevent(6, EVFILT_READ, EV_ADD | EV_EOF),
             FakeKevent(7, EVFILT_WRITE, EV_ADD | EV_ERROR),
+            FakeKevent(8, EVFILT_WRITE, EV_ADD | EV_EOF),
         ]
     )
     ready = kqb.poll(1.5)
     fds = [fd for fd, _ in ready]
-    assert sorted(fds) == [5, 6, 7]  # one entry per fd
+    assert sorted(fds) == [5, 6, 7, 8]  # one entry per fd
     got = dict(ready)
     assert got[5] == READ | WRITE
-    assert got[6] == READ | HUP
+    # The peer's FIN: HUP, and on the edge variant also RDHUP (EPOLLRDHUP's bit), which
+    # tells a reader that stopped at a short read that no new edge will come for the EOF.
+    assert got[6] == (READ | HUP | RDHUP if kqb.name == "kqueue-et" else READ | HUP)
     assert got[7] == WRITE | ERROR
+    assert got[8] == WRITE | HUP  # EOF on the write filter: no RDHUP on either variant
     assert got[7] & READ_MASK  # the loop wakes the reader too
     assert got[6] & WRITE_MASK
     assert kq.waits == [(KQ_MAX_EVENTS, 1.5)]
@@ -275,6 +339,26 @@ def test_core_kqueue_poll_timeouts(kq: FakeKqueue, kqb: KqueueBackend) -> None:
 def test_core_kqueue_close(kq: FakeKqueue, kqb: KqueueBackend) -> None:
     kqb.close()
     assert kq.closed
+
+
+def test_core_kqueue_et_is_edge_and_scalable_and_kqueue_is_not_edge() -> None:
+    assert KqueueEdgeBackend.name == "kqueue-et"
+    assert KqueueEdgeBackend.capabilities == Capability.EDGE | Capability.SCALABLE
+    assert KqueueBackend.capabilities == Capability.SCALABLE
+    assert KqueueEdgeBackend.max_fd is None
+    # Same kernel object, so the same verdict and sentence wherever it runs.
+    assert KqueueEdgeBackend.unavailable_reason() == KqueueBackend.unavailable_reason()
+
+
+@pytest.mark.skipif(hasattr(select, "kqueue"), reason="kqueue runs here")
+def test_core_kqueue_et_unavailable_without_kqueue() -> None:
+    reason = KqueueEdgeBackend.unavailable_reason()
+    assert reason is not None
+    assert "BSD" in reason
+    assert unavailable_backends()["kqueue-et"] == reason
+    assert "kqueue-et" not in available_backends()
+    with pytest.raises(BackendUnavailable, match="kqueue-et"):
+        make_backend("kqueue-et")
 
 
 # -- /dev/poll through a fake ----------------------------------------------------------
@@ -375,6 +459,31 @@ def test_core_registry_available_and_unavailable_partition() -> None:
     ranked = [n for n in avail if n in AUTO_ORDER]
     assert ranked == [n for n in AUTO_ORDER if n in avail]
     assert all(reason for reason in unavail.values())
+
+
+def test_core_registry_kqueue_et_registered_but_never_auto() -> None:
+    assert BACKENDS["kqueue-et"] is KqueueEdgeBackend
+    assert BACKENDS["kqueue"] is KqueueBackend
+    # auto prefers level-triggered kqueue on BSD as it prefers epoll LT on Linux.
+    assert "kqueue-et" not in AUTO_ORDER
+    assert "epoll-et" not in AUTO_ORDER
+    assert "kqueue" in AUTO_ORDER
+
+
+def test_core_registry_kqueue_et_listed_after_kqueue_where_kqueue_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A BSD as the registry sees it: select.kqueue present, select.epoll absent. Only
+    # classes are resolved here (instantiating would need the rest of BSD's select).
+    monkeypatch.setattr(select, "kqueue", FakeKqueue, raising=False)
+    monkeypatch.delattr(select, "epoll", raising=False)
+    avail = available_backends()
+    assert "kqueue" in avail
+    assert "kqueue-et" in avail
+    assert avail.index("kqueue") < avail.index("kqueue-et")
+    assert "kqueue-et" not in unavailable_backends()
+    assert get_backend_class("auto") is KqueueBackend
+    assert get_backend_class("kqueue-et") is KqueueEdgeBackend
 
 
 def test_core_registry_unknown_name_lists_available() -> None:

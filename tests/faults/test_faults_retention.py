@@ -4,7 +4,7 @@ The soak's new-connection clients made RSS climb ~4 MiB per minute at ~900 conne
 with the default timeouts, then level off after the header timeout (60 s); with
 ``--header-timeout 5`` it was flat at once. A connection is filed in a one-second deadline
 bucket at accept (header timeout) and ``Deadlines`` cancels lazily, so the closed
-Connection stays referenced from its bucket until the bucket comes due: memory grows with
+Session stays referenced from its bucket until the bucket comes due: memory grows with
 connection rate x header_timeout (~180 bytes each: ~10 MB at 1,000/s, ~200 MB at a
 C10K-scale 20,000/s), not with the connections actually open.
 """
@@ -21,7 +21,7 @@ from _fault_support import get, wait_until
 
 from c10k.core.timers import SWEEP_MIN_DEAD
 from c10k.server import Server, ServerConfig
-from c10k.server.protocol import Connection
+from c10k.server.session import Session
 from helpers import read_response
 
 
@@ -36,9 +36,11 @@ def test_faults_closed_connections_are_not_retained(docroot: Path, backend: str)
             with socket.create_connection(server.address, timeout=5) as c:
                 c.sendall(get("/small.txt", "Connection: close\r\n"))
                 assert read_response(c, bytearray())[0] == 200
-        assert wait_until(lambda: not server.connections)
+        assert wait_until(lambda: not server.nconn)
         gc.collect()
-        alive = sum(1 for o in gc.get_objects() if isinstance(o, Connection) and o.server is server)
+        alive = sum(
+            1 for o in gc.get_objects() if isinstance(o, Session) and o.policy is server.policy
+        )
         # All n are closed (the header timeout, 60 s, has not passed for any of them).
         # Closing unfiles a connection; dead entries are swept once there are more than
         # SWEEP_MIN_DEAD of them, so what stays referenced is bounded, not n.

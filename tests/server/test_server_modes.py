@@ -108,7 +108,7 @@ def test_server_threads_one_thread_per_client_then_back_to_baseline(docroot: Pat
 def test_server_threads_banner_names_the_limit(docroot: Path) -> None:
     srv = ServerProcess(docroot, "threads")
     try:
-        assert "backend threads; capacity" in srv.banner
+        assert "backend threads; 1 process; capacity" in srv.banner
         assert "RLIMIT_NOFILE" in srv.banner or "threads:" in srv.banner
     finally:
         assert srv.stop()[0] == 0
@@ -228,14 +228,17 @@ def test_server_aio_pauses_reading_while_output_is_pending(aio_server: AsyncioSe
     port = aio_server.address[1]
     with connect(port, timeout=10) as c:
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        # 200 requests arrive in one read; the responses queued before parsing stops are
-        # bounded by max_pending_output_bytes (a file body counts 4 KiB: 64 of them).
+        # 200 requests arrive in one read; a file body counts whole against
+        # max_pending_output_bytes, so parsing stops after the first: a slow reader holds
+        # one open file, not one per request it queued.
         c.sendall(GET_BIG * 200)
         time.sleep(0.5)
         answered = aio_server.requests
-        assert 0 < answered <= 70  # the rest waits unparsed behind the output
-        paused = _in_loop(aio_server, lambda: [p.reading_paused for p in aio_server.connections])
-        assert paused == [True]
+        assert 0 < answered <= 2  # the rest waits unparsed behind the output
+        reading = _in_loop(
+            aio_server, lambda: [s.transport.reading for s in aio_server.connections]
+        )
+        assert reading == [False]
 
 
 def test_server_uvloop_unavailable_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -405,8 +408,12 @@ def test_server_mode_keepalive_syscall_budget(docroot: Path, tmp_path: Path, mod
     lines = trace.read_text().splitlines()
     begin = next(i for i, line in enumerate(lines) if "c10k-begin-marker" in line)
     end = next(i for i, line in enumerate(lines) if "c10k-end-marker" in line)
+    # The window opens after the marker's own 404, answered from the disk pool: the pool
+    # thread's wakeup byte is a write too, so look for the response itself.
     first = next(
-        i for i in range(begin, end) if (m := SYSCALL.match(lines[i])) and m.group(1) == wr
+        i
+        for i in range(begin, end)
+        if (m := SYSCALL.match(lines[i])) and m.group(1) == wr and "HTTP/1.1 404" in lines[i]
     )
     calls = collections.Counter(
         m.group(1) for line in lines[first + 1 : end] if (m := SYSCALL.match(line))

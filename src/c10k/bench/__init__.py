@@ -6,7 +6,7 @@ it with wrk or its own nonblocking Python load generator pinned to another, and 
 Markdown and plots.  It never imports ``c10k.http``, ``c10k.static`` or ``c10k.server``.
 
 Modules, from data to output:
-    scenarios.py  the scenarios as data, and one measuring function per kind
+    scenarios/    the scenarios as data (table.py), and one module per kind of measurement
     peers.py      the servers: command lines, start/probe/stop by process group
     client.py     the Python load generator (processes x epoll, JSON-lines control)
     wrk.py        wrk runner for the high-rate runs

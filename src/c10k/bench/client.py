@@ -780,7 +780,7 @@ class _User:
 
 
 class ModemWorker:
-    """Paced slow readers, dkftpbench-style (see the module doc and scenarios.MODEM).
+    """Paced slow readers, dkftpbench-style (see the module doc and scenarios/modem.py).
 
     Users are added one after another, ``interval`` seconds apart across all workers (worker
     ``i`` of ``k`` adds its ``j``-th user at ``(j*k + i) * interval``).  Each user downloads

@@ -294,7 +294,7 @@ def _non_2xx_kind(status: int) -> str:
 def _run_shape(
     hist: Histogram, errors: dict[str, int], window: float, rps: float, reconnects: int
 ) -> dict[str, Any]:
-    """The keys every run of the bench has (``scenarios._http_run_from_python``'s shape)."""
+    """The keys every run of the bench has (``scenarios.common._http_run_from_python``'s shape)."""
     return {
         "generator": "h2load",
         "window_s": round(window, 4),
@@ -312,7 +312,7 @@ def _run_shape(
 def peak_figures(
     entries: list[tuple[int, int, int]], summary: dict[str, Any] | None, elapsed_s: float
 ) -> dict[str, Any]:
-    """Figures of a closed-loop run, in the shape of ``scenarios._http_run_from_python``.
+    """Figures of a closed-loop run, in the shape of ``scenarios.common._http_run_from_python``.
 
     >>> f = peak_figures([(0, 200, 1000), (1, 200, 3000), (2, 503, 10)], None, 2.0)
     >>> f["requests"], f["rps"], f["errors"], f["latency_ms"]["max"]
@@ -345,7 +345,7 @@ def rate_figures(
     t_launch_us: int | None = None,
     settle_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Figures of an open-loop run: the keys ``scenarios.overload_figures`` gives (offered,
+    """Figures of an open-loop run: the keys ``scenarios.overload.overload_figures`` gives (offered,
     goodput, shares, unfinished...) plus requests/errors/latency in the usual shape.
 
     Every rate is of the connections h2load was asked to make (it makes them all, on time

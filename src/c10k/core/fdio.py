@@ -119,3 +119,15 @@ def accept_wait_ms(fd: int) -> int | None:
         return None
     idle, rtt_us, retrans = _WAIT_FIELDS.unpack_from(raw, 52)
     return int(idle + rtt_us // 1000 + 1000 * retrans)
+
+
+def peer_address(fd: int) -> object:
+    """getpeername(2) of a connected socket fd, as ``socket.getpeername`` gives it (a
+    (host, port, ...) tuple, or a path for a Unix socket); None if it has none left."""
+    s = socket.socket(fileno=fd)
+    try:
+        return s.getpeername()
+    except OSError:
+        return None
+    finally:
+        s.detach()

@@ -26,7 +26,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from c10k.core.backend import READ, Backend, Capability
 from c10k.core.registry import make_backend
@@ -36,6 +37,7 @@ from c10k.core.wakeup import Wakeup
 log = logging.getLogger("c10k.loop")
 
 FdCallback = Callable[[int], object]
+T = TypeVar("T")
 
 
 LOAD_ALPHA = 0.2  # EWMA weight of the newest turn: about the last ten turns count
@@ -46,9 +48,12 @@ class Loop:
 
     Args:
         backend: a Backend instance, or a registry name (``"auto"``, ``"epoll"``, ...).
+        threads: threads for ``run_in_thread`` (started on first use).
     """
 
-    def __init__(self, backend: Backend | str = "auto") -> None:
+    def __init__(self, backend: Backend | str = "auto", threads: int = 4) -> None:
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
         self.backend = make_backend(backend) if isinstance(backend, str) else backend
         self.capabilities: Capability = self.backend.capabilities
         self.edge = bool(self.capabilities & Capability.EDGE)
@@ -119,6 +124,29 @@ class Loop:
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         self._ready.append((callback, args))  # deque.append is atomic
         self._wakeup.wake()
+
+    def run_in_thread(
+        self, fn: Callable[..., T], *args: Any, done: Callable[[Future[T]], object]
+    ) -> Future[T]:
+        """Run the blocking ``fn(*args)`` in one of the loop's threads (open, stat, read of
+        a cold file: the page's AMPED note), then ``done(future)`` on the loop's thread.
+
+        The pool starts on first use, so a process can fork before any thread exists.
+        """
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="c10k-io")
+        future = pool.submit(fn, *args)
+        post = self.call_soon_threadsafe
+
+        def back(f: Future[T]) -> None:
+            try:
+                post(done, f)
+            except OSError:
+                pass  # the loop is closed: nobody waits for the answer
+
+        future.add_done_callback(back)
+        return future
 
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
         return self._timers.call_at(when, callback, *args)
@@ -220,6 +248,9 @@ class Loop:
         if self._old_wakeup_fd is not None:
             signal.set_wakeup_fd(self._old_wakeup_fd)
             self._old_wakeup_fd = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         self.remove_fd(self._wakeup.fileno())
         self._wakeup.close()
         self.backend.close()

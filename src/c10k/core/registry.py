@@ -4,14 +4,16 @@ Preference order for ``auto``: the O(1) kernels first (epoll, kqueue, /dev/poll)
 poll, then select. Level-triggered epoll is preferred over edge-triggered: for a server
 whose responses almost always fit the socket buffer, LT never calls epoll_ctl after
 registration either, and ET costs an extra wakeup per response from EPOLLOUT edges (see
-docs/ARCHITECTURE.md for the measurement).
+docs/ARCHITECTURE.md for the measurement). The same goes for kqueue and its EV_CLEAR
+variant, so neither ``epoll-et`` nor ``kqueue-et`` is in AUTO_ORDER: they run when named,
+and ``available_backends()`` lists them after the ones ``auto`` picks from.
 """
 
 from __future__ import annotations
 
 from c10k.core.backend import Backend, BackendUnavailable
 from c10k.core.io_epoll import EpollBackend, EpollETBackend
-from c10k.core.io_kqueue import KqueueBackend
+from c10k.core.io_kqueue import KqueueBackend, KqueueEdgeBackend
 from c10k.core.io_poll import DevpollBackend, PollBackend
 from c10k.core.io_rtsig import RtsigBackend
 from c10k.core.io_select import SelectBackend
@@ -22,6 +24,7 @@ BACKENDS: dict[str, type[Backend]] = {
         EpollBackend,
         EpollETBackend,
         KqueueBackend,
+        KqueueEdgeBackend,
         DevpollBackend,
         PollBackend,
         SelectBackend,

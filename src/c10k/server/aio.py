@@ -1,81 +1,80 @@
-"""The same static server on asyncio and on uvloop: the loops Python users already run.
+"""The asyncio and uvloop modes: the same Session on the loops Python users already run.
 
 Kegel's page files these under "user-level threads" (coroutines multiplexed on one OS
-thread over a readiness API); asyncio is that, uvloop is the same API on libuv. This mode
-lets the benchmark compare our own ``Loop`` with them, serving identical HTTP: the same
-sans-I/O ``HTTPConnection``, handler and response policy (``WirePolicy``, shared with the
-thread-per-connection mode).
+thread over a readiness API); asyncio is that, uvloop the same API on libuv. Here they
+are drivers like the others: ``AioConnection`` is an asyncio protocol on one side and the
+Session's transport on the other, so the HTTP is exactly every other mode's.
 
 Decisions and why:
 
-- **Protocols, not streams.** ``asyncio.Protocol`` callbacks (``data_received``) cost
-  one Python call per read; ``StreamReader`` adds a coroutine switch, a future and a
-  buffer copy per read (uvicorn's httptools path and vmbench's "protocol" variant are
-  protocol-based for the same reason). No task per connection or per request exists.
-  It is a ``BufferedProtocol`` over one receive buffer per server: a plain Protocol makes
-  asyncio ``recv(256 KiB)`` into a fresh bytes object per read, which glibc serves with
-  mmap + mremap + munmap, three syscalls per request (strace). ``get_buffer`` and
-  ``buffer_updated`` run back to back for one read on the one loop thread, so sharing
-  the buffer is safe, and an idle connection holds none.
-- **Accept is ours.** We ``add_reader`` the listening sockets, accept up to
-  ``ACCEPT_BATCH`` per wakeup and hand each socket to ``loop.connect_accepted_socket``.
-  ``loop.create_server`` cannot pause accepting, and the connection cap needs that: at
-  the cap the listener is unwatched and the kernel backlog holds the rest, as in
-  ``app.Server``. EMFILE & co. unwatch it for 100 ms (trio's SLEEP_TIME).
-- **Files.** asyncio: ``loop.sendfile`` (``os.sendfile`` from the page cache, zero copy;
-  reading is paused while it runs). uvloop has no ``loop.sendfile`` for TCP transports
-  (it raises NotImplementedError), so files are pumped with ``os.pread`` chunks of
-  ``PUMP_CHUNK`` bytes through ``transport.write`` under flow control.
-- **Flow control.** Bytes go to ``transport.write`` at once. When the transport says
-  ``pause_writing`` (its buffer passed the high-water mark) or a file is in flight, we
-  ``pause_reading`` and leave pipelined requests unparsed in the buffer; both resume when
-  the output drains (h2o/nginx stop reading while a response is pending).
-- **Timeouts** use one ``loop.call_at`` handle per connection, re-armed lazily: a request
-  stores ``deadline``; when the handle fires early it re-arms itself at the new deadline.
-  Cancelling and re-creating a TimerHandle per request would cost a heap push and
-  garbage each time (the same idea as ``c10k.core.timers.Deadlines``). Header timeout ->
-  408 if part of a head came, else a silent close; keep-alive -> silent close; output
-  pending longer than send_timeout (refreshed on each ``resume_writing``) -> abort.
-- **Closing** as in ``protocol.Connection``: ``transport.close()`` after the last
-  response, or, when the client may still be sending, ``write_eof()`` and read-and-discard
-  for ``linger_timeout`` (lingering close).
-- **Signals** through ``loop.add_signal_handler``: the first SIGINT/SIGTERM drains (stop
-  accepting, close idle keep-alives, finish in-flight with ``Connection: close``, at most
-  ``shutdown_timeout``), a second stops at once.
+- **Protocols, not streams.** ``asyncio.BufferedProtocol`` callbacks cost one Python call
+  per read; ``StreamReader`` adds a coroutine switch, a future and a buffer copy per read
+  (uvicorn's httptools path and vmbench's "protocol" variant are protocol-based for the
+  same reason). No task per connection or per request exists. One receive buffer serves
+  every connection: a plain Protocol makes asyncio ``recv(256 KiB)`` into a fresh bytes
+  object per read, which glibc serves with mmap + mremap + munmap, three syscalls per
+  request (strace). ``get_buffer`` and ``buffer_updated`` run back to back for one read on
+  the loop thread, so sharing it is safe, and an idle connection holds none.
+- **Accept is ours.** We ``add_reader`` the listening sockets, accept bare fds (so
+  accept-queue admission can look at each before anything is built), and hand each to
+  ``loop.connect_accepted_socket``. ``loop.create_server`` cannot pause accepting, and the
+  connection cap needs that.
+- **Flow control** with a high-water mark of 0: asyncio calls ``pause_writing`` as soon as
+  anything stays buffered, and ``resume_writing`` when it has drained, which is what the
+  Session wants to hear (Rule 2 of c10k.core.transport).
+- **Files.** asyncio: ``loop.sendfile`` (``os.sendfile`` from the page cache; reading is
+  paused while it runs). uvloop has no ``loop.sendfile`` for TCP transports (it raises
+  NotImplementedError), so files are pumped with ``os.pread`` chunks of ``PUMP_CHUNK``
+  through ``transport.write`` under flow control.
+- **Deadlines** are the core's ``Deadlines`` buckets, expired by one asyncio timer armed
+  at the earliest bucket (``_Deadlines`` re-arms it when a Session files an earlier one):
+  one ``call_at`` per second of timeouts, not a TimerHandle per request.
+- **Overload readings**: the lag is how late the pressure check's own timer fires; the
+  load, the reads during one lag's worth of time (reads per check x lag / interval).
 
-Precedents: uvicorn's ``httptools_impl`` (Protocol, flow control, timeouts by
-``call_later``), aiohttp's ``web_protocol``, MagicStack vmbench (asyncio vs uvloop).
+Precedents: uvicorn's ``httptools_impl``, aiohttp's ``web_protocol``, MagicStack vmbench.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import signal
 import socket
 import threading
+import time
 from collections import deque
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, ClassVar, TypeVar
 
-from c10k.http.connection import CONNECTION_CLOSED, HTTPConnection
-from c10k.http.errors import RemoteProtocolError
-from c10k.http.events import NEED_DATA, PAUSED, Request
+from c10k.core.fdio import reset_on_close, unsent_bytes
+from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SKIP_ERRNOS, CAPACITY_SLEEP
+from c10k.core.timers import Deadlines, HasDeadline
+from c10k.core.transport import (
+    CLOSED,
+    CLOSING,
+    PAUSED,
+    READ_EOF,
+    RECV_SIZE,
+    SHUTTING,
+    WRITING,
+    Item,
+    coalesce,
+    release,
+)
 from c10k.region import FileRegion
-from c10k.server.app import FD_RESERVE, listening_sockets, raise_nofile_limit
+from c10k.server.base import Handler, ServerBase
 from c10k.server.config import ServerConfig
-from c10k.server.protocol import CLOSE
-from c10k.server.threaded import Handler, Item, WirePolicy, release_items
+from c10k.server.session import Session
 
 log = logging.getLogger("c10k.server")
+T = TypeVar("T")
 
 ACCEPT_BATCH = 64  # asyncio's accept loop: backlog per wakeup (bpo-27906)
-ACCEPT_BACKOFF = 0.1  # trio SLEEP_TIME after EMFILE & co.
-ACCEPT_CAPACITY_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS))
-RECV_SIZE = 65536  # per read, as protocol.RECV_SIZE
 PUMP_CHUNK = 256 * 1024  # uvloop file pump: asyncio's sendfile fallback reads 16 KiB
-IDLE, WRITING, LINGERING, CLOSED = range(4)
+LAG_ALPHA = 0.5  # one lag sample per pressure check: smoothed over the last few
 
 
 def _abort(transport: Any) -> None:
@@ -104,204 +103,199 @@ class _RegionFile:
         return offset  # asyncio seeks after sending; the region tracks its own offset
 
 
-class _HTTPProtocol(asyncio.BufferedProtocol):
-    def __init__(self, server: AsyncioServer) -> None:
-        self.server = server
-        self.loop = server.loop
-        self.get_buffer = server.get_buffer  # type: ignore[method-assign]
-        self.conn = HTTPConnection(server.policy.limits)
-        self.transport: Any = None
-        self.queue: deque[Item] = deque()
-        self.busy = False  # a loop.sendfile task is running
-        self.task: asyncio.Task[None] | None = None
-        self.writing_paused = False
-        self.reading_paused = False
-        self.will_close = False
-        self.state = IDLE
-        self.deadline = 0.0
+class _Deadlines(Deadlines):
+    """Deadlines whose earliest bucket is watched by one asyncio timer."""
+
+    def __init__(self, aloop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.loop = aloop
+        self.armed_at: float | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self.timer_when = 0.0
 
-    # -- asyncio callbacks -----------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        server = self.server
-        server.connections.add(self)
-        self.timer_when = self.deadline = self.loop.time() + server.config.header_timeout
-        self.timer = self.loop.call_at(self.deadline, self._on_timer)
+    def schedule(self, item: HasDeadline) -> None:
+        super().schedule(item)
+        when = self.next_when()
+        if when is not None and (self.armed_at is None or when < self.armed_at):
+            self._arm(when)
 
-    def _set_deadline(self, when: float) -> None:
-        # Later than the armed timer: one store, the timer re-arms itself when it fires.
-        # Earlier (keep-alive after a header timeout, linger): re-arm now.
-        self.deadline = when
-        if when < self.timer_when and self.state != CLOSED:
-            if self.timer is not None:
-                self.timer.cancel()
-            self.timer_when = when
-            self.timer = self.loop.call_at(when, self._on_timer)
+    def _arm(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.armed_at = when
+        self.timer = self.loop.call_at(when, self._fire)
 
-    def get_buffer(self, sizehint: int) -> memoryview:  # replaced per instance
-        return self.server.get_buffer(sizehint)
+    def _fire(self) -> None:
+        self.timer = None
+        self.armed_at = None
+        self.expire(self.loop.time())
+        when = self.next_when()
+        if when is not None and self.armed_at is None:
+            self._arm(when)
 
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(self.server.recv_view[:nbytes]))
-
-    def data_received(self, data: bytes) -> None:
-        if self.state >= LINGERING:
-            return  # lingering: read and discard
-        try:
-            self.conn.receive_data(data)
-        except RemoteProtocolError:
-            self.transport.abort()
-            return
-        if not (self.queue or self.busy or self.writing_paused):
-            self._process()
-
-    def eof_received(self) -> bool:
-        if self.state >= LINGERING:
-            return False  # the client is done: close
-        self.conn.receive_data(b"")
-        if not (self.queue or self.busy or self.writing_paused):
-            self._process()
-        return True  # we close when our response is out
-
-    def pause_writing(self) -> None:
-        self.writing_paused = True
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        self._set_deadline(self.loop.time() + self.server.config.send_timeout)
-        self._pump()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.state = CLOSED
+    def close(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.task is not None:
+
+
+class AioLoop:
+    """What a Session needs of a loop, over an asyncio event loop."""
+
+    def __init__(self, aloop: asyncio.AbstractEventLoop, threads: int) -> None:
+        self.loop = aloop
+        self.deadlines = _Deadlines(aloop)
+        self.call_soon = aloop.call_soon
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def now(self) -> float:
+        return self.loop.time()
+
+    def run_in_thread(
+        self, fn: Callable[..., T], *args: Any, done: Callable[[Future[T]], object]
+    ) -> Future[T]:
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="c10k-io")
+        future = pool.submit(fn, *args)
+        post = self.loop.call_soon_threadsafe
+
+        def back(f: Future[T]) -> None:
+            try:
+                post(done, f)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits for the answer
+
+        future.add_done_callback(back)
+        return future
+
+    def close(self) -> None:
+        self.deadlines.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class AioConnection(asyncio.BufferedProtocol):
+    """asyncio's protocol for one connection, and its Session's transport."""
+
+    def __init__(self, server: AsyncioServer, peer: object) -> None:
+        self.server = server
+        self.peer = peer
+        self.session = Session(server.policy, server.session_loop)
+        self.protocol = self.session
+        self.atransport: Any = None
+        self.fd = -1
+        self._flags = 0
+        self._out: deque[Item] = deque()
+        self._aio_paused = False  # asyncio's buffer holds bytes (pause_writing)
+        self._task: asyncio.Task[None] | None = None  # a loop.sendfile in progress
+
+    # -- asyncio's side -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.atransport = transport
+        transport.set_write_buffer_limits(high=0)  # type: ignore[attr-defined]
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
+        self.server.live.add(self)
+        self.session.connection_made(self)
+        self.server.opened()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.server.recv_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        server = self.server
+        server.reads += 1
+        reply = self.session.data_received(bytes(server.recv_view[:nbytes]))
+        if reply is not None:
+            if self._flags or self._out or self._task is not None or self._aio_paused:
+                self.write(reply)
+            else:
+                self.atransport.write(reply)  # calls pause_writing if it stays buffered
+
+    def eof_received(self) -> bool:
+        self._flags |= READ_EOF
+        self.session.eof_received()
+        return True  # we close when our response is out
+
+    def pause_writing(self) -> None:
+        self._aio_paused = True
+        self._blocked()
+
+    def resume_writing(self) -> None:
+        self._aio_paused = False
+        self._pump()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._flags = CLOSED
+        if self._task is not None:
             # Deferred: asyncio's transport sets its sendfile "empty waiter" right after
             # this callback returns; cancelling the task now would cancel that future
             # first and make asyncio raise InvalidStateError (3.11 _call_connection_lost).
-            self.loop.call_soon(self.task.cancel)
-        release_items(list(self.queue))
-        self.queue.clear()
-        self.server.connection_closed(self)
+            self.server.loop.call_soon(self._task.cancel)
+        release(self._out)
+        self._out.clear()
+        self.server.live.discard(self)
+        self.session.connection_lost(exc)
 
-    # -- requests --------------------------------------------------------------------
-    def _process(self) -> None:
-        """Answer the complete requests in the buffer, in order, until output is pending."""
-        server = self.server
-        policy = server.policy
-        conn = self.conn
-        limit = server.config.max_pending_output_bytes
-        answered = 0
-        any_answered = False
-        while self.state < LINGERING:
-            out: list[Item] = []
-            pending = 0
-            more = False
-            now = self.loop.time()
-            while True:
-                try:
-                    event = conn.next_event()
-                except RemoteProtocolError as exc:
-                    policy.append(out, policy.error(exc.error_status_hint), CLOSE, False)
-                    answered += 1
-                    self.will_close = True
-                    break
-                if event is NEED_DATA:
-                    break
-                if event is CONNECTION_CLOSED or event is PAUSED:
-                    self.will_close = True
-                    break
-                assert isinstance(event, Request)
-                n, close = policy.answer(event, out, now, server.draining)
-                answered += 1
-                if close:
-                    self.will_close = True
-                    break
-                pending += n
-                if pending > limit:
-                    more = True
-                    break
-            if answered:
-                server.requests += answered
-                answered = 0
-                any_answered = True
-            if out:
-                self.queue.extend(out)
-                if not self._pump(done=False):
-                    return  # output pending: _pump calls us again when it drains
-            if self.will_close:
-                self._finish()
+    # -- the Session's side ---------------------------------------------------------------
+    def write(self, data: bytes | memoryview) -> None:
+        self.writelines((data,))
+
+    def writelines(self, items: Iterable[Item]) -> None:
+        flags = self._flags
+        if flags & (CLOSED | CLOSING | SHUTTING):
+            release(items)
+            if flags & CLOSED:
                 return
-            if not more:
-                break
-        if self.state >= LINGERING:
-            return
-        if self.reading_paused:
-            self.reading_paused = False
-            self.transport.resume_reading()
-        if any_answered or self.state == WRITING:
-            # Output is all out: a keep-alive wait, or the rest of a pipelined head. A
-            # partial head alone does not move the deadline (no slowloris extension).
-            self.state = IDLE
-            config = server.config
-            self._set_deadline(
-                self.loop.time()
-                + (config.header_timeout if conn._buf else config.keepalive_timeout)
-            )
+            raise RuntimeError("write after close() or write_eof()")
+        self._out.extend(coalesce(items))
+        self._pump()
 
-    # -- output ----------------------------------------------------------------------
-    def _pump(self, done: bool = True) -> bool:
-        """Write queued items until done or flow control says stop; True when all out.
-        With ``done``, call ``_process`` once the queue has drained."""
-        queue = self.queue
-        transport = self.transport
-        while queue and not self.writing_paused and not self.busy:
-            if self.state == CLOSED:
-                return False
+    def _pump(self) -> None:
+        """Write queued items until done or flow control says stop."""
+        queue = self._out
+        transport = self.atransport
+        while queue and not self._aio_paused and self._task is None:
+            if self._flags & CLOSED:
+                return
             item = queue[0]
             if not isinstance(item, FileRegion):
                 transport.write(item)
                 queue.popleft()
-                continue
-            if self.server.native_sendfile:
+            elif self.server.native_sendfile:
                 queue.popleft()
-                self.busy = True
-                self.task = self.loop.create_task(self._sendfile(item))
-                break
-            try:
-                chunk = os.pread(item.fd, min(item.count, PUMP_CHUNK), item.offset)
-            except OSError as exc:
-                log.error("reading a file to send: %s", exc)
-                chunk = b""
-            if not chunk:  # the file shrank: Content-Length cannot be honoured
-                log.warning("file shrank while being sent; closing the connection")
-                transport.abort()
-                return False
-            transport.write(chunk)
-            item.offset += len(chunk)
-            item.count -= len(chunk)
-            if not item.count:
-                item.release()
-                queue.popleft()
-        if queue or self.busy or self.writing_paused:
-            if self.state != WRITING:
-                self.state = WRITING
-                self._set_deadline(self.loop.time() + self.server.config.send_timeout)
-            if not self.reading_paused:
-                self.reading_paused = True
-                transport.pause_reading()
+                self._task = self.server.loop.create_task(self._sendfile(item))
+            elif not self._pump_chunk(item):
+                return
+        if queue or self._aio_paused or self._task is not None:
+            self._blocked()
+        else:
+            self._drained()
+
+    def _pump_chunk(self, item: FileRegion) -> bool:
+        try:
+            chunk = os.pread(item.fd, min(item.count, PUMP_CHUNK), item.offset)
+        except OSError as exc:
+            log.error("reading a file to send: %s", exc)
+            chunk = b""
+        if not chunk:  # the file shrank: its length was promised
+            log.warning("file shrank while being sent; closing the connection")
+            self.abort()
             return False
-        if done and self.state == WRITING:
-            self._process()
+        self.atransport.write(chunk)
+        item.offset += len(chunk)
+        item.count -= len(chunk)
+        if not item.count:
+            item.release()
+            self._out.popleft()
         return True
 
     async def _sendfile(self, region: FileRegion) -> None:
         try:
-            await self.loop.sendfile(
-                self.transport,
+            await self.server.loop.sendfile(
+                self.atransport,
                 _RegionFile(region.fd),  # type: ignore[arg-type]
                 region.offset,
                 region.count,
@@ -311,73 +305,93 @@ class _HTTPProtocol(asyncio.BufferedProtocol):
             # Peer gone, or the transport closed under us. A failure before the first
             # byte is SendfileNotAvailableError (a RuntimeError): never fall back to
             # asyncio's read-into-a-buffer copy for a dead peer.
-            if self.state != CLOSED:
+            if not self._flags & CLOSED:
                 log.debug("sendfile: %s", exc)
-                self.transport.abort()
+                _abort(self.atransport)
             return
         finally:
             region.release()
-            self.busy = False
-            self.task = None
-        if self.state != CLOSED:
+            self._task = None
+        if not self._flags & CLOSED:
             self._pump()
 
-    # -- closing and timeouts --------------------------------------------------------
-    def _finish(self) -> None:
-        conn = self.conn
-        buf, eof = conn.trailing_data
-        # Linger only while the client may still send: after its EOF every byte it sent
-        # has been read, and nothing will ever come to end the lingering.
-        if not eof and (buf or conn._paused):
-            self.state = LINGERING
-            self._set_deadline(self.loop.time() + self.server.config.linger_timeout)
-            if self.reading_paused:
-                self.reading_paused = False
-                self.transport.resume_reading()
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-            return
-        self.state = CLOSED
-        self.transport.close()
+    def _blocked(self) -> None:
+        if not self._flags & (WRITING | CLOSED):
+            self._flags |= WRITING
+            self.session.pause_writing()
 
-    def _on_timer(self) -> None:
-        self.timer = None
-        if self.state == CLOSED:
+    def _drained(self) -> None:
+        flags = self._flags
+        if flags & WRITING:
+            self._flags = flags = flags & ~WRITING
+            self.session.resume_writing()
+            flags = self._flags
+            if self._out or self._task is not None or self._aio_paused:
+                return
+        if flags & CLOSED:
             return
-        now = self.loop.time()
-        if now < self.deadline:
-            self.timer_when = self.deadline
-            self.timer = self.loop.call_at(self.deadline, self._on_timer)
+        if flags & CLOSING:
+            self._flags |= CLOSED
+            self.atransport.close()
+        elif flags & SHUTTING and self.atransport.can_write_eof():
+            self.atransport.write_eof()
+
+    def pause_reading(self) -> None:
+        if not self._flags & (PAUSED | CLOSED):
+            self._flags |= PAUSED
+            self.atransport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._flags & PAUSED and not self._flags & CLOSED:
+            self._flags &= ~PAUSED
+            self.atransport.resume_reading()
+
+    def close(self) -> None:
+        flags = self._flags
+        if flags & (CLOSED | CLOSING):
             return
-        self.server.timeouts += 1
-        if self.state == WRITING or self.state == LINGERING:
-            _abort(self.transport)
+        self._flags = flags | CLOSING
+        if not flags & WRITING and not self._out and self._task is None:
+            self._drained()
+
+    def write_eof(self) -> None:
+        flags = self._flags
+        if flags & (CLOSED | CLOSING | SHUTTING):
             return
-        if self.conn._buf:
-            # RFC 9110 section 15.5.9: 408 for a request the client did not finish in time.
-            wire: list[Item] = []
-            policy = self.server.policy
-            policy.append(wire, policy.error(408), CLOSE, False)
-            self.transport.write(wire[0])
-            self.server.requests += 1  # the 408 counts as a response, as in app.Server
-        self.state = CLOSED
-        self.transport.close()
+        self._flags = flags | SHUTTING
+        if not flags & WRITING and not self._out and self._task is None:
+            self._drained()
 
-    def close_if_idle(self) -> None:
-        if self.state == IDLE and not self.queue and not self.busy and not self.conn._buf:
-            self.state = CLOSED
-            self.transport.close()
+    def abort(self, reset: bool = False) -> None:
+        if self._flags & CLOSED:
+            return
+        if reset and self.fd >= 0:
+            reset_on_close(self.fd)
+        self._flags |= CLOSED
+        _abort(self.atransport)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._flags & CLOSED)
+
+    @property
+    def reading(self) -> bool:
+        return not self._flags & (PAUSED | READ_EOF | CLOSED)
+
+    def pending_bytes(self) -> int:
+        if self._flags & CLOSED or self.atransport is None:
+            return 0
+        queued = sum(len(item) for item in self._out)
+        kernel = unsent_bytes(self.fd) if self.fd >= 0 else 0
+        buffered: int = self.atransport.get_write_buffer_size()
+        return queued + buffered + kernel
 
 
-class AsyncioServer:
-    """The static server on an asyncio event loop (see the module comment)."""
+class AsyncioServer(ServerBase):
+    """The server on an asyncio event loop (see the module comment)."""
 
     backend_name: ClassVar[str] = "asyncio"
     native_sendfile: ClassVar[bool] = True
-
-    @classmethod
-    def unavailable_reason(cls) -> str | None:
-        return None
 
     @classmethod
     def new_loop(cls) -> asyncio.AbstractEventLoop:
@@ -389,21 +403,17 @@ class AsyncioServer:
         handler: Handler | None = None,
         sock: socket.socket | list[socket.socket] | None = None,
     ) -> None:
-        self.config = config
-        self.policy = WirePolicy(config, handler)
-        self.handler = self.policy.handler
-        self.nofile_soft, self.nofile_hard = raise_nofile_limit()
-        self.capacity, self.capacity_reason = self._capacity()
-        self.socks = listening_sockets(config, sock)
-        self.sock = self.socks[0]
-        for s in self.socks:
-            s.setblocking(False)
+        super().__init__(config, handler, sock)
+        self._set_capacity()
         self.loop = self.new_loop()
-        self.connections: set[_HTTPProtocol] = set()
+        self.session_loop = AioLoop(self.loop, max(1, config.io_threads))
+        self.live: set[AioConnection] = set()
         self.recv_view = memoryview(bytearray(RECV_SIZE))
-        self.requests = 0
-        self.timeouts = 0
-        self.draining = False
+        self.accepted = [0] * len(self.socks)
+        self.reads = 0
+        self.lag = 0.0
+        self._reads_seen = 0
+        self._last_reading = time.monotonic()
         self._attaching = 0
         self._accepting = False
         self._signals: list[int] = []
@@ -415,34 +425,19 @@ class AsyncioServer:
         """Allocate what the loop allocates lazily on its first connection, so an fd count
         taken after start is the steady state."""
 
-    # -- public face (ServerLike) ----------------------------------------------------
-    @property
-    def address(self) -> tuple[str, int]:
-        name = self.sock.getsockname()
-        if isinstance(name, str):
-            return name, 0
-        return name[0], name[1]
-
-    @property
-    def url(self) -> str:
-        host, port = self.address
-        if self.sock.family == socket.AF_UNIX:
-            return f"http+unix://{host}:/"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{port}/"
-
+    # -- running ---------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
         if self._signals:
             return
         for sig in (signal.SIGINT, signal.SIGTERM):
-            self.loop.add_signal_handler(sig, self._on_signal, sig)
+            self.loop.add_signal_handler(sig, self.on_signal, sig)
             self._signals.append(sig)
 
     def serve_forever(self, install_signals: bool = True) -> None:
         if install_signals:
             self.install_signal_handlers()
         self._start_accepting()
+        self._start_housekeeping()
         self.loop.call_soon(self._running)
         try:
             self.loop.run_forever()
@@ -459,31 +454,22 @@ class AsyncioServer:
         except RuntimeError:  # the loop is already closed
             pass
 
-    def shutdown(self) -> None:
-        """Graceful stop (loop thread): see the module comment."""
-        if self.draining:
-            return
-        self.draining = True
-        self._stop_accepting()
-        for s in self.socks:
-            s.close()
-        for proto in list(self.connections):
-            proto.close_if_idle()
-        self.loop.call_later(self.config.shutdown_timeout, self.loop.stop)
-        if not self.connections and not self._attaching:
-            self.loop.stop()
+    def shutdown_threadsafe(self, timeout: float | None = None) -> None:
+        self.loop.call_soon_threadsafe(self.shutdown, timeout)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         loop = self.loop
+        self.policy.close()
         self._stop_accepting()
         for s in self.socks:
             s.close()
-        for proto in list(self.connections):
-            if proto.transport is not None:
-                _abort(proto.transport)
+        for conn in list(self.live):
+            if conn.atransport is not None:
+                _abort(conn.atransport)
+        self.session_loop.close()
         if not loop.is_closed():
             # Let connection_lost callbacks and cancelled tasks run, then close the loop.
             loop.run_until_complete(self._settle())
@@ -507,47 +493,49 @@ class AsyncioServer:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.recv_view
+    # -- ServerBase hooks ------------------------------------------------------------
+    def sessions(self) -> Iterator[Session]:
+        return (c.session for c in list(self.live))
 
-    # -- policy ----------------------------------------------------------------------
-    def _capacity(self) -> tuple[int, str]:
-        cap = self.nofile_soft - FD_RESERVE
-        reason = f"RLIMIT_NOFILE {self.nofile_soft} minus {FD_RESERVE} reserved fds"
-        if self.config.max_connections is not None and self.config.max_connections < cap:
-            cap, reason = self.config.max_connections, "--max-connections"
-        return max(cap, 1), reason
+    def accept_counts(self) -> list[int]:
+        return list(self.accepted)
 
-    def _on_signal(self, signum: int) -> None:
-        if self.draining:
-            log.info("signal %d again: stopping now", signum)
+    def pressure_reading(self) -> tuple[float, float]:
+        now = time.monotonic()
+        late = max(0.0, now - self._pressure_due)  # how late this check's timer fired
+        self.lag += (late - self.lag) * LAG_ALPHA
+        span = max(now - self._last_reading, 1e-3)
+        self._last_reading = now
+        reads, self._reads_seen = self.reads - self._reads_seen, self.reads
+        return self.lag, reads * self.lag / span
+
+    def _call_later(self, delay: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+        return self.loop.call_later(delay, callback)
+
+    def _pause_accepting(self) -> None:
+        self._stop_accepting()
+
+    def _resume_accepting(self) -> None:
+        self._start_accepting()
+
+    def _close_listeners(self) -> None:
+        self._stop_accepting()
+        for s in self.socks:
+            s.close()
+
+    def _stop_loop(self) -> None:
+        # Not while close() settles the loop itself, nor while a connection is being
+        # attached (it would be dropped half made).
+        if not self._attaching and not self._closed:
             self.loop.stop()
-            return
-        log.info(
-            "signal %d: draining %d connections (at most %.0f s; again to stop now)",
-            signum,
-            len(self.connections),
-            self.config.shutdown_timeout,
-        )
-        self.shutdown()
-
-    def connection_closed(self, proto: _HTTPProtocol) -> None:
-        self.connections.discard(proto)
-        if self._closed:
-            return  # close() is settling the loop itself
-        if self.draining:
-            if not self.connections and not self._attaching:
-                self.loop.stop()
-        elif not self._accepting and len(self.connections) + self._attaching < self.capacity:
-            self._start_accepting()
 
     # -- accepting -------------------------------------------------------------------
     def _start_accepting(self) -> None:
-        if self._accepting or self.draining or self._closed:
+        if self._accepting or self.draining or self._closed or self.accepting_paused:
             return
         self._accepting = True
-        for s in self.socks:
-            self.loop.add_reader(s.fileno(), self._on_listen_ready, s)
+        for i, s in enumerate(self.socks):
+            self.loop.add_reader(s.fileno(), self._on_listen_ready, i, s)
 
     def _stop_accepting(self) -> None:
         if not self._accepting:
@@ -557,41 +545,51 @@ class AsyncioServer:
             if s.fileno() >= 0:
                 self.loop.remove_reader(s.fileno())
 
-    def _on_listen_ready(self, listener: socket.socket) -> None:
+    def _on_listen_ready(self, index: int, listener: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
-            if len(self.connections) + self._attaching >= self.capacity:
+            if self.nconn + self._attaching >= self.capacity:
+                self.accepting_paused = True  # resumed as connections close
                 self._stop_accepting()
                 return
             try:
-                conn, _addr = listener.accept()
+                fd, addr = listener._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 if exc.errno in ACCEPT_CAPACITY_ERRNOS:
-                    log.warning("accept: %s; pausing %.0f ms", exc, ACCEPT_BACKOFF * 1e3)
+                    log.warning("accept: %s; pausing %.0f ms", exc, CAPACITY_SLEEP * 1e3)
                     self._stop_accepting()
-                    self.loop.call_later(ACCEPT_BACKOFF, self._start_accepting)
+                    self.loop.call_later(CAPACITY_SLEEP, self._start_accepting)
                     return
+                if exc.errno in ACCEPT_SKIP_ERRNOS:
+                    continue
                 raise
+            self.accepted[index] += 1
+            if not self.admit(fd):
+                continue
+            sock = socket.socket(fileno=fd)
+            sock.setblocking(False)
             self._attaching += 1
-            self.loop.create_task(self._attach(conn))
+            self.loop.create_task(self._attach(sock, addr if self.policy.observe else None))
+        self.backlog_alert()
 
-    async def _attach(self, conn: socket.socket) -> None:
+    async def _attach(self, sock: socket.socket, peer: object) -> None:
         try:
-            await self.loop.connect_accepted_socket(lambda: _HTTPProtocol(self), conn)
+            # connection_made (which counts the connection: ServerBase.opened) runs
+            # inside; until we get here it is counted twice against the cap.
+            await self.loop.connect_accepted_socket(lambda: AioConnection(self, peer), sock)
         except (OSError, RuntimeError) as exc:
             log.warning("cannot attach an accepted connection: %s", exc)
-            conn.close()
+            sock.close()
         finally:
             self._attaching -= 1
-        if self.draining and not self._closed and not self.connections and not self._attaching:
-            self.loop.stop()
-        elif not self._accepting and len(self.connections) + self._attaching < self.capacity:
-            # Between connection_made (which adds the protocol to ``connections``) and
-            # this point the connection was counted twice; a listener wakeup in that
-            # window stopped accepting one short of the cap, and with no connection closing
-            # nothing would start it again (found by test_server_connection_cap_pauses_accept,
-            # about 1 run in 15).
+        if self.draining:
+            if not self._closed and not self.nconn and not self._attaching:
+                self.loop.stop()
+        elif self.accepting_paused and self.nconn + self._attaching < self.capacity:
+            # A listener wakeup while this one was counted twice stopped accepting one
+            # short of the cap; no close may come to resume it.
+            self.accepting_paused = False
             self._start_accepting()
 
 
@@ -626,13 +624,13 @@ class UvloopServer(AsyncioServer):
             super().install_signal_handlers()
             early, self._early_signals = self._early_signals, []
             for signum in early:
-                self._on_signal(signum)
+                self.on_signal(signum)
 
     def install_signal_handlers(self) -> None:
         # uvloop's add_signal_handler before run_forever writes a signal into a wakeup
         # socketpair that run_forever then replaces: a SIGTERM sent right after the
-        # banner was lost (1 start in ~25 here, every test run's first start). Until the
-        # loop runs, plain Python handlers note the signal; _running() installs uvloop's.
+        # banner was lost (1 start in ~25 here). Until the loop runs, plain Python
+        # handlers note the signal; _running() installs uvloop's.
         if self._signals or self._early_handlers:
             return
         for sig in (signal.SIGINT, signal.SIGTERM):

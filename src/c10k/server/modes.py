@@ -1,57 +1,40 @@
 """Server modes: the strategies of the C10K page that cannot be a readiness ``Backend``.
 
 A readiness backend (select, poll, epoll, kqueue, /dev/poll, rtsig) plugs into the one
-``Loop`` and is served by ``c10k.server.app.Server``. The strategies below drive I/O their
-own way, so each is a whole server class with the same public face as ``Server``:
+``Loop`` and is driven by ``c10k.server.readiness.Server``. The strategies below move
+bytes their own way, so each is a driver class of its own:
 
 - ``uring``: completion-based I/O (io_uring): accept/recv/send submitted and reaped as
-  completions (``c10k.server.uring_server``);
+  completions (``c10k.server.uring``);
 - ``threads``: one OS thread per client with blocking I/O (``c10k.server.threaded``);
-- ``asyncio`` / ``uvloop``: coroutines on the event loops Python users already run
-  (``c10k.server.aio``).
+- ``asyncio`` / ``uvloop``: the event loops Python users already run (``c10k.server.aio``).
 
-The face every mode shows (``ServerLike``): ``__init__(config, handler=None, sock=None)``,
-``url``, ``address``, ``backend_name``, ``capacity``, ``capacity_reason``, ``nofile_soft``,
-``nofile_hard``, ``requests``, ``install_signal_handlers()``, ``serve_forever(install_signals)``,
-``stop()`` (thread-safe) and ``close()``; and a classmethod ``unavailable_reason() -> str |
-None`` that says, without side effects, why the mode cannot run here.
+Every mode is a ``c10k.server.base.ServerBase`` running the same ``Session`` per
+connection and the same per-process ``Policy``, so every feature works in every mode. A
+setting a mode truly cannot honour is listed in its class's ``refused`` (setting name ->
+why) and refused at start when it differs from the default (``refused_settings``):
+nothing is silently ignored. ``unavailable_reason()`` says, without side effects, why a
+mode cannot run on this machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from c10k.server.base import ServerBase
+    from c10k.server.config import ServerConfig
 
 # name -> "module:Class", imported only when asked for, so a missing optional dependency
 # (uvloop) or kernel feature (io_uring) costs nothing unless that mode is chosen.
 SERVER_MODES: dict[str, str] = {
-    "uring": "c10k.server.uring_server:UringServer",
+    "uring": "c10k.server.uring:UringServer",
     "threads": "c10k.server.threaded:ThreadedServer",
     "asyncio": "c10k.server.aio:AsyncioServer",
     "uvloop": "c10k.server.aio:UvloopServer",
 }
-
-
-class ServerLike(Protocol):
-    requests: int
-    capacity: int
-    capacity_reason: str
-    nofile_soft: int
-    nofile_hard: int
-
-    @property
-    def url(self) -> str: ...
-
-    @property
-    def backend_name(self) -> str: ...
-
-    def install_signal_handlers(self) -> None: ...
-
-    def serve_forever(self, install_signals: bool = True) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class ModeUnavailable(Exception):
@@ -92,3 +75,30 @@ def available_modes() -> list[str]:
 
 def unavailable_modes() -> dict[str, str]:
     return {n: r for n in SERVER_MODES if (r := mode_unavailable_reason(n)) is not None}
+
+
+def server_class(backend: str) -> type[ServerBase]:
+    """The driver class for ``backend``: a server mode's, or the readiness Server for a
+    readiness backend (whose own availability the Loop checks when it is made).
+
+    Raises:
+        ModeUnavailable: a server mode that cannot run here.
+    """
+    if backend in SERVER_MODES:
+        cls: type[ServerBase] = mode_class(backend)
+        return cls
+    from c10k.server.readiness import Server
+
+    return Server
+
+
+def refused_settings(config: ServerConfig) -> list[str]:
+    """One line per setting ``config`` asks for that its mode cannot honour (empty: all
+    is honoured). Only settings that differ from their defaults count."""
+    cls = server_class(config.backend)
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    return [
+        f"--backend {config.backend} cannot honour --{name.replace('_', '-')}: {why}"
+        for name, why in getattr(cls, "refused", {}).items()
+        if getattr(config, name) != defaults.get(name)
+    ]

@@ -109,9 +109,15 @@ from c10k.core.listener import (
     unix_socket_identity,
 )
 from c10k.core.registry import get_backend_class
-from c10k.server.app import FD_RESERVE, Server
+from c10k.server.base import FD_RESERVE, ServerBase
 from c10k.server.config import ServerConfig
-from c10k.server.modes import SERVER_MODES, ModeUnavailable, ServerLike, mode_class
+from c10k.server.modes import (
+    SERVER_MODES,
+    ModeUnavailable,
+    mode_class,
+    refused_settings,
+    server_class,
+)
 
 log = logging.getLogger("c10k.process")
 
@@ -356,20 +362,20 @@ def worker_config(config: ServerConfig, n: int) -> ServerConfig:
     )
 
 
-def check_backend(name: str) -> None:
-    """Raise BackendUnavailable/ModeUnavailable now, before any worker is forked."""
-    if name in SERVER_MODES:
-        mode_class(name)
-    else:
-        get_backend_class(name)
-
-
-def build_server(config: ServerConfig, socks: list[socket.socket]) -> ServerLike:
+def check_backend(config: ServerConfig) -> None:
+    """Raise BackendUnavailable/ModeUnavailable now, before any worker is forked: the
+    backend cannot run here, or its mode cannot honour a setting asked for."""
     if config.backend in SERVER_MODES:
-        server: ServerLike = mode_class(config.backend)(config, sock=socks)
+        mode_class(config.backend)
     else:
-        server = Server(config, sock=socks)
-    return server
+        get_backend_class(config.backend)
+    refused = refused_settings(config)
+    if refused:
+        raise ModeUnavailable("; ".join(refused))
+
+
+def build_server(config: ServerConfig, socks: list[socket.socket]) -> ServerBase:
+    return server_class(config.backend)(config, sock=socks)
 
 
 # -- serve -------------------------------------------------------------------------------
@@ -400,7 +406,7 @@ def serve(
             os.close(devnull)
 
     try:
-        check_backend(config.backend)
+        check_backend(config)
         n, note = plan_workers(config) if config.workers != 1 else (1, "")
         addresses = listen_addresses(config)
     except (BackendUnavailable, ModeUnavailable, ValueError) as exc:
@@ -726,7 +732,7 @@ class Supervisor:
         if self.reload_config is not None:
             try:
                 new = self.reload_config()
-                check_backend(new.backend)
+                check_backend(new)
                 listen_addresses(new)
             except Exception as exc:
                 log.error("SIGHUP: the new configuration is invalid; workers kept: %s", exc)
@@ -927,7 +933,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def _start_counting(server: ServerLike, counts: mmap.mmap, cell: int) -> None:
+def _start_counting(server: ServerBase, counts: mmap.mmap, cell: int) -> None:
     def copy() -> None:
         while True:
             time.sleep(COUNT_INTERVAL)

@@ -1,59 +1,56 @@
 """Thread per connection: blocking sockets, one OS thread per client (Kegel strategy 4).
 
-The shape of the classic servers the page starts from (Apache 1.x prefork's thread
-cousin, Java's pre-NIO ``ServerSocket`` loop): the main thread accepts; each accepted
-client gets a thread that blocks in ``recv``, answers, blocks in ``send``/``sendfile``,
-and loops for keep-alive. The kernel's scheduler is the event loop. It serves the same
-HTTP as ``c10k.server.app.Server``: the same sans-I/O ``HTTPConnection``, the same
-handler, the same response policy (``WirePolicy`` below, also used by the asyncio modes).
+The shape of the classic servers the page starts from (Apache's worker MPM, Java's
+pre-NIO ``ServerSocket`` loop): the main thread accepts; each client gets a thread that
+blocks in ``recv``, runs the connection's ``Session`` (the same engine as every other
+mode), blocks in ``send``/``sendfile``, and loops for keep-alive. The kernel's scheduler
+is the event loop.
 
-Decisions and why:
+How the Session is driven here:
 
-- **Timeouts are socket options, not a timer thread.** The socket stays in blocking mode
-  (``settimeout(None)``) and SO_RCVTIMEO/SO_SNDTIMEO bound each blocking call; a timeout
-  comes back as EAGAIN (``BlockingIOError``). Python's own ``settimeout(x)`` would make
-  the fd nonblocking and call poll() before *every* recv/send: two syscalls per I/O
-  instead of one. SO_RCVTIMEO is re-set only when the wanted value moves by more than
-  ``TIMEO_SLACK`` (the phase changed: header -> keep-alive), so a keep-alive request costs
-  one recv and one send, as on the event loop. Header timeout -> 408 if part of a head
-  came, else a silent close; keep-alive idle -> silent close; send timeout -> close
-  (nginx client_header_timeout / keepalive_timeout / send_timeout).
+- **One lock around the engine.** The Session and the per-process Policy are written for
+  one thread at a time; each client thread holds ``lock`` while it calls into its
+  Session (and the accept thread while it runs timers and signals). Everything that
+  blocks happens outside the lock: ``recv``, ``send``/``sendfile``, and the disk work a
+  Session offloads (``ThreadLoop.run_in_thread`` runs it on the client's own thread, after
+  the lock is released: that thread *is* its pool, so ``--io-threads`` has no meaning
+  here and is refused).
+- **Writes are collected, then sent.** ``ThreadTransport`` tries a write at once with
+  MSG_DONTWAIT (so a response that fits the socket is written as on the event loop), and
+  queues what does not fit, and file bodies; the client thread sends the queue with
+  blocking calls once it lets the lock go, then reports ``resume_writing``.
+- **Timeouts are socket options, not a timer thread.** SO_RCVTIMEO is set from the
+  Session's deadline (header, keep-alive, linger) and re-set only when the wanted value
+  moves by more than ``TIMEO_SLACK``, so a keep-alive request costs one recv and one send;
+  SO_SNDTIMEO is the send timeout. A timeout comes back as EAGAIN and becomes
+  ``Session.on_deadline``. Python's own ``settimeout`` would make the fd nonblocking and
+  poll() before every call: two syscalls per I/O instead of one. File bodies go out in
+  ``SENDFILE_CHUNK`` pieces so the Session's send-rate check runs between them.
+- **Closing from another thread** (a drain closing idle keep-alives, a stop): the
+  transport is marked and its socket shut down (``shutdown(SHUT_RDWR)`` wakes a thread
+  blocked in recv), under the lock while the client thread still owns the socket, so the
+  shutdown can never hit a reused fd number; the client thread itself closes the fd.
 - **Stack size.** ``threading.stack_size(THREAD_STACK_BYTES)``: 256 KiB instead of glibc's
-  8 MiB default (RLIMIT_STACK). Since Python 3.11, Python-to-Python calls do not recurse
-  on the C stack, so the serving path itself needs little: the whole server suite passes
-  with CPython's minimum, 32 KiB. But C-level recursion (repr of nested containers, in a
-  log line say) is bounded by CPython's *count* (sys.getrecursionlimit() 1000), not by
-  stack bytes: a list nested 990 deep, repr'd in a thread, segfaults with 32, 64 and
-  128 KiB stacks and raises RecursionError with 256 KiB (measured here, 3.11 x86_64). So
-  256 KiB is the smallest power of two where the interpreter's own guard still works.
-  The stack is virtual memory: only touched pages count in RSS, 24.7 KiB per idle
-  client thread in all (scripts/thread_ceiling.py).
+  8 MiB default. Since Python 3.11 Python-to-Python calls do not recurse on the C stack,
+  but C-level recursion (repr of nested containers in a log line) is bounded by
+  CPython's *count*, not by stack bytes: a list nested 990 deep, repr'd in a thread,
+  segfaults with 32-128 KiB stacks and raises RecursionError with 256 KiB (3.11 x86_64).
+  The stack is virtual memory: 24.7 KiB of RSS per idle client thread in all
+  (scripts/thread_ceiling.py).
 - **Mass wake-ups are the weak spot.** Thousands of idle threads cost nothing while they
-  sleep in recv, but when they all become runnable at once (every client gone, or a
-  drain shutting them all down) they convoy on the GIL: with ~19,700 threads woken at
-  once, about 200 exited in 3 minutes at 128% CPU. So a drain is bounded by
-  ``shutdown_timeout`` and the join by ``JOIN_SECONDS``; the threads are daemons, so the
-  process exits anyway.
-- **Connection cap** = the smallest of: RLIMIT_NOFILE minus ``FD_RESERVE`` (as the event
-  loop); kernel.threads-max, kernel.pid_max and vm.max_map_count / 2 (each thread is a
-  task with a pid and two mappings: stack + guard page); RLIMIT_NPROC (counts threads);
-  cgroup pids.max; and available memory / ``THREAD_MEMORY_ESTIMATE``. ``capacity_reason``
-  names the one that won. At the cap the main thread stops accepting (the backlog holds
-  the rest); a failed ``Thread.start`` closes that client and backs off 100 ms.
-- **Stopping.** SIGINT/SIGTERM are caught in the main thread through
-  ``signal.set_wakeup_fd`` into a socketpair the accept loop polls. The first signal
-  drains: listeners close, idle keep-alive clients are shut down (``shutdown(SHUT_RDWR)``
-  wakes a thread blocked in recv), in-flight responses finish with
-  ``Connection: close``; ``shutdown_timeout`` bounds it. A second signal, or ``stop()``,
-  shuts every client socket down at once. Threads are joined with a bound
-  (``JOIN_SECONDS``). A client socket is shut down only under ``_lock`` while its thread
-  still owns it, so the shutdown can never hit a reused fd number.
-- **Counters** are updated under the same lock as the client state (one acquire per
-  response): ``+=`` on an attribute is not atomic across threads.
+  sleep in recv, but woken at once (a drain) they convoy on the GIL: so a drain is
+  bounded by ``shutdown_timeout`` and the join by ``JOIN_SECONDS``; the threads are
+  daemons, so the process exits anyway.
+- **Connection cap** = the smallest of RLIMIT_NOFILE minus FD_RESERVE, kernel.threads-max,
+  kernel.pid_max, vm.max_map_count / 2 (stack + guard page per thread), RLIMIT_NPROC,
+  cgroup pids.max, and available memory / ``THREAD_MEMORY_ESTIMATE``; ``capacity_reason``
+  names the one that won. A failed ``Thread.start`` closes that client and backs off.
+- **Overload readings**: the lag is how late the accept thread's timers fire (GIL and run
+  queue), the load how many client threads are inside a request.
 
-Precedents: Apache worker MPM (threads, ThreadStackSize 8 MiB default, often lowered to
-512 KiB), Java's thread-per-connection servers (-Xss), and the page's figures for
-LinuxThreads (~1,000s of threads) vs NPTL (100,000 threads started in 2 s).
+Precedents: Apache worker MPM (ThreadStackSize), Java's thread-per-connection servers
+(-Xss), and the page's figures for LinuxThreads (~1,000s of threads) vs NPTL (100,000
+threads started in 2 s).
 """
 
 from __future__ import annotations
@@ -68,133 +65,48 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any, ClassVar, TypeVar
 
-from c10k.core.fdio import set_cork
-from c10k.http.connection import CONNECTION_CLOSED, HTTPConnection, Limits, method_status
-from c10k.http.errors import RemoteProtocolError
-from c10k.http.events import NEED_DATA, PAUSED, Request
-from c10k.http.writers import Response, error_response, http_date
+from c10k.core.fdio import reset_on_close, set_cork, unsent_bytes
+from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SKIP_ERRNOS, CAPACITY_SLEEP
+from c10k.core.loop import LOAD_ALPHA
+from c10k.core.timers import TimerHandle, TimerHeap
+from c10k.core.transport import (
+    CLOSED,
+    CLOSING,
+    CONNRESET_ERRNOS,
+    PAUSED,
+    READ_EOF,
+    RECV_SIZE,
+    SHUTTING,
+    WRITING,
+    Item,
+    coalesce,
+    release,
+)
 from c10k.region import FileRegion
-from c10k.server.app import FD_RESERVE, listening_sockets, raise_nofile_limit, static_files
+from c10k.server.base import Handler, ServerBase
 from c10k.server.config import ServerConfig
-from c10k.server.protocol import CLOSE, CONNECTION_LINES, CONNRESET_ERRNOS, KEEP_10, KEEP_11
+from c10k.server.session import Session
 
 log = logging.getLogger("c10k.server")
-
-Handler = Callable[[Request, float], Response]
-Item = bytes | FileRegion
+T = TypeVar("T")
 
 THREAD_STACK_BYTES = 256 * 1024
 # RSS per idle keep-alive client thread: scripts/thread_ceiling.py measured 24.7 KiB here
 # (RSS 24.6 MiB idle -> 483.0 MiB with 19,000 clients; Python 3.11, x86_64), rounded up
 # for other builds. Used only to turn available memory into a cap.
 THREAD_MEMORY_ESTIMATE = 32 * 1024
-RECV_SIZE = 65536
 SENDFILE_CHUNK = 1 << 20
 TIMEO_SLACK = 0.5  # seconds: re-set SO_RCVTIMEO only when the wanted value moves this much
 JOIN_SECONDS = 5.0  # bound on joining client threads at close
 ACCEPT_BATCH = 64  # accepts per wakeup (asyncio's backlog loop, bpo-27906)
-ACCEPT_BACKOFF = 0.1  # trio SLEEP_TIME after EMFILE & co.
-ACCEPT_CAPACITY_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS))
-IDLE, BUSY, DONE = range(3)
-
-
-def make_handler(config: ServerConfig) -> Handler:
-    """The default handler, configured exactly as ``c10k.server.app.Server``'s."""
-    return static_files(config).handle
-
-
-class WirePolicy:
-    """What ``app.Server`` + ``protocol.Connection`` decide per request, for servers that
-    do their own I/O: which response, which Connection header, the Date line, the wire
-    bytes. Safe to share between threads: its dicts are only read, set and cleared (each
-    one atomic under the GIL); a lost race rebuilds the same bytes.
-    """
-
-    def __init__(self, config: ServerConfig, handler: Handler | None) -> None:
-        self.config = config
-        self.handler = handler if handler is not None else make_handler(config)
-        self.limits = Limits(config.max_header_bytes, config.max_fields)
-        self._errors: dict[int, Response] = {}
-        self._date_second = -1
-        self.date_line = b""
-        # Response -> wire bytes per Connection-header kind, valid for one Date second
-        # (keyed by the object, which the dict keeps alive: see docs/ARCHITECTURE.md).
-        self._memo: dict[Response, list[bytes | None]] = {}
-
-    def refresh_date(self) -> bytes:
-        now = time.time()
-        second = int(now)
-        if second != self._date_second:
-            self._memo = {}
-            self.date_line = b"Date: " + http_date(now) + b"\r\n"
-            self._date_second = second
-        return self.date_line
-
-    def error(self, status: int) -> Response:
-        resp = self._errors.get(status)
-        if resp is None:
-            resp = self._errors[status] = error_response(status, close=True)
-        return resp
-
-    def method_response(self, status: int) -> Response:
-        resp = self._errors.get(-status)
-        if resp is None:
-            extra = [(b"Allow", b"GET, HEAD")] if status == 405 else None
-            resp = self._errors[-status] = error_response(status, extra)
-        return resp
-
-    def answer(self, req: Request, out: list[Item], now: float, draining: bool) -> tuple[int, bool]:
-        """Append the response to ``req`` to ``out``; return (bytes queued, must close)."""
-        method = req.method
-        if method == b"GET" or method == b"HEAD":
-            try:
-                resp = self.handler(req, now)
-            except Exception:
-                log.exception("handler failed for %r", req.target)
-                resp = self.error(500)
-        else:
-            resp = self.method_response(method_status(method))
-        if req.keep_alive and not resp.close and not req.has_body and not draining:
-            kind = KEEP_11 if req.minor else KEEP_10
-        else:
-            kind = CLOSE
-        return self.append(out, resp, kind, method == b"HEAD"), kind == CLOSE
-
-    def append(self, out: list[Item], resp: Response, kind: int, head: bool) -> int:
-        body = resp.body
-        date = self.refresh_date()
-        if body is None or body.__class__ is bytes:
-            memo = self._memo
-            wires = memo.get(resp)
-            if wires is None:
-                wires = memo[resp] = [None, None, None]
-            wire = wires[kind]
-            if wire is None:
-                wire = wires[kind] = b"".join(
-                    (resp.head, date, CONNECTION_LINES[kind], b"\r\n", body or b"")
-                )
-            if head and body:  # a HEAD answered with a GET's response (error pages)
-                wire = wire[: len(wire) - len(body)]
-            out.append(wire)
-            return len(wire)
-        out.append(b"".join((resp.head, date, CONNECTION_LINES[kind], b"\r\n")))
-        parts = body if isinstance(body, tuple) else (body,)
-        for part in parts:
-            if head:
-                if isinstance(part, FileRegion):
-                    part.release()
-            else:
-                out.append(part)
-        return 4096
-
-
-def release_items(items: list[Item]) -> None:
-    for item in items:
-        if isinstance(item, FileRegion):
-            item.release()
+# Transport flags beyond c10k.core.transport's: close now, dropping the queue (abort); the
+# write side was shut down (write_eof done).
+ABORTING = 64
+SHUT_DONE = 128
 
 
 def thread_ceiling(stack_bytes: int = THREAD_STACK_BYTES) -> tuple[int, str]:
@@ -259,23 +171,152 @@ def _mem_available() -> int | None:
     return None
 
 
-class _Client:
-    __slots__ = ("sock", "state", "thread")
+class _NoDeadlines:
+    """Deadlines in this mode are each client thread's socket timeouts: nothing to file."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def schedule(self, item: object) -> None:
+        pass
+
+    def discard(self, item: object) -> None:
+        pass
+
+
+class ThreadLoop:
+    """What a Session needs of a loop, for one client thread: its own clock (read when
+    asked), and callbacks and disk work that wait until the thread lets go of the lock."""
+
+    __slots__ = ("jobs", "soon")
+    deadlines = _NoDeadlines()
+
+    def __init__(self) -> None:
+        self.soon: list[tuple[Callable[..., object], tuple[object, ...]]] = []
+        self.jobs: list[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], Any]] = []
+
+    @property
+    def now(self) -> float:
+        return time.monotonic()
+
+    def call_soon(self, callback: Callable[..., object], *args: object) -> None:
+        self.soon.append((callback, args))
+
+    def run_in_thread(
+        self, fn: Callable[..., T], *args: Any, done: Callable[[Future[T]], object]
+    ) -> Future[T]:
+        future: Future[T] = Future()
+        self.jobs.append((future, fn, args, done))
+        return future
+
+
+class ThreadTransport:
+    """One client's transport: writes are tried at once without blocking, the rest is
+    queued for the client thread to send when it lets go of the lock."""
+
+    __slots__ = ("_flags", "_out", "fd", "owner", "peer", "protocol", "sock")
+
+    def __init__(self, sock: socket.socket, peer: object) -> None:
         self.sock = sock
-        self.state = BUSY  # a fresh client is about to read its first request
-        self.thread: threading.Thread | None = None
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.protocol: Any = None
+        self.owner = 0  # the client thread's ident
+        self._out: list[Item] | None = None
+        self._flags = 0
+
+    # -- what a Session calls (under the server's lock) --------------------------------
+    def write(self, data: bytes | memoryview) -> None:
+        self.writelines((data,))
+
+    def writelines(self, items: Iterable[Item]) -> None:
+        flags = self._flags
+        if flags & (CLOSED | CLOSING | SHUTTING | ABORTING):
+            release(items)
+            if flags & (CLOSED | ABORTING):
+                return
+            raise RuntimeError("write after close() or write_eof()")
+        batch = coalesce(items)
+        if self._out is None and len(batch) == 1 and not isinstance(batch[0], FileRegion):
+            data = batch[0]
+            try:
+                n = self.sock.send(data, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError:
+                n = 0  # the client thread's blocking send reports it
+            if n == len(data):
+                return
+            batch[0] = memoryview(data)[n:]
+        if not batch:
+            return
+        if self._out is None:
+            self._out = batch
+        else:
+            self._out.extend(batch)
+        if not flags & WRITING:
+            self._flags |= WRITING
+            self.protocol.pause_writing()
+
+    def pause_reading(self) -> None:
+        self._flags |= PAUSED
+
+    def resume_reading(self) -> None:
+        self._flags &= ~PAUSED
+
+    def close(self) -> None:
+        if not self._flags & CLOSED:
+            self._flags |= CLOSING
+            self._wake_owner()
+
+    def write_eof(self) -> None:
+        self._flags |= SHUTTING
+
+    def abort(self, reset: bool = False) -> None:
+        if self._flags & CLOSED:
+            return
+        if reset:
+            reset_on_close(self.fd)
+        self._flags |= ABORTING
+        self._wake_owner()
+
+    def _wake_owner(self) -> None:
+        # From another thread (a drain, a stop): wake the client thread if it sleeps in
+        # recv; it closes the socket itself. Under the lock while it owns the socket, so
+        # this never hits a reused fd number.
+        if threading.get_ident() != self.owner:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._flags & CLOSED)
+
+    @property
+    def reading(self) -> bool:
+        return not self._flags & (PAUSED | READ_EOF | CLOSED)
+
+    def pending_bytes(self) -> int:
+        if self._flags & CLOSED:
+            return 0
+        queued = sum(len(item) for item in self._out) if self._out else 0
+        return queued + unsent_bytes(self.fd)
+
+    def drained(self) -> None:
+        """The client thread sent the queue (called under the lock)."""
+        self._out = None
+        if self._flags & WRITING:
+            self._flags &= ~WRITING
+            self.protocol.resume_writing()
 
 
-class ThreadedServer:
-    """HTTP/1.1 static server, one blocking OS thread per client (see module comment)."""
+class ThreadedServer(ServerBase):
+    """HTTP/1.1 server, one blocking OS thread per client (see the module comment)."""
 
-    backend_name = "threads"
-
-    @classmethod
-    def unavailable_reason(cls) -> str | None:
-        return None
+    backend_name: ClassVar[str] = "threads"
+    # Settings this mode cannot honour, refused at start when set (c10k.server.modes).
+    refused: ClassVar[dict[str, str]] = {
+        "io_threads": "each client's own thread does its disk I/O: there is no pool to size",
+    }
 
     def __init__(
         self,
@@ -283,50 +324,28 @@ class ThreadedServer:
         handler: Handler | None = None,
         sock: socket.socket | list[socket.socket] | None = None,
     ) -> None:
-        self.config = config
-        self.policy = WirePolicy(config, handler)
-        self.handler = self.policy.handler
-        self.nofile_soft, self.nofile_hard = raise_nofile_limit()
-        self.capacity, self.capacity_reason = self._capacity()
-        self.socks = listening_sockets(config, sock)
-        self.sock = self.socks[0]
-        for s in self.socks:
-            s.setblocking(False)
-        self.requests = 0
-        self.timeouts = 0
-        self.draining = False
+        super().__init__(config, handler, sock)
+        threads, why = thread_ceiling()
+        threads -= threading.active_count() + 16  # the interpreter's own and a margin
+        self._set_capacity([(threads, f"threads: {why}")])
+        self.lock = threading.Lock()
+        self.transports: set[ThreadTransport] = set()
+        self.threads: set[threading.Thread] = set()
+        self.accepted = [0] * len(self.socks)
+        self.busy = 0  # client threads inside a request (the load reading)
+        self.timers = TimerHeap()
+        self.soon: list[tuple[Callable[..., object], tuple[object, ...]]] = []
+        self.lag = 0.0
         self._stop_now = False
         self._closed = False
-        self._lock = threading.Lock()
-        self._clients: set[_Client] = set()
-        self._paused = False
+        self._accept_retry_at = 0.0
         self._rsock, self._wsock = socket.socketpair()
         self._rsock.setblocking(False)
         self._wsock.setblocking(False)
         self._old_wakeup_fd: int | None = None
         self._old_handlers: dict[int, Any] = {}
 
-    # -- public face (ServerLike) --------------------------------------------------
-    @property
-    def address(self) -> tuple[str, int]:
-        name = self.sock.getsockname()
-        if isinstance(name, str):
-            return name, 0
-        return name[0], name[1]
-
-    @property
-    def url(self) -> str:
-        host, port = self.address
-        if self.sock.family == socket.AF_UNIX:
-            return f"http+unix://{host}:/"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{port}/"
-
-    @property
-    def connections(self) -> int:
-        return len(self._clients)
-
+    # -- the accept thread ------------------------------------------------------------
     def install_signal_handlers(self) -> None:
         """SIGINT/SIGTERM: drain (a second one stops at once). Main thread only."""
         if self._old_wakeup_fd is None:
@@ -342,19 +361,307 @@ class ThreadedServer:
             self.install_signal_handlers()
         old_stack = threading.stack_size(THREAD_STACK_BYTES)
         try:
+            with self.lock:
+                self._start_housekeeping()
             self._accept_loop()
         finally:
             threading.stack_size(old_stack)
             self.close()
+
+    def _accept_loop(self) -> None:
+        poller = select.poll()
+        wake_fd = self._rsock.fileno()
+        poller.register(wake_fd, select.POLLIN)
+        listening: dict[int, tuple[int, socket.socket]] = {}
+        while not self._stop_now:
+            self._run_timers()
+            want = not (self.draining or self.accepting_paused or self._accept_retry_at)
+            if want and not listening:
+                for i, s in enumerate(self.socks):
+                    poller.register(s.fileno(), select.POLLIN)
+                    listening[s.fileno()] = (i, s)
+            elif not want and listening:
+                for fd in listening:
+                    poller.unregister(fd)
+                listening.clear()
+            when = self.timers.next_when()
+            if self._accept_retry_at and (when is None or self._accept_retry_at < when):
+                when = self._accept_retry_at
+            ms = -1 if when is None else max(1, int((when - time.monotonic()) * 1000) + 1)
+            for fd, _ev in poller.poll(0 if self.soon else ms):
+                if fd == wake_fd:
+                    self._on_wakeup()
+                elif fd in listening and not self.draining and not self.accepting_paused:
+                    self._accept(*listening[fd])
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        if self._accept_retry_at and now >= self._accept_retry_at:
+            self._accept_retry_at = 0.0
+        due = self.timers.pop_due(now)
+        if not due and not self.soon:
+            return
+        with self.lock:
+            for h in due:
+                # How late a timer fires is how long a runnable thread waits here (GIL,
+                # run queue): this mode's loop lag.
+                self.lag += (now - h.when - self.lag) * LOAD_ALPHA
+                _run_one(h.callback, h.args)
+            soon, self.soon = self.soon, []
+            for callback, args in soon:
+                _run_one(callback, args)
+
+    def _on_wakeup(self) -> None:
+        try:
+            data = self._rsock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        for signum in data:
+            if signum in (signal.SIGINT, signal.SIGTERM):
+                with self.lock:
+                    self.on_signal(signum)
+
+    def _wake(self) -> None:
+        try:
+            self._wsock.send(b"\\0")
+        except OSError:
+            pass  # full (a wake is pending anyway) or closed (we are stopping)
+
+    def _accept(self, index: int, listener: socket.socket) -> None:
+        """Accept a batch; back off on EMFILE & co. (out of fds, threads or memory)."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                fd, addr = listener._accept()  # type: ignore[attr-defined]
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in ACCEPT_CAPACITY_ERRNOS:
+                    log.warning("accept: %s; pausing %.0f ms", exc, CAPACITY_SLEEP * 1e3)
+                    self._accept_retry_at = time.monotonic() + CAPACITY_SLEEP
+                    return
+                if exc.errno in ACCEPT_SKIP_ERRNOS or exc.errno == errno.EBADF:
+                    continue  # the peer gave up; EBADF: closed by a drain meanwhile
+                raise
+            self.accepted[index] += 1
+            with self.lock:
+                if self.admit(fd) and not self._start_client(fd, addr):
+                    self._accept_retry_at = time.monotonic() + CAPACITY_SLEEP
+                    return
+                if self.accepting_paused:
+                    return
+        with self.lock:
+            self.backlog_alert()
+
+    def _start_client(self, fd: int, addr: object) -> bool:
+        """(Under the lock.) A thread for the new client; False if none could start."""
+        sock = socket.socket(fileno=fd)
+        transport = ThreadTransport(sock, addr if self.policy.observe else None)
+        thread = threading.Thread(
+            target=self._serve, args=(transport,), name="c10k-client", daemon=True
+        )
+        self.transports.add(transport)
+        self.threads.add(thread)
+        self.opened()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread": EAGAIN from clone()
+            log.warning("cannot start a client thread: %s; pausing accept", exc)
+            self.transports.discard(transport)
+            self.threads.discard(thread)
+            sock.close()
+            self.connection_closed()
+            return False
+        return True
+
+    # -- client threads ---------------------------------------------------------------
+    def _serve(self, transport: ThreadTransport) -> None:
+        loop = ThreadLoop()
+        with self.lock:
+            transport.owner = threading.get_ident()
+            session = Session(self.policy, loop)
+            transport.protocol = session
+            session.connection_made(transport)
+        try:
+            self._converse(transport, session, loop)
+        except OSError as exc:
+            if exc.errno not in CONNRESET_ERRNOS and not isinstance(exc, BlockingIOError):
+                log.error("client connection: %s", exc)
+        except Exception:
+            log.exception("client thread failed")
+        finally:
+            with self.lock:
+                out, transport._out = transport._out, None
+                if out:
+                    release(out)
+                transport._flags = CLOSED
+                self.transports.discard(transport)
+                self.threads.discard(threading.current_thread())
+                transport.sock.close()
+                session.connection_lost(None)
+
+    def _converse(self, t: ThreadTransport, session: Session, loop: ThreadLoop) -> None:
+        sock = t.sock
+        lock = self.lock
+        recv = sock.recv
+        monotonic = time.monotonic
+        _set_timeo(sock, socket.SO_SNDTIMEO, self.config.send_timeout)
+        timeo = 0.0
+        while self._settle(t, session, loop):
+            deadline = session.deadline
+            remaining = None if deadline is None else deadline - monotonic()
+            if t._flags & (PAUSED | READ_EOF):
+                # Nothing to read until the engine says so: wait out its deadline.
+                remaining = 0.0 if remaining is None else remaining
+                time.sleep(max(0.0, min(remaining, 0.05)))
+                data = None
+            elif remaining is not None and remaining <= 0:
+                data = None
+            else:
+                wanted = 0.0 if remaining is None else max(remaining, 0.001)
+                if abs(wanted - timeo) > TIMEO_SLACK or (wanted == 0.0) != (timeo == 0.0):
+                    timeo = _set_timeo(sock, socket.SO_RCVTIMEO, wanted)
+                try:
+                    data = recv(RECV_SIZE)
+                except (BlockingIOError, TimeoutError):
+                    data = None
+            with lock:
+                if t._flags & (CLOSING | ABORTING | CLOSED):
+                    return  # closed by a drain or a stop while we waited
+                if data is None:
+                    if session.deadline is not None and monotonic() >= session.deadline:
+                        session.on_deadline()
+                    continue
+                self.busy += 1
+                try:
+                    if data:
+                        reply = session.data_received(data)
+                        if reply is not None:
+                            t.write(reply)
+                    else:
+                        t._flags |= READ_EOF
+                        session.eof_received()
+                finally:
+                    self.busy -= 1
+
+    def _settle(self, t: ThreadTransport, session: Session, loop: ThreadLoop) -> bool:
+        """Do what the engine left for this thread, outside the lock: disk work, posted
+        callbacks, the queued output, a half-close. False once the connection is over."""
+        lock = self.lock
+        while True:
+            if loop.jobs:
+                future, fn, args, done = loop.jobs.pop(0)
+                try:
+                    future.set_result(fn(*args))
+                except Exception as exc:
+                    future.set_exception(exc)
+                with lock:
+                    done(future)
+                continue
+            if loop.soon:
+                with lock:
+                    soon, loop.soon = loop.soon, []
+                    for callback, args in soon:
+                        _run_one(callback, args)
+                continue
+            flags = t._flags
+            if flags & (ABORTING | CLOSED):
+                return False
+            if t._out:
+                if not self._flush(t, session):
+                    return False
+                with lock:
+                    t.drained()
+                continue
+            if flags & CLOSING:
+                return False
+            if flags & SHUTTING and not flags & SHUT_DONE:
+                try:
+                    t.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    return False
+                t._flags = flags | SHUT_DONE
+            return True
+
+    def _flush(self, t: ThreadTransport, session: Session) -> bool:
+        """Send the queue with blocking calls (SO_SNDTIMEO: a send_timeout without
+        progress ends one); between pieces the Session's send deadline is checked."""
+        out = t._out
+        assert out is not None
+        sock = t.sock
+        fd = t.fd
+        while out:
+            if t._flags & (ABORTING | CLOSED):
+                return False
+            item = out[0]
+            try:
+                if isinstance(item, FileRegion):
+                    n = os.sendfile(fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
+                    if n == 0 and item.count:
+                        log.warning("file shrank while being sent; closing the connection")
+                        return False
+                    item.offset += n
+                    item.count -= n
+                    if not item.count:
+                        item.release()
+                        del out[0]
+                        set_cork(fd, False)
+                else:
+                    if len(out) > 1 and isinstance(out[1], FileRegion):
+                        set_cork(fd, True)  # the head and the body share full segments
+                    n = sock.send(item)
+                    if n == len(item):
+                        del out[0]
+                    else:
+                        out[0] = memoryview(item)[n:]
+            except (BlockingIOError, TimeoutError):
+                pass  # a whole send_timeout without progress: the deadline decides
+            deadline = session.deadline
+            if deadline is not None and time.monotonic() >= deadline:
+                with self.lock:
+                    session.on_deadline()
+        return True
+
+    # -- ServerBase hooks ---------------------------------------------------------------
+    def sessions(self) -> Iterator[Session]:
+        for t in list(self.transports):
+            if isinstance(t.protocol, Session) and not t.closed:
+                yield t.protocol
+
+    def accept_counts(self) -> list[int]:
+        return list(self.accepted)
+
+    def pressure_reading(self) -> tuple[float, float]:
+        return self.lag, float(self.busy)
+
+    def _call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
+        handle = self.timers.call_at(time.monotonic() + delay, callback)
+        self._wake()
+        return handle
+
+    def _pause_accepting(self) -> None:
+        self._wake()
+
+    def _resume_accepting(self) -> None:
+        self._wake()
+
+    def _close_listeners(self) -> None:
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _stop_loop(self) -> None:
+        self._stop_now = True
+        self._wake()
 
     def stop(self) -> None:
         """Thread-safe: every client is shut down and ``serve_forever`` returns."""
         self._stop_now = True
         self._wake()
 
-    def shutdown(self) -> None:
-        """Thread-safe graceful stop (see the module comment)."""
-        self._begin_drain()
+    def shutdown_threadsafe(self, timeout: float | None = None) -> None:
+        self.soon.append((self.shutdown, (timeout,)))
         self._wake()
 
     def close(self) -> None:
@@ -363,14 +670,14 @@ class ThreadedServer:
         self._closed = True
         for s in self.socks:
             s.close()
-        with self._lock:
-            clients = list(self._clients)
-            for c in clients:
-                _shutdown(c.sock)
+        with self.lock:
+            self.policy.close()
+            for t in list(self.transports):
+                t.abort()
+            threads = list(self.threads)
         deadline = time.monotonic() + JOIN_SECONDS
-        for c in clients:
-            if c.thread is not None:
-                c.thread.join(max(0.0, deadline - time.monotonic()))
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         for sig, old in self._old_handlers.items():
             signal.signal(sig, signal.SIG_DFL if old is None else old)
         self._old_handlers.clear()
@@ -380,313 +687,20 @@ class ThreadedServer:
         self._rsock.close()
         self._wsock.close()
 
-    # -- main thread: accept -------------------------------------------------------
-    def _capacity(self) -> tuple[int, str]:
-        cap = self.nofile_soft - FD_RESERVE
-        reason = f"RLIMIT_NOFILE {self.nofile_soft} minus {FD_RESERVE} reserved fds"
-        threads, why = thread_ceiling()
-        threads -= threading.active_count() + 16  # the interpreter's own and a margin
-        if threads < cap:
-            cap, reason = threads, f"threads: {why}"
-        if self.config.max_connections is not None and self.config.max_connections < cap:
-            cap, reason = self.config.max_connections, "--max-connections"
-        return max(cap, 1), reason
 
-    def _wake(self) -> None:
-        try:
-            self._wsock.send(b"\0")
-        except OSError:
-            pass  # full (a wake is pending anyway) or closed (we are stopping)
-
-    def _accept_loop(self) -> None:
-        poller = select.poll()
-        wake_fd = self._rsock.fileno()
-        poller.register(wake_fd, select.POLLIN)
-        listening: dict[int, socket.socket] = {}
-        resume_at = 0.0
-        drain_deadline = 0.0
-        while not self._stop_now:
-            now = time.monotonic()
-            if self.draining:
-                if not drain_deadline:
-                    drain_deadline = now + self.config.shutdown_timeout
-                if not self._clients or now >= drain_deadline:
-                    break
-            want = not self.draining and not self._paused and now >= resume_at
-            if want and not listening:
-                for s in self.socks:
-                    poller.register(s.fileno(), select.POLLIN)
-                    listening[s.fileno()] = s
-            elif not want and listening:
-                for fd in listening:
-                    poller.unregister(fd)
-                listening.clear()
-            timeout: float | None = None
-            if self.draining:
-                timeout = drain_deadline - now
-            elif now < resume_at:
-                timeout = resume_at - now
-            ms = -1 if timeout is None else max(1, int(timeout * 1000) + 1)
-            for fd, _ev in poller.poll(ms):
-                if fd == wake_fd:
-                    self._on_wakeup()
-                elif (
-                    fd in listening
-                    and not self.draining
-                    and not self._paused
-                    and not self._accept(listening[fd])
-                ):
-                    resume_at = time.monotonic() + ACCEPT_BACKOFF
-
-    def _on_wakeup(self) -> None:
-        try:
-            data = self._rsock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        for signum in data:
-            if signum in (signal.SIGINT, signal.SIGTERM):
-                if self.draining:
-                    log.info("signal %d again: stopping now", signum)
-                    self._stop_now = True
-                else:
-                    log.info(
-                        "signal %d: draining %d connections (at most %.0f s; again to stop now)",
-                        signum,
-                        len(self._clients),
-                        self.config.shutdown_timeout,
-                    )
-                    self._begin_drain()
-
-    def _begin_drain(self) -> None:
-        with self._lock:
-            if self.draining:
-                return
-            self.draining = True
-            for c in self._clients:
-                if c.state == IDLE:
-                    _shutdown(c.sock)
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def _accept(self, listener: socket.socket) -> bool:
-        """Accept a batch; False to back off (out of fds, threads or memory)."""
-        for _ in range(ACCEPT_BATCH):
-            try:
-                conn, _addr = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return True
-            except OSError as exc:
-                if exc.errno in ACCEPT_CAPACITY_ERRNOS:
-                    log.warning("accept: %s; pausing %.0f ms", exc, ACCEPT_BACKOFF * 1e3)
-                    return False
-                if exc.errno == errno.EBADF:  # closed by a drain in another thread
-                    return True
-                raise
-            conn.settimeout(None)
-            client = _Client(conn)
-            thread = threading.Thread(
-                target=self._serve, args=(client,), name="c10k-client", daemon=True
-            )
-            client.thread = thread
-            with self._lock:
-                self._clients.add(client)
-                if len(self._clients) >= self.capacity:
-                    self._paused = True
-            try:
-                thread.start()
-            except RuntimeError as exc:  # "can't start new thread": EAGAIN from clone()
-                log.warning("cannot start a client thread: %s; pausing accept", exc)
-                with self._lock:
-                    self._clients.discard(client)
-                    self._paused = len(self._clients) >= self.capacity
-                conn.close()
-                return False
-            if self._paused:
-                return True
-        return True
-
-    # -- client threads ------------------------------------------------------------
-    def _serve(self, client: _Client) -> None:
-        sock = client.sock
-        out: list[Item] = []
-        try:
-            self._converse(client, sock, out)
-        except OSError as exc:
-            if exc.errno not in CONNRESET_ERRNOS and not isinstance(exc, BlockingIOError):
-                log.error("client connection: %s", exc)
-        except Exception:
-            log.exception("client thread failed")
-        finally:
-            release_items(out)
-            with self._lock:
-                client.state = DONE
-                self._clients.discard(client)
-                wake = (self._paused and len(self._clients) < self.capacity) or (
-                    self.draining and not self._clients
-                )
-                if self._paused and len(self._clients) < self.capacity:
-                    self._paused = False
-                sock.close()
-            if wake:
-                self._wake()
-
-    def _converse(self, client: _Client, sock: socket.socket, out: list[Item]) -> None:
-        config = self.config
-        policy = self.policy
-        conn = HTTPConnection(policy.limits)
-        limit = config.max_pending_output_bytes
-        monotonic = time.monotonic
-        deadline = monotonic() + config.header_timeout
-        timeo = _set_timeo(sock, socket.SO_RCVTIMEO, config.header_timeout)
-        _set_timeo(sock, socket.SO_SNDTIMEO, config.send_timeout)
-        recv = sock.recv
-        while True:
-            # Answer every complete request in the buffer, in order (pipelining).
-            will_close = False
-            pending = 0
-            answered = 0
-            now = monotonic()
-            while True:
-                try:
-                    event = conn.next_event()
-                except RemoteProtocolError as exc:
-                    policy.append(out, policy.error(exc.error_status_hint), CLOSE, False)
-                    answered += 1
-                    will_close = True
-                    break
-                if event is NEED_DATA:
-                    break
-                if event is CONNECTION_CLOSED or event is PAUSED:
-                    will_close = True
-                    break
-                assert isinstance(event, Request)
-                n, will_close = policy.answer(event, out, now, self.draining)
-                answered += 1
-                pending += n
-                if will_close or pending > limit:
-                    break
-            if out:
-                client.state = BUSY
-                self._send(sock, out)
-            buffered = bool(conn._buf)
-            with self._lock:
-                self.requests += answered
-                if not will_close:
-                    if self.draining and not buffered:
-                        will_close = True  # idle now: the drain closes it
-                    else:
-                        client.state = BUSY if buffered else IDLE
-            if will_close:
-                self._finish(sock, conn)
-                return
-            if answered:
-                now = monotonic()
-                deadline = now + (config.header_timeout if buffered else config.keepalive_timeout)
-            if buffered and pending > limit:
-                continue  # more complete requests wait in the buffer
-            # Wait for bytes, at most until the deadline.
-            remaining = deadline - monotonic()
-            if remaining <= 0:
-                self._timed_out(sock, conn)
-                return
-            if abs(remaining - timeo) > TIMEO_SLACK:
-                timeo = _set_timeo(sock, socket.SO_RCVTIMEO, remaining)
-            try:
-                data = recv(RECV_SIZE)
-            except (BlockingIOError, TimeoutError):
-                self._timed_out(sock, conn)
-                return
-            if not data and client.state == IDLE and self.draining:
-                return  # shut down by the drain
-            client.state = BUSY
-            try:
-                conn.receive_data(data)
-            except RemoteProtocolError:
-                return
-
-    def _send(self, sock: socket.socket, out: list[Item]) -> None:
-        """Write ``out`` (emptied as it goes); raises OSError on a dead or stalled peer."""
-        fd = sock.fileno()
-        run: list[bytes] = []
-        while out:
-            item = out.pop(0)
-            if not isinstance(item, FileRegion):
-                run.append(item)
-                if out and not isinstance(out[0], FileRegion):
-                    continue
-                data = run[0] if len(run) == 1 else b"".join(run)
-                run.clear()
-                if out:  # a header before a file body: cork (nginx tcp_nopush)
-                    set_cork(fd, True)
-                sock.sendall(data)
-                continue
-            try:
-                while item.count:
-                    n = os.sendfile(fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
-                    if n == 0:
-                        raise OSError(errno.EPIPE, "file shrank while being sent")
-                    item.offset += n
-                    item.count -= n
-            finally:
-                item.release()
-            set_cork(fd, False)
-
-    def _finish(self, sock: socket.socket, conn: HTTPConnection) -> None:
-        """Close after the last response, lingering if the client may still be sending."""
-        buf, eof = conn.trailing_data
-        if not buf and eof:
-            return
-        if not buf and not conn._paused:
-            return
-        # Lingering close (nginx lingering_close): our response is out; read and discard
-        # until the client closes or linger_timeout, so unread bytes cause no RST.
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            return
-        deadline = time.monotonic() + self.config.linger_timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            _set_timeo(sock, socket.SO_RCVTIMEO, remaining)
-            try:
-                if not sock.recv(RECV_SIZE):
-                    return
-            except OSError:
-                return
-
-    def _timed_out(self, sock: socket.socket, conn: HTTPConnection) -> None:
-        with self._lock:
-            self.timeouts += 1
-            if conn._buf:
-                self.requests += 1  # the 408 counts as a response, as in app.Server
-        if conn._buf:
-            # RFC 9110 section 15.5.9: 408 for a request the client did not finish.
-            wire: list[Item] = []
-            self.policy.append(wire, self.policy.error(408), CLOSE, False)
-            try:
-                sock.send(wire[0])  # type: ignore[arg-type]
-            except OSError:
-                pass
+def _run_one(callback: Callable[..., object], args: tuple[object, ...]) -> None:
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("error in callback %r", callback)
 
 
 def _set_timeo(sock: socket.socket, opt: int, seconds: float) -> float:
-    seconds = max(seconds, 0.001)
+    """SO_RCVTIMEO/SO_SNDTIMEO; 0 means no timeout."""
     sec = int(seconds)
     usec = int((seconds - sec) * 1e6)
     sock.setsockopt(socket.SOL_SOCKET, opt, struct.pack("ll", sec, usec))
     return seconds
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 def _ignore_in_python(signum: int, frame: object) -> None:

@@ -1,0 +1,493 @@
+"""Transport and Protocol: one nonblocking stream connection on a Loop.
+
+The split is asyncio's: a ``Protocol`` says what the bytes mean, a ``Transport`` moves
+them. User code (and the HTTP server) writes a Protocol and never sees ``EAGAIN``,
+``Capability.EDGE`` or a partial write:
+
+    class Echo(Protocol):
+        def data_received(self, data: bytes) -> bytes:
+            return data                   # the reply: written at once, the rest queued
+
+    loop = Loop("epoll")
+    serve(loop, bind_socket("127.0.0.1", 8000), Echo)
+    loop.run()
+
+Theory of operation
+-------------------
+Rule 1, writing: try to send now, queue only the remainder (asyncio
+``_SelectorSocketTransport.write``). ``data_received`` may *return* the reply instead of
+calling ``write``: the transport writes it right after the call, which saves the
+protocol a method call per request on the hot path (a keep-alive GET of a cached file is
+one ``read`` and one ``write`` syscall and two Python calls). A queued item is bytes or a
+``FileRegion``; a region goes out with ``os.sendfile`` from the page cache. Bytes followed
+by a region (a response head before a file body) are sent with TCP_CORK set, pulled after
+the region's last byte (nginx ``tcp_nopush``): the head and the first body bytes share a
+segment and every segment is full.
+
+Rule 2, flow control: when something stays queued the protocol's ``pause_writing`` runs
+(before ``write`` returns), and ``resume_writing`` once the queue has drained: the
+high-water mark is zero, so a protocol always knows whether its output is on the wire.
+Reading goes on while writing unless the protocol calls ``pause_reading`` (an HTTP server
+does, so a client that does not read its responses cannot make us buffer its requests).
+
+Rule 3, level- and edge-triggered backends are handled here. Level-triggered: the fd's
+interest is READ while reading, WRITE while output is queued, recomputed once per change
+(``_sync``), so a paused reader on a full socket never spins the loop. Edge-triggered:
+READ|WRITE is registered once and never modified (no epoll_ctl after accept); reads go on
+until a short read or EAGAIN, and after ``resume_reading`` the transport reads once on the
+next turn, since bytes that came while paused raise no new edge.
+
+Rule 4, closing: ``close()`` closes once the queue has drained; ``write_eof()`` shuts down
+the write side once it has (a lingering close reads on); ``abort()`` drops the queue and
+closes now, ``abort(reset=True)`` with SO_LINGER 0 so the kernel frees the socket's send
+queue at once and the peer gets RST. Closing forgets the fd in the backend without a
+syscall where the kernel does it on close (epoll), releases queued regions, and calls
+``connection_lost`` exactly once.
+
+I/O errors fall in three buckets (STYLE 5): would-block -> wait; peer gone
+(``CONNRESET_ERRNOS``) -> close quietly; anything else -> log and close.
+
+The transport owns a bare fd, not a ``socket.socket`` (see c10k.core.fdio for why).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from c10k.core.backend import ERROR, HUP, READ, READ_MASK, WRITE, WRITE_MASK
+from c10k.core.fdio import reset_on_close, set_cork, shutdown_write, unsent_bytes
+from c10k.core.listener import Acceptor
+from c10k.core.loop import Loop
+from c10k.region import FileRegion
+
+log = logging.getLogger("c10k.transport")
+
+CONNRESET_ERRNOS = frozenset(
+    (
+        errno.ECONNRESET,
+        errno.EPIPE,
+        errno.ECONNABORTED,
+        errno.ESHUTDOWN,
+        errno.ETIMEDOUT,
+        errno.ENOTCONN,
+        errno.EBADF,
+    )
+)
+# Bytes per read(2). 64 KiB: a request head is hundreds of bytes, a pipelined batch a few
+# KiB; asyncio reads 256 KiB, but a bytes object that large is an mmap per read in glibc.
+RECV_SIZE = 65536
+# Bytes per sendfile(2) call: a call is bounded so one fat client cannot hog a loop turn
+# (we still call again until EAGAIN).
+SENDFILE_CHUNK = 256 << 10
+RDHUP = 0x2000  # EPOLLRDHUP (Linux): the peer's FIN is queued; epoll-et asks for it
+
+os_read = os.read
+os_write = os.write
+
+# _flags bits. 0 is the hot state: open, reading, nothing queued.
+PAUSED = 1  # the protocol paused reading
+WRITING = 2  # output queued
+CLOSING = 4  # close once the queue has drained
+SHUTTING = 8  # shut the write side down once the queue has drained
+READ_EOF = 16  # the peer's FIN was read: nothing more to read
+CLOSED = 32
+
+Item = bytes | memoryview | FileRegion
+
+
+class Protocol:
+    """What to do with a connection's bytes; a Transport calls these. Override what you
+    need; the defaults echo nothing and close on EOF."""
+
+    transport: Transport
+
+    def connection_made(self, transport: Transport) -> None:
+        """The connection is open; keep ``transport`` to write on it."""
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> bytes | None:
+        """Bytes arrived (never empty). Return bytes to write them (a reply), or None."""
+        return None
+
+    def eof_received(self) -> None:
+        """The peer closed its write side. Default: close ours too (after the queue)."""
+        self.transport.close()
+
+    def pause_writing(self) -> None:
+        """Output stayed queued: the peer reads slower than we write."""
+
+    def resume_writing(self) -> None:
+        """The queue has drained: everything written is in the kernel."""
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The connection is closed (``exc`` is the error that closed it, if any)."""
+
+
+class Transport:
+    """A nonblocking stream socket (a bare fd, owned) served by ``loop`` for ``protocol``.
+
+    Registers the fd at once (raising, with nothing to undo, if the backend refuses it:
+    select with an fd >= FD_SETSIZE) and calls ``protocol.connection_made(self)``.
+    ``peer`` is whatever the caller wants to remember of the other end (an address).
+    """
+
+    __slots__ = ("_flags", "_interest", "_out", "fd", "loop", "peer", "protocol")
+
+    def __init__(self, loop: Loop, fd: int, protocol: Any, peer: object = None) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.protocol = protocol
+        self.peer = peer
+        self._out: list[Item] | None = None
+        self._flags = 0
+        # Edge-triggered: both directions once, never modified.
+        self._interest = (READ | WRITE) if loop.edge else READ
+        loop.add_fd(fd, self._interest, self._ready)
+        protocol.connection_made(self)
+
+    # -- reading ---------------------------------------------------------------------
+    def _ready(self, events: int) -> None:
+        """The loop's callback for this fd. The hot state (flags 0: reading, nothing
+        queued) is handled inline; everything else goes to ``_ready_slow``."""
+        if self._flags:
+            self._ready_slow(events)
+            return
+        if not events & READ_MASK:
+            return
+        fd = self.fd
+        data_received = self.protocol.data_received
+        while True:
+            try:
+                data = os_read(fd, RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._io_error(exc)
+                return
+            if not data:
+                self._read_eof()
+                return
+            try:
+                reply = data_received(data)
+            except Exception as exc:
+                self._fatal_error(exc)
+                return
+            if reply is not None:
+                if self._flags:
+                    self.write(reply)
+                else:
+                    try:
+                        n = os_write(fd, reply)
+                    except (BlockingIOError, InterruptedError):
+                        n = 0
+                    except OSError as exc:
+                        self._io_error(exc)
+                        return
+                    if n != len(reply):
+                        self._queue([memoryview(reply)[n:]])
+            if self._flags or not self.loop.edge:
+                return
+            if len(data) < RECV_SIZE and not events & RDHUP:
+                # A short read drained the receive queue (stream socket): even an
+                # edge-triggered backend may wait now. Unless the peer's FIN was queued
+                # when we were woken (EPOLLRDHUP): no new edge would come for it, so
+                # read on to the EOF (nginx: rev->pending_eof).
+                return
+
+    def _ready_slow(self, events: int) -> None:
+        flags = self._flags
+        if flags & CLOSED:
+            return
+        if events & WRITE_MASK and flags & WRITING:
+            self._flush()
+            flags = self._flags
+        if events & READ_MASK and not flags & (PAUSED | READ_EOF | CLOSED | CLOSING):
+            self._read_some()
+        elif events & (ERROR | HUP) and not flags & (WRITING | CLOSED):
+            # An error or hang-up that no read or write of ours will pick up (reading is
+            # paused or past EOF, nothing is queued): the connection is dead, and a
+            # level-triggered backend would report it on every turn.
+            self._close(None)
+
+    def _read_some(self) -> None:
+        """Read outside the hot state (while writing or shutting down), until EAGAIN on
+        an edge-triggered backend, once otherwise."""
+        fd = self.fd
+        while not self._flags & (PAUSED | READ_EOF | CLOSED | CLOSING):
+            try:
+                data = os_read(fd, RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._io_error(exc)
+                return
+            if not data:
+                self._read_eof()
+                return
+            try:
+                reply = self.protocol.data_received(data)
+            except Exception as exc:
+                self._fatal_error(exc)
+                return
+            if reply is not None:
+                self.write(reply)
+            if not self.loop.edge or len(data) < RECV_SIZE:
+                return
+
+    def _read_eof(self) -> None:
+        self._flags |= READ_EOF
+        self._sync()
+        self.protocol.eof_received()
+
+    def pause_reading(self) -> None:
+        """Stop calling ``data_received`` until ``resume_reading`` (the bytes wait in the
+        kernel, so TCP pushes back on the peer)."""
+        if not self._flags & PAUSED:
+            self._flags |= PAUSED
+            self._sync()
+
+    def resume_reading(self) -> None:
+        flags = self._flags
+        if flags & PAUSED:
+            self._flags = flags & ~PAUSED
+            self._sync()
+            if self.loop.edge:
+                # Bytes that arrived while paused raised no new edge.
+                self.loop.call_soon(self._read_pending)
+
+    def _read_pending(self) -> None:
+        if not self._flags & (PAUSED | READ_EOF | CLOSED | CLOSING):
+            self._ready_slow(READ)
+
+    @property
+    def reading(self) -> bool:
+        return not self._flags & (PAUSED | READ_EOF | CLOSED)
+
+    # -- writing ---------------------------------------------------------------------
+    def write(self, data: bytes | memoryview) -> None:
+        """Send ``data`` now as far as the socket takes it; queue the rest."""
+        self.writelines((data,))
+
+    def writelines(self, items: Iterable[Item]) -> None:
+        """Send bytes and file regions in order (regions by sendfile, corked behind the
+        bytes before them); queue what the socket does not take now. The transport
+        releases each region after its last byte, or when the connection closes."""
+        flags = self._flags
+        if flags & (CLOSED | CLOSING | SHUTTING):
+            for item in items:
+                if isinstance(item, FileRegion):
+                    item.release()
+            if flags & CLOSED:
+                return
+            raise RuntimeError("write after close() or write_eof()")
+        batch = coalesce(items)
+        if not batch:
+            return
+        self._queue(batch)
+
+    def _queue(self, items: list[Item]) -> None:
+        out = self._out
+        if out is None:
+            self._out = items
+        else:
+            out.extend(items)
+        if not self._flags & WRITING:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write queued items until done or the socket is full."""
+        out = self._out
+        assert out is not None
+        fd = self.fd
+        try:
+            while out:
+                item = out[0]
+                if isinstance(item, FileRegion):
+                    while item.count:
+                        n = os.sendfile(fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
+                        if n == 0:  # the file shrank under us: its length was promised
+                            log.warning("file shrank while being sent; closing the connection")
+                            self.abort()
+                            return
+                        item.offset += n
+                        item.count -= n
+                    item.release()
+                    del out[0]
+                    set_cork(fd, False)  # push the last partial segment now
+                else:
+                    if len(out) > 1 and isinstance(out[1], FileRegion):
+                        set_cork(fd, True)  # the head and the body share full segments
+                    n = os_write(fd, item)
+                    if n == len(item):
+                        del out[0]
+                    else:
+                        out[0] = memoryview(item)[n:]
+                        break
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            self._io_error(exc)
+            return
+        flags = self._flags
+        if out:
+            if not flags & WRITING:
+                self._flags = flags | WRITING
+                self.protocol.pause_writing()
+                self._sync()
+            return
+        self._out = None
+        if flags & WRITING:
+            self._flags = flags = flags & ~WRITING
+            self._sync()
+            self.protocol.resume_writing()
+            flags = self._flags
+        if flags & CLOSING:
+            self._close(None)
+        elif flags & SHUTTING:
+            self._shutdown_now()
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes queued here, not yet handed to the kernel (a region counts its rest)."""
+        return sum(len(item) for item in self._out) if self._out else 0
+
+    def pending_bytes(self) -> int:
+        """Bytes written to this transport that the peer has not acknowledged: our queue
+        plus the kernel's send queue (SIOCOUTQ). What a slow reader is behind by."""
+        if self._flags & CLOSED:
+            return 0
+        return self.get_write_buffer_size() + unsent_bytes(self.fd)
+
+    # -- closing ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Close once everything queued is sent."""
+        flags = self._flags
+        if flags & CLOSED:
+            return
+        if flags & WRITING:
+            self._flags = flags | CLOSING
+            self._sync()  # stop reading: nothing read now would be answered
+        else:
+            self._close(None)
+
+    def write_eof(self) -> None:
+        """Shut down our write side once everything queued is sent; reading goes on."""
+        flags = self._flags
+        if flags & (CLOSED | SHUTTING | CLOSING):
+            return
+        self._flags = flags | SHUTTING
+        if not flags & WRITING:
+            self._shutdown_now()
+
+    def _shutdown_now(self) -> None:
+        try:
+            shutdown_write(self.fd)
+        except OSError as exc:
+            self._close(exc)
+
+    def abort(self, reset: bool = False) -> None:
+        """Close now, dropping what is queued; with ``reset`` the peer gets RST and the
+        kernel drops its send queue too (nginx ``reset_timedout_connection``)."""
+        if self._flags & CLOSED:
+            return
+        if reset:
+            reset_on_close(self.fd)
+        self._close(None)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._flags & CLOSED)
+
+    def _close(self, exc: BaseException | None) -> None:
+        if self._flags & CLOSED:
+            return
+        self._flags = CLOSED
+        out, self._out = self._out, None
+        if out:
+            release(out)
+        self.loop.forget_fd(self.fd)
+        os.close(self.fd)
+        self.protocol.connection_lost(exc)
+
+    def _io_error(self, exc: OSError) -> None:
+        if exc.errno not in CONNRESET_ERRNOS:
+            log.error("connection fd %d: %s", self.fd, exc)
+        self._close(exc)
+
+    def _fatal_error(self, exc: Exception) -> None:
+        # A bug in the protocol: one client's, so it must not leak the connection.
+        log.error("protocol error on fd %d", self.fd, exc_info=exc)
+        self._close(exc)
+
+    # -- interest ----------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Level-triggered: watch what the flags say, with at most one epoll_ctl."""
+        loop = self.loop
+        if loop.edge:
+            return
+        flags = self._flags
+        if flags & CLOSED:
+            return
+        want = 0
+        if not flags & (PAUSED | READ_EOF | CLOSING):
+            want = READ
+        if flags & WRITING:
+            want |= WRITE
+        if want != self._interest:
+            self._interest = want
+            loop.modify_fd(self.fd, want)
+
+
+def coalesce(items: Iterable[Item]) -> list[Item]:
+    """Join runs of bytes so a batch goes out in one send; regions stay as they are."""
+    out: list[Item] = []
+    run: list[bytes | memoryview] = []
+    for item in items:
+        if isinstance(item, FileRegion):
+            if run:
+                out.append(run[0] if len(run) == 1 else b"".join(run))
+                run = []
+            out.append(item)
+        elif item:
+            run.append(item)
+    if run:
+        out.append(run[0] if len(run) == 1 else b"".join(run))
+    return out
+
+
+def release(items: Iterable[object]) -> None:
+    """Release every FileRegion among ``items`` (a queue dropped on close)."""
+    for item in items:
+        if isinstance(item, FileRegion):
+            item.release()
+
+
+def serve(
+    loop: Loop,
+    sock: socket.socket,
+    protocol_factory: Callable[[], Protocol],
+    *,
+    on_refused: Callable[[int, OSError | ValueError], object] | None = None,
+) -> Acceptor:
+    """Accept connections on the listening ``sock`` and give each a Transport and a new
+    protocol from ``protocol_factory``. Returns the started Acceptor (``close()`` it to
+    stop). A connection the backend cannot watch is closed (and ``on_refused(fd, exc)``
+    told) rather than leaked."""
+
+    def on_accept(fd: int, addr: object) -> None:
+        try:
+            Transport(loop, fd, protocol_factory(), addr)
+        except (OSError, ValueError) as exc:
+            os.close(fd)
+            if on_refused is not None:
+                on_refused(fd, exc)
+            else:
+                log.warning("cannot watch a new connection (fd %d): %s", fd, exc)
+
+    acceptor = Acceptor(loop, sock, on_accept, raw_fds=True)
+    acceptor.start()
+    return acceptor

@@ -1,0 +1,309 @@
+"""ServerBase: what every server mode has in common besides the Session and the Policy.
+
+A mode (``c10k.server.modes``) is a driver: it accepts, moves bytes, keeps time and
+reports what happened. This base holds what is the same whatever the I/O:
+
+- the listening sockets and the public face (``url``, ``address``, ``capacity``,
+  ``requests``, ``backend_name``) that the CLI, the supervisor and the tests use;
+- the connection cap, from RLIMIT_NOFILE (raised to the hard limit at start) minus
+  ``FD_RESERVE`` and from the mode's own limits (select: FD_SETSIZE; threads: how many
+  threads this machine can start). At the cap the mode stops accepting, so excess clients
+  wait in the kernel's backlog instead of being accepted and dropped; it resumes when a
+  connection closes;
+- the housekeeping every mode runs on its own timers: the Date line once a second
+  (``_tick``), the pressure check (``_pressure``: overload tier and accept-queue
+  admission from the mode's lag/load readings and accept counts), brought forward to
+  ``PRESSURE_INTERVAL`` when an accept batch comes back full (``backlog_alert``);
+- signals and the graceful stop: the first SIGINT/SIGTERM drains (stop accepting, close
+  idle keep-alive connections after ``DRAIN_IDLE_GRACE``, let responses in flight finish
+  with ``Connection: close``, stop when the last connection closes or at
+  ``shutdown_timeout``), a second one stops at once.
+
+A mode implements the hooks at the end of the class (``_call_later``, ``sessions``,
+``_pause_accepting``, ...); everything else it inherits.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import socket
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+from c10k.core.listener import bind_socket
+from c10k.http.events import Request
+from c10k.http.writers import Response
+from c10k.server.config import ServerConfig
+from c10k.server.overload import PRESSURE_INTERVAL
+from c10k.server.policy import Policy
+from c10k.server.session import Session
+
+log = logging.getLogger("c10k.server")
+
+# fds kept free for things other than client sockets: listeners, the wakeup pair, epoll,
+# files opened for sendfile, logs. nginx leaves this to the admin (worker_connections vs
+# worker_rlimit_nofile); we keep a fixed margin and say so at start.
+FD_RESERVE = 64
+# A graceful stop closes idle connections after this grace, not at once: a connection
+# accepted a moment before the signal is idle until its first request arrives, and a
+# client does not retry a request on a fresh connection that closes under it (it does on
+# a reused keep-alive one, RFC 9112 section 9.3.1). A request arriving within the grace is
+# answered with Connection: close. Found by tests/server/test_server_workers.py (reload
+# under load: about one reset per four reloads without it).
+DRAIN_IDLE_GRACE = 0.25
+
+Handler = Callable[[Request, float], Response]
+
+
+def raise_nofile_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return (soft, hard) in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise RLIMIT_NOFILE from %d to %d: %s", soft, hard, exc)
+    return soft, hard
+
+
+def listening_sockets(
+    config: ServerConfig, sock: socket.socket | list[socket.socket] | None
+) -> list[socket.socket]:
+    """The sockets a server was given, or one bound from ``config.host``/``config.port``."""
+    if sock is None:
+        sock = bind_socket(
+            config.host, config.port, backlog=config.backlog, reuse_port=config.reuse_port
+        )
+    return sock if isinstance(sock, list) else [sock]
+
+
+class ServerBase:
+    """The part of a server that is the same in every mode (see the module comment).
+
+    Args:
+        config: the settings; ``config.port`` 0 picks a free port (see ``address``).
+        handler: ``handler(request, now) -> Response``; default StaticFiles(config.root).
+        sock: an already-bound listening socket (or a list of them, all served) to use
+            instead of binding one from ``config.host``/``config.port``.
+    """
+
+    backend_name: ClassVar[str] = "?"
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None if this mode can run here, else why not (no side effects)."""
+        return None
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        handler: Handler | None = None,
+        sock: socket.socket | list[socket.socket] | None = None,
+    ) -> None:
+        self.config = config
+        self.nofile_soft, self.nofile_hard = raise_nofile_limit()
+        self.socks = listening_sockets(config, sock)
+        self.sock = self.socks[0]
+        for s in self.socks:
+            s.setblocking(False)
+        self.policy = Policy(config, handler, self.socks)
+        self.policy.driver = self
+        self.handler = self.policy.handler
+        self.nconn = 0
+        self.accepting_paused = False
+        self.draining = False
+        self.capacity, self.capacity_reason = 1, ""
+        self._pressure_due = 0.0
+        self._pressure_timer: Any = None
+
+    # -- public face -----------------------------------------------------------------
+    @property
+    def address(self) -> tuple[str, int]:
+        name = self.sock.getsockname()
+        if isinstance(name, str):  # a Unix-domain socket: (path, 0)
+            return name, 0
+        host, port = name[:2]
+        return host, port
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        if self.sock.family == socket.AF_UNIX:
+            return f"http+unix://{host}:/"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}/"
+
+    @property
+    def requests(self) -> int:
+        return self.policy.requests
+
+    @property
+    def timeouts(self) -> int:
+        return self.policy.timeouts
+
+    @property
+    def offloaded(self) -> int:
+        return self.policy.offloaded
+
+    @property
+    def connections(self) -> list[Session]:
+        """The open connections' Sessions (a snapshot; O(n))."""
+        return list(self.sessions())
+
+    def status(self) -> dict[str, int]:
+        return self.policy.status()
+
+    # -- the connection cap ------------------------------------------------------------
+    def _set_capacity(self, limits: list[tuple[int, str]] = ()) -> None:  # type: ignore[assignment]
+        """The cap: RLIMIT_NOFILE minus FD_RESERVE, the mode's ``limits`` (count, why),
+        and --max-connections, whichever is lowest; ``capacity_reason`` names it."""
+        cap = self.nofile_soft - FD_RESERVE
+        reason = f"RLIMIT_NOFILE {self.nofile_soft} minus {FD_RESERVE} reserved fds"
+        for n, why in limits:
+            if n < cap:
+                cap, reason = n, why
+        wanted = self.config.max_connections
+        if wanted is not None and wanted < cap:
+            cap, reason = wanted, "--max-connections"
+        self.capacity, self.capacity_reason = max(cap, 1), reason
+
+    def opened(self) -> None:
+        """A connection was accepted and is being served."""
+        self.nconn += 1
+        self.policy.handled += 1
+        if self.nconn >= self.capacity and not self.accepting_paused:
+            self.accepting_paused = True
+            self._pause_accepting()
+
+    def connection_closed(self) -> None:
+        self.nconn -= 1
+        if self.draining:
+            if not self.nconn:
+                self._stop_loop()
+        elif self.accepting_paused and self.nconn < self.capacity:
+            self.accepting_paused = False
+            self._resume_accepting()
+
+    # -- housekeeping ------------------------------------------------------------------
+    def _start_housekeeping(self) -> None:
+        self._tick()
+        self._pressure_due = time.monotonic() + PRESSURE_INTERVAL
+        self._pressure_timer = self._call_later(PRESSURE_INTERVAL, self._pressure)
+
+    def _tick(self) -> None:
+        # Once a second, just after the wall-clock second changes: the Date line (the wire
+        # memo is keyed to it).
+        now = time.time()
+        self.policy.update_date(now)
+        self._call_later(1.0 - (now % 1.0) + 0.001, self._tick)
+
+    def _pressure(self) -> None:
+        lag, load = self.pressure_reading()
+        delay = self.policy.pressure(lag, load, self.accept_counts())
+        self._pressure_due = time.monotonic() + delay
+        self._pressure_timer = self._call_later(delay, self._pressure)
+
+    def backlog_alert(self) -> None:
+        """An accept batch came back full: check the queues within PRESSURE_INTERVAL, not
+        at an idle process's next once-a-second check (a flood fills a 4096 backlog in a
+        second, and that check would find it seconds deep)."""
+        if self.config.max_accept_wait <= 0 or self._pressure_timer is None:
+            return
+        if self._pressure_due - time.monotonic() > PRESSURE_INTERVAL:
+            self._pressure_timer.cancel()
+            self._pressure_due = time.monotonic() + PRESSURE_INTERVAL
+            self._pressure_timer = self._call_later(PRESSURE_INTERVAL, self._pressure)
+
+    def admit(self, fd: int) -> bool:
+        """A new connection (bare fd): False if it was refused (and closed) under overload."""
+        self.policy.accepts += 1
+        return not self.policy.accept_guard or self.policy.admit(fd)
+
+    # -- signals and the graceful stop -----------------------------------------------------
+    def on_signal(self, signum: int) -> None:
+        if self.draining:
+            log.info("signal %d again: stopping now", signum)
+            self.stop()
+            return
+        log.info(
+            "signal %d: draining %d connections (at most %.0f s; again to stop now)",
+            signum,
+            self.nconn,
+            self.config.shutdown_timeout,
+        )
+        self.shutdown()
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Graceful stop (the mode's loop thread; see ``shutdown_threadsafe``): stop
+        accepting, close idle keep-alive connections, let in-flight requests finish
+        (their responses say ``Connection: close``), and make ``serve_forever`` return
+        when the last connection has closed or after ``timeout`` (default
+        ``config.shutdown_timeout``), whichever comes first. nginx's SIGQUIT."""
+        if self.draining:
+            return
+        self.draining = True
+        self.policy.begin_drain()
+        self._close_listeners()
+        limit = self.config.shutdown_timeout if timeout is None else timeout
+        self._call_later(min(DRAIN_IDLE_GRACE, limit), self._close_idle)
+        self._call_later(limit, self.stop)
+        if not self.nconn:
+            self._stop_loop()
+
+    def _close_idle(self) -> None:
+        for session in list(self.sessions()):
+            session.close_if_idle()
+
+    # -- what each mode provides ----------------------------------------------------------
+    def sessions(self) -> Iterable[Session]:
+        """The open connections' Sessions (a snapshot is fine)."""
+        raise NotImplementedError
+
+    def accept_counts(self) -> list[int]:
+        """Connections accepted so far, per listener (in ``socks`` order)."""
+        raise NotImplementedError
+
+    def pressure_reading(self) -> tuple[float, float]:
+        """(lag, load): see c10k.server.overload."""
+        raise NotImplementedError
+
+    def _call_later(self, delay: float, callback: Callable[[], object]) -> Any:
+        """Run ``callback`` on the mode's loop thread after ``delay``; return a handle
+        with ``cancel()``."""
+        raise NotImplementedError
+
+    def _pause_accepting(self) -> None:
+        raise NotImplementedError
+
+    def _resume_accepting(self) -> None:
+        raise NotImplementedError
+
+    def _close_listeners(self) -> None:
+        """Stop accepting for good (draining)."""
+        raise NotImplementedError
+
+    def _stop_loop(self) -> None:
+        """Make ``serve_forever`` return (loop thread)."""
+        raise NotImplementedError
+
+    def install_signal_handlers(self) -> None:
+        raise NotImplementedError
+
+    def serve_forever(self, install_signals: bool = True) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Thread-safe: make ``serve_forever`` return (open connections are closed)."""
+        raise NotImplementedError
+
+    def shutdown_threadsafe(self, timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError

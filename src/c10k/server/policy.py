@@ -1,0 +1,255 @@
+"""Policy: what one server process decides that is not about one connection.
+
+Every server mode makes one Policy and hands it to each connection's Session. It owns:
+
+- the handler: ``handle_fast`` (memory only, on the loop) and ``handle`` (the filesystem,
+  in the disk I/O pool: ``offload``), with the status page in front when asked for;
+- the wire (``c10k.server.wire.Wire``: Date line, wire memo, error responses);
+- the limits a Session reads on every request, hoisted from the config;
+- the counters (nginx stub_status's and ours), the access log, the status page;
+- the overload tier (``c10k.server.overload``) and accept-queue admission
+  (``c10k.server.admission``), from the pressure readings the mode reports every
+  ``PRESSURE_INTERVAL`` (``pressure``);
+- draining: ``degraded`` makes new responses close their connection.
+
+It is driven from one thread at a time: the loop thread of the readiness, io_uring and
+asyncio modes; the thread-per-client mode holds one lock around every call into it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Protocol
+
+from c10k.http.connection import Limits
+from c10k.http.events import Request
+from c10k.http.writers import Response, body_length
+from c10k.server.accesslog import AccessLog
+from c10k.server.admission import Admission
+from c10k.server.config import ServerConfig
+from c10k.server.overload import IDLE_INTERVAL, PRESSURE_INTERVAL, Tiers
+from c10k.server.session import CLOSED, CLOSING, IDLE, LINGERING, READING, WRITING, Session
+from c10k.server.status import StatusPage
+from c10k.server.wire import Wire
+from c10k.static import StaticFiles
+
+if TYPE_CHECKING:
+    import socket
+
+log = logging.getLogger("c10k.server")
+
+Handler = Callable[[Request, float], Response]
+FastHandler = Callable[[Request, float], Response | None]
+
+
+class Driver(Protocol):
+    """What the Policy needs back from its server mode."""
+
+    def sessions(self) -> Iterable[Session]: ...
+
+    def connection_closed(self) -> None: ...
+
+
+def static_files(config: ServerConfig) -> StaticFiles:
+    """The default handler, configured from ``config``."""
+    return StaticFiles(
+        config.root,
+        index=config.index,
+        serve_dotfiles=config.serve_dotfiles,
+        cache_max_file_bytes=config.cache_max_file_bytes,
+        cache_max_total_bytes=config.cache_max_total_bytes,
+        revalidate_seconds=config.revalidate_seconds,
+        autoindex=config.autoindex,
+        precompressed=config.precompressed,
+        cache_control=config.cache_control,
+        cache_control_default=config.cache_control_default,
+        charset=config.charset,
+    )
+
+
+def peer_host(peer: object) -> str:
+    """The client address for the access log: the host of an (host, port, ...) tuple."""
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return "unix" if peer is None or isinstance(peer, str) else str(peer)
+
+
+class Policy(Wire):
+    """The per-process half of the engine (see the module comment).
+
+    Args:
+        config: the settings.
+        handler: ``handler(request, now) -> Response``, trusted not to block (it runs on
+            the loop); default: StaticFiles(config.root), whose filesystem work runs in
+            the disk I/O pool.
+        socks: the listening sockets (for accept-queue admission).
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        handler: Handler | None = None,
+        socks: Sequence[socket.socket] = (),
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.driver: Driver | None = None
+        if handler is None:
+            files = static_files(config)
+            self.handler: Handler = files.handle
+            self.handler_fast: FastHandler = files.handle_fast
+        else:
+            self.handler = self.handler_fast = handler
+        self.limits = Limits(config.max_header_bytes, config.max_fields)
+        self.head_memo_get = self.limits.head_memo.get
+        self.header_timeout = config.header_timeout
+        self.keepalive_timeout = config.keepalive_timeout
+        self.send_timeout = config.send_timeout
+        self.linger_timeout = config.linger_timeout
+        self.min_send_rate = config.min_send_rate
+        self.max_pipelined = config.max_pipelined
+        self.max_pending_output_bytes = config.max_pending_output_bytes
+        self.max_buffer_bytes = config.max_buffer_bytes
+        # Counters (nginx stub_status names); per-response accounting runs only when
+        # something reads it (``observe``).
+        self.started = time.time()
+        self.accepts = 0
+        self.handled = 0
+        self.requests = 0
+        self.bytes_sent = 0
+        self.timeouts = 0
+        self.offloaded = 0
+        self.status_counts: dict[int, int] = {}
+        self.access_log = (
+            AccessLog(config.access_log, config.log_format) if config.access_log else None
+        )
+        self.observe = self.access_log is not None or config.status_path is not None
+        if config.status_path:
+            page = StatusPage(config.status_path, self.counters, self.handler_fast)
+            self.handler_fast = page.handle_fast
+        # Overload and admission, and the flags a Session reads per request.
+        self.tiers = Tiers(config.shed_keepalive_lag, config.shed_503_lag, config.shed_accept_lag)
+        self.admission = Admission(socks, config.backlog, config.max_accept_wait)
+        self.shed_level = 0
+        self.degraded = False  # draining or shedding: new responses close their connection
+        self.draining = False
+        self.accept_guard = False  # look at each new connection (tier 3, or admission)
+
+    # -- the disk I/O pool ---------------------------------------------------------------
+    def offload(self, session: Session, req: Request) -> None:
+        """Answer ``req`` in the disk I/O pool (open/stat/read of a file not in memory), so
+        a slow disk stalls only this request, never the loop (the page's AMPED note; nginx
+        ``aio threads``); the answer comes back to ``session.job_done`` on the loop."""
+        self.offloaded += 1
+        loop = session.loop
+        now = loop.now
+        if self.config.io_threads == 0:  # no pool: block the loop (measurement baseline)
+            session.job_done(req, self.run_handler(req, now))
+            return
+
+        def done(future: Future[Response]) -> None:
+            session.job_done(req, future.result())
+
+        loop.run_in_thread(self.run_handler, req, now, done=done)
+
+    def run_handler(self, req: Request, now: float) -> Response:
+        try:
+            return self.handler(req, now)
+        except Exception:
+            log.exception("handler failed for %r", req.target)
+            return self.error(500)
+
+    # -- accounting ----------------------------------------------------------------------
+    def account(self, session: Session, req: Request | None, resp: Response) -> None:
+        """One response decided (only when ``observe``): counters and the access log."""
+        size = 0 if req is not None and req.method == b"HEAD" else body_length(resp.body)
+        self.bytes_sent += size
+        counts = self.status_counts
+        counts[resp.status] = counts.get(resp.status, 0) + 1
+        if self.access_log is not None:
+            peer = peer_host(session.transport.peer if session.transport is not None else None)
+            if req is None:
+                self.access_log.log(peer, b"", b"", 1, None, resp.status, size)
+            else:
+                self.access_log.log(
+                    peer, req.method, req.target, req.minor, req.headers, resp.status, size
+                )
+
+    def connection_closed(self, session: Session) -> None:
+        if self.driver is not None:
+            self.driver.connection_closed()
+
+    # -- overload --------------------------------------------------------------------------
+    def pressure(self, lag: float, load: float, accepted: Sequence[int]) -> float:
+        """One pressure check from the mode's readings: ``lag`` (how long a ready client
+        waits for its turn), ``load`` (clients per turn) and each listener's accept count.
+        Returns the seconds until the next check."""
+        span = self.tiers.update(lag, load)
+        self.shed_level = level = self.tiers.level
+        self.degraded = self.draining or level >= 1
+        standing = self.admission.check(accepted, span)
+        self.accept_guard = level >= 3 or standing
+        if self.access_log is not None:
+            self.access_log.flush()
+        busy = standing or not self.tiers.quiet or self.access_log is not None
+        return PRESSURE_INTERVAL if busy else IDLE_INTERVAL
+
+    def admit(self, fd: int) -> bool:
+        """While ``accept_guard``: False (and ``fd`` closed) for a connection to refuse."""
+        if self.shed_level >= 3:
+            # Overload tier 3: refuse at once (cheapest: no object, no registration).
+            self.tiers.shed_accepts += 1
+            os.close(fd)
+            return False
+        return self.admission.admit(fd)
+
+    def begin_drain(self) -> None:
+        """Graceful stop: new responses close their connection; admission lets go of the
+        listeners (the supervisor keeps them for the next worker)."""
+        self.draining = True
+        self.degraded = True
+        self.admission.release()
+
+    # -- the status page -------------------------------------------------------------------
+    def status(self) -> dict[str, int]:
+        """The counters: nginx stub_status's, plus per-status and shedding ones."""
+        states = [0] * 6
+        active = 0
+        if self.driver is not None:
+            for session in self.driver.sessions():
+                if session.state != CLOSED:
+                    states[session.state] += 1
+                    active += 1
+        tiers = self.tiers
+        return {
+            "active": active,
+            "reading": states[READING],
+            "writing": states[WRITING] + states[LINGERING] + states[CLOSING],
+            "waiting": states[IDLE],
+            "accepts": self.accepts,
+            "handled": self.handled,
+            "requests": self.requests,
+            "bytes_sent": self.bytes_sent,
+            "timeouts": self.timeouts,
+            "offloaded": self.offloaded,
+            "shed_level": self.shed_level,
+            "shed_503": tiers.shed_503,
+            "shed_accepts": tiers.shed_accepts,
+            "shed_stale": self.admission.stale,
+            "backlog": self.admission.backlog,
+            "syn_drop_percent": self.admission.drop_percent,
+            "access_log_dropped": self.access_log.dropped if self.access_log else 0,
+            "uptime_seconds": int(time.time() - self.started),
+            "pid": os.getpid(),
+        }
+
+    def counters(self) -> tuple[dict[str, int], dict[int, int]]:
+        return self.status(), self.status_counts
+
+    def close(self) -> None:
+        if self.access_log is not None:
+            self.access_log.close()

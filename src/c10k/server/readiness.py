@@ -1,0 +1,168 @@
+"""Server: the readiness-loop mode, on any backend of c10k.core (select ... epoll, kqueue).
+
+The driver is the toolkit itself: a ``Loop``, one ``Acceptor`` per listening socket, and
+per connection a ``core.transport.Transport`` whose protocol is the connection's
+``Session``. The path of one request:
+
+1. **Accept.** The listener is readable; ``Acceptor`` accepts up to 64 connections per
+   wakeup as bare nonblocking fds (``sock._accept()`` + one ioctl(FIONBIO): no
+   ``socket.socket`` per connection), re-posting itself on an edge-triggered backend.
+   Under overload ``Policy.admit`` may refuse one (tier 3, or a stale wait).
+2. **Register.** ``_on_accept`` makes the Session (its header deadline filed) and the
+   Transport, which registers the fd (READ; READ|WRITE once on an edge-triggered backend).
+   At the connection cap the acceptors pause; the kernel backlog holds the rest.
+3. **Read.** The loop calls ``Transport._ready``: one ``read(2)``, then
+   ``Session.data_received``, which for a keep-alive GET of a cached file returns the
+   memoized response bytes.
+4. **Write.** The transport ``write(2)``s them; whatever the socket does not take is
+   queued and the Session is told (``pause_writing``). File bodies go out by sendfile,
+   corked behind their head.
+5. **Next.** The Session moved its deadline to keep-alive (one store); pipelined requests
+   in the buffer are answered in order; a closing response closes (or lingers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from c10k.core.backend import Capability
+from c10k.core.listener import Acceptor
+from c10k.core.loop import Loop
+from c10k.core.timers import TimerHandle
+from c10k.core.transport import Transport
+from c10k.server.base import FD_RESERVE, Handler, ServerBase
+from c10k.server.config import ServerConfig
+from c10k.server.session import Session
+
+log = logging.getLogger("c10k.server")
+
+
+class Server(ServerBase):
+    """An HTTP/1.1 server on one readiness loop; see the module comment and ServerBase."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        handler: Handler | None = None,
+        sock: socket.socket | list[socket.socket] | None = None,
+    ) -> None:
+        super().__init__(config, handler, sock)
+        self.loop = Loop(config.backend, threads=max(1, config.io_threads))
+        backend = self.loop.backend
+        self.backend_name = backend.name  # type: ignore[misc]
+        limits = []
+        if backend.capabilities & Capability.FD_LIMIT and backend.max_fd is not None:
+            limits.append(
+                (
+                    backend.max_fd - FD_RESERVE,
+                    f"the {backend.name} backend cannot watch fds >= {backend.max_fd} "
+                    f"(FD_SETSIZE) minus {FD_RESERVE} reserved; use --backend epoll for more",
+                )
+            )
+        self._set_capacity(limits)
+        # exclusive: a listener shared by several workers (Unix sockets; TCP without
+        # SO_REUSEPORT) wakes one of them per connection; with one waiter it changes nothing.
+        self.acceptors = [
+            Acceptor(
+                self.loop,
+                s,
+                self._on_accept,
+                raw_fds=True,
+                exclusive=True,
+                on_backlog=self.backlog_alert if config.max_accept_wait > 0 else None,
+            )
+            for s in self.socks
+        ]
+
+    def _on_accept(self, fd: int, addr: object) -> None:
+        policy = self.policy
+        policy.accepts += 1
+        if policy.accept_guard and not policy.admit(fd):
+            return
+        loop = self.loop
+        session = Session(policy, loop)
+        try:
+            # The peer address is kept only when something logs it (a tuple per
+            # connection otherwise, at C1M scale).
+            Transport(loop, fd, session, addr if policy.observe else None)
+        except (OSError, ValueError) as exc:
+            # e.g. select with an fd >= FD_SETSIZE when files held open pushed the socket
+            # past the reserve: refuse this one client, leak nothing.
+            log.warning("cannot watch a new connection (fd %d): %s", fd, exc)
+            session.deadline = None
+            loop.deadlines.discard(session)
+            os.close(fd)
+            return
+        self.opened()
+
+    # -- ServerBase hooks ------------------------------------------------------------
+    def sessions(self) -> Iterator[Session]:
+        for cb in self.loop.callbacks():
+            transport = getattr(cb, "__self__", None)
+            if isinstance(transport, Transport) and isinstance(transport.protocol, Session):
+                yield transport.protocol
+
+    def accept_counts(self) -> list[int]:
+        return [a.accepted for a in self.acceptors]
+
+    def pressure_reading(self) -> tuple[float, float]:
+        return self.loop.lag, self.loop.load
+
+    def _call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
+        return self.loop.call_later(delay, callback)
+
+    def _pause_accepting(self) -> None:
+        for acceptor in self.acceptors:
+            acceptor.pause()
+
+    def _resume_accepting(self) -> None:
+        for acceptor in self.acceptors:
+            acceptor.resume()
+
+    def _close_listeners(self) -> None:
+        for acceptor in self.acceptors:
+            acceptor.close()
+
+    def _stop_loop(self) -> None:
+        self.loop.stop()
+
+    # -- running ---------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM drain the server gracefully (a second one stops it at once).
+        Call before announcing readiness, so a signal sent right after the announcement
+        cannot hit the default action."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, self.on_signal)
+
+    def serve_forever(self, install_signals: bool = True) -> None:
+        """Accept and serve until SIGINT/SIGTERM or ``stop()``; then close everything."""
+        if install_signals:
+            self.install_signal_handlers()
+        for acceptor in self.acceptors:
+            acceptor.start()
+        self._start_housekeeping()
+        try:
+            self.loop.run()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self.loop.stop()
+
+    def shutdown_threadsafe(self, timeout: float | None = None) -> None:
+        self.loop.call_soon_threadsafe(self.shutdown, timeout)
+
+    def close(self) -> None:
+        self.policy.close()
+        for acceptor in self.acceptors:
+            acceptor.close()
+        for cb in self.loop.callbacks():
+            transport: Any = getattr(cb, "__self__", None)
+            if isinstance(transport, Transport):
+                transport.abort()
+        self.loop.close()

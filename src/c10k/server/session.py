@@ -1,0 +1,450 @@
+"""Session: one HTTP/1.1 connection's engine, with no I/O of its own.
+
+Every server mode (the readiness loop, io_uring, thread per client, asyncio/uvloop) runs
+this same object per connection; the mode only moves bytes. A Session is an
+``HTTPConnection`` (framing, pipelining, header limits) plus the rest of what a
+connection means: which response, keep-alive or close, the deadline it is under, when to
+stop reading, when to offload to the disk pool, when to yield. It has no socket, reads no
+clock and starts no thread; what it needs from its mode comes in through three objects:
+
+- ``transport``: moves bytes (``writelines``, ``write``, ``close``, ``write_eof``,
+  ``abort``, ``pause_reading``, ``resume_reading``, ``pending_bytes``) and reports what
+  happened by calling the Session back: ``data_received``, ``eof_received``,
+  ``pause_writing`` (output stayed queued), ``resume_writing`` (it drained),
+  ``connection_lost``. ``c10k.core.transport.Transport`` is the readiness mode's; each
+  other mode has its own with the same face.
+- ``loop``: ``now`` (the time of this turn), ``deadlines`` (``core.timers.Deadlines``),
+  ``call_soon`` and ``run_in_thread``.
+- ``policy``: the per-process ``c10k.server.policy.Policy``: handler, wire memo, error
+  responses, counters, access log, overload tier, drain.
+
+So the whole server suite tests every mode at once, and the Session itself is tested with
+a fake transport and a fake clock (tests/server/test_server_session.py).
+
+The path of one keep-alive request (the hot path, top to bottom in ``data_received``):
+the read is exactly a head seen before (the head memo: see Rule 4 in c10k.http.connection)
+-> ``handler_fast`` returns the cached Response -> the wire bytes for (that Response, this
+Connection variant) come from the per-second memo -> the keep-alive deadline is moved (one
+store) -> the bytes are *returned*, and the transport writes them. Anything else (partial
+heads, pipelined batches, errors, file bodies, a blocked socket) takes the general
+branches below.
+
+States (``state``): IDLE between requests; READING inside a head (the header timeout runs
+from its first byte and is not extended by more bytes: slowloris); WRITING while output is
+queued (reading paused, pipelined requests wait, the send deadline and rate run);
+LINGERING after a closing response when the client may still be sending (our side is
+shut, reads are discarded for ``linger_timeout``, so unread bytes cannot turn into an RST
+that destroys the response, RFC 9112 section 9.6); CLOSING (close requested, output
+draining); CLOSED. ``job`` is the request being answered in the disk pool, or YIELDED
+while pipelined requests wait for the next turn (``max_pipelined``).
+
+Slow readers: while WRITING the deadline comes every ``send_timeout``; at each, the client
+must have acknowledged something since the last one (nginx ``send_timeout``) and, on
+average since the write blocked, at least ``min_send_rate`` bytes a second, or the
+connection is reset (SO_LINGER 0: the kernel frees its send queue at once). What it
+acknowledged is what we handed the transport minus ``transport.pending_bytes()``, our
+queue plus the kernel's (the first write fills megabytes of socket buffer at memory speed
+whatever the client does).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from c10k.http.connection import (
+    CONNECTION_CLOSED,
+    MEMO_MAX_HEAD_BYTES,
+    HTTPConnection,
+    method_status,
+)
+from c10k.http.errors import RemoteProtocolError
+from c10k.http.events import NEED_DATA, PAUSED, Request
+from c10k.http.writers import Response
+from c10k.region import FileRegion
+from c10k.server.wire import CLOSE, KEEP_10, KEEP_11, release_body
+
+if TYPE_CHECKING:
+    from c10k.server.policy import Policy
+
+log = logging.getLogger("c10k.server")
+
+IDLE, READING, WRITING, LINGERING, CLOSING, CLOSED = range(6)
+
+# Session.job while pipelined requests wait for the loop's next turn (max_pipelined).
+YIELDED = Request(b"GET", b"*", 1, {}, True, False)
+
+
+class Session(HTTPConnection):
+    """One connection's HTTP state machine; see the module comment."""
+
+    __slots__ = (
+        "deadline",
+        "deadline_key",
+        "job",
+        "loop",
+        "policy",
+        "state",
+        "transport",
+        "will_close",
+        "wprogress",
+    )
+
+    def __init__(self, policy: Policy, loop: Any) -> None:
+        # HTTPConnection.__init__, inlined: this runs once per accepted connection.
+        self.limits = policy.limits
+        self._buf = b""
+        self._scan = 0
+        self._eof = False
+        self._paused = False
+        self.policy = policy
+        self.loop = loop
+        self.transport: Any = None
+        self.job: Request | None = None
+        self.will_close = False
+        self.state = IDLE
+        # While WRITING: [when the write blocked, bytes outstanding then plus bytes
+        # handed over since, bytes acknowledged at the last check].
+        self.wprogress: list[Any] | None = None
+        self.deadline: float | None = loop.now + policy.header_timeout
+        self.deadline_key: int | None = None
+        loop.deadlines.schedule(self)
+
+    # -- what the transport reports ----------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> bytes | None:
+        """Bytes from the client. Returns the response bytes when the whole answer is
+        one memoized write (the transport sends them); otherwise writes through the
+        transport itself and returns None."""
+        if self.state >= WRITING or self.job is not None:
+            self._received_late(data)
+            return None
+        policy = self.policy
+        if (
+            not self._buf
+            and len(data) <= MEMO_MAX_HEAD_BYTES
+            and (req := policy.head_memo_get(data)) is not None
+            and not self._paused
+        ):
+            if req.method == b"GET" and req.keep_alive and not req.has_body and not policy.degraded:
+                # The common case, flat: cached response, memoized wire.
+                loop = self.loop
+                now = loop.now
+                try:
+                    resp = policy.handler_fast(req, now)
+                except Exception:
+                    log.exception("handler failed for %r", req.target)
+                    resp = policy.error(500)
+                if resp is None:  # needs the disk: answered from the I/O pool
+                    self._offload(req)
+                    return None
+                wires = policy.wire_memo_get(resp)
+                wire = wires[req.minor << 1 ^ 2] if wires is not None else None
+                if wire is not None and not resp.close:
+                    policy.requests += 1
+                    if policy.observe:
+                        policy.account(self, req, resp)
+                    deadline = now + policy.keepalive_timeout
+                    self.deadline = deadline
+                    if self.deadline_key is None or deadline < self.deadline_key:
+                        loop.deadlines.schedule(self)
+                    return wire
+                out: list[bytes | FileRegion] = []
+                self._answer(req, out, resp)
+                self._send(out)
+            else:
+                out = []
+                self._answer(req, out)
+                self._send(out)
+            return None
+        self.receive_data(data)
+        self._process()
+        return None
+
+    def _received_late(self, data: bytes) -> None:
+        """Bytes that came while we were not asking for any: a read already under way
+        when reading was paused (writing, a job in the pool), or lingering."""
+        if self.state >= LINGERING:
+            return  # lingering: read and discarded; closing: nobody will answer
+        self.receive_data(data)
+        if len(self._buf) >= self.policy.max_buffer_bytes:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> None:
+        if self.state >= LINGERING:
+            self.transport.close()  # the client is done: lingering is over
+            return
+        self.receive_data(b"")
+        if self.state != WRITING and self.job is None:
+            self._process()  # else seen once the output is out (_sent_all)
+
+    def pause_writing(self) -> None:
+        if self.state >= WRITING:
+            return
+        now = self.loop.now
+        self.state = WRITING
+        self.wprogress = [now, self.transport.pending_bytes(), 0]
+        self.transport.pause_reading()
+        self.deadline = now + self.policy.send_timeout
+        self.loop.deadlines.schedule(self)
+
+    def resume_writing(self) -> None:
+        if self.state != WRITING:
+            return
+        self.state = IDLE
+        self.wprogress = None
+        self._sent_all()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self.deadline = None
+        self.loop.deadlines.discard(self)  # nothing may keep a closed one alive
+        self._buf = b""
+        self.policy.connection_closed(self)
+
+    def on_deadline(self) -> None:
+        """A deadline passed: header, keep-alive idle, send progress or lingering."""
+        policy = self.policy
+        transport = self.transport
+        state = self.state
+        job = self.job
+        if job is not None and job is not YIELDED:
+            log.warning("request for %r still in the disk pool after the send timeout", job.target)
+            reset = False
+        elif state == READING:
+            # RFC 9110 section 15.5.9: 408 for a request the client did not finish in time.
+            policy.timeouts += 1
+            self._close_with(policy.error(408))
+            return
+        elif state == WRITING:
+            if self._reading_on_pace():
+                return
+            policy.timeouts += 1
+            log.info("client reads below --min-send-rate or stopped reading; resetting")
+            reset = True
+        else:
+            policy.timeouts += state == IDLE
+            reset = state == CLOSING  # a closing answer the client would not take
+        transport.abort(reset)
+
+    def _reading_on_pace(self) -> bool:
+        """At a send deadline: did the client take something since the last check and
+        keep the average rate? If so, the next check is a send_timeout away."""
+        w = self.wprogress
+        assert w is not None
+        policy = self.policy
+        now = self.loop.now
+        acked = w[1] - self.transport.pending_bytes()
+        if acked <= w[2] or acked < policy.min_send_rate * (now - w[0]):
+            return False
+        w[2] = acked
+        self.deadline = now + policy.send_timeout
+        self.loop.deadlines.schedule(self)
+        return True
+
+    # -- requests ----------------------------------------------------------------------
+    def _process(self) -> None:
+        """Answer every complete request in the buffer, in order (pipelining)."""
+        if self.job is not None:  # pipelined requests wait for the one in the pool
+            return
+        out: list[bytes | FileRegion] = []
+        pending = 0
+        policy = self.policy
+        limit = policy.max_pending_output_bytes
+        answered = 0
+        cap = policy.max_pipelined
+        while True:
+            try:
+                event = self.next_event()
+            except RemoteProtocolError as exc:
+                resp = policy.error(exc.error_status_hint)
+                if policy.observe:
+                    policy.account(self, None, resp)
+                policy.requests += 1
+                policy.append(out, resp, CLOSE, False)
+                self.will_close = True
+                break
+            if event is NEED_DATA:
+                if self._buf:
+                    if self.state == IDLE:
+                        # The first bytes of a head: the header timeout runs from now (a
+                        # keep-alive connection was on the longer idle timeout), and more
+                        # bytes do not extend it (slowloris trickle).
+                        deadline = self.loop.now + policy.header_timeout
+                        if self.deadline is None or deadline < self.deadline:
+                            self.deadline = deadline
+                            self.loop.deadlines.schedule(self)
+                    self.state = READING
+                else:
+                    self.state = IDLE
+                break
+            if event is CONNECTION_CLOSED or event is PAUSED:
+                self.will_close = True
+                break
+            assert isinstance(event, Request)
+            size = self._answer(event, out)
+            if size < 0:  # offloaded: send what came before it, then wait for it
+                break
+            pending += size
+            if self.will_close or pending > limit:
+                break
+            answered += 1
+            if answered >= cap and self._buf:
+                # Fairness: a client that pipelined many requests gets the rest after
+                # the other ready clients have had their turn.
+                self.job = YIELDED
+                self.transport.pause_reading()
+                self.loop.call_soon(self._resume)
+                break
+        self._send(out)
+
+    def _answer(
+        self, req: Request, out: list[bytes | FileRegion], resp: Response | None = None
+    ) -> int:
+        """Put the response to ``req`` (or ``resp``, already made) on ``out``; return its
+        size in bytes, or -1 if it went to the disk I/O pool."""
+        policy = self.policy
+        method = req.method
+        if resp is not None:
+            pass
+        elif policy.shed_level >= 2:
+            # Overload tier 2: a clear 503 + Retry-After instead of the work.
+            resp = policy.overload_response()
+            policy.tiers.shed_503 += 1
+        elif method == b"GET" or method == b"HEAD":
+            try:
+                resp = policy.handler_fast(req, self.loop.now)
+            except Exception:
+                log.exception("handler failed for %r", req.target)
+                resp = policy.error(500)
+            if resp is None:
+                self._offload(req)
+                return -1
+        else:
+            resp = policy.method_response(method_status(method))
+        if policy.degraded and policy.shed_level >= 1:
+            policy.tiers.shed_keepalive += 1
+        if req.keep_alive and not resp.close and not req.has_body and not policy.degraded:
+            kind = KEEP_11 if req.minor else KEEP_10
+        else:
+            kind = CLOSE
+            self.will_close = True
+        if policy.observe:
+            policy.account(self, req, resp)
+        policy.requests += 1
+        return policy.append(out, resp, kind, method == b"HEAD")
+
+    # -- the disk I/O pool and yielding ----------------------------------------------------
+    def _offload(self, req: Request) -> None:
+        """Hand ``req`` to the pool and stop reading until ``job_done``."""
+        self.job = req
+        self.transport.pause_reading()
+        self.policy.offload(self, req)
+
+    def job_done(self, req: Request, resp: Response) -> None:
+        """The pool answered ``req`` (on the loop's thread): send it, then carry on with
+        pipelined requests."""
+        if self.state >= CLOSING or self.job is not req:  # timed out or reset meanwhile
+            release_body(resp)
+            return
+        self.job = None
+        if self.state != WRITING:
+            # Before the answer goes out (one change of interest, not two, on a
+            # level-triggered backend when the write completes at once).
+            self.transport.resume_reading()
+        out: list[bytes | FileRegion] = []
+        self._answer(req, out, resp)
+        self._send(out)
+
+    def _resume(self) -> None:
+        """Carry on with pipelined requests after yielding the loop (``max_pipelined``)."""
+        if self.job is not YIELDED or self.state >= LINGERING:
+            return
+        self.job = None
+        if self.state != WRITING:  # else resume_writing carries on
+            self._process()
+
+    # -- writing -------------------------------------------------------------------------
+    def _send(self, out: list[bytes | FileRegion]) -> None:
+        if not out:
+            if self.will_close:
+                self._finish()
+            elif self.job is None:
+                self.transport.resume_reading()
+            return
+        if self.state == WRITING:
+            w = self.wprogress
+            assert w is not None
+            w[1] += sum(len(item) for item in out)
+        self.transport.writelines(out)
+        if self.state < WRITING:
+            self._sent_all()
+
+    def _sent_all(self) -> None:
+        """Everything written is in the kernel: close, answer what waited, or wait for
+        the next request."""
+        policy = self.policy
+        job = self.job
+        if job is not None:
+            if job is not YIELDED:  # the next response is in the pool: wait for the disk
+                self.deadline = self.loop.now + policy.send_timeout
+                self.loop.deadlines.schedule(self)
+            return
+        if self.will_close or (policy.draining and not self._buf):
+            # Draining (graceful stop): a response begun before the signal went out with
+            # keep-alive; close now that it is complete.
+            self._finish()
+            return
+        if (self._buf or self._eof) and not self._paused:
+            # Pipelined requests that waited while we wrote (or past the output cap), or
+            # the client's EOF after its last request: answer or close now.
+            self._process()
+            return
+        deadline = self.loop.now + (
+            policy.header_timeout if self._buf else policy.keepalive_timeout
+        )
+        self.deadline = deadline
+        if self.deadline_key is None or deadline < self.deadline_key:
+            self.loop.deadlines.schedule(self)
+        self.transport.resume_reading()
+
+    # -- closing -------------------------------------------------------------------------
+    def _finish(self) -> None:
+        """The last response is out: close, lingering if the client may still send."""
+        transport = self.transport
+        # After the client's EOF every byte it sent has been read (FIN comes last), so
+        # closing cannot turn unread data into an RST: no lingering needed.
+        if not self._eof and (self._buf or self._paused):
+            self.state = LINGERING
+            self._buf = b""
+            self.deadline = self.loop.now + self.policy.linger_timeout
+            self.loop.deadlines.schedule(self)
+            transport.write_eof()
+            transport.resume_reading()
+            return
+        self.state = CLOSING
+        transport.close()
+
+    def _close_with(self, resp: Response) -> None:
+        """Send a closing error response (408) and close, under the send deadline."""
+        out: list[bytes | FileRegion] = []
+        policy = self.policy
+        if policy.observe:
+            policy.account(self, None, resp)
+        policy.requests += 1
+        policy.append(out, resp, CLOSE, False)
+        self.state = CLOSING
+        self.deadline = self.loop.now + policy.send_timeout
+        self.loop.deadlines.schedule(self)
+        self.transport.writelines(out)
+        self.transport.close()
+
+    def close_if_idle(self) -> None:
+        """Draining: close a connection that waits for its next request."""
+        if self.state == IDLE and not self._buf and self.job is None:
+            self.state = CLOSING
+            self.transport.close()

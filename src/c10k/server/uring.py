@@ -1,0 +1,839 @@
+"""UringServer: the io_uring mode, the same Session driven by completions.
+
+The C10K page's strategy 3 (aio / IOCP) in its modern form. Instead of "tell me which fds
+are ready, then I read", every connection always has an operation *in flight* in the
+kernel, and the loop only reaps results:
+
+    loop turn:  timers and deadlines -> io_uring_enter(submit the batch, wait for >= 1
+                CQE or the next deadline) -> for each CQE: accept / recv / send / poll
+                done -> callbacks posted this turn
+
+One ``io_uring_enter`` per turn submits every SQE the previous turn prepared (sends of
+responses, re-armed recvs, cancels) and sleeps, with the timeout in the same call
+(IORING_ENTER_EXT_ARG). With 100 busy keep-alive clients a turn reaps ~200 completions
+and submits ~100 SENDs for one syscall, where epoll pays a read(2) and a write(2) per
+request (tests/server/test_server_uring.py checks with strace).
+
+What each piece of ``UringTransport`` (the Session's transport here) does, and why:
+
+- accept: one multishot ACCEPT per listener (5.19): one SQE, then a CQE per client, with
+  SOCK_NONBLOCK|SOCK_CLOEXEC set by the kernel. At the connection cap it is cancelled and
+  re-armed when a connection closes. EMFILE/ENFILE: re-armed after 100 ms.
+- recv: one multishot RECV per connection (6.0) with a provided-buffer ring
+  (IORING_REGISTER_PBUF_RING): the kernel picks a buffer only when bytes arrive, so an idle
+  connection pins no memory; the bytes are copied out and the buffer returned at once.
+  ``pause_reading`` cancels it, ``resume_reading`` arms it again.
+- send: a SEND SQE of the bytes the Session returned or wrote; the bytes object is kept
+  alive until its CQE. A SEND counts as written when submitted (the Session moves on to
+  keep-alive); a short completion queues the rest and tells the Session
+  (``pause_writing``), like a partial write(2).
+- file bodies: os.sendfile on the nonblocking socket, corked behind their head (nginx
+  tcp_nopush); when the socket is full a POLL_ADD (POLLOUT) says when to go on. io_uring
+  has no sendfile opcode; SPLICE needs a pipe (2 fds) per transfer and two linked SQEs per
+  chunk; READ + SEND copies the file through user memory twice.
+- closing: the fd is closed at once (the cap counts fds) and the ops still in flight are
+  cancelled by ASYNC_CANCEL in the next batch; their late CQEs find the transport closed
+  and only return buffers. The transport lives (in ``conns``) until its last CQE, so a SEND
+  still parked in the kernel never points at freed memory.
+
+Measured decisions (``taskset -c 0 c10k serve DIR --backend X`` vs ``taskset -c 1 wrk``;
+see docs/STRATEGIES.md): DEFER_TASKRUN + SINGLE_ISSUER (completion work batched inside our
+enter instead of task work forced on us while Python runs: 40-58k -> 72-90k requests per
+CPU-second), multishot recv (84-88k vs 71-72k with a RECV per request), SEND SQEs on the
+hot path (never lost to write(2) in A/B runs, and no syscall per request).
+
+Precedents: liburing's multishot accept/recv examples, "io_uring and networking in 2023"
+(provided buffer rings, multishot), nginx (sendfile + tcp_nopush, lingering close),
+Tokio-uring (ops own their buffers until completion).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import FrameType
+from typing import Any, TypeVar
+
+from c10k.core.fdio import peer_address, reset_on_close, set_cork, shutdown_write, unsent_bytes
+from c10k.core.io_uring import (
+    CQE_F_BUFFER,
+    CQE_F_MORE,
+    OP_RECV,
+    RECV_MULTISHOT,
+    SETUP_COOP_TASKRUN,
+    SETUP_DEFER_TASKRUN,
+    SETUP_SINGLE_ISSUER,
+    SQE_BUFFER_SELECT,
+    BufferRing,
+    Ring,
+    result_error,
+)
+from c10k.core.io_uring import unavailable_reason as uring_unavailable_reason
+from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP
+from c10k.core.loop import LOAD_ALPHA
+from c10k.core.timers import Deadlines, TimerHandle, TimerHeap
+from c10k.core.transport import (
+    CLOSED,
+    CLOSING,
+    CONNRESET_ERRNOS,
+    PAUSED,
+    READ_EOF,
+    SENDFILE_CHUNK,
+    SHUTTING,
+    WRITING,
+    Item,
+    coalesce,
+    release,
+)
+from c10k.core.wakeup import Wakeup
+from c10k.region import FileRegion
+from c10k.server.base import Handler, ServerBase
+from c10k.server.config import ServerConfig
+from c10k.server.session import Session
+
+log = logging.getLogger("c10k.server")
+T = TypeVar("T")
+
+# user_data = (id << 3) | kind. Ids 0.. are listeners (ACCEPT); a connection's id is a
+# counter, never reused, so a late CQE cannot reach a newer client.
+K_ACCEPT, K_RECV, K_SEND, K_POLL, K_CANCEL, K_WAKE = range(6)
+
+# Ring sizes. SQ 4096: a turn with more SQEs submits early (Ring.prep does it) and goes
+# on. CQ 4x: completions of recvs armed long ago can all land in one turn; beyond that
+# the kernel keeps the overflow (IORING_FEAT_NODROP) and we flush it on the next enter.
+SQ_ENTRIES = 4096
+CQ_ENTRIES = 16384
+# Provided buffers: 1024 x 8 KiB = 8 MiB for all connections together. A request head is
+# a few hundred bytes; 8 KiB holds one max-size head at once. When the group runs dry the
+# recv fails with ENOBUFS and is re-armed on the next turn.
+BUF_GROUP = 0
+BUF_COUNT = 1024
+BUF_SIZE = 8192
+ACCEPT_BATCH = 64  # accepts in one turn that count as a flood (as the Acceptor's batch)
+SOCK_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+os_sendfile = os.sendfile
+os_write = os.write
+
+
+class UringLoop:
+    """What a Session needs of a loop (``now``, ``deadlines``, ``call_soon``,
+    ``run_in_thread``), for the ring's single thread. Callbacks posted with ``call_soon``
+    (also from other threads: deque appends are atomic) run at the end of the turn."""
+
+    def __init__(self, threads: int) -> None:
+        self.now = time.monotonic()
+        self.deadlines = Deadlines()
+        self.timers = TimerHeap()
+        self.soon: collections.deque[tuple[Callable[..., object], tuple[object, ...]]] = (
+            collections.deque()
+        )
+        self.wakeup = Wakeup()
+        self.threads = threads
+        self.lag = 0.0
+        self.load = 0.0
+        self._pool: ThreadPoolExecutor | None = None
+
+    def call_soon(self, callback: Callable[..., object], *args: object) -> None:
+        self.soon.append((callback, args))
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: object) -> None:
+        self.soon.append((callback, args))
+        self.wakeup.wake()
+
+    def call_later(self, delay: float, callback: Callable[..., object]) -> TimerHandle:
+        return self.timers.call_at(time.monotonic() + delay, callback)
+
+    def run_in_thread(
+        self, fn: Callable[..., T], *args: Any, done: Callable[[Future[T]], object]
+    ) -> Future[T]:
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="c10k-io")
+        future = pool.submit(fn, *args)
+
+        def back(f: Future[T]) -> None:
+            try:
+                self.call_soon_threadsafe(done, f)
+            except OSError:
+                pass  # the loop is closed: nobody waits for the answer
+
+        future.add_done_callback(back)
+        return future
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self.wakeup.close()
+
+
+class UringTransport:
+    """One connection's I/O as ring operations; the Session's transport in this mode."""
+
+    __slots__ = (
+        "_flags",
+        "_inflight",
+        "_out",
+        "_polling",
+        "_recv_armed",
+        "_sending",
+        "fd",
+        "peer",
+        "protocol",
+        "server",
+        "uid",
+    )
+
+    def __init__(self, server: UringServer, fd: int, uid: int, protocol: Any, peer: object) -> None:
+        self.server = server
+        self.fd = fd
+        self.uid = uid << 3
+        self.protocol = protocol
+        self.peer = peer
+        self._out: list[Item] | None = None
+        self._sending: bytes | None = None  # the bytes of the SEND in flight
+        self._polling = False
+        self._recv_armed = False
+        self._inflight = 0
+        self._flags = 0
+        protocol.connection_made(self)
+        self._arm_recv()
+
+    # -- completions -------------------------------------------------------------------
+    def on_recv(self, res: int, cflags: int) -> None:
+        if not cflags & CQE_F_MORE:
+            self._inflight -= 1
+            self._recv_armed = False
+        if res <= 0 or self._flags:
+            self._recv_slow(res, cflags)
+            return
+        server = self.server
+        try:
+            reply = self.protocol.data_received(server.take(cflags, res))
+        except Exception as exc:
+            self._fatal_error(exc)
+            return
+        if reply is not None:
+            if self._flags or self._sending is not None:
+                self.write(reply)
+            else:
+                # Hot path: one SEND of the memoized response; counted as written.
+                self._sending = reply
+                self._inflight += 1
+                server.prep_send(self.fd, reply, 0, self.uid | K_SEND, 0)
+        if not self._recv_armed and not self._flags:
+            self._arm_recv()
+
+    def _recv_slow(self, res: int, cflags: int) -> None:
+        server = self.server
+        flags = self._flags
+        if res < 0:
+            if cflags & CQE_F_BUFFER:
+                server.buffers.give_back(cflags)
+            if flags & CLOSED:
+                server.maybe_release(self)
+            elif res == -errno.ENOBUFS:
+                server.starved.append(self)  # re-armed next turn, after buffers came back
+            elif res == -errno.ECANCELED:
+                # pause_reading asked for it; reading may have resumed since, before
+                # this completion told us the recv was gone.
+                self._rearm()
+            else:
+                self._io_error(result_error(res))
+            return
+        if flags & (CLOSED | CLOSING | READ_EOF):
+            server.buffers.give_back(cflags)
+            if flags & CLOSED:
+                server.maybe_release(self)
+            return
+        if res == 0:
+            self._flags |= READ_EOF
+            self.protocol.eof_received()
+            return
+        # Paused (a recv already completing when we cancelled it) or writing: the
+        # protocol still gets the bytes; a Session buffers them.
+        try:
+            reply = self.protocol.data_received(server.take(cflags, res))
+        except Exception as exc:
+            self._fatal_error(exc)
+            return
+        if reply is not None:
+            self.write(reply)
+        self._rearm()
+
+    def on_send(self, res: int) -> None:
+        self._inflight -= 1
+        data = self._sending
+        self._sending = None
+        if self._flags & CLOSED:
+            self.server.maybe_release(self)
+            return
+        if res < 0:
+            self._io_error(result_error(res))
+            return
+        if data is not None and res < len(data):
+            # Short send: the socket filled. The rest goes first, and the Session hears
+            # of it (its send deadline and rate check run from now).
+            rest = data[res:]
+            if self._out is None:
+                self._out = [rest]
+            else:
+                self._out.insert(0, rest)
+            self._blocked()
+        elif self._out is None and not self._flags:
+            return  # hot path: the one response is out
+        self._flush()
+
+    def on_poll(self, res: int) -> None:
+        self._inflight -= 1
+        self._polling = False
+        if self._flags & CLOSED:
+            self.server.maybe_release(self)
+            return
+        if res < 0:
+            self._io_error(result_error(res))
+            return
+        self._flush()
+
+    # -- reading -------------------------------------------------------------------------
+    def _arm_recv(self) -> None:
+        self._recv_armed = True
+        self._inflight += 1
+        self.server.prep_recv(self.fd, self.uid | K_RECV)
+
+    def _rearm(self) -> None:
+        if not self._recv_armed and not self._flags & (PAUSED | READ_EOF | CLOSED | CLOSING):
+            self._arm_recv()
+
+    def pause_reading(self) -> None:
+        if not self._flags & PAUSED:
+            self._flags |= PAUSED
+            if self._recv_armed:
+                self.server.ring.prep_cancel(self.uid | K_RECV, K_CANCEL)
+
+    def resume_reading(self) -> None:
+        if self._flags & PAUSED:
+            self._flags &= ~PAUSED
+            self._rearm()
+
+    def rearm_starved(self) -> None:
+        if self._flags & CLOSED:
+            self.server.maybe_release(self)
+        else:
+            self._rearm()
+
+    # -- writing -------------------------------------------------------------------------
+    def write(self, data: bytes | memoryview) -> None:
+        self.writelines((data,))
+
+    def writelines(self, items: Iterable[Item]) -> None:
+        flags = self._flags
+        if flags & (CLOSED | CLOSING | SHUTTING):
+            release(items)
+            if flags & CLOSED:
+                return
+            raise RuntimeError("write after close() or write_eof()")
+        batch = coalesce(items)
+        if not batch:
+            return
+        if self._out is None:
+            self._out = batch
+        else:
+            self._out.extend(batch)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Start the next write: a SEND for bytes; sendfile (+ POLL_ADD when full) for a
+        file body and the head before it. Returns at once if a write is in flight."""
+        if self._sending is not None or self._polling:
+            self._blocked()
+            return
+        out = self._out
+        fd = self.fd
+        try:
+            while out:
+                item = out[0]
+                if isinstance(item, FileRegion):
+                    if not self._send_region(item):
+                        return
+                    del out[0]
+                    set_cork(fd, False)
+                elif len(out) > 1 and isinstance(out[1], FileRegion):
+                    # A head before a file body goes out synchronously, corked, so the head
+                    # and the first body bytes share a segment (tcp_nopush).
+                    set_cork(fd, True)
+                    n = os_write(fd, item)
+                    if n == len(item):
+                        del out[0]
+                    else:
+                        out[0] = bytes(item[n:])
+                        self._poll_out()
+                        return
+                else:
+                    data = item if item.__class__ is bytes else bytes(item)
+                    del out[0]
+                    self._sending = data
+                    self._inflight += 1
+                    self.server.prep_send(fd, data, 0, self.uid | K_SEND, 0)
+                    if out:
+                        self._blocked()
+                        return
+                    break
+        except (BlockingIOError, InterruptedError):
+            self._poll_out()
+            return
+        except OSError as exc:
+            self._io_error(exc)
+            return
+        self._out = None
+        self._drained()
+
+    def _send_region(self, item: FileRegion) -> bool:
+        """Sendfile ``item`` until done (True) or the fair share of this turn is sent or
+        the socket is full (False: a POLL_ADD continues it)."""
+        sent = 0
+        fd = self.fd
+        while item.count:
+            if sent >= SENDFILE_CHUNK:
+                self._poll_out()  # fair share for this turn: on after the others
+                return False
+            n = os_sendfile(fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
+            if n == 0:
+                log.warning("file shrank while being sent; closing the connection")
+                self.abort()
+                return False
+            item.offset += n
+            item.count -= n
+            sent += n
+        item.release()
+        return True
+
+    def _poll_out(self) -> None:
+        self._polling = True
+        self._inflight += 1
+        self.server.ring.prep_poll_add(self.fd, select.POLLOUT, self.uid | K_POLL)
+        self._blocked()
+
+    def _blocked(self) -> None:
+        if not self._flags & WRITING:
+            self._flags |= WRITING
+            self.protocol.pause_writing()
+
+    def _drained(self) -> None:
+        """Nothing queued. A SEND still in flight counts as written unless the Session
+        was told that output is blocked; then (and before closing) we wait for it."""
+        if self._sending is not None or self._polling:
+            return
+        flags = self._flags
+        if flags & WRITING:
+            self._flags = flags = flags & ~WRITING
+            self.protocol.resume_writing()
+            flags = self._flags
+            if self._out or self._sending is not None:
+                return  # resume_writing wrote more
+        if flags & CLOSING:
+            self._close(None)
+        elif flags & SHUTTING and not flags & CLOSED:
+            try:
+                shutdown_write(self.fd)
+            except OSError as exc:
+                self._close(exc)
+
+    def get_write_buffer_size(self) -> int:
+        queued = sum(len(item) for item in self._out) if self._out else 0
+        return queued + (len(self._sending) if self._sending is not None else 0)
+
+    def pending_bytes(self) -> int:
+        if self._flags & CLOSED:
+            return 0
+        return self.get_write_buffer_size() + unsent_bytes(self.fd)
+
+    # -- closing -------------------------------------------------------------------------
+    def close(self) -> None:
+        flags = self._flags
+        if flags & CLOSED:
+            return
+        if self._out or self._sending is not None or self._polling:
+            self._flags = flags | CLOSING
+        else:
+            self._close(None)
+
+    def write_eof(self) -> None:
+        flags = self._flags
+        if flags & (CLOSED | SHUTTING | CLOSING):
+            return
+        self._flags = flags | SHUTTING
+        if not self._out and self._sending is None and not self._polling:
+            self._drained()
+
+    def abort(self, reset: bool = False) -> None:
+        if self._flags & CLOSED:
+            return
+        if reset:
+            reset_on_close(self.fd)
+        self._close(None)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._flags & CLOSED)
+
+    @property
+    def reading(self) -> bool:
+        return not self._flags & (PAUSED | READ_EOF | CLOSED)
+
+    def _close(self, exc: BaseException | None) -> None:
+        if self._flags & CLOSED:
+            return
+        self._flags = CLOSED
+        out, self._out = self._out, None
+        if out:
+            release(out)
+        server = self.server
+        if not server.closing:
+            ring = server.ring
+            uid = self.uid
+            if self._recv_armed:
+                ring.prep_cancel(uid | K_RECV, K_CANCEL)
+            if self._sending is not None:
+                ring.prep_cancel(uid | K_SEND, K_CANCEL)
+            if self._polling:
+                ring.prep_cancel(uid | K_POLL, K_CANCEL)
+        # The fd goes now: ops in flight hold their own reference to the socket until
+        # their cancellation completes, and our ids are never reused.
+        os.close(self.fd)
+        self.protocol.connection_lost(exc)
+        server.maybe_release(self)
+
+    def _io_error(self, exc: OSError) -> None:
+        if exc.errno not in CONNRESET_ERRNOS:
+            log.error("connection fd %d: %s", self.fd, exc)
+        self._close(exc)
+
+    def _fatal_error(self, exc: Exception) -> None:
+        log.error("protocol error on fd %d", self.fd, exc_info=exc)
+        self._close(exc)
+
+
+class UringServer(ServerBase):
+    """An HTTP/1.1 server on one io_uring (see the module comment and ServerBase)."""
+
+    backend_name = "uring"
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return uring_unavailable_reason()
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        handler: Handler | None = None,
+        sock: socket.socket | list[socket.socket] | None = None,
+    ) -> None:
+        super().__init__(config, handler, sock)
+        self._set_capacity()
+        self.loop = UringLoop(max(1, config.io_threads))
+        self.closing = False
+        self._open_ring()
+        self._wake_buf = bytearray(64)
+        self.conns: dict[int, UringTransport] = {}
+        self.starved: list[UringTransport] = []
+        self.accepted = [0] * len(self.socks)
+        self.accept_armed = [False] * len(self.socks)
+        self.accept_retry: TimerHandle | None = None
+        self.multishot_accept = True
+        self._turn_accepts = 0
+        self._running = False
+        self._old_signal_handlers: dict[int, Any] = {}
+        self._old_wakeup_fd = -1
+        self._next_uid = 1
+
+    def _open_ring(self) -> None:
+        # DEFER_TASKRUN (6.1) + SINGLE_ISSUER: completion work (the recv copy, the
+        # multishot re-poll) runs inside our io_uring_enter, batched, instead of in
+        # task_work forced on us by an IPI while Python runs. The price: only the thread
+        # that created the ring may submit, so serve_forever re-creates it when called
+        # from another thread. Older kernels: COOP_TASKRUN (5.19), or none.
+        ring = None
+        for flags in (SETUP_SINGLE_ISSUER | SETUP_DEFER_TASKRUN, SETUP_COOP_TASKRUN, 0):
+            try:
+                ring = Ring(SQ_ENTRIES, CQ_ENTRIES, flags)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not flags:
+                    raise
+        assert ring is not None
+        try:
+            buffers = BufferRing(ring, BUF_GROUP, BUF_COUNT, BUF_SIZE)
+        except BaseException:
+            ring.close()
+            raise
+        self.ring = ring
+        self.buffers = buffers
+        self._owner = threading.get_ident()
+        # Hot-path bindings.
+        self.prep_send = ring.prep_send
+        self.take = buffers.take
+        prep = ring.prep
+
+        def prep_recv(fd: int, user_data: int) -> None:
+            prep(OP_RECV, fd, 0, 0, 0, 0, user_data, SQE_BUFFER_SELECT, RECV_MULTISHOT, BUF_GROUP)
+
+        self.prep_recv = prep_recv
+
+    # -- the loop ------------------------------------------------------------------------
+    def serve_forever(self, install_signals: bool = True) -> None:
+        """Accept and serve until SIGINT/SIGTERM or ``stop()``; then close everything."""
+        if install_signals:
+            self.install_signal_handlers()
+        self._running = True
+        if threading.get_ident() != self._owner:
+            # SINGLE_ISSUER: the ring must belong to the serving thread.
+            self.buffers.close()
+            self.ring.close()
+            self._open_ring()
+        try:
+            self._arm_wakeup()
+            self._arm_accepts()
+            self._start_housekeeping()
+            self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> None:
+        ring = self.ring
+        reap = ring.reap
+        wait = ring.submit_and_wait
+        loop = self.loop
+        deadlines = loop.deadlines
+        timers = loop.timers
+        soon = loop.soon
+        conns = self.conns
+        monotonic = time.monotonic
+        alpha = LOAD_ALPHA
+        lag = load = 0.0
+        while self._running:
+            now = monotonic()
+            lag += (now - loop.now - lag) * alpha
+            loop.now = now
+            loop.lag = lag
+            if len(timers):
+                for h in timers.pop_due(now):
+                    self._run_one(h.callback, h.args)
+            deadlines.expire(now)
+            if self.starved:
+                starved, self.starved = self.starved, []
+                for transport in starved:
+                    transport.rearm_starved()
+            if not self._running:
+                break
+            when = timers.next_when()
+            dl = deadlines.next_when()
+            if dl is not None and (when is None or dl < when):
+                when = dl
+            timeout = 0.0 if soon else (1.0 if when is None else max(when - now, 0.0005))
+            wait(timeout)
+            loop.now = monotonic()
+            events = reap()
+            load += (len(events) - load) * alpha
+            loop.load = load
+            self._turn_accepts = 0
+            for ud, res, fl in events:
+                kind = ud & 7
+                try:
+                    if kind == K_RECV:
+                        conns[ud >> 3].on_recv(res, fl)
+                    elif kind == K_SEND:
+                        conns[ud >> 3].on_send(res)
+                    elif kind == K_POLL:
+                        conns[ud >> 3].on_poll(res)
+                    elif kind == K_ACCEPT:
+                        self._on_accept(ud >> 3, res, fl)
+                    elif kind == K_WAKE:
+                        self._on_wake(res)
+                    # K_CANCEL: the cancelled op reports on its own CQE.
+                except Exception:  # as Loop: one client's bug must not stop the server
+                    log.exception("error handling completion %#x (res %d)", ud, res)
+                    self._drop(ud)
+            for _ in range(len(soon)):
+                callback, args = soon.popleft()
+                self._run_one(callback, args)
+
+    @staticmethod
+    def _run_one(callback: Callable[..., object], args: tuple[object, ...]) -> None:
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("error in callback %r", callback)
+
+    def _drop(self, ud: int) -> None:
+        transport = self.conns.get(ud >> 3) if ud & 7 in (K_RECV, K_SEND, K_POLL) else None
+        if transport is not None and not transport.closed:
+            try:
+                transport.abort()
+            except Exception:
+                log.exception("error closing connection fd %d", transport.fd)
+
+    def maybe_release(self, transport: UringTransport) -> None:
+        if transport._inflight <= 0 and transport.closed:
+            self.conns.pop(transport.uid >> 3, None)
+
+    # -- accepting -------------------------------------------------------------------------
+    def _arm_accepts(self) -> None:
+        if self.accepting_paused or self.draining or self.accept_retry is not None:
+            return
+        for i, s in enumerate(self.socks):
+            if not self.accept_armed[i]:
+                self.accept_armed[i] = True
+                self.ring.prep_accept(
+                    s.fileno(), (i << 3) | K_ACCEPT, SOCK_FLAGS, self.multishot_accept
+                )
+
+    def _on_accept(self, index: int, res: int, flags: int) -> None:
+        if not flags & CQE_F_MORE:
+            self.accept_armed[index] = False
+        if res < 0:
+            self._accept_failed(index, res)
+            return
+        if self.draining or self.closing:
+            os.close(res)
+            return
+        self.accepted[index] += 1
+        self._turn_accepts += 1
+        if self._turn_accepts == ACCEPT_BATCH:
+            self.backlog_alert()
+        policy = self.policy
+        policy.accepts += 1
+        if policy.accept_guard and not policy.admit(res):
+            return
+        uid = self._next_uid
+        self._next_uid = uid + 1
+        session = Session(policy, self.loop)
+        peer = peer_address(res) if policy.observe else None
+        self.conns[uid] = UringTransport(self, res, uid, session, peer)
+        self.opened()
+        if not self.accept_armed[index]:
+            self._arm_accepts()
+
+    def _accept_failed(self, index: int, res: int) -> None:
+        if res == -errno.ECANCELED:
+            # Paused at the cap (or draining): if a connection closed before this CQE
+            # came, the resume found the accept still armed and left it to us.
+            self._arm_accepts()
+            return
+        if res == -errno.EINVAL and self.multishot_accept:
+            self.multishot_accept = False  # a kernel without multishot accept
+        elif -res in ACCEPT_CAPACITY_ERRNOS:
+            log.warning("accept: %s; retrying in %.1fs", os.strerror(-res), CAPACITY_SLEEP)
+            if self.accept_retry is None:
+                self.accept_retry = self.loop.call_later(CAPACITY_SLEEP, self._accept_again)
+            return
+        elif -res not in (errno.EAGAIN, errno.EINTR, errno.ECONNABORTED, errno.EPROTO):
+            log.error("accept: %s", os.strerror(-res))
+        self._arm_accepts()
+
+    def _accept_again(self) -> None:
+        self.accept_retry = None
+        self._arm_accepts()
+
+    def _cancel_accepts(self) -> None:
+        for i, armed in enumerate(self.accept_armed):
+            if armed:
+                self.ring.prep_cancel((i << 3) | K_ACCEPT, K_CANCEL)
+
+    # -- ServerBase hooks ------------------------------------------------------------------
+    def sessions(self) -> Iterator[Session]:
+        for transport in list(self.conns.values()):
+            if not transport.closed and isinstance(transport.protocol, Session):
+                yield transport.protocol
+
+    def accept_counts(self) -> list[int]:
+        return list(self.accepted)
+
+    def pressure_reading(self) -> tuple[float, float]:
+        return self.loop.lag, self.loop.load
+
+    def _call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
+        return self.loop.call_later(delay, callback)
+
+    def _pause_accepting(self) -> None:
+        self._cancel_accepts()
+
+    def _resume_accepting(self) -> None:
+        # A cancelled multishot accept may still be armed (its CQE not yet reaped);
+        # _arm_accepts only arms listeners whose last CQE said "no more".
+        self._arm_accepts()
+
+    def _close_listeners(self) -> None:
+        self._cancel_accepts()
+        for s in self.socks:
+            s.close()  # refused from now on (the cancelled accept drops its reference)
+
+    def _stop_loop(self) -> None:
+        self._running = False
+
+    # -- wakeups and signals ---------------------------------------------------------------
+    def _arm_wakeup(self) -> None:
+        buf = self._wake_buf
+        addr = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+        self.ring.prep_recv(self.loop.wakeup.fileno(), K_WAKE, addr, len(buf))
+
+    def _on_wake(self, res: int) -> None:
+        # Signal numbers or thread wakeups; what they mean was posted to loop.soon.
+        if self._running and not self.closing:
+            self._arm_wakeup()
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM: drain, then stop. The C-level handler writes to the wakeup
+        socket (set_wakeup_fd), whose pending RECV completes, so a sleeping
+        io_uring_enter returns at once even if the signal lands just before it."""
+        self._old_wakeup_fd = signal.set_wakeup_fd(
+            self.loop.wakeup.wsock.fileno(), warn_on_full_buffer=False
+        )
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old_signal_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Runs between two bytecodes of the loop thread: only post the work.
+        self.loop.call_soon(self.on_signal, signum)
+
+    def stop(self) -> None:
+        """Thread-safe: make ``serve_forever`` return."""
+        self._running = False
+        if not self.closing:
+            try:
+                self.loop.wakeup.wake()
+            except OSError:
+                pass  # closed by a concurrent close(): nothing left to wake
+
+    def shutdown_threadsafe(self, timeout: float | None = None) -> None:
+        self.loop.call_soon_threadsafe(self.shutdown, timeout)
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.policy.close()
+        for transport in list(self.conns.values()):
+            transport.abort()
+        self.conns.clear()
+        # Closing the ring cancels whatever is still in flight; unregister the buffers
+        # first so no late recv can pick one.
+        self.buffers.close()
+        self.ring.close()
+        for s in self.socks:
+            s.close()
+        if self._old_signal_handlers:  # installed (so in the main thread): restore
+            for sig, old in self._old_signal_handlers.items():
+                signal.signal(sig, old)
+            self._old_signal_handlers.clear()
+            signal.set_wakeup_fd(self._old_wakeup_fd)
+        self.loop.close()

@@ -1,0 +1,115 @@
+"""Wire: a response's exact bytes, memoized per second, and the error responses.
+
+The static handler pre-renders a cached file's status line and headers once
+(``Response.head``). What changes is the ``Date`` line (once a second) and the
+``Connection`` line (per request: keep-alive for HTTP/1.1 needs none, HTTP/1.0 keep-alive
+must say so, a closing response says ``close``). So per Response object and Connection
+variant the complete message (head, Date, Connection, empty line, body) is built once and
+kept until the Date second changes: a cached file costs one dict lookup to put on the
+wire, in every server mode.
+
+The memo is keyed by the Response object, which also keeps it alive: within the second no
+other object can take its identity. Answers made per request (a byte range, a listing, a
+status page) are built and not kept (``ONE_OFF_STATUSES``, and a bounded memo), so they
+cannot fill it.
+
+Error responses (400, 408, 431, 500, 503 ...) are made once per process and reused.
+"""
+
+from __future__ import annotations
+
+import time
+
+from c10k.http.writers import Response, error_response, http_date
+from c10k.region import FileRegion
+
+# Connection header variants: the index into a response's memo entry.
+KEEP_11 = 0  # HTTP/1.1 keep-alive: no Connection header needed
+CLOSE = 1
+KEEP_10 = 2  # HTTP/1.0 keep-alive must be announced (index = (minor << 1) ^ 2)
+CONNECTION_LINES = (b"", b"Connection: close\r\n", b"Connection: keep-alive\r\n")
+
+ONE_OFF_STATUSES = frozenset((206, 416))
+WIRE_MEMO_MAX_ENTRIES = 4096
+
+Out = list[bytes | FileRegion]
+
+
+class Wire:
+    """The Date line, the wire memo and the error responses of one process."""
+
+    def __init__(self) -> None:
+        self.wire_memo: dict[Response, list[bytes | None]] = {}
+        # Hoisted for the hot path (the dict keeps its identity: only ever cleared).
+        self.wire_memo_get = self.wire_memo.get
+        self.date_line = b""
+        self._errors: dict[int, Response] = {}
+        self.update_date(time.time())
+
+    def update_date(self, wall: float) -> None:
+        """Render the Date line for wall-clock time ``wall``; the memo goes with it."""
+        self.date_line = b"Date: " + http_date(wall) + b"\r\n"
+        self.wire_memo.clear()
+
+    def append(self, out: Out, resp: Response, kind: int, head: bool) -> int:
+        """Put ``resp``'s wire form (Connection variant ``kind``; without the body for a
+        HEAD) on ``out``; return the bytes it puts on the wire, a file body counted whole
+        (so a pipelined batch stops after a big file: a slow reader then holds one open
+        file, not one per request it queued)."""
+        body = resp.body
+        if body is None or body.__class__ is bytes:
+            memo = self.wire_memo
+            wires = memo.get(resp)
+            if wires is None:
+                wires = [None, None, None]
+                if resp.status not in ONE_OFF_STATUSES and len(memo) < WIRE_MEMO_MAX_ENTRIES:
+                    memo[resp] = wires
+            wire = wires[kind]
+            if wire is None:
+                wire = wires[kind] = b"".join(
+                    (resp.head, self.date_line, CONNECTION_LINES[kind], b"\r\n", body or b"")
+                )
+            if head and body:  # a HEAD answered with a GET's response (error pages)
+                wire = wire[: len(wire) - len(body)]
+            out.append(wire)
+            return len(wire)
+        out.append(b"".join((resp.head, self.date_line, CONNECTION_LINES[kind], b"\r\n")))
+        size = len(out[-1])
+        for part in body if isinstance(body, tuple) else (body,):
+            if head:
+                if isinstance(part, FileRegion):
+                    part.release()
+            else:
+                out.append(part)
+                size += len(part)
+        return size
+
+    def error(self, status: int) -> Response:
+        """A closing error response for a protocol error (400, 408, 414, 431, 500)."""
+        resp = self._errors.get(status)
+        if resp is None:
+            resp = self._errors[status] = error_response(status, close=True)
+        return resp
+
+    def method_response(self, status: int) -> Response:
+        """405 (with Allow) or 501 for a method a static server does not serve."""
+        resp = self._errors.get(-status)
+        if resp is None:
+            extra = [(b"Allow", b"GET, HEAD")] if status == 405 else None
+            resp = self._errors[-status] = error_response(status, extra)
+        return resp
+
+    def overload_response(self) -> Response:
+        """Overload tier 2: 503 with Retry-After, closing (RFC 9110 section 15.6.4)."""
+        resp = self._errors.get(-503)
+        if resp is None:
+            resp = self._errors[-503] = error_response(503, [(b"Retry-After", b"1")], close=True)
+        return resp
+
+
+def release_body(resp: Response) -> None:
+    """Release the file regions of a response that will not be sent."""
+    body = resp.body
+    for part in body if isinstance(body, tuple) else (body,):
+        if isinstance(part, FileRegion):
+            part.release()

@@ -1,0 +1,479 @@
+"""The Session (c10k.server.session) without sockets: a fake transport and a fake clock.
+
+The engine every server mode runs. Each test feeds bytes and events and checks what the
+Session asks its transport to do (write these bytes, pause reading, close, linger,
+reset) and the deadline it is under; inputs are fed whole and byte by byte (STYLE 6).
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+
+from c10k.core.timers import Deadlines
+from c10k.http.events import Request
+from c10k.http.writers import Response, build_response
+from c10k.region import FileRegion
+from c10k.server.config import ServerConfig
+from c10k.server.policy import Policy
+from c10k.server.session import CLOSED, IDLE, LINGERING, READING, WRITING, YIELDED, Session
+
+GET = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n"
+GET_B = b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n"
+BODY_A = b"A" * 10
+BODY_B = b"B" * 20
+
+
+class FakeLoop:
+    """``now`` set by the test; deadlines filed in real buckets; posted work recorded."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.deadlines = Deadlines()
+        self.soon: list[tuple[Any, tuple[Any, ...]]] = []
+        self.jobs: list[tuple[Any, tuple[Any, ...], Any]] = []
+
+    def call_soon(self, callback: Any, *args: Any) -> None:
+        self.soon.append((callback, args))
+
+    def run_in_thread(self, fn: Any, *args: Any, done: Any) -> Future[Any]:
+        self.jobs.append((fn, args, done))
+        return Future()
+
+    def run_soon(self) -> None:
+        soon, self.soon = self.soon, []
+        for callback, args in soon:
+            callback(*args)
+
+    def finish_jobs(self) -> None:
+        jobs, self.jobs = self.jobs, []
+        for fn, args, done in jobs:
+            future: Future[Any] = Future()
+            future.set_result(fn(*args))
+            done(future)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.deadlines.expire(self.now)
+
+
+class FakeTransport:
+    """Records what the Session asks. With ``block`` set, writes stay queued (the socket
+    is full) until ``drain()``."""
+
+    def __init__(self, protocol: Session) -> None:
+        self.protocol = protocol
+        self.peer = ("127.0.0.1", 5555)
+        self.written: list[bytes | FileRegion] = []
+        self.queued: list[bytes | FileRegion] = []
+        self.block = False
+        self.paused = False
+        self.closed = False
+        self.eof_written = False
+        self.reset: bool | None = None
+        self.unacked = 0
+        self.calls = 0
+        protocol.connection_made(self)
+
+    def feed(self, data: bytes) -> None:
+        """Bytes arrive; a returned reply is written, as a real transport does."""
+        reply = self.protocol.data_received(data)
+        if reply is not None:
+            self.writelines([reply])
+
+    def writelines(self, items: list[bytes | FileRegion]) -> None:
+        assert not self.closed, "write after close"
+        self.calls += 1
+        if self.block:
+            was = bool(self.queued)
+            self.queued.extend(items)
+            if not was:
+                self.protocol.pause_writing()
+        else:
+            self.written.extend(items)
+
+    def write(self, data: bytes) -> None:
+        self.writelines([data])
+
+    def drain(self) -> None:
+        self.block = False
+        self.written.extend(self.queued)
+        self.queued = []
+        self.protocol.resume_writing()
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.protocol.connection_lost(None)
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+
+    def abort(self, reset: bool = False) -> None:
+        self.reset = reset
+        self.close()
+
+    def pending_bytes(self) -> int:
+        return sum(len(i) for i in self.queued) + self.unacked
+
+    @property
+    def wire(self) -> bytes:
+        return b"".join(i for i in self.written if isinstance(i, bytes))
+
+
+RESPONSES = {
+    b"/a": build_response(200, [(b"Content-Type", b"text/plain")], BODY_A),
+    b"/b": build_response(200, [(b"Content-Type", b"text/plain")], BODY_B),
+}
+
+
+def handler(req: Request, now: float) -> Response:
+    if req.target == b"/boom":
+        raise RuntimeError("handler bug")
+    return RESPONSES.get(req.target) or build_response(404, [], b"nope")
+
+
+@pytest.fixture
+def loop() -> FakeLoop:
+    return FakeLoop()
+
+
+def make(loop: FakeLoop, **settings: Any) -> tuple[Session, FakeTransport, Policy]:
+    config = ServerConfig(**{"max_accept_wait": 0, **settings})
+    policy = Policy(config, handler)
+    session = Session(policy, loop)
+    return session, FakeTransport(session), policy
+
+
+def statuses(wire: bytes) -> list[int]:
+    return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", wire)]
+
+
+# -- the hot path ---------------------------------------------------------------------
+def test_session_memoized_get_is_returned_as_one_write(loop: FakeLoop) -> None:
+    session, t, policy = make(loop)
+    t.feed(GET)  # the first: parsed, rendered, memoized
+    first = t.wire
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert first.endswith(b"\r\n\r\n" + BODY_A)
+    reply = session.data_received(GET)  # the same head again: the memoized bytes
+    assert reply == first
+    assert session.deadline == loop.now + policy.keepalive_timeout
+    assert session.state == IDLE
+    assert policy.requests == 2
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+def test_session_answers_the_same_however_the_bytes_are_split(loop: FakeLoop, chunk: int) -> None:
+    _session, t, _ = make(loop)
+    data = GET + GET_B + GET
+    pieces = [data] if chunk is None else [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    for piece in pieces:
+        t.feed(piece)
+    assert statuses(t.wire) == [200, 200, 200]
+    assert t.wire.count(BODY_A) == 2
+    assert t.wire.count(BODY_B) == 1
+    assert t.wire.index(BODY_B) < t.wire.rindex(BODY_A)  # in order
+
+
+def test_session_pipelined_batch_is_one_write(loop: FakeLoop) -> None:
+    _, t, _ = make(loop)
+    t.feed(GET + GET_B)
+    assert t.calls == 1
+    assert statuses(t.wire) == [200, 200]
+
+
+def test_session_http10_keepalive_is_announced(loop: FakeLoop) -> None:
+    _, t, _ = make(loop)
+    t.feed(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert b"Connection: keep-alive\r\n" in t.wire
+    assert not t.closed
+
+
+# -- closing ----------------------------------------------------------------------------
+def test_session_connection_close_closes_after_the_response(loop: FakeLoop) -> None:
+    session, t, _ = make(loop)
+    t.feed(b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert b"Connection: close\r\n" in t.wire
+    assert t.closed
+    assert session.state == CLOSED
+    assert t.reset is None
+
+
+def test_session_request_with_body_is_answered_then_lingers(loop: FakeLoop) -> None:
+    session, t, policy = make(loop)
+    t.feed(b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab")
+    assert statuses(t.wire) == [405]
+    assert session.state == LINGERING
+    assert t.eof_written
+    assert not t.paused
+    assert not t.closed
+    t.feed(b"cde" + GET)  # discarded: never parsed as a request (smuggling)
+    assert statuses(t.wire) == [405]
+    loop.advance(policy.linger_timeout + 1)
+    assert t.closed
+    assert t.reset is False
+
+
+def test_session_lingering_ends_at_the_clients_eof(loop: FakeLoop) -> None:
+    session, t, _ = make(loop)
+    t.feed(b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab")
+    session.eof_received()
+    assert t.closed
+
+
+def test_session_malformed_request_gets_400_then_lingers(loop: FakeLoop) -> None:
+    session, t, _ = make(loop)
+    t.feed(b"GET /a HTTP/1.1\r\nBad Header\r\n\r\n")
+    # The client may still be sending: our side is shut, its bytes are read and dropped.
+    assert statuses(t.wire) == [400]
+    assert session.state == LINGERING
+    assert t.eof_written
+
+
+def test_session_eof_inside_a_head_is_400_without_lingering(loop: FakeLoop) -> None:
+    session, t, _ = make(loop)
+    t.feed(b"GET /sm")
+    session.eof_received()
+    assert statuses(t.wire) == [400]
+    assert t.closed
+    assert not t.eof_written
+
+
+def test_session_eof_after_requests_closes_once_answered(loop: FakeLoop) -> None:
+    session, t, _ = make(loop)
+    t.block = True
+    t.feed(GET)
+    session.eof_received()  # a half-close while the response is still queued
+    assert not t.closed
+    t.drain()
+    assert statuses(t.wire) == [200]
+    assert t.closed
+
+
+def test_session_handler_error_is_500(loop: FakeLoop) -> None:
+    _, t, _ = make(loop)
+    t.feed(b"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert statuses(t.wire) == [500]
+
+
+def test_session_unknown_method_501_known_405(loop: FakeLoop) -> None:
+    _, t, _ = make(loop)
+    t.feed(b"BREW /a HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert statuses(t.wire) == [501]
+    _, t2, _ = make(loop)
+    t2.feed(b"DELETE /a HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert statuses(t2.wire) == [405]
+    assert b"Allow: GET, HEAD\r\n" in t2.wire
+
+
+# -- deadlines --------------------------------------------------------------------------
+def test_session_header_timeout_is_not_extended_by_a_trickle(loop: FakeLoop) -> None:
+    session, t, policy = make(loop, header_timeout=10.0)
+    t.feed(b"G")
+    assert session.state == READING
+    started = loop.now
+    for _ in range(8):  # slowloris: a byte a second
+        loop.advance(1.0)
+        t.feed(b"E")
+    assert session.deadline == started + 10.0
+    loop.advance(3.0)
+    assert statuses(t.wire) == [408]
+    assert t.closed
+    assert policy.timeouts == 1
+
+
+def test_session_idle_keepalive_times_out_silently(loop: FakeLoop) -> None:
+    _session, t, _policy = make(loop, keepalive_timeout=5.0)
+    t.feed(GET)
+    loop.advance(4.0)
+    assert not t.closed
+    loop.advance(2.0)
+    assert t.closed
+    assert t.reset is False
+    assert statuses(t.wire) == [200]
+
+
+def test_session_fresh_connection_is_under_the_header_timeout(loop: FakeLoop) -> None:
+    session, t, _ = make(loop, header_timeout=3.0)
+    assert session.deadline == loop.now + 3.0
+    loop.advance(4.0)
+    assert t.closed
+    assert t.wire == b""
+
+
+# -- writing and slow readers ------------------------------------------------------------
+def test_session_blocked_write_pauses_reading_and_holds_pipelined_requests(
+    loop: FakeLoop,
+) -> None:
+    session, t, policy = make(loop)
+    t.block = True
+    t.feed(GET)
+    assert session.state == WRITING
+    assert t.paused
+    assert session.deadline == loop.now + policy.send_timeout
+    t.feed(GET_B)  # a read already under way when reading was paused: buffered
+    assert session._buf == GET_B
+    assert t.wire == b""
+    t.drain()
+    assert statuses(t.wire) == [200, 200]
+    assert BODY_B in t.wire
+    assert session.state == IDLE
+    assert not t.paused
+
+
+def test_session_slow_reader_is_reset(loop: FakeLoop) -> None:
+    _session, t, policy = make(loop, send_timeout=10.0, min_send_rate=1000)
+    t.block = True
+    t.feed(GET)
+    t.unacked = 100_000  # nothing the client acknowledges
+    loop.advance(11.0)
+    assert t.closed
+    assert t.reset is True
+    assert policy.timeouts == 1
+
+
+def test_session_reader_on_pace_keeps_its_connection(loop: FakeLoop) -> None:
+    _session, t, _policy = make(loop, send_timeout=10.0, min_send_rate=1000)
+    t.block = True
+    t.unacked = 100_000
+    t.feed(GET)
+    for _ in range(3):  # 20 kB acknowledged per 10 s: above 1000 B/s
+        t.unacked -= 20_000
+        loop.advance(10.0)
+        assert not t.closed
+    loop.advance(10.0)  # then nothing for a whole send_timeout: reset
+    assert t.closed
+    assert t.reset is True
+
+
+def test_session_trickling_reader_below_the_rate_is_reset(loop: FakeLoop) -> None:
+    _session, t, _ = make(loop, send_timeout=10.0, min_send_rate=1000)
+    t.block = True
+    t.unacked = 100_000
+    t.feed(GET)
+    t.unacked -= 10  # some progress, far below 1000 B/s
+    loop.advance(10.5)
+    assert t.closed
+    assert t.reset is True
+
+
+def test_session_file_body_counts_whole_so_a_pipeline_stops_after_it(loop: FakeLoop) -> None:
+    released: list[int] = []
+    big = FileRegion(99, 0, 10 << 20, closer=released.append)
+    session, t, policy = make(loop)
+    policy.handler_fast = lambda req, now: (  # type: ignore[method-assign]
+        build_response(200, [], big) if req.target == b"/big" else handler(req, now)
+    )
+    t.block = True
+    t.feed(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n" + GET + GET)
+    # One file queued, the two small requests still unparsed: a slow reader holds one
+    # open file, not one per request it pipelined.
+    assert sum(isinstance(i, FileRegion) for i in t.queued) == 1
+    assert session._buf == GET + GET
+    t.drain()
+    assert statuses(t.wire) == [200, 200, 200]
+
+
+def test_session_late_bytes_past_max_buffer_pause_reading(loop: FakeLoop) -> None:
+    session, t, _ = make(loop, max_buffer_bytes=64)
+    t.block = True
+    t.feed(GET)
+    t.paused = False  # a transport whose pause takes effect late (io_uring, asyncio)
+    t.feed(GET_B * 3)
+    assert t.paused
+    assert len(session._buf) >= 64
+
+
+# -- the disk pool and yielding ------------------------------------------------------------
+def test_session_offload_answers_in_order(loop: FakeLoop) -> None:
+    session, t, policy = make(loop)
+    policy.handler_fast = lambda req, now: None if req.target == b"/cold" else handler(req, now)  # type: ignore[method-assign]
+    policy.handler = lambda req, now: build_response(200, [], b"COLD")  # type: ignore[method-assign]
+    t.feed(GET + b"GET /cold HTTP/1.1\r\nHost: t\r\n\r\n" + GET_B)
+    assert statuses(t.wire) == [200]
+    assert t.paused
+    assert session.job is not None
+    assert len(loop.jobs) == 1
+    assert policy.offloaded == 1
+    loop.finish_jobs()
+    assert statuses(t.wire) == [200, 200, 200]
+    assert t.wire.index(b"COLD") < t.wire.index(BODY_B)
+    assert not t.paused
+
+
+def test_session_offload_answer_after_close_is_released(loop: FakeLoop) -> None:
+    released: list[int] = []
+    _session, t, policy = make(loop)
+    policy.handler_fast = lambda req, now: None  # type: ignore[method-assign]
+    policy.handler = lambda req, now: build_response(  # type: ignore[method-assign]
+        200, [], FileRegion(7, 0, 100, closer=released.append)
+    )
+    t.feed(GET)
+    t.abort()
+    loop.finish_jobs()
+    assert released == [7]
+    assert t.wire == b""
+
+
+def test_session_yields_after_max_pipelined(loop: FakeLoop) -> None:
+    session, t, _ = make(loop, max_pipelined=2)
+    t.feed(GET * 5)
+    assert statuses(t.wire) == [200, 200]
+    assert session.job is YIELDED
+    assert t.paused
+    loop.run_soon()
+    assert statuses(t.wire) == [200] * 4
+    loop.run_soon()
+    assert statuses(t.wire) == [200] * 5
+    assert session.job is None
+    assert not t.paused
+
+
+# -- draining and overload ------------------------------------------------------------------
+def test_session_draining_closes_after_the_response(loop: FakeLoop) -> None:
+    _session, t, policy = make(loop)
+    policy.begin_drain()
+    t.feed(GET)
+    assert b"Connection: close\r\n" in t.wire
+    assert t.closed
+
+
+def test_session_close_if_idle_spares_one_mid_request(loop: FakeLoop) -> None:
+    idle, t_idle, policy = make(loop)
+    t_idle.feed(GET)
+    busy = Session(policy, loop)
+    t_busy = FakeTransport(busy)
+    t_busy.feed(b"GET /a HT")
+    idle.close_if_idle()
+    busy.close_if_idle()
+    assert t_idle.closed
+    assert not t_busy.closed
+
+
+def test_session_overload_tier_2_answers_503(loop: FakeLoop) -> None:
+    _, t, policy = make(loop)
+    policy.shed_level = 2
+    policy.degraded = True
+    t.feed(GET)
+    assert statuses(t.wire) == [503]
+    assert b"Retry-After: 1\r\n" in t.wire
+    assert t.closed
+    assert policy.tiers.shed_503 == 1
+
+
+def test_session_counts_and_logs_when_observed(loop: FakeLoop) -> None:
+    session, t, policy = make(loop, status_path="/_s")
+    t.feed(GET)
+    session.data_received(GET)  # the hot path accounts too
+    assert policy.status_counts == {200: 2}
+    assert policy.bytes_sent == 2 * len(BODY_A)
