@@ -147,56 +147,63 @@ class Transport:
         self._flags = 0
         # Edge-triggered: both directions once, never modified.
         self._interest = (READ | WRITE) if loop.edge else READ
-        loop.add_fd(fd, self._interest, self._ready)
+        loop.add_fd(fd, self._interest, self._ready_edge if loop.edge else self._ready)
         protocol.connection_made(self)
 
     # -- reading ---------------------------------------------------------------------
-    def _ready(self, events: int) -> None:
-        """The loop's callback for this fd. The hot state (flags 0: reading, nothing
-        queued) is handled inline; everything else goes to ``_ready_slow``."""
+    def _ready(self, events: int) -> int:
+        """The loop's callback for this fd on a level-triggered backend: one read, its
+        reply written. The hot state (flags 0: reading, nothing queued) is handled
+        inline, flat; everything else goes to ``_ready_slow``. Returns the bytes read
+        (for ``_ready_edge``)."""
         if self._flags:
             self._ready_slow(events)
-            return
+            return 0
         if not events & READ_MASK:
-            return
+            return 0
         fd = self.fd
-        data_received = self.protocol.data_received
+        try:
+            data = os_read(fd, RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self._io_error(exc)
+            return 0
+        if not data:
+            self._read_eof()
+            return 0
+        try:
+            reply = self.protocol.data_received(data)
+        except Exception as exc:
+            self._fatal_error(exc)
+            return 0
+        if reply is not None:
+            if self._flags:
+                self.write(reply)
+            else:
+                try:
+                    n = os_write(fd, reply)
+                except (BlockingIOError, InterruptedError):
+                    n = 0
+                except OSError as exc:
+                    self._io_error(exc)
+                    return 0
+                if n != len(reply):
+                    self._queue([memoryview(reply)[n:]])
+        return len(data)
+
+    def _ready_edge(self, events: int) -> None:
+        """The loop's callback on an edge-triggered backend: as ``_ready``, but read on
+        until the receive queue is drained, since no new edge comes for what is left."""
         while True:
-            try:
-                data = os_read(fd, RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
+            n = self._ready(events)
+            if not n or self._flags:
                 return
-            except OSError as exc:
-                self._io_error(exc)
-                return
-            if not data:
-                self._read_eof()
-                return
-            try:
-                reply = data_received(data)
-            except Exception as exc:
-                self._fatal_error(exc)
-                return
-            if reply is not None:
-                if self._flags:
-                    self.write(reply)
-                else:
-                    try:
-                        n = os_write(fd, reply)
-                    except (BlockingIOError, InterruptedError):
-                        n = 0
-                    except OSError as exc:
-                        self._io_error(exc)
-                        return
-                    if n != len(reply):
-                        self._queue([memoryview(reply)[n:]])
-            if self._flags or not self.loop.edge:
-                return
-            if len(data) < RECV_SIZE and not events & RDHUP:
-                # A short read drained the receive queue (stream socket): even an
-                # edge-triggered backend may wait now. Unless the peer's FIN was queued
-                # when we were woken (EPOLLRDHUP): no new edge would come for it, so
-                # read on to the EOF (nginx: rev->pending_eof).
+            if n < RECV_SIZE and not events & RDHUP:
+                # A short read drained the receive queue (stream socket): we may wait
+                # now. Unless the peer's FIN was queued when we were woken (EPOLLRDHUP):
+                # no new edge would come for it, so read on to the EOF (nginx:
+                # rev->pending_eof).
                 return
 
     def _ready_slow(self, events: int) -> None:
