@@ -244,7 +244,7 @@ class ForkedServer:
         before: Any = None,
     ) -> None:
         from c10k.core.listener import bind_socket
-        from c10k.server import Server
+        from c10k.server import make_server
 
         self.config = config
         self.sock = bind_socket("127.0.0.1", 0, **({} if backlog is None else {"backlog": backlog}))
@@ -253,7 +253,7 @@ class ForkedServer:
             before(self.sock)  # e.g. leave the socket as a killed worker would
 
         def serve() -> None:  # in the child: its own loop, epoll and wakeup pair
-            Server(config, handler=handler, sock=self.sock).serve_forever()
+            make_server(config, handler=handler, sock=self.sock).serve_forever()
 
         self.proc = multiprocessing.get_context("fork").Process(target=serve, daemon=True)
         self.proc.start()

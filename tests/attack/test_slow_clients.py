@@ -29,7 +29,7 @@ from _attack_support import SMALL, cli_accepts, read_head, rss_kib
 
 from helpers import ServerProcess, backend_params, big_content, connect, read_response
 
-BACKENDS = backend_params(modes=False)
+BACKENDS = backend_params()
 
 
 def _get(path: str, extra: str = "") -> bytes:
@@ -79,7 +79,7 @@ def test_slow_header_trickle_gets_408_at_header_timeout(docroot: Path, backend: 
         _stop(srv)
 
 
-@pytest.mark.parametrize("backend", ["epoll"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_slow_header_trickle_after_keepalive_gets_408(docroot: Path, backend: str) -> None:
     srv = ServerProcess(docroot, backend, "--header-timeout", "2", "--keepalive-timeout", "30")
     try:
@@ -221,13 +221,14 @@ def test_slow_keepalive_after_blocked_response_uses_keepalive_timeout(
 
 
 @pytest.mark.skipif(not cli_accepts("--min-send-rate"), reason="no --min-send-rate in the CLI")
-def test_slow_reader_below_min_send_rate_dropped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_slow_reader_below_min_send_rate_dropped(tmp_path: Path, backend: str) -> None:
     # ~500 KB/s: progress the server sees every ~2.6 s (1.3 MB drained), inside each 5 s
     # send timeout, but below the 2 MiB/s asked for; the 64 MB file would take two
     # minutes. The rate rule can only act after one send timeout, so the drop comes
     # between 5 s and 15 s; by the send timeout alone it would not come at all.
     root = _huge_root(tmp_path, 64)
-    srv = ServerProcess(root, "epoll", "--send-timeout", "5", "--min-send-rate", "2097152")
+    srv = ServerProcess(root, backend, "--send-timeout", "5", "--min-send-rate", "2097152")
     try:
         with _slow_socket(srv.port) as s:
             s.sendall(_get("/huge.bin"))
@@ -473,3 +474,22 @@ def test__trickle_helper_measures_from_first_byte() -> None:
         elapsed = _trickle_until_answer(a, b"y" * 100, 0.2, limit=5)
         timer.join()
     assert 0.8 < elapsed < 2.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_slow_max_buffer_bytes_small_reads_answer_a_long_pipeline(
+    docroot: Path, backend: str
+) -> None:
+    # --max-buffer-bytes below one request: the server reads that much at a time (the
+    # rest waits in the kernel) and still answers every pipelined request, in order.
+    srv = ServerProcess(docroot, backend, "--max-buffer-bytes", "512")
+    try:
+        reqs = [_get(f"/small.txt?{i}", "X-Pad: " + "p" * 600 + "\r\n") for i in range(40)]
+        with connect(srv.port, timeout=10) as s:
+            s.sendall(b"".join(reqs))
+            buf = bytearray()
+            for _ in reqs:
+                status, _, body = read_response(s, buf)
+                assert (status, len(body)) == (200, 512)
+    finally:
+        _stop(srv)

@@ -162,7 +162,8 @@ def test_core_transport_close_waits_for_the_queue(loop: Loop, pair: Any) -> None
     big = b"z" * (4 << 20)
     t.write(big)
     t.close()
-    assert not t.closed and proto.lost == []
+    assert not t.closed
+    assert proto.lost == []
     got = bytearray()
 
     def done() -> bool:
@@ -174,7 +175,9 @@ def test_core_transport_close_waits_for_the_queue(loop: Loop, pair: Any) -> None
             return False
 
     spin(loop, done)
-    assert len(got) == len(big) and t.closed and proto.lost == [None]
+    assert len(got) == len(big)
+    assert t.closed
+    assert proto.lost == [None]
 
 
 def test_core_transport_write_eof_then_reads_on(loop: Loop, pair: Any) -> None:
@@ -197,7 +200,8 @@ def test_core_transport_abort_reset_drops_the_queue(loop: Loop, pair: Any) -> No
     t = Transport(loop, fd, proto)
     t.write(b"q" * (8 << 20))
     t.abort(reset=True)
-    assert t.closed and proto.lost == [None]
+    assert t.closed
+    assert proto.lost == [None]
     assert drain_socket(peer) < 8 << 20
 
 
@@ -268,3 +272,18 @@ def test_core_transport_serve_accepts_into_protocols(loop: Loop) -> None:
             spin(loop, answered)
     finally:
         acceptor.close()
+
+
+def test_core_transport_read_size_bounds_each_read(loop: Loop, pair: Any) -> None:
+    fd, peer = pair()
+    sizes: list[int] = []
+
+    class Small(Transport):
+        __slots__ = ()
+        read_size = 1000
+
+    proto = Recorder(reply=lambda d: sizes.append(len(d)) or None)  # type: ignore[func-returns-value]
+    Small(loop, fd, proto)
+    peer.send(b"y" * 5000)
+    spin(loop, lambda: len(proto.data) == 5000)
+    assert max(sizes) <= 1000

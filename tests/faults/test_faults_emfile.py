@@ -33,6 +33,15 @@ pytestmark = pytest.mark.skipif(
 SMALL = b"0123456789" * 51 + b"AB"
 FREE_FDS = 4  # client sockets the server may still open once the limit is lowered
 EXTRA = 8  # clients beyond that, left waiting in the kernel's backlog
+# io_uring reads RLIMIT_NOFILE when an accept is submitted (io_accept_prep), so a
+# multishot accept armed at start keeps the limit of that moment: lowering the limit of a
+# running server cannot make its accepts fail, which is how these tests make EMFILE.
+URING_SKIP = "io_uring's armed multishot accept keeps the RLIMIT_NOFILE it was submitted under"
+
+
+def _skip_uring(backend: str) -> None:
+    if backend == "uring":
+        pytest.skip(URING_SKIP)
 
 
 def _responded(clients: list[socket.socket], timeout: float) -> list[socket.socket]:
@@ -48,8 +57,9 @@ def _responded(clients: list[socket.socket], timeout: float) -> list[socket.sock
     return [c for c in clients if c in ready]
 
 
-@pytest.mark.parametrize("backend", backend_params(modes=False))
+@pytest.mark.parametrize("backend", backend_params())
 def test_faults_emfile_at_accept_no_spin_then_recovers(docroot: Path, backend: str) -> None:
+    _skip_uring(backend)
     srv = ServerProcess(docroot, backend)
     clients: list[socket.socket] = []
     try:
@@ -98,8 +108,9 @@ def test_faults_emfile_at_accept_no_spin_then_recovers(docroot: Path, backend: s
     assert "Too many open files" in err  # logged, so an operator sees why
 
 
-@pytest.mark.parametrize("backend", backend_params(modes=False))
+@pytest.mark.parametrize("backend", backend_params())
 def test_faults_emfile_at_open_answers_503_then_recovers(docroot: Path, backend: str) -> None:
+    _skip_uring(backend)
     srv = ServerProcess(docroot, backend)
     fillers: list[socket.socket] = []
     try:
@@ -109,8 +120,10 @@ def test_faults_emfile_at_open_answers_503_then_recovers(docroot: Path, backend:
             assert read_response(a, buf)[0] == 200
             baseline = srv.fd_count()  # includes a's socket
             set_nofile(srv.pid, baseline + 2)
-            fillers = [connect(srv.port) for _ in range(6)]  # 2 accepted, 4 in the backlog
-            assert wait_until(lambda: srv.fd_count() == baseline + 2)
+            fillers = [connect(srv.port) for _ in range(6)]  # some accepted, the rest waits
+            # RLIMIT_NOFILE bounds fd *numbers*: a mode with holes in its fd table (uvloop
+            # closes placeholders at start) takes one or two more, so not "== baseline + 2".
+            assert wait_until(lambda: srv.fd_count() >= baseline + 2)
             # big.bin is not cached: answering needs open(2), which fails with EMFILE.
             a.sendall(get("/big.bin"))
             status, headers, body = read_response(a, buf)  # a hang raises TimeoutError

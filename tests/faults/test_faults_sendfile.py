@@ -49,7 +49,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_docroot(tmp_path_factory.mktemp("faults-sendfile") / "www")
 
 
-@pytest.fixture(scope="module", params=backend_params(modes=False))
+@pytest.fixture(scope="module", params=backend_params())
 def srv(request: pytest.FixtureRequest, root: Path) -> Iterator[ServerProcess]:
     server = ServerProcess(root, request.param)
     yield server

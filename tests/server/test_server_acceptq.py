@@ -127,7 +127,7 @@ def flood(
     return outcome, limits, drops
 
 
-@pytest.mark.parametrize("backend", backend_params(modes=False))
+@pytest.mark.parametrize("backend", backend_params())
 def test_accept_queue_shrinks_resets_stale_and_recovers(tmp_path: Path, backend: str) -> None:
     server = QueueServer(tmp_path, backend, max_accept_wait=0.3)
     try:
@@ -161,7 +161,7 @@ def test_accept_queue_shrinks_resets_stale_and_recovers(tmp_path: Path, backend:
         server.stop()
 
 
-@pytest.mark.parametrize("backend", backend_params(modes=False))
+@pytest.mark.parametrize("backend", backend_params())
 def test_accept_queue_admission_drops_syns_while_overloaded(tmp_path: Path, backend: str) -> None:
     # 1,500 clients over 1.5 s at a server of 500 requests a second: twice what it can
     # serve, sustained. The policy drops a share of the SYNs (the parent reads the share

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from c10k.core.registry import available_backends
-from c10k.server import Server, ServerConfig
+from c10k.server import ServerBase as Server
+from c10k.server import ServerConfig, make_server
 from c10k.static import fsio
 from helpers import read_response
 
@@ -48,7 +49,7 @@ def gate() -> Iterator[threading.Event]:
 
 def _start(root: Path, backend: str, io_threads: int) -> tuple[Server, threading.Thread]:
     config = ServerConfig(root=str(root), port=0, backend=backend, io_threads=io_threads)
-    server = Server(config)
+    server = make_server(config)
     thread = threading.Thread(target=server.serve_forever, kwargs={"install_signals": False})
     thread.start()
     return server, thread

@@ -30,7 +30,7 @@ def _log_lines(path: Path, n: int, timeout: float = 5.0) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize("backend", backend_params(modes=False))
+@pytest.mark.parametrize("backend", backend_params())
 def test_server_access_log_combined_format(docroot: Path, tmp_path: Path, backend: str) -> None:
     log = tmp_path / "access.log"
     srv = ServerProcess(docroot, backend, "--access-log", str(log))
@@ -93,7 +93,7 @@ def test_server_bad_log_format_is_a_clear_error(docroot: Path) -> None:
         ServerProcess(docroot, "epoll", "--log-format", "xml")
 
 
-@pytest.mark.parametrize("backend", backend_params(modes=False))
+@pytest.mark.parametrize("backend", backend_params())
 def test_server_status_page(docroot: Path, backend: str) -> None:
     srv = ServerProcess(docroot, backend, "--status")
     try:

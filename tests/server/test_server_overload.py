@@ -18,7 +18,7 @@ import pytest
 from c10k.http.events import Request
 from c10k.http.writers import Response, build_response
 from c10k.server import ServerConfig
-from helpers import ForkedServer, read_response
+from helpers import ForkedServer, backend_params, read_response
 
 OK = build_response(200, [(b"Content-Type", b"text/plain")], b"ok\n")
 GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -79,7 +79,7 @@ def _round(clients: list[socket.socket], bufs: list[bytearray]) -> Counter[int]:
 ADDR: list[tuple[str, int]] = []
 
 
-@pytest.mark.parametrize("backend", ["epoll", "poll"])
+@pytest.mark.parametrize("backend", backend_params())
 def test_server_overload_sheds_with_503_then_recovers(tmp_path: Path, backend: str) -> None:
     server = forked_server(
         tmp_path,
@@ -115,9 +115,14 @@ def test_server_overload_sheds_with_503_then_recovers(tmp_path: Path, backend: s
         server.stop()
 
 
-def test_server_overload_closes_at_accept_in_tier_3(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", backend_params())
+def test_server_overload_closes_at_accept_in_tier_3(tmp_path: Path, backend: str) -> None:
     server = forked_server(
-        tmp_path, shed_keepalive_lag=0.01, shed_503_lag=0.02, shed_accept_lag=0.04
+        tmp_path,
+        backend=backend,
+        shed_keepalive_lag=0.01,
+        shed_503_lag=0.02,
+        shed_accept_lag=0.04,
     )
     ADDR[:] = [server.address]
     try:
@@ -134,10 +139,13 @@ def test_server_overload_closes_at_accept_in_tier_3(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_server_no_shedding_with_few_clients(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", backend_params())
+def test_server_no_shedding_with_few_clients(tmp_path: Path, backend: str) -> None:
     # Lag alone is not overload: 4 clients with a 5 ms handler stay at tier 0
     # (SHED_MIN_READY), however low the thresholds.
-    server = forked_server(tmp_path, shed_keepalive_lag=0.0001, shed_503_lag=0.0002)
+    server = forked_server(
+        tmp_path, backend=backend, shed_keepalive_lag=0.0001, shed_503_lag=0.0002
+    )
     ADDR[:] = [server.address]
     try:
         clients = [socket.create_connection(server.address, timeout=10) for _ in range(4)]

@@ -158,7 +158,7 @@ def _start_download(port: int) -> socket.socket:
     return slow
 
 
-@pytest.mark.parametrize("backend", backend_params(modes=False))
+@pytest.mark.parametrize("backend", backend_params())
 def test_server_sigterm_drains_in_flight_download(hugeroot: Path, backend: str) -> None:
     # Graceful stop: the listener closes at once, idle keep-alives are closed, a download
     # in progress completes (with Connection: close), then the process exits 0.
@@ -192,7 +192,7 @@ def test_server_sigterm_drains_in_flight_download(hugeroot: Path, backend: str) 
     assert "c10k stopped after 2 requests" in out
 
 
-@pytest.mark.parametrize("backend", backend_params(modes=False))
+@pytest.mark.parametrize("backend", backend_params())
 def test_server_second_signal_stops_at_once(hugeroot: Path, backend: str) -> None:
     srv = ServerProcess(hugeroot, backend, "--shutdown-timeout", "60")
     slow = _start_download(srv.port)
@@ -209,7 +209,7 @@ def test_server_second_signal_stops_at_once(hugeroot: Path, backend: str) -> Non
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("backend", backend_params(modes=False))
+@pytest.mark.parametrize("backend", backend_params())
 def test_server_min_send_rate_drops_a_trickling_reader(hugeroot: Path, backend: str) -> None:
     # Slow-read attack: the client takes a few KB now and then. Each take is progress, so
     # the send timeout alone would never fire; the average-rate rule does.
@@ -239,7 +239,7 @@ def test_server_min_send_rate_drops_a_trickling_reader(hugeroot: Path, backend: 
         assert srv.stop()[0] == 0
 
 
-@pytest.mark.parametrize("backend", backend_params(modes=False))
+@pytest.mark.parametrize("backend", backend_params())
 def test_server_max_pipelined_yields_but_answers_all_in_order(docroot: Path, backend: str) -> None:
     srv = ServerProcess(docroot, backend, "--max-pipelined", "8")
     try:

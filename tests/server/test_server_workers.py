@@ -1,4 +1,4 @@
-"""Worker processes, listeners and the supervisor (c10k.server.process), with real signals.
+"""Worker processes, listeners and the supervisor (c10k.server.process and its kin).
 
 Every server here is ``python -m c10k serve --workers N`` in a subprocess. Which worker
 holds a connection is read from the kernel: the server side of each client socket is found
@@ -36,15 +36,9 @@ from c10k.core.listener import (
     unix_socket_identity,
 )
 from c10k.server.config import ServerConfig
-from c10k.server.process import (
-    COUNT_INTERVAL,
-    RestartPolicy,
-    listen_addresses,
-    parse_listen,
-    per_process_cap,
-    plan_workers,
-    worker_config,
-)
+from c10k.server.listeners import listen_addresses, parse_listen
+from c10k.server.process import per_process_cap, plan_workers
+from c10k.server.supervisor import COUNT_INTERVAL, RestartPolicy, worker_config
 from helpers import (
     REPO,
     ServerProcess,
@@ -329,8 +323,9 @@ def start_in_own_session(root: Path, *args: str) -> tuple[subprocess.Popen[bytes
     return proc, int(m.group(1))
 
 
+@pytest.mark.parametrize("backend", backend_params())
 @pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
-def test_process_sigterm_drains_slow_download(tmp_path: Path, how: str) -> None:
+def test_process_sigterm_drains_slow_download(tmp_path: Path, how: str, backend: str) -> None:
     root = make_docroot(tmp_path / "www")
     # 8 MB: more than the kernel can hold for a slow reader (tcp_wmem max is 4 MiB on
     # common kernels, and the reader's window is 4 KiB), so the worker is still sending
@@ -338,7 +333,7 @@ def test_process_sigterm_drains_slow_download(tmp_path: Path, how: str) -> None:
     # survive even a worker that stops at once.
     huge = big_content() * 8
     (root / "huge.bin").write_bytes(huge)
-    args = ("--backend", "epoll", "--workers", "2", "--shutdown-timeout", "30")
+    args = ("--backend", backend, "--workers", "2", "--shutdown-timeout", "30")
     proc, port = start_in_own_session(root, *args)
     try:
         idle = connect(port)
@@ -395,8 +390,9 @@ def test_process_sigterm_deadline_stops_a_stalled_download(docroot: Path) -> Non
         srv.stop(signal.SIGKILL)
 
 
-def test_process_sighup_reloads_without_failed_requests(docroot: Path) -> None:
-    srv = ServerProcess(docroot, "epoll", "--workers", "2")
+@pytest.mark.parametrize("backend", backend_params())
+def test_process_sighup_reloads_without_failed_requests(docroot: Path, backend: str) -> None:
+    srv = ServerProcess(docroot, backend, "--workers", "2")
     hammer = Hammer(srv.port)
     try:
         old = children(srv.pid)
@@ -751,16 +747,17 @@ def test_process_two_workers_on_every_backend(docroot: Path, backend: str) -> No
 HANGING_LAUNCHER = """
 import logging, os, sys, time
 import c10k.server.process as process
+import c10k.server.supervisor as supervisor
 from c10k.server.config import ServerConfig
 logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
 flag, root = sys.argv[1], sys.argv[2]
-real_build = process.build_server
+real_build = supervisor.build_server
 def build_server(config, socks):
     while os.path.exists(flag):  # a worker that hangs while starting
         time.sleep(0.05)
     return real_build(config, socks)
-process.build_server = build_server
-process.START_TIMEOUT = 2.0
+supervisor.build_server = build_server
+supervisor.START_TIMEOUT = 2.0
 sys.exit(process.serve(ServerConfig(root=root, port=0, workers=2)))
 """
 

@@ -113,6 +113,7 @@ else:
 
 F_SETSIG = getattr(fcntl, "F_SETSIG", 10)  # linux/fcntl.h: F_SETSIG 10
 F_SETOWN_EX = 15  # asm-generic/fcntl.h
+F_GETOWN_EX = 16
 F_OWNER_TID = 0  # struct f_owner_ex.type: a single thread
 O_ASYNC = getattr(os, "O_ASYNC", 0o20000)
 MAX_EVENTS = 1024  # signals taken per poll() (epoll backend: 1024 events per wait)
@@ -327,10 +328,21 @@ class RtsigBackend(Backend):
         self._pending.pop(fd, None)
         self._watch.discard(fd)
         try:
+            if not self._owns(fd):
+                # O_ASYNC and the owner belong to the open file, which another process may
+                # share and have taken over since (a listener during a reload: the new
+                # worker owns it now); clearing O_ASYNC would silence its accepts.
+                return
             flags = fcntl.fcntl(fd, fcntl.F_GETFL)
             fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~O_ASYNC)
         except OSError:  # already closed elsewhere: its fasync entry went with it
             pass
+
+    def _owns(self, fd: int) -> bool:
+        if self._setown_ex:
+            owner = fcntl.fcntl(fd, F_GETOWN_EX, bytes(len(self._owner_arg)))
+            return bool(owner == self._owner_arg)
+        return bool(fcntl.fcntl(fd, fcntl.F_GETOWN) == os.getpid())
 
     def forget(self, fd: int) -> None:
         # Closing the file drops it from the fasync list (__fput), so no fcntl is needed.

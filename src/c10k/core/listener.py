@@ -16,7 +16,7 @@ Accepting defensively:
 TCP_NODELAY is set on the listener: Linux copies it to every accepted socket, which saves a
 setsockopt per connection (checked by tests/core/test_listener.py).
 
-Listeners for several worker processes (used by c10k.server.process):
+Listeners for several worker processes (used by c10k.server.listeners):
 - ``reuse_port_supported()`` probes SO_REUSEPORT once (Linux >= 3.9, the BSDs; with it
   each worker gets its own socket and accept queue, and the kernel spreads connections by
   a hash of the 4-tuple: no thundering herd, no accept lock. nginx ``listen ... reuseport``).

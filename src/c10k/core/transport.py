@@ -137,6 +137,9 @@ class Transport:
     """
 
     __slots__ = ("_flags", "_interest", "_out", "fd", "loop", "peer", "protocol")
+    #: Bytes per read(2). A subclass may read less: the most a connection holds in
+    #: memory at once (c10k serve's --max-buffer-bytes).
+    read_size = RECV_SIZE
 
     def __init__(self, loop: Loop, fd: int, protocol: Any, peer: object = None) -> None:
         self.loop = loop
@@ -163,7 +166,7 @@ class Transport:
             return 0
         fd = self.fd
         try:
-            data = os_read(fd, RECV_SIZE)
+            data = os_read(fd, self.read_size)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as exc:
@@ -199,7 +202,7 @@ class Transport:
             n = self._ready(events)
             if not n or self._flags:
                 return
-            if n < RECV_SIZE and not events & RDHUP:
+            if n < self.read_size and not events & RDHUP:
                 # A short read drained the receive queue (stream socket): we may wait
                 # now. Unless the peer's FIN was queued when we were woken (EPOLLRDHUP):
                 # no new edge would come for it, so read on to the EOF (nginx:
@@ -227,7 +230,7 @@ class Transport:
         fd = self.fd
         while not self._flags & (PAUSED | READ_EOF | CLOSED | CLOSING):
             try:
-                data = os_read(fd, RECV_SIZE)
+                data = os_read(fd, self.read_size)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -243,7 +246,7 @@ class Transport:
                 return
             if reply is not None:
                 self.write(reply)
-            if not self.loop.edge or len(data) < RECV_SIZE:
+            if not self.loop.edge or len(data) < self.read_size:
                 return
 
     def _read_eof(self) -> None:

@@ -55,9 +55,9 @@ from c10k.core.timers import Deadlines, HasDeadline
 from c10k.core.transport import (
     CLOSED,
     CLOSING,
+    CONNRESET_ERRNOS,
     PAUSED,
     READ_EOF,
-    RECV_SIZE,
     SHUTTING,
     WRITING,
     Item,
@@ -74,6 +74,8 @@ T = TypeVar("T")
 
 ACCEPT_BATCH = 64  # asyncio's accept loop: backlog per wakeup (bpo-27906)
 PUMP_CHUNK = 256 * 1024  # uvloop file pump: asyncio's sendfile fallback reads 16 KiB
+# asyncio sendfile per call: the region's count is brought up to date between calls.
+SENDFILE_STEP = 1 << 20
 LAG_ALPHA = 0.5  # one lag sample per pressure check: smoothed over the last few
 
 
@@ -265,7 +267,8 @@ class AioConnection(asyncio.BufferedProtocol):
                 transport.write(item)
                 queue.popleft()
             elif self.server.native_sendfile:
-                queue.popleft()
+                # The region stays queued while the task sends it, its count going down
+                # chunk by chunk, so pending_bytes (the send-rate check) sees the rest.
                 self._task = self.server.loop.create_task(self._sendfile(item))
             elif not self._pump_chunk(item):
                 return
@@ -294,25 +297,40 @@ class AioConnection(asyncio.BufferedProtocol):
 
     async def _sendfile(self, region: FileRegion) -> None:
         try:
-            await self.server.loop.sendfile(
-                self.atransport,
-                _RegionFile(region.fd),  # type: ignore[arg-type]
-                region.offset,
-                region.count,
-                fallback=False,
-            )
+            while region.count:
+                step = min(region.count, SENDFILE_STEP)
+                sent = await self.server.loop.sendfile(
+                    self.atransport,
+                    _RegionFile(region.fd),  # type: ignore[arg-type]
+                    region.offset,
+                    step,
+                    fallback=False,
+                )
+                region.offset += sent
+                region.count -= sent
+                if sent < step:
+                    # asyncio stops at the file's end: the file shrank under us, and the
+                    # Content-Length promised cannot be kept.
+                    log.warning("file shrank while being sent; closing the connection")
+                    self.abort()
+                    return
         except (OSError, RuntimeError) as exc:
             # Peer gone, or the transport closed under us. A failure before the first
             # byte is SendfileNotAvailableError (a RuntimeError): never fall back to
             # asyncio's read-into-a-buffer copy for a dead peer.
             if not self._flags & CLOSED:
-                log.debug("sendfile: %s", exc)
+                if isinstance(exc, OSError) and exc.errno not in CONNRESET_ERRNOS:
+                    log.error("connection fd %d: %s", self.fd, exc)  # e.g. EIO from the disk
+                else:
+                    log.debug("sendfile: %s", exc)
                 _abort(self.atransport)
             return
         finally:
             region.release()
             self._task = None
         if not self._flags & CLOSED:
+            if self._out and self._out[0] is region:
+                self._out.popleft()
             self._pump()
 
     def _blocked(self) -> None:
@@ -408,7 +426,7 @@ class AsyncioServer(ServerBase):
         self.loop = self.new_loop()
         self.session_loop = AioLoop(self.loop, max(1, config.io_threads))
         self.live: set[AioConnection] = set()
-        self.recv_view = memoryview(bytearray(RECV_SIZE))
+        self.recv_view = memoryview(bytearray(self.policy.read_size))
         self.accepted = [0] * len(self.socks)
         self.reads = 0
         self.lag = 0.0
@@ -429,7 +447,7 @@ class AsyncioServer(ServerBase):
     def install_signal_handlers(self) -> None:
         if self._signals:
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in self.drain_signals:
             self.loop.add_signal_handler(sig, self.on_signal, sig)
             self._signals.append(sig)
 
@@ -633,7 +651,7 @@ class UvloopServer(AsyncioServer):
         # handlers note the signal; _running() installs uvloop's.
         if self._signals or self._early_handlers:
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in self.drain_signals:
             self._early_handlers[sig] = signal.signal(sig, self._early_signal)
 
     def _early_signal(self, signum: int, frame: object) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -93,6 +94,9 @@ class ServerBase:
     """
 
     backend_name: ClassVar[str] = "?"
+    #: Signals that drain (a second one stops). A worker under a supervisor drains on
+    #: SIGTERM only: Ctrl-C reaches the whole process group, and the supervisor decides.
+    drain_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

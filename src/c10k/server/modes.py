@@ -102,3 +102,22 @@ def refused_settings(config: ServerConfig) -> list[str]:
         for name, why in getattr(cls, "refused", {}).items()
         if getattr(config, name) != defaults.get(name)
     ]
+
+
+def check_settings(config: ServerConfig) -> None:
+    """Raise now, before anything is bound or forked, if ``config.backend`` cannot run
+    here or its mode cannot honour a setting asked for.
+
+    Raises:
+        BackendUnavailable: a readiness backend this machine lacks.
+        ModeUnavailable: a server mode that cannot run here, or a refused setting.
+    """
+    if config.backend in SERVER_MODES:
+        mode_class(config.backend)
+    else:
+        from c10k.core.registry import get_backend_class
+
+        get_backend_class(config.backend)
+    refused = refused_settings(config)
+    if refused:
+        raise ModeUnavailable("; ".join(refused))

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Protocol
 
+from c10k.core.transport import RECV_SIZE
 from c10k.http.connection import Limits
 from c10k.http.events import Request
 from c10k.http.writers import Response, body_length
@@ -114,6 +115,9 @@ class Policy(Wire):
         self.max_pipelined = config.max_pipelined
         self.max_pending_output_bytes = config.max_pending_output_bytes
         self.max_buffer_bytes = config.max_buffer_bytes
+        # Bytes per read: a connection never holds more unanswered bytes than this
+        # (reads stop while its answers are pending; the rest waits in the kernel).
+        self.read_size = min(RECV_SIZE, config.max_buffer_bytes)
         # Counters (nginx stub_status names); per-response accounting runs only when
         # something reads it (``observe``).
         self.started = time.time()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -65,6 +64,12 @@ class Server(ServerBase):
                 )
             )
         self._set_capacity(limits)
+        read_size = self.policy.read_size
+        self.transport_class: type[Transport] = (
+            Transport
+            if read_size == Transport.read_size
+            else type("Transport", (Transport,), {"__slots__": (), "read_size": read_size})
+        )
         # exclusive: a listener shared by several workers (Unix sockets; TCP without
         # SO_REUSEPORT) wakes one of them per connection; with one waiter it changes nothing.
         self.acceptors = [
@@ -89,7 +94,7 @@ class Server(ServerBase):
         try:
             # The peer address is kept only when something logs it (a tuple per
             # connection otherwise, at C1M scale).
-            Transport(loop, fd, session, addr if policy.observe else None)
+            self.transport_class(loop, fd, session, addr if policy.observe else None)
         except (OSError, ValueError) as exc:
             # e.g. select with an fd >= FD_SETSIZE when files held open pushed the socket
             # past the reserve: refuse this one client, leak nothing.
@@ -136,7 +141,7 @@ class Server(ServerBase):
         """SIGINT/SIGTERM drain the server gracefully (a second one stops it at once).
         Call before announcing readiness, so a signal sent right after the announcement
         cannot hit the default action."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in self.drain_signals:
             self.loop.add_signal_handler(sig, self.on_signal)
 
     def serve_forever(self, install_signals: bool = True) -> None:

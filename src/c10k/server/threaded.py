@@ -46,7 +46,7 @@ How the Session is driven here:
   cgroup pids.max, and available memory / ``THREAD_MEMORY_ESTIMATE``; ``capacity_reason``
   names the one that won. A failed ``Thread.start`` closes that client and backs off.
 - **Overload readings**: the lag is how late the accept thread's timers fire (GIL and run
-  queue), the load how many client threads are inside a request.
+  queue), the load the most client threads inside a request at once since the last check.
 
 Precedents: Apache worker MPM (ThreadStackSize), Java's thread-per-connection servers
 (-Xss), and the page's figures for LinuxThreads (~1,000s of threads) vs NPTL (100,000
@@ -79,7 +79,6 @@ from c10k.core.transport import (
     CONNRESET_ERRNOS,
     PAUSED,
     READ_EOF,
-    RECV_SIZE,
     SHUTTING,
     WRITING,
     Item,
@@ -332,7 +331,8 @@ class ThreadedServer(ServerBase):
         self.transports: set[ThreadTransport] = set()
         self.threads: set[threading.Thread] = set()
         self.accepted = [0] * len(self.socks)
-        self.busy = 0  # client threads inside a request (the load reading)
+        self.busy: list[None] = []  # one entry per client thread inside a request
+        self.busy_peak = 0  # the most at once since the last pressure reading
         self.timers = TimerHeap()
         self.soon: list[tuple[Callable[..., object], tuple[object, ...]]] = []
         self.lag = 0.0
@@ -352,7 +352,7 @@ class ThreadedServer(ServerBase):
             self._old_wakeup_fd = signal.set_wakeup_fd(
                 self._wsock.fileno(), warn_on_full_buffer=False
             )
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in self.drain_signals:
             old = signal.signal(sig, _ignore_in_python)
             self._old_handlers.setdefault(sig, old)
 
@@ -402,10 +402,12 @@ class ThreadedServer(ServerBase):
         if not due and not self.soon:
             return
         with self.lock:
+            late = time.monotonic()
             for h in due:
-                # How late a timer fires is how long a runnable thread waits here (GIL,
-                # run queue): this mode's loop lag.
-                self.lag += (now - h.when - self.lag) * LOAD_ALPHA
+                # How late a timer runs, the engine's lock taken, is how long a client
+                # that has its bytes waits for its turn (lock, GIL, run queue): this
+                # mode's loop lag.
+                self.lag += (late - h.when - self.lag) * LOAD_ALPHA
                 _run_one(h.callback, h.args)
             soon, self.soon = self.soon, []
             for callback, args in soon:
@@ -417,7 +419,7 @@ class ThreadedServer(ServerBase):
         except (BlockingIOError, InterruptedError):
             return
         for signum in data:
-            if signum in (signal.SIGINT, signal.SIGTERM):
+            if signum in self.drain_signals:
                 with self.lock:
                     self.on_signal(signum)
 
@@ -503,6 +505,7 @@ class ThreadedServer(ServerBase):
         sock = t.sock
         lock = self.lock
         recv = sock.recv
+        read_size = self.policy.read_size
         monotonic = time.monotonic
         _set_timeo(sock, socket.SO_SNDTIMEO, self.config.send_timeout)
         timeo = 0.0
@@ -521,18 +524,25 @@ class ThreadedServer(ServerBase):
                 if abs(wanted - timeo) > TIMEO_SLACK or (wanted == 0.0) != (timeo == 0.0):
                     timeo = _set_timeo(sock, socket.SO_RCVTIMEO, wanted)
                 try:
-                    data = recv(RECV_SIZE)
+                    data = recv(read_size)
                 except (BlockingIOError, TimeoutError):
                     data = None
-            with lock:
-                if t._flags & (CLOSING | ABORTING | CLOSED):
-                    return  # closed by a drain or a stop while we waited
-                if data is None:
+            if data is None:
+                with lock:
+                    if t._flags & (CLOSING | ABORTING | CLOSED):
+                        return  # closed by a drain or a stop while we waited
                     if session.deadline is not None and monotonic() >= session.deadline:
                         session.on_deadline()
-                    continue
-                self.busy += 1
-                try:
+                continue
+            # Counted from here, waiting for the lock included: the load reading.
+            busy = self.busy
+            busy.append(None)  # (list appends and pops are atomic under the GIL)
+            if len(busy) > self.busy_peak:
+                self.busy_peak = len(busy)
+            try:
+                with lock:
+                    if t._flags & (CLOSING | ABORTING | CLOSED):
+                        return  # closed by a drain or a stop while we waited
                     if data:
                         reply = session.data_received(data)
                         if reply is not None:
@@ -540,8 +550,8 @@ class ThreadedServer(ServerBase):
                     else:
                         t._flags |= READ_EOF
                         session.eof_received()
-                finally:
-                    self.busy -= 1
+            finally:
+                busy.pop()
 
     def _settle(self, t: ThreadTransport, session: Session, loop: ThreadLoop) -> bool:
         """Do what the engine left for this thread, outside the lock: disk work, posted
@@ -631,7 +641,11 @@ class ThreadedServer(ServerBase):
         return list(self.accepted)
 
     def pressure_reading(self) -> tuple[float, float]:
-        return self.lag, float(self.busy)
+        # The most client threads inside a request at once since the last reading: the
+        # accept thread takes the engine's lock after them, so at the reading itself
+        # the crowd may already be gone.
+        peak, self.busy_peak = self.busy_peak, len(self.busy)
+        return self.lag, float(peak)
 
     def _call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
         handle = self.timers.call_at(time.monotonic() + delay, callback)

@@ -121,7 +121,6 @@ BUF_COUNT = 1024
 BUF_SIZE = 8192
 ACCEPT_BATCH = 64  # accepts in one turn that count as a flood (as the Acceptor's batch)
 SOCK_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
-os_sendfile = os.sendfile
 os_write = os.write
 
 
@@ -406,7 +405,7 @@ class UringTransport:
             if sent >= SENDFILE_CHUNK:
                 self._poll_out()  # fair share for this turn: on after the others
                 return False
-            n = os_sendfile(fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
+            n = os.sendfile(fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
             if n == 0:
                 log.warning("file shrank while being sent; closing the connection")
                 self.abort()
@@ -572,7 +571,8 @@ class UringServer(ServerBase):
                     raise
         assert ring is not None
         try:
-            buffers = BufferRing(ring, BUF_GROUP, BUF_COUNT, BUF_SIZE)
+            size = min(BUF_SIZE, self.policy.read_size)
+            buffers = BufferRing(ring, BUF_GROUP, BUF_COUNT, size)
         except BaseException:
             ring.close()
             raise
@@ -798,7 +798,7 @@ class UringServer(ServerBase):
         self._old_wakeup_fd = signal.set_wakeup_fd(
             self.loop.wakeup.wsock.fileno(), warn_on_full_buffer=False
         )
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in self.drain_signals:
             self._old_signal_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,592 @@
+"""The supervisor and its workers: forked processes, each a whole server on its slot's sockets.
+
+Supervisor (``Supervisor``): a loop over poll(2) of a signal wakeup pipe and one pipe per
+worker, plus waitpid(WNOHANG); no event loop is needed for a handful of fds.
+- Worker -> supervisor pipe, one JSON object per line: ``{"ready": ...}`` with the worker's
+  backend and capacity once it is serving (the banner is printed when every worker is
+  ready), ``{"requests": N}`` when it stops (summed into "c10k stopped after N requests"),
+  ``{"error": ...}`` if it could not start. So that a worker that is SIGKILLed or crashes
+  does not take its count with it, each worker also copies its count every
+  ``COUNT_INTERVAL`` into its own 8-byte cell of an anonymous shared mmap made before the
+  fork (a daemon thread does it, since server modes have no common timer API); the
+  supervisor reads the cell of a worker that exits without its final line.
+- A worker that dies unexpectedly is restarted after a back-off: 0.1 s doubling to 5 s,
+  reset once a worker has served for 10 s (systemd RestartSec=100ms; Kubernetes
+  CrashLoopBackOff doubles from 10 s to 5 min and resets after 10 min; our cap is short
+  because connections hashed to the dead slot wait in its queue until the restart). A
+  worker that fails while the server is first starting is a configuration error: the
+  supervisor stops and exits 1 with the worker's message (gunicorn's "Worker failed to
+  boot"). A worker that has not reported ready ``START_TIMEOUT`` after its fork is
+  killed and counts as a failed start, so neither the first start nor a reload can wait
+  on a hung worker forever.
+- SIGTERM/SIGINT: SIGTERM to every worker, which drains (stops accepting, finishes
+  in-flight responses, closes idle keep-alives) within ``shutdown_timeout``; SIGKILL to
+  any still alive ``KILL_MARGIN`` later; exit 0. A second SIGTERM/SIGINT is forwarded as a
+  second SIGTERM, which makes a draining worker stop at once.
+- SIGHUP: graceful reload (nginx SIGHUP, gunicorn HUP). Each slot gets a new worker on the
+  same sockets; once it reports ready, the slot's old worker gets SIGTERM and drains. If
+  the new one fails, the old one keeps serving and the new one is retried with back-off.
+  Workers are forked from the supervisor, so a reload renews processes, caches and open
+  files, not the code (that needs a restart; nginx's binary upgrade is SIGUSR2). With
+  ``reload_config`` (the CLI re-reads --config and the flags) the new workers get the new
+  settings; an invalid one is logged and the old workers stay (nginx). Listeners, worker
+  count and backlog are fixed for the supervisor's life: changing them is logged and
+  ignored. Without workers (``workers == 1``) SIGHUP keeps its default action.
+- A worker whose supervisor dies (SIGKILL, OOM killer) gets SIGTERM from the kernel
+  (prctl PR_SET_PDEATHSIG, Linux) and drains, instead of serving on as an orphan that
+  nothing restarts or stops; gunicorn workers poll getppid() for the same reason.
+- Workers ignore SIGINT and SIGHUP: Ctrl-C reaches the whole process group, and the
+  supervisor alone decides (a worker getting SIGINT and then the forwarded SIGTERM would
+  count two signals and skip its drain).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import errno
+import json
+import logging
+import math
+import mmap
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from c10k.server.base import ServerBase
+from c10k.server.config import ServerConfig
+from c10k.server.listeners import listen_addresses, serving_line
+from c10k.server.modes import check_settings, server_class
+
+log = logging.getLogger("c10k.process")
+
+RESTART_BASE = 0.1  # seconds; systemd RestartSec default
+RESTART_CAP = 5.0  # seconds; see the module comment
+STABLE_SECONDS = 10.0  # a worker that served this long resets the back-off
+KILL_MARGIN = 2.0  # seconds past shutdown_timeout before SIGKILL
+# A worker not serving this long after its fork is killed and counts as a failed start
+# (a reload must not wait forever for it; gunicorn's --timeout covers hung workers).
+START_TIMEOUT = 30.0
+COUNT_INTERVAL = 0.25  # seconds between copies of a worker's request count to shared memory
+SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+# Settings a reload cannot change: the supervisor's sockets and slots are made once.
+FIXED_FIELDS = ("listen", "host", "port", "workers", "backlog", "reuse_port")
+
+
+def worker_config(config: ServerConfig, n: int) -> ServerConfig:
+    """The config each of ``n`` workers runs with: the connection cap split evenly."""
+    mc = config.max_connections
+    return dataclasses.replace(
+        config, workers=1, max_connections=None if mc is None else max(1, math.ceil(mc / n))
+    )
+
+
+def build_server(config: ServerConfig, socks: list[socket.socket]) -> ServerBase:
+    return server_class(config.backend)(config, sock=socks)
+
+
+# -- restart policy ------------------------------------------------------------------------
+class RestartPolicy:
+    """Exponential back-off for one worker slot.
+
+    >>> p = RestartPolicy()
+    >>> [p.next_delay(lifetime=0.5, served=False) for _ in range(8)]
+    [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    >>> p.next_delay(lifetime=60.0, served=True)  # it ran fine for a minute: start over
+    0.1
+    """
+
+    def __init__(
+        self, base: float = RESTART_BASE, cap: float = RESTART_CAP, stable: float = STABLE_SECONDS
+    ) -> None:
+        self.base = base
+        self.cap = cap
+        self.stable = stable
+        self.failures = 0
+
+    def next_delay(self, lifetime: float, served: bool) -> float:
+        """Seconds to wait before restarting a worker that died after ``lifetime`` seconds
+        (``served``: it had reported ready)."""
+        if served and lifetime >= self.stable:
+            self.failures = 0
+        delay: float = min(self.base * float(2**self.failures), self.cap)
+        self.failures += 1
+        return round(delay, 6)
+
+
+# -- the supervisor --------------------------------------------------------------------------
+@dataclasses.dataclass(eq=False)
+class Worker:
+    pid: int
+    slot: int
+    rfd: int  # read end of its status pipe
+    started: float
+    ready: bool = False
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    requests: int = 0
+    counted: bool = False  # its final count arrived through the pipe
+    cell: int = -1  # its slot in the shared count array, -1: none
+    error: str = ""
+    stopping: bool = False
+    kill_at: float | None = None
+    buf: bytes = b""
+
+
+@dataclasses.dataclass(eq=False)
+class Slot:
+    index: int
+    socks: list[socket.socket]
+    current: Worker | None = None
+    pending: Worker | None = None  # its replacement during a reload, until ready
+    restart_at: float | None = None
+    policy: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
+
+
+class Supervisor:
+    """Forks one worker per slot and keeps them running; see the module comment."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        slots: list[list[socket.socket]],
+        say: Callable[[str], None],
+        reload_config: Callable[[], ServerConfig] | None = None,
+    ) -> None:
+        self.full_config = config
+        self.config = worker_config(config, len(slots))  # what each worker runs with
+        self.reload_config = reload_config
+        self.pid = os.getpid()
+        self.slots = [Slot(i, socks) for i, socks in enumerate(slots)]
+        self.say = say
+        self.workers: dict[int, Worker] = {}  # pid -> worker
+        self.by_fd: dict[int, Worker] = {}
+        self.requests = 0  # of workers that have exited
+        self.stopping = False
+        self.booted = False
+        self.boot_error = ""
+        self._signals: list[int] = []
+        self._wake_r = self._wake_w = -1
+        self._old_handlers: dict[int, Any] = {}
+        self._poll = select.poll()
+        # Cells for request counts: a slot has at most a worker serving, one starting and
+        # some draining; a worker spawned when none is free reports through its pipe only.
+        cells = 4 * len(slots) + 4
+        self._counts = mmap.mmap(-1, 8 * cells)  # MAP_SHARED | MAP_ANONYMOUS
+        self._free_cells = list(range(cells - 1, -1, -1))
+
+    # -- life cycle ----------------------------------------------------------------------
+    def run(self, reuse: bool, note: str) -> int:
+        self._install_signals()
+        try:
+            for slot in self.slots:
+                self._spawn(slot)
+            while not self.booted and not self.stopping and not self.boot_error:
+                self._step()
+            if self.boot_error:
+                print(f"c10k serve: a worker failed to start: {self.boot_error}", file=sys.stderr)
+                self._shutdown()
+                while self.workers:
+                    self._step()
+                return 1
+            if self.booted:
+                self._announce(self.full_config, reuse, note)
+            while self.workers or not self.stopping:
+                self._step()
+            total = self.requests
+            self.say(f"c10k stopped after {total:,} requests")
+            return 0
+        finally:
+            for w in list(self.workers.values()):  # only on an exception: leave no orphans
+                _kill(w.pid, signal.SIGKILL)
+            self._restore_signals()
+
+    def _announce(self, full_config: ServerConfig, reuse: bool, note: str) -> None:
+        first = self.slots[0].socks
+        infos = [s.current.info for s in self.slots if s.current is not None]
+        info = infos[0] if infos else {}
+        total = sum(int(i.get("capacity", 0)) for i in infos)
+        n = len(self.slots)
+        pids = ", ".join(str(s.current.pid) for s in self.slots if s.current is not None)
+        tcp = any(s.family != socket.AF_UNIX for s in first)
+        if n == 1:
+            listeners = "one listener per address"
+        elif reuse and tcp:
+            listeners = "an SO_REUSEPORT listener per worker and TCP address"
+            if len(first) > 1 and not all(s.family != socket.AF_UNIX for s in first):
+                listeners += "; Unix sockets shared by all workers"
+        elif reuse:
+            listeners = "Unix sockets shared by all workers"
+        else:
+            listeners = "one listener per address shared by all workers (no SO_REUSEPORT)"
+        self.say(serving_line(full_config, first))
+        self.say(
+            f"  backend {info.get('backend')}; {n} workers, pids {pids}"
+            + (f" ({note})" if note else "")
+            + f"; capacity {total:,} connections ({n} x {int(info.get('capacity', 0)):,}: "
+            f"{info.get('reason')}; RLIMIT_NOFILE soft {info.get('soft')}, hard "
+            f"{info.get('hard')}); {listeners}; supervisor pid {self.pid} (SIGHUP reloads)"
+        )
+
+    def _install_signals(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poll.register(self._wake_r, select.POLLIN)
+        self._old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in SUPERVISOR_SIGNALS:
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signals(self) -> None:
+        for sig, old in self._old_handlers.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+        self._old_handlers.clear()
+        signal.set_wakeup_fd(self._old_wakeup)
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._signals.append(signum)
+
+    # -- one turn: wait, then handle signals, pipes, exits, timers ---------------------
+    def _step(self) -> None:
+        now = time.monotonic()
+        due = [s.restart_at for s in self.slots if s.restart_at is not None]
+        due += [w.kill_at for w in self.workers.values() if w.kill_at is not None]
+        timeout = None if not due else max(0.0, min(due) - now)
+        events = self._poll.poll(None if timeout is None else math.ceil(timeout * 1e3))
+        for fd, _mask in events:
+            if fd == self._wake_r:
+                try:
+                    while os.read(fd, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif fd in self.by_fd:
+                self._read_status(self.by_fd[fd])
+        signals, self._signals = self._signals, []
+        for sig in signals:
+            self._handle_signal(sig)
+        self._reap()
+        now = time.monotonic()
+        for w in list(self.workers.values()):
+            if w.kill_at is not None and now >= w.kill_at:
+                what = "stop" if w.stopping else f"start within {START_TIMEOUT:.0f} s"
+                log.warning("worker %d did not %s: SIGKILL", w.pid, what)
+                _kill(w.pid, signal.SIGKILL)
+                w.kill_at = None
+        for slot in self.slots:
+            if slot.restart_at is not None and now >= slot.restart_at:
+                slot.restart_at = None
+                if not self.stopping:
+                    self._spawn(slot)
+
+    def _handle_signal(self, sig: int) -> None:
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            if self.stopping:
+                log.info("signal %d again: workers stop now", sig)
+                for w in self.workers.values():
+                    _kill(w.pid, signal.SIGTERM)
+            else:
+                log.info(
+                    "signal %d: stopping %d workers (drain at most %.0f s)",
+                    sig,
+                    len(self.workers),
+                    self.config.shutdown_timeout,
+                )
+                self._shutdown()
+        elif sig == signal.SIGHUP and not self.stopping:
+            self._reload()
+
+    def _shutdown(self) -> None:
+        self.stopping = True
+        for slot in self.slots:
+            slot.restart_at = None
+        for w in self.workers.values():
+            self._terminate(w)
+
+    def _terminate(self, w: Worker) -> None:
+        if not w.stopping:
+            w.stopping = True
+            w.kill_at = time.monotonic() + self.config.shutdown_timeout + KILL_MARGIN
+            _kill(w.pid, signal.SIGTERM)
+
+    def _reload(self) -> None:
+        if self.reload_config is not None:
+            try:
+                new = self.reload_config()
+                check_settings(new)
+                listen_addresses(new)
+            except Exception as exc:
+                log.error("SIGHUP: the new configuration is invalid; workers kept: %s", exc)
+                return
+            fixed = [f for f in FIXED_FIELDS if getattr(new, f) != getattr(self.full_config, f)]
+            if fixed:
+                log.warning(
+                    "SIGHUP: %s cannot change without a restart; keeping the old values",
+                    ", ".join(fixed),
+                )
+                new = dataclasses.replace(new, **{f: getattr(self.full_config, f) for f in fixed})
+            self.full_config = new
+            self.config = worker_config(new, len(self.slots))
+        log.info("SIGHUP: reloading %d workers", len(self.slots))
+        for slot in self.slots:
+            if slot.pending is None and slot.current is not None:
+                self._spawn(slot)
+
+    # -- workers -------------------------------------------------------------------------
+    def _spawn(self, slot: Slot) -> None:
+        rfd, wfd = os.pipe()
+        cell = self._free_cells.pop() if self._free_cells else -1
+        if cell >= 0:
+            struct.pack_into("q", self._counts, cell * 8, 0)
+        sys.stdout.flush()  # else the child inherits and later repeats buffered output
+        sys.stderr.flush()
+        # Signals are blocked across fork: one arriving in the child before it resets the
+        # handlers would run the supervisor's handler there and be lost (a SIGTERM sent
+        # at shutdown to a worker just forked). The child unblocks them once they have
+        # their worker dispositions.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            raise
+        if pid == 0:  # the worker; never returns
+            os.close(rfd)
+            keep = {s.fileno() for s in slot.socks}
+            others = {s.fileno() for sl in self.slots for s in sl.socks} - keep
+            others |= set(self.by_fd)  # other workers' status pipes
+            others |= {self._wake_r, self._wake_w}
+            counter = (self._counts, cell) if cell >= 0 else None
+            _worker_main(self.pid, self.config, slot.socks, wfd, others, mask, counter)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(wfd)
+        os.set_blocking(rfd, False)
+        w = Worker(pid, slot.index, rfd, time.monotonic(), cell=cell)
+        w.kill_at = w.started + START_TIMEOUT  # until it reports ready
+        self.workers[pid] = w
+        self.by_fd[rfd] = w
+        self._poll.register(rfd, select.POLLIN)
+        if slot.current is None:
+            slot.current = w
+        else:
+            slot.pending = w
+        log.info("worker %d started in slot %d", pid, slot.index)
+
+    def _read_status(self, w: Worker) -> bool:
+        """Read what is in the worker's pipe; False once it is at EOF (and closed)."""
+        try:
+            data = os.read(w.rfd, 65536)
+        except BlockingIOError:
+            return True
+        if not data:
+            self._close_pipe(w)
+            return False
+        *lines, w.buf = (w.buf + data).split(b"\n")
+        for line in lines:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "ready" in msg:
+                self._on_ready(w, msg)
+            elif "requests" in msg:
+                w.requests = int(msg["requests"])
+                w.counted = True
+            elif "error" in msg:
+                w.error = str(msg["error"])
+        return True
+
+    def _close_pipe(self, w: Worker) -> None:
+        if w.rfd >= 0:
+            self._poll.unregister(w.rfd)
+            del self.by_fd[w.rfd]
+            os.close(w.rfd)
+            w.rfd = -1
+
+    def _on_ready(self, w: Worker, msg: dict[str, Any]) -> None:
+        w.ready = True
+        w.info = msg
+        if not w.stopping:
+            w.kill_at = None
+        slot = self.slots[w.slot]
+        if slot.pending is w:
+            old, slot.current, slot.pending = slot.current, w, None
+            if old is not None:
+                log.info("worker %d ready in slot %d; retiring %d", w.pid, slot.index, old.pid)
+                self._terminate(old)
+        if self.stopping and not w.stopping:
+            self._terminate(w)
+        if not self.booted and all(s.current is not None and s.current.ready for s in self.slots):
+            self.booted = True
+
+    def _reap(self) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            w = self.workers.pop(pid, None)
+            if w is not None:
+                self._on_exit(w, status)
+
+    def _on_exit(self, w: Worker, status: int) -> None:
+        # The last status lines (requests served) are in the pipe; its write end closed
+        # with the process, so this reads to EOF.
+        while w.rfd >= 0:
+            try:
+                data_left = self._read_status(w)
+            except OSError:
+                data_left = False
+            if not data_left or w.rfd < 0:
+                break
+        self._close_pipe(w)
+        if w.cell >= 0:
+            if not w.counted:  # killed or crashed: its last copy in shared memory
+                w.requests = struct.unpack_from("q", self._counts, w.cell * 8)[0]
+            self._free_cells.append(w.cell)
+        self.requests += w.requests
+        slot = self.slots[w.slot]
+        how = _describe_status(status)
+        if w.stopping:
+            log.info("worker %d %s after %d requests", w.pid, how, w.requests)
+            return
+        lifetime = time.monotonic() - w.started
+        if slot.current is w:
+            slot.current, slot.pending = slot.pending, None
+            replaced = slot.current is not None  # its replacement is already starting
+        elif slot.pending is w:  # a reload's new worker failed; the old one serves on
+            slot.pending = None
+            replaced = False
+        else:
+            return
+        if self.stopping:
+            return
+        if not self.booted:
+            self.boot_error = f"worker {w.pid} {how}" + (f": {w.error}" if w.error else "")
+            return
+        if replaced:
+            return
+        delay = slot.policy.next_delay(lifetime, w.ready)
+        log.warning(
+            "worker %d (slot %d) %s after %.1f s%s; restarting in %.1f s",
+            w.pid,
+            slot.index,
+            how,
+            lifetime,
+            f" ({w.error})" if w.error else "",
+            delay,
+        )
+        slot.restart_at = time.monotonic() + delay
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
+
+
+def _send(fd: int, msg: dict[str, Any]) -> None:
+    try:
+        os.write(fd, json.dumps(msg).encode() + b"\n")
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+
+
+def _die_with_parent(parent: int) -> None:
+    # PR_SET_PDEATHSIG = 1 (linux/prctl.h). Best effort: without it (not Linux, no libc
+    # found) an orphaned worker serves on until it is stopped by hand.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect: nothing to drain yet
+        os._exit(0)
+
+
+def _start_counting(server: ServerBase, counts: mmap.mmap, cell: int) -> None:
+    def copy() -> None:
+        while True:
+            time.sleep(COUNT_INTERVAL)
+            struct.pack_into("q", counts, cell * 8, server.requests)
+
+    threading.Thread(target=copy, name="c10k-count", daemon=True).start()
+
+
+def _worker_main(
+    supervisor: int,
+    config: ServerConfig,
+    socks: list[socket.socket],
+    wfd: int,
+    other_fds: set[int],
+    sigmask: set[int | signal.Signals],
+    counter: tuple[mmap.mmap, int] | None,
+) -> NoReturn:
+    """A worker: build a server on its slot's sockets, report, serve, report, _exit.
+
+    Never returns into the supervisor's stack (os._exit), so no finally block or atexit
+    handler of the supervisor runs twice."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)  # blocked by _spawn
+        _die_with_parent(supervisor)
+        for fd in other_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        server = build_server(config, socks)
+        server.drain_signals = (signal.SIGTERM,)  # SIGINT stays ignored: see the module comment
+        server.install_signal_handlers()
+        _send(
+            wfd,
+            {
+                "ready": os.getpid(),
+                "backend": server.backend_name,
+                "capacity": server.capacity,
+                "reason": server.capacity_reason,
+                "soft": server.nofile_soft,
+                "hard": server.nofile_hard,
+            },
+        )
+        if counter is not None:
+            _start_counting(server, *counter)
+        server.serve_forever(install_signals=False)
+        _send(wfd, {"requests": server.requests})
+        code = 0
+    except BaseException as exc:
+        try:
+            traceback.print_exc()
+            _send(wfd, {"error": f"{type(exc).__name__}: {exc}"})
+        except BaseException:
+            pass
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
