@@ -103,7 +103,7 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str | None, str]] = [
         "max_buffer_bytes",
         int,
         "BYTES",
-        "unparsed bytes buffered per connection (default 65536)",
+        "bytes read at a time and held unanswered per connection (default 65536)",
     ),
     (
         "--cache-max-file-bytes",
@@ -124,7 +124,7 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str | None, str]] = [
         "io_threads",
         int,
         "N",
-        "threads that open/stat/read cold files off the loop (default 4)",
+        "threads for cold-file open/stat/read off the loop (default 4; not with --backend threads)",
     ),
     (
         "--charset",

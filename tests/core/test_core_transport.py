@@ -23,6 +23,10 @@ from c10k.core import FileRegion, Loop, Protocol, Transport, bind_socket, serve
 def loop(request: pytest.FixtureRequest) -> Iterator[Loop]:
     lp = Loop(request.param)
     yield lp
+    for cb in lp.callbacks():  # transports own their fds: close what a test left open
+        transport = getattr(cb, "__self__", None)
+        if isinstance(transport, Transport):
+            transport.abort()
     lp.close()
 
 

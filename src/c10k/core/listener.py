@@ -48,7 +48,7 @@ import socket
 import stat
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from c10k.core.backend import READ
@@ -326,6 +326,29 @@ def remove_unix_socket(path: str, identity: UnixSocketIdentity | None) -> None:
             os.unlink(path)
         except OSError as exc:
             log.warning("could not remove Unix socket %s: %s", path, exc)
+
+
+def accept_fds(sock: socket.socket, limit: int = 64) -> Iterator[tuple[int, Any]]:
+    """Up to ``limit`` waiting connections of the listening ``sock``, as (bare fd,
+    address) pairs; stops at EAGAIN. Clients that gave up before accept
+    (ACCEPT_SKIP_ERRNOS) are skipped. For servers that drive their own accept (the
+    Acceptor is this, inlined, on a Loop).
+
+    Raises:
+        OSError: ACCEPT_CAPACITY_ERRNOS (out of fds or memory: back off, do not spin),
+            or anything unexpected.
+    """
+    accept = sock._accept  # type: ignore[attr-defined]
+    for _ in range(limit):
+        try:
+            conn = accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno in ACCEPT_SKIP_ERRNOS:
+                continue
+            raise
+        yield conn
 
 
 class Acceptor:

@@ -43,6 +43,41 @@ T = TypeVar("T")
 LOAD_ALPHA = 0.2  # EWMA weight of the newest turn: about the last ten turns count
 
 
+class ThreadRunner:
+    """A pool for blocking work whose results come back to a loop: ``post(callback,
+    *args)`` must run the callback on the loop's thread and be callable from any thread
+    (``call_soon_threadsafe``). Every loop kind (the readiness Loop, the io_uring and
+    asyncio modes' loops) runs its disk work through one of these."""
+
+    def __init__(self, threads: int, post: Callable[..., object]) -> None:
+        self.threads = max(1, threads)
+        self.post = post
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(
+        self, fn: Callable[..., T], *args: Any, done: Callable[[Future[T]], object]
+    ) -> Future[T]:
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="c10k-io")
+        future = pool.submit(fn, *args)
+        post = self.post
+
+        def back(f: Future[T]) -> None:
+            try:
+                post(done, f)
+            except (OSError, RuntimeError):
+                pass  # the loop is closed (asyncio says RuntimeError): nobody waits
+
+        future.add_done_callback(back)
+        return future
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
 class Loop:
     """A single-threaded readiness loop over one Backend.
 
@@ -52,8 +87,7 @@ class Loop:
     """
 
     def __init__(self, backend: Backend | str = "auto", threads: int = 4) -> None:
-        self.threads = threads
-        self._pool: ThreadPoolExecutor | None = None
+        self._runner = ThreadRunner(threads, self.call_soon_threadsafe)
         self.backend = make_backend(backend) if isinstance(backend, str) else backend
         self.capabilities: Capability = self.backend.capabilities
         self.edge = bool(self.capabilities & Capability.EDGE)
@@ -130,23 +164,8 @@ class Loop:
     ) -> Future[T]:
         """Run the blocking ``fn(*args)`` in one of the loop's threads (open, stat, read of
         a cold file: the page's AMPED note), then ``done(future)`` on the loop's thread.
-
-        The pool starts on first use, so a process can fork before any thread exists.
-        """
-        pool = self._pool
-        if pool is None:
-            pool = self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="c10k-io")
-        future = pool.submit(fn, *args)
-        post = self.call_soon_threadsafe
-
-        def back(f: Future[T]) -> None:
-            try:
-                post(done, f)
-            except OSError:
-                pass  # the loop is closed: nobody waits for the answer
-
-        future.add_done_callback(back)
-        return future
+        The threads start on first use, so a process can fork before any exists."""
+        return self._runner.run(fn, *args, done=done)
 
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
         return self._timers.call_at(when, callback, *args)
@@ -248,9 +267,7 @@ class Loop:
         if self._old_wakeup_fd is not None:
             signal.set_wakeup_fd(self._old_wakeup_fd)
             self._old_wakeup_fd = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        self._runner.close()
         self.remove_fd(self._wakeup.fileno())
         self._wakeup.close()
         self.backend.close()

@@ -128,7 +128,65 @@ class Protocol:
         """The connection is closed (``exc`` is the error that closed it, if any)."""
 
 
-class Transport:
+class BaseTransport:
+    """What every transport shares, whatever moves its bytes (the readiness Transport
+    here; c10k.server's io_uring, thread-per-client and asyncio ones): the flag bits above
+    in ``_flags``, and the rules for writing after close and for errors. A subclass
+    provides ``fd``, ``writelines``, ``_close(exc)`` and the rest of the interface."""
+
+    __slots__ = ()
+    _flags: int
+    _out: Any  # the queue: a list (or None when empty), a deque on asyncio
+    fd: int
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Send ``data`` now as far as the socket takes it; queue the rest."""
+        self.writelines((data,))
+
+    def writelines(self, items: Iterable[Item]) -> None:
+        raise NotImplementedError
+
+    def _enqueue(self, batch: list[Item]) -> None:
+        out = self._out
+        if out is None:
+            self._out = batch  # (a slot of every subclass)
+        else:
+            out.extend(batch)
+
+    def _refused(self, items: Iterable[Item], closing: int = CLOSING | SHUTTING) -> bool:
+        """True (regions released) if nothing may be written any more: dropped once
+        closed; a RuntimeError after close() or write_eof() (a protocol bug)."""
+        flags = self._flags
+        if not flags & (CLOSED | closing):
+            return False
+        release(items)
+        if flags & CLOSED:
+            return True
+        raise RuntimeError("write after close() or write_eof()")
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._flags & CLOSED)
+
+    @property
+    def reading(self) -> bool:
+        return not self._flags & (PAUSED | READ_EOF | CLOSED)
+
+    def _close(self, exc: BaseException | None) -> None:
+        raise NotImplementedError
+
+    def _io_error(self, exc: OSError) -> None:
+        if exc.errno not in CONNRESET_ERRNOS:
+            log.error("connection fd %d: %s", self.fd, exc)
+        self._close(exc)
+
+    def _fatal_error(self, exc: Exception) -> None:
+        # A bug in the protocol: one client's, so it must not leak the connection.
+        log.error("protocol error on fd %d", self.fd, exc_info=exc)
+        self._close(exc)
+
+
+class Transport(BaseTransport):
     """A nonblocking stream socket (a bare fd, owned) served by ``loop`` for ``protocol``.
 
     Registers the fd at once (raising, with nothing to undo, if the backend refuses it:
@@ -274,38 +332,20 @@ class Transport:
         if not self._flags & (PAUSED | READ_EOF | CLOSED | CLOSING):
             self._ready_slow(READ)
 
-    @property
-    def reading(self) -> bool:
-        return not self._flags & (PAUSED | READ_EOF | CLOSED)
-
     # -- writing ---------------------------------------------------------------------
-    def write(self, data: bytes | memoryview) -> None:
-        """Send ``data`` now as far as the socket takes it; queue the rest."""
-        self.writelines((data,))
-
     def writelines(self, items: Iterable[Item]) -> None:
         """Send bytes and file regions in order (regions by sendfile, corked behind the
         bytes before them); queue what the socket does not take now. The transport
         releases each region after its last byte, or when the connection closes."""
-        flags = self._flags
-        if flags & (CLOSED | CLOSING | SHUTTING):
-            for item in items:
-                if isinstance(item, FileRegion):
-                    item.release()
-            if flags & CLOSED:
-                return
-            raise RuntimeError("write after close() or write_eof()")
+        if self._refused(items):
+            return
         batch = coalesce(items)
         if not batch:
             return
         self._queue(batch)
 
     def _queue(self, items: list[Item]) -> None:
-        out = self._out
-        if out is None:
-            self._out = items
-        else:
-            out.extend(items)
+        self._enqueue(items)
         if not self._flags & WRITING:
             self._flush()
 
@@ -408,10 +448,6 @@ class Transport:
             reset_on_close(self.fd)
         self._close(None)
 
-    @property
-    def closed(self) -> bool:
-        return bool(self._flags & CLOSED)
-
     def _close(self, exc: BaseException | None) -> None:
         if self._flags & CLOSED:
             return
@@ -422,16 +458,6 @@ class Transport:
         self.loop.forget_fd(self.fd)
         os.close(self.fd)
         self.protocol.connection_lost(exc)
-
-    def _io_error(self, exc: OSError) -> None:
-        if exc.errno not in CONNRESET_ERRNOS:
-            log.error("connection fd %d: %s", self.fd, exc)
-        self._close(exc)
-
-    def _fatal_error(self, exc: Exception) -> None:
-        # A bug in the protocol: one client's, so it must not leak the connection.
-        log.error("protocol error on fd %d", self.fd, exc_info=exc)
-        self._close(exc)
 
     # -- interest ----------------------------------------------------------------------
     def _sync(self) -> None:

@@ -26,6 +26,10 @@ class Wakeup:
             self.wsock.send(b"\0")
         except (BlockingIOError, InterruptedError):
             pass  # already full of wakeups: the loop will wake anyway
+        except OSError:
+            if self.wsock.fileno() >= 0:
+                raise
+            # closed: the loop is gone, there is nothing to wake (a late stop())
 
     def drain(self) -> bytes:
         """Read and return everything pending (signal numbers, or zero bytes)."""

@@ -45,28 +45,17 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, TypeVar
 
+from c10k.core import transport as tp
 from c10k.core.fdio import reset_on_close, unsent_bytes
-from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SKIP_ERRNOS, CAPACITY_SLEEP
+from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP, accept_fds
+from c10k.core.loop import ThreadRunner
 from c10k.core.timers import Deadlines, HasDeadline
-from c10k.core.transport import (
-    CLOSED,
-    CLOSING,
-    CONNRESET_ERRNOS,
-    PAUSED,
-    READ_EOF,
-    SHUTTING,
-    WRITING,
-    Item,
-    coalesce,
-    release,
-)
+from c10k.core.transport import BaseTransport, Item, coalesce, release
 from c10k.region import FileRegion
-from c10k.server.base import Handler, ServerBase
-from c10k.server.config import ServerConfig
+from c10k.server.base import ServerBase
 from c10k.server.session import Session
 
 log = logging.getLogger("c10k.server")
@@ -147,38 +136,19 @@ class AioLoop:
         self.loop = aloop
         self.deadlines = _Deadlines(aloop)
         self.call_soon = aloop.call_soon
-        self.threads = threads
-        self._pool: ThreadPoolExecutor | None = None
+        self._runner = ThreadRunner(threads, aloop.call_soon_threadsafe)
+        self.run_in_thread = self._runner.run
 
     @property
     def now(self) -> float:
         return self.loop.time()
 
-    def run_in_thread(
-        self, fn: Callable[..., T], *args: Any, done: Callable[[Future[T]], object]
-    ) -> Future[T]:
-        pool = self._pool
-        if pool is None:
-            pool = self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="c10k-io")
-        future = pool.submit(fn, *args)
-        post = self.loop.call_soon_threadsafe
-
-        def back(f: Future[T]) -> None:
-            try:
-                post(done, f)
-            except RuntimeError:
-                pass  # the loop is closed: nobody waits for the answer
-
-        future.add_done_callback(back)
-        return future
-
     def close(self) -> None:
         self.deadlines.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._runner.close()
 
 
-class AioConnection(asyncio.BufferedProtocol):
+class AioConnection(asyncio.BufferedProtocol, BaseTransport):
     """asyncio's protocol for one connection, and its Session's transport."""
 
     def __init__(self, server: AsyncioServer, peer: object) -> None:
@@ -217,7 +187,7 @@ class AioConnection(asyncio.BufferedProtocol):
                 self.atransport.write(reply)  # calls pause_writing if it stays buffered
 
     def eof_received(self) -> bool:
-        self._flags |= READ_EOF
+        self._flags |= tp.READ_EOF
         self.session.eof_received()
         return True  # we close when our response is out
 
@@ -230,7 +200,7 @@ class AioConnection(asyncio.BufferedProtocol):
         self._pump()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._flags = CLOSED
+        self._flags = tp.CLOSED
         if self._task is not None:
             # Deferred: asyncio's transport sets its sendfile "empty waiter" right after
             # this callback returns; cancelling the task now would cancel that future
@@ -242,16 +212,9 @@ class AioConnection(asyncio.BufferedProtocol):
         self.session.connection_lost(exc)
 
     # -- the Session's side ---------------------------------------------------------------
-    def write(self, data: bytes | memoryview) -> None:
-        self.writelines((data,))
-
     def writelines(self, items: Iterable[Item]) -> None:
-        flags = self._flags
-        if flags & (CLOSED | CLOSING | SHUTTING):
-            release(items)
-            if flags & CLOSED:
-                return
-            raise RuntimeError("write after close() or write_eof()")
+        if self._refused(items):
+            return
         self._out.extend(coalesce(items))
         self._pump()
 
@@ -260,7 +223,7 @@ class AioConnection(asyncio.BufferedProtocol):
         queue = self._out
         transport = self.atransport
         while queue and not self._aio_paused and self._task is None:
-            if self._flags & CLOSED:
+            if self._flags & tp.CLOSED:
                 return
             item = queue[0]
             if not isinstance(item, FileRegion):
@@ -318,8 +281,8 @@ class AioConnection(asyncio.BufferedProtocol):
             # Peer gone, or the transport closed under us. A failure before the first
             # byte is SendfileNotAvailableError (a RuntimeError): never fall back to
             # asyncio's read-into-a-buffer copy for a dead peer.
-            if not self._flags & CLOSED:
-                if isinstance(exc, OSError) and exc.errno not in CONNRESET_ERRNOS:
+            if not self._flags & tp.CLOSED:
+                if isinstance(exc, OSError) and exc.errno not in tp.CONNRESET_ERRNOS:
                     log.error("connection fd %d: %s", self.fd, exc)  # e.g. EIO from the disk
                 else:
                     log.debug("sendfile: %s", exc)
@@ -328,76 +291,68 @@ class AioConnection(asyncio.BufferedProtocol):
         finally:
             region.release()
             self._task = None
-        if not self._flags & CLOSED:
+        if not self._flags & tp.CLOSED:
             if self._out and self._out[0] is region:
                 self._out.popleft()
             self._pump()
 
     def _blocked(self) -> None:
-        if not self._flags & (WRITING | CLOSED):
-            self._flags |= WRITING
+        if not self._flags & (tp.WRITING | tp.CLOSED):
+            self._flags |= tp.WRITING
             self.session.pause_writing()
 
     def _drained(self) -> None:
         flags = self._flags
-        if flags & WRITING:
-            self._flags = flags = flags & ~WRITING
+        if flags & tp.WRITING:
+            self._flags = flags = flags & ~tp.WRITING
             self.session.resume_writing()
             flags = self._flags
             if self._out or self._task is not None or self._aio_paused:
                 return
-        if flags & CLOSED:
+        if flags & tp.CLOSED:
             return
-        if flags & CLOSING:
-            self._flags |= CLOSED
+        if flags & tp.CLOSING:
+            self._flags |= tp.CLOSED
             self.atransport.close()
-        elif flags & SHUTTING and self.atransport.can_write_eof():
+        elif flags & tp.SHUTTING and self.atransport.can_write_eof():
             self.atransport.write_eof()
 
     def pause_reading(self) -> None:
-        if not self._flags & (PAUSED | CLOSED):
-            self._flags |= PAUSED
+        if not self._flags & (tp.PAUSED | tp.CLOSED):
+            self._flags |= tp.PAUSED
             self.atransport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self._flags & PAUSED and not self._flags & CLOSED:
-            self._flags &= ~PAUSED
+        if self._flags & tp.PAUSED and not self._flags & tp.CLOSED:
+            self._flags &= ~tp.PAUSED
             self.atransport.resume_reading()
 
     def close(self) -> None:
         flags = self._flags
-        if flags & (CLOSED | CLOSING):
+        if flags & (tp.CLOSED | tp.CLOSING):
             return
-        self._flags = flags | CLOSING
-        if not flags & WRITING and not self._out and self._task is None:
+        self._flags = flags | tp.CLOSING
+        if not flags & tp.WRITING and not self._out and self._task is None:
             self._drained()
 
     def write_eof(self) -> None:
         flags = self._flags
-        if flags & (CLOSED | CLOSING | SHUTTING):
+        if flags & (tp.CLOSED | tp.CLOSING | tp.SHUTTING):
             return
-        self._flags = flags | SHUTTING
-        if not flags & WRITING and not self._out and self._task is None:
+        self._flags = flags | tp.SHUTTING
+        if not flags & tp.WRITING and not self._out and self._task is None:
             self._drained()
 
     def abort(self, reset: bool = False) -> None:
-        if self._flags & CLOSED:
+        if self._flags & tp.CLOSED:
             return
         if reset and self.fd >= 0:
             reset_on_close(self.fd)
-        self._flags |= CLOSED
+        self._flags |= tp.CLOSED
         _abort(self.atransport)
 
-    @property
-    def closed(self) -> bool:
-        return bool(self._flags & CLOSED)
-
-    @property
-    def reading(self) -> bool:
-        return not self._flags & (PAUSED | READ_EOF | CLOSED)
-
     def pending_bytes(self) -> int:
-        if self._flags & CLOSED or self.atransport is None:
+        if self._flags & tp.CLOSED or self.atransport is None:
             return 0
         queued = sum(len(item) for item in self._out)
         kernel = unsent_bytes(self.fd) if self.fd >= 0 else 0
@@ -415,13 +370,8 @@ class AsyncioServer(ServerBase):
     def new_loop(cls) -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        handler: Handler | None = None,
-        sock: socket.socket | list[socket.socket] | None = None,
-    ) -> None:
-        super().__init__(config, handler, sock)
+    def _setup(self) -> None:
+        config = self.config
         self._set_capacity()
         self.loop = self.new_loop()
         self.session_loop = AioLoop(self.loop, max(1, config.io_threads))
@@ -527,19 +477,11 @@ class AsyncioServer(ServerBase):
         reads, self._reads_seen = self.reads - self._reads_seen, self.reads
         return self.lag, reads * self.lag / span
 
-    def _call_later(self, delay: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
-        return self.loop.call_later(delay, callback)
-
     def _pause_accepting(self) -> None:
         self._stop_accepting()
 
     def _resume_accepting(self) -> None:
         self._start_accepting()
-
-    def _close_listeners(self) -> None:
-        self._stop_accepting()
-        for s in self.socks:
-            s.close()
 
     def _stop_loop(self) -> None:
         # Not while close() settles the loop itself, nor while a connection is being
@@ -564,32 +506,32 @@ class AsyncioServer(ServerBase):
                 self.loop.remove_reader(s.fileno())
 
     def _on_listen_ready(self, index: int, listener: socket.socket) -> None:
-        for _ in range(ACCEPT_BATCH):
-            if self.nconn + self._attaching >= self.capacity:
-                self.accepting_paused = True  # resumed as connections close
-                self._stop_accepting()
-                return
-            try:
-                fd, addr = listener._accept()  # type: ignore[attr-defined]
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in ACCEPT_CAPACITY_ERRNOS:
-                    log.warning("accept: %s; pausing %.0f ms", exc, CAPACITY_SLEEP * 1e3)
+        n = 0
+        try:
+            for fd, addr in accept_fds(listener, ACCEPT_BATCH):
+                n += 1
+                self._take(index, fd, addr)
+                if self.nconn + self._attaching >= self.capacity:
+                    self.accepting_paused = True  # resumed as connections close
                     self._stop_accepting()
-                    self.loop.call_later(CAPACITY_SLEEP, self._start_accepting)
                     return
-                if exc.errno in ACCEPT_SKIP_ERRNOS:
-                    continue
+        except OSError as exc:
+            if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
                 raise
-            self.accepted[index] += 1
-            if not self.admit(fd):
-                continue
+            log.warning("accept: %s; pausing %.0f ms", exc, CAPACITY_SLEEP * 1e3)
+            self._stop_accepting()
+            self.loop.call_later(CAPACITY_SLEEP, self._start_accepting)
+            return
+        if n == ACCEPT_BATCH:
+            self.backlog_alert()
+
+    def _take(self, index: int, fd: int, addr: object) -> None:
+        self.accepted[index] += 1
+        if self.admit(fd):
             sock = socket.socket(fileno=fd)
             sock.setblocking(False)
             self._attaching += 1
             self.loop.create_task(self._attach(sock, addr if self.policy.observe else None))
-        self.backlog_alert()
 
     async def _attach(self, sock: socket.socket, peer: object) -> None:
         try:

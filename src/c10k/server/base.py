@@ -124,6 +124,11 @@ class ServerBase:
         self.capacity, self.capacity_reason = 1, ""
         self._pressure_due = 0.0
         self._pressure_timer: Any = None
+        self._setup()
+
+    def _setup(self) -> None:
+        """The mode's own construction (its loop, capacity limits, listeners' watchers),
+        after everything above exists."""
 
     # -- public face -----------------------------------------------------------------
     @property
@@ -279,8 +284,8 @@ class ServerBase:
 
     def _call_later(self, delay: float, callback: Callable[[], object]) -> Any:
         """Run ``callback`` on the mode's loop thread after ``delay``; return a handle
-        with ``cancel()``."""
-        raise NotImplementedError
+        with ``cancel()``. Default: the mode's ``loop.call_later``."""
+        return self.loop.call_later(delay, callback)  # type: ignore[attr-defined]
 
     def _pause_accepting(self) -> None:
         raise NotImplementedError
@@ -289,8 +294,11 @@ class ServerBase:
         raise NotImplementedError
 
     def _close_listeners(self) -> None:
-        """Stop accepting for good (draining)."""
-        raise NotImplementedError
+        """Stop accepting for good (draining): stop watching, then close the sockets
+        (the supervisor keeps its own copies for the next worker)."""
+        self._pause_accepting()
+        for s in self.socks:
+            s.close()
 
     def _stop_loop(self) -> None:
         """Make ``serve_forever`` return (loop thread)."""

@@ -25,17 +25,14 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from c10k.core.backend import Capability
 from c10k.core.listener import Acceptor
 from c10k.core.loop import Loop
-from c10k.core.timers import TimerHandle
 from c10k.core.transport import Transport
-from c10k.server.base import FD_RESERVE, Handler, ServerBase
-from c10k.server.config import ServerConfig
+from c10k.server.base import FD_RESERVE, ServerBase
 from c10k.server.session import Session
 
 log = logging.getLogger("c10k.server")
@@ -44,13 +41,8 @@ log = logging.getLogger("c10k.server")
 class Server(ServerBase):
     """An HTTP/1.1 server on one readiness loop; see the module comment and ServerBase."""
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        handler: Handler | None = None,
-        sock: socket.socket | list[socket.socket] | None = None,
-    ) -> None:
-        super().__init__(config, handler, sock)
+    def _setup(self) -> None:
+        config = self.config
         self.loop = Loop(config.backend, threads=max(1, config.io_threads))
         backend = self.loop.backend
         self.backend_name = backend.name  # type: ignore[misc]
@@ -117,9 +109,6 @@ class Server(ServerBase):
 
     def pressure_reading(self) -> tuple[float, float]:
         return self.loop.lag, self.loop.load
-
-    def _call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
-        return self.loop.call_later(delay, callback)
 
     def _pause_accepting(self) -> None:
         for acceptor in self.acceptors:

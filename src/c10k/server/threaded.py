@@ -69,25 +69,14 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
 
+from c10k.core import transport as tp
 from c10k.core.fdio import reset_on_close, set_cork, unsent_bytes
-from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SKIP_ERRNOS, CAPACITY_SLEEP
+from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP, accept_fds
 from c10k.core.loop import LOAD_ALPHA
 from c10k.core.timers import TimerHandle, TimerHeap
-from c10k.core.transport import (
-    CLOSED,
-    CLOSING,
-    CONNRESET_ERRNOS,
-    PAUSED,
-    READ_EOF,
-    SHUTTING,
-    WRITING,
-    Item,
-    coalesce,
-    release,
-)
+from c10k.core.transport import BaseTransport, Item, coalesce, release
 from c10k.region import FileRegion
-from c10k.server.base import Handler, ServerBase
-from c10k.server.config import ServerConfig
+from c10k.server.base import ServerBase
 from c10k.server.session import Session
 
 log = logging.getLogger("c10k.server")
@@ -206,7 +195,7 @@ class ThreadLoop:
         return future
 
 
-class ThreadTransport:
+class ThreadTransport(BaseTransport):
     """One client's transport: writes are tried at once without blocking, the rest is
     queued for the client thread to send when it lets go of the lock."""
 
@@ -222,16 +211,10 @@ class ThreadTransport:
         self._flags = 0
 
     # -- what a Session calls (under the server's lock) --------------------------------
-    def write(self, data: bytes | memoryview) -> None:
-        self.writelines((data,))
-
     def writelines(self, items: Iterable[Item]) -> None:
+        if self._refused(items, tp.CLOSING | tp.SHUTTING | ABORTING):
+            return
         flags = self._flags
-        if flags & (CLOSED | CLOSING | SHUTTING | ABORTING):
-            release(items)
-            if flags & (CLOSED | ABORTING):
-                return
-            raise RuntimeError("write after close() or write_eof()")
         batch = coalesce(items)
         if self._out is None and len(batch) == 1 and not isinstance(batch[0], FileRegion):
             data = batch[0]
@@ -246,30 +229,27 @@ class ThreadTransport:
             batch[0] = memoryview(data)[n:]
         if not batch:
             return
-        if self._out is None:
-            self._out = batch
-        else:
-            self._out.extend(batch)
-        if not flags & WRITING:
-            self._flags |= WRITING
+        self._enqueue(batch)
+        if not flags & tp.WRITING:
+            self._flags |= tp.WRITING
             self.protocol.pause_writing()
 
     def pause_reading(self) -> None:
-        self._flags |= PAUSED
+        self._flags |= tp.PAUSED
 
     def resume_reading(self) -> None:
-        self._flags &= ~PAUSED
+        self._flags &= ~tp.PAUSED
 
     def close(self) -> None:
-        if not self._flags & CLOSED:
-            self._flags |= CLOSING
+        if not self._flags & tp.CLOSED:
+            self._flags |= tp.CLOSING
             self._wake_owner()
 
     def write_eof(self) -> None:
-        self._flags |= SHUTTING
+        self._flags |= tp.SHUTTING
 
     def abort(self, reset: bool = False) -> None:
-        if self._flags & CLOSED:
+        if self._flags & tp.CLOSED:
             return
         if reset:
             reset_on_close(self.fd)
@@ -286,16 +266,8 @@ class ThreadTransport:
             except OSError:
                 pass
 
-    @property
-    def closed(self) -> bool:
-        return bool(self._flags & CLOSED)
-
-    @property
-    def reading(self) -> bool:
-        return not self._flags & (PAUSED | READ_EOF | CLOSED)
-
     def pending_bytes(self) -> int:
-        if self._flags & CLOSED:
+        if self._flags & tp.CLOSED:
             return 0
         queued = sum(len(item) for item in self._out) if self._out else 0
         return queued + unsent_bytes(self.fd)
@@ -303,8 +275,8 @@ class ThreadTransport:
     def drained(self) -> None:
         """The client thread sent the queue (called under the lock)."""
         self._out = None
-        if self._flags & WRITING:
-            self._flags &= ~WRITING
+        if self._flags & tp.WRITING:
+            self._flags &= ~tp.WRITING
             self.protocol.resume_writing()
 
 
@@ -317,13 +289,7 @@ class ThreadedServer(ServerBase):
         "io_threads": "each client's own thread does its disk I/O: there is no pool to size",
     }
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        handler: Handler | None = None,
-        sock: socket.socket | list[socket.socket] | None = None,
-    ) -> None:
-        super().__init__(config, handler, sock)
+    def _setup(self) -> None:
         threads, why = thread_ceiling()
         threads -= threading.active_count() + 16  # the interpreter's own and a margin
         self._set_capacity([(threads, f"threads: {why}")])
@@ -431,28 +397,28 @@ class ThreadedServer(ServerBase):
 
     def _accept(self, index: int, listener: socket.socket) -> None:
         """Accept a batch; back off on EMFILE & co. (out of fds, threads or memory)."""
-        for _ in range(ACCEPT_BATCH):
-            try:
-                fd, addr = listener._accept()  # type: ignore[attr-defined]
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in ACCEPT_CAPACITY_ERRNOS:
-                    log.warning("accept: %s; pausing %.0f ms", exc, CAPACITY_SLEEP * 1e3)
-                    self._accept_retry_at = time.monotonic() + CAPACITY_SLEEP
-                    return
-                if exc.errno in ACCEPT_SKIP_ERRNOS or exc.errno == errno.EBADF:
-                    continue  # the peer gave up; EBADF: closed by a drain meanwhile
+        n = 0
+        try:
+            for fd, addr in accept_fds(listener, ACCEPT_BATCH):
+                n += 1
+                self.accepted[index] += 1
+                with self.lock:
+                    if self.admit(fd) and not self._start_client(fd, addr):
+                        self._accept_retry_at = time.monotonic() + CAPACITY_SLEEP
+                        return
+                    if self.accepting_paused:
+                        return
+        except OSError as exc:
+            if exc.errno == errno.EBADF:
+                return  # closed by a drain meanwhile
+            if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
                 raise
-            self.accepted[index] += 1
+            log.warning("accept: %s; pausing %.0f ms", exc, CAPACITY_SLEEP * 1e3)
+            self._accept_retry_at = time.monotonic() + CAPACITY_SLEEP
+            return
+        if n == ACCEPT_BATCH:
             with self.lock:
-                if self.admit(fd) and not self._start_client(fd, addr):
-                    self._accept_retry_at = time.monotonic() + CAPACITY_SLEEP
-                    return
-                if self.accepting_paused:
-                    return
-        with self.lock:
-            self.backlog_alert()
+                self.backlog_alert()
 
     def _start_client(self, fd: int, addr: object) -> bool:
         """(Under the lock.) A thread for the new client; False if none could start."""
@@ -486,7 +452,7 @@ class ThreadedServer(ServerBase):
         try:
             self._converse(transport, session, loop)
         except OSError as exc:
-            if exc.errno not in CONNRESET_ERRNOS and not isinstance(exc, BlockingIOError):
+            if exc.errno not in tp.CONNRESET_ERRNOS and not isinstance(exc, BlockingIOError):
                 log.error("client connection: %s", exc)
         except Exception:
             log.exception("client thread failed")
@@ -495,7 +461,7 @@ class ThreadedServer(ServerBase):
                 out, transport._out = transport._out, None
                 if out:
                     release(out)
-                transport._flags = CLOSED
+                transport._flags = tp.CLOSED
                 self.transports.discard(transport)
                 self.threads.discard(threading.current_thread())
                 transport.sock.close()
@@ -512,7 +478,7 @@ class ThreadedServer(ServerBase):
         while self._settle(t, session, loop):
             deadline = session.deadline
             remaining = None if deadline is None else deadline - monotonic()
-            if t._flags & (PAUSED | READ_EOF):
+            if t._flags & (tp.PAUSED | tp.READ_EOF):
                 # Nothing to read until the engine says so: wait out its deadline.
                 remaining = 0.0 if remaining is None else remaining
                 time.sleep(max(0.0, min(remaining, 0.05)))
@@ -529,7 +495,7 @@ class ThreadedServer(ServerBase):
                     data = None
             if data is None:
                 with lock:
-                    if t._flags & (CLOSING | ABORTING | CLOSED):
+                    if t._flags & (tp.CLOSING | ABORTING | tp.CLOSED):
                         return  # closed by a drain or a stop while we waited
                     if session.deadline is not None and monotonic() >= session.deadline:
                         session.on_deadline()
@@ -541,14 +507,14 @@ class ThreadedServer(ServerBase):
                 self.busy_peak = len(busy)
             try:
                 with lock:
-                    if t._flags & (CLOSING | ABORTING | CLOSED):
+                    if t._flags & (tp.CLOSING | ABORTING | tp.CLOSED):
                         return  # closed by a drain or a stop while we waited
                     if data:
                         reply = session.data_received(data)
                         if reply is not None:
                             t.write(reply)
                     else:
-                        t._flags |= READ_EOF
+                        t._flags |= tp.READ_EOF
                         session.eof_received()
             finally:
                 busy.pop()
@@ -574,7 +540,7 @@ class ThreadedServer(ServerBase):
                         _run_one(callback, args)
                 continue
             flags = t._flags
-            if flags & (ABORTING | CLOSED):
+            if flags & (ABORTING | tp.CLOSED):
                 return False
             if t._out:
                 if not self._flush(t, session):
@@ -582,9 +548,9 @@ class ThreadedServer(ServerBase):
                 with lock:
                     t.drained()
                 continue
-            if flags & CLOSING:
+            if flags & tp.CLOSING:
                 return False
-            if flags & SHUTTING and not flags & SHUT_DONE:
+            if flags & tp.SHUTTING and not flags & SHUT_DONE:
                 try:
                     t.sock.shutdown(socket.SHUT_WR)
                 except OSError:
@@ -600,7 +566,7 @@ class ThreadedServer(ServerBase):
         sock = t.sock
         fd = t.fd
         while out:
-            if t._flags & (ABORTING | CLOSED):
+            if t._flags & (ABORTING | tp.CLOSED):
                 return False
             item = out[0]
             try:
@@ -658,21 +624,13 @@ class ThreadedServer(ServerBase):
     def _resume_accepting(self) -> None:
         self._wake()
 
-    def _close_listeners(self) -> None:
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-
     def _stop_loop(self) -> None:
         self._stop_now = True
         self._wake()
 
     def stop(self) -> None:
         """Thread-safe: every client is shut down and ``serve_forever`` returns."""
-        self._stop_now = True
-        self._wake()
+        self._stop_loop()
 
     def shutdown_threadsafe(self, timeout: float | None = None) -> None:
         self.soon.append((self.shutdown, (timeout,)))

@@ -60,10 +60,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import Any, TypeVar
 
+from c10k.core import transport as tp
 from c10k.core.fdio import peer_address, reset_on_close, set_cork, shutdown_write, unsent_bytes
 from c10k.core.io_uring import (
     CQE_F_BUFFER,
@@ -80,25 +80,12 @@ from c10k.core.io_uring import (
 )
 from c10k.core.io_uring import unavailable_reason as uring_unavailable_reason
 from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP
-from c10k.core.loop import LOAD_ALPHA
+from c10k.core.loop import LOAD_ALPHA, ThreadRunner
 from c10k.core.timers import Deadlines, TimerHandle, TimerHeap
-from c10k.core.transport import (
-    CLOSED,
-    CLOSING,
-    CONNRESET_ERRNOS,
-    PAUSED,
-    READ_EOF,
-    SENDFILE_CHUNK,
-    SHUTTING,
-    WRITING,
-    Item,
-    coalesce,
-    release,
-)
+from c10k.core.transport import BaseTransport, Item, coalesce, release
 from c10k.core.wakeup import Wakeup
 from c10k.region import FileRegion
-from c10k.server.base import Handler, ServerBase
-from c10k.server.config import ServerConfig
+from c10k.server.base import ServerBase
 from c10k.server.session import Session
 
 log = logging.getLogger("c10k.server")
@@ -137,10 +124,10 @@ class UringLoop:
             collections.deque()
         )
         self.wakeup = Wakeup()
-        self.threads = threads
         self.lag = 0.0
         self.load = 0.0
-        self._pool: ThreadPoolExecutor | None = None
+        self._runner = ThreadRunner(threads, self.call_soon_threadsafe)
+        self.run_in_thread = self._runner.run
 
     def call_soon(self, callback: Callable[..., object], *args: object) -> None:
         self.soon.append((callback, args))
@@ -152,30 +139,12 @@ class UringLoop:
     def call_later(self, delay: float, callback: Callable[..., object]) -> TimerHandle:
         return self.timers.call_at(time.monotonic() + delay, callback)
 
-    def run_in_thread(
-        self, fn: Callable[..., T], *args: Any, done: Callable[[Future[T]], object]
-    ) -> Future[T]:
-        pool = self._pool
-        if pool is None:
-            pool = self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="c10k-io")
-        future = pool.submit(fn, *args)
-
-        def back(f: Future[T]) -> None:
-            try:
-                self.call_soon_threadsafe(done, f)
-            except OSError:
-                pass  # the loop is closed: nobody waits for the answer
-
-        future.add_done_callback(back)
-        return future
-
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._runner.close()
         self.wakeup.close()
 
 
-class UringTransport:
+class UringTransport(BaseTransport):
     """One connection's I/O as ring operations; the Session's transport in this mode."""
 
     __slots__ = (
@@ -238,7 +207,7 @@ class UringTransport:
         if res < 0:
             if cflags & CQE_F_BUFFER:
                 server.buffers.give_back(cflags)
-            if flags & CLOSED:
+            if flags & tp.CLOSED:
                 server.maybe_release(self)
             elif res == -errno.ENOBUFS:
                 server.starved.append(self)  # re-armed next turn, after buffers came back
@@ -249,35 +218,34 @@ class UringTransport:
             else:
                 self._io_error(result_error(res))
             return
-        if flags & (CLOSED | CLOSING | READ_EOF):
+        if flags & (tp.CLOSED | tp.CLOSING | tp.READ_EOF):
             server.buffers.give_back(cflags)
-            if flags & CLOSED:
+            if flags & tp.CLOSED:
                 server.maybe_release(self)
             return
         if res == 0:
-            self._flags |= READ_EOF
+            self._flags |= tp.READ_EOF
             self.protocol.eof_received()
             return
         # Paused (a recv already completing when we cancelled it) or writing: the
         # protocol still gets the bytes; a Session buffers them.
+        self._deliver(server.take(cflags, res))
+        self._rearm()
+
+    def _deliver(self, data: bytes) -> None:
         try:
-            reply = self.protocol.data_received(server.take(cflags, res))
+            reply = self.protocol.data_received(data)
         except Exception as exc:
             self._fatal_error(exc)
-            return
-        if reply is not None:
-            self.write(reply)
-        self._rearm()
+        else:
+            if reply is not None:
+                self.write(reply)
 
     def on_send(self, res: int) -> None:
         self._inflight -= 1
         data = self._sending
         self._sending = None
-        if self._flags & CLOSED:
-            self.server.maybe_release(self)
-            return
-        if res < 0:
-            self._io_error(result_error(res))
+        if not self._completed(res):
             return
         if data is not None and res < len(data):
             # Short send: the socket filled. The rest goes first, and the Session hears
@@ -295,13 +263,19 @@ class UringTransport:
     def on_poll(self, res: int) -> None:
         self._inflight -= 1
         self._polling = False
-        if self._flags & CLOSED:
+        if self._completed(res):
+            self._flush()
+
+    def _completed(self, res: int) -> bool:
+        """A SEND or POLL came back: False if there is nothing more to do (closed
+        meanwhile, or an error, which closes)."""
+        if self._flags & tp.CLOSED:
             self.server.maybe_release(self)
-            return
+            return False
         if res < 0:
             self._io_error(result_error(res))
-            return
-        self._flush()
+            return False
+        return True
 
     # -- reading -------------------------------------------------------------------------
     def _arm_recv(self) -> None:
@@ -310,45 +284,36 @@ class UringTransport:
         self.server.prep_recv(self.fd, self.uid | K_RECV)
 
     def _rearm(self) -> None:
-        if not self._recv_armed and not self._flags & (PAUSED | READ_EOF | CLOSED | CLOSING):
+        if not self._recv_armed and not self._flags & (
+            tp.PAUSED | tp.READ_EOF | tp.CLOSED | tp.CLOSING
+        ):
             self._arm_recv()
 
     def pause_reading(self) -> None:
-        if not self._flags & PAUSED:
-            self._flags |= PAUSED
+        if not self._flags & tp.PAUSED:
+            self._flags |= tp.PAUSED
             if self._recv_armed:
                 self.server.ring.prep_cancel(self.uid | K_RECV, K_CANCEL)
 
     def resume_reading(self) -> None:
-        if self._flags & PAUSED:
-            self._flags &= ~PAUSED
+        if self._flags & tp.PAUSED:
+            self._flags &= ~tp.PAUSED
             self._rearm()
 
     def rearm_starved(self) -> None:
-        if self._flags & CLOSED:
+        if self._flags & tp.CLOSED:
             self.server.maybe_release(self)
         else:
             self._rearm()
 
     # -- writing -------------------------------------------------------------------------
-    def write(self, data: bytes | memoryview) -> None:
-        self.writelines((data,))
-
     def writelines(self, items: Iterable[Item]) -> None:
-        flags = self._flags
-        if flags & (CLOSED | CLOSING | SHUTTING):
-            release(items)
-            if flags & CLOSED:
-                return
-            raise RuntimeError("write after close() or write_eof()")
-        batch = coalesce(items)
-        if not batch:
+        if self._refused(items):
             return
-        if self._out is None:
-            self._out = batch
-        else:
-            self._out.extend(batch)
-        self._flush()
+        batch = coalesce(items)
+        if batch:
+            self._enqueue(batch)
+            self._flush()
 
     def _flush(self) -> None:
         """Start the next write: a SEND for bytes; sendfile (+ POLL_ADD when full) for a
@@ -402,10 +367,10 @@ class UringTransport:
         sent = 0
         fd = self.fd
         while item.count:
-            if sent >= SENDFILE_CHUNK:
+            if sent >= tp.SENDFILE_CHUNK:
                 self._poll_out()  # fair share for this turn: on after the others
                 return False
-            n = os.sendfile(fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
+            n = os.sendfile(fd, item.fd, item.offset, min(item.count, tp.SENDFILE_CHUNK))
             if n == 0:
                 log.warning("file shrank while being sent; closing the connection")
                 self.abort()
@@ -423,8 +388,8 @@ class UringTransport:
         self._blocked()
 
     def _blocked(self) -> None:
-        if not self._flags & WRITING:
-            self._flags |= WRITING
+        if not self._flags & tp.WRITING:
+            self._flags |= tp.WRITING
             self.protocol.pause_writing()
 
     def _drained(self) -> None:
@@ -433,15 +398,15 @@ class UringTransport:
         if self._sending is not None or self._polling:
             return
         flags = self._flags
-        if flags & WRITING:
-            self._flags = flags = flags & ~WRITING
+        if flags & tp.WRITING:
+            self._flags = flags = flags & ~tp.WRITING
             self.protocol.resume_writing()
             flags = self._flags
             if self._out or self._sending is not None:
                 return  # resume_writing wrote more
-        if flags & CLOSING:
+        if flags & tp.CLOSING:
             self._close(None)
-        elif flags & SHUTTING and not flags & CLOSED:
+        elif flags & tp.SHUTTING and not flags & tp.CLOSED:
             try:
                 shutdown_write(self.fd)
             except OSError as exc:
@@ -452,47 +417,39 @@ class UringTransport:
         return queued + (len(self._sending) if self._sending is not None else 0)
 
     def pending_bytes(self) -> int:
-        if self._flags & CLOSED:
+        if self._flags & tp.CLOSED:
             return 0
         return self.get_write_buffer_size() + unsent_bytes(self.fd)
 
     # -- closing -------------------------------------------------------------------------
     def close(self) -> None:
         flags = self._flags
-        if flags & CLOSED:
+        if flags & tp.CLOSED:
             return
         if self._out or self._sending is not None or self._polling:
-            self._flags = flags | CLOSING
+            self._flags = flags | tp.CLOSING
         else:
             self._close(None)
 
     def write_eof(self) -> None:
         flags = self._flags
-        if flags & (CLOSED | SHUTTING | CLOSING):
+        if flags & (tp.CLOSED | tp.SHUTTING | tp.CLOSING):
             return
-        self._flags = flags | SHUTTING
+        self._flags = flags | tp.SHUTTING
         if not self._out and self._sending is None and not self._polling:
             self._drained()
 
     def abort(self, reset: bool = False) -> None:
-        if self._flags & CLOSED:
+        if self._flags & tp.CLOSED:
             return
         if reset:
             reset_on_close(self.fd)
         self._close(None)
 
-    @property
-    def closed(self) -> bool:
-        return bool(self._flags & CLOSED)
-
-    @property
-    def reading(self) -> bool:
-        return not self._flags & (PAUSED | READ_EOF | CLOSED)
-
     def _close(self, exc: BaseException | None) -> None:
-        if self._flags & CLOSED:
+        if self._flags & tp.CLOSED:
             return
-        self._flags = CLOSED
+        self._flags = tp.CLOSED
         out, self._out = self._out, None
         if out:
             release(out)
@@ -512,15 +469,6 @@ class UringTransport:
         self.protocol.connection_lost(exc)
         server.maybe_release(self)
 
-    def _io_error(self, exc: OSError) -> None:
-        if exc.errno not in CONNRESET_ERRNOS:
-            log.error("connection fd %d: %s", self.fd, exc)
-        self._close(exc)
-
-    def _fatal_error(self, exc: Exception) -> None:
-        log.error("protocol error on fd %d", self.fd, exc_info=exc)
-        self._close(exc)
-
 
 class UringServer(ServerBase):
     """An HTTP/1.1 server on one io_uring (see the module comment and ServerBase)."""
@@ -531,13 +479,8 @@ class UringServer(ServerBase):
     def unavailable_reason(cls) -> str | None:
         return uring_unavailable_reason()
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        handler: Handler | None = None,
-        sock: socket.socket | list[socket.socket] | None = None,
-    ) -> None:
-        super().__init__(config, handler, sock)
+    def _setup(self) -> None:
+        config = self.config
         self._set_capacity()
         self.loop = UringLoop(max(1, config.io_threads))
         self.closing = False
@@ -761,9 +704,6 @@ class UringServer(ServerBase):
     def pressure_reading(self) -> tuple[float, float]:
         return self.loop.lag, self.loop.load
 
-    def _call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
-        return self.loop.call_later(delay, callback)
-
     def _pause_accepting(self) -> None:
         self._cancel_accepts()
 
@@ -771,11 +711,6 @@ class UringServer(ServerBase):
         # A cancelled multishot accept may still be armed (its CQE not yet reaped);
         # _arm_accepts only arms listeners whose last CQE said "no more".
         self._arm_accepts()
-
-    def _close_listeners(self) -> None:
-        self._cancel_accepts()
-        for s in self.socks:
-            s.close()  # refused from now on (the cancelled accept drops its reference)
 
     def _stop_loop(self) -> None:
         self._running = False
