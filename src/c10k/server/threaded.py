@@ -475,7 +475,11 @@ class ThreadedServer(ServerBase):
         monotonic = time.monotonic
         _set_timeo(sock, socket.SO_SNDTIMEO, self.config.send_timeout)
         timeo = 0.0
-        while self._settle(t, session, loop):
+        while True:
+            if (loop.jobs or loop.soon or t._out or t._flags) and not self._settle(
+                t, session, loop
+            ):
+                return
             deadline = session.deadline
             remaining = None if deadline is None else deadline - monotonic()
             if t._flags & (tp.PAUSED | tp.READ_EOF):
@@ -505,19 +509,34 @@ class ThreadedServer(ServerBase):
             busy.append(None)  # (list appends and pops are atomic under the GIL)
             if len(busy) > self.busy_peak:
                 self.busy_peak = len(busy)
+            reply = None
             try:
                 with lock:
                     if t._flags & (tp.CLOSING | ABORTING | tp.CLOSED):
                         return  # closed by a drain or a stop while we waited
                     if data:
                         reply = session.data_received(data)
-                        if reply is not None:
+                        if reply is not None and (t._out or t._flags):
                             t.write(reply)
+                            reply = None
                     else:
                         t._flags |= tp.READ_EOF
                         session.eof_received()
             finally:
                 busy.pop()
+            if reply is not None:
+                self._send_reply(t, reply)
+
+    def _send_reply(self, t: ThreadTransport, reply: bytes) -> None:
+        """The hot path's one write, outside the lock (SO_SNDTIMEO bounds it); what the
+        socket did not take is queued through the transport, and the Session told."""
+        try:
+            n = t.sock.send(reply)
+        except (BlockingIOError, TimeoutError):
+            n = 0
+        if n != len(reply):
+            with self.lock:
+                t.write(memoryview(reply)[n:])
 
     def _settle(self, t: ThreadTransport, session: Session, loop: ThreadLoop) -> bool:
         """Do what the engine left for this thread, outside the lock: disk work, posted
