@@ -423,3 +423,29 @@ def test_server_mode_keepalive_syscall_budget(docroot: Path, tmp_path: Path, mod
     assert calls["openat"] == 0, calls
     for name, most in budget.items():
         assert calls[name] <= most, (name, calls)
+
+
+def test_server_threads_refuses_io_threads_with_the_reason(docroot: Path) -> None:
+    # A setting a mode cannot honour is refused at start, never silently ignored: the
+    # thread-per-client mode has no disk pool to size (each client thread does its own).
+    out = subprocess.run(
+        [sys.executable, "-m", "c10k", "serve", str(docroot), "--port", "0"]
+        + ["--backend", "threads", "--io-threads", "8"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+    )
+    assert out.returncode == 2
+    assert "--backend threads cannot honour --io-threads" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_server_refused_settings_are_checked_for_every_mode() -> None:
+    from c10k.server.modes import refused_settings
+
+    # The default is accepted everywhere; only a value that asks for something counts.
+    for backend in ("epoll", "uring", "threads", "asyncio"):
+        assert refused_settings(ServerConfig(backend=backend)) == []
+    assert refused_settings(ServerConfig(backend="epoll", io_threads=8)) == []
+    assert len(refused_settings(ServerConfig(backend="threads", io_threads=8))) == 1
