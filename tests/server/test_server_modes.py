@@ -429,8 +429,19 @@ def test_server_threads_refuses_io_threads_with_the_reason(docroot: Path) -> Non
     # A setting a mode cannot honour is refused at start, never silently ignored: the
     # thread-per-client mode has no disk pool to size (each client thread does its own).
     out = subprocess.run(
-        [sys.executable, "-m", "c10k", "serve", str(docroot), "--port", "0"]
-        + ["--backend", "threads", "--io-threads", "8"],
+        [
+            sys.executable,
+            "-m",
+            "c10k",
+            "serve",
+            str(docroot),
+            "--port",
+            "0",
+            "--backend",
+            "threads",
+            "--io-threads",
+            "8",
+        ],
         capture_output=True,
         text=True,
         timeout=30,
