@@ -75,10 +75,8 @@ class ServerProcess:
             "c10k",
             "serve",
             str(root),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "0",
+            # --listen names its own addresses (with -b/-p too, c10k refuses to start)
+            *([] if "--listen" in args else ["--bind", "127.0.0.1", "--port", "0"]),
             "--backend",
             backend,
             # One process unless a test asks for workers: fd counts and /proc reads

@@ -8,14 +8,13 @@ if it has an index.html, else the built-in welcome site shipped in the package.
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import logging
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from c10k import __version__
 from c10k.core.registry import BACKENDS, available_backends, unavailable_backends
 from c10k.server.config import ServerConfig
 from c10k.server.modes import (
@@ -23,176 +22,15 @@ from c10k.server.modes import (
     available_modes,
     unavailable_modes,
 )
+from c10k.server.settings import (
+    SETTINGS,
+    STATUS_DEFAULT_PATH,
+    Given,
+    from_toml,
+    resolve,
+)
 
 EMBEDDED_ROOT = Path(__file__).with_name("www")
-
-
-def workers_arg(value: str) -> int:
-    """``--workers``: a count, or ``auto`` (= 0, one per core)."""
-    if value == "auto":
-        return 0
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
-
-
-# Flags that map one-to-one onto ServerConfig fields: (flag, field, type, metavar, help).
-# Defaults come from ServerConfig (each cites its precedent there); a TOML file given with
-# --config sets the same fields by name, and flags given on the command line win over it.
-CONFIG_FLAGS: list[tuple[str, str, Any, str | None, str]] = [
-    (
-        "--max-connections",
-        "max_connections",
-        int,
-        "N",
-        "cap on open client connections per worker (default: from RLIMIT_NOFILE)",
-    ),
-    (
-        "--workers",
-        "workers",
-        workers_arg,
-        "N|auto",
-        "worker processes, one loop and SO_REUSEPORT listener each (default auto: one "
-        "per core; 1 = a single process, no supervisor)",
-    ),
-    (
-        "--shutdown-timeout",
-        "shutdown_timeout",
-        float,
-        "SECONDS",
-        "graceful stop: finish in-flight responses for at most this long (default 10)",
-    ),
-    (
-        "--header-timeout",
-        "header_timeout",
-        float,
-        "SECONDS",
-        "a request head must arrive within this (default 60, nginx); else 408",
-    ),
-    (
-        "--keepalive-timeout",
-        "keepalive_timeout",
-        float,
-        "SECONDS",
-        "idle keep-alive connections close after this (default 75, nginx)",
-    ),
-    (
-        "--send-timeout",
-        "send_timeout",
-        float,
-        "SECONDS",
-        "a client that reads nothing for this long is dropped (default 60, nginx)",
-    ),
-    (
-        "--min-send-rate",
-        "min_send_rate",
-        int,
-        "BYTES/S",
-        "a response slower than this on average over send-timeout is dropped (default 1024)",
-    ),
-    (
-        "--max-pipelined",
-        "max_pipelined",
-        int,
-        "N",
-        "pipelined requests answered per read before the rest wait (default 64)",
-    ),
-    (
-        "--max-buffer-bytes",
-        "max_buffer_bytes",
-        int,
-        "BYTES",
-        "bytes read at a time and held unanswered per connection (default 65536)",
-    ),
-    (
-        "--cache-max-file-bytes",
-        "cache_max_file_bytes",
-        int,
-        "BYTES",
-        "files up to this size are served from memory (default 16384)",
-    ),
-    (
-        "--cache-max-total-bytes",
-        "cache_max_total_bytes",
-        int,
-        "BYTES",
-        "memory cache bound (default 64 MiB)",
-    ),
-    (
-        "--io-threads",
-        "io_threads",
-        int,
-        "N",
-        "threads for cold-file open/stat/read off the loop (default 4; not with --backend threads)",
-    ),
-    (
-        "--charset",
-        "charset",
-        str,
-        "NAME",
-        "charset added to text types (default utf-8; '' for none)",
-    ),
-    (
-        "--cache-control",
-        "cache_control_default",
-        str,
-        "VALUE",
-        "Cache-Control for every file (per extension: the TOML cache_control table)",
-    ),
-    ("--access-log", "access_log", str, "PATH", "access log file ('-' for stderr; default off)"),
-    ("--log-format", "log_format", str, "combined|json", "access log format (default combined)"),
-    (
-        "--status-path",
-        "status_path",
-        str,
-        "PATH",
-        "serve counters at this path, e.g. /_c10k/status (default off)",
-    ),
-    (
-        "--backlog",
-        "backlog",
-        int,
-        "N",
-        "listen backlog, capped by net.core.somaxconn (default 4096)",
-    ),
-    (
-        "--max-accept-wait",
-        "max_accept_wait",
-        float,
-        "SECONDS",
-        "under a connection flood, drop new SYNs at random to hold the accept queue at a "
-        "tenth of this many seconds of accepts (backlog shrunk to half of it as a "
-        "backstop) and reset connections that waited longer; 0 = off (default 1.0)",
-    ),
-    (
-        "--shed-keepalive-lag",
-        "shed_keepalive_lag",
-        float,
-        "SECONDS",
-        "loop lag above which new responses close their connection (default 0.05)",
-    ),
-    (
-        "--shed-503-lag",
-        "shed_503_lag",
-        float,
-        "SECONDS",
-        "loop lag above which new requests get 503 + Retry-After (default 0.2)",
-    ),
-    (
-        "--shed-accept-lag",
-        "shed_accept_lag",
-        float,
-        "SECONDS",
-        "loop lag above which new connections are closed at accept (default 0.5)",
-    ),
-]
-BOOL_FLAGS: list[tuple[str, str, str]] = [
-    ("--dotfiles", "serve_dotfiles", "serve files whose name starts with '.'"),
-    ("--autoindex", "autoindex", "list directories that have no index.html"),
-    ("--no-precompressed", "precompressed", "do not serve x.gz/x.br siblings"),
-    ("--status", "status_path", "serve counters at /_c10k/status"),
-]
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -200,7 +38,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "serve",
         help="serve static files over HTTP/1.1",
         description="Serve a directory over HTTP/1.1. Every option can also be set in a TOML "
-        "file (--config) under its ServerConfig name, e.g. keepalive_timeout = 5.",
+        "file (--config), under its flag's name (max_connections = 5000, dotfiles = true) "
+        "or its ServerConfig name; flags on the command line win over the file.",
     )
     p.add_argument(
         "args",
@@ -223,9 +62,7 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="ADDR",
         help="address to bind (default 127.0.0.1; 0.0.0.0 or :: for all)",
     )
-    p.add_argument(
-        "-p", "--port", type=int, default=argparse.SUPPRESS, help="port (default 8000; 0 = any)"
-    )
+    p.add_argument("-p", "--port", default=argparse.SUPPRESS, help="port (default 8000; 0 = any)")
     p.add_argument(
         "--listen",
         action="append",
@@ -242,133 +79,124 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help=f"I/O strategy: a readiness backend ({', '.join(BACKENDS)}) or a server mode "
         f"({', '.join(SERVER_MODES)}); `c10k backends` says which run here (default auto)",
     )
-    p.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file")
-    for flag, field_name, kind, metavar, help_text in CONFIG_FLAGS:
-        p.add_argument(
-            flag,
-            dest=field_name,
-            type=kind,
-            metavar=metavar,
-            default=argparse.SUPPRESS,
-            help=help_text,
-        )
-    for flag, field_name, help_text in BOOL_FLAGS:
-        if flag == "--status":
+    p.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="read settings from a TOML file (re-read on SIGHUP when there are workers)",
+    )
+    for s in SETTINGS:
+        if s.flag is None:
+            continue
+        if s.kind == "bool":
+            action = "store_false" if s.flag.startswith("--no-") else "store_true"
             p.add_argument(
-                flag,
-                dest=field_name,
-                action="store_const",
-                const="/_c10k/status",
-                default=argparse.SUPPRESS,
-                help=help_text,
+                s.flag, dest=s.name, action=action, default=argparse.SUPPRESS, help=s.help
             )
-        else:
+        else:  # a string: settings.typed converts it, so every bad flag is reported
             p.add_argument(
-                flag,
-                dest=field_name,
-                action="store_false" if flag.startswith("--no-") else "store_true",
-                default=argparse.SUPPRESS,
-                help=help_text,
+                s.flag, dest=s.name, metavar=s.metavar, default=argparse.SUPPRESS, help=s.help
             )
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument(
+        "--status",
+        dest="status_path",
+        action="store_const",
+        const=STATUS_DEFAULT_PATH,
+        default=argparse.SUPPRESS,
+        help=f"serve counters at {STATUS_DEFAULT_PATH}",
+    )
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the settings (flags and --config), print the problems or OK, and exit",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages (and tracebacks)"
+    )
 
 
 class ConfigError(Exception):
-    """A bad --config file or value; the message names the key and the problem."""
+    """Bad settings: one line per problem in the message."""
 
 
-def load_toml(path: str) -> dict[str, Any]:
-    """Read a --config file: keys are ServerConfig field names (dashes allowed)."""
+def load_toml(path: str) -> tuple[list[Given], list[str]]:
+    """The values of a --config file (see c10k.server.settings for the keys)."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+        return [], [f"cannot read {path}: {exc.strerror}"]
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    fields = {f.name: f for f in dataclasses.fields(ServerConfig)}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = key.replace("-", "_")
-        if name == "directory":
-            name = "root"
-        if name not in fields:
-            raise ConfigError(f"{path}: unknown setting {key!r}")
-        default = getattr(ServerConfig(), name)
-        numeric = isinstance(default, float) and isinstance(value, int)
-        if default is not None and not isinstance(value, type(default)) and not numeric:
-            raise ConfigError(f"{path}: {key} must be {type(default).__name__}, got {value!r}")
-        out[name] = value
-    return out
+        return [], [f"{path}: {exc}"]
+    return from_toml(data, path)
 
 
 def build_config(ns: argparse.Namespace) -> ServerConfig:
     """ServerConfig from defaults < --config file < command-line flags.
 
     Raises:
-        ConfigError: a bad file, key, value or positional argument.
+        ConfigError: every problem found, one per line.
     """
-    settings: dict[str, Any] = {}
-    if ns.config:
-        settings.update(load_toml(ns.config))
-    given = vars(ns)
-    for key in ("host", "port", "listen", "backend"):
-        if key in given:
-            settings[key] = given[key]
-    if "directory" in given:
-        settings["root"] = given["directory"]
-    for _, field_name, *_rest in CONFIG_FLAGS:
-        if field_name in given:
-            settings[field_name] = given[field_name]
-    for _, field_name, _ in BOOL_FLAGS:
-        if field_name in given:
-            settings[field_name] = given[field_name]
-    for arg in ns.args:
-        if arg.isdigit() and "port" not in given:
-            settings["port"] = int(arg)
-            given["port"] = True
-        elif "directory" not in given:
-            settings["root"] = arg
-            given["directory"] = True
-        else:
-            raise ConfigError(f"unexpected argument {arg!r}")
-    if "root" not in settings:
-        settings["root"] = "." if Path("index.html").is_file() else str(EMBEDDED_ROOT)
-    config = ServerConfig(**settings)
-    if not Path(config.root).is_dir():
-        raise ConfigError(f"{config.root!r} is not a directory")
-    if config.log_format not in ("combined", "json"):
-        raise ConfigError(f"--log-format must be combined or json, not {config.log_format!r}")
-    if config.backend not in ("auto", *BACKENDS, *SERVER_MODES):
-        raise ConfigError(f"unknown backend {config.backend!r}")
-    for name in ("workers", "io_threads", "max_pipelined", "max_buffer_bytes", "max_accept_wait"):
-        if getattr(config, name) < 0:
-            raise ConfigError(f"{name} must be >= 0")
-    if config.max_connections is not None and config.max_connections < 1:
-        raise ConfigError("max_connections must be >= 1")
-    if config.backlog < 1:
-        raise ConfigError("backlog must be >= 1")
+    given, problems = load_toml(ns.config) if ns.config else ([], [])
+    flags = vars(ns)
+    for name, where in (("host", "-b"), ("port", "-p"), ("root", "-d")):
+        key = "directory" if name == "root" else name
+        if key in flags:
+            given.append(Given(name, flags[key], where, text=True))
+    for name in ("listen", "backend"):
+        if name in flags:
+            given.append(Given(name, flags[name], f"--{name}"))
+    for s in SETTINGS:
+        if s.flag and s.name in flags:
+            given.append(Given(s.name, flags[s.name], s.flag, text=s.kind != "bool"))
+    problems += _positional(ns.args, flags, given)
+    if not any(g.name == "root" for g in given):
+        root = "." if Path("index.html").is_file() else str(EMBEDDED_ROOT)
+        given.insert(0, Given("root", root, "the default directory", text=True))
+    config, more = resolve(given)
+    problems += more
+    if problems or config is None:
+        raise ConfigError("\n".join(problems))
     return config
 
 
+def _positional(args: list[str], flags: dict[str, Any], given: list[Given]) -> list[str]:
+    """http.server style: `c10k serve 8080`, `c10k serve DIR`, `c10k serve DIR 8080`."""
+    has_port, has_dir = "port" in flags, "directory" in flags
+    for arg in args:
+        if arg.isdigit() and not has_port:
+            given.append(Given("port", arg, "port", text=True))
+            has_port = True
+        elif not has_dir:
+            given.append(Given("root", arg, "directory", text=True))
+            has_dir = True
+        else:
+            return [f"unexpected argument {arg!r}"]
+    return []
+
+
 def _serve(ns: argparse.Namespace) -> int:
-    # build_config marks positional arguments in ``ns`` as it reads them; a SIGHUP reload
-    # re-reads --config and the flags from a pristine copy.
-    pristine = copy.copy(ns)
     try:
         config = build_config(ns)
-    except (ConfigError, TypeError) as exc:
-        print(f"c10k serve: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"c10k serve: {line}", file=sys.stderr)
         return 2
+    if ns.check_config:
+        print(f"c10k serve: the configuration is valid (serving {config.root})")
+        return 0
     # The server (one process, or a supervisor and its workers): c10k.server.process.
     import importlib
 
     process = importlib.import_module("c10k.server.process")
-    return int(
-        process.serve(
-            config, announce=print, reload_config=lambda: build_config(copy.copy(pristine))
-        )
-    )
+    return int(process.serve(config, announce=print, reload_config=lambda: _reload(ns)))
+
+
+def _reload(ns: argparse.Namespace) -> ServerConfig:
+    """SIGHUP: the flags and the --config file again; the problems on one log line."""
+    try:
+        return build_config(ns)
+    except ConfigError as exc:
+        raise ConfigError("; ".join(str(exc).splitlines())) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         description="A static HTTP/1.1 server for ten thousand clients and more, "
         "and the benchmark that proves it.",
     )
+    parser.add_argument("--version", action="version", version=f"c10k {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _serve_parser(sub)
     sub.add_parser("bench", help="run the benchmark scenarios (see `c10k bench --help`)")

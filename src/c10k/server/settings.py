@@ -1,0 +1,548 @@
+"""Every setting of ``c10k serve`` in one table: its type, its range, its flag and its help.
+
+The command line, a ``--config`` TOML file and a SIGHUP reload all go through ``resolve``,
+so a value refused in one is refused in all with the same words, and every problem is
+reported at once, one line each (a file with three mistakes says three things, not one
+per attempt). A TOML key may be the setting's name (``serve_dotfiles``) or its flag's
+(``dotfiles``, ``max-connections``); an unknown key gets a "did you mean".
+
+Values from the command line arrive as strings and are converted here, not by argparse,
+so that two bad flags are both reported; values from TOML arrive typed and must have the
+setting's type (``max_connections = 1.5`` is refused, not truncated).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from c10k.server.config import ServerConfig
+
+Check = Callable[[Any], str | None]  # a value's problem, or None
+STATUS_DEFAULT_PATH = "/_c10k/status"
+# RFC 9110 token characters (a charset name is a token)
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+# -- checks: each returns what is wrong, in words, or None ---------------------------------
+def above(low: float) -> Check:
+    return lambda v: None if v > low else f"must be more than {low:g}"
+
+
+def at_least(low: float) -> Check:
+    return lambda v: None if v >= low else f"must be at least {low:g}"
+
+
+def port_number(v: int) -> str | None:
+    return None if 0 <= v <= 65535 else "must be a port number from 0 to 65535"
+
+
+def header_text(v: str | None) -> str | None:
+    """A value that goes into a response header as it is: printable ASCII, no CR/LF."""
+    if v is None:
+        return None
+    if not v.strip():
+        return "must not be empty"
+    if any(not " " <= c <= "~" for c in v):
+        return "must be printable ASCII (no line breaks or control characters)"
+    return None
+
+
+def token_or_empty(v: str) -> str | None:
+    bad = sorted({c for c in v if c not in _TOKEN})
+    return None if not bad else f"must be an HTTP token such as utf-8 ({bad[0]!r} is not allowed)"
+
+
+def one_of(*names: str) -> Check:
+    return lambda v: None if v in names else f"must be {' or '.join(names)}"
+
+
+def url_path(v: str | None) -> str | None:
+    if v is None:
+        return None
+    if not v.startswith("/"):
+        return f"must start with '/', e.g. /{v}"
+    if any(c in v for c in "?# ") or any(not " " < c <= "~" for c in v):
+        return "must be a plain path (printable ASCII, no spaces, '?' or '#')"
+    return None
+
+
+def file_name(v: str) -> str | None:
+    return None if v and "/" not in v and v not in (".", "..") else "must be a file name"
+
+
+def cache_table(v: dict[str, str]) -> str | None:
+    for ext, value in v.items():
+        if not isinstance(value, str):
+            return f'{ext!r}: must be a string such as "max-age=3600", not {value!r}'
+        problem = header_text(value)
+        if problem:
+            return f"{ext!r}: {problem}"
+    return None
+
+
+def log_target(v: str | None) -> str | None:
+    """``-`` (stderr), or a file we can open for appending: its directory must exist."""
+    if v is None or v == "-":
+        return None
+    path = Path(v)
+    if path.is_dir():
+        return "is a directory; give a file path"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "is not writable"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"cannot be created: no directory {str(parent)!r}"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"cannot be created in {parent}"
+
+
+def directory(v: str) -> str | None:
+    if not Path(v).is_dir():
+        return "is not a directory"
+    return None if os.access(v, os.R_OK | os.X_OK) else "is not readable"
+
+
+# -- the table ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the ServerConfig field
+    kind: str  # int, float, str, bool, workers, list, table
+    flag: str | None = None  # "--max-connections"; None: TOML only
+    metavar: str | None = None
+    help: str = ""
+    check: Check | None = None
+    optional: bool = False  # None is a valid value (the default)
+    aliases: tuple[str, ...] = ()  # more TOML keys
+
+
+# Defaults live in ServerConfig, each next to its precedent; the help repeats them.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("root", "str", None, None, "directory to serve", directory, aliases=("directory",)),
+    Setting("host", "str", None, None, "address to bind", aliases=("bind",)),
+    Setting("port", "int", None, None, "port", port_number),
+    Setting("backend", "str"),
+    Setting("listen", "list"),
+    Setting(
+        "max_connections",
+        "int",
+        "--max-connections",
+        "N",
+        "cap on open client connections per worker (default: from RLIMIT_NOFILE)",
+        at_least(1),
+        optional=True,
+    ),
+    Setting(
+        "workers",
+        "workers",
+        "--workers",
+        "N|auto",
+        "worker processes, one loop and SO_REUSEPORT listener each (default auto: one "
+        "per core; 1 = a single process, no supervisor)",
+        at_least(0),
+    ),
+    Setting(
+        "shutdown_timeout",
+        "float",
+        "--shutdown-timeout",
+        "SECONDS",
+        "graceful stop: finish in-flight responses for at most this long (default 10)",
+        at_least(0),
+    ),
+    Setting(
+        "header_timeout",
+        "float",
+        "--header-timeout",
+        "SECONDS",
+        "a request head must arrive within this (default 60, nginx); else 408",
+        above(0),
+    ),
+    Setting(
+        "keepalive_timeout",
+        "float",
+        "--keepalive-timeout",
+        "SECONDS",
+        "idle keep-alive connections close after this (default 75, nginx)",
+        above(0),
+    ),
+    Setting(
+        "send_timeout",
+        "float",
+        "--send-timeout",
+        "SECONDS",
+        "a client that reads nothing for this long is dropped (default 60, nginx)",
+        above(0),
+    ),
+    Setting(
+        "min_send_rate",
+        "int",
+        "--min-send-rate",
+        "BYTES/S",
+        "a response slower than this on average over send-timeout is dropped (default "
+        "1024; 0 = no rate check)",
+        at_least(0),
+    ),
+    Setting(
+        "max_pipelined",
+        "int",
+        "--max-pipelined",
+        "N",
+        "pipelined requests answered per read before the rest wait (default 64)",
+        at_least(1),
+    ),
+    Setting(
+        "max_buffer_bytes",
+        "int",
+        "--max-buffer-bytes",
+        "BYTES",
+        "bytes read at a time and held unanswered per connection (default 65536)",
+        at_least(1024),
+    ),
+    Setting(
+        "cache_max_file_bytes",
+        "int",
+        "--cache-max-file-bytes",
+        "BYTES",
+        "files up to this size are served from memory (default 16384)",
+        at_least(0),
+    ),
+    Setting(
+        "cache_max_total_bytes",
+        "int",
+        "--cache-max-total-bytes",
+        "BYTES",
+        "memory cache bound (default 64 MiB)",
+        at_least(0),
+    ),
+    Setting(
+        "io_threads",
+        "int",
+        "--io-threads",
+        "N",
+        "threads for cold-file open/stat/read off the loop (default 4; not with --backend threads)",
+        at_least(0),
+    ),
+    Setting(
+        "charset",
+        "str",
+        "--charset",
+        "NAME",
+        "charset added to text types (default utf-8; '' for none)",
+        token_or_empty,
+    ),
+    Setting(
+        "cache_control_default",
+        "str",
+        "--cache-control",
+        "VALUE",
+        "Cache-Control for every file (per extension: the TOML cache_control table)",
+        header_text,
+        optional=True,
+    ),
+    Setting(
+        "access_log",
+        "str",
+        "--access-log",
+        "PATH",
+        "access log file ('-' for stderr; default off; SIGHUP reopens it)",
+        log_target,
+        optional=True,
+    ),
+    Setting(
+        "log_format",
+        "str",
+        "--log-format",
+        "combined|json",
+        "access log format (default combined)",
+        one_of("combined", "json"),
+    ),
+    Setting(
+        "status_path",
+        "str",
+        "--status-path",
+        "PATH",
+        f"serve counters at this path, e.g. {STATUS_DEFAULT_PATH} (default off)",
+        url_path,
+        optional=True,
+    ),
+    Setting(
+        "backlog",
+        "int",
+        "--backlog",
+        "N",
+        "listen backlog, capped by net.core.somaxconn (default 4096)",
+        at_least(1),
+    ),
+    Setting(
+        "max_accept_wait",
+        "float",
+        "--max-accept-wait",
+        "SECONDS",
+        "under a connection flood, drop new SYNs at random to hold the accept queue at a "
+        "tenth of this many seconds of accepts (backlog shrunk to half of it as a "
+        "backstop) and reset connections that waited longer; 0 = off (default 1.0)",
+        at_least(0),
+    ),
+    Setting(
+        "shed_keepalive_lag",
+        "float",
+        "--shed-keepalive-lag",
+        "SECONDS",
+        "loop lag above which new responses close their connection (default 0.05)",
+        above(0),
+    ),
+    Setting(
+        "shed_503_lag",
+        "float",
+        "--shed-503-lag",
+        "SECONDS",
+        "loop lag above which new requests get 503 + Retry-After (default 0.2)",
+        above(0),
+    ),
+    Setting(
+        "shed_accept_lag",
+        "float",
+        "--shed-accept-lag",
+        "SECONDS",
+        "loop lag above which new connections are closed at accept (default 0.5)",
+        above(0),
+    ),
+    Setting("serve_dotfiles", "bool", "--dotfiles", None, "serve files whose name starts with '.'"),
+    Setting("autoindex", "bool", "--autoindex", None, "list directories that have no index.html"),
+    Setting("precompressed", "bool", "--no-precompressed", None, "do not serve x.gz/x.br siblings"),
+    # TOML only: the limits below have held up against every client we know of.
+    Setting("linger_timeout", "float", check=above(0)),
+    Setting("max_header_bytes", "int", check=at_least(1024)),
+    Setting("max_fields", "int", check=at_least(1)),
+    Setting("max_pending_output_bytes", "int", check=at_least(1024)),
+    Setting("revalidate_seconds", "float", check=at_least(0)),
+    Setting("index", "str", check=file_name),
+    Setting("reuse_port", "bool"),
+    Setting("cache_control", "table", check=cache_table),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+assert set(BY_NAME) == {f.name for f in dataclasses.fields(ServerConfig)}, "a setting is missing"
+
+
+def toml_keys() -> dict[str, Setting]:
+    """Every key a --config file may use: names, flags without dashes, aliases."""
+    keys: dict[str, Setting] = {}
+    for s in SETTINGS:
+        keys[s.name] = s
+        for alias in s.aliases:
+            keys[alias] = s
+    for s in SETTINGS:  # a flag's name where no setting has it (cache_control: the table)
+        if s.flag and not s.flag.startswith("--no-"):  # no_precompressed = false: no
+            keys.setdefault(s.flag[2:].replace("-", "_"), s)
+    return keys
+
+
+# -- one value from the command line or from TOML ----------------------------------------
+@dataclass
+class Given:
+    """A value as the user gave it, and where, for the messages."""
+
+    name: str  # the setting
+    value: Any
+    where: str  # "--header-timeout" or "site.toml: header_timeout"
+    text: bool = False  # a command-line string, still to convert
+
+
+def _convert_text(s: Setting, raw: str) -> tuple[Any, str | None]:
+    """A command-line string to the setting's type."""
+    if s.kind == "workers" and raw == "auto":
+        return 0, None
+    if s.kind in ("int", "workers"):
+        try:
+            return int(raw), None
+        except ValueError:
+            more = " or auto" if s.kind == "workers" else ""
+            return None, f"must be a whole number{more}"
+    if s.kind == "float":
+        try:
+            value = float(raw)
+        except ValueError:
+            return None, "must be a number"
+        return (value, None) if math.isfinite(value) else (None, "must be a finite number")
+    return raw, None
+
+
+def _check_type(s: Setting, value: Any) -> tuple[Any, str | None]:
+    """A TOML value against the setting's type; ints widen to floats, nothing else."""
+    if value is None and s.optional:
+        return None, None
+    kind = "int" if s.kind == "workers" else s.kind
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            return None, "must be a whole number"
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, "must be a number"
+        if not math.isfinite(value):
+            return None, "must be a finite number"
+        value = float(value)
+    elif kind == "str" and not isinstance(value, str):
+        return None, "must be a string"
+    elif kind == "bool" and not isinstance(value, bool):
+        return None, "must be true or false"
+    elif kind == "list" and (
+        not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+    ):
+        return None, "must be a list of strings"
+    elif kind == "table" and not isinstance(value, dict):
+        return None, 'must be a table, e.g. [cache_control] ".css" = "max-age=3600"'
+    return value, None
+
+
+def typed(given: Given) -> tuple[Any, str | None]:
+    """The value in the setting's type and range, or what is wrong with it."""
+    s = BY_NAME[given.name]
+    if s.kind == "workers" and given.value == "auto":
+        value, problem = 0, None
+    elif given.text:
+        value, problem = _convert_text(s, given.value)
+    else:
+        value, problem = _check_type(s, given.value)
+    if problem is None and s.check is not None and value is not None:
+        problem = s.check(value)
+    return value, problem
+
+
+def describe(given: Given, problem: str) -> str:
+    """One line: where the value came from, the value, what is wrong."""
+    value = given.value
+    shown = value if given.text and value and value.isprintable() else repr(value)
+    if given.text:  # "--header-timeout -5", "port 99999"
+        return f"{given.where} {shown}: {problem}"
+    return f"{given.where} = {shown}: {problem}"
+
+
+def unknown_key(key: str, where: str, known: Iterable[str]) -> str:
+    near = difflib.get_close_matches(key.replace("-", "_"), list(known), n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return f"{where}: unknown setting {key!r}{hint}"
+
+
+# -- a whole configuration ---------------------------------------------------------------
+def from_toml(data: dict[str, Any], path: str) -> tuple[list[Given], list[str]]:
+    """The values of a parsed --config file, and the problems of its keys."""
+    keys = toml_keys()
+    given: list[Given] = []
+    problems: list[str] = []
+    for key, value in data.items():
+        where = f"{path}: {key}"
+        name = key.replace("-", "_")
+        if name == "status" and isinstance(value, bool):  # status = true: the --status flag
+            given.append(Given("status_path", STATUS_DEFAULT_PATH if value else None, where))
+        elif name == "cache_control" and isinstance(value, str):  # --cache-control's name
+            given.append(Given("cache_control_default", value, where))
+        elif name in keys:
+            given.append(Given(keys[name].name, value, where))
+        else:
+            problems.append(unknown_key(key, path, [*keys, "status"]))
+    return given, problems
+
+
+def resolve(given: list[Given]) -> tuple[ServerConfig | None, list[str]]:
+    """ServerConfig from the values in order (a later one wins), or every problem.
+
+    Each value is checked on its own and then against the others (``--listen`` with
+    ``-p``, the shedding lags in order, what the mode and this machine can do)."""
+    values: dict[str, Any] = {}
+    sources: dict[str, Given] = {}
+    problems: list[str] = []
+    bad: set[str] = set()
+    for g in given:
+        value, problem = typed(g)
+        if problem is not None:
+            problems.append(describe(g, problem))
+            bad.add(g.name)
+        else:
+            values[g.name] = value
+            sources[g.name] = g
+    config = ServerConfig(**{k: v for k, v in values.items() if k not in bad})
+    problems += _together(config, sources, bad)
+    return (None, problems) if problems else (config, [])
+
+
+def _together(config: ServerConfig, sources: dict[str, Given], bad: set[str]) -> list[str]:
+    """Problems of settings that are each fine alone (``bad``: names that are not, whose
+    combinations are not judged)."""
+    problems = _listen_problems(config, sources)
+    lags = ["shed_keepalive_lag", "shed_503_lag", "shed_accept_lag"]
+    for low, high in itertools.pairwise(lags):
+        if low in bad or high in bad:
+            continue
+        if getattr(config, low) > getattr(config, high):
+            problems.append(
+                f"{_flag(low)} {getattr(config, low):g} is above {_flag(high)} "
+                f"{getattr(config, high):g}: the shedding tiers must come in this order: "
+                "keep-alive, 503, accept"
+            )
+    mode = None if bad & {"backend", "io_threads"} else _mode_problem(config)
+    if mode:
+        problems.append(mode)
+    elif bad & {"workers", "max_connections"}:
+        pass
+    elif config.workers == 1 and config.max_connections is not None:
+        problems += _one_process_cap(config)
+    return problems
+
+
+def _flag(name: str) -> str:
+    return BY_NAME[name].flag or name
+
+
+def _listen_problems(config: ServerConfig, sources: dict[str, Given]) -> list[str]:
+    from c10k.server.listeners import parse_listen
+
+    problems = [
+        f"{sources[name].where} is not used with --listen: put the address in --listen "
+        f"(e.g. --listen {config.host}:{config.port})"
+        for name in ("port", "host")
+        if config.listen and name in sources
+    ]
+    for spec in config.listen:
+        try:
+            parse_listen(spec, config.host)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _mode_problem(config: ServerConfig) -> str | None:
+    """The backend or server mode cannot run here, or cannot honour a setting."""
+    from c10k.core.backend import BackendUnavailable
+    from c10k.core.registry import BACKENDS
+    from c10k.server.modes import SERVER_MODES, ModeUnavailable, check_settings
+
+    names = ("auto", *BACKENDS, *SERVER_MODES)
+    if config.backend not in names:
+        return f"backend {config.backend!r}: must be one of {', '.join(names)}"
+    try:
+        check_settings(config)
+    except (BackendUnavailable, ModeUnavailable) as exc:
+        return str(exc)
+    return None
+
+
+def _one_process_cap(config: ServerConfig) -> list[str]:
+    from c10k.server.base import FD_RESERVE
+    from c10k.server.process import per_process_cap
+
+    cap, hard = per_process_cap(config.backend)
+    wanted = config.max_connections or 0
+    if wanted <= cap:
+        return []
+    need = math.ceil(wanted / cap)
+    return [
+        f"--max-connections {wanted:,} is more than one process can hold here ({cap:,}: "
+        f"RLIMIT_NOFILE hard limit {hard:,} minus {FD_RESERVE} kept for the server); use "
+        f"--workers {need} or more (or auto), or raise the hard limit"
+    ]
