@@ -1,0 +1,333 @@
+"""TLS for every mode: a layer between a mode's transport and the connection's Session.
+
+A mode moves bytes; with TLS the bytes it moves are records. ``TLSLayer`` is the
+Session's transport (the same face: ``writelines``, ``close``, ``pending_bytes``...) and
+the mode transport's protocol (``data_received``, ``pause_writing``...), with an
+``ssl.SSLObject`` over two ``MemoryBIO``s in between, so the handshake never blocks and no
+mode needs to know that TLS exists: level- and edge-triggered loops, io_uring, threads and
+asyncio all feed it the same way (the "OpenSSL under edge-triggered I/O" question of the
+C10K page does not arise: the layer always reads everything the mode delivered).
+
+The path of one keep-alive request over TLS: the mode reads records -> ``data_received``
+feeds them to the SSLObject and reads all the plaintext out -> ``Session.data_received``
+returns the memoized response -> it is encrypted into the outgoing BIO -> the records are
+*returned* to the mode, which writes them: still one read and one write.
+
+File bodies cannot go by sendfile (the kernel would send plaintext; kTLS is what lifts
+that, and Python 3.11 cannot switch it on): regions are read in ``CHUNK`` pieces with
+``os.preadv`` into one reused buffer per layer, encrypted and written, until the mode's
+transport says stop (``pause_writing``) or ``TURN_BYTES`` went out in this turn, when the
+rest waits for ``resume_writing`` or the next turn (``call_soon``), so one fast client
+cannot hold the loop. The Session sees a transport that is writing until the last region
+is out (``pause_writing``/``resume_writing`` pass through, held while regions remain).
+
+Closing: ``close`` and ``write_eof`` wait for the regions, then send close_notify and
+close the mode's transport after its queue drains. ``abort`` drops everything at once.
+
+Plain HTTP sent to a TLS port (OpenSSL's "http request" error) is answered with a plain
+400 that says so (nginx's 497 page, as a 400 since 497 is not a status clients know),
+then closed; any other failed handshake is counted and dropped without an answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from typing import Any
+
+from c10k.region import FileRegion
+
+log = logging.getLogger("c10k.tls")
+
+CHUNK = 16 * 1024  # one full TLS record of plaintext per read
+TURN_BYTES = 1 << 20  # region bytes encrypted per loop turn before yielding to others
+PLAIN_HTTP_ANSWER = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 51\r\n"
+    b"Connection: close\r\n\r\nThis port speaks HTTPS: the request was plain HTTP.\n"
+)
+
+
+class TLSLayer:
+    """One connection's TLS; see the module comment."""
+
+    __slots__ = (
+        "app",
+        "base",
+        "buf",
+        "closing",
+        "handshaking",
+        "held",
+        "inc",
+        "loop",
+        "out",
+        "regions",
+        "scheduled",
+        "sslobj",
+        "stats",
+        "subject",
+        "waiting",
+    )
+
+    def __init__(self, app: Any, context: ssl.SSLContext, loop: Any, stats: Any) -> None:
+        self.app = app
+        self.loop = loop
+        self.stats = stats  # has tls_handshakes, tls_failures, tls_plain_http counters
+        self.inc = ssl.MemoryBIO()
+        self.out = ssl.MemoryBIO()
+        self.sslobj = context.wrap_bio(self.inc, self.out, server_side=True)
+        self.base: Any = None
+        self.handshaking = True
+        self.regions: list[FileRegion] = []
+        self.buf: bytearray | None = None  # the region read buffer, made on first use
+        self.held = False  # the Session was told pause_writing and waits for resume
+        self.waiting = False  # the mode's transport is full (its pause_writing)
+        self.scheduled = False  # a _pump is due on the next loop turn
+        self.closing = 0  # 1: close, 2: write_eof, once the regions are out
+        self.subject: str | None = None  # the verified client certificate's subject
+
+    # -- the mode's transport calls these ------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.base = transport
+        self.app.connection_made(self)
+
+    def data_received(self, data: bytes) -> bytes | None:
+        self.inc.write(data)
+        if self.handshaking and not self._handshake():
+            return self._records()
+        plain = self._read_plain()
+        if plain:
+            reply = self.app.data_received(plain)
+            if reply:
+                self.sslobj.write(reply)
+        return self._records()
+
+    def eof_received(self) -> None:
+        if not self.handshaking:
+            self.app.eof_received()
+        else:
+            self.base.close()
+
+    def pause_writing(self) -> None:
+        self.waiting = True
+        self._hold()
+
+    def resume_writing(self) -> None:
+        self.waiting = False
+        self._pump()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._release()
+        self.app.connection_lost(exc)
+
+    # -- the Session calls these ---------------------------------------------------------
+    @property
+    def peer(self) -> object:
+        return self.base.peer
+
+    def write(self, data: bytes) -> None:
+        self.writelines([data])
+
+    def writelines(self, items: list[bytes | FileRegion]) -> None:
+        if self.handshaking or self.base.closed:
+            _release(items)
+            return
+        for item in items:
+            if isinstance(item, FileRegion) or self.regions:
+                if isinstance(item, FileRegion):
+                    self.regions.append(item)
+                else:  # bytes after a region: keep their order
+                    self.regions.append(_BytesItem(item))  # type: ignore[arg-type]
+            else:
+                self.sslobj.write(item)
+        self._flush()
+        if self.regions:
+            self._pump()
+
+    def pending_bytes(self) -> int:
+        return int(self.base.pending_bytes()) + sum(len(r) for r in self.regions)
+
+    def pause_reading(self) -> None:
+        self.base.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.base.resume_reading()
+
+    def close(self) -> None:
+        self._end(1)
+
+    def write_eof(self) -> None:
+        self._end(2)
+
+    def abort(self, reset: bool = False) -> None:
+        self._release()
+        self.base.abort(reset)
+
+    # -- inside --------------------------------------------------------------------------
+    def _handshake(self) -> bool:
+        """True once the handshake is done (and the layer carries application data)."""
+        try:
+            self.sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        except ssl.SSLError as exc:
+            self._failed(exc)
+            return False
+        self.handshaking = False
+        self.stats.tls_handshakes += 1
+        cert = self.sslobj.getpeercert()
+        if cert:
+            self.subject = _subject(cert)
+        return True
+
+    def _failed(self, exc: ssl.SSLError) -> None:
+        self.handshaking = True  # never carries data
+        if exc.reason == "HTTP_REQUEST":
+            self.stats.tls_plain_http += 1
+            self._drain_out()
+            self.base.writelines([PLAIN_HTTP_ANSWER])
+            self.base.close()
+            return
+        self.stats.tls_failures += 1
+        log.debug("TLS handshake failed: %s", exc)
+        out = self._drain_out()  # an alert, if OpenSSL made one
+        if out:
+            self.base.writelines([out])
+        self.base.close()
+
+    def _read_plain(self) -> bytes:
+        chunks = []
+        read = self.sslobj.read
+        while True:
+            try:
+                chunk = read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # close_notify: the client is done writing
+                self.app.eof_received()
+                break
+            except ssl.SSLError as exc:
+                self.stats.tls_failures += 1
+                log.debug("TLS error on a connection: %s", exc)
+                self.abort()
+                break
+            if not chunk:  # close_notify, as SSLObject reports it
+                self.app.eof_received()
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _drain_out(self) -> bytes:
+        return self.out.read() if self.out.pending else b""
+
+    def _records(self) -> bytes | None:
+        """Records made while handling a read, for the mode to write itself."""
+        return self.out.read() if self.out.pending else None
+
+    def _flush(self) -> None:
+        if self.out.pending:
+            self.base.write(self.out.read())
+
+    def _hold(self) -> None:
+        if not self.held:
+            self.held = True
+            self.app.pause_writing()
+
+    def _pump(self) -> None:
+        """Encrypt and write queued regions until the mode's transport is full or this
+        turn's share is spent; tell the Session once everything is out."""
+        self.scheduled = False
+        sent = 0
+        while self.regions and not self.waiting and not self.base.closed:
+            if sent >= TURN_BYTES:
+                self._hold()
+                self.scheduled = True
+                self.loop.call_soon(self._pump)
+                return
+            sent += self._encrypt_some()
+            self._flush()
+        if self.regions:
+            if not self.base.closed:
+                self._hold()
+            return
+        if self.closing:
+            self._finish_close()
+        elif self.held and not self.waiting:
+            self.held = False
+            self.app.resume_writing()
+
+    def _encrypt_some(self) -> int:
+        region = self.regions[0]
+        if isinstance(region, _BytesItem):
+            self.sslobj.write(region.data)
+            self.regions.pop(0)
+            return len(region.data)
+        if self.buf is None:
+            self.buf = bytearray(CHUNK)
+        want = min(CHUNK, region.count)
+        view = memoryview(self.buf)[:want]
+        try:
+            n = os.preadv(region.fd, [view], region.offset)
+        except OSError as exc:
+            log.warning("reading a file for TLS failed: %s", exc)
+            n = 0
+        if n <= 0:  # the file shrank or failed: the promised length cannot be kept
+            self.abort()
+            return 0
+        self.sslobj.write(view[:n])
+        region.offset += n
+        region.count -= n
+        if region.count == 0:
+            self.regions.pop(0).release()
+        return n
+
+    def _end(self, how: int) -> None:
+        if self.closing or self.base.closed:
+            return
+        self.closing = how
+        if not self.regions:
+            self._finish_close()
+
+    def _finish_close(self) -> None:
+        if not self.handshaking:
+            try:
+                self.sslobj.unwrap()  # queues close_notify; the client's is not awaited
+            except ssl.SSLError:
+                pass
+            self._flush()
+        if self.closing == 2:
+            self.base.write_eof()
+        else:
+            self.base.close()
+
+    def _release(self) -> None:
+        regions, self.regions = self.regions, []
+        _release(regions)
+
+
+class _BytesItem:
+    """Bytes queued behind a region, so they go out after it."""
+
+    __slots__ = ("count", "data")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.count = len(data)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def release(self) -> None:
+        pass
+
+
+def _release(items: list[Any]) -> None:
+    for item in items:
+        if isinstance(item, (FileRegion, _BytesItem)):
+            item.release()
+
+
+def _subject(cert: dict[str, Any]) -> str:
+    """``CN=alice,O=Example`` from getpeercert()'s nested tuples."""
+    parts = [f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn]
+    return ",".join(parts)
