@@ -90,7 +90,7 @@ class ServerProcess:
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
-        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        m = re.search(r"https?://127\.0\.0\.1:(\d+)/", line)
         if m is None:
             self.proc.kill()
             _, err_bytes = self.proc.communicate()  # also closes the pipes

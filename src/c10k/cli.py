@@ -68,7 +68,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="append",
         default=argparse.SUPPRESS,
         metavar="ADDR",
-        help="listen here (repeatable): HOST:PORT, [V6]:PORT or unix:/path",
+        help="listen here (repeatable): HOST:PORT, [V6]:PORT or unix:/path; tls:HOST:PORT "
+        "for HTTPS (with --tls-cert)",
     )
     names = ["auto", *BACKENDS, *SERVER_MODES]
     p.add_argument(
@@ -87,7 +88,16 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     for s in SETTINGS:
         if s.flag is None:
             continue
-        if s.kind == "bool":
+        if s.kind == "list":  # repeatable
+            p.add_argument(
+                s.flag,
+                dest=s.name,
+                action="append",
+                metavar=s.metavar,
+                default=argparse.SUPPRESS,
+                help=s.help,
+            )
+        elif s.kind == "bool":
             action = "store_false" if s.flag.startswith("--no-") else "store_true"
             p.add_argument(
                 s.flag, dest=s.name, action=action, default=argparse.SUPPRESS, help=s.help
@@ -147,7 +157,7 @@ def build_config(ns: argparse.Namespace) -> ServerConfig:
             given.append(Given(name, flags[name], f"--{name}"))
     for s in SETTINGS:
         if s.flag and s.name in flags:
-            given.append(Given(s.name, flags[s.name], s.flag, text=s.kind != "bool"))
+            given.append(Given(s.name, flags[s.name], s.flag, text=s.kind not in ("bool", "list")))
     problems += _positional(ns.args, flags, given)
     if not any(g.name == "root" for g in given):
         root = "." if Path("index.html").is_file() else str(EMBEDDED_ROOT)

@@ -86,3 +86,18 @@ class ServerConfig:
     # backlog shrinks to half this many seconds of accepts, and older connections are
     # reset unread at accept. 0: off (the queue is --backlog long, FIFO).
     max_accept_wait: float = 1.0
+
+    # -- TLS (c10k.server.tls, c10k.server.certs) ----------------------------------------
+    # Certificate chain and key files, in pairs; the first pair is the default, the others
+    # are chosen by SNI from their certificates' names (nginx: one server block each).
+    tls_cert: list[str] = field(default_factory=list)
+    tls_key: list[str] = field(default_factory=list)
+    # CA bundle for client certificates: set, every client must present one it signed
+    # (nginx ssl_verify_client on).
+    tls_client_ca: str | None = None
+    # A plain-HTTP listener on this port answering 301 to the https URL (nginx: a server
+    # block with `return 301 https://$host$request_uri`).
+    redirect_https: int | None = None
+    # Strict-Transport-Security max-age on responses (off by default, as in nginx: it is a
+    # promise browsers keep for that long).
+    hsts: int | None = None

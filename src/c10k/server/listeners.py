@@ -98,14 +98,42 @@ def _tcp_address(
     return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), (host, port)
 
 
-def listen_addresses(config: ServerConfig) -> list[tuple[int, Address]]:
-    """The addresses to listen on: ``config.listen``, or ``config.host``/``config.port``."""
+def strip_tls(spec: str) -> tuple[bool, str]:
+    """``tls:HOST:PORT`` marks a TLS listener: (is TLS, the address spec).
+
+    >>> strip_tls("tls:0.0.0.0:443"), strip_tls("[::1]:80")
+    ((True, '0.0.0.0:443'), (False, '[::1]:80'))
+    """
+    return (True, spec[4:]) if spec.startswith("tls:") else (False, spec)
+
+
+HTTP, HTTPS, REDIRECT = "http", "https", "redirect"  # what a listener serves
+
+
+def listen_roles(config: ServerConfig) -> list[str]:
+    """What each of ``listen_addresses`` serves, in the same order: plain HTTP, HTTPS
+    (``tls:`` listeners; without --listen, the one address when there are
+    certificates), or the --redirect-https listener (last)."""
     if config.listen:
-        return [parse_listen(spec, config.host) for spec in config.listen]
+        roles = [HTTPS if strip_tls(spec)[0] else HTTP for spec in config.listen]
+    else:
+        roles = [HTTPS if config.tls_cert else HTTP]
+    return roles + [REDIRECT] * (config.redirect_https is not None)
+
+
+def listen_addresses(config: ServerConfig) -> list[tuple[int, Address]]:
+    """The addresses to listen on: ``config.listen``, or ``config.host``/``config.port``;
+    then the --redirect-https port on ``config.host``."""
     host = config.host
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return [parse_listen(f"{host}:{config.port}", config.host)]
+    if config.listen:
+        out = [parse_listen(strip_tls(spec)[1], config.host) for spec in config.listen]
+    else:
+        out = [parse_listen(f"{host}:{config.port}", config.host)]
+    if config.redirect_https is not None:
+        out.append(parse_listen(f"{host}:{config.redirect_https}", config.host))
+    return out
 
 
 def bind_listeners(
@@ -192,15 +220,17 @@ def format_address(family: int, addr: Address) -> str:
     return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
 
 
-def listener_url(sock: socket.socket) -> str:
-    """``http://HOST:PORT/`` of a TCP listener, ``unix:/path`` of a Unix one."""
+def listener_url(sock: socket.socket, role: str = HTTP) -> str:
+    """``http://HOST:PORT/`` (``https://`` for TLS) of a TCP listener, ``unix:/path`` of a
+    Unix one."""
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
-        return f"unix:{name}"
+        return f"unix:{name}" + (" (TLS)" if role == HTTPS else "")
     host, port = name[:2]
     if sock.family == socket.AF_INET6:
         host = f"[{host}]"
-    return f"http://{host}:{port}/"
+    url = f"{'https' if role == HTTPS else 'http'}://{host}:{port}/"
+    return url + (" (redirects to https)" if role == REDIRECT else "")
 
 
 def bind_slots(
@@ -237,7 +267,7 @@ def bind_slots(
 
 
 def serving_line(config: ServerConfig, socks: list[socket.socket]) -> str:
-    urls = [listener_url(s) for s in socks]
+    urls = [listener_url(s, role) for s, role in zip(socks, listen_roles(config), strict=True)]
     line = f"c10k serving {os.path.abspath(config.root)} at {urls[0]}"
     if len(urls) > 1:
         line += f" (also {', '.join(urls[1:])})"

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from c10k.server.config import ServerConfig
+from c10k.server.words import plural
 
 Check = Callable[[Any], str | None]  # a value's problem, or None
 STATUS_DEFAULT_PATH = "/_c10k/status"
+HTTPS_DEFAULT_PORT = 8443  # with certificates and no -p (8000 stays plain HTTP's)
 # RFC 9110 token characters (a charset name is a token)
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -101,6 +103,20 @@ def log_target(v: str | None) -> str | None:
     if not parent.is_dir():
         return f"cannot be created: no directory {str(parent)!r}"
     return None if os.access(parent, os.W_OK | os.X_OK) else f"cannot be created in {parent}"
+
+
+def readable_file(v: str) -> str | None:
+    if not Path(v).is_file():
+        return "no such file"
+    return None if os.access(v, os.R_OK) else "is not readable"
+
+
+def readable_files(v: list[str]) -> str | None:
+    for path in v:
+        problem = readable_file(path)
+        if problem:
+            return f"{path}: {problem}"
+    return None
 
 
 def directory(v: str) -> str | None:
@@ -316,6 +332,50 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("serve_dotfiles", "bool", "--dotfiles", None, "serve files whose name starts with '.'"),
     Setting("autoindex", "bool", "--autoindex", None, "list directories that have no index.html"),
     Setting("precompressed", "bool", "--no-precompressed", None, "do not serve x.gz/x.br siblings"),
+    Setting(
+        "tls_cert",
+        "list",
+        "--tls-cert",
+        "FILE",
+        "certificate chain (PEM) for HTTPS; repeatable, each with its --tls-key; the first "
+        "is the default, the others are chosen by SNI from their names",
+        readable_files,
+    ),
+    Setting(
+        "tls_key",
+        "list",
+        "--tls-key",
+        "FILE",
+        "private key (PEM) of the --tls-cert given in the same position",
+        readable_files,
+    ),
+    Setting(
+        "tls_client_ca",
+        "str",
+        "--tls-client-ca",
+        "FILE",
+        "require client certificates signed by these CAs (mutual TLS; default off)",
+        readable_file,
+        optional=True,
+    ),
+    Setting(
+        "redirect_https",
+        "int",
+        "--redirect-https",
+        "PORT",
+        "answer plain HTTP on this port with 301 to the https URL (default off)",
+        port_number,
+        optional=True,
+    ),
+    Setting(
+        "hsts",
+        "int",
+        "--hsts",
+        "SECONDS",
+        "send Strict-Transport-Security: max-age=SECONDS over HTTPS (default off)",
+        at_least(0),
+        optional=True,
+    ),
     # TOML only: the limits below have held up against every client we know of.
     Setting("linger_timeout", "float", check=above(0)),
     Setting("max_header_bytes", "int", check=at_least(1024)),
@@ -418,6 +478,8 @@ def describe(given: Given, problem: str) -> str:
     """One line: where the value came from, the value, what is wrong."""
     value = given.value
     shown = value if given.text and value and value.isprintable() else repr(value)
+    if isinstance(value, list):  # the check names the item
+        return f"{given.where}: {problem}"
     if given.text:  # "--header-timeout -5", "port 99999"
         return f"{given.where} {shown}: {problem}"
     return f"{given.where} = {shown}: {problem}"
@@ -442,11 +504,32 @@ def from_toml(data: dict[str, Any], path: str) -> tuple[list[Given], list[str]]:
             given.append(Given("status_path", STATUS_DEFAULT_PATH if value else None, where))
         elif name == "cache_control" and isinstance(value, str):  # --cache-control's name
             given.append(Given("cache_control_default", value, where))
+        elif name == "tls":  # [[tls]] cert = "...", key = "..."
+            pairs, problem = _tls_tables(value)
+            if problem:
+                problems.append(f"{where}: {problem}")
+            else:
+                given.append(Given("tls_cert", [c for c, _ in pairs], where))
+                given.append(Given("tls_key", [k for _, k in pairs], where))
         elif name in keys:
             given.append(Given(keys[name].name, value, where))
         else:
-            problems.append(unknown_key(key, path, [*keys, "status"]))
+            problems.append(unknown_key(key, path, [*keys, "status", "tls"]))
     return given, problems
+
+
+def _tls_tables(value: Any) -> tuple[list[tuple[str, str]], str | None]:
+    """``[[tls]]`` tables, each with ``cert`` and ``key`` (strings, nothing else)."""
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        return [], 'must be [[tls]] tables with cert = "FILE" and key = "FILE"'
+    pairs = []
+    for i, table in enumerate(value, 1):
+        cert, key = table.get("cert"), table.get("key")
+        extra = sorted(set(table) - {"cert", "key"})
+        if not isinstance(cert, str) or not isinstance(key, str) or extra:
+            return [], f'table {i} must have cert = "FILE" and key = "FILE" and nothing else'
+        pairs.append((cert, key))
+    return pairs, None
 
 
 def resolve(given: list[Given]) -> tuple[ServerConfig | None, list[str]]:
@@ -467,6 +550,8 @@ def resolve(given: list[Given]) -> tuple[ServerConfig | None, list[str]]:
             values[g.name] = value
             sources[g.name] = g
     config = ServerConfig(**{k: v for k, v in values.items() if k not in bad})
+    if config.tls_cert and not config.listen and "port" not in sources:
+        config.port = HTTPS_DEFAULT_PORT
     problems += _together(config, sources, bad)
     return (None, problems) if problems else (config, [])
 
@@ -485,6 +570,8 @@ def _together(config: ServerConfig, sources: dict[str, Given], bad: set[str]) ->
                 f"{getattr(config, high):g}: the shedding tiers must come in this order: "
                 "keep-alive, 503, accept"
             )
+    if not bad & {"tls_cert", "tls_key", "tls_client_ca", "listen", "redirect_https"}:
+        problems += _tls_problems(config)
     mode = None if bad & {"backend", "io_threads"} else _mode_problem(config)
     if mode:
         problems.append(mode)
@@ -500,7 +587,7 @@ def _flag(name: str) -> str:
 
 
 def _listen_problems(config: ServerConfig, sources: dict[str, Given]) -> list[str]:
-    from c10k.server.listeners import parse_listen
+    from c10k.server.listeners import parse_listen, strip_tls
 
     problems = [
         f"{sources[name].where} is not used with --listen: put the address in --listen "
@@ -510,7 +597,7 @@ def _listen_problems(config: ServerConfig, sources: dict[str, Given]) -> list[st
     ]
     for spec in config.listen:
         try:
-            parse_listen(spec, config.host)
+            parse_listen(strip_tls(spec)[1], config.host)
         except ValueError as exc:
             problems.append(str(exc))
     return problems
@@ -546,3 +633,31 @@ def _one_process_cap(config: ServerConfig) -> list[str]:
         f"RLIMIT_NOFILE hard limit {hard:,} minus {FD_RESERVE} kept for the server); use "
         f"--workers {need} or more (or auto), or raise the hard limit"
     ]
+
+
+def _tls_problems(config: ServerConfig) -> list[str]:
+    from c10k.server.certs import CertError, load
+    from c10k.server.listeners import strip_tls
+
+    if len(config.tls_cert) != len(config.tls_key):
+        return [
+            f"{plural(len(config.tls_cert), 'certificate')} (--tls-cert) and "
+            f"{plural(len(config.tls_key), 'key')} (--tls-key): they come in pairs"
+        ]
+    marked = [spec for spec in config.listen if strip_tls(spec)[0]]
+    if not config.tls_cert:
+        needs = [f"--listen {marked[0]}"] if marked else []
+        needs += ["--redirect-https"] * (config.redirect_https is not None)
+        needs += ["--tls-client-ca"] * (config.tls_client_ca is not None)
+        needs += ["--hsts"] * (config.hsts is not None)
+        return [f"{what} needs --tls-cert and --tls-key" for what in needs]
+    if config.listen and not marked:
+        return [
+            "with --listen, say which listeners speak TLS: --listen tls:HOST:PORT "
+            f"(e.g. --listen tls:{strip_tls(config.listen[0])[1]})"
+        ]
+    try:
+        load(list(zip(config.tls_cert, config.tls_key, strict=True)), config.tls_client_ca)
+    except CertError as exc:
+        return [str(exc)]
+    return []
