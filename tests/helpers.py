@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import http.client
 import multiprocessing
 import os
 import re
@@ -66,8 +67,15 @@ class ServerProcess:
     """``python -m c10k serve`` in a subprocess on port 0; reads the URL it prints."""
 
     def __init__(
-        self, root: Path, backend: str = "epoll", *args: str, wrap: list[str] | None = None
+        self,
+        root: Path,
+        backend: str = "epoll",
+        *args: str,
+        wrap: list[str] | None = None,
+        tls: bool = False,
     ) -> None:
+        if tls:
+            args = (*args, *tls_args())
         self.argv = [
             *(wrap or []),
             sys.executable,
@@ -99,6 +107,9 @@ class ServerProcess:
         self.banner = line + self.proc.stdout.readline().decode()
         self.port = int(m.group(1))
         self.pid = self.proc.pid
+        self.tls = tls
+        if tls:
+            _TLS_PORTS.add(self.port)
 
     def fd_count(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
@@ -112,6 +123,7 @@ class ServerProcess:
         return n
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+        _TLS_PORTS.discard(self.port)
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -122,9 +134,57 @@ class ServerProcess:
         return self.proc.returncode, out.decode(), err.decode()
 
 
+# -- TLS: servers started with tls=True, and clients that trust them ------------------------
+_TLS_PORTS: set[int] = set()  # ports of servers speaking TLS: connect() wraps for them
+_TEST_CA: dict[str, Any] = {}
+
+
+def test_ca() -> dict[str, Any]:
+    """A CA made for this run (trustme) and a certificate for localhost/127.0.0.1: its
+    files, and a client context that trusts it."""
+    if not _TEST_CA:
+        import ssl
+        import tempfile
+
+        trustme = pytest.importorskip("trustme", reason="pip install trustme (the test extra)")
+        ca = trustme.CA()
+        d = Path(tempfile.mkdtemp(prefix="c10k-ca-"))
+        leaf = ca.issue_cert("localhost", "127.0.0.1")
+        leaf.private_key_pem.write_to_path(str(d / "key.pem"))
+        leaf.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
+        ca.cert_pem.write_to_path(str(d / "ca.pem"))
+        ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
+        _TEST_CA.update(dir=d, ca=ca, client=ctx)
+    return _TEST_CA
+
+
+def tls_args() -> list[str]:
+    d = test_ca()["dir"]
+    return ["--tls-cert", str(d / "cert.pem"), "--tls-key", str(d / "key.pem")]
+
+
 def connect(port: int, timeout: float = 5.0) -> socket.socket:
+    """A connection to the server on ``port``: TLS (to "localhost") if it speaks TLS."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if port in _TLS_PORTS:
+        return test_ca()["client"].wrap_socket(s, server_hostname="localhost")  # type: ignore[no-any-return]
     return s
+
+
+def http_connection(port: int, timeout: float = 5.0) -> http.client.HTTPConnection:
+    if port in _TLS_PORTS:
+        return http.client.HTTPSConnection(
+            "localhost", port, timeout=timeout, context=test_ca()["client"]
+        )
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+
+def curl_base(port: int) -> list[str]:
+    """curl's arguments for the server on ``port`` (trust, name) and its base URL, last."""
+    if port in _TLS_PORTS:
+        ca = test_ca()["dir"] / "ca.pem"
+        return ["--cacert", str(ca), f"https://127.0.0.1:{port}"]
+    return [f"http://127.0.0.1:{port}"]
 
 
 def recv_all(sock: socket.socket, timeout: float = 5.0) -> bytes:

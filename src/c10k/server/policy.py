@@ -10,7 +10,12 @@ Every server mode makes one Policy and hands it to each connection's Session. It
 - the overload tier (``c10k.server.overload``) and accept-queue admission
   (``c10k.server.admission``), from the pressure readings the mode reports every
   ``PRESSURE_INTERVAL`` (``pressure``);
-- draining: ``degraded`` makes new responses close their connection.
+- draining: ``degraded`` makes new responses close their connection;
+- under a supervisor, its record on the workers' shared board (``share``,
+  ``c10k.server.shared``): written at each pressure check, when the status page is
+  rendered and when the worker stops (``publish``), and read by the status page, which
+  then shows the whole server. No thread: the pressure check is the timer every mode
+  already runs.
 
 It is driven from one thread at a time: the loop thread of the readiness, io_uring and
 asyncio modes; the thread-per-client mode holds one lock around every call into it.
@@ -34,7 +39,8 @@ from c10k.server.admission import Admission
 from c10k.server.config import ServerConfig
 from c10k.server.overload import IDLE_INTERVAL, PRESSURE_INTERVAL, Tiers
 from c10k.server.session import CLOSED, CLOSING, IDLE, LINGERING, READING, WRITING, Session
-from c10k.server.status import StatusPage
+from c10k.server.shared import Board, Cell, aggregate
+from c10k.server.status import Counters, StatusPage
 from c10k.server.wire import Wire
 from c10k.static import StaticFiles
 
@@ -45,6 +51,11 @@ log = logging.getLogger("c10k.server")
 
 Handler = Callable[[Request, float], Response]
 FastHandler = Callable[[Request, float], Response | None]
+# The connection-state gauges (active, reading, writing, waiting) cost a walk over every
+# connection, so a record written at each busy pressure check (PRESSURE_INTERVAL) walks
+# at most this often: a tenth of the walks at 10,000 connections, gauges at most a second
+# old. The status page's own render always walks (it is rate-limited by STATUS_TTL).
+GAUGE_INTERVAL = IDLE_INTERVAL
 
 
 class Driver(Protocol):
@@ -142,6 +153,9 @@ class Policy(Wire):
         self.degraded = False  # draining or shedding: new responses close their connection
         self.draining = False
         self.accept_guard = False  # look at each new connection (tier 3, or admission)
+        self.cell: Cell | None = None  # this worker's record on the shared board
+        self._states = dict.fromkeys(("active", "reading", "writing", "waiting"), 0)
+        self._states_due = 0.0
 
     # -- the disk I/O pool ---------------------------------------------------------------
     def offload(self, session: Session, req: Request) -> None:
@@ -199,6 +213,8 @@ class Policy(Wire):
         self.accept_guard = level >= 3 or standing
         if self.access_log is not None:
             self.access_log.flush()
+        if self.cell is not None:
+            self.publish()
         busy = standing or not self.tiers.quiet or self.access_log is not None
         return PRESSURE_INTERVAL if busy else IDLE_INTERVAL
 
@@ -219,8 +235,8 @@ class Policy(Wire):
         self.admission.release()
 
     # -- the status page -------------------------------------------------------------------
-    def status(self) -> dict[str, int]:
-        """The counters: nginx stub_status's, plus per-status and shedding ones."""
+    def states(self) -> dict[str, int]:
+        """Open connections by state (a walk over them: O(connections))."""
         states = [0] * 6
         active = 0
         if self.driver is not None:
@@ -228,12 +244,18 @@ class Policy(Wire):
                 if session.state != CLOSED:
                     states[session.state] += 1
                     active += 1
-        tiers = self.tiers
         return {
             "active": active,
             "reading": states[READING],
             "writing": states[WRITING] + states[LINGERING] + states[CLOSING],
             "waiting": states[IDLE],
+        }
+
+    def values(self, states: dict[str, int]) -> dict[str, int]:
+        """``states`` and every counter and gauge (``c10k.server.shared.FIELDS``)."""
+        tiers = self.tiers
+        return {
+            **states,
             "accepts": self.accepts,
             "handled": self.handled,
             "requests": self.requests,
@@ -247,12 +269,52 @@ class Policy(Wire):
             "backlog": self.admission.backlog,
             "syn_drop_percent": self.admission.drop_percent,
             "access_log_dropped": self.access_log.dropped if self.access_log else 0,
-            "uptime_seconds": int(time.time() - self.started),
-            "pid": os.getpid(),
         }
 
-    def counters(self) -> tuple[dict[str, int], dict[int, int]]:
-        return self.status(), self.status_counts
+    def status(self) -> dict[str, int]:
+        """The counters: nginx stub_status's, plus per-status and shedding ones."""
+        st = self.values(self.states())
+        st["uptime_seconds"] = int(time.time() - self.started)
+        st["pid"] = os.getpid()
+        return st
+
+    def counters(self) -> Counters:
+        """What the status page shows: this process's numbers, or under a supervisor the
+        whole server's and each live worker's (see c10k.server.status)."""
+        if self.cell is None:
+            return self.status(), self.status_counts, []
+        self.publish(walk=True)  # this worker's row as fresh as the page
+        board = self.cell.board
+        retired, live, exited = board.snapshot()
+        st, by_status = aggregate(retired, live)
+        now = time.time()
+        st["uptime_seconds"] = int(now - board.started)
+        st["pid"] = os.getpid()
+        st["workers"] = len(live)
+        st["workers_exited"] = exited
+        for w in live:
+            w.values["uptime_seconds"] = max(0, int(now - w.started))
+        return st, by_status, live
+
+    # -- the shared board (under a supervisor) ----------------------------------------------
+    def share(self, board: Board, index: int, generation: int, slot: int) -> None:
+        """From now on keep this process's record in cell ``index`` of ``board``, which
+        the supervisor gave to worker ``generation`` in ``slot``."""
+        self.cell = Cell(board, index, generation, slot, os.getpid(), self.started)
+        self.publish(walk=True)
+
+    def publish(self, walk: bool = False, final: bool = False) -> None:
+        """Write this process's record (see GAUGE_INTERVAL for when the connection states
+        are walked); ``final``: it serves nothing any more, so no connections."""
+        if self.cell is None:
+            return
+        now = time.monotonic()
+        if final:
+            self._states = dict.fromkeys(self._states, 0)
+        elif self.config.status_path and (walk or now >= self._states_due):
+            self._states = self.states()
+            self._states_due = now + GAUGE_INTERVAL
+        self.cell.write(self.values(self._states), self.status_counts)
 
     def close(self) -> None:
         if self.access_log is not None:

@@ -4,12 +4,17 @@ Supervisor (``Supervisor``): a loop over poll(2) of a signal wakeup pipe and one
 worker, plus waitpid(WNOHANG); no event loop is needed for a handful of fds.
 - Worker -> supervisor pipe, one JSON object per line: ``{"ready": ...}`` with the worker's
   backend and capacity once it is serving (the banner is printed when every worker is
-  ready), ``{"requests": N}`` when it stops (summed into "c10k stopped after N requests"),
-  ``{"error": ...}`` if it could not start. So that a worker that is SIGKILLed or crashes
-  does not take its count with it, each worker also copies its count every
-  ``COUNT_INTERVAL`` into its own 8-byte cell of an anonymous shared mmap made before the
-  fork (a daemon thread does it, since server modes have no common timer API); the
-  supervisor reads the cell of a worker that exits without its final line.
+  ready), ``{"requests": N, "cut": M}`` when it stops (summed into "c10k stopped after N
+  requests; M responses cut short", exit status 1 when any response was cut: a drain that
+  hit --shutdown-timeout or a second signal), ``{"error": ...}`` if it could not start
+  (one line; its traceback goes to stderr only with -v).
+- Shared records (``c10k.server.shared.Board``, an anonymous shared mmap made before the
+  first fork): each worker gets a cell, claimed under a new generation, and writes all
+  its status counters there at its mode's pressure check (``Policy.publish``; so at most
+  ``COUNT_INTERVAL`` old) and once more when it stops. Any worker's status page reads
+  every cell, so it shows the whole server. When a worker is reaped, its last record is
+  folded into the board's "retired" record and the cell freed: totals never go back,
+  and the count of a worker that is SIGKILLed or crashes is not lost.
 - A worker that dies unexpectedly is restarted after a back-off: 0.1 s doubling to 5 s,
   reset once a worker has served for 10 s (systemd RestartSec=100ms; Kubernetes
   CrashLoopBackOff doubles from 10 s to 5 min and resets after 10 min; our cap is short
@@ -21,8 +26,9 @@ worker, plus waitpid(WNOHANG); no event loop is needed for a handful of fds.
   on a hung worker forever.
 - SIGTERM/SIGINT: SIGTERM to every worker, which drains (stops accepting, finishes
   in-flight responses, closes idle keep-alives) within ``shutdown_timeout``; SIGKILL to
-  any still alive ``KILL_MARGIN`` later; exit 0. A second SIGTERM/SIGINT is forwarded as a
-  second SIGTERM, which makes a draining worker stop at once.
+  any still alive ``KILL_MARGIN`` later; exit 0, or 1 if a drain cut responses short. A
+  second SIGTERM/SIGINT is forwarded as a second SIGTERM, which makes a draining worker
+  stop at once.
 - SIGHUP: graceful reload (nginx SIGHUP, gunicorn HUP). Each slot gets a new worker on the
   same sockets; once it reports ready, the slot's old worker gets SIGTERM and drains. If
   the new one fails, the old one keeps serving and the new one is retried with back-off.
@@ -48,14 +54,11 @@ import errno
 import json
 import logging
 import math
-import mmap
 import os
 import select
 import signal
 import socket
-import struct
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -65,6 +68,9 @@ from c10k.server.base import ServerBase
 from c10k.server.config import ServerConfig
 from c10k.server.listeners import listen_addresses, serving_line
 from c10k.server.modes import check_settings, server_class
+from c10k.server.overload import IDLE_INTERVAL
+from c10k.server.shared import Board
+from c10k.server.words import plural
 
 log = logging.getLogger("c10k.process")
 
@@ -75,7 +81,9 @@ KILL_MARGIN = 2.0  # seconds past shutdown_timeout before SIGKILL
 # A worker not serving this long after its fork is killed and counts as a failed start
 # (a reload must not wait forever for it; gunicorn's --timeout covers hung workers).
 START_TIMEOUT = 30.0
-COUNT_INTERVAL = 0.25  # seconds between copies of a worker's request count to shared memory
+# The longest a live worker's shared record waits for its next write: its pressure
+# check's interval when it is quiet (busy, it writes every PRESSURE_INTERVAL).
+COUNT_INTERVAL = IDLE_INTERVAL
 SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 # Settings a reload cannot change: the supervisor's sockets and slots are made once.
 FIXED_FIELDS = ("listen", "host", "port", "workers", "backlog", "reuse_port")
@@ -132,8 +140,9 @@ class Worker:
     ready: bool = False
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     requests: int = 0
+    cut: int = 0  # responses its drain cut short
     counted: bool = False  # its final count arrived through the pipe
-    cell: int = -1  # its slot in the shared count array, -1: none
+    cell: int = -1  # its record on the shared board, -1: none
     error: str = ""
     stopping: bool = False
     kill_at: float | None = None
@@ -169,6 +178,7 @@ class Supervisor:
         self.workers: dict[int, Worker] = {}  # pid -> worker
         self.by_fd: dict[int, Worker] = {}
         self.requests = 0  # of workers that have exited
+        self.cut = 0  # responses cut short by their drains
         self.stopping = False
         self.booted = False
         self.boot_error = ""
@@ -176,11 +186,13 @@ class Supervisor:
         self._wake_r = self._wake_w = -1
         self._old_handlers: dict[int, Any] = {}
         self._poll = select.poll()
-        # Cells for request counts: a slot has at most a worker serving, one starting and
-        # some draining; a worker spawned when none is free reports through its pipe only.
+        # Cells for status records: a slot has at most a worker serving, one starting and
+        # some draining; a worker spawned when none is free reports through its pipe only
+        # (and is missing from the status page until it exits).
         cells = 4 * len(slots) + 4
-        self._counts = mmap.mmap(-1, 8 * cells)  # MAP_SHARED | MAP_ANONYMOUS
+        self.board = Board(cells)  # MAP_SHARED | MAP_ANONYMOUS, inherited by every fork
         self._free_cells = list(range(cells - 1, -1, -1))
+        self._generation = 0  # of the last worker given a cell
 
     # -- life cycle ----------------------------------------------------------------------
     def run(self, reuse: bool, note: str) -> int:
@@ -200,13 +212,16 @@ class Supervisor:
                 self._announce(self.full_config, reuse, note)
             while self.workers or not self.stopping:
                 self._step()
-            total = self.requests
-            self.say(f"c10k stopped after {total:,} requests")
-            return 0
+            return self._goodbye()
         finally:
             for w in list(self.workers.values()):  # only on an exception: leave no orphans
                 _kill(w.pid, signal.SIGKILL)
             self._restore_signals()
+
+    def _goodbye(self) -> int:
+        cut = f"; {plural(self.cut, 'response')} cut short" if self.cut else ""
+        self.say(f"c10k stopped after {plural(self.requests, 'request')}{cut}")
+        return 1 if self.cut else 0
 
     def _announce(self, full_config: ServerConfig, reuse: bool, note: str) -> None:
         first = self.slots[0].socks
@@ -228,9 +243,11 @@ class Supervisor:
             listeners = "one listener per address shared by all workers (no SO_REUSEPORT)"
         self.say(serving_line(full_config, first))
         self.say(
-            f"  backend {info.get('backend')}; {n} workers, pids {pids}"
+            f"  backend {info.get('backend')}; {plural(n, 'worker')}, {'pid' if n == 1 else 'pids'}"
+            f" {pids}"
             + (f" ({note})" if note else "")
-            + f"; capacity {total:,} connections ({n} x {int(info.get('capacity', 0)):,}: "
+            + f"; capacity {plural(total, 'connection')} ({n} x "
+            f"{int(info.get('capacity', 0)):,}: "
             f"{info.get('reason')}; RLIMIT_NOFILE soft {info.get('soft')}, hard "
             f"{info.get('hard')}); {listeners}; supervisor pid {self.pid} (SIGHUP reloads)"
         )
@@ -296,9 +313,9 @@ class Supervisor:
                     _kill(w.pid, signal.SIGTERM)
             else:
                 log.info(
-                    "signal %d: stopping %d workers (drain at most %.0f s)",
+                    "signal %d: stopping %s (drain at most %.0f s)",
                     sig,
-                    len(self.workers),
+                    plural(len(self.workers), "worker"),
                     self.config.shutdown_timeout,
                 )
                 self._shutdown()
@@ -336,7 +353,7 @@ class Supervisor:
                 new = dataclasses.replace(new, **{f: getattr(self.full_config, f) for f in fixed})
             self.full_config = new
             self.config = worker_config(new, len(self.slots))
-        log.info("SIGHUP: reloading %d workers", len(self.slots))
+        log.info("SIGHUP: reloading %s", plural(len(self.slots), "worker"))
         for slot in self.slots:
             if slot.pending is None and slot.current is not None:
                 self._spawn(slot)
@@ -346,7 +363,8 @@ class Supervisor:
         rfd, wfd = os.pipe()
         cell = self._free_cells.pop() if self._free_cells else -1
         if cell >= 0:
-            struct.pack_into("q", self._counts, cell * 8, 0)
+            self._generation += 1
+            self.board.claim(cell, self._generation, slot.index)
         sys.stdout.flush()  # else the child inherits and later repeats buffered output
         sys.stderr.flush()
         # Signals are blocked across fork: one arriving in the child before it resets the
@@ -365,8 +383,8 @@ class Supervisor:
             others = {s.fileno() for sl in self.slots for s in sl.socks} - keep
             others |= set(self.by_fd)  # other workers' status pipes
             others |= {self._wake_r, self._wake_w}
-            counter = (self._counts, cell) if cell >= 0 else None
-            _worker_main(self.pid, self.config, slot.socks, wfd, others, mask, counter)
+            share = (cell, self._generation, slot.index) if cell >= 0 else None
+            _worker_main(self.pid, self.config, slot.socks, wfd, others, mask, self.board, share)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(wfd)
         os.set_blocking(rfd, False)
@@ -400,6 +418,7 @@ class Supervisor:
                 self._on_ready(w, msg)
             elif "requests" in msg:
                 w.requests = int(msg["requests"])
+                w.cut = int(msg.get("cut", 0))
                 w.counted = True
             elif "error" in msg:
                 w.error = str(msg["error"])
@@ -451,15 +470,18 @@ class Supervisor:
             if not data_left or w.rfd < 0:
                 break
         self._close_pipe(w)
+        final = self.board.retire(w.cell, w.requests)
         if w.cell >= 0:
-            if not w.counted:  # killed or crashed: its last copy in shared memory
-                w.requests = struct.unpack_from("q", self._counts, w.cell * 8)[0]
+            if final is not None and not w.counted:  # killed or crashed: its last record
+                w.requests = final.values["requests"]
             self._free_cells.append(w.cell)
         self.requests += w.requests
+        self.cut += w.cut
         slot = self.slots[w.slot]
         how = _describe_status(status)
         if w.stopping:
-            log.info("worker %d %s after %d requests", w.pid, how, w.requests)
+            cut = f"; {plural(w.cut, 'response')} cut short" if w.cut else ""
+            log.info("worker %d %s after %s%s", w.pid, how, plural(w.requests, "request"), cut)
             return
         lifetime = time.monotonic() - w.started
         if slot.current is w:
@@ -503,6 +525,12 @@ def _describe_status(status: int) -> str:
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
+def _one_line(exc: BaseException) -> str:
+    """``FileNotFoundError: [Errno 2] No such file or directory: '/x.log'``."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _send(fd: int, msg: dict[str, Any]) -> None:
     try:
         os.write(fd, json.dumps(msg).encode() + b"\n")
@@ -523,15 +551,6 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def _start_counting(server: ServerBase, counts: mmap.mmap, cell: int) -> None:
-    def copy() -> None:
-        while True:
-            time.sleep(COUNT_INTERVAL)
-            struct.pack_into("q", counts, cell * 8, server.requests)
-
-    threading.Thread(target=copy, name="c10k-count", daemon=True).start()
-
-
 def _worker_main(
     supervisor: int,
     config: ServerConfig,
@@ -539,7 +558,8 @@ def _worker_main(
     wfd: int,
     other_fds: set[int],
     sigmask: set[int | signal.Signals],
-    counter: tuple[mmap.mmap, int] | None,
+    board: Board,
+    share: tuple[int, int, int] | None,
 ) -> NoReturn:
     """A worker: build a server on its slot's sockets, report, serve, report, _exit.
 
@@ -560,6 +580,8 @@ def _worker_main(
             except OSError:
                 pass
         server = build_server(config, socks)
+        if share is not None:  # (cell, generation, slot)
+            server.policy.share(board, *share)
         server.drain_signals = (signal.SIGTERM,)  # SIGINT stays ignored: see the module comment
         server.install_signal_handlers()
         _send(
@@ -573,15 +595,17 @@ def _worker_main(
                 "hard": server.nofile_hard,
             },
         )
-        if counter is not None:
-            _start_counting(server, *counter)
         server.serve_forever(install_signals=False)
-        _send(wfd, {"requests": server.requests})
+        server.policy.publish(final=True)  # its last record, then its last count
+        cut = getattr(server, "responses_cut", 0)  # ServerBase's, once it counts them
+        _send(wfd, {"requests": server.requests, "cut": cut})
         code = 0
     except BaseException as exc:
         try:
-            traceback.print_exc()
-            _send(wfd, {"error": f"{type(exc).__name__}: {exc}"})
+            if log.isEnabledFor(logging.DEBUG):  # -v; else the supervisor's one line says it
+                # One write: two workers failing at once would interleave line by line.
+                os.write(2, traceback.format_exc().encode(errors="replace"))
+            _send(wfd, {"error": _one_line(exc)})
         except BaseException:
             pass
     finally:
