@@ -23,7 +23,7 @@ def test_server_signal_stops_cleanly(docroot: Path, backend: str, sig: int) -> N
     read_response(idle, bytearray())
     code, out, err = srv.stop(sig)
     assert code == 0, err
-    assert "c10k stopped after 1 requests" in out
+    assert "c10k stopped after 1 request\n" in out  # 1 request, not "1 requests"
     assert "Traceback" not in err
     assert idle.recv(10) == b""  # the server closed it on the way out
     idle.close()

@@ -19,6 +19,7 @@ bytes outside printable ASCII become ``\\xHH``, so a request cannot forge log li
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import sys
@@ -26,7 +27,10 @@ import threading
 import time
 from typing import IO
 
+log = logging.getLogger("c10k.server")
+
 MAX_PENDING_BATCHES = 64
+REOPEN = "reopen"  # in the writer's queue: switch to a new file at the same path
 
 _ESCAPE = {c: f"\\x{c:02X}" for c in range(256) if c < 0x20 or c >= 0x7F or c in b'"\\'}
 
@@ -56,7 +60,8 @@ class AccessLog:
         self.fmt = fmt
         self.dropped = 0
         self._lines: list[str] = []
-        self._queue: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[str] | str | None] = queue.SimpleQueue()
+        self._target = target
         self._stamp = ""
         self._stamp_second = -1
         self._stream: IO[str]
@@ -64,10 +69,41 @@ class AccessLog:
             self._stream = sys.stderr
             self._own = False
         else:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            self._stream = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
+            self._stream = self._open()
             self._own = True
         self._thread: threading.Thread | None = None
+
+    def _open(self) -> IO[str]:
+        fd = os.open(self._target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        return os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
+
+    def reopen(self) -> None:
+        """SIGHUP after logrotate moved the file: later lines go to a new file at the same
+        path. Done by the writer thread between two batches, so no line is split across
+        the two files; if the new file cannot be made, the old one is kept."""
+        if not self._own:
+            return
+        self.flush()
+        if self._thread is None:
+            self._swap()
+        else:
+            self._queue.put(REOPEN)
+
+    def _swap(self) -> None:
+        try:
+            new = self._open()
+        except OSError as exc:
+            log.warning(
+                "access log %s cannot be reopened (%s); still writing the old file",
+                self._target,
+                exc.strerror,
+            )
+            return
+        old, self._stream = self._stream, new
+        try:
+            old.close()
+        except OSError:
+            pass
 
     def _time(self, now: float) -> str:
         second = int(now)
@@ -133,6 +169,9 @@ class AccessLog:
             batch = self._queue.get()
             if batch is None:
                 break
+            if isinstance(batch, str):  # REOPEN
+                self._swap()
+                continue
             try:
                 self._stream.write("\n".join(batch) + "\n")
                 self._stream.flush()

@@ -397,7 +397,7 @@ class AsyncioServer(ServerBase):
     def install_signal_handlers(self) -> None:
         if self._signals:
             return
-        for sig in self.drain_signals:
+        for sig in self.handled_signals:
             self.loop.add_signal_handler(sig, self.on_signal, sig)
             self._signals.append(sig)
 
@@ -593,7 +593,7 @@ class UvloopServer(AsyncioServer):
         # handlers note the signal; _running() installs uvloop's.
         if self._signals or self._early_handlers:
             return
-        for sig in self.drain_signals:
+        for sig in self.handled_signals:
             self._early_handlers[sig] = signal.signal(sig, self._early_signal)
 
     def _early_signal(self, signum: int, frame: object) -> None:

@@ -39,7 +39,8 @@ from c10k.http.writers import Response
 from c10k.server.config import ServerConfig
 from c10k.server.overload import PRESSURE_INTERVAL
 from c10k.server.policy import Policy
-from c10k.server.session import Session
+from c10k.server.session import CLOSING, WRITING, Session
+from c10k.server.words import plural
 
 log = logging.getLogger("c10k.server")
 
@@ -83,6 +84,16 @@ def listening_sockets(
     return sock if isinstance(sock, list) else [sock]
 
 
+def in_flight(session: Session) -> bool:
+    """A response begun and not yet out: being written, in the disk pool or waiting its
+    turn, or a closing answer still queued. Not a connection waiting for a request, one
+    in the middle of a request head (it was promised nothing) or one lingering after its
+    last response went out."""
+    if session.job is not None or session.state == WRITING:
+        return True
+    return session.state == CLOSING and session.transport.pending_bytes() > 0
+
+
 class ServerBase:
     """The part of a server that is the same in every mode (see the module comment).
 
@@ -97,6 +108,13 @@ class ServerBase:
     #: Signals that drain (a second one stops). A worker under a supervisor drains on
     #: SIGTERM only: Ctrl-C reaches the whole process group, and the supervisor decides.
     drain_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+    #: Signals that reopen the access log (logrotate) and say so. Only a server on its
+    #: own sets them (process.py, ``--workers 1``): under a supervisor SIGHUP replaces
+    #: the workers, and they ignore it.
+    hangup_signals: tuple[int, ...] = ()
+    #: Responses in flight that the drain deadline or a second signal cut short (0: the
+    #: drain finished them all). Read by whoever reports the stop.
+    responses_cut = 0
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -235,18 +253,44 @@ class ServerBase:
         return not self.policy.accept_guard or self.policy.admit(fd)
 
     # -- signals and the graceful stop -----------------------------------------------------
+    @property
+    def handled_signals(self) -> tuple[int, ...]:
+        return self.drain_signals + self.hangup_signals
+
     def on_signal(self, signum: int) -> None:
+        if signum in self.hangup_signals:
+            self.hangup()
+            return
         if self.draining:
             log.info("signal %d again: stopping now", signum)
-            self.stop()
+            self._cut_short()
             return
         log.info(
-            "signal %d: draining %d connections (at most %.0f s; again to stop now)",
+            "signal %d: draining %s (at most %.0f s; again to stop now)",
             signum,
-            self.nconn,
+            plural(self.nconn, "connection"),
             self.config.shutdown_timeout,
         )
         self.shutdown()
+
+    def hangup(self) -> None:
+        """SIGHUP to a single process: reopen the access log; settings stay (re-reading
+        them means new processes, which only a supervisor makes)."""
+        log_ = self.policy.access_log
+        if log_ is not None:
+            log_.reopen()
+        log.warning(
+            "SIGHUP: %sthe settings are re-read only with workers (--workers 2 or more, "
+            "or auto); restart this process to apply a changed --config",
+            "access log reopened; " if log_ is not None else "",
+        )
+
+    def _cut_short(self) -> None:
+        """Stop now, counting the responses that had not gone out (see ``in_flight``)."""
+        self.responses_cut = sum(1 for s in self.sessions() if in_flight(s))
+        if self.responses_cut:
+            log.warning("stopping with %s in flight", plural(self.responses_cut, "response"))
+        self.stop()
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Graceful stop (the mode's loop thread; see ``shutdown_threadsafe``): stop
@@ -261,7 +305,7 @@ class ServerBase:
         self._close_listeners()
         limit = self.config.shutdown_timeout if timeout is None else timeout
         self._call_later(min(DRAIN_IDLE_GRACE, limit), self._close_idle)
-        self._call_later(limit, self.stop)
+        self._call_later(limit, self._cut_short)
         if not self.nconn:
             self._stop_loop()
 

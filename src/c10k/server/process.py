@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import resource
+import signal
 import sys
 from collections.abc import Callable
 
@@ -51,7 +52,8 @@ from c10k.server.listeners import (
     unix_files,
 )
 from c10k.server.modes import SERVER_MODES, ModeUnavailable, check_settings
-from c10k.server.supervisor import Supervisor, build_server
+from c10k.server.supervisor import Supervisor, build_server, stopped
+from c10k.server.words import plural
 
 log = logging.getLogger("c10k.process")
 
@@ -141,6 +143,8 @@ def serve(
         return 2
     if config.workers == 1:
         return _serve_here(config, addresses, say)
+    if note.startswith("not one per core"):  # said before forking, not after
+        print(f"c10k serve: note: starting {plural(n, 'worker')}, {note}", file=sys.stderr)
     reuse = reuse_port_supported()
     try:
         slots = bind_slots(config, addresses, n, reuse)
@@ -174,16 +178,16 @@ def _serve_here(
         except OSError as exc:  # e.g. the root is not a directory
             print(f"c10k serve: {exc}", file=sys.stderr)
             return 1
+        server.hangup_signals = (signal.SIGHUP,)  # a process on its own: see ServerBase
         server.install_signal_handlers()
         say(serving_line(config, socks))
         say(
-            f"  backend {server.backend_name}; 1 process; capacity {server.capacity:,} "
-            f"connections ({server.capacity_reason}; RLIMIT_NOFILE soft {server.nofile_soft}, "
-            f"hard {server.nofile_hard})"
+            f"  backend {server.backend_name}; 1 process; capacity "
+            f"{plural(server.capacity, 'connection')} ({server.capacity_reason}; "
+            f"RLIMIT_NOFILE soft {server.nofile_soft}, hard {server.nofile_hard})"
         )
         server.serve_forever(install_signals=False)
-        say(f"c10k stopped after {server.requests:,} requests")
-        return 0
+        return stopped(say, server.requests, server.responses_cut)
     finally:
         close_listeners(socks)
         remove_unix_files(files)

@@ -130,7 +130,7 @@ class Server(ServerBase):
         """SIGINT/SIGTERM drain the server gracefully (a second one stops it at once).
         Call before announcing readiness, so a signal sent right after the announcement
         cannot hit the default action."""
-        for sig in self.drain_signals:
+        for sig in self.handled_signals:
             self.loop.add_signal_handler(sig, self.on_signal)
 
     def serve_forever(self, install_signals: bool = True) -> None:

@@ -219,9 +219,7 @@ class Supervisor:
             self._restore_signals()
 
     def _goodbye(self) -> int:
-        cut = f"; {plural(self.cut, 'response')} cut short" if self.cut else ""
-        self.say(f"c10k stopped after {plural(self.requests, 'request')}{cut}")
-        return 1 if self.cut else 0
+        return stopped(self.say, self.requests, self.cut)
 
     def _announce(self, full_config: ServerConfig, reuse: bool, note: str) -> None:
         first = self.slots[0].socks
@@ -510,6 +508,14 @@ class Supervisor:
             delay,
         )
         slot.restart_at = time.monotonic() + delay
+
+
+def stopped(say: Callable[[str], None], requests: int, cut: int) -> int:
+    """The last line of a run (one process or many), and its exit status: 1 if
+    responses were cut short by the drain deadline or a second signal."""
+    line = f"c10k stopped after {plural(requests, 'request')}"
+    say(line + (f"; {plural(cut, 'response')} cut short" if cut else ""))
+    return 1 if cut else 0
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -318,7 +318,7 @@ class ThreadedServer(ServerBase):
             self._old_wakeup_fd = signal.set_wakeup_fd(
                 self._wsock.fileno(), warn_on_full_buffer=False
             )
-        for sig in self.drain_signals:
+        for sig in self.handled_signals:
             old = signal.signal(sig, _ignore_in_python)
             self._old_handlers.setdefault(sig, old)
 
@@ -385,7 +385,7 @@ class ThreadedServer(ServerBase):
         except (BlockingIOError, InterruptedError):
             return
         for signum in data:
-            if signum in self.drain_signals:
+            if signum in self.handled_signals:
                 with self.lock:
                     self.on_signal(signum)
 

@@ -733,7 +733,7 @@ class UringServer(ServerBase):
         self._old_wakeup_fd = signal.set_wakeup_fd(
             self.loop.wakeup.wsock.fileno(), warn_on_full_buffer=False
         )
-        for sig in self.drain_signals:
+        for sig in self.handled_signals:
             self._old_signal_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
