@@ -7,18 +7,50 @@ clients nobody here wrote.
 
 from __future__ import annotations
 
-import http.client
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import ServerProcess, big_content, connect, read_response, recv_all, request
+from helpers import (
+    ServerProcess,
+    backend_params,
+    big_content,
+    connect,
+    curl_base,
+    http_connection,
+    read_response,
+    recv_all,
+    request,
+)
 
 SMALL = b"0123456789" * 51 + b"AB"
+
+
+def _with_tls() -> list[object]:
+    """Every mode, plain and over TLS (issue 14): the same contract either way."""
+    out: list[object] = []
+    for p in backend_params():
+        name, marks = (p, ()) if isinstance(p, str) else (p.values[0], p.marks)  # type: ignore[attr-defined]
+        out += [
+            pytest.param((name, tls), id=f"{name}-tls" if tls else name, marks=marks)
+            for tls in (False, True)
+        ]
+    return out
+
+
+@pytest.fixture(scope="module", params=_with_tls())
+def server(request: pytest.FixtureRequest, docroot: Path) -> Iterator[ServerProcess]:
+    backend, tls = request.param
+    srv = ServerProcess(docroot, backend, tls=tls)
+    yield srv
+    code, _, err = srv.stop()
+    assert code == 0, err[-2000:]
+    assert "Traceback" not in err, err[-4000:]
 
 
 def get(path: str, extra: str = "", version: str = "1.1") -> bytes:
@@ -26,7 +58,7 @@ def get(path: str, extra: str = "", version: str = "1.1") -> bytes:
 
 
 def test_server_get_small_file(server: ServerProcess) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn = http_connection(server.port, timeout=5)
     conn.request("GET", "/small.txt")
     resp = conn.getresponse()
     assert resp.status == 200
@@ -77,7 +109,7 @@ def test_server_status(server: ServerProcess, path: str, status: int) -> None:
 
 
 def test_server_keepalive_reuses_connection(server: ServerProcess) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn = http_connection(server.port, timeout=5)
     conn.request("GET", "/small.txt")
     r1 = conn.getresponse()
     assert r1.read() == SMALL
@@ -105,7 +137,7 @@ def test_server_pipelined_requests_answered_in_order(server: ServerProcess) -> N
 
 
 def test_server_big_file_via_sendfile(server: ServerProcess) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn = http_connection(server.port, timeout=10)
     for _ in range(3):
         conn.request("GET", "/big.bin")
         resp = conn.getresponse()
@@ -255,10 +287,11 @@ def test_server_many_sequential_connections_leak_nothing(server: ServerProcess) 
     shutil.which("curl") is None, reason="curl is not installed (apt-get install curl)"
 )
 def test_server_curl_downloads_and_reuses_connection(server: ServerProcess, tmp_path: Path) -> None:
-    base = f"http://127.0.0.1:{server.port}"
+    *trust, base = curl_base(server.port)
     out = subprocess.run(
         [
             "curl",
+            *trust,
             "-sS",
             "-v",
             "--http1.1",
@@ -278,7 +311,7 @@ def test_server_curl_downloads_and_reuses_connection(server: ServerProcess, tmp_
     assert (tmp_path / "small").read_bytes() == SMALL
     assert "Re-using existing connection" in out.stderr or "Reusing existing" in out.stderr
     head = subprocess.run(
-        ["curl", "-sS", "-I", f"{base}/small.txt"],
+        ["curl", *trust, "-sS", "-I", f"{base}/small.txt"],
         capture_output=True,
         text=True,
         timeout=10,
