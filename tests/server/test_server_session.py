@@ -371,7 +371,7 @@ def test_session_file_body_counts_whole_so_a_pipeline_stops_after_it(loop: FakeL
     released: list[int] = []
     big = FileRegion(99, 0, 10 << 20, closer=released.append)
     session, t, policy = make(loop)
-    policy.handler_fast = lambda req, now: (  # type: ignore[method-assign]
+    session.handle_fast = lambda req, now: (
         build_response(200, [], big) if req.target == b"/big" else handler(req, now)
     )
     t.block = True
@@ -397,7 +397,7 @@ def test_session_late_bytes_past_max_buffer_pause_reading(loop: FakeLoop) -> Non
 # -- the disk pool and yielding ------------------------------------------------------------
 def test_session_offload_answers_in_order(loop: FakeLoop) -> None:
     session, t, policy = make(loop)
-    policy.handler_fast = lambda req, now: None if req.target == b"/cold" else handler(req, now)  # type: ignore[method-assign]
+    session.handle_fast = lambda req, now: None if req.target == b"/cold" else handler(req, now)
     policy.handler = lambda req, now: build_response(200, [], b"COLD")  # type: ignore[method-assign]
     t.feed(GET + b"GET /cold HTTP/1.1\r\nHost: t\r\n\r\n" + GET_B)
     assert statuses(t.wire) == [200]
@@ -413,8 +413,8 @@ def test_session_offload_answers_in_order(loop: FakeLoop) -> None:
 
 def test_session_offload_answer_after_close_is_released(loop: FakeLoop) -> None:
     released: list[int] = []
-    _session, t, policy = make(loop)
-    policy.handler_fast = lambda req, now: None  # type: ignore[method-assign]
+    session, t, policy = make(loop)
+    session.handle_fast = lambda req, now: None
     policy.handler = lambda req, now: build_response(  # type: ignore[method-assign]
         200, [], FileRegion(7, 0, 100, closer=released.append)
     )

@@ -55,7 +55,7 @@ from c10k.core.loop import ThreadRunner
 from c10k.core.timers import Deadlines, HasDeadline
 from c10k.core.transport import BaseTransport, Item, coalesce, release
 from c10k.region import FileRegion
-from c10k.server.base import ServerBase
+from c10k.server.base import ServerBase, session_of
 from c10k.server.session import Session
 
 log = logging.getLogger("c10k.server")
@@ -151,10 +151,11 @@ class AioLoop:
 class AioConnection(asyncio.BufferedProtocol, BaseTransport):
     """asyncio's protocol for one connection, and its Session's transport."""
 
-    def __init__(self, server: AsyncioServer, peer: object) -> None:
+    def __init__(self, server: AsyncioServer, peer: object, index: int = 0) -> None:
         self.server = server
         self.peer = peer
-        self.session = Session(server.policy, server.session_loop)
+        # The Session, or the TLSLayer in front of it on a TLS listener.
+        self.session = server.make_protocol(server.session_loop, index)
         self.protocol = self.session
         self.atransport: Any = None
         self.fd = -1
@@ -463,7 +464,7 @@ class AsyncioServer(ServerBase):
 
     # -- ServerBase hooks ------------------------------------------------------------
     def sessions(self) -> Iterator[Session]:
-        return (c.session for c in list(self.live))
+        return (s for c in list(self.live) if (s := session_of(c.session)) is not None)
 
     def accept_counts(self) -> list[int]:
         return list(self.accepted)
@@ -531,13 +532,14 @@ class AsyncioServer(ServerBase):
             sock = socket.socket(fileno=fd)
             sock.setblocking(False)
             self._attaching += 1
-            self.loop.create_task(self._attach(sock, addr if self.policy.observe else None))
+            peer = addr if self.policy.observe else None
+            self.loop.create_task(self._attach(sock, peer, index))
 
-    async def _attach(self, sock: socket.socket, peer: object) -> None:
+    async def _attach(self, sock: socket.socket, peer: object, index: int) -> None:
         try:
             # connection_made (which counts the connection: ServerBase.opened) runs
             # inside; until we get here it is counted twice against the cap.
-            await self.loop.connect_accepted_socket(lambda: AioConnection(self, peer), sock)
+            await self.loop.connect_accepted_socket(lambda: AioConnection(self, peer, index), sock)
         except (OSError, RuntimeError) as exc:
             log.warning("cannot attach an accepted connection: %s", exc)
             sock.close()

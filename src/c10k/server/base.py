@@ -36,10 +36,15 @@ from typing import Any, ClassVar
 from c10k.core.listener import bind_socket
 from c10k.http.events import Request
 from c10k.http.writers import Response
+from c10k.server.certs import Certificates
+from c10k.server.certs import load as load_certificates
 from c10k.server.config import ServerConfig
+from c10k.server.listeners import HTTP, HTTPS, REDIRECT, listen_roles
 from c10k.server.overload import PRESSURE_INTERVAL
 from c10k.server.policy import Policy
+from c10k.server.redirect import redirect_handler
 from c10k.server.session import CLOSING, WRITING, Session
+from c10k.server.tls import TLSLayer
 from c10k.server.words import plural
 
 log = logging.getLogger("c10k.server")
@@ -84,6 +89,13 @@ def listening_sockets(
     return sock if isinstance(sock, list) else [sock]
 
 
+def session_of(protocol: object) -> Session | None:
+    """The Session a mode's transport talks to, directly or through a TLSLayer."""
+    if isinstance(protocol, TLSLayer):
+        protocol = protocol.app
+    return protocol if isinstance(protocol, Session) else None
+
+
 def in_flight(session: Session) -> bool:
     """A response begun and not yet out: being written, in the disk pool or waiting its
     turn, or a closing answer still queued. Not a connection waiting for a request, one
@@ -126,10 +138,12 @@ class ServerBase:
         config: ServerConfig,
         handler: Handler | None = None,
         sock: socket.socket | list[socket.socket] | None = None,
+        certs: Certificates | None = None,
     ) -> None:
         self.config = config
         self.nofile_soft, self.nofile_hard = raise_nofile_limit()
         self.socks = listening_sockets(config, sock)
+        self._listeners(certs)
         self.sock = self.socks[0]
         for s in self.socks:
             s.setblocking(False)
@@ -143,6 +157,35 @@ class ServerBase:
         self._pressure_due = 0.0
         self._pressure_timer: Any = None
         self._setup()
+
+    def _listeners(self, certs: Certificates | None) -> None:
+        """What each listening socket serves (``roles``, in ``socks`` order), and the
+        certificates for the TLS ones: ``certs`` as the supervisor loaded them before
+        forking (so every worker has the same session-ticket keys), else loaded here."""
+        roles = listen_roles(self.config)
+        self.roles = roles if len(roles) == len(self.socks) else [HTTP] * len(self.socks)
+        self.certs = certs
+        if HTTPS in self.roles and certs is None:
+            pairs = list(zip(self.config.tls_cert, self.config.tls_key, strict=True))
+            self.certs = load_certificates(pairs, self.config.tls_client_ca)
+        self.redirect: Handler | None = None
+        if REDIRECT in self.roles:
+            https = [s for s, r in zip(self.socks, self.roles, strict=True) if r == HTTPS]
+            port = https[0].getsockname()[1] if https else 443
+            self.redirect = redirect_handler(port)
+
+    def make_protocol(self, loop: Any, index: int) -> Any:
+        """A new connection on listener ``index``: its Session, behind a TLSLayer on a
+        TLS listener. What the mode's transport talks to."""
+        session = Session(self.policy, loop)
+        role = self.roles[index]
+        if role == HTTP:
+            return session
+        if role == REDIRECT:
+            session.handle_fast = self.redirect  # type: ignore[assignment]
+            return session
+        assert self.certs is not None
+        return TLSLayer(session, self.certs.default, loop, self.policy)
 
     def _setup(self) -> None:
         """The mode's own construction (its loop, capacity limits, listeners' watchers),
@@ -164,7 +207,8 @@ class ServerBase:
             return f"http+unix://{host}:/"
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{port}/"
+        scheme = "https" if self.roles[0] == HTTPS else "http"
+        return f"{scheme}://{host}:{port}/"
 
     @property
     def requests(self) -> int:

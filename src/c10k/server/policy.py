@@ -138,6 +138,8 @@ class Policy(Wire):
         self.bytes_sent = 0
         self.timeouts = 0
         self.offloaded = 0
+        # TLS (c10k.server.tls): handshakes done, failed, and plain HTTP sent to TLS.
+        self.tls_handshakes = self.tls_failures = self.tls_plain_http = 0
         self.status_counts: dict[int, int] = {}
         self.access_log = (
             AccessLog(config.access_log, config.log_format) if config.access_log else None
@@ -269,6 +271,9 @@ class Policy(Wire):
             "backlog": self.admission.backlog,
             "syn_drop_percent": self.admission.drop_percent,
             "access_log_dropped": self.access_log.dropped if self.access_log else 0,
+            "tls_handshakes": self.tls_handshakes,
+            "tls_failures": self.tls_failures,
+            "tls_plain_http": self.tls_plain_http,
         }
 
     def status(self) -> dict[str, int]:

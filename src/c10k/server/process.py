@@ -40,6 +40,7 @@ from c10k.core.backend import BackendUnavailable, Capability
 from c10k.core.listener import reuse_port_supported
 from c10k.core.registry import get_backend_class
 from c10k.server.base import FD_RESERVE
+from c10k.server.certs import CertError
 from c10k.server.config import ServerConfig
 from c10k.server.listeners import (
     Address,
@@ -153,7 +154,11 @@ def serve(
         return 1
     files = unix_files(slots[0])
     try:
-        sup = Supervisor(config, slots, say, reload_config)
+        try:
+            sup = Supervisor(config, slots, say, reload_config)
+        except CertError as exc:
+            print(f"c10k serve: {exc}", file=sys.stderr)
+            return 2
         return sup.run(reuse, note)
     finally:
         close_listeners([s for slot in slots for s in slot])
@@ -172,7 +177,7 @@ def _serve_here(
     try:
         try:
             server = build_server(config, socks)
-        except (BackendUnavailable, ModeUnavailable) as exc:
+        except (BackendUnavailable, ModeUnavailable, CertError) as exc:
             print(f"c10k serve: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:  # e.g. the root is not a directory

@@ -23,6 +23,7 @@ per connection a ``core.transport.Transport`` whose protocol is the connection's
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from c10k.core.backend import Capability
 from c10k.core.listener import Acceptor
 from c10k.core.loop import Loop
 from c10k.core.transport import Transport
-from c10k.server.base import FD_RESERVE, ServerBase
+from c10k.server.base import FD_RESERVE, ServerBase, session_of
 from c10k.server.session import Session
 
 log = logging.getLogger("c10k.server")
@@ -68,29 +69,31 @@ class Server(ServerBase):
             Acceptor(
                 self.loop,
                 s,
-                self._on_accept,
+                functools.partial(self._on_accept, i),
                 raw_fds=True,
                 exclusive=True,
                 on_backlog=self.backlog_alert if config.max_accept_wait > 0 else None,
             )
-            for s in self.socks
+            for i, s in enumerate(self.socks)
         ]
 
-    def _on_accept(self, fd: int, addr: object) -> None:
+    def _on_accept(self, index: int, fd: int, addr: object) -> None:
         policy = self.policy
         policy.accepts += 1
         if policy.accept_guard and not policy.admit(fd):
             return
         loop = self.loop
-        session = Session(policy, loop)
+        protocol = self.make_protocol(loop, index)
         try:
             # The peer address is kept only when something logs it (a tuple per
             # connection otherwise, at C1M scale).
-            self.transport_class(loop, fd, session, addr if policy.observe else None)
+            self.transport_class(loop, fd, protocol, addr if policy.observe else None)
         except (OSError, ValueError) as exc:
             # e.g. select with an fd >= FD_SETSIZE when files held open pushed the socket
             # past the reserve: refuse this one client, leak nothing.
             log.warning("cannot watch a new connection (fd %d): %s", fd, exc)
+            session = session_of(protocol)
+            assert session is not None
             session.deadline = None
             loop.deadlines.discard(session)
             os.close(fd)
@@ -101,8 +104,10 @@ class Server(ServerBase):
     def sessions(self) -> Iterator[Session]:
         for cb in self.loop.callbacks():
             transport = getattr(cb, "__self__", None)
-            if isinstance(transport, Transport) and isinstance(transport.protocol, Session):
-                yield transport.protocol
+            if isinstance(transport, Transport):
+                session = session_of(transport.protocol)
+                if session is not None:
+                    yield session
 
     def accept_counts(self) -> list[int]:
         return [a.accepted for a in self.acceptors]

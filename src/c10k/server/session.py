@@ -81,6 +81,7 @@ class Session(HTTPConnection):
     __slots__ = (
         "deadline",
         "deadline_key",
+        "handle_fast",
         "job",
         "loop",
         "policy",
@@ -98,6 +99,9 @@ class Session(HTTPConnection):
         self._eof = False
         self._paused = False
         self.policy = policy
+        # The handler this connection asks first: the policy's, or one its listener
+        # chose (the --redirect-https listener's).
+        self.handle_fast = policy.handler_fast
         self.loop = loop
         self.transport: Any = None
         self.job: Request | None = None
@@ -133,7 +137,7 @@ class Session(HTTPConnection):
                 loop = self.loop
                 now = loop.now
                 try:
-                    resp = policy.handler_fast(req, now)
+                    resp = self.handle_fast(req, now)
                 except Exception:
                     log.exception("handler failed for %r", req.target)
                     resp = policy.error(500)
@@ -317,7 +321,7 @@ class Session(HTTPConnection):
             policy.tiers.shed_503 += 1
         elif method == b"GET" or method == b"HEAD":
             try:
-                resp = policy.handler_fast(req, self.loop.now)
+                resp = self.handle_fast(req, self.loop.now)
             except Exception:
                 log.exception("handler failed for %r", req.target)
                 resp = policy.error(500)

@@ -62,6 +62,9 @@ FIELDS = (
     "backlog",
     "syn_drop_percent",
     "access_log_dropped",
+    "tls_handshakes",
+    "tls_failures",
+    "tls_plain_http",
 )
 # How the gauges of several workers make the server's; every other field is a monotone
 # counter, summed and kept for exited workers in ``retired``.

@@ -65,8 +65,10 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from c10k.server.base import ServerBase
+from c10k.server.certs import Certificates
+from c10k.server.certs import load as load_certificates
 from c10k.server.config import ServerConfig
-from c10k.server.listeners import listen_addresses, serving_line
+from c10k.server.listeners import listen_addresses, listen_roles, serving_line
 from c10k.server.modes import check_settings, server_class
 from c10k.server.overload import IDLE_INTERVAL
 from c10k.server.shared import Board
@@ -86,7 +88,7 @@ START_TIMEOUT = 30.0
 COUNT_INTERVAL = IDLE_INTERVAL
 SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 # Settings a reload cannot change: the supervisor's sockets and slots are made once.
-FIXED_FIELDS = ("listen", "host", "port", "workers", "backlog", "reuse_port")
+FIXED_FIELDS = ("listen", "host", "port", "workers", "backlog", "reuse_port", "redirect_https")
 
 
 def worker_config(config: ServerConfig, n: int) -> ServerConfig:
@@ -97,8 +99,23 @@ def worker_config(config: ServerConfig, n: int) -> ServerConfig:
     )
 
 
-def build_server(config: ServerConfig, socks: list[socket.socket]) -> ServerBase:
-    return server_class(config.backend)(config, sock=socks)
+def build_server(
+    config: ServerConfig, socks: list[socket.socket], certs: Certificates | None = None
+) -> ServerBase:
+    return server_class(config.backend)(config, sock=socks, certs=certs)
+
+
+def load_certs(config: ServerConfig) -> Certificates | None:
+    """The TLS contexts, made here before the workers fork: they share the session
+    ticket keys, so a client resumes on any worker. None without certificates.
+
+    Raises:
+        CertError: a file cannot be used.
+    """
+    if not config.tls_cert:
+        return None
+    pairs = list(zip(config.tls_cert, config.tls_key, strict=True))
+    return load_certificates(pairs, config.tls_client_ca)
 
 
 # -- restart policy ------------------------------------------------------------------------
@@ -171,6 +188,7 @@ class Supervisor:
     ) -> None:
         self.full_config = config
         self.config = worker_config(config, len(slots))  # what each worker runs with
+        self.certs = load_certs(config)
         self.reload_config = reload_config
         self.pid = os.getpid()
         self.slots = [Slot(i, socks) for i, socks in enumerate(slots)]
@@ -339,6 +357,9 @@ class Supervisor:
                 new = self.reload_config()
                 check_settings(new)
                 listen_addresses(new)
+                if listen_roles(new) != listen_roles(self.full_config):
+                    raise ValueError("turning TLS on or off for a listener needs a restart")
+                certs = load_certs(new)
             except Exception as exc:
                 log.error("SIGHUP: the new configuration is invalid; workers kept: %s", exc)
                 return
@@ -351,6 +372,7 @@ class Supervisor:
                 new = dataclasses.replace(new, **{f: getattr(self.full_config, f) for f in fixed})
             self.full_config = new
             self.config = worker_config(new, len(self.slots))
+            self.certs = certs
         log.info("SIGHUP: reloading %s", plural(len(self.slots), "worker"))
         for slot in self.slots:
             if slot.pending is None and slot.current is not None:
@@ -382,7 +404,9 @@ class Supervisor:
             others |= set(self.by_fd)  # other workers' status pipes
             others |= {self._wake_r, self._wake_w}
             share = (cell, self._generation, slot.index) if cell >= 0 else None
-            _worker_main(self.pid, self.config, slot.socks, wfd, others, mask, self.board, share)
+            _worker_main(
+                self.pid, self.config, self.certs, slot.socks, wfd, others, mask, self.board, share
+            )
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(wfd)
         os.set_blocking(rfd, False)
@@ -560,6 +584,7 @@ def _die_with_parent(parent: int) -> None:
 def _worker_main(
     supervisor: int,
     config: ServerConfig,
+    certs: Certificates | None,
     socks: list[socket.socket],
     wfd: int,
     other_fds: set[int],
@@ -585,7 +610,7 @@ def _worker_main(
                 os.close(fd)
             except OSError:
                 pass
-        server = build_server(config, socks)
+        server = build_server(config, socks, certs)
         if share is not None:  # (cell, generation, slot)
             server.policy.share(board, *share)
         server.drain_signals = (signal.SIGTERM,)  # SIGINT stays ignored: see the module comment

@@ -76,7 +76,7 @@ from c10k.core.loop import LOAD_ALPHA
 from c10k.core.timers import TimerHandle, TimerHeap
 from c10k.core.transport import BaseTransport, Item, coalesce, release
 from c10k.region import FileRegion
-from c10k.server.base import ServerBase
+from c10k.server.base import ServerBase, session_of
 from c10k.server.session import Session
 
 log = logging.getLogger("c10k.server")
@@ -403,7 +403,7 @@ class ThreadedServer(ServerBase):
                 n += 1
                 self.accepted[index] += 1
                 with self.lock:
-                    if self.admit(fd) and not self._start_client(fd, addr):
+                    if self.admit(fd) and not self._start_client(fd, addr, index):
                         self._accept_retry_at = time.monotonic() + CAPACITY_SLEEP
                         return
                     if self.accepting_paused:
@@ -420,12 +420,12 @@ class ThreadedServer(ServerBase):
             with self.lock:
                 self.backlog_alert()
 
-    def _start_client(self, fd: int, addr: object) -> bool:
+    def _start_client(self, fd: int, addr: object, index: int = 0) -> bool:
         """(Under the lock.) A thread for the new client; False if none could start."""
         sock = socket.socket(fileno=fd)
         transport = ThreadTransport(sock, addr if self.policy.observe else None)
         thread = threading.Thread(
-            target=self._serve, args=(transport,), name="c10k-client", daemon=True
+            target=self._serve, args=(transport, index), name="c10k-client", daemon=True
         )
         self.transports.add(transport)
         self.threads.add(thread)
@@ -442,15 +442,17 @@ class ThreadedServer(ServerBase):
         return True
 
     # -- client threads ---------------------------------------------------------------
-    def _serve(self, transport: ThreadTransport) -> None:
+    def _serve(self, transport: ThreadTransport, index: int) -> None:
         loop = ThreadLoop()
         with self.lock:
             transport.owner = threading.get_ident()
-            session = Session(self.policy, loop)
-            transport.protocol = session
-            session.connection_made(transport)
+            protocol = self.make_protocol(loop, index)
+            session = session_of(protocol)
+            assert session is not None
+            transport.protocol = protocol
+            protocol.connection_made(transport)
         try:
-            self._converse(transport, session, loop)
+            self._converse(transport, protocol, session, loop)
         except OSError as exc:
             if exc.errno not in tp.CONNRESET_ERRNOS and not isinstance(exc, BlockingIOError):
                 log.error("client connection: %s", exc)
@@ -465,9 +467,13 @@ class ThreadedServer(ServerBase):
                 self.transports.discard(transport)
                 self.threads.discard(threading.current_thread())
                 transport.sock.close()
-                session.connection_lost(None)
+                protocol.connection_lost(None)
 
-    def _converse(self, t: ThreadTransport, session: Session, loop: ThreadLoop) -> None:
+    def _converse(
+        self, t: ThreadTransport, protocol: Any, session: Session, loop: ThreadLoop
+    ) -> None:
+        """Read and hand the bytes to ``protocol`` (the Session, or its TLSLayer); the
+        Session's deadline bounds each wait."""
         sock = t.sock
         lock = self.lock
         recv = sock.recv
@@ -515,13 +521,13 @@ class ThreadedServer(ServerBase):
                     if t._flags & (tp.CLOSING | ABORTING | tp.CLOSED):
                         return  # closed by a drain or a stop while we waited
                     if data:
-                        reply = session.data_received(data)
+                        reply = protocol.data_received(data)
                         if reply is not None and (t._out or t._flags):
                             t.write(reply)
                             reply = None
                     else:
                         t._flags |= tp.READ_EOF
-                        session.eof_received()
+                        protocol.eof_received()
             finally:
                 busy.pop()
             if reply is not None:
@@ -619,8 +625,9 @@ class ThreadedServer(ServerBase):
     # -- ServerBase hooks ---------------------------------------------------------------
     def sessions(self) -> Iterator[Session]:
         for t in list(self.transports):
-            if isinstance(t.protocol, Session) and not t.closed:
-                yield t.protocol
+            session = session_of(t.protocol)
+            if session is not None and not t.closed:
+                yield session
 
     def accept_counts(self) -> list[int]:
         return list(self.accepted)

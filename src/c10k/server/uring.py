@@ -85,7 +85,7 @@ from c10k.core.timers import Deadlines, TimerHandle, TimerHeap
 from c10k.core.transport import BaseTransport, Item, coalesce, release
 from c10k.core.wakeup import Wakeup
 from c10k.region import FileRegion
-from c10k.server.base import ServerBase
+from c10k.server.base import ServerBase, session_of
 from c10k.server.session import Session
 
 log = logging.getLogger("c10k.server")
@@ -659,9 +659,9 @@ class UringServer(ServerBase):
             return
         uid = self._next_uid
         self._next_uid = uid + 1
-        session = Session(policy, self.loop)
+        protocol = self.make_protocol(self.loop, index)
         peer = peer_address(res) if policy.observe else None
-        self.conns[uid] = UringTransport(self, res, uid, session, peer)
+        self.conns[uid] = UringTransport(self, res, uid, protocol, peer)
         self.opened()
         if not self.accept_armed[index]:
             self._arm_accepts()
@@ -695,8 +695,9 @@ class UringServer(ServerBase):
     # -- ServerBase hooks ------------------------------------------------------------------
     def sessions(self) -> Iterator[Session]:
         for transport in list(self.conns.values()):
-            if not transport.closed and isinstance(transport.protocol, Session):
-                yield transport.protocol
+            session = session_of(transport.protocol)
+            if not transport.closed and session is not None:
+                yield session
 
     def accept_counts(self) -> list[int]:
         return list(self.accepted)
