@@ -370,7 +370,7 @@ def test_session_trickling_reader_below_the_rate_is_reset(loop: FakeLoop) -> Non
 def test_session_file_body_counts_whole_so_a_pipeline_stops_after_it(loop: FakeLoop) -> None:
     released: list[int] = []
     big = FileRegion(99, 0, 10 << 20, closer=released.append)
-    session, t, policy = make(loop)
+    session, t, _policy = make(loop)
     session.handle_fast = lambda req, now: (
         build_response(200, [], big) if req.target == b"/big" else handler(req, now)
     )

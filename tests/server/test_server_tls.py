@@ -159,9 +159,10 @@ def openssl(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes
 
 def test_tls_openssl_alpn_and_versions(https: ServerProcess, certs: Certs) -> None:
     target = f"127.0.0.1:{https.port}"
+    request = b"GET /small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     ok = openssl(
-        "s_client", "-connect", target, "-servername", "localhost", "-alpn", "http/1.1", "-ign_eof",
-        "-CAfile", certs.ca_file, stdin=b"GET /small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "s_client", "-connect", target, "-servername", "localhost", "-alpn", "http/1.1",
+        "-ign_eof", "-CAfile", certs.ca_file, stdin=request,
     )  # fmt: skip
     out = ok.stdout.decode(errors="replace")
     assert "ALPN protocol: http/1.1" in out
