@@ -98,6 +98,22 @@ def test_cli_port_and_bind_with_listen_are_refused(tmp_path: Path) -> None:
     assert not Path(sock).exists()
 
 
+def test_cli_hsts_refused_with_a_plain_listener(tmp_path: Path) -> None:
+    import trustme
+
+    leaf = trustme.CA().issue_cert("localhost")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    tls = ["--tls-cert", str(cert), "--tls-key", str(key), "--hsts", "60"]
+    (line,) = refused(*tls, "--listen", "tls:127.0.0.1:0", "--listen", "127.0.0.1:0")
+    assert "RFC 6797" in line
+    (line,) = refused(*tls[:4], "--listen", "127.0.0.1:0")
+    assert "say which listeners speak TLS: --listen tls:HOST:PORT" in line
+    (line,) = refused("--hsts", "60")
+    assert line.endswith("--hsts needs --tls-cert and --tls-key")
+
+
 def test_cli_max_connections_more_than_one_process_holds() -> None:
     cap, _ = per_process_cap()
     (line,) = refused("--workers", "1", "--max-connections", str(cap + 1))

@@ -206,15 +206,51 @@ def test_tls_stalled_handshake_is_closed_at_the_header_timeout(https: ServerProc
         assert time.monotonic() - start < 9
 
 
-def test_tls_redirect_https(certs: Certs, root: Path) -> None:
+@pytest.mark.parametrize("backend", backend_params())
+def test_tls_redirect_https_and_hsts(certs: Certs, root: Path, backend: str) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    srv = ServerProcess(root, "epoll", *certs.args(), "--redirect-https", str(port))
+    srv = ServerProcess(
+        root, backend, *certs.args(), "--redirect-https", str(port), "--hsts", "3600"
+    )
     try:
         r = curl("-i", f"http://localhost:{port}/sub/page.html?x=1")
-        head = r.stdout.decode()
-        assert head.startswith("HTTP/1.1 301"), head
-        assert f"location: https://localhost:{srv.port}/sub/page.html?x=1\r\n" in head.lower()
+        head = r.stdout.decode().lower()
+        assert head.startswith("http/1.1 301"), head
+        assert f"location: https://localhost:{srv.port}/sub/page.html?x=1\r\n" in head
+        assert "strict-transport-security" not in head  # never over plain HTTP (RFC 6797)
+        r = curl("-I", f"http://localhost:{port}/")
+        assert r.stdout.startswith(b"HTTP/1.1 301")
+        r = curl(
+            "-i", "--cacert", certs.ca_file, "--resolve", f"localhost:{srv.port}:127.0.0.1",
+            f"https://localhost:{srv.port}/small.txt",
+        )  # fmt: skip
+        assert b"\r\nStrict-Transport-Security: max-age=3600\r\n" in r.stdout
     finally:
         assert srv.stop()[0] == 0
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_tls_client_certificates_required(
+    certs: Certs, root: Path, tmp_path: Path, backend: str
+) -> None:
+    log = tmp_path / "access.log"
+    srv = ServerProcess(
+        root, backend, *certs.args(), "--tls-client-ca", certs.ca_file, "--access-log", str(log)
+    )
+    try:
+        base = ["--cacert", certs.ca_file, "--resolve", f"localhost:{srv.port}:127.0.0.1"]
+        url = f"https://localhost:{srv.port}/small.txt"
+        assert curl(*base, url).returncode != 0  # no client certificate: refused
+        client = certs.ca.issue_cert("alice@example.test")
+        pem = certs.dir / "alice.pem"
+        client.private_key_and_cert_chain_pem.write_to_path(str(pem))
+        r = curl(*base, "--cert", str(pem), url)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == SMALL
+    finally:
+        assert srv.stop()[0] == 0
+    # The verified subject is the Combined format's user field.
+    (line,) = log.read_text().splitlines()
+    assert line.split(" ")[2].startswith("O=trustme"), line

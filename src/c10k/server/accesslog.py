@@ -44,6 +44,13 @@ def escape(value: bytes) -> str:
     return "".join(_ESCAPE.get(c) or chr(c) for c in value)
 
 
+def _user(subject: str | None) -> str:
+    """The Combined format's user field: no spaces or quotes may go into it."""
+    if not subject:
+        return "-"
+    return escape(subject.encode()).replace(" ", "\\x20")
+
+
 def clf_time(timestamp: float) -> str:
     """``[27/Nov/2026:08:30:00 +0000]`` (always UTC).
 
@@ -121,9 +128,11 @@ class AccessLog:
         headers: dict[bytes, bytes] | None,
         status: int,
         size: int,
+        user: str | None = None,
     ) -> None:
         """One response. ``method`` empty: the request could not be parsed (logged as
-        ``"-"``, like nginx's 400s)."""
+        ``"-"``, like nginx's 400s). ``user``: the client certificate's subject (mutual
+        TLS), in the Combined format's user field (nginx: ``$ssl_client_s_dn``)."""
         now = time.time()
         referer = headers.get(b"referer", b"-") if headers else b"-"
         agent = headers.get(b"user-agent", b"-") if headers else b"-"
@@ -139,13 +148,14 @@ class AccessLog:
                     "bytes": size,
                     "referer": escape(referer),
                     "user_agent": escape(agent),
+                    "user": user,
                 },
                 separators=(",", ":"),
             )
         else:
             request = f"{escape(method)} {escape(target)} HTTP/1.{minor}" if method else "-"
             line = (
-                f'{peer} - - {self._time(now)} "{request}" {status} {size} '
+                f'{peer} - {_user(user)} {self._time(now)} "{request}" {status} {size} '
                 f'"{escape(referer)}" "{escape(agent)}"'
             )
         self._lines.append(line)

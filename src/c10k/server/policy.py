@@ -107,7 +107,7 @@ class Policy(Wire):
         handler: Handler | None = None,
         socks: Sequence[socket.socket] = (),
     ) -> None:
-        super().__init__()
+        super().__init__(config.hsts)
         self.config = config
         self.driver: Driver | None = None
         if handler is None:
@@ -191,12 +191,15 @@ class Policy(Wire):
         counts = self.status_counts
         counts[resp.status] = counts.get(resp.status, 0) + 1
         if self.access_log is not None:
-            peer = peer_host(session.transport.peer if session.transport is not None else None)
+            transport = session.transport
+            peer = peer_host(transport.peer if transport is not None else None)
+            # The verified client certificate's subject (--tls-client-ca), if any.
+            user = getattr(transport, "subject", None)
             if req is None:
-                self.access_log.log(peer, b"", b"", 1, None, resp.status, size)
+                self.access_log.log(peer, b"", b"", 1, None, resp.status, size, user)
             else:
                 self.access_log.log(
-                    peer, req.method, req.target, req.minor, req.headers, resp.status, size
+                    peer, req.method, req.target, req.minor, req.headers, resp.status, size, user
                 )
 
     def connection_closed(self, session: Session) -> None:

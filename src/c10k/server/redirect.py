@@ -3,8 +3,8 @@
 The host comes from the request's Host header without its port (RFC 9110 section 7.2),
 checked to be a plain host name or address so that no client can make us write a header
 of its choosing; a request without a usable Host gets 400. The https port is left out of
-the URL when it is 443. GET and HEAD get 301 (nginx's ``return 301``); other methods get
-308, which keeps the method and body (RFC 9110 section 15.4.9).
+the URL when it is 443. GET and HEAD get 301 (nginx's ``return 301``); other methods never
+get here: the engine answers them 405 as on every listener of a static server.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from c10k.http.events import Request
 from c10k.http.writers import Response, build_response
+from c10k.server.wire import PlainResponse
 
 # A reg-name or IPv4 (letters, digits, '-', '.') or a bracketed IPv6 literal; then a port.
 _HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d*)?")
@@ -30,7 +31,7 @@ def redirect_handler(https_port: int) -> Callable[[Request, float], Response]:
             return build_response(400, [(b"Content-Type", b"text/plain")], body)
         target = req.target if req.target.startswith(b"/") else b"/"
         location = b"https://" + m.group(1).lower() + suffix + target
-        status = 301 if req.method in (b"GET", b"HEAD") else 308
+        status = 301
         body = b"" if req.method == b"HEAD" else b"Moved to " + location + b"\n"
         return build_response(
             status,
@@ -39,4 +40,8 @@ def redirect_handler(https_port: int) -> Callable[[Request, float], Response]:
             content_length=len(b"Moved to " + location + b"\n"),
         )
 
-    return handle
+    def plain(req: Request, now: float) -> Response:
+        resp = handle(req, now)
+        return PlainResponse(resp.status, resp.head, resp.body, resp.close)
+
+    return plain

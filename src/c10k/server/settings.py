@@ -637,7 +637,7 @@ def _one_process_cap(config: ServerConfig) -> list[str]:
 
 def _tls_problems(config: ServerConfig) -> list[str]:
     from c10k.server.certs import CertError, load
-    from c10k.server.listeners import strip_tls
+    from c10k.server.listeners import listen_roles, strip_tls
 
     if len(config.tls_cert) != len(config.tls_key):
         return [
@@ -651,6 +651,12 @@ def _tls_problems(config: ServerConfig) -> list[str]:
         needs += ["--tls-client-ca"] * (config.tls_client_ca is not None)
         needs += ["--hsts"] * (config.hsts is not None)
         return [f"{what} needs --tls-cert and --tls-key" for what in needs]
+    if config.hsts is not None and "http" in listen_roles(config):
+        return [
+            "--hsts needs every listener that serves files to be HTTPS (RFC 6797 section "
+            "7.2: no Strict-Transport-Security over plain HTTP); answer plain HTTP with "
+            "--redirect-https instead"
+        ]
     if config.listen and not marked:
         return [
             "with --listen, say which listeners speak TLS: --listen tls:HOST:PORT "

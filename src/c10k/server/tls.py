@@ -327,7 +327,24 @@ def _release(items: list[Any]) -> None:
             item.release()
 
 
+# RFC 4514's short names for the attributes getpeercert() spells out.
+_SHORT = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+    "domainComponent": "DC",
+    "userId": "UID",
+}
+
+
 def _subject(cert: dict[str, Any]) -> str:
-    """``CN=alice,O=Example`` from getpeercert()'s nested tuples."""
-    parts = [f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn]
+    """``CN=alice,O=Example`` from getpeercert()'s nested tuples.
+
+    >>> _subject({"subject": ((("commonName", "alice"),), (("organizationName", "Ex"),))})
+    'CN=alice,O=Ex'
+    """
+    parts = [f"{_SHORT.get(k, k)}={v}" for rdn in cert.get("subject", ()) for k, v in rdn]
     return ",".join(parts)

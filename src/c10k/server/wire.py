@@ -35,20 +35,37 @@ WIRE_MEMO_MAX_ENTRIES = 4096
 Out = list[bytes | FileRegion]
 
 
-class Wire:
-    """The Date line, the wire memo and the error responses of one process."""
+class PlainResponse(Response):
+    """A response made for a plain-HTTP listener (the --redirect-https one): it never
+    carries the lines only HTTPS may send (Strict-Transport-Security, RFC 6797 7.2)."""
 
-    def __init__(self) -> None:
+    __slots__ = ()
+
+
+class Wire:
+    """The Date line, the wire memo and the error responses of one process.
+
+    Args:
+        hsts: seconds for ``Strict-Transport-Security: max-age=`` on every response but
+            a ``PlainResponse``; None: no such line. (Only set when every listener that
+            serves content is HTTPS: see c10k.server.settings.)
+    """
+
+    def __init__(self, hsts: int | None = None) -> None:
         self.wire_memo: dict[Response, list[bytes | None]] = {}
         # Hoisted for the hot path (the dict keeps its identity: only ever cleared).
         self.wire_memo_get = self.wire_memo.get
-        self.date_line = b""
+        self.date_line = self.plain_date_line = b""
+        self.hsts_line = (
+            b"" if hsts is None else b"Strict-Transport-Security: max-age=%d\r\n" % hsts
+        )
         self._errors: dict[int, Response] = {}
         self.update_date(time.time())
 
     def update_date(self, wall: float) -> None:
         """Render the Date line for wall-clock time ``wall``; the memo goes with it."""
-        self.date_line = b"Date: " + http_date(wall) + b"\r\n"
+        self.plain_date_line = b"Date: " + http_date(wall) + b"\r\n"
+        self.date_line = self.plain_date_line + self.hsts_line
         self.wire_memo.clear()
 
     def append(self, out: Out, resp: Response, kind: int, head: bool) -> int:
@@ -66,8 +83,9 @@ class Wire:
                     memo[resp] = wires
             wire = wires[kind]
             if wire is None:
+                date = self.date_line if resp.__class__ is Response else self.plain_date_line
                 wire = wires[kind] = b"".join(
-                    (resp.head, self.date_line, CONNECTION_LINES[kind], b"\r\n", body or b"")
+                    (resp.head, date, CONNECTION_LINES[kind], b"\r\n", body or b"")
                 )
             if head and body:  # a HEAD answered with a GET's response (error pages)
                 wire = wire[: len(wire) - len(body)]
