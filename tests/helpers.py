@@ -139,7 +139,7 @@ _TLS_PORTS: set[int] = set()  # ports of servers speaking TLS: connect() wraps f
 _TEST_CA: dict[str, Any] = {}
 
 
-def test_ca() -> dict[str, Any]:
+def local_ca() -> dict[str, Any]:
     """A CA made for this run (trustme) and a certificate for localhost/127.0.0.1: its
     files, and a client context that trusts it."""
     if not _TEST_CA:
@@ -159,7 +159,7 @@ def test_ca() -> dict[str, Any]:
 
 
 def tls_args() -> list[str]:
-    d = test_ca()["dir"]
+    d = local_ca()["dir"]
     return ["--tls-cert", str(d / "cert.pem"), "--tls-key", str(d / "key.pem")]
 
 
@@ -167,14 +167,14 @@ def connect(port: int, timeout: float = 5.0) -> socket.socket:
     """A connection to the server on ``port``: TLS (to "localhost") if it speaks TLS."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     if port in _TLS_PORTS:
-        return test_ca()["client"].wrap_socket(s, server_hostname="localhost")  # type: ignore[no-any-return]
+        return local_ca()["client"].wrap_socket(s, server_hostname="localhost")  # type: ignore[no-any-return]
     return s
 
 
 def http_connection(port: int, timeout: float = 5.0) -> http.client.HTTPConnection:
     if port in _TLS_PORTS:
         return http.client.HTTPSConnection(
-            "localhost", port, timeout=timeout, context=test_ca()["client"]
+            "localhost", port, timeout=timeout, context=local_ca()["client"]
         )
     return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
 
@@ -182,7 +182,7 @@ def http_connection(port: int, timeout: float = 5.0) -> http.client.HTTPConnecti
 def curl_base(port: int) -> list[str]:
     """curl's arguments for the server on ``port`` (trust, name) and its base URL, last."""
     if port in _TLS_PORTS:
-        ca = test_ca()["dir"] / "ca.pem"
+        ca = local_ca()["dir"] / "ca.pem"
         return ["--cacert", str(ca), f"https://127.0.0.1:{port}"]
     return [f"http://127.0.0.1:{port}"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -254,3 +255,86 @@ def test_tls_client_certificates_required(
     # The verified subject is the Combined format's user field.
     (line,) = log.read_text().splitlines()
     assert line.split(" ")[2].startswith("O=trustme"), line
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_tls_sessions_resume_on_every_worker(certs: Certs, root: Path, version: object) -> None:
+    # SO_REUSEPORT spreads new connections over both workers by their source port; a
+    # ticket from one must be good on the other (the contexts are made before the fork).
+    srv = ServerProcess(root, "epoll", *certs.args(), "--workers", "2", "--status")
+    try:
+        ctx = certs.client()
+        ctx.minimum_version = ctx.maximum_version = version  # type: ignore[assignment]
+        session = None
+        reused = []
+        for _ in range(12):
+            raw = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+                s.sendall(b"GET /small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                while s.recv(65536):
+                    pass
+                reused.append(s.session_reused)
+                session = s.session
+        assert reused[0] is False
+        assert all(reused[1:]), reused
+        deadline = time.monotonic() + 10
+        while True:  # each worker's record is at most a second old: wait for all 12
+            status = http_status(srv.port, certs)
+            workers = [line for line in status.splitlines() if line.startswith("worker ")]
+            counts = [int(w.split("tls_handshakes=")[1].split()[0]) for w in workers]
+            if sum(counts) >= 12 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert len(workers) == 2
+        # Both workers took handshakes (resumed ones included): tickets crossed over.
+        assert all(int(w.split("tls_handshakes=")[1].split()[0]) > 0 for w in workers), status
+    finally:
+        assert srv.stop()[0] == 0
+
+
+def http_status(port: int, certs: Certs) -> str:
+    conn = http.client.HTTPSConnection("localhost", port, context=certs.client(), timeout=10)
+    try:
+        conn.request("GET", "/_c10k/status")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+def served_names(port: int, certs: Certs) -> list[str]:
+    ctx = certs.client()
+    ctx.check_hostname = False
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        cert = s.getpeercert()
+        assert cert is not None
+        return [v for k, v in cert["subjectAltName"] if k == "DNS"]
+
+
+def test_tls_sighup_reloads_certificates_and_keeps_them_if_bad(
+    certs: Certs, root: Path, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "c10k.toml"
+
+    def use(cert: str, key: str) -> None:
+        cfg.write_text(f'[[tls]]\ncert = "{cert}"\nkey = "{key}"\n')
+
+    use(*certs.main)
+    srv = ServerProcess(root, "epoll", "--workers", "2", "--config", str(cfg))
+    try:
+        assert served_names(srv.port, certs) == ["localhost"]
+        use(*certs.other)
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while served_names(srv.port, certs) != ["other.test", "*.wild.test"]:
+            assert time.monotonic() < deadline, "the new certificate never came"
+            time.sleep(0.1)
+        use(certs.main[0], certs.other[1])  # a key that is not the certificate's
+        srv.proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)  # time to (wrongly) switch; checked, not timed
+        for _ in range(4):  # every worker still has the good pair
+            assert served_names(srv.port, certs) == ["other.test", "*.wild.test"]
+    finally:
+        code, _out, err = srv.stop()
+    assert code == 0, err[-3000:]
+    assert "the key does not belong to the certificate" in err
