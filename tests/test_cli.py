@@ -268,3 +268,36 @@ def test_cli_readme_flag_table_matches_help() -> None:
     readme = _readme_flags()
     assert help_flags - readme == set(), "flags missing from README's table"
     assert readme - help_flags == set(), "README's table names flags the command lacks"
+
+
+def test_cli_more_workers_than_cores_is_said_before_forking(tmp_path: Path) -> None:
+    cap, _ = per_process_cap()
+    cores = len(os.sched_getaffinity(0))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "c10k",
+            "serve",
+            str(tmp_path),
+            "-p",
+            "0",
+            "--max-connections",
+            str(cap * cores + 1),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "serving" in proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    first = err.splitlines()[0]
+    assert first.startswith(f"c10k serve: note: starting {cores + 1} workers, not one per core")
