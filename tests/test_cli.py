@@ -71,7 +71,7 @@ def refused(*args: str) -> list[str]:
         (["--workers", "many"], "--workers many: must be a whole number or auto"),
         (["--status-path", "nostartslash"], "--status-path nostartslash: must start with '/'"),
         (["--log-format", "xml"], "must be combined or json"),
-        (["--max-buffer-bytes", "0"], "must be at least 1024"),
+        (["--max-buffer-bytes", "0"], "--max-buffer-bytes 0: must be at least 1"),
         (["--backlog", "0"], "--backlog 0: must be at least 1"),
         (["-p", "99999"], "-p 99999: must be a port number from 0 to 65535"),
         (["--io-threads", "2", "--backend", "threads"], "cannot honour --io-threads"),

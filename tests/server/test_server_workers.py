@@ -754,10 +754,10 @@ from c10k.server.config import ServerConfig
 logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
 flag, root = sys.argv[1], sys.argv[2]
 real_build = supervisor.build_server
-def build_server(config, socks):
+def build_server(config, socks, certs=None):
     while os.path.exists(flag):  # a worker that hangs while starting
         time.sleep(0.05)
-    return real_build(config, socks)
+    return real_build(config, socks, certs)
 supervisor.build_server = build_server
 supervisor.START_TIMEOUT = 2.0
 sys.exit(process.serve(ServerConfig(root=root, port=0, workers=2)))

@@ -17,15 +17,28 @@ One figure per question the issue asks:
 - ``idle-memory.png``, ``idle-latency.png`` and ``idle-held.png``: RSS per connection and
   the active client's p99 vs. idle connections, and connections held over time;
 - ``overload-goodput.png``: goodput vs. offered load.
+
+Axes, by rule:
+- a rate (req/s, MiB/s, per CPU-second, goodput) or a count (users, connections, bytes)
+  starts its y-axis at 0, so the height of a point reads as its size and two servers'
+  distance as their ratio;
+- an axis whose values span a decade or more (connections 100..10,000, fds 10..100,000) is
+  logarithmic (``_scale``); latency percentiles are log too (p50 and p99.9 are often
+  three decades apart) and so do not start at 0, nor does the poller's µs per wait (log-log:
+  its growth with N is the question);
+- a figure from a run whose generator was saturated (``report.saturated``: any round of the
+  median) is drawn hollow (bars hatched) and named in the legend with ``report.MARK``: it
+  is the generator's ceiling, not the server's figure.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from c10k.bench.report import get_metric
+from c10k.bench.report import MARK, get_metric, saturated
 
 MISSING = "plots need matplotlib: pip install 'c10k[plot]'"
 
@@ -43,8 +56,35 @@ def _num(label: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
+# The legend text of a hollow (or hatched) figure.
+SATURATED_LABEL = (
+    f"hollow/hatched {MARK}: generator-bound\n(its core >90 % busy), not a server figure"
+)
+
+
+def _scale(values: list[float]) -> str:
+    """``"log"`` when the positive values span a decade or more, else ``"linear"``.
+
+    >>> _scale([100, 1000, 10000]), _scale([4, 16]), _scale([1, 2, 3]), _scale([])
+    ('log', 'linear', 'linear', 'linear')
+    """
+    pos = [v for v in values if v > 0]
+    return "log" if pos and max(pos) >= 10 * min(pos) else "linear"
+
+
+def _from_zero(ax: Any) -> None:
+    # y from 0; the top keeps 5 % headroom over the autoscaled one, so points near a flat
+    # top (two close values autoscale to a tight range) are not cut by the frame.
+    top = ax.get_ylim()[1]
+    ax.set_ylim(0, top * 1.05 if top > 0 else 1)
+
+
+def render(
+    doc: dict[str, Any], out_dir: Path, inspect: Callable[[str, Any], None] | None = None
+) -> list[str]:
     """Write the PNGs for every scenario in ``doc``; returns their file names.
+
+    ``inspect(name, figure)`` is called with each figure before it is closed (for tests).
 
     Raises:
         ImportError: matplotlib is not installed (the message says how to install it).
@@ -62,15 +102,45 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
     def save(fig: Any, name: str) -> None:
         fig.tight_layout()
         fig.savefig(out_dir / name, dpi=110)
+        if inspect is not None:
+            inspect(name, fig)
         plt.close(fig)
         written.append(name)
 
-    subtitle = f"{doc['machine'].get('cpu_count')} CPUs, {doc['pinning']['note']}"
+    def hollow(ax: Any, pts: list[tuple[float, float]], color: Any) -> None:
+        # Generator-bound points: a white-filled marker over the line's own.
+        if pts:
+            ax.plot(
+                *zip(*pts, strict=True),
+                linestyle="none",
+                marker="o",
+                markersize=9,
+                markerfacecolor="white",
+                markeredgecolor=color,
+                zorder=3,
+            )
+
+    def legend(ax: Any, marked: bool) -> None:
+        if marked:
+            ax.plot(
+                [],
+                [],
+                linestyle="none",
+                marker="o",
+                markerfacecolor="white",
+                markeredgecolor="grey",
+                label=SATURATED_LABEL,
+            )
+        ax.legend(fontsize=8)
+
+    machine = f"{doc['machine'].get('cpu_count')} CPUs, {doc['pinning']['note']}"
     for entry in doc["scenarios"]:
         name, kind, variations = entry["name"], entry["kind"], entry["variations"]
         order = entry.get("order", [])
         if not variations:
             continue
+        # The scenario's title names the counts this run used (scenarios.table.title).
+        subtitle = f"{entry['title']}\n{machine}"
         labels = list(variations)
         if kind == "http":
             metrics = [
@@ -84,6 +154,7 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
                 ]
             fig, axes = plt.subplots(1, 2, figsize=(11, 4))
             for ax, (metric, ylabel) in zip(axes, metrics, strict=True):
+                marked = False
                 if len(labels) > 1:
                     xs = [_num(lb) for lb in labels]
                     for server in order:
@@ -91,22 +162,39 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
                             variations[lb]["summary"].get(server, {}).get(metric) for lb in labels
                         ]
                         pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+                        sat = [
+                            (x, y)
+                            for lb, x, y in zip(labels, xs, ys, strict=True)
+                            if y is not None and saturated(entry, lb, server)
+                        ]
                         if pts:
-                            ax.plot(*zip(*pts, strict=True), marker="o", label=server)
-                    ax.set_xscale("log")
+                            (line,) = ax.plot(*zip(*pts, strict=True), marker="o", label=server)
+                            hollow(ax, sat, line.get_color())
+                            marked = marked or bool(sat)
+                    ax.set_xscale(_scale(xs))
                     ax.set_xticks(xs, [f"{x:g}" for x in xs])
                     ax.minorticks_off()
                     ax.set_xlabel("connections")
                 else:
                     s = variations[labels[0]]["summary"]
                     vals = [s.get(sv, {}).get(metric) or 0 for sv in order]
-                    ax.bar(order, vals, color=[f"C{i}" for i in range(len(order))])
+                    sats = [saturated(entry, labels[0], sv) for sv in order]
+                    marked = any(sats)
+                    ax.bar(
+                        [f"{sv}{MARK}" if sat else sv for sv, sat in zip(order, sats, strict=True)],
+                        vals,
+                        color=[f"C{i}" for i in range(len(order))],
+                        hatch=["//" if sat else "" for sat in sats],
+                        edgecolor="white",
+                    )
                     ax.set_xlabel(labels[0])
+                # A rate: from 0, so heights compare as ratios.
+                _from_zero(ax)
                 ax.set_ylabel(ylabel)
                 ax.grid(alpha=0.3)
-                if len(labels) > 1:
-                    ax.legend()
-            fig.suptitle(f"{name}: {entry['title']}\n{subtitle}", fontsize=9)
+                if len(labels) > 1 or marked:
+                    legend(ax, marked)
+            fig.suptitle(f"{name}: {subtitle}", fontsize=9)
             save(fig, f"{name}-rps.png")
             fig, ax = plt.subplots(figsize=(11, 4))
             pcts = ["p50", "p90", "p99", "p99.9"]
@@ -118,11 +206,17 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
                 ]
                 ax.bar([i + j * width for i in range(len(groups))], ys, width, label=p)
             ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
-            ax.set_xticklabels([f"{sv}\n{lb}" for lb, sv in groups], fontsize=8)
+            ax.set_xticklabels(
+                [f"{sv}{MARK if saturated(entry, lb, sv) else ''}\n{lb}" for lb, sv in groups],
+                fontsize=8,
+            )
+            # Log, not from 0: p50 and p99.9 are often three decades apart.
             ax.set_yscale("log")
             ax.set_ylabel("latency, ms (log)")
             ax.legend()
             ax.grid(alpha=0.3, axis="y")
+            if any(saturated(entry, lb, sv) for lb, sv in groups):
+                ax.set_xlabel(f"{MARK}: generator-bound (its core >90 % busy), not a server figure")
             ax.set_title(f"{name}: latency percentiles\n{subtitle}", fontsize=9)
             save(fig, f"{name}-latency.png")
         elif kind == "poller":
@@ -136,6 +230,7 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
                         pts.append((_num(lb), s["wait_us"]))
                 if pts:
                     ax.plot(*zip(*pts, strict=True), marker="o", label=b)
+            # Log-log: N spans decades and the question is how the time grows with it.
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("watched fds (1 active)")
@@ -155,15 +250,23 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
                 ]
                 if runs:
                     t = runs[0]["timeline"]
+                    dashed = runs[0].get("generator_saturated") is True
                     ax.plot(
                         [p[0] for p in t],
                         [p[1] for p in t],
-                        label=f"{server} (score {runs[0]['score']})",
+                        linestyle="--" if dashed else "-",
+                        label=f"{server} (score {runs[0]['score']}"
+                        + (
+                            f"{MARK}, dashed: generator-bound, not a server figure)"
+                            if dashed
+                            else ")"
+                        ),
                     )
             ax.set_xlabel("seconds")
             ax.set_ylabel("users alive")
+            _from_zero(ax)
             ax.grid(alpha=0.3)
-            ax.legend()
+            ax.legend(fontsize=8)
             ax.set_title(
                 f"modem: simulated slow users over time (first round)\n{subtitle}", fontsize=9
             )
@@ -174,19 +277,31 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
                 ("latency_ms.p99", "active client p99 latency, ms", "latency"),
             ):
                 fig, ax = plt.subplots(figsize=(7, 4.5))
+                marked = False
+                xs_all: list[float] = []
                 for server in order:
-                    pts = [
-                        (_num(lb), variations[lb]["summary"].get(server, {}).get(metric))
+                    triples = [
+                        (lb, _num(lb), variations[lb]["summary"].get(server, {}).get(metric))
                         for lb in labels
                     ]
-                    pts = [(x, y) for x, y in pts if y is not None and x > 0]
+                    pts = [(x, y) for _lb, x, y in triples if y is not None and x > 0]
+                    sat = [
+                        (x, y)
+                        for lb, x, y in triples
+                        if y is not None and x > 0 and saturated(entry, lb, server)
+                    ]
                     if pts:
-                        ax.plot(*zip(*pts, strict=True), marker="o", label=server)
-                ax.set_xscale("log")
+                        (line,) = ax.plot(*zip(*pts, strict=True), marker="o", label=server)
+                        hollow(ax, sat, line.get_color())
+                        marked = marked or bool(sat)
+                        xs_all += [x for x, _y in pts]
+                ax.set_xscale(_scale(xs_all))
+                # Bytes per connection and a latency: sizes, from 0.
+                _from_zero(ax)
                 ax.set_xlabel("idle connections held")
                 ax.set_ylabel(ylabel)
                 ax.grid(alpha=0.3)
-                ax.legend()
+                legend(ax, marked)
                 ax.set_title(f"idle: {ylabel}\n{subtitle}", fontsize=9)
                 save(fig, f"idle-{fname}.png")
             fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -203,6 +318,7 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
             if drawn:
                 ax.set_xlabel("seconds since the run started")
                 ax.set_ylabel("connections held")
+                _from_zero(ax)
                 ax.grid(alpha=0.3)
                 ax.legend()
                 ax.set_title(
@@ -219,6 +335,7 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
             levels = [
                 lb for lb in labels if lb.endswith("x") and lb[:-1].replace(".", "").isdigit()
             ]
+            overload_marked = False
             for server in order:
                 peak = get_metric(
                     variations.get("peak", {}).get("summary", {}).get(server, {}), "goodput_rps"
@@ -227,6 +344,7 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
                     continue
                 mults: list[float] = []
                 shares: list[float] = []
+                hollows: list[tuple[float, float]] = []
                 dots: list[tuple[float, float]] = []
                 for lb in levels:
                     mult = float(lb[:-1])
@@ -234,6 +352,8 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
                     if med is not None:
                         mults.append(mult)
                         shares.append(100 * med)
+                        if saturated(entry, lb, server):
+                            hollows.append((mult, 100 * med))
                     dots.extend(
                         (mult, 100 * r["goodput_rps"] / peak)
                         for r in variations[lb]["runs"]
@@ -241,6 +361,8 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
                     )
                 if mults:
                     (line,) = ax.plot(mults, shares, marker="o", label=f"{server} (median)")
+                    hollow(ax, hollows, line.get_color())
+                    overload_marked = overload_marked or bool(hollows)
                     if dots:
                         dx = [d[0] for d in dots]
                         dy = [d[1] for d in dots]
@@ -259,9 +381,9 @@ def render(doc: dict[str, Any], out_dir: Path) -> list[str]:
             ax.set_xticks([float(lb[:-1]) for lb in levels], [str(lb) for lb in levels])
             ax.set_xlabel("offered load, multiple of the server's own closed-loop peak")
             ax.set_ylabel("goodput (2xx within the deadline), % of peak")
-            ax.set_ylim(bottom=0)
+            _from_zero(ax)
             ax.grid(alpha=0.3)
-            ax.legend()
+            legend(ax, overload_marked)
             ax.set_title(f"overload: goodput vs. offered load\n{subtitle}", fontsize=9)
             save(fig, "overload-goodput.png")
     return written

@@ -11,6 +11,22 @@ of those medians.
 For each scenario kind, ``METRICS`` lists what is summarised and ``COLUMNS`` what is shown;
 ratio columns are marked.  A metric path ``"latency_ms.p99.9"`` means ``run["latency_ms"]
 ["p99.9"]`` (split at the first dot only).
+
+Generator-bound figures
+-----------------------
+A run whose load generator's core was over 90 % busy carries ``generator_saturated``
+(scenarios/common.py): its throughput may be the generator's ceiling, not the server's.  Such
+a figure is marked ``MARK`` wherever it is shown (terminal table, results.md, plots), with
+``LEGEND`` under the table.  The rules (``saturated``, ``table_rows``):
+
+- a median over rounds is marked if *any* round it was taken over was saturated (one
+  generator-bound round can be the median, and which one it is is not recorded);
+- an overload level counts as saturated when the server's peak run was too, since the
+  offered rate and goodput/peak are multiples of that peak;
+- in a marked row, the rates, the latencies and the headline figure (the one with a ratio)
+  are marked; counts (errors, fds, held connections) are not, the generator cannot inflate
+  them;
+- a ratio is marked when either side is: the server's figure or the first server's.
 """
 
 from __future__ import annotations
@@ -132,6 +148,53 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
 }
 
 
+MARK = "\u2021"  # ‡, the double dagger: unlikely to be read as a footnote to a number
+LEGEND = (
+    f"{MARK} generator-bound: the load generator's core was >90 % busy in at least one "
+    "round of the median (overload: or in that server's peak run); not a server figure"
+)
+
+# Metrics that are rates (events per second or per CPU-second): a saturated generator caps
+# them, and their plots start the y-axis at 0.
+RATE_METRICS = frozenset(
+    {
+        "rps",
+        "req_per_busy_core_s",
+        "req_per_server_cpu_s",
+        "mib_s",
+        "conn_per_s",
+        "offered_rps",
+        "goodput_rps",
+    }
+)
+
+
+def saturated(entry: dict[str, Any], label: str, server: str) -> bool:
+    """Whether any round of ``server`` at variation ``label`` had a saturated generator (for
+    an overload level, or the server's peak run).
+
+    >>> e = {"kind": "http", "variations": {"c=1": {"runs": [
+    ...     {"server": "a", "generator_saturated": False},
+    ...     {"server": "a", "generator_saturated": True}, {"server": "b"}]}}}
+    >>> saturated(e, "c=1", "a"), saturated(e, "c=1", "b"), saturated(e, "c=9", "a")
+    (True, False, False)
+    """
+    labels = [label]
+    if entry.get("kind") == "overload" and label != "peak":
+        labels.append("peak")
+    return any(
+        r.get("generator_saturated") is True
+        for lb in labels
+        for r in entry["variations"].get(lb, {}).get("runs", [])
+        if r.get("server") == server and "skipped" not in r
+    )
+
+
+def _marks(metric: str, with_ratio: bool) -> bool:
+    # What a saturated row marks (see the module comment): rates, latencies, the headline.
+    return with_ratio or metric in RATE_METRICS or metric.startswith("latency_ms.")
+
+
 def get_metric(run: dict[str, Any], path: str) -> float | None:
     """``get_metric({"latency_ms": {"p99.9": 2.0}}, "latency_ms.p99.9")`` -> 2.0"""
     head, _, tail = path.partition(".")
@@ -156,6 +219,8 @@ def summarize(entry: dict[str, Any], order: list[str]) -> None:
                 vals = [v for r in runs if (v := get_metric(r, m)) is not None]
                 s[m] = median(vals) if vals else None
             s["rounds"] = len(runs)
+            # Rounds whose generator was saturated: the median is marked if any was.
+            s["saturated_rounds"] = sum(1 for r in runs if r.get("generator_saturated") is True)
             summary[server] = s
         var["summary"] = summary
         base_name = next((s for s in order if s in summary), None)
@@ -194,8 +259,9 @@ def goals(entry: dict[str, Any]) -> list[str]:
             for label in entry["variations"]:
                 r = _summary(entry, label, server).get("p99_vs_zero")
                 if label != "N=0" and r is not None:
+                    mark = MARK if saturated(entry, label, server) else ""
                     out.append(
-                        f"{server} {label}: active p99 {r:.2f}x its p99 at N=0 "
+                        f"{server} {label}: active p99 {r:.2f}x{mark} its p99 at N=0 "
                         f"(goal <= {limit:g}x): {verdict(r <= limit)}"
                     )
         elif kind == "overload" and params.get("goal"):
@@ -203,8 +269,9 @@ def goals(entry: dict[str, Any]) -> list[str]:
             label = f"{float(g['multiplier']):g}x"
             r = _summary(entry, label, server).get("goodput_vs_peak")
             if r is not None:
+                mark = MARK if saturated(entry, label, server) else ""
                 out.append(
-                    f"{server}: goodput at {label} the peak is {r * 100:.0f}% of the peak "
+                    f"{server}: goodput at {label} the peak is {r * 100:.0f}%{mark} of the peak "
                     f"(goal >= {g['fraction'] * 100:.0f}%): {verdict(r >= g['fraction'])}"
                 )
         elif kind == "slowhttp" and params.get("goal"):
@@ -219,6 +286,7 @@ def goals(entry: dict[str, Any]) -> list[str]:
                 out.append(
                     f"{server} {label}: legitimate client {ok_rate * 100:.1f}% served, p99 "
                     + ("-" if p99 is None else f"{p99:.1f} ms")
+                    + (MARK if saturated(entry, label, server) else "")
                     + f" (goal {g['success'] * 100:.0f}%, < {g['p99_ms']:g} ms): {verdict(met)}"
                     + (
                         ""
@@ -257,6 +325,7 @@ def table_rows(entry: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             header.append("/first")
     rows = []
     for label, var in entry["variations"].items():
+        base_sat = saturated(entry, label, var.get("baseline") or "")
         for server in entry.get("order", []):
             s = var.get("summary", {}).get(server)
             if s is None:
@@ -265,13 +334,21 @@ def table_rows(entry: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                     rows.append([label, server, "skipped: " + skipped[0]["skipped"][:60]])
                 continue
             row = [label, server]
+            sat = saturated(entry, label, server)
             for m, _h, kind, with_ratio in cols:
-                row.append(_fmt(s.get(m), kind))
+                cell = _fmt(s.get(m), kind)
+                row.append(cell + MARK if sat and cell != "-" and _marks(m, with_ratio) else cell)
                 if with_ratio:
                     r = var.get("ratios", {}).get(server, {}).get(m)
-                    row.append("-" if r is None else f"{r:.2f}")
+                    cell = "-" if r is None else f"{r:.2f}"
+                    row.append(cell + MARK if (sat or base_sat) and cell != "-" else cell)
             rows.append(row)
     return header, rows
+
+
+def has_mark(rows: list[list[str]]) -> bool:
+    """Whether any cell carries ``MARK`` (then the table gets ``LEGEND``)."""
+    return any(MARK in c for r in rows for c in r)
 
 
 def terminal_table(doc: dict[str, Any]) -> str:
@@ -282,6 +359,16 @@ def terminal_table(doc: dict[str, Any]) -> str:
         if not rows:
             out.append("   (no results)")
         else:
+            if has_mark(rows):
+                # Unmarked figures get a space where the mark would be, so digits align.
+                rows = [
+                    [
+                        c if i < 2 or c.endswith(MARK) or len(r) != len(header) else c + " "
+                        for i, c in enumerate(r)
+                    ]
+                    for r in rows
+                ]
+                header = [h if i < 2 else h + " " for i, h in enumerate(header)]
             full = [r for r in rows if len(r) == len(header)]
             widths = [max(len(str(r[i])) for r in [header, *full]) for i in range(len(header))]
             out.append(
@@ -300,6 +387,8 @@ def terminal_table(doc: dict[str, Any]) -> str:
                         for i, (c, w) in enumerate(zip(r, widths, strict=True))
                     )
                 )
+            if has_mark(rows):
+                out.append(f"   {LEGEND}")
         if (cap := entry.get("server_cpu_cap")) and cap.get("applied"):
             out.append(f"   {cap['note']}")
         if line := overflow_line(doc, entry):
@@ -411,6 +500,8 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
             for r in rows:
                 r = r + [""] * (len(header) - len(r))
                 lines.append("| " + " | ".join(r) + " |")
+            if has_mark(rows):
+                lines += ["", f"{LEGEND}."]
         else:
             lines.append("(no results)")
         if (cap := entry.get("server_cpu_cap")) and cap.get("applied"):

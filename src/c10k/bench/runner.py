@@ -45,6 +45,7 @@ from c10k.bench.scenarios import (
     run_poller,
     scenario,
     server_shape,
+    title,
 )
 
 SCHEMA = "c10k-bench/1"
@@ -142,7 +143,8 @@ def run(
         make_docroot(root, extra_files(scen))
         entry: dict[str, Any] = {
             "name": name,
-            "title": scen["title"],
+            # The counts this run used (--quick and the count options change them).
+            "title": title(scen, opts),
             "measures": scen["measures"],
             "kind": scen["kind"],
             "params": _param_view(scen),

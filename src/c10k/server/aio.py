@@ -76,6 +76,12 @@ def _abort(transport: Any) -> None:
     waiter = getattr(transport, "_empty_waiter", None)
     if waiter is not None and waiter.done():
         transport._empty_waiter = None
+    if transport.is_closing() and not transport.get_write_buffer_size():
+        # close() with nothing buffered has already scheduled connection_lost; abort()
+        # would schedule it again (3.11 _force_close does not check _closing), and the
+        # second call fails on the cleared protocol. Seen with TLS: close_notify, close,
+        # then the Session's deadline aborts.
+        return
     transport.abort()
 
 
@@ -224,8 +230,8 @@ class AioConnection(asyncio.BufferedProtocol, BaseTransport):
         queue = self._out
         transport = self.atransport
         while queue and not self._aio_paused and self._task is None:
-            if self._flags & tp.CLOSED:
-                return
+            if self._flags & tp.CLOSED or transport.is_closing():
+                return  # ours, or asyncio's after a reset (connection_lost comes next)
             item = queue[0]
             if not isinstance(item, FileRegion):
                 transport.write(item)

@@ -218,7 +218,7 @@ SETTINGS: tuple[Setting, ...] = (
         "--max-buffer-bytes",
         "BYTES",
         "bytes read at a time and held unanswered per connection (default 65536)",
-        at_least(1024),
+        at_least(1),  # 0 would read nothing, ever
     ),
     Setting(
         "cache_max_file_bytes",

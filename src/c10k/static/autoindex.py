@@ -24,6 +24,13 @@ module plain ``Item``s; rendering does no I/O. What a listing must get right:
 
 The page is small, valid HTML5 with no scripts and no external resources, and always
 UTF-8 (whatever ``charset`` is configured for files: names on disk are UTF-8 here).
+
+With listings off, a directory without an index is still a 404 (nginx, and what an
+operator who turned listings off wants), but ``http.server`` lists every directory, so
+people coming from it expect a listing and see a bare 404. ``no_index_page`` is that 404's
+body: it names the index file and the flag that turns listings on. It names no path (not
+the request's, which the client already knows, and never one on disk), and is the same
+bytes for every directory, so the handler renders it once.
 """
 
 from __future__ import annotations
@@ -120,3 +127,20 @@ def render(path: str, items: list[Item]) -> bytes:
         + "\n</table></body></html>\n"
     )
     return page.encode("utf-8")
+
+
+def no_index_page(index: str) -> bytes:
+    """The body of the 404 for a directory that has no ``index`` file, listings off.
+
+    >>> print(no_index_page("index.html").decode())  # doctest: +NORMALIZE_WHITESPACE
+    <html><head><title>404 Not Found</title></head><body><h1>404 Not Found</h1>
+    <p>This directory has no index.html; start c10k with --autoindex to list it.</p>
+    </body></html>
+    >>> b"a&amp;b" in no_index_page("a&b")
+    True
+    """
+    return (
+        "<html><head><title>404 Not Found</title></head><body><h1>404 Not Found</h1>\n"
+        f"<p>This directory has no {html.escape(index)}; start c10k with --autoindex"
+        " to list it.</p>\n</body></html>\n"
+    ).encode()

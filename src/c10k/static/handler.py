@@ -37,7 +37,8 @@ Three entry points, each a shortcut through the next:
        fd travelling in a ``FileRegion`` that whoever sends it releases. A HEAD never
        leaves an fd open.
     6. With ``precompressed``, the same for ``x.br`` and ``x.gz`` (see ``_sibling``).
-    7. A directory without index: a listing (``autoindex``), never cached.
+    7. A directory without index: a listing (``autoindex``), never cached; with
+       listings off, a 404 whose page hints at ``--autoindex``.
 
 Answering, for the representation chosen by Accept-Encoding (``encoding.py``), in the
 order of RFC 9110 section 13.2.2: preconditions (``conditional.evaluate``: 412, 304),
@@ -93,7 +94,7 @@ from c10k.http.events import Request
 from c10k.http.writers import Body, Response, build_response, error_response, http_date
 from c10k.region import FileRegion
 from c10k.static import fsio
-from c10k.static.autoindex import Item, listable, render
+from c10k.static.autoindex import Item, listable, no_index_page, render
 from c10k.static.cache import CacheEntry, FileCache, Ident, file_ident
 from c10k.static.conditional import evaluate, if_range_matches
 from c10k.static.encoding import SIBLINGS, choose_encoding
@@ -289,6 +290,12 @@ class StaticFiles:
             status: Response(status, r.head, None) for status, r in self._errors_get.items()
         }
         self._method_not_allowed = error_response(405, _METHOD_NOT_ALLOWED_FIELDS)
+        # A directory without an index, listings off: a 404 that says how to get one
+        # (autoindex.no_index_page). Same bytes for every directory: rendered once.
+        self._no_index_get = build_response(
+            404, [(b"Content-Type", _LISTING_TYPE)], no_index_page(index)
+        )
+        self._no_index_head = Response(404, self._no_index_get.head, None)
 
     @staticmethod
     def _header_value(value: str) -> tuple[bytes, int | None]:
@@ -645,8 +652,10 @@ class StaticFiles:
             try:
                 st = fsio.stat(real)
             except OSError as exc:
-                if self._autoindex and exc.errno == errno.ENOENT:
-                    return self._listing(segments, dir_real, head)
+                if exc.errno == errno.ENOENT:
+                    if self._autoindex:
+                        return self._listing(segments, dir_real, head)
+                    return self._no_index_head if head else self._no_index_get
                 return self._error(_status_for(exc), head)
         elif raw_path.endswith(b"/"):
             # "/file.txt/" asks for a directory; open(2) would say ENOTDIR too (nginx: 404).

@@ -41,6 +41,7 @@ from c10k.bench.scenarios.table import (
     extra_files,
     make_docroot,
     scenario,
+    title,
 )
 
 __all__ = [
@@ -60,4 +61,5 @@ __all__ = [
     "scenario",
     "server_shape",
     "stop_reason",
+    "title",
 ]

@@ -13,11 +13,12 @@ scenario measures, and how, is the opening comment of its kind's module.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from c10k.bench.peers import RunningServer
+from c10k.bench.poller import plan_sizes
 from c10k.bench.scenarios.common import Context, KiB, MiB, Options
 from c10k.bench.scenarios.http_load import measure_http
 from c10k.bench.scenarios.idle import measure_idle
@@ -162,6 +163,70 @@ def scenario(name: str, quick: bool = False) -> dict[str, Any]:
     if quick:
         s.update(q)
     return s
+
+
+def _and(values: Sequence[object], unit: str = "") -> str:
+    """``_and([100, 1000, 10000])`` -> ``'100, 1,000 and 10,000'``."""
+    words = [
+        f"{v:,g}{unit}"
+        if isinstance(v, float)
+        else f"{v:,}{unit}"
+        if isinstance(v, int)
+        else str(v)
+        for v in values
+    ]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def title(scen: dict[str, Any], opts: Options) -> str:
+    """The scenario's title with the counts this run used, not the full configuration's:
+    ``--quick`` shrinks them, and ``--connections``, ``--idle-counts``, ``--poller-sizes``,
+    ``--max-users``, ``--multipliers`` and ``--slow-conns`` replace them.  The counts are
+    the ones asked for; the table's rows say which were reached.
+
+    >>> title(scenario("keepalive", quick=True), Options(quick=True))
+    'Keep-alive: 512-byte file at 4 and 16 connections (--quick)'
+    >>> title(scenario("keepalive"), Options())
+    'Keep-alive: 512-byte file at 100, 1,000 and 10,000 connections'
+    """
+    kind, name = scen["kind"], scen["name"]
+    if kind == "http":
+        conns = opts.connections or [v["conns"] for v in scen["variations"]]
+        text = {
+            "conn-rate": f"Kegel test 1: a new TCP connection per 512-byte file, "
+            f"{_and(conns)} concurrent connections",
+            "keepalive": f"Keep-alive: 512-byte file at {_and(conns)} connections",
+            "bigfile": f"Big file: 1 MiB at {_and(conns)} keep-alive connections",
+        }.get(name, f"{scen['title']} ({_and(conns)} connections)")
+    elif kind == "modem":
+        users = opts.max_users or scen["max_users"]
+        text = (
+            f"Kegel test 2: up to {users:,} simulated {scen['rate'] * 8 / 1000:g} kbit/s "
+            "users, dkftpbench scoring"
+        )
+    elif kind == "idle":
+        counts = opts.idle_counts or scen["counts"]
+        text = (
+            f"Idle connections (C1M test): {_and(counts)} held keep-alive connections, "
+            "memory, active latency"
+        )
+    elif kind == "poller":
+        # The sizes the fd limit lets it measure (poller.plan_sizes, as run_poller does).
+        sizes, _notes = plan_sizes(opts.poller_sizes or scen["sizes"], scen["active"])
+        text = f"Poller bench: time per event at {_and(sizes)} watched fds, per backend"
+    elif kind == "overload":
+        levels = [float(x) for x in opts.multipliers or scen["levels"]]
+        text = (
+            f"Overload: offer {_and(levels, 'x')} the peak measured with "
+            f"{scen['peak_conns']:,} connections (open loop, new connections)"
+        )
+    elif kind == "slowhttp":
+        slow: int = opts.slow_conns or scen["conns"]
+        modes = opts.slow_modes or scen["modes"]
+        text = f"Slow and hostile clients: slowhttptest {_and(modes)}, {slow:,} connections each"
+    else:
+        text = scen["title"]
+    return text + (" (--quick)" if opts.quick else "")
 
 
 def make_docroot(root: Path, extra: dict[str, int] | None = None) -> None:
