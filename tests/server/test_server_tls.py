@@ -286,6 +286,8 @@ def test_tls_sessions_resume_on_every_worker(certs: Certs, root: Path, version: 
                 break
             time.sleep(0.2)
         assert len(workers) == 2
+        total = int(status.split("\ntls_handshakes: ")[1].split()[0])  # the server's line
+        assert total == sum(counts)
         # Both workers took handshakes (resumed ones included): tickets crossed over.
         assert all(int(w.split("tls_handshakes=")[1].split()[0]) > 0 for w in workers), status
     finally:

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from c10k.http.events import Request
 from c10k.http.writers import Response, build_response
+from c10k.server.shared import FIELDS
+from c10k.server.shared import GAUGES as SHARED_GAUGES
 
 if TYPE_CHECKING:
     from c10k.server.shared import Record
@@ -29,34 +31,11 @@ if TYPE_CHECKING:
 Counters = tuple[dict[str, int], dict[int, int], Sequence["Record"]]
 
 STATUS_TTL = 0.1
-GAUGES = frozenset(
-    (
-        "active",
-        "reading",
-        "writing",
-        "waiting",
-        "shed_level",
-        "backlog",
-        "syn_drop_percent",
-        "uptime_seconds",
-        "workers",
-    )
-)
-# Lines after stub_status's own, in this order.
-EXTRA_LINES = (
-    "bytes_sent",
-    "timeouts",
-    "offloaded",
-    "shed_level",
-    "shed_503",
-    "shed_accepts",
-    "shed_stale",
-    "backlog",
-    "syn_drop_percent",
-    "access_log_dropped",
-    "uptime_seconds",
-    "pid",
-)
+GAUGES = SHARED_GAUGES | {"uptime_seconds", "workers"}
+# stub_status's own lines come first (render_stub); then every other field, in the
+# records' order, so a counter added to the records shows here too.
+STUB_FIELDS = ("active", "reading", "writing", "waiting", "accepts", "handled", "requests")
+EXTRA_LINES = (*(f for f in FIELDS if f not in STUB_FIELDS), "uptime_seconds", "pid")
 SERVER_LINES = ("workers", "workers_exited")  # under a supervisor only
 
 
