@@ -336,3 +336,21 @@ def test_certs_bad_files_say_why(ca: Any, tmp_path: Path) -> None:
     junk.write_text("not a certificate\n")
     with pytest.raises(certs.CertError, match="not a PEM"):
         certs.load([(str(junk), key)])
+
+
+def test_tls_layer_request_then_close_notify_in_one_read_keeps_the_order(
+    ca: Any, pair: tuple[str, str]
+) -> None:
+    layer, base, app, _loop, _stats = make(pair)
+    client = Client(ca)
+    connect(layer, base, client)
+    order: list[str] = []
+    app.data_received = lambda data: order.append("data") or None  # type: ignore[method-assign]
+    app.eof_received = lambda: order.append("eof")  # type: ignore[method-assign]
+    flight = client.send(b"GET / HTTP/1.1\r\n\r\n")
+    try:
+        client.obj.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    layer.data_received(flight + client.out.read())
+    assert order == ["data", "eof"]  # the Session answers what came before the close

@@ -95,11 +95,13 @@ class TLSLayer:
         self.inc.write(data)
         if self.handshaking and not self._handshake():
             return self._records()
-        plain = self._read_plain()
-        if plain:
+        plain, eof = self._read_plain()
+        if plain and not self.base.closed:  # a bad record after good ones aborted it
             reply = self.app.data_received(plain)
             if reply:
                 self.sslobj.write(reply)
+        if eof and not self.base.closed:  # the client's close_notify, after its data
+            self.app.eof_received()
         return self._records()
 
     def eof_received(self) -> None:
@@ -195,16 +197,18 @@ class TLSLayer:
             self.base.writelines([out])
         self.base.close()
 
-    def _read_plain(self) -> bytes:
+    def _read_plain(self) -> tuple[bytes, bool]:
+        """All the plaintext the records carried, and whether close_notify came."""
         chunks = []
         read = self.sslobj.read
+        eof = False
         while True:
             try:
                 chunk = read(65536)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:  # close_notify: the client is done writing
-                self.app.eof_received()
+                eof = True
                 break
             except ssl.SSLError as exc:
                 self.stats.tls_failures += 1
@@ -212,10 +216,10 @@ class TLSLayer:
                 self.abort()
                 break
             if not chunk:  # close_notify, as SSLObject reports it
-                self.app.eof_received()
+                eof = True
                 break
             chunks.append(chunk)
-        return b"".join(chunks)
+        return b"".join(chunks), eof
 
     def _drain_out(self) -> bytes:
         return self.out.read() if self.out.pending else b""
