@@ -257,6 +257,11 @@ def test_tls_client_certificates_required(
     assert line.split(" ")[2].startswith("O=trustme"), line
 
 
+# Connections SO_REUSEPORT spreads by source port: 12 once all went to one of two workers,
+# so enough that both get some (each one a few milliseconds).
+RESUMES = 64
+
+
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 def test_tls_sessions_resume_on_every_worker(certs: Certs, root: Path, version: object) -> None:
     # SO_REUSEPORT spreads new connections over both workers by their source port; a
@@ -267,7 +272,7 @@ def test_tls_sessions_resume_on_every_worker(certs: Certs, root: Path, version: 
         ctx.minimum_version = ctx.maximum_version = version  # type: ignore[assignment]
         session = None
         reused = []
-        for _ in range(12):
+        for _ in range(RESUMES):
             raw = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
             with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
                 s.sendall(b"GET /small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -278,11 +283,11 @@ def test_tls_sessions_resume_on_every_worker(certs: Certs, root: Path, version: 
         assert reused[0] is False
         assert all(reused[1:]), reused
         deadline = time.monotonic() + 10
-        while True:  # each worker's record is at most a second old: wait for all 12
+        while True:  # each worker's record is at most a second old: wait for them all
             status = http_status(srv.port, certs)
             workers = [line for line in status.splitlines() if line.startswith("worker ")]
             counts = [int(w.split("tls_handshakes=")[1].split()[0]) for w in workers]
-            if sum(counts) >= 12 or time.monotonic() > deadline:
+            if sum(counts) >= RESUMES or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         assert len(workers) == 2
