@@ -71,6 +71,7 @@ def https(request: pytest.FixtureRequest, certs: Certs, root: Path) -> Iterator[
     yield srv
     code, _out, err = srv.stop()
     assert code == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -118,6 +119,23 @@ def test_tls_python_client_ranges_and_keepalive(https: ServerProcess, certs: Cer
         assert (resp.status, resp.read()) == (200, SMALL)
     finally:
         conn.close()
+
+
+def test_tls_connection_close_after_a_response_read_slowly(
+    https: ServerProcess, certs: Certs
+) -> None:
+    # The response outgrows the socket buffer, so the close comes when the last
+    # encrypted bytes drain (asyncio: from inside its resume_writing callback, where a
+    # close used to make asyncio call connection_lost twice: a traceback at teardown).
+    for _ in range(3):
+        with tls_socket(https.port, certs) as s:
+            s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            time.sleep(0.2)
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+                time.sleep(0.001)
+        assert got.endswith(big_content())
 
 
 def tls_socket(port: int, certs: Certs, name: str = "localhost") -> ssl.SSLSocket:

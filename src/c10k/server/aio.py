@@ -169,6 +169,7 @@ class AioConnection(asyncio.BufferedProtocol, BaseTransport):
         self._out: deque[Item] = deque()
         self._aio_paused = False  # asyncio's buffer holds bytes (pause_writing)
         self._task: asyncio.Task[None] | None = None  # a loop.sendfile in progress
+        self._resuming = False  # inside asyncio's resume_writing callback
 
     # -- asyncio's side -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -204,7 +205,11 @@ class AioConnection(asyncio.BufferedProtocol, BaseTransport):
 
     def resume_writing(self) -> None:
         self._aio_paused = False
-        self._pump()
+        self._resuming = True
+        try:
+            self._pump()
+        finally:
+            self._resuming = False
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._flags = tp.CLOSED
@@ -320,7 +325,14 @@ class AioConnection(asyncio.BufferedProtocol, BaseTransport):
             return
         if flags & tp.CLOSING:
             self._flags |= tp.CLOSED
-            self.atransport.close()
+            if self._resuming:
+                # 3.11 selector transports call resume_writing from _write_ready, which
+                # calls connection_lost itself once the buffer is empty and the transport
+                # closing; a close() from inside would schedule connection_lost a second
+                # time (a traceback on the cleared protocol). Close after it returns.
+                self.server.loop.call_soon(self.atransport.close)
+            else:
+                self.atransport.close()
         elif flags & tp.SHUTTING and self.atransport.can_write_eof():
             self.atransport.write_eof()
 
