@@ -448,3 +448,41 @@ def test_core_drop_syns_refused_where_it_cannot_work(tmp_path: Path) -> None:
 def test_core_set_backlog_in_place(listener: socket.socket) -> None:
     set_backlog(listener, 64)
     assert accept_queue(listener) == (0, 64)
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_core_acceptor_close_with_sweep_hands_over_the_waiting(
+    loop: Loop, listener: socket.socket, clients: list[socket.socket], raw: bool
+) -> None:
+    # A client whose wakeup came to a loop that stops accepting (EPOLLEXCLUSIVE wakes one
+    # waiter) must not be left queued: close(sweep=True) takes it; a plain close leaves it.
+    got: list[object] = []
+    acc = Acceptor(loop, listener, lambda conn, _addr: got.append(conn), raw_fds=raw)
+    try:
+        acc.start()
+        connect(listener.getsockname(), clients)
+        connect(listener.getsockname(), clients)
+        acc.close(sweep=True)  # before the loop ever ran: both still queued
+        assert len(got) == 2
+        for conn in got:
+            fd = conn if isinstance(conn, int) else conn.fileno()
+            assert not os.get_blocking(fd)
+        assert listener.fileno() == -1
+    finally:
+        for conn in got:
+            if isinstance(conn, int):
+                os.close(conn)
+            else:
+                conn.close()  # type: ignore[attr-defined]
+
+
+def test_core_acceptor_paused_close_does_not_sweep(
+    loop: Loop, listener: socket.socket, clients: list[socket.socket]
+) -> None:
+    got: list[object] = []
+    acc = Acceptor(loop, listener, lambda conn, _addr: got.append(conn))
+    acc.start()
+    acc.pause()  # at the connection cap: queued clients wait for another worker
+    connect(listener.getsockname(), clients)
+    acc.close(sweep=True)
+    assert got == []

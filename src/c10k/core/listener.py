@@ -430,9 +430,7 @@ class Acceptor:
     def _read_ready(self, _events: int) -> None:
         if not self._listening:
             return
-        raw = self.raw_fds
-        accept = self.sock._accept if raw else self.sock.accept  # type: ignore[attr-defined]
-        on_accept = self.on_accept
+        accept = self.sock._accept if self.raw_fds else self.sock.accept  # type: ignore[attr-defined]
         for _ in range(self.max_per_wakeup):
             try:
                 conn: Any
@@ -453,23 +451,7 @@ class Acceptor:
                 if exc.errno in ACCEPT_SKIP_ERRNOS:
                     continue
                 raise
-            self.accepted += 1
-            if raw:
-                try:
-                    set_nonblocking(conn)
-                except OSError:
-                    os.close(conn)
-                    continue
-            else:
-                conn.setblocking(False)
-            try:
-                on_accept(conn, addr)
-            except Exception:
-                # Log and go on with the batch: on an edge-triggered backend, letting this
-                # escape would also skip the re-post below, and the rest of the backlog
-                # would wait for another client's edge. on_accept owns conn (it may have
-                # registered it), so it is not closed here.
-                log.exception("error in on_accept for %r", addr)
+            self._hand_over(conn, addr)
             if not self._listening:  # the owner paused us (connection cap)
                 return
         if self.on_backlog is not None:
@@ -477,14 +459,44 @@ class Acceptor:
         if self.loop.edge:
             self.loop.call_soon(self._read_ready, READ)
 
+    def _hand_over(self, conn: Any, addr: object) -> None:
+        self.accepted += 1
+        if self.raw_fds:
+            try:
+                set_nonblocking(conn)
+            except OSError:
+                os.close(conn)
+                return
+        else:
+            conn.setblocking(False)
+        try:
+            self.on_accept(conn, addr)
+        except Exception:
+            # Log and go on with the batch: on an edge-triggered backend, letting this
+            # escape would also skip the re-post below, and the rest of the backlog
+            # would wait for another client's edge. on_accept owns conn (it may have
+            # registered it), so it is not closed here.
+            log.exception("error in on_accept for %r", addr)
+
     def _after_sleep(self) -> None:
         self._retry = None
         if not self._paused:
             self._watch()
             self._read_ready(READ)
 
-    def close(self) -> None:
-        """Stop accepting and close the listening socket."""
+    def close(self, sweep: bool = False) -> None:
+        """Stop accepting and close the listening socket. With ``sweep``, first hand over
+        the connections waiting in its queue (if it was being watched): on a listener
+        shared with EPOLLEXCLUSIVE, one waiter is woken per connection, and a wakeup that
+        came to this loop just before it stopped would otherwise leave that client
+        waiting until the next one wakes another process."""
+        if sweep and self._listening and not self._closed:
+            self._unwatch()
+            try:
+                for fd, addr in accept_fds(self.sock, self.max_per_wakeup):
+                    self._hand_over(fd if self.raw_fds else socket.socket(fileno=fd), addr)
+            except OSError as exc:
+                log.warning("accept while closing the listener: %s", exc.strerror)
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None

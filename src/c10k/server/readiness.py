@@ -124,8 +124,9 @@ class Server(ServerBase):
             acceptor.resume()
 
     def _close_listeners(self) -> None:
+        # Draining: who waits now is served (with Connection: close); see Acceptor.close.
         for acceptor in self.acceptors:
-            acceptor.close()
+            acceptor.close(sweep=True)
 
     def _stop_loop(self) -> None:
         self.loop.stop()

@@ -79,7 +79,7 @@ from c10k.core.io_uring import (
     result_error,
 )
 from c10k.core.io_uring import unavailable_reason as uring_unavailable_reason
-from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP
+from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP, accept_fds
 from c10k.core.loop import LOAD_ALPHA, ThreadRunner
 from c10k.core.timers import Deadlines, TimerHandle, TimerHeap
 from c10k.core.transport import BaseTransport, Item, coalesce, release
@@ -645,26 +645,57 @@ class UringServer(ServerBase):
             self.accept_armed[index] = False
         if res < 0:
             self._accept_failed(index, res)
-            return
-        if self.draining or self.closing:
+        elif self.closing:
             os.close(res)
-            return
+        else:
+            # Draining too: the client is connected, and answered with Connection: close.
+            self._serve_fd(index, res)
+        if self.draining and not self.accept_armed[index]:
+            self._sweep(index)
+
+    def _serve_fd(self, index: int, fd: int) -> None:
         self.accepted[index] += 1
         self._turn_accepts += 1
         if self._turn_accepts == ACCEPT_BATCH:
             self.backlog_alert()
         policy = self.policy
         policy.accepts += 1
-        if policy.accept_guard and not policy.admit(res):
+        if policy.accept_guard and not policy.admit(fd):
             return
         uid = self._next_uid
         self._next_uid = uid + 1
         protocol = self.make_protocol(self.loop, index)
-        peer = peer_address(res) if policy.observe else None
-        self.conns[uid] = UringTransport(self, res, uid, protocol, peer)
+        peer = peer_address(fd) if policy.observe else None
+        self.conns[uid] = UringTransport(self, fd, uid, protocol, peer)
         self.opened()
-        if not self.accept_armed[index]:
+        if not self.accept_armed[index] and not self.draining:
             self._arm_accepts()
+
+    def _close_listeners(self) -> None:
+        # The listeners stay open until each accept's cancellation has completed: then
+        # _sweep takes what waits in the queue. A multishot accept waits exclusively (as
+        # EPOLLEXCLUSIVE), and the oldest waiter gets the wakeup: a connection that woke
+        # this worker's accept just as it was cancelled woke no one else, and sat in the
+        # queue until the next client woke the new worker (a 10 s stall in a reload).
+        self._pause_accepting()
+        for index, armed in enumerate(self.accept_armed):
+            if not armed:  # paused at the cap: no wakeup can be lost
+                self.socks[index].close()
+
+    def _sweep(self, index: int) -> None:
+        """Draining, the accept on listener ``index`` done: serve who waits, then close it."""
+        sock = self.socks[index]
+        if sock.fileno() < 0:
+            return
+        try:
+            for fd, _addr in accept_fds(sock, ACCEPT_BATCH):
+                os.set_blocking(fd, False)
+                self._serve_fd(index, fd)
+        except OSError as exc:
+            log.warning("accept while draining: %s", exc)
+        sock.close()
+        if not self.nconn and not any(self.accept_armed):
+            self._running = False
 
     def _accept_failed(self, index: int, res: int) -> None:
         if res == -errno.ECANCELED:
@@ -714,7 +745,8 @@ class UringServer(ServerBase):
         self._arm_accepts()
 
     def _stop_loop(self) -> None:
-        self._running = False
+        if not any(self.accept_armed):  # else the last _sweep stops the loop
+            self._running = False
 
     # -- wakeups and signals ---------------------------------------------------------------
     def _arm_wakeup(self) -> None:
