@@ -241,6 +241,13 @@ def test_tls_redirect_https_and_hsts(certs: Certs, root: Path, backend: str) -> 
         assert "strict-transport-security" not in head  # never over plain HTTP (RFC 6797)
         r = curl("-I", f"http://localhost:{port}/")
         assert r.stdout.startswith(b"HTTP/1.1 301")
+        # The engine's own answers on that port (bad request, bad method) are plain too.
+        for req in (b"BAD\r\n\r\n", b"POST / HTTP/1.1\r\nHost: x\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(req)
+                got = s.recv(65536)
+            assert got.startswith((b"HTTP/1.1 400", b"HTTP/1.1 405")), got
+            assert b"strict-transport-security" not in got.lower(), got
         r = curl(
             "-i", "--cacert", certs.ca_file, "--resolve", f"localhost:{srv.port}:127.0.0.1",
             f"https://localhost:{srv.port}/small.txt",

@@ -183,6 +183,7 @@ class ServerBase:
             return session
         if role == REDIRECT:
             session.handle_fast = self.redirect  # type: ignore[assignment]
+            session.append = self.policy.append_plain
             return session
         assert self.certs is not None
         return TLSLayer(session, self.certs.default, loop, self.policy)

@@ -79,6 +79,7 @@ class Session(HTTPConnection):
     """One connection's HTTP state machine; see the module comment."""
 
     __slots__ = (
+        "append",
         "deadline",
         "deadline_key",
         "handle_fast",
@@ -102,6 +103,9 @@ class Session(HTTPConnection):
         # The handler this connection asks first: the policy's, or one its listener
         # chose (the --redirect-https listener's).
         self.handle_fast = policy.handler_fast
+        # How a response goes on the wire: ``policy.append_plain`` where the connection
+        # is plain but the server's responses say HTTPS-only things (HSTS).
+        self.append = policy.append
         self.loop = loop
         self.transport: Any = None
         self.job: Request | None = None
@@ -269,7 +273,7 @@ class Session(HTTPConnection):
                 if policy.observe:
                     policy.account(self, None, resp)
                 policy.requests += 1
-                policy.append(out, resp, CLOSE, False)
+                self.append(out, resp, CLOSE, False)
                 self.will_close = True
                 break
             if event is NEED_DATA:
@@ -340,7 +344,7 @@ class Session(HTTPConnection):
         if policy.observe:
             policy.account(self, req, resp)
         policy.requests += 1
-        return policy.append(out, resp, kind, method == b"HEAD")
+        return self.append(out, resp, kind, method == b"HEAD")
 
     # -- the disk I/O pool and yielding ----------------------------------------------------
     def _offload(self, req: Request) -> None:
@@ -440,7 +444,7 @@ class Session(HTTPConnection):
         if policy.observe:
             policy.account(self, None, resp)
         policy.requests += 1
-        policy.append(out, resp, CLOSE, False)
+        self.append(out, resp, CLOSE, False)
         self.state = CLOSING
         self.deadline = self.loop.now + policy.send_timeout
         self.loop.deadlines.schedule(self)

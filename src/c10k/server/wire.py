@@ -31,6 +31,7 @@ CONNECTION_LINES = (b"", b"Connection: close\r\n", b"Connection: keep-alive\r\n"
 
 ONE_OFF_STATUSES = frozenset((206, 416))
 WIRE_MEMO_MAX_ENTRIES = 4096
+PLAIN_TWINS_MAX = 64  # append_plain: the engine's few error responses, as PlainResponses
 
 Out = list[bytes | FileRegion]
 
@@ -60,6 +61,7 @@ class Wire:
             b"" if hsts is None else b"Strict-Transport-Security: max-age=%d\r\n" % hsts
         )
         self._errors: dict[int, Response] = {}
+        self._plain_twins: dict[Response, PlainResponse] = {}
         self.update_date(time.time())
 
     def update_date(self, wall: float) -> None:
@@ -101,6 +103,20 @@ class Wire:
                 out.append(part)
                 size += len(part)
         return size
+
+    def append_plain(self, out: Out, resp: Response, kind: int, head: bool) -> int:
+        """``append`` for a connection that is not HTTPS (the --redirect-https listener):
+        the engine's own responses (400, 405, 408, 503, ...) go without HSTS there too."""
+        if resp.__class__ is Response:
+            twin = self._plain_twins.get(resp)
+            if twin is None:
+                if len(self._plain_twins) >= PLAIN_TWINS_MAX:
+                    self._plain_twins.clear()
+                twin = PlainResponse(resp.status, resp.head, resp.body, resp.close)
+                if resp.body is None or resp.body.__class__ is bytes:
+                    self._plain_twins[resp] = twin  # no file regions kept alive
+            resp = twin
+        return self.append(out, resp, kind, head)
 
     def error(self, status: int) -> Response:
         """A closing error response for a protocol error (400, 408, 414, 431, 500)."""
