@@ -287,14 +287,27 @@ def test_tls_client_certificates_required(
 RESUMES = 64
 
 
-@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
-def test_tls_sessions_resume_on_every_worker(certs: Certs, root: Path, version: object) -> None:
+@pytest.mark.parametrize(
+    ("version", "tickets"),
+    [
+        (ssl.TLSVersion.TLSv1_2, True),
+        (ssl.TLSVersion.TLSv1_2, False),  # by session ID: the cache shared by the workers
+        (ssl.TLSVersion.TLSv1_3, True),
+    ],
+    ids=["1.2-ticket", "1.2-session-id", "1.3-ticket"],
+)
+def test_tls_sessions_resume_on_every_worker(
+    certs: Certs, root: Path, version: object, tickets: bool
+) -> None:
     # SO_REUSEPORT spreads new connections over both workers by their source port; a
-    # ticket from one must be good on the other (the contexts are made before the fork).
+    # ticket from one must be good on the other (the contexts are made before the fork),
+    # and so must a session ID (sessioncache.py).
     srv = ServerProcess(root, "epoll", *certs.args(), "--workers", "2", "--status")
     try:
         ctx = certs.client()
         ctx.minimum_version = ctx.maximum_version = version  # type: ignore[assignment]
+        if not tickets:
+            ctx.options |= ssl.OP_NO_TICKET
         session = None
         reused = []
         for _ in range(RESUMES):

@@ -1,8 +1,9 @@
 """Certificates and the TLS settings of a listener: contexts, SNI, protocol versions.
 
 Built once per configuration, in the supervisor before the workers fork, so every worker
-shares the contexts' session-ticket keys: a client resumes on whichever worker
-SO_REUSEPORT gives it. A reload (SIGHUP) builds new contexts for the new workers; a bad
+shares the contexts' session-ticket keys, and their session-ID cache lives in memory shared
+across the fork (sessioncache.py): a client resumes on whichever worker SO_REUSEPORT
+gives it, by ticket or by ID. A reload (SIGHUP) builds new contexts for the new workers; a bad
 new file is refused with the reason and the old workers keep theirs.
 
 Choices (Mozilla "intermediate", version 5.7): TLS 1.2 and 1.3 only; for 1.2 the ECDHE
@@ -19,8 +20,13 @@ covering one label; a name no certificate carries gets the first pair.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import ssl
 from dataclasses import dataclass, field
+
+from c10k.server.sessioncache import share_sessions
+
+log = logging.getLogger("c10k.server")
 
 INTERMEDIATE_CIPHERS = ":".join(
     [
@@ -57,8 +63,12 @@ class Certificates:
         return ctx or self.default
 
 
-def load(pairs: list[tuple[str, str]], client_ca: str | None = None) -> Certificates:
+def load(
+    pairs: list[tuple[str, str]], client_ca: str | None = None, share: bool = False
+) -> Certificates:
     """Contexts for (certificate chain file, key file) pairs; the first is the default.
+    ``share``: the contexts' session caches are shared with the processes forked after
+    this (c10k.server.sessioncache); made in the supervisor, before the workers.
 
     Raises:
         CertError: a file is missing, unreadable, not PEM, or the key does not match.
@@ -77,6 +87,14 @@ def load(pairs: list[tuple[str, str]], client_ca: str | None = None) -> Certific
                 certs.by_name.setdefault(name, ctx)
     if len(contexts) > 1:
         certs.default.sni_callback = _sni(certs)
+    if share:
+        why = share_sessions(contexts)
+        if why is not None:
+            log.warning(
+                "TLS session IDs resume only on the worker that made them (%s); "
+                "session tickets resume on every worker",
+                why,
+            )
     return certs
 
 

@@ -115,7 +115,7 @@ def load_certs(config: ServerConfig) -> Certificates | None:
     if not config.tls_cert:
         return None
     pairs = list(zip(config.tls_cert, config.tls_key, strict=True))
-    return load_certificates(pairs, config.tls_client_ca)
+    return load_certificates(pairs, config.tls_client_ca, share=True)
 
 
 # -- restart policy ------------------------------------------------------------------------
