@@ -199,27 +199,40 @@ class TLSLayer:
 
     def _read_plain(self) -> tuple[bytes, bool]:
         """All the plaintext the records carried, and whether close_notify came."""
-        chunks = []
         read = self.sslobj.read
-        eof = False
-        while True:
+        try:
+            chunk = read(65536)
+        except ssl.SSLWantReadError:
+            return b"", False
+        except ssl.SSLError as exc:
+            return self._read_failed(exc), isinstance(exc, ssl.SSLZeroReturnError)
+        if chunk and not self.inc.pending and not self.sslobj.pending():
+            # The common case, one request in whole records: done without asking again
+            # (the next read would only raise SSLWantReadError, a costly exception).
+            return chunk, False
+        chunks = [chunk]
+        eof = not chunk  # close_notify, as SSLObject reports it
+        while not eof:
             try:
                 chunk = read(65536)
             except ssl.SSLWantReadError:
                 break
-            except ssl.SSLZeroReturnError:  # close_notify: the client is done writing
-                eof = True
-                break
             except ssl.SSLError as exc:
-                self.stats.tls_failures += 1
-                log.debug("TLS error on a connection: %s", exc)
-                self.abort()
+                self._read_failed(exc)
+                eof = isinstance(exc, ssl.SSLZeroReturnError)
                 break
-            if not chunk:  # close_notify, as SSLObject reports it
+            if not chunk:
                 eof = True
                 break
             chunks.append(chunk)
         return b"".join(chunks), eof
+
+    def _read_failed(self, exc: ssl.SSLError) -> bytes:
+        if not isinstance(exc, ssl.SSLZeroReturnError):  # that one is close_notify
+            self.stats.tls_failures += 1
+            log.debug("TLS error on a connection: %s", exc)
+            self.abort()
+        return b""
 
     def _drain_out(self) -> bytes:
         return self.out.read() if self.out.pending else b""
