@@ -6,12 +6,18 @@
 
     c10k bench idle --levels 10000,100000,500000,1000000          (C1M, issue 4)
     c10k bench keepalive --c10k-backends epoll,epoll-et,poll,uring  (side by side, issue 5)
+    c10k bench conn-rate --tls --peer nginx --peer lighttpd         (over TLS)
 
 Scenarios: conn-rate, keepalive, bigfile, modem, idle, poller, overload, slowhttp, all.  c10k
 itself is measured as ``python -m c10k serve ROOT --bind 127.0.0.1 --port PORT [--backend B]``
 unless ``--no-c10k``; peers that are not installed are skipped with what to install, and so
 is a c10k backend that ``c10k backends`` says cannot run here.  Results go to ``--out``
 (default ``bench-results/<time>``): results.json, results.md and PNG plots.
+
+``--tls``: every server over HTTPS with one certificate made for the run, every generator
+over TLS (peers.py and client.py say how); a server that cannot take the certificate
+(http.server, a ``--server`` line without ``{tls_cert}``/``{tls_key}``) is refused with the
+reason, and so is the poller scenario alone, which has no server.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from c10k.bench import certs
 from c10k.bench.peers import PEERS, ServerSpec, c10k_backend_names, c10k_spec, custom_spec
 from c10k.bench.plot import MISSING, have_matplotlib, render
 from c10k.bench.report import markdown, terminal_table
@@ -101,6 +108,13 @@ def _common() -> argparse.ArgumentParser:
         "with the reason",
     )
     g.add_argument("--no-c10k", action="store_true", help="do not measure c10k itself")
+    g.add_argument(
+        "--tls",
+        action="store_true",
+        help="over TLS: one P-256 certificate made for the run (openssl, else trustme), "
+        "every server over HTTPS with it (TLS 1.2 and 1.3), every generator over TLS; a "
+        "--server command line takes it by {tls_cert} and {tls_key}; not for poller",
+    )
     g = p.add_argument_group("run")
     g.add_argument("--duration", type=float, help="seconds per measurement (default 10; quick 1)")
     g.add_argument(
@@ -219,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _specs(args: argparse.Namespace) -> list[ServerSpec]:
     specs = [PEERS[p] for p in dict.fromkeys(args.peer)]
-    specs += [custom_spec(text, i + 1) for i, text in enumerate(args.server)]
+    specs += [custom_spec(text, i + 1, args.tls) for i, text in enumerate(args.server)]
     if not args.no_c10k:
         backends = list(args.backend)
         for name in args.c10k_backends or []:
@@ -227,6 +241,19 @@ def _specs(args: argparse.Namespace) -> list[ServerSpec]:
         backends = list(dict.fromkeys(backends))
         specs += [c10k_spec(b) for b in backends] if backends else [c10k_spec()]
     return specs
+
+
+def _check_tls(names: list[str], specs: list[ServerSpec]) -> None:
+    """What ``--tls`` cannot do, as one line (raises ValueError)."""
+    if names == ["poller"]:
+        raise ValueError(
+            "--tls does not apply to poller: it starts no server and opens no connection"
+        )
+    for spec in specs:
+        if spec.no_tls:
+            raise ValueError(f"--tls: {spec.no_tls}")
+    if certs.maker() is None:
+        raise ValueError(certs.MISSING)
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -254,6 +281,7 @@ def _options(args: argparse.Namespace) -> Options:
         slow_duration=args.slow_duration,
         slow_modes=args.slow_modes,
         server_cpu=args.server_cpu,
+        tls=args.tls,
     )
 
 
@@ -285,25 +313,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         specs = _specs(args)
         opts = _options(args)
+        if args.tls:
+            _check_tls(names, specs)
     except ValueError as e:
         print(f"c10k bench: {e}", file=sys.stderr)
         return 2
     needs_server = any(SCENARIOS[n]["kind"] != "poller" for n in names)
-    runnable = [s for s in specs if s.check() is None]
+    runnable = [s for s in specs if s.check_for(args.tls) is None]
     if needs_server and not runnable:
         for s in specs:
-            print(f"c10k bench: cannot run {s.name}: {s.check()}", file=sys.stderr)
+            print(f"c10k bench: cannot run {s.name}: {s.check_for(args.tls)}", file=sys.stderr)
         print("c10k bench: no server to measure (add --peer or --server)", file=sys.stderr)
         return 2
     out = args.out or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
-    doc = run(
-        names,
-        specs,
-        opts,
-        out,
-        pin_enabled=not args.no_pin,
-        argv=["c10k", "bench", *(argv if argv is not None else sys.argv[1:])],
-    )
+    try:
+        doc = run(
+            names,
+            specs,
+            opts,
+            out,
+            pin_enabled=not args.no_pin,
+            argv=["c10k", "bench", *(argv if argv is not None else sys.argv[1:])],
+        )
+    except certs.CertError as e:
+        print(f"c10k bench: {e}", file=sys.stderr)
+        return 2
     write_json(doc, out / "results.json")
     plots = _finish(doc, out, not args.no_plots)
     print(terminal_table(doc))

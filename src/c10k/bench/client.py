@@ -56,13 +56,26 @@ unreachable, or no SYN-ACK in time), ``read`` (reset while reading), ``write``, 
 (server closed before a complete response), ``timeout`` (no complete response within
 ``timeout`` seconds), ``status`` (not 2xx/3xx; a 503 is counted as ``503`` instead, since
 shedding load with 503 is the answer an overloaded server should give), ``late`` (open
-mode: a 2xx that arrived after ``timeout``, so it is not goodput).  Resource errors at
+mode: a 2xx that arrived after ``timeout``, so it is not goodput), ``tls`` (a TLS
+handshake that failed, e.g. a certificate not signed by the run's CA, or did not finish
+within ``timeout``; the first reason goes to the process's stderr log).  Resource errors at
 ``socket()``/``connect()`` get their own class, because they say which limit was hit on the
 way to a million connections: ``emfile``/``enfile`` (fds), ``eaddrnotavail`` (no free
 4-tuple: add source addresses or server ports), ``enomem`` (ENOMEM/ENOBUFS).
 
 Several destinations (``ports`` in the config): connection ``j`` goes to the ``j``-th
 (source, port) pair in turn, so each pair carries an equal share (see ``pair_for``).
+
+TLS (``cafile`` in the config, ``c10k bench --tls``).  Every mode runs over TLS with the
+sockets and states above unchanged: after the TCP connect a connection is ``_HANDSHAKE``
+(nonblocking, driven by readability like any read) until its ``TLSWire`` says done, then
+goes on as a plain one would; requests are encrypted before ``send`` (a short write queues
+ciphertext, as it queued the request); every read is decrypted whole before the state
+machine sees it (tlswire.py says why an ``SSLObject`` over MemoryBIOs rather than an
+``SSLSocket``).  The server's certificate is checked against ``cafile`` and its name
+against the host; a handshake that fails or does not finish within ``timeout`` is
+counted as ``tls``.  Modem users are paced on the bytes the socket delivers, i.e. the
+ciphertext a modem line would carry; a download completes on its plaintext.
 """
 
 from __future__ import annotations
@@ -77,6 +90,7 @@ import re
 import select
 import selectors
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -84,7 +98,9 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
+from c10k.bench.certs import client_context
 from c10k.bench.stats import Histogram
+from c10k.bench.tlswire import MAX_RECORD_BYTES, RAW_READ_BYTES, TLSWire
 
 # Sockets per generator process.  The hard NOFILE limit here is 20,000; stay well below so the
 # epoll loop (and its per-wakeup list) stays short, and the kernel's per-process fd table
@@ -101,8 +117,10 @@ DEFAULT_TIMEOUT = 5.0
 # Linux <netinet/in.h>: IP_BIND_ADDRESS_NO_PORT = 24 (Python exposes it from 3.12 only).
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
-_CONNECTING, _SENDING, _HEAD, _BODY, _DRAIN, _IDLE = range(6)
+_CONNECTING, _SENDING, _HEAD, _BODY, _DRAIN, _IDLE, _HANDSHAKE = range(7)
 _EMPTY = bytearray()  # shared by every idle connection; never written to
+# The error class of a connection still in this state after ``timeout`` (module doc).
+_LATE_KIND = {_CONNECTING: "connect", _HANDSHAKE: "tls"}
 
 _RE_CL = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.I)
 _RE_CONN_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.I)
@@ -273,9 +291,11 @@ class _Conn:
         "state",
         "status",
         "t0",
+        "tls",
     )
 
     def __init__(self, sock: socket.socket, src: str | None, t0: float) -> None:
+        self.tls: TLSWire | None = None
         self.sock = sock
         self.fd = sock.fileno()
         self.src = src
@@ -344,6 +364,11 @@ class HttpWorker:
         self.dropped = 0
         self.closed_by_server = 0
         self.scratch = bytearray(256 * 1024)
+        # TLS (module doc): one client context per process; ``raw`` takes what the socket
+        # gives, ``scratch`` the plaintext.
+        self.tls_ctx = client_context(cfg["cafile"]) if cfg.get("cafile") else None
+        self.raw = bytearray(RAW_READ_BYTES if self.tls_ctx else 0)
+        self.tls_reason_said = False
         self.measuring = False
         self.running = True
         self.n_opened = 0
@@ -399,15 +424,18 @@ class HttpWorker:
             c.t0 = now
         c.head.clear()
         c.state = _HEAD
+        req = self.req
         try:
-            n = c.sock.send(self.req)
+            if c.tls is not None:
+                req = c.tls.encrypt(req)
+            n = c.sock.send(req)
         except BlockingIOError:
             n = 0
         except OSError:
             self._fail(c, "write", now)
             return
-        if n < len(self.req):
-            c.out = self.req[n:]
+        if n < len(req):
+            c.out = req[n:]
             c.state = _SENDING
             self.poller.modify(c.fd, self.poller.OUT)
 
@@ -417,6 +445,67 @@ class HttpWorker:
             self._fail(c, errno_kind(err), now)
             return
         self.poller.modify(c.fd, self.poller.IN)
+        if self.tls_ctx is not None:
+            c.tls = TLSWire(self.tls_ctx, self.host)
+            c.state = _HANDSHAKE
+            self._handshake(c, now, b"")
+            return
+        self._usable(c, now)
+
+    def _handshake_ready(self, c: _Conn, now: float) -> None:
+        try:
+            n = c.sock.recv_into(self.raw)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._fail(c, "read", now)
+            return
+        if n == 0:
+            self._fail(c, "eof", now)
+            return
+        self._handshake(c, now, memoryview(self.raw)[:n])
+
+    def _handshake(self, c: _Conn, now: float, raw: bytes | memoryview) -> None:
+        assert c.tls is not None
+        try:
+            done = c.tls.handshake(raw)
+            out = c.tls.pending_out()
+            # A ClientHello or Finished on a fresh connection: it fits the socket buffer.
+            if out and c.sock.send(out) != len(out):
+                raise ssl.SSLError("a handshake message did not fit the socket buffer")
+        except ssl.SSLError as e:
+            self._tls_failed(c, e, now)
+            return
+        except OSError:
+            self._fail(c, "write", now)
+            return
+        if done:
+            self._usable(c, now)
+
+    def _tls_failed(self, c: _Conn, e: ssl.SSLError, now: float) -> None:
+        if not self.tls_reason_said:
+            self.tls_reason_said = True
+            print(f"c10k bench generator: TLS handshake failed: {e}", file=sys.stderr)
+        self._fail(c, "tls", now)
+
+    def _recv_tls(self, c: _Conn) -> int:
+        """Plaintext bytes read into ``scratch``, 0 at EOF; BlockingIOError when a read gave
+        none (a partial record, a session ticket, the peer's close_notify)."""
+        assert c.tls is not None
+        n = c.sock.recv_into(self.raw)
+        if n == 0:
+            return 0
+        got = c.tls.decrypt_into(memoryview(self.raw)[:n], self.scratch)
+        if c.tls.closed:
+            # Answer the server's close_notify (tlswire.py); its FIN is what ends the wait.
+            with contextlib.suppress(OSError):
+                c.sock.send(c.tls.pending_out())
+        if got == 0:
+            raise BlockingIOError
+        return got
+
+    def _usable(self, c: _Conn, now: float) -> None:
+        """Connected (and TLS done): wait for "go", or send the request."""
         if self.mode == "closed" and not self.measuring and not self.started:
             c.state = _IDLE  # pre-connected, waiting for "go"
             return
@@ -439,7 +528,7 @@ class HttpWorker:
 
     def _read_ready(self, c: _Conn, now: float) -> None:
         try:
-            n = c.sock.recv_into(self.scratch)
+            n = c.sock.recv_into(self.scratch) if c.tls is None else self._recv_tls(c)
         except BlockingIOError:
             return
         except OSError:
@@ -591,6 +680,8 @@ class HttpWorker:
             state = c.state
             if state == _CONNECTING:
                 self._connected(c, now)
+            elif state == _HANDSHAKE:
+                self._handshake_ready(c, now)
             elif state == _SENDING and ev & OUT:
                 self._write_ready(c, now)
             else:
@@ -607,7 +698,7 @@ class HttpWorker:
                 self._close(c)  # response was complete; the FIN never came
                 self._after_close(now)
             elif c.state != _IDLE and c.t0 < limit:
-                self._fail(c, "timeout" if c.state != _CONNECTING else "connect", now)
+                self._fail(c, _LATE_KIND.get(c.state, "timeout"), now)
 
     def _command(self, msg: dict[str, Any]) -> None:
         cmd = msg.get("cmd")
@@ -764,14 +855,18 @@ class _User:
         "start",
         "state",
         "t_conn",
+        "tls",
+        "wire",
     )
 
     def __init__(self) -> None:
         self.sock: socket.socket | None = None
+        self.tls: TLSWire | None = None
         self.fd = -1
         self.alive = True
         self.state = _CONNECTING
         self.got = 0  # bytes of the current download, head included
+        self.wire = 0  # bytes off the socket for it (TLS: ciphertext): what is paced
         self.need = -1  # head + body once the head is parsed
         self.head_len = 0
         self.keep = True
@@ -811,6 +906,9 @@ class ModemWorker:
         self.heap: list[tuple[float, int, _User, int]] = []
         self.seq = 0
         self.scratch = bytearray(max(self.packet * 4, 65536))
+        # TLS: ``scratch`` takes the ciphertext, ``text`` the plaintext (the module doc).
+        self.tls_ctx = client_context(cfg["cafile"]) if cfg.get("cafile") else None
+        self.text = bytearray(len(self.scratch) + 2 * MAX_RECORD_BYTES) if self.tls_ctx else None
         self.failures: list[dict[str, Any]] = []
         self.started = 0
         self.alive = 0
@@ -861,12 +959,14 @@ class ModemWorker:
     def _request(self, u: _User, now: float) -> None:
         assert u.sock is not None
         try:
-            u.sock.send(self.req)  # a fresh or drained connection: the request fits
+            req = self.req if u.tls is None else u.tls.encrypt(self.req)
+            u.sock.send(req)  # a fresh or drained connection: the request fits
         except OSError:
             self._fail(u, "write", now)
             return
         u.state = _BODY
         u.got = 0
+        u.wire = 0
         u.need = -1
         u.start = now
 
@@ -875,47 +975,109 @@ class ModemWorker:
         if u.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
             self._fail(u, "connect", now)
             return
+        if self.tls_ctx is not None:
+            # The handshake is driven by readability; reading is paced only after it.
+            u.tls = TLSWire(self.tls_ctx, self.addr[0])
+            u.state = _HANDSHAKE
+            self.poller.modify(u.fd, self.poller.IN)
+            self._handshake(u, now, b"")
+            return
+        self._downloading(u, now)
+
+    def _downloading(self, u: _User, now: float) -> None:
         # No read interest: a user reads only on its ticks; the kernel holds the rest.
         self.poller.unregister(u.fd)
         self._request(u, now)
         self._schedule(now + self.tick, u)
 
+    def _handshake_ready(self, u: _User, now: float) -> None:
+        assert u.sock is not None
+        try:
+            n = u.sock.recv_into(self.scratch)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._fail(u, "read", now)
+            return
+        if n == 0:
+            self._fail(u, "eof", now)
+            return
+        self._handshake(u, now, memoryview(self.scratch)[:n])
+
+    def _handshake(self, u: _User, now: float, raw: bytes | memoryview) -> None:
+        assert u.sock is not None
+        assert u.tls is not None
+        try:
+            done = u.tls.handshake(raw)
+            out = u.tls.pending_out()
+            # A ClientHello or Finished on a fresh connection: it fits the socket buffer.
+            if out and u.sock.send(out) != len(out):
+                raise ssl.SSLError("a handshake message did not fit the socket buffer")
+        except ssl.SSLError as e:
+            if not self.failures:
+                print(f"c10k bench generator: TLS handshake failed: {e}", file=sys.stderr)
+            self._fail(u, "tls", now)
+            return
+        except OSError:
+            self._fail(u, "write", now)
+            return
+        if done:
+            self._downloading(u, now)
+
+    def _read(self, u: _User, limit: int, now: float) -> int | None:
+        """Read up to ``limit`` bytes off the socket; the plaintext count, now at the start
+        of ``self.text`` (TLS) or ``self.scratch``; None when the user failed."""
+        assert u.sock is not None
+        try:
+            n = u.sock.recv_into(self.scratch, limit)
+            u.wire += n
+            if n and u.tls is not None:
+                assert self.text is not None
+                return u.tls.decrypt_into(memoryview(self.scratch)[:n], self.text)
+        except BlockingIOError:
+            return 0
+        except OSError:  # ssl.SSLError too: a bad record
+            self._fail(u, "read", now)
+            return None
+        if n == 0:
+            self._fail(u, "eof", now)
+            return None
+        return n
+
+    def _received(self, u: _User, n: int, now: float) -> bool:
+        """Account ``n`` bytes of the download; False when the user failed or reconnected."""
+        data = self.scratch if self.text is None else self.text
+        if u.need < 0:
+            head = bytes(data[:n]) if u.got == 0 else b""
+            parsed = parse_head(head) if head else None
+            if parsed is None or parsed[1] < 0 or not 200 <= parsed[0] < 300:
+                self._fail(u, "status" if parsed else "head", now)
+                return False
+            u.need = parsed[3] + parsed[1]
+            u.keep = parsed[2]
+        u.got += n
+        self.bytes += n
+        if u.got >= u.need:
+            self.downloads += 1
+            if u.keep:
+                self._request(u, now)
+            else:
+                self._close(u)
+                self._connect(u, now)
+                return False
+        return True
+
     def _tick(self, u: _User, now: float) -> None:
         if u.state != _BODY or u.sock is None:
             return
-        elapsed = now - u.start
-        allowance = int(self.rate * elapsed) + self.packet - u.got
+        allowance = int(self.rate * (now - u.start)) + self.packet - u.wire
         if allowance > 0:
-            try:
-                n = u.sock.recv_into(self.scratch, min(allowance, len(self.scratch)))
-            except BlockingIOError:
-                n = -1
-            except OSError:
-                self._fail(u, "read", now)
+            n = self._read(u, min(allowance, len(self.scratch)), now)
+            if n is None or (n > 0 and not self._received(u, n, now)):
                 return
-            if n == 0:
-                self._fail(u, "eof", now)
-                return
-            if n > 0:
-                if u.need < 0:
-                    head = bytes(self.scratch[:n]) if u.got == 0 else b""
-                    parsed = parse_head(head) if head else None
-                    if parsed is None or parsed[1] < 0 or not 200 <= parsed[0] < 300:
-                        self._fail(u, "status" if parsed else "head", now)
-                        return
-                    u.need = parsed[3] + parsed[1]
-                    u.keep = parsed[2]
-                u.got += n
-                self.bytes += n
-                if u.got >= u.need:
-                    self.downloads += 1
-                    if u.keep:
-                        self._request(u, now)
-                    else:
-                        self._close(u)
-                        self._connect(u, now)
-                        return
-        if u.state == _BODY and elapsed >= self.grace and u.got / elapsed < self.min_rate:
+        # From the start of the current download (a new one may have just begun).
+        elapsed = now - u.start
+        if u.state == _BODY and elapsed >= self.grace and u.wire / elapsed < self.min_rate:
             self._fail(u, "slow", now)
             return
         self._schedule(now + self.tick, u)
@@ -963,8 +1125,8 @@ class ModemWorker:
                     continue
                 if kind == 0:
                     self._tick(u, now)
-                elif u.state == _CONNECTING and now - u.t_conn >= self.timeout:
-                    self._fail(u, "connect", now)
+                elif u.state in _LATE_KIND and now - u.t_conn >= self.timeout:
+                    self._fail(u, _LATE_KIND[u.state], now)
             nxt = min(next_sample, self.heap[0][0] if self.heap else now + 0.5)
             if adding:
                 nxt = min(nxt, next_add)
@@ -981,6 +1143,8 @@ class ModemWorker:
                 user = self.users.get(fd)
                 if user is not None and user.state == _CONNECTING:
                     self._on_connected(user, time.perf_counter())
+                elif user is not None and user.state == _HANDSHAKE:
+                    self._handshake_ready(user, time.perf_counter())
         now = time.perf_counter()
         timeline.append([round(now - t_go, 3), self.alive, self.started])
         for u in list(self.users.values()):

@@ -400,6 +400,7 @@ def terminal_table(doc: dict[str, Any]) -> str:
         )
     gens = generators_used(doc)
     out.append("")
+    out.append(f"transport: {transport_line(doc)}")
     out.append(f"pinning: {doc['pinning']['note']}")
     out.extend(f"server CPU cap: {line}" for line in cap_lines(doc))
     if gens:
@@ -442,6 +443,24 @@ def cap_lines(doc: dict[str, Any]) -> list[str]:
     return [f"{name}: {cap['note']}" for name, cap in (doc.get("server_cpu_caps") or {}).items()]
 
 
+def transport_line(doc: dict[str, Any]) -> str:
+    """Plain HTTP or TLS, and with which certificate: at the top of every report, so that
+    plain and TLS results are never read for one another (titles say "over TLS" too).
+
+    >>> transport_line({})
+    'plain HTTP (no TLS)'
+    >>> transport_line({"tls": True, "tls_certificate": {"made_by": "openssl"}})[:44]
+    'TLS: every server over HTTPS (TLS 1.2 and 1.'
+    """
+    if not doc.get("tls"):
+        return "plain HTTP (no TLS)"
+    made_by = (doc.get("tls_certificate") or {}).get("made_by", "?")
+    return (
+        "TLS: every server over HTTPS (TLS 1.2 and 1.3) with one ECDSA P-256 certificate "
+        f"made for this run by {made_by}, every generator over TLS"
+    )
+
+
 def generators_used(doc: dict[str, Any]) -> dict[str, list[str]]:
     """scenario name -> the generators that produced its figures."""
     out: dict[str, list[str]] = {}
@@ -462,10 +481,11 @@ def generators_used(doc: dict[str, Any]) -> dict[str, list[str]]:
 def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
     m = doc["machine"]
     lines = [
-        "# c10k bench results",
+        "# c10k bench results" + (" over TLS" if doc.get("tls") else ""),
         "",
         f"Run started {doc['started']}: `{' '.join(doc.get('argv', []))}`",
         "",
+        f"- Transport: {transport_line(doc)}",
         f"- Machine: {m.get('cpu_count')} CPUs ({m.get('cpu_model') or '?'}), "
         f"kernel {m.get('kernel')}, Python {m.get('python')}, "
         f"RLIMIT_NOFILE {m.get('rlimits', {}).get('RLIMIT_NOFILE')}",

@@ -16,6 +16,12 @@ figures are judged here (vs-nginx).
 
 Everything is bounded: each server must answer within 20 s, each generator process reports
 within fixed time-outs, and each worker exits by itself after its ``max_lifetime``.
+
+TLS (``--tls``): one certificate is made per run (``certs.make``, before any server starts)
+and handed to every server and generator through the ``Context``; the document records it
+(``tls``, ``tls_certificate``, ``tls`` on every scenario and run, "over TLS" in titles) so
+that plain and TLS figures cannot be confused.  The poller scenario has no server: its
+runs say ``tls: false`` and a note says the flag did not apply.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from c10k.bench import certs
 from c10k.bench.client import WorkerError
 from c10k.bench.cpucap import CpuCap, cap_note, make_cap
 from c10k.bench.machine import Pinning, describe, raise_nofile
@@ -49,6 +56,17 @@ from c10k.bench.scenarios import (
 )
 
 SCHEMA = "c10k-bench/1"
+
+# What checks the run's certificate, and what cannot (recorded in a --tls run's notes).
+TLS_VERIFY_NOTE = (
+    "over TLS: the readiness probe and the Python generator verify every server's "
+    "certificate against the run's CA; wrk, h2load and slowhttptest accept any certificate "
+    "(none has an option to verify one), after the probe verified it"
+)
+POLLER_TLS_NOTE = (
+    "poller: --tls does not apply (it starts no server and opens no connection); its figures "
+    "are what they are without it"
+)
 
 
 class Progress:
@@ -96,10 +114,12 @@ def run(
     workdir = (out_dir / "work").resolve()
     root = workdir / "www"
     workdir.mkdir(parents=True, exist_ok=True)
+    # Raises certs.CertError (one line) before anything starts.
+    tls = certs.make(workdir / "tls") if opts.tls else None
     servers: list[ServerSpec] = []
     skipped = []
     for spec in specs:
-        reason = spec.check()
+        reason = spec.check_for(opts.tls)
         if reason:
             say(f"skipping {spec.name}: {reason}")
             skipped.append({"name": spec.name, "reason": reason})
@@ -112,7 +132,9 @@ def run(
         "machine": describe(),
         "pinning": pin.to_json(),
         "options": asdict(opts),
-        "servers": [s.to_json() for s in servers],
+        "tls": tls is not None,
+        "tls_certificate": tls.to_json() if tls else None,
+        "servers": [s.to_json(tls=tls) for s in servers],
         "baseline": servers[0].name if servers else None,
         "skipped": skipped,
         "scenarios": [],
@@ -136,7 +158,9 @@ def run(
         expected_seconds(scenario(n, opts.quick), opts, max(1, len(servers))) for n in names
     )
     progress = Progress(total)
-    ctx = Context(opts=opts, pin=pin, workdir=workdir, root=root, progress=progress)
+    ctx = Context(opts=opts, pin=pin, workdir=workdir, root=root, progress=progress, tls=tls)
+    if tls:
+        doc["notes"].append(TLS_VERIFY_NOTE)
     make_docroot(root)
     for name in names:
         scen = scenario(name, opts.quick)
@@ -148,12 +172,15 @@ def run(
             "measures": scen["measures"],
             "kind": scen["kind"],
             "params": _param_view(scen),
+            "tls": tls is not None and scen["kind"] != "poller",
             "variations": {},
             "errors": [],
         }
         if scen["kind"] == "poller":
+            if tls:
+                ctx.note(POLLER_TLS_NOTE)
             for label, runs in run_poller(scen, ctx).items():
-                entry["variations"][label] = {"runs": runs}
+                entry["variations"][label] = {"runs": [{**r, "tls": False} for r in runs]}
             order = list(
                 dict.fromkeys(r["server"] for v in entry["variations"].values() for r in v["runs"])
             )
@@ -236,6 +263,7 @@ def _run_one(
             workers=workers,
             start_timeout=20.0 + workers,
             cap=ctx.cap,
+            tls=ctx.tls,
         ) as srv:
             if srv.cap_moved:
                 ctx.note(
@@ -258,6 +286,7 @@ def _run_one(
     for label, run_ in runs.items():
         run_["server"] = spec.name
         run_["round"] = rnd
+        run_["tls"] = ctx.tls is not None
         entry["variations"].setdefault(label, {"runs": []})["runs"].append(run_)
         say(f"  {scen['name']} {label} {spec.name} round {rnd}: {_one_line(run_)}")
 

@@ -11,6 +11,10 @@ keep-alive, new-connection and big-file runs use it when it is on ``PATH`` and f
 wrk's ``-d`` takes whole seconds (``units.c`` scans an integer), so durations are rounded up.
 ``-t1``: one thread, pinned with taskset to the generator core, like vs-nginx.  The Lua
 ``done()`` hook in ``stats.WRK_LUA`` adds p99.9 and exact counts to the text output.
+
+TLS (``--tls``): an ``https://`` URL is all wrk needs (its OpenSSL build does a handshake on
+every new connection).  wrk accepts any certificate (it has no option to verify one); the
+run's readiness probe has verified the server's before wrk starts.
 """
 
 from __future__ import annotations
@@ -36,10 +40,41 @@ def wrk_missing_note() -> str:
     )
 
 
+def wrk_argv(
+    binary: str,
+    url: str,
+    conns: int,
+    secs: int,
+    timeout: float,
+    hook: Path,
+    close: bool = False,
+    threads: int = 1,
+) -> list[str]:
+    """wrk's command line (unpinned).
+
+    >>> wrk_argv("wrk", "https://h:1/s", 4, 1, 5.0, Path("/h.lua"), close=True)[:3]
+    ['wrk', '-t1', '-c4']
+    >>> wrk_argv("wrk", "https://h:1/s", 4, 1, 5.0, Path("/h.lua"), close=True)[-3:]
+    ['-H', 'Connection: close', 'https://h:1/s']
+    """
+    argv = [
+        binary,
+        f"-t{max(1, min(threads, conns))}",
+        f"-c{conns}",
+        f"-d{secs}s",
+        "--timeout",
+        f"{max(1, math.ceil(timeout))}s",
+        "--latency",
+        "-s",
+        str(hook),
+    ]
+    if close:
+        argv += ["-H", "Connection: close"]
+    return [*argv, url]
+
+
 def run_wrk(
-    host: str,
-    port: int,
-    path: str,
+    url: str,
     conns: int,
     duration: float,
     workdir: Path,
@@ -60,21 +95,7 @@ def run_wrk(
     if not hook.exists():
         hook.write_text(WRK_LUA)
     secs = max(1, math.ceil(duration))
-    argv = [
-        binary,
-        f"-t{max(1, min(threads, conns))}",
-        f"-c{conns}",
-        f"-d{secs}s",
-        "--timeout",
-        f"{max(1, math.ceil(timeout))}s",
-        "--latency",
-        "-s",
-        str(hook),
-    ]
-    if close:
-        argv += ["-H", "Connection: close"]
-    argv.append(f"http://{host}:{port}{path}")
-    argv = pin_argv(argv, cpus)
+    argv = pin_argv(wrk_argv(binary, url, conns, secs, timeout, hook, close, threads), cpus)
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
     except subprocess.TimeoutExpired as e:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from c10k.bench import client as gen
+from c10k.bench.certs import TLSFiles
 from c10k.bench.cpucap import CpuCap
 from c10k.bench.machine import CpuSnapshot, Pinning
 from c10k.bench.peers import RunningServer
@@ -52,6 +53,8 @@ class Options:
     # Fraction of one core for the server (cgroup quota); None: the scenario's default,
     # 0: no cap.
     server_cpu: float | None = None
+    # Every server over HTTPS with the run's certificate, every generator over TLS.
+    tls: bool = False
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Context:
     progress: Callable[[str], None] = lambda msg: None
     notes: list[str] = field(default_factory=list)
     cap: CpuCap | None = None
+    tls: TLSFiles | None = None  # the run's certificate when ``opts.tls``
 
     def sleep(self, seconds: float) -> None:
         end = time.perf_counter() + seconds
@@ -89,6 +93,12 @@ def _cpu_figures(
         run["generator_saturated"] = frac > 0.9
     if pinned and cpu["window_s"] > 0:
         run["server_core_busy_fraction"] = round(busy / cpu["window_s"], 3)
+
+
+def tls_config(srv: RunningServer) -> dict[str, Any]:
+    """What a Python generator process needs to speak TLS to ``srv`` (nothing for HTTP):
+    the CA it checks the server's certificate against (client.py, "TLS")."""
+    return {"cafile": str(srv.tls.ca)} if srv.tls else {}
 
 
 def _python_http(
@@ -131,6 +141,7 @@ def _python_http(
                 "cpus": ctx.pin.generator_cpus,
                 "index": i,
                 "max_lifetime": warmup + duration + 120.0,
+                **tls_config(srv),
             }
         )
     with gen.LoadGenerator(configs, ctx.workdir / "logs") as lg:

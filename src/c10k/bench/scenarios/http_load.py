@@ -51,9 +51,7 @@ def measure_http(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
             cpus = ctx.pin.generator_cpus
             if opts.warmup > 0:
                 run_wrk(
-                    srv.host,
-                    srv.port,
-                    path,
+                    srv.url(path),
                     conns,
                     opts.warmup,
                     ctx.workdir,
@@ -63,9 +61,7 @@ def measure_http(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
                 )
             before = CpuSnapshot.take(srv.sid, ctx.pin)
             w = run_wrk(
-                srv.host,
-                srv.port,
-                path,
+                srv.url(path),
                 conns,
                 opts.duration,
                 ctx.workdir,

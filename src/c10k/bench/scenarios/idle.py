@@ -41,6 +41,7 @@ from c10k.bench.scenarios.common import (
     _cpu_figures,
     _http_run_from_python,
     _python_http,
+    tls_config,
 )
 
 # Sockets per idle-holder process: the hard NOFILE limit here is 20,000 and cannot be
@@ -247,6 +248,7 @@ def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
             "cpus": ctx.pin.generator_cpus,
             "index": i,
             "max_lifetime": limit_s + 300.0,
+            **tls_config(srv),
         }
         for i in range(k)
     ]

@@ -18,7 +18,7 @@ from typing import Any
 from c10k.bench import client as gen
 from c10k.bench.machine import CpuSnapshot
 from c10k.bench.peers import RunningServer
-from c10k.bench.scenarios.common import Context, MiB, _cpu_figures
+from c10k.bench.scenarios.common import Context, MiB, _cpu_figures, tls_config
 
 
 def measure_modem(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict[str, Any]:
@@ -47,6 +47,7 @@ def measure_modem(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dic
             "timeout": ctx.opts.timeout,
             "cpus": ctx.pin.generator_cpus,
             "max_lifetime": ramp + scen["settle"] + 120.0,
+            **tls_config(srv),
         }
         for i, n in enumerate(gen.split_evenly(max_users, k))
     ]

@@ -136,7 +136,7 @@ def _overload_h2load(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
     cpus = ctx.pin.generator_cpus
     deadline = float(scen["timeout"])
     conns = int(scen["peak_conns"])
-    url = f"http://{srv.host}:{srv.port}{scen['path']}"
+    url = srv.url(scen["path"])  # https:// over TLS (--h1 then offers ALPN http/1.1)
     tag = f"{srv.spec.name.replace('/', '_')}-{srv.port}"
     out: dict[str, Any] = {}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from c10k.bench.machine import pids_fd_count, pids_rss_bytes, pin_argv, session_pids
-from c10k.bench.peers import RunningServer, ServerError, probe
+from c10k.bench.peers import RunningServer, ServerError
 from c10k.bench.scenarios.common import (
     Context,
     _cpu_figures,
@@ -39,12 +39,22 @@ SLOWHTTP_MODES: dict[str, tuple[list[str], str]] = {
 
 
 def slowhttp_argv(
-    mode: str, host: str, port: int, conns: int, rate: int, seconds: float, out_base: Path
+    mode: str,
+    host: str,
+    port: int,
+    conns: int,
+    rate: int,
+    seconds: float,
+    out_base: Path,
+    scheme: str = "http",
 ) -> list[str]:
-    """The slowhttptest command line of one attack.
+    """The slowhttptest command line of one attack (``scheme`` https: over TLS, which
+    slowhttptest speaks without checking the certificate: it has no option to).
 
     >>> slowhttp_argv("slowloris", "127.0.0.1", 80, 100, 50, 5, Path("/t/s"))[:6]
     ['slowhttptest', '-H', '-i', '10', '-x', '24']
+    >>> slowhttp_argv("range", "127.0.0.1", 80, 1, 1, 1, Path("/t/s"), "https")[-1]
+    'https://127.0.0.1:80/big.bin'
     """
     args, path = SLOWHTTP_MODES[mode]
     return [
@@ -62,7 +72,7 @@ def slowhttp_argv(
         "-o",
         str(out_base),
         "-u",
-        f"http://{host}:{port}{path}",
+        f"{scheme}://{host}:{port}{path}",
     ]
 
 
@@ -118,11 +128,11 @@ def measure_slowhttp(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
         # Fetch the attacked file once first: a server's file cache (nginx open_file_cache
         # keeps the fd) then belongs to the baseline, not to the attack's leftovers.
         with contextlib.suppress(OSError, ServerError, ValueError):
-            probe(srv.host, srv.port, SLOWHTTP_MODES[mode][1], timeout=5.0)
+            srv.probe(SLOWHTTP_MODES[mode][1], timeout=5.0)
         ctx.sleep(scen["settle"])
         before = _server_footprint(srv)
         base = ctx.workdir / f"slowhttp-{srv.spec.name}-{srv.port}-{mode}"
-        argv = slowhttp_argv(mode, srv.host, srv.port, conns, rate, seconds, base)
+        argv = slowhttp_argv(mode, srv.host, srv.port, conns, rate, seconds, base, srv.scheme)
         argv[0] = binary
         argv = pin_argv(argv, ctx.pin.generator_cpus)  # the attacker shares the client's core
         with open(f"{base}.log", "wb") as log:

@@ -182,12 +182,16 @@ def title(scen: dict[str, Any], opts: Options) -> str:
     """The scenario's title with the counts this run used, not the full configuration's:
     ``--quick`` shrinks them, and ``--connections``, ``--idle-counts``, ``--poller-sizes``,
     ``--max-users``, ``--multipliers`` and ``--slow-conns`` replace them.  The counts are
-    the ones asked for; the table's rows say which were reached.
+    the ones asked for; the table's rows say which were reached.  A ``--tls`` run says
+    "over TLS" (not the poller's: it has no server), so plain and TLS figures are never
+    taken for one another.
 
     >>> title(scenario("keepalive", quick=True), Options(quick=True))
     'Keep-alive: 512-byte file at 4 and 16 connections (--quick)'
     >>> title(scenario("keepalive"), Options())
     'Keep-alive: 512-byte file at 100, 1,000 and 10,000 connections'
+    >>> title(scenario("keepalive", quick=True), Options(quick=True, tls=True))
+    'Keep-alive: 512-byte file at 4 and 16 connections over TLS (--quick)'
     """
     kind, name = scen["kind"], scen["name"]
     if kind == "http":
@@ -226,7 +230,8 @@ def title(scen: dict[str, Any], opts: Options) -> str:
         text = f"Slow and hostile clients: slowhttptest {_and(modes)}, {slow:,} connections each"
     else:
         text = scen["title"]
-    return text + (" (--quick)" if opts.quick else "")
+    over_tls = opts.tls and kind != "poller"
+    return text + (" over TLS" if over_tls else "") + (" (--quick)" if opts.quick else "")
 
 
 def make_docroot(root: Path, extra: dict[str, int] | None = None) -> None:
