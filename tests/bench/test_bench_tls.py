@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from c10k.bench import certs, cli, client, peers, report
+from c10k.bench import certs, cli, client, peers, report, runner
 from c10k.bench.machine import Pinning
 from c10k.bench.scenarios import Options, make_docroot, scenario, title
 from c10k.bench.tlswire import TLSWire
@@ -314,6 +314,19 @@ def test_cli_poller_alone_refuses_tls(tmp_path: Path, capsys: pytest.CaptureFixt
     )
 
 
+def test_poller_in_a_tls_run_says_tls_does_not_apply(tmp_path: Path) -> None:
+    """``c10k bench all --tls``: the poller runs as always and says the flag did not apply."""
+    opts = Options(quick=True, tls=True, poller_sizes=[10], rounds=1)
+    doc = runner.run(["poller"], [], opts, tmp_path, pin_enabled=False, say=lambda m: None)
+    (entry,) = doc["scenarios"]
+    assert entry["tls"] is False
+    assert "over TLS" not in entry["title"]
+    assert runs_of(doc)
+    assert all(r["tls"] is False for r in runs_of(doc))
+    assert runner.POLLER_TLS_NOTE in entry["notes"]
+    assert doc["tls"] is True  # the run made its certificate: nothing used it
+
+
 def test_titles_and_reports_tell_tls_from_plain() -> None:
     tls = Options(quick=True, tls=True)
     assert title(scenario("modem", quick=True), tls).endswith(" over TLS (--quick)")
@@ -378,6 +391,12 @@ def test_python_generator_over_tls(tmp_path: Path, scenario_name: str) -> None:
     assert run["error_total"] == 0, run["errors"]
     if scenario_name == "keepalive":
         assert run["reconnects"] == 0
+        assert "tls_handshakes" not in run  # all done before the window
+    else:
+        # A handshake per request, resumed from the tickets of earlier connections as
+        # wrk and h2load resume them.
+        assert run["tls_handshakes"] >= run["requests"]
+        assert run["tls_resumed"] >= run["tls_handshakes"] - 8
 
 
 @needs_c10k

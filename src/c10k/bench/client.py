@@ -369,6 +369,9 @@ class HttpWorker:
         self.tls_ctx = client_context(cfg["cafile"]) if cfg.get("cafile") else None
         self.raw = bytearray(RAW_READ_BYTES if self.tls_ctx else 0)
         self.tls_reason_said = False
+        self.tls_session: ssl.SSLSession | None = None  # offered by new connections
+        self.tls_handshakes = 0  # done while measuring, and how many of them resumed
+        self.tls_resumed = 0
         self.measuring = False
         self.running = True
         self.n_opened = 0
@@ -407,6 +410,8 @@ class HttpWorker:
         self.poller.unregister(c.fd)
         self.conns.pop(c.fd, None)
         c.sock.close()
+        if c.tls is not None and c.state != _HANDSHAKE:
+            self.tls_session = c.tls.resumable() or self.tls_session
 
     def _error(self, kind: str) -> None:
         if self.measuring:
@@ -446,7 +451,7 @@ class HttpWorker:
             return
         self.poller.modify(c.fd, self.poller.IN)
         if self.tls_ctx is not None:
-            c.tls = TLSWire(self.tls_ctx, self.host)
+            c.tls = TLSWire(self.tls_ctx, self.host, self.tls_session)
             c.state = _HANDSHAKE
             self._handshake(c, now, b"")
             return
@@ -480,6 +485,9 @@ class HttpWorker:
             self._fail(c, "write", now)
             return
         if done:
+            if self.measuring:
+                self.tls_handshakes += 1
+                self.tls_resumed += c.tls.obj.session_reused
             self._usable(c, now)
 
     def _tls_failed(self, c: _Conn, e: ssl.SSLError, now: float) -> None:
@@ -791,6 +799,8 @@ class HttpWorker:
                 "reconnects": self.reconnects,
                 "attempted": self.attempted,
                 "dropped": self.dropped,
+                "tls_handshakes": self.tls_handshakes,
+                "tls_resumed": self.tls_resumed,
                 "measured_s": measured,
                 "hist": self.hist.to_json(),
             }
@@ -1358,7 +1368,15 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Add up the ``result`` messages of several workers (closed/open modes)."""
     hist = Histogram()
     errors: dict[str, int] = {}
-    out: dict[str, Any] = {"ok": 0, "bytes": 0, "reconnects": 0, "attempted": 0, "dropped": 0}
+    out: dict[str, Any] = {
+        "ok": 0,
+        "bytes": 0,
+        "reconnects": 0,
+        "attempted": 0,
+        "dropped": 0,
+        "tls_handshakes": 0,
+        "tls_resumed": 0,
+    }
     measured = 0.0
     for r in results:
         for k in out:

@@ -181,5 +181,11 @@ def _http_run_from_python(m: dict[str, Any]) -> dict[str, Any]:
         "mib_s": m["bytes"] / measured / MiB,
         "latency_ms": hist.summary_ms(),
         "reconnects": m["reconnects"],
+        # Over TLS: handshakes in the window, and how many resumed a session (tlswire.py).
+        **(
+            {"tls_handshakes": m["tls_handshakes"], "tls_resumed": m["tls_resumed"]}
+            if m["tls_handshakes"]
+            else {}
+        ),
         "histogram": hist.to_json(),
     }
