@@ -35,6 +35,10 @@ load stopped).  Admitted
 latency (the p50/p99 reported) is of the goodput responses; h2load's latency excludes the time
 to connect, which the summary gives per connection (``connect_ms``).
 
+TLS (``--tls``): the URL is ``https://``; ``--h1`` is ``--npn-list=http/1.1`` as well, so
+h2load offers ALPN http/1.1 and nothing else.  It accepts any certificate (it has no
+option to verify one) and resumes the previous connection's session on a new one.
+
 fd budget.  h2load holds up to rate x deadline connections; when rate x deadline x 1.2 is more
 than the fd soft limit (minus a margin), the rate is split over several h2load processes, all
 pinned to the generator core(s), each with its own log, and their figures are merged.

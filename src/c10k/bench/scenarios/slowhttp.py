@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 Hostile clients (issue 7).  ``slowhttp`` runs Debian's slowhttptest (slowloris, slow read,
 range) against each server while a legitimate open-loop client fetches a file, and reads the
-server's fds and RSS from /proc before, during and after each attack.
+server's fds and RSS from /proc before, during and after each attack.  Over TLS
+(``--tls``) the attacks and the legitimate client speak HTTPS (slowhttptest does a full
+handshake per connection and checks no certificate; the client verifies it).
 """
 
 from __future__ import annotations
