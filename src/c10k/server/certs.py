@@ -8,7 +8,8 @@ new file is refused with the reason and the old workers keep theirs.
 
 Choices (Mozilla "intermediate", version 5.7): TLS 1.2 and 1.3 only; for 1.2 the ECDHE
 AEAD suites (the DHE ones need a DH parameter file, which nothing here asks for); the
-client's cipher order (all of them are strong); ALPN ``http/1.1``; renegotiation off;
+server's cipher order (Python sets OP_CIPHER_SERVER_PREFERENCE; every suite in the list is
+strong, so the order only prefers AES-GCM); ALPN ``http/1.1``; renegotiation off;
 one TLS 1.3 ticket per handshake instead of OpenSSL's two (each costs a ticket encryption
 and a record, and a browser uses one).
 
