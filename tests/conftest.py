@@ -12,6 +12,36 @@ from helpers import ServerProcess, backend_params, make_docroot
 
 __all__ = ["backend_params"]  # re-exported: tests import it from here or from helpers
 
+# Tests marked ``timed`` wait seconds on the server's own timeouts (send timeout, header
+# timeout, drain, accept-queue checks), once per mode. By default they run on one mode per
+# driver plus edge-triggered epoll: the drivers differ in how they move bytes, while select,
+# poll, rtsig and uvloop differ only in the event source under the same driver, which the
+# contract, hostile and core suites cover on every mode. ``--all-modes`` runs them all.
+SIBLING_MODES = frozenset({"select", "poll", "rtsig", "uvloop"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all-modes",
+        action="store_true",
+        help="run tests marked timed on every mode, not one per driver",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--all-modes"):
+        return
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        values = params.params.values() if params else ()
+        modes = {v for v in values if isinstance(v, str)}
+        sibling = item.get_closest_marker("timed") and modes & SIBLING_MODES
+        (drop if sibling else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
 
 @pytest.fixture(scope="session")
 def docroot(tmp_path_factory: pytest.TempPathFactory) -> Path:

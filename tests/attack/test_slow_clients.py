@@ -29,6 +29,8 @@ from _attack_support import SMALL, cli_accepts, read_head, rss_kib
 
 from helpers import ServerProcess, backend_params, big_content, connect, read_response
 
+pytestmark = pytest.mark.timed  # see conftest.SIBLING_MODES
+
 BACKENDS = backend_params()
 
 

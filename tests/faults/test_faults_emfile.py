@@ -26,9 +26,12 @@ from _fault_support import cpu_seconds, get, set_nofile, stop_clean, wait_until
 
 from helpers import ServerProcess, backend_params, big_content, connect, read_response
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("prlimit") is None, reason="prlimit is not installed (util-linux)"
-)
+pytestmark = [
+    pytest.mark.timed,
+    pytest.mark.skipif(
+        shutil.which("prlimit") is None, reason="prlimit is not installed (util-linux)"
+    ),
+]
 
 SMALL = b"0123456789" * 51 + b"AB"
 FREE_FDS = 4  # client sockets the server may still open once the limit is lowered

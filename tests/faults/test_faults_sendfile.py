@@ -39,6 +39,8 @@ from _fault_support import (
 
 from helpers import ServerProcess, backend_params, connect, make_docroot, read_response
 
+pytestmark = pytest.mark.timed  # see conftest.SIBLING_MODES
+
 SIZE = 16_000_000
 READ_FIRST = 1_000_000  # bytes the client reads before the fault
 SMALL = b"0123456789" * 51 + b"AB"

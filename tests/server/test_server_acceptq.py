@@ -127,6 +127,7 @@ def flood(
     return outcome, limits, drops
 
 
+@pytest.mark.timed
 @pytest.mark.parametrize("backend", backend_params())
 def test_accept_queue_shrinks_resets_stale_and_recovers(tmp_path: Path, backend: str) -> None:
     server = QueueServer(tmp_path, backend, max_accept_wait=0.3)
@@ -161,6 +162,7 @@ def test_accept_queue_shrinks_resets_stale_and_recovers(tmp_path: Path, backend:
         server.stop()
 
 
+@pytest.mark.timed
 @pytest.mark.parametrize("backend", backend_params())
 def test_accept_queue_admission_drops_syns_while_overloaded(tmp_path: Path, backend: str) -> None:
     # 1,500 clients over 1.5 s at a server of 500 requests a second: twice what it can

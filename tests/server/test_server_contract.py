@@ -147,15 +147,19 @@ def test_server_big_file_via_sendfile(server: ServerProcess) -> None:
 
 
 def test_server_http10_closes_unless_keepalive(server: ServerProcess) -> None:
-    status, headers, body, closed = request(server.port, get("/small.txt", version="1.0"))
+    status, headers, body, closed = request(
+        server.port, get("/small.txt", version="1.0"), check_closed=True
+    )
     assert (status, body, closed) == (200, SMALL, True)
     raw = get("/small.txt", "Connection: keep-alive\r\n", version="1.0")
-    status, headers, body, closed = request(server.port, raw)
+    status, headers, body, closed = request(server.port, raw, check_closed=True)
     assert (status, headers.get("connection"), closed) == (200, "keep-alive", False)
 
 
 def test_server_connection_close_honoured(server: ServerProcess) -> None:
-    status, headers, _, closed = request(server.port, get("/small.txt", "Connection: close\r\n"))
+    status, headers, _, closed = request(
+        server.port, get("/small.txt", "Connection: close\r\n"), check_closed=True
+    )
     assert (status, headers.get("connection"), closed) == (200, "close", True)
 
 
@@ -186,7 +190,7 @@ def test_server_connection_close_honoured(server: ServerProcess) -> None:
 def test_server_malformed_gets_4xx_and_close(
     server: ServerProcess, raw: bytes, status: int
 ) -> None:
-    got, headers, _body, closed = request(server.port, raw)
+    got, headers, _body, closed = request(server.port, raw, check_closed=True)
     assert got == status
     assert headers.get("connection") == "close"
     assert closed

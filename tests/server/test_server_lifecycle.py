@@ -13,6 +13,8 @@ import pytest
 
 from helpers import ServerProcess, backend_params, connect, read_response
 
+pytestmark = pytest.mark.timed  # see conftest.SIBLING_MODES
+
 GET = b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n"
 
 

@@ -29,6 +29,8 @@ from c10k.server.status import render_prometheus, render_stub
 from c10k.server.supervisor import COUNT_INTERVAL, Supervisor, Worker
 from helpers import REPO, ServerProcess, backend_params, big_content, make_docroot, read_response
 
+pytestmark = pytest.mark.timed  # see conftest.SIBLING_MODES
+
 GET = b"GET /small.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 N = 40  # requests before the first scrape
 # The modes with a driver of their own (the other readiness backends run epoll's driver).

@@ -217,6 +217,7 @@ def test_tls_plain_http_gets_400(https: ServerProcess) -> None:
     assert b"This port speaks HTTPS" in got
 
 
+@pytest.mark.timed
 def test_tls_stalled_handshake_is_closed_at_the_header_timeout(https: ServerProcess) -> None:
     with socket.create_connection(("127.0.0.1", https.port), timeout=10) as s:
         s.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, then nothing

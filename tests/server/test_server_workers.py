@@ -323,6 +323,7 @@ def start_in_own_session(root: Path, *args: str) -> tuple[subprocess.Popen[bytes
     return proc, int(m.group(1))
 
 
+@pytest.mark.timed
 @pytest.mark.parametrize("backend", backend_params())
 @pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
 def test_process_sigterm_drains_slow_download(tmp_path: Path, how: str, backend: str) -> None:
