@@ -3,10 +3,12 @@
 Each server on CPU 0, wrk on CPU 1, rounds interleaved (nginx, c10k, nginx, ...); the
 figure is requests per busy second of CPU 0 (/proc/stat user+nice+system+irq+softirq),
 so the kernel work a server causes is charged to it. Same certificate (trustme, P-256),
-same 512-byte file, TLS 1.3, keep-alive (``--close``: a full handshake per request).
-Until `c10k bench --tls` exists, this is the reproducible command:
+same 512-byte file, TLS 1.3, keep-alive. ``--close``: a new connection per request, which
+wrk resumes from the previous connection's ticket (PSK + ECDHE, no certificate signature).
+``--full``: a full handshake per request, from ``openssl s_time -new`` processes (``--conns``
+of them, HTTP/1.0, no session offered): the certificate's signature every time.
 
-    .venv/bin/python scripts/tls_vs_nginx.py [--rounds 3] [--secs 5] [--conns 100] [--close]
+    .venv/bin/python scripts/tls_vs_nginx.py [--rounds 3] [--secs 5] [--conns 100] [--close|--full]
 """
 
 from __future__ import annotations
@@ -67,31 +69,51 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
     return conf
 
 
-def measure(
-    cmd: list[str], port: int, conns: int, secs: int, close: bool = False
-) -> tuple[float, float]:
+def wrk(port: int, conns: int, secs: int, close: bool) -> int:
+    """Requests wrk completed in ``secs`` (after a 1 s warm-up)."""
+    url = f"https://127.0.0.1:{port}/small.bin"
+    extra = ["-H", "Connection: close"] if close else []
+    subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c", str(conns), "-d1s", url],
+                   capture_output=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", "-c", str(conns), f"-d{secs}s", *extra, url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    m = re.search(r"^\s*(\d+) requests in", out, re.M)
+    assert m is not None, out
+    return int(m.group(1))
+
+
+def s_time(port: int, procs: int, secs: int) -> int:
+    """Full handshakes (each with one HTTP/1.0 GET) that ``procs`` s_time processes made."""
+    cmd = ["taskset", "-c", "1", "openssl", "s_time", "-connect", f"127.0.0.1:{port}",
+           "-new", "-time", str(secs), "-www", "/small.bin"]  # fmt: skip
+    runs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    total = 0
+    for run in runs:
+        out, _ = run.communicate(timeout=secs + 30)
+        m = re.search(r"^(\d+) connections in [\d.]+s", out, re.M)
+        assert m is not None, out
+        total += int(m.group(1))
+    return total
+
+
+def measure(cmd: list[str], port: int, args: argparse.Namespace) -> tuple[float, float]:
     server = subprocess.Popen(
         ["taskset", "-c", "0", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_port(port)
-        url = f"https://127.0.0.1:{port}/small.bin"
-        extra = ["-H", "Connection: close"] if close else []
-        subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c", str(conns), "-d1s", url],
-                       capture_output=True, check=True)  # fmt: skip
         busy0 = cpu0_busy()
-        out = subprocess.run(
-            ["taskset", "-c", "1", "wrk", "-t1", "-c", str(conns), f"-d{secs}s", *extra, url],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+        if args.full:
+            reqs = s_time(port, args.conns, args.secs)
+        else:
+            reqs = wrk(port, args.conns, args.secs, args.close)
         busy = cpu0_busy() - busy0
     finally:
         server.terminate()
         server.wait(timeout=15)
-    m = re.search(r"^\s*(\d+) requests in", out, re.M)
-    assert m is not None, out
-    reqs = int(m.group(1))
-    return reqs / secs, reqs / busy
+    return reqs / args.secs, reqs / busy
 
 
 def main() -> int:
@@ -101,6 +123,8 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=100)
     ap.add_argument("--backend", default="epoll")
     ap.add_argument("--close", action="store_true", help="a new TLS connection per request")
+    full_help = "a full handshake per request (openssl s_time -new, --conns processes)"
+    ap.add_argument("--full", action="store_true", help=full_help)
     args = ap.parse_args()
     d = Path(tempfile.mkdtemp(prefix="c10k-tls-bench-"))
     root = d / "www"
@@ -113,14 +137,13 @@ def main() -> int:
     ratios = []
     for r in range(args.rounds):
         port = free_port()
-        ng = measure(["nginx", "-c", str(nginx_conf(d, port, cert, key, root))], port,
-                     args.conns, args.secs, args.close)  # fmt: skip
+        ng = measure(["nginx", "-c", str(nginx_conf(d, port, cert, key, root))], port, args)
         port = free_port()
         ck = measure(
             [sys.executable, "-m", "c10k", "serve", str(root), "-p", str(port),
              "--workers", "1", "--backend", args.backend, "--tls-cert", str(cert),
              "--tls-key", str(key)],
-            port, args.conns, args.secs, args.close,
+            port, args,
         )  # fmt: skip
         ratios.append(ck[1] / ng[1])
         print(
