@@ -39,9 +39,10 @@ from c10k.http.writers import Response
 from c10k.server.certs import Certificates
 from c10k.server.certs import load as load_certificates
 from c10k.server.config import ServerConfig
-from c10k.server.listeners import HTTP, HTTPS, REDIRECT, listen_roles
+from c10k.server.listeners import HTTP, HTTPS, REDIRECT, listen_proxied, listen_roles
 from c10k.server.overload import PRESSURE_INTERVAL
 from c10k.server.policy import Policy
+from c10k.server.proxylayer import ProxyLayer
 from c10k.server.redirect import redirect_handler
 from c10k.server.session import CLOSING, WRITING, Session
 from c10k.server.tls import TLSLayer
@@ -90,8 +91,9 @@ def listening_sockets(
 
 
 def session_of(protocol: object) -> Session | None:
-    """The Session a mode's transport talks to, directly or through a TLSLayer."""
-    if isinstance(protocol, TLSLayer):
+    """The Session a mode's transport talks to, directly or through its layers
+    (ProxyLayer, then TLSLayer)."""
+    while isinstance(protocol, (ProxyLayer, TLSLayer)):
         protocol = protocol.app
     return protocol if isinstance(protocol, Session) else None
 
@@ -164,6 +166,8 @@ class ServerBase:
         forking (so every worker has the same session-ticket keys), else loaded here."""
         roles = listen_roles(self.config)
         self.roles = roles if len(roles) == len(self.socks) else [HTTP] * len(self.socks)
+        proxied = listen_proxied(self.config)
+        self.proxied = proxied if len(proxied) == len(self.socks) else [False] * len(self.socks)
         self.certs = certs
         if HTTPS in self.roles and certs is None:
             pairs = list(zip(self.config.tls_cert, self.config.tls_key, strict=True))
@@ -176,7 +180,12 @@ class ServerBase:
 
     def make_protocol(self, loop: Any, index: int) -> Any:
         """A new connection on listener ``index``: its Session, behind a TLSLayer on a
-        TLS listener. What the mode's transport talks to."""
+        TLS listener and a ProxyLayer on a --proxy-protocol one (the header comes before
+        the handshake). What the mode's transport talks to."""
+        served = self._served(loop, index)
+        return ProxyLayer(served, self.policy) if self.proxied[index] else served
+
+    def _served(self, loop: Any, index: int) -> Any:
         session = Session(self.policy, loop)
         role = self.roles[index]
         if role == HTTP:

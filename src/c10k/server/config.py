@@ -101,3 +101,9 @@ class ServerConfig:
     # Strict-Transport-Security max-age on responses (off by default, as in nginx: it is a
     # promise browsers keep for that long).
     hsts: int | None = None
+
+    # -- behind a balancer (c10k.server.proxylayer) -------------------------------------
+    # Every listener requires a PROXY protocol header (v1 or v2) first, naming the client
+    # (HAProxy send-proxy-v2; nginx `listen ... proxy_protocol`). One listener alone:
+    # `--listen proxy:HOST:PORT` (or `proxy:tls:HOST:PORT`).
+    proxy_protocol: bool = False

@@ -98,13 +98,32 @@ def _tcp_address(
     return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), (host, port)
 
 
+LISTEN_PREFIXES = ("tls:", "proxy:")
+
+
+def listen_prefixes(spec: str) -> tuple[frozenset[str], str]:
+    """``tls:`` (a TLS listener) and ``proxy:`` (a PROXY header first), in either order,
+    before the address: (the words, the address spec).
+
+    >>> words, address = listen_prefixes("proxy:tls:0.0.0.0:443")
+    >>> sorted(words), address
+    (['proxy', 'tls'], '0.0.0.0:443')
+    """
+    words: set[str] = set()
+    while spec.startswith(LISTEN_PREFIXES):
+        word, _, spec = spec.partition(":")
+        words.add(word)
+    return frozenset(words), spec
+
+
 def strip_tls(spec: str) -> tuple[bool, str]:
-    """``tls:HOST:PORT`` marks a TLS listener: (is TLS, the address spec).
+    """Whether ``spec`` is a TLS listener, and its address spec (prefixes stripped).
 
     >>> strip_tls("tls:0.0.0.0:443"), strip_tls("[::1]:80")
     ((True, '0.0.0.0:443'), (False, '[::1]:80'))
     """
-    return (True, spec[4:]) if spec.startswith("tls:") else (False, spec)
+    words, address = listen_prefixes(spec)
+    return "tls" in words, address
 
 
 HTTP, HTTPS, REDIRECT = "http", "https", "redirect"  # what a listener serves
@@ -119,6 +138,17 @@ def listen_roles(config: ServerConfig) -> list[str]:
     else:
         roles = [HTTPS if config.tls_cert else HTTP]
     return roles + [REDIRECT] * (config.redirect_https is not None)
+
+
+def listen_proxied(config: ServerConfig) -> list[bool]:
+    """Whether each of ``listen_addresses`` requires a PROXY header (``--proxy-protocol``
+    for all of them, ``proxy:`` for one), in ``listen_roles`` order."""
+    every = config.proxy_protocol
+    if config.listen:
+        marked = [every or "proxy" in listen_prefixes(spec)[0] for spec in config.listen]
+    else:
+        marked = [every]
+    return marked + [every] * (config.redirect_https is not None)
 
 
 def listen_addresses(config: ServerConfig) -> list[tuple[int, Address]]:

@@ -140,6 +140,7 @@ class Policy(Wire):
         self.offloaded = 0
         # TLS (c10k.server.tls): handshakes done, failed, and plain HTTP sent to TLS.
         self.tls_handshakes = self.tls_failures = self.tls_plain_http = 0
+        self.proxy_headers = self.proxy_errors = 0  # PROXY protocol (proxylayer.py)
         self.status_counts: dict[int, int] = {}
         self.access_log = (
             AccessLog(config.access_log, config.log_format) if config.access_log else None
@@ -277,6 +278,8 @@ class Policy(Wire):
             "tls_handshakes": self.tls_handshakes,
             "tls_failures": self.tls_failures,
             "tls_plain_http": self.tls_plain_http,
+            "proxy_headers": self.proxy_headers,
+            "proxy_errors": self.proxy_errors,
         }
 
     def status(self) -> dict[str, int]:

@@ -376,6 +376,14 @@ SETTINGS: tuple[Setting, ...] = (
         at_least(0),
         optional=True,
     ),
+    Setting(
+        "proxy_protocol",
+        "bool",
+        "--proxy-protocol",
+        None,
+        "every listener requires a PROXY protocol header (v1 or v2) from a balancer and "
+        "serves the client it names; one listener: --listen proxy:HOST:PORT (default off)",
+    ),
     # TOML only: the limits below have held up against every client we know of.
     Setting("linger_timeout", "float", check=above(0)),
     Setting("max_header_bytes", "int", check=at_least(1024)),

@@ -65,6 +65,8 @@ FIELDS = (
     "tls_handshakes",
     "tls_failures",
     "tls_plain_http",
+    "proxy_headers",
+    "proxy_errors",
 )
 # How the gauges of several workers make the server's; every other field is a monotone
 # counter, summed and kept for exited workers in ``retired``.
