@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _haproxy import HAProxy, free_port
 
 from c10k.http.proxy import build_v1, build_v2
 from helpers import ServerProcess, backend_params, local_ca, make_docroot
@@ -27,82 +28,6 @@ needs_haproxy = pytest.mark.skipif(
 CLIENT = "127.0.0.7"
 SMALL = b"0123456789" * 51 + b"AB"
 GET = b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class HAProxy:
-    """``haproxy -db`` in front of one server, TCP mode, the PROXY header toward it."""
-
-    def __init__(self, tmp: Path, server_port: int, send: str, check: bool = True) -> None:
-        self.port = free_port()
-        self.sock = tmp / "haproxy.sock"
-        cfg = tmp / "haproxy.cfg"
-        checks = "check check-send-proxy inter 200ms rise 1 fall 1"
-        cfg.write_text(
-            f"""global
-  stats socket {self.sock} mode 600 level admin
-defaults
-  mode tcp
-  timeout connect 2s
-  timeout client 10s
-  timeout server 10s
-frontend fe
-  bind 127.0.0.1:{self.port}
-  default_backend be
-backend be
-  option httpchk GET /small.txt
-  http-check expect status 200
-  server s1 127.0.0.1:{server_port} {send} {checks if check else ""}
-"""
-        )
-        subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)], check=True, timeout=10)
-        self.proc = subprocess.Popen(
-            ["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-
-    def server_state(self) -> str:
-        """s1's operational state as HAProxy sees it ("2" is UP)."""
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(self.sock))
-            s.sendall(b"show servers state be\n")
-            out = b""
-            while chunk := s.recv(65536):
-                out += chunk
-        # A version line, then "# be_id be_name srv_id srv_name srv_addr srv_op_state ...".
-        rows = [line.split() for line in out.decode().splitlines() if line[:1].isdigit()]
-        rows = [row for row in rows if len(row) > 5]
-        return rows[0][5] if rows else "?"
-
-    def wait_up(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.sock.exists():
-                try:
-                    if self.server_state() == "2":
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise AssertionError(f"HAProxy never saw the server up: {self.server_state()}")
-
-    def wait_listening(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("HAProxy did not listen")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.communicate(timeout=10)
 
 
 @pytest.fixture(scope="module")

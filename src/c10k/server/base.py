@@ -17,7 +17,10 @@ reports what happened. This base holds what is the same whatever the I/O:
 - signals and the graceful stop: the first SIGINT/SIGTERM drains (stop accepting, close
   idle keep-alive connections after ``DRAIN_IDLE_GRACE``, let responses in flight finish
   with ``Connection: close``, stop when the last connection closes or at
-  ``shutdown_timeout``), a second one stops at once.
+  ``shutdown_timeout``), a second one stops at once. With ``drain_delay`` the first one
+  only fails the health check and closes connections after their next response for that
+  long (still accepting), then drains; a second one drains at once. Under a supervisor
+  the supervisor keeps that delay: it sends ``fail_signals`` (SIGUSR1), then SIGTERM.
 
 A mode implements the hooks at the end of the class (``_call_later``, ``sessions``,
 ``_pause_accepting``, ...); everything else it inherits.
@@ -126,6 +129,13 @@ class ServerBase:
     #: own sets them (process.py, ``--workers 1``): under a supervisor SIGHUP replaces
     #: the workers, and they ignore it.
     hangup_signals: tuple[int, ...] = ()
+    #: Signals that begin the --drain-delay window (the health check fails; keep serving).
+    #: A worker gets SIGUSR1 from its supervisor, which then sends SIGTERM itself.
+    fail_signals: tuple[int, ...] = ()
+    #: Whether a drain signal waits out ``config.drain_delay`` first (a process on its
+    #: own; a worker's supervisor has waited already).
+    delay_drain = True
+    _delay_timer: Any = None
     #: Responses in flight that the drain deadline or a second signal cut short (0: the
     #: drain finished them all). Read by whoever reports the stop.
     responses_cut = 0
@@ -309,11 +319,26 @@ class ServerBase:
     # -- signals and the graceful stop -----------------------------------------------------
     @property
     def handled_signals(self) -> tuple[int, ...]:
-        return self.drain_signals + self.hangup_signals
+        return self.drain_signals + self.hangup_signals + self.fail_signals
 
     def on_signal(self, signum: int) -> None:
         if signum in self.hangup_signals:
             self.hangup()
+            return
+        if signum in self.fail_signals:
+            self.policy.begin_failing()
+            log.info("signal %d: failing the health check until told to stop", signum)
+            return
+        delay = self.config.drain_delay if self.delay_drain else 0.0
+        if delay > 0 and not self.policy.failing:
+            self.policy.begin_failing()
+            log.info(
+                "signal %d: failing the health check, still serving for %.1f s, then "
+                "draining (again to drain now)",
+                signum,
+                delay,
+            )
+            self._delay_timer = self._call_later(delay, self._drain_after_delay)
             return
         if self.draining:
             log.info("signal %d again: stopping now", signum)
@@ -326,6 +351,10 @@ class ServerBase:
             self.config.shutdown_timeout,
         )
         self.shutdown()
+
+    def _drain_after_delay(self) -> None:
+        if not self.draining:
+            self.on_signal(self.drain_signals[0])
 
     def hangup(self) -> None:
         """SIGHUP to a single process: reopen the access log; settings stay (re-reading

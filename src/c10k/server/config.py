@@ -107,3 +107,11 @@ class ServerConfig:
     # (HAProxy send-proxy-v2; nginx `listen ... proxy_protocol`). One listener alone:
     # `--listen proxy:HOST:PORT` (or `proxy:tls:HOST:PORT`).
     proxy_protocol: bool = False
+    # /_c10k/health for the balancer's checks: 200 while serving, 503 once told to stop.
+    health: bool = False
+    log_health: bool = False  # write the checks to the access log too
+    # On SIGTERM, first fail the health check and close every connection after its next
+    # response, still serving and accepting, for this long; then drain as always (the
+    # balancer takes the host out before it stops accepting: no failed request in a
+    # rolling restart). Kubernetes' preStop sleep, HAProxy's agent "drain".
+    drain_delay: float = 0.0

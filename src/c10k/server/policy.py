@@ -37,6 +37,7 @@ from c10k.http.writers import Response, body_length
 from c10k.server.accesslog import AccessLog
 from c10k.server.admission import Admission
 from c10k.server.config import ServerConfig
+from c10k.server.health import HealthCheck, is_health
 from c10k.server.overload import IDLE_INTERVAL, PRESSURE_INTERVAL, Tiers
 from c10k.server.session import CLOSED, CLOSING, IDLE, LINGERING, READING, WRITING, Session
 from c10k.server.shared import Board, Cell, aggregate
@@ -149,12 +150,17 @@ class Policy(Wire):
         if config.status_path:
             page = StatusPage(config.status_path, self.counters, self.handler_fast)
             self.handler_fast = page.handle_fast
+        if config.health:
+            check = HealthCheck(lambda: self.failing, self.handler_fast)
+            self.handler_fast = check.handle_fast
+        self.log_health = config.log_health
         # Overload and admission, and the flags a Session reads per request.
         self.tiers = Tiers(config.shed_keepalive_lag, config.shed_503_lag, config.shed_accept_lag)
         self.admission = Admission(socks, config.backlog, config.max_accept_wait)
         self.shed_level = 0
         self.degraded = False  # draining or shedding: new responses close their connection
         self.draining = False
+        self.failing = False  # told to stop: the health check fails (--drain-delay, drain)
         self.accept_guard = False  # look at each new connection (tier 3, or admission)
         self.cell: Cell | None = None  # this worker's record on the shared board
         self._states = dict.fromkeys(("active", "reading", "writing", "waiting"), 0)
@@ -191,7 +197,7 @@ class Policy(Wire):
         self.bytes_sent += size
         counts = self.status_counts
         counts[resp.status] = counts.get(resp.status, 0) + 1
-        if self.access_log is not None:
+        if self.access_log is not None and (self.log_health or not is_health(resp)):
             transport = session.transport
             peer = peer_host(transport.peer if transport is not None else None)
             # The verified client certificate's subject (--tls-client-ca), if any.
@@ -214,7 +220,7 @@ class Policy(Wire):
         Returns the seconds until the next check."""
         span = self.tiers.update(lag, load)
         self.shed_level = level = self.tiers.level
-        self.degraded = self.draining or level >= 1
+        self.degraded = self.failing or level >= 1
         standing = self.admission.check(accepted, span)
         self.accept_guard = level >= 3 or standing
         if self.access_log is not None:
@@ -237,8 +243,14 @@ class Policy(Wire):
         """Graceful stop: new responses close their connection; admission lets go of the
         listeners (the supervisor keeps them for the next worker)."""
         self.draining = True
-        self.degraded = True
+        self.begin_failing()
         self.admission.release()
+
+    def begin_failing(self) -> None:
+        """Told to stop: the health check answers 503 and new responses close their
+        connection (--drain-delay: still accepting and serving)."""
+        self.failing = True
+        self.degraded = True
 
     # -- the status page -------------------------------------------------------------------
     def states(self) -> dict[str, int]:

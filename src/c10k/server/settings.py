@@ -384,6 +384,23 @@ SETTINGS: tuple[Setting, ...] = (
         "every listener requires a PROXY protocol header (v1 or v2) from a balancer and "
         "serves the client it names; one listener: --listen proxy:HOST:PORT (default off)",
     ),
+    Setting(
+        "health",
+        "bool",
+        "--health",
+        None,
+        "answer /_c10k/health: 200 while serving, 503 once told to stop (default off)",
+    ),
+    Setting("log_health", "bool", "--log-health", None, "write health checks to the access log"),
+    Setting(
+        "drain_delay",
+        "float",
+        "--drain-delay",
+        "SECONDS",
+        "on SIGTERM, fail /_c10k/health and close connections after their response for "
+        "this long while still serving, then drain (default 0)",
+        at_least(0),
+    ),
     # TOML only: the limits below have held up against every client we know of.
     Setting("linger_timeout", "float", check=above(0)),
     Setting("max_header_bytes", "int", check=at_least(1024)),

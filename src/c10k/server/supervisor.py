@@ -198,6 +198,7 @@ class Supervisor:
         self.requests = 0  # of workers that have exited
         self.cut = 0  # responses cut short by their drains
         self.stopping = False
+        self.drain_at: float | None = None  # --drain-delay: when the workers get SIGTERM
         self.booted = False
         self.boot_error = ""
         self._signals: list[int] = []
@@ -293,6 +294,7 @@ class Supervisor:
         now = time.monotonic()
         due = [s.restart_at for s in self.slots if s.restart_at is not None]
         due += [w.kill_at for w in self.workers.values() if w.kill_at is not None]
+        due += [self.drain_at] if self.drain_at is not None else []
         timeout = None if not due else max(0.0, min(due) - now)
         events = self._poll.poll(None if timeout is None else math.ceil(timeout * 1e3))
         for fd, _mask in events:
@@ -309,6 +311,10 @@ class Supervisor:
             self._handle_signal(sig)
         self._reap()
         now = time.monotonic()
+        if self.drain_at is not None and now >= self.drain_at:
+            self.drain_at = None
+            log.info("drain delay over: stopping %s", plural(len(self.workers), "worker"))
+            self._shutdown()
         for w in list(self.workers.values()):
             if w.kill_at is not None and now >= w.kill_at:
                 what = "stop" if w.stopping else f"start within {START_TIMEOUT:.0f} s"
@@ -318,15 +324,21 @@ class Supervisor:
         for slot in self.slots:
             if slot.restart_at is not None and now >= slot.restart_at:
                 slot.restart_at = None
-                if not self.stopping:
+                if not self.stopping and self.drain_at is None:
                     self._spawn(slot)
 
     def _handle_signal(self, sig: int) -> None:
         if sig in (signal.SIGTERM, signal.SIGINT):
-            if self.stopping:
+            if self.drain_at is not None:
+                log.info("signal %d again: draining now", sig)
+                self.drain_at = None
+                self._shutdown()
+            elif self.stopping:
                 log.info("signal %d again: workers stop now", sig)
                 for w in self.workers.values():
                     _kill(w.pid, signal.SIGTERM)
+            elif self.config.drain_delay > 0:
+                self._fail(sig)
             else:
                 log.info(
                     "signal %d: stopping %s (drain at most %.0f s)",
@@ -335,8 +347,27 @@ class Supervisor:
                     self.config.shutdown_timeout,
                 )
                 self._shutdown()
-        elif sig == signal.SIGHUP and not self.stopping:
+        elif sig == signal.SIGHUP and not self.stopping and self.drain_at is None:
             self._reload()
+
+    def _fail(self, sig: int) -> None:
+        """--drain-delay: the workers fail their health check and keep serving; SIGTERM
+        follows after the delay (``_step``). No restarts or reloads meanwhile: a new
+        worker would pass the check."""
+        delay = self.config.drain_delay
+        log.info(
+            "signal %d: failing the health check, still serving for %.1f s, then stopping "
+            "%s (again to drain now)",
+            sig,
+            delay,
+            plural(len(self.workers), "worker"),
+        )
+        self.drain_at = time.monotonic() + delay
+        for slot in self.slots:
+            slot.restart_at = None
+        for w in self.workers.values():
+            if w.ready and not w.stopping:  # one still starting has no handler yet
+                _kill(w.pid, signal.SIGUSR1)
 
     def _shutdown(self) -> None:
         self.stopping = True
@@ -614,6 +645,8 @@ def _worker_main(
         if share is not None:  # (cell, generation, slot)
             server.policy.share(board, *share)
         server.drain_signals = (signal.SIGTERM,)  # SIGINT stays ignored: see the module comment
+        server.fail_signals = (signal.SIGUSR1,)  # --drain-delay, kept by the supervisor
+        server.delay_drain = False
         server.install_signal_handlers()
         _send(
             wfd,
