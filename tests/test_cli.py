@@ -56,6 +56,9 @@ def refused(*args: str) -> list[str]:
     [
         (["--access-log", "/nonexistent-dir/x.log"], "no directory '/nonexistent-dir'"),
         (["--access-log", "/tmp"], "is a directory"),
+        (["--trusted-proxy", "10.0.0.0/33"], "'10.0.0.0/33' is not an IP address or CIDR"),
+        (["--trusted-proxy", "lb.example"], "'lb.example' is not an IP address or CIDR"),
+        (["--drain-delay", "-1"], "--drain-delay"),
         (["--cache-control", "max-age=60\nX: 1"], "printable ASCII"),
         (["--cache-control", "max-age=60, é"], "printable ASCII"),
         (["--charset", "utf-8\r\nX: 1"], "must be an HTTP token"),

@@ -158,3 +158,32 @@ def test_proxy_prefix_marks_one_listener(root: Path) -> None:
     finally:
         code, _, err = srv.stop()
     assert code == 0, err[-2000:]
+
+
+def _logged_client(root: Path, tmp_path: Path, *flags: str, raw: bytes) -> str:
+    log = tmp_path / "access.log"
+    srv = ServerProcess(root, "epoll", "--access-log", str(log), *flags)
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(raw)
+            assert s.recv(100).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        srv.stop()
+    last = log.read_text().splitlines()[-1]  # the file is appended to by each call
+    return last.split(" ", 1)[0]
+
+
+XFF = b"GET /small.txt HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 6.6.6.6, 198.51.100.4\r\n\r\n"
+
+
+def test_trusted_proxy_names_the_client(root: Path, tmp_path: Path) -> None:
+    trusted = ("--trusted-proxy", "127.0.0.0/8")
+    assert _logged_client(root, tmp_path, *trusted, raw=XFF) == "198.51.100.4"
+    fwd = XFF.replace(b"X-Forwarded-For: 6.6.6.6, 198.51.100.4", b'Forwarded: for="[2001:db8::7]"')
+    assert _logged_client(root, tmp_path, *trusted, raw=fwd) == "2001:db8::7"
+    # an untrusted peer's headers are its own words
+    assert _logged_client(root, tmp_path, raw=XFF) == "127.0.0.1"
+    # behind a PROXY header naming an untrusted client, the header's client stands
+    named = build_v1(("192.0.2.50", 1), ("127.0.0.1", 80)) + XFF
+    got = _logged_client(root, tmp_path, "--proxy-protocol", *trusted, raw=named)
+    assert got == "192.0.2.50"

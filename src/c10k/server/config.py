@@ -107,6 +107,9 @@ class ServerConfig:
     # (HAProxy send-proxy-v2; nginx `listen ... proxy_protocol`). One listener alone:
     # `--listen proxy:HOST:PORT` (or `proxy:tls:HOST:PORT`).
     proxy_protocol: bool = False
+    # Peers (CIDRs) whose Forwarded / X-Forwarded-For headers name the client (nginx
+    # set_real_ip_from + real_ip_recursive on): walked right to left past trusted hops.
+    trusted_proxy: list[str] = field(default_factory=list)
     # /_c10k/health for the balancer's checks: 200 while serving, 503 once told to stop.
     health: bool = False
     log_health: bool = False  # write the checks to the access log too

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 from c10k.core.transport import RECV_SIZE
 from c10k.http.connection import Limits
 from c10k.http.events import Request
+from c10k.http.forwarded import client_address, parse_networks
 from c10k.http.writers import Response, body_length
 from c10k.server.accesslog import AccessLog
 from c10k.server.admission import Admission
@@ -154,6 +155,7 @@ class Policy(Wire):
             check = HealthCheck(lambda: self.failing, self.handler_fast)
             self.handler_fast = check.handle_fast
         self.log_health = config.log_health
+        self.trusted = parse_networks(config.trusted_proxy)
         # Overload and admission, and the flags a Session reads per request.
         self.tiers = Tiers(config.shed_keepalive_lag, config.shed_503_lag, config.shed_accept_lag)
         self.admission = Admission(socks, config.backlog, config.max_accept_wait)
@@ -191,6 +193,12 @@ class Policy(Wire):
             return self.error(500)
 
     # -- accounting ----------------------------------------------------------------------
+    def _forwarded_client(self, peer: str, req: Request) -> str:
+        """The client behind --trusted-proxy peers, as the request's headers name it."""
+        headers = req.headers
+        fwd, xff = headers.get(b"forwarded"), headers.get(b"x-forwarded-for")
+        return client_address(peer, self.trusted, [fwd] if fwd else (), [xff] if xff else ())
+
     def account(self, session: Session, req: Request | None, resp: Response) -> None:
         """One response decided (only when ``observe``): counters and the access log."""
         size = 0 if req is not None and req.method == b"HEAD" else body_length(resp.body)
@@ -200,6 +208,8 @@ class Policy(Wire):
         if self.access_log is not None and (self.log_health or not is_health(resp)):
             transport = session.transport
             peer = peer_host(transport.peer if transport is not None else None)
+            if self.trusted and req is not None:
+                peer = self._forwarded_client(peer, req)
             # The verified client certificate's subject (--tls-client-ca), if any.
             user = getattr(transport, "subject", None)
             if req is None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from c10k.http.forwarded import parse_networks
 from c10k.server.config import ServerConfig
 from c10k.server.words import plural
 
@@ -116,6 +117,14 @@ def readable_files(v: list[str]) -> str | None:
         problem = readable_file(path)
         if problem:
             return f"{path}: {problem}"
+    return None
+
+
+def networks(v: list[str]) -> str | None:
+    try:
+        parse_networks(v)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -383,6 +392,15 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "every listener requires a PROXY protocol header (v1 or v2) from a balancer and "
         "serves the client it names; one listener: --listen proxy:HOST:PORT (default off)",
+    ),
+    Setting(
+        "trusted_proxy",
+        "list",
+        "--trusted-proxy",
+        "CIDR",
+        "believe Forwarded / X-Forwarded-For from these peers (repeatable; an address or a "
+        "network): the access log shows the client they name, read right to left",
+        networks,
     ),
     Setting(
         "health",
