@@ -136,6 +136,9 @@ class ServerBase:
     #: own; a worker's supervisor has waited already).
     delay_drain = True
     _delay_timer: Any = None
+    #: systemd's NOTIFY_SOCKET for a process on its own (process.py): STOPPING=1 and
+    #: WATCHDOG=1 from here; under a supervisor the supervisor notifies.
+    notifier: Any = None
     #: Responses in flight that the drain deadline or a second signal cut short (0: the
     #: drain finished them all). Read by whoever reports the stop.
     responses_cut = 0
@@ -292,6 +295,8 @@ class ServerBase:
         # memo is keyed to it).
         now = time.time()
         self.policy.update_date(now)
+        if self.notifier is not None:
+            self.notifier.watchdog(time.monotonic())  # a loop that stops turning stops these
         self._call_later(1.0 - (now % 1.0) + 0.001, self._tick)
 
     def _pressure(self) -> None:
@@ -329,6 +334,8 @@ class ServerBase:
             self.policy.begin_failing()
             log.info("signal %d: failing the health check until told to stop", signum)
             return
+        if self.notifier is not None and not self.policy.failing:
+            self.notifier.stopping(f"stopping on signal {signum}")
         delay = self.config.drain_delay if self.delay_drain else 0.0
         if delay > 0 and not self.policy.failing:
             self.policy.begin_failing()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Sequence
 
 from c10k.core.listener import (
     UnixSocketIdentity,
@@ -170,8 +171,11 @@ def bind_listeners(
     config: ServerConfig,
     reuse_port: bool,
     addresses: list[tuple[int, Address]] | None = None,
+    passed: Sequence[socket.socket] = (),
 ) -> list[socket.socket]:
-    """Bind one listening socket per address (``addresses`` or ``listen_addresses``).
+    """Bind one listening socket per address (``addresses`` or ``listen_addresses``);
+    the first ``len(passed)`` are sockets systemd passed (``systemd.listen_fds``), taken
+    as they are.
 
     With ``reuse_port``, TCP sockets get SO_REUSEPORT, after a check that nothing already
     listens on a fixed port. On any failure the sockets bound so far are closed.
@@ -181,7 +185,11 @@ def bind_listeners(
     """
     socks: list[socket.socket] = []
     try:
-        for family, addr in addresses if addresses is not None else listen_addresses(config):
+        wanted = addresses if addresses is not None else listen_addresses(config)
+        for i, (family, addr) in enumerate(wanted):
+            if i < len(passed):
+                socks.append(passed[i])
+                continue
             try:
                 if family == socket.AF_UNIX:
                     assert isinstance(addr, str)
@@ -196,7 +204,7 @@ def bind_listeners(
                 exc.filename = format_address(family, addr)
                 raise
     except BaseException:
-        _discard(socks)
+        _discard([s for s in socks if s not in passed])  # systemd's stay as they are
         raise
     return socks
 
@@ -264,12 +272,17 @@ def listener_url(sock: socket.socket, role: str = HTTP) -> str:
 
 
 def bind_slots(
-    config: ServerConfig, addresses: list[tuple[int, Address]], n: int, reuse: bool
+    config: ServerConfig,
+    addresses: list[tuple[int, Address]],
+    n: int,
+    reuse: bool,
+    passed: Sequence[socket.socket] = (),
 ) -> list[list[socket.socket]]:
     """One list of listening sockets per worker slot. With SO_REUSEPORT each slot has its
     own TCP socket per address (port 0 is resolved by the first slot, the others join its
-    port); Unix sockets, and everything without SO_REUSEPORT, are shared by all slots."""
-    first = bind_listeners(config, reuse, addresses)
+    port); Unix sockets, sockets systemd passed, and everything without SO_REUSEPORT,
+    are shared by all slots."""
+    first = bind_listeners(config, reuse, addresses, passed)
     slots = [first]
     try:
         for _ in range(1, n):
@@ -279,7 +292,7 @@ def bind_slots(
             socks: list[socket.socket] = []
             slots.append(socks)
             for s in first:
-                if s.family == socket.AF_UNIX:
+                if s.family == socket.AF_UNIX or s in passed:
                     socks.append(s)
                 else:
                     host, port = s.getsockname()[:2]
@@ -291,7 +304,7 @@ def bind_slots(
                         exc.filename = format_address(s.family, (host, port))
                         raise
     except BaseException:
-        _discard([s for slot in slots for s in slot])
+        _discard([s for slot in slots for s in slot if s not in passed])
         raise
     return slots
 

@@ -28,11 +28,13 @@ Workers (``serve``)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import resource
 import signal
+import socket
 import sys
 from collections.abc import Callable
 
@@ -54,6 +56,7 @@ from c10k.server.listeners import (
 )
 from c10k.server.modes import SERVER_MODES, ModeUnavailable, check_settings
 from c10k.server.supervisor import Supervisor, build_server, stopped
+from c10k.server.systemd import Activation, Notifier, listen_fds
 from c10k.server.words import plural
 
 log = logging.getLogger("c10k.process")
@@ -135,45 +138,76 @@ def serve(
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
 
+    notifier = Notifier()
     try:
         check_settings(config)
+        activation = listen_fds()
+        if activation is not None:
+            config, reload_config = _activated(config, activation, reload_config)
+        passed = activation.sockets if activation is not None else []
         n, note = plan_workers(config) if config.workers != 1 else (1, "")
         addresses = listen_addresses(config)
     except (BackendUnavailable, ModeUnavailable, ValueError) as exc:
         print(f"c10k serve: {exc}", file=sys.stderr)
         return 2
     if config.workers == 1:
-        return _serve_here(config, addresses, say)
+        return _serve_here(config, addresses, say, passed, notifier)
     if note.startswith("not one per core"):  # said before forking, not after
         print(f"c10k serve: note: starting {plural(n, 'worker')}, {note}", file=sys.stderr)
     reuse = reuse_port_supported()
     try:
-        slots = bind_slots(config, addresses, n, reuse)
+        slots = bind_slots(config, addresses, n, reuse, passed)
     except OSError as exc:
         print(f"c10k serve: cannot listen on {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 1
-    files = unix_files(slots[0])
+    files = unix_files([s for s in slots[0] if s not in passed])  # systemd's stay
     try:
         try:
             sup = Supervisor(config, slots, say, reload_config)
         except CertError as exc:
             print(f"c10k serve: {exc}", file=sys.stderr)
             return 2
+        sup.notifier = notifier
         return sup.run(reuse, note)
     finally:
         close_listeners([s for slot in slots for s in slot])
         remove_unix_files(files)
 
 
+def _activated(
+    config: ServerConfig,
+    activation: Activation,
+    reload_config: Callable[[], ServerConfig] | None,
+) -> tuple[ServerConfig, Callable[[], ServerConfig] | None]:
+    """The settings with systemd's sockets as the listeners (a reload keeps them)."""
+    if config.listen:
+        print(
+            f"c10k serve: note: systemd passed {plural(len(activation.specs), 'socket')}; "
+            f"serving on those, not on --listen {' '.join(config.listen)}",
+            file=sys.stderr,
+        )
+    specs = activation.specs
+    if reload_config is None:
+        return dataclasses.replace(config, listen=specs), None
+    again = reload_config
+    return dataclasses.replace(config, listen=specs), lambda: dataclasses.replace(
+        again(), listen=specs
+    )
+
+
 def _serve_here(
-    config: ServerConfig, addresses: list[tuple[int, Address]], say: Callable[[str], None]
+    config: ServerConfig,
+    addresses: list[tuple[int, Address]],
+    say: Callable[[str], None],
+    passed: list[socket.socket],
+    notifier: Notifier,
 ) -> int:
     try:
-        socks = bind_listeners(config, config.reuse_port, addresses)
+        socks = bind_listeners(config, config.reuse_port, addresses, passed)
     except OSError as exc:
         print(f"c10k serve: cannot listen on {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 1
-    files = unix_files(socks)
+    files = unix_files([s for s in socks if s not in passed])  # systemd's stay
     try:
         try:
             server = build_server(config, socks)
@@ -184,6 +218,7 @@ def _serve_here(
             print(f"c10k serve: {exc}", file=sys.stderr)
             return 1
         server.hangup_signals = (signal.SIGHUP,)  # a process on its own: see ServerBase
+        server.notifier = notifier
         server.install_signal_handlers()
         say(serving_line(config, socks))
         say(
@@ -191,6 +226,7 @@ def _serve_here(
             f"{plural(server.capacity, 'connection')} ({server.capacity_reason}; "
             f"RLIMIT_NOFILE soft {server.nofile_soft}, hard {server.nofile_hard})"
         )
+        notifier.ready(f"serving, 1 process, capacity {server.capacity:,} connections")
         server.serve_forever(install_signals=False)
         return stopped(say, server.requests, server.responses_cut)
     finally:

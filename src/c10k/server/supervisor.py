@@ -72,6 +72,7 @@ from c10k.server.listeners import listen_addresses, listen_roles, serving_line
 from c10k.server.modes import check_settings, server_class
 from c10k.server.overload import IDLE_INTERVAL
 from c10k.server.shared import Board
+from c10k.server.systemd import Notifier
 from c10k.server.words import plural
 
 log = logging.getLogger("c10k.process")
@@ -199,6 +200,8 @@ class Supervisor:
         self.cut = 0  # responses cut short by their drains
         self.stopping = False
         self.drain_at: float | None = None  # --drain-delay: when the workers get SIGTERM
+        self.notifier = Notifier({})  # systemd's NOTIFY_SOCKET (process.py sets it)
+        self.reloading = False  # a SIGHUP's new workers are starting (RELOADING=1 sent)
         self.booted = False
         self.boot_error = ""
         self._signals: list[int] = []
@@ -229,6 +232,7 @@ class Supervisor:
                 return 1
             if self.booted:
                 self._announce(self.full_config, reuse, note)
+                self.notifier.ready(self._status_line())
             while self.workers or not self.stopping:
                 self._step()
             return self._goodbye()
@@ -295,6 +299,8 @@ class Supervisor:
         due = [s.restart_at for s in self.slots if s.restart_at is not None]
         due += [w.kill_at for w in self.workers.values() if w.kill_at is not None]
         due += [self.drain_at] if self.drain_at is not None else []
+        ping = self.notifier.watchdog_due()
+        due += [ping] if ping is not None else []
         timeout = None if not due else max(0.0, min(due) - now)
         events = self._poll.poll(None if timeout is None else math.ceil(timeout * 1e3))
         for fd, _mask in events:
@@ -311,6 +317,7 @@ class Supervisor:
             self._handle_signal(sig)
         self._reap()
         now = time.monotonic()
+        self.notifier.watchdog(now)
         if self.drain_at is not None and now >= self.drain_at:
             self.drain_at = None
             log.info("drain delay over: stopping %s", plural(len(self.workers), "worker"))
@@ -363,6 +370,7 @@ class Supervisor:
             plural(len(self.workers), "worker"),
         )
         self.drain_at = time.monotonic() + delay
+        self.notifier.stopping(f"failing the health check for {delay:g} s, then stopping")
         for slot in self.slots:
             slot.restart_at = None
         for w in self.workers.values():
@@ -370,6 +378,8 @@ class Supervisor:
                 _kill(w.pid, signal.SIGUSR1)
 
     def _shutdown(self) -> None:
+        if not self.stopping and self.drain_at is None:  # _fail said it already
+            self.notifier.stopping(f"stopping {plural(len(self.workers), 'worker')}")
         self.stopping = True
         for slot in self.slots:
             slot.restart_at = None
@@ -405,6 +415,8 @@ class Supervisor:
             self.config = worker_config(new, len(self.slots))
             self.certs = certs
         log.info("SIGHUP: reloading %s", plural(len(self.slots), "worker"))
+        self.notifier.reloading()
+        self.reloading = True
         for slot in self.slots:
             if slot.pending is None and slot.current is not None:
                 self._spawn(slot)
@@ -499,6 +511,13 @@ class Supervisor:
             self._terminate(w)
         if not self.booted and all(s.current is not None and s.current.ready for s in self.slots):
             self.booted = True
+        if self.reloading and all(s.pending is None for s in self.slots):
+            self.reloading = False
+            self.notifier.ready(self._status_line())
+
+    def _status_line(self) -> str:
+        n = sum(1 for s in self.slots if s.current is not None and s.current.ready)
+        return f"serving, {plural(n, 'worker')}, supervisor pid {self.pid}"
 
     def _reap(self) -> None:
         while self.workers:
