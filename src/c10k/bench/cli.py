@@ -7,6 +7,7 @@
     c10k bench idle --levels 10000,100000,500000,1000000          (C1M, issue 4)
     c10k bench keepalive --c10k-backends epoll,epoll-et,poll,uring  (side by side, issue 5)
     c10k bench conn-rate --tls --peer nginx --peer lighttpd         (over TLS)
+    c10k bench cluster [--balancer haproxy] [--retries off]        (hosts behind a balancer)
 
 Scenarios: conn-rate, keepalive, bigfile, modem, idle, poller, overload, slowhttp, all.  c10k
 itself is measured as ``python -m c10k serve ROOT --bind 127.0.0.1 --port PORT [--backend B]``
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from c10k.bench import certs
+from c10k.bench import certs, cluster
 from c10k.bench.peers import PEERS, ServerSpec, c10k_backend_names, c10k_spec, custom_spec
 from c10k.bench.plot import MISSING, have_matplotlib, render
 from c10k.bench.report import markdown, terminal_table
@@ -225,10 +226,60 @@ def build_parser() -> argparse.ArgumentParser:
             description=f"{s['title']}: measures {s['measures']}.",
         )
     sub.add_parser("all", parents=[common], help="every scenario above, in that order")
+    _cluster_parser(sub)
     pp = sub.add_parser("plot", help="render PNG plots (and results.md) from a results.json")
     pp.add_argument("results", type=Path)
     pp.add_argument("--out", type=Path, help="directory for the PNGs (default: beside the JSON)")
     return parser
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number: {text!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"expected a number above 0: {text!r}")
+        return v
+
+    return parse
+
+
+def _cluster_parser(sub: Any) -> None:
+    cp = sub.add_parser(
+        "cluster",
+        help="c10k hosts behind HAProxy and nginx, restarted, reloaded and killed under load "
+        "(failed requests per phase)",
+        description=cluster.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cp.add_argument("--hosts", type=_positive(int), default=3, help="c10k hosts (default 3)")
+    cp.add_argument("--workers", type=_positive(int), default=2, help="workers per host (2)")
+    cp.add_argument(
+        "--balancer", action="append", choices=("haproxy", "nginx"),
+        help="balancer (repeatable; default both)",
+    )  # fmt: skip
+    cp.add_argument("--retries", choices=("off", "on", "both"), default="both")
+    cp.add_argument("--clients", type=_positive(int), default=8, help="client threads (8)")
+    cp.add_argument("--phase-seconds", type=_positive(float), default=3.0, help="(3)")
+    cp.add_argument("--drain-delay", type=_positive(float), default=1.0, help="hosts' (1)")
+    cp.add_argument("--quick", action="store_true", help="2 hosts, 1 s phases: for CI")
+    cp.add_argument("--out", type=Path, help="directory for results.json/md and the plot")
+    cp.add_argument("--no-plots", action="store_true")
+
+
+def _cluster_options(args: argparse.Namespace) -> cluster.Options:
+    retries = ("off", "on") if args.retries == "both" else (args.retries,)
+    out = args.out or Path("bench-results") / time.strftime("cluster-%Y%m%d-%H%M%S")
+    opts = cluster.Options(
+        hosts=args.hosts, workers=args.workers, retries=retries, clients=args.clients,
+        phase_seconds=args.phase_seconds, drain_delay=args.drain_delay, out=out,
+        balancers=tuple(dict.fromkeys(args.balancer or ("haproxy", "nginx"))),
+    )  # fmt: skip
+    if args.quick:
+        opts.hosts, opts.workers, opts.phase_seconds, opts.clients = 2, 1, 1.0, 4
+    return opts
 
 
 def _specs(args: argparse.Namespace) -> list[ServerSpec]:
@@ -299,6 +350,8 @@ def _finish(doc: dict[str, Any], out: Path, plots: bool) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``c10k bench ...``. Returns the process exit status."""
     args = build_parser().parse_args(argv)
+    if args.scenario == "cluster":
+        return cluster.main(_cluster_options(args), plots=not args.no_plots)
     if args.scenario == "plot":
         doc = load_json(args.results)
         out = args.out or args.results.parent
