@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import ssl
 import warnings
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ trustme = pytest.importorskip("trustme", reason="pip install trustme (the test e
 
 
 class Stats:
-    tls_handshakes = tls_failures = tls_plain_http = 0
+    tls_handshakes = tls_failures = tls_plain_http = offloaded = 0
 
 
 class Base:
@@ -90,9 +91,20 @@ class App:
 class Loop:
     def __init__(self) -> None:
         self.soon: list[Any] = []
+        self.jobs: list[Any] = []  # the disk pool's work, run when the test says
 
     def call_soon(self, fn: Any) -> None:
         self.soon.append(fn)
+
+    def run_in_thread(self, fn: Any, *args: Any, done: Any) -> None:
+        self.jobs.append((fn, args, done))
+
+    def finish_jobs(self) -> None:
+        while self.jobs:
+            fn, args, done = self.jobs.pop(0)
+            future: Future[Any] = Future()
+            future.set_result(fn(*args))
+            done(future)
 
     def run(self) -> None:
         while self.soon:
@@ -290,6 +302,61 @@ def test_tls_layer_abort_releases_queued_regions(
     assert closed == [fd]
     assert base.aborted
     os.close(fd)
+
+
+def _cold(path: Path, data: bytes) -> int:
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    try:  # at the end: a missed NOWAIT read may start readahead where it looked
+        os.preadv(fd, [bytearray(1)], len(data) - 1, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return fd
+    os.close(fd)
+    pytest.skip("this filesystem keeps the file in memory (tmpfs?)")
+
+
+def test_tls_layer_reads_a_cold_chunk_in_the_pool(
+    ca: Any, pair: tuple[str, str], tmp_path: Path
+) -> None:
+    data = os.urandom(200_000)
+    fd = _cold(tmp_path / "cold.bin", data)
+    layer, base, app, loop, stats = make(pair)
+    client = Client(ca)
+    connect(layer, base, client)
+    closed: list[int] = []
+    layer.writelines(
+        [FileRegion(fd, 0, len(data), closer=lambda f: (closed.append(f), os.close(f)))]
+    )
+    assert len(loop.jobs) == 1  # not read on the loop
+    assert stats.offloaded == 1
+    assert client.recv(base.take()) == b""
+    while loop.jobs or loop.soon:
+        loop.finish_jobs()
+        loop.run()
+    assert client.recv(base.take()) == data
+    assert closed == [fd]
+    assert app.events == ["pause", "resume"]
+
+
+def test_tls_layer_abort_during_a_pool_read_keeps_the_fd_until_it_returns(
+    ca: Any, pair: tuple[str, str], tmp_path: Path
+) -> None:
+    fd = _cold(tmp_path / "cold.bin", os.urandom(100_000))
+    layer, base, _app, loop, _stats = make(pair)
+    connect(layer, base, Client(ca))
+    closed: list[int] = []
+    base.take()  # the handshake's last records
+    region = FileRegion(fd, 0, 100_000, closer=lambda f: (closed.append(f), os.close(f)))
+    layer.writelines([region])
+    assert len(loop.jobs) == 1
+    layer.abort()  # the client went away while the disk worked
+    assert base.aborted
+    assert closed == []  # a pool thread is reading that fd: closing it now would be a race
+    loop.finish_jobs()
+    assert closed == [fd]
+    assert base.take() == b""  # nothing encrypted for a connection that is gone
 
 
 def test_tls_layer_client_close_notify_is_eof(ca: Any, pair: tuple[str, str]) -> None:

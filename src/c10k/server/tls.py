@@ -18,8 +18,13 @@ that, and Python 3.11 cannot switch it on): regions are read in ``CHUNK`` pieces
 ``os.preadv`` into one reused buffer per layer, encrypted and written, until the mode's
 transport says stop (``pause_writing``) or ``TURN_BYTES`` went out in this turn, when the
 rest waits for ``resume_writing`` or the next turn (``call_soon``), so one fast client
-cannot hold the loop. The Session sees a transport that is writing until the last region
-is out (``pause_writing``/``resume_writing`` pass through, held while regions remain).
+cannot hold the loop. A chunk not in the page cache is never read on the loop: the read
+asks ``RWF_NOWAIT`` first, and a chunk the kernel would have to fetch from the disk (EAGAIN;
+or any chunk of a file whose filesystem cannot answer that, EOPNOTSUPP) is read in the
+disk pool (``loop.run_in_thread``) while the loop serves others, then encrypted when it is
+back (the page's AMPED note, nginx's ``aio threads``). The Session sees a transport that
+is writing until the last region is out (``pause_writing``/``resume_writing`` pass
+through, held while regions remain).
 
 Closing: ``close`` and ``write_eof`` wait for the regions, then send close_notify and
 close the mode's transport after its queue drains. ``abort`` drops everything at once.
@@ -31,9 +36,11 @@ then closed; any other failed handshake is counted and dropped without an answer
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import ssl
+from concurrent.futures import Future
 from typing import Any
 
 from c10k.region import FileRegion
@@ -60,7 +67,9 @@ class TLSLayer:
         "held",
         "inc",
         "loop",
+        "orphan",
         "out",
+        "reading",
         "regions",
         "scheduled",
         "sslobj",
@@ -85,6 +94,8 @@ class TLSLayer:
         self.scheduled = False  # a _pump is due on the next loop turn
         self.closing = 0  # 1: close, 2: write_eof, once the regions are out
         self.subject: str | None = None  # the verified client certificate's subject
+        self.reading: FileRegion | None = None  # a chunk of it being read in the disk pool
+        self.orphan = False  # that region was released meanwhile: release it when back
 
     # -- the mode's transport calls these ------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -255,7 +266,7 @@ class TLSLayer:
         turn's share is spent; tell the Session once everything is out."""
         self.scheduled = False
         sent = 0
-        while self.regions and not self.waiting and not self.base.closed:
+        while self.regions and not self.waiting and not self.base.closed and not self.reading:
             if sent >= TURN_BYTES:
                 self._hold()
                 self.scheduled = True
@@ -281,13 +292,18 @@ class TLSLayer:
             return len(region.data)
         if self.buf is None:
             self.buf = bytearray(CHUNK)
-        want = min(CHUNK, region.count)
-        view = memoryview(self.buf)[:want]
+        view = memoryview(self.buf)[: min(CHUNK, region.count)]
         try:
-            n = os.preadv(region.fd, [view], region.offset)
-        except OSError as exc:
+            n = os.preadv(region.fd, [view], region.offset, os.RWF_NOWAIT)
+        except (BlockingIOError, OSError) as exc:
+            if isinstance(exc, BlockingIOError) or exc.errno == errno.EOPNOTSUPP:
+                self._read_in_pool(region, view)  # not in memory: never on the loop
+                return 0
             log.warning("reading a file for TLS failed: %s", exc)
             n = 0
+        return self._encrypt_read(region, view, n)
+
+    def _encrypt_read(self, region: FileRegion, view: memoryview, n: int) -> int:
         if n <= 0:  # the file shrank or failed: the promised length cannot be kept
             self.abort()
             return 0
@@ -297,6 +313,29 @@ class TLSLayer:
         if region.count == 0:
             self.regions.pop(0).release()
         return n
+
+    def _read_in_pool(self, region: FileRegion, view: memoryview) -> None:
+        self.reading = region
+        self.stats.offloaded += 1
+        fd, offset = region.fd, region.offset
+        self.loop.run_in_thread(
+            os.preadv, fd, [view], offset, done=lambda f: self._pool_read_done(region, view, f)
+        )
+
+    def _pool_read_done(self, region: FileRegion, view: memoryview, fut: Future[int]) -> None:
+        self.reading = None
+        if self.orphan:  # aborted or closed while the disk worked: its fd is ours to close
+            self.orphan = False
+            region.release()
+            return
+        try:
+            n = fut.result()
+        except OSError as exc:
+            log.warning("reading a file for TLS failed: %s", exc)
+            n = 0
+        self._encrypt_read(region, view, n)
+        self._flush()
+        self._pump()
 
     def _end(self, how: int) -> None:
         if self.closing or self.base.closed:
@@ -319,6 +358,9 @@ class TLSLayer:
 
     def _release(self) -> None:
         regions, self.regions = self.regions, []
+        if self.reading is not None and self.reading in regions:
+            regions.remove(self.reading)  # a pool thread reads its fd: released when back
+            self.orphan = True
         _release(regions)
 
 
