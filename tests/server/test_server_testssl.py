@@ -181,7 +181,9 @@ def https(tmp_path_factory: pytest.TempPathFactory, chain: dict[str, Path]) -> I
     assert "Traceback" not in err, err[-3000:]
 
 
-def run_testssl(port: int, ca: Path, out: Path) -> tuple[list[dict[str, Any]], str]:
+def run_testssl(
+    port: int, ca: Path, out: Path, retried: bool = False
+) -> tuple[list[dict[str, Any]], str]:
     """Run testssl.sh against https://localhost:port; return its JSON findings and text."""
     assert TESTSSL is not None
     out.mkdir(parents=True, exist_ok=True)
@@ -227,9 +229,24 @@ def run_testssl(port: int, ca: Path, out: Path) -> tuple[list[dict[str, Any]], s
         text, _ = proc.communicate()
         pytest.fail(f"testssl.sh ran over {TESTSSL_TIMEOUT} s:\n{text.decode()[-5000:]}")
     report = text.decode(errors="replace")
-    assert proc.returncode == 0, f"testssl.sh exited {proc.returncode}:\n{report[-5000:]}"
+    assert jsonfile.exists(), f"testssl.sh wrote no JSON:\n{report[-5000:]}"
     findings: list[dict[str, Any]] = json.loads(jsonfile.read_text())
+    if proc.returncode != 0 and only_the_ticket_race(findings) and not retried:
+        # testssl's ticket check runs `openssl s_client -sess_out </dev/null`, which may exit
+        # before the TLS 1.3 ticket (sent after the client's Finished) arrives, and then
+        # reports "connect problem"; against any server, more often on a loaded machine.
+        # Once more; a second time is a failure.
+        return run_testssl(port, ca, out.with_name(out.name + "-again"), retried=True)
+    assert proc.returncode == 0, f"testssl.sh exited {proc.returncode}:\n{report[-5000:]}"
     return findings, report
+
+
+def only_the_ticket_race(findings: list[dict[str, Any]]) -> bool:
+    """The ticket check hit its race (the rerun must then pass on every count)."""
+    return any(
+        f.get("id") == "sessionresumption_ticket" and "connect problem" in f.get("finding", "")
+        for f in findings
+    )
 
 
 def bad_findings(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
