@@ -218,7 +218,7 @@ def test_notify_with_workers(root: Path, notify: NotifySocket, monkeypatch) -> N
         assert get(srv.port) == SMALL  # READY=1 meant it: the server answers
         _, lines = notify.messages[ready]
         assert f"MAINPID={srv.pid}" in lines
-        assert any(line.startswith("STATUS=serving, 2 workers") for line in lines), lines
+        assert any(line.startswith("STATUS=serving, 2 workers, ") for line in lines), lines
         pings = notify.wait_for("WATCHDOG=1", after=ready)
         notify.wait_for("WATCHDOG=1", after=pings + 1, timeout=2)
         srv.proc.send_signal(signal.SIGHUP)
@@ -226,7 +226,11 @@ def test_notify_with_workers(root: Path, notify: NotifySocket, monkeypatch) -> N
         stamp = [x for x in notify.messages[reloading][1] if x.startswith("MONOTONIC_USEC=")]
         assert stamp, notify.messages[reloading]
         assert int(stamp[0].split("=")[1]) > 0
-        notify.wait_for("READY=1", after=reloading + 1)
+        again = notify.wait_for("READY=1", after=reloading + 1)
+        status = [x for x in notify.messages[again][1] if x.startswith("STATUS=")]
+        assert status, notify.messages[again]
+        assert " connection" in status[0], status  # ("1 connection", "0 connections")
+        assert " requests" in status[0] or " request" in status[0], status
         assert get(srv.port) == SMALL
         srv.proc.send_signal(signal.SIGTERM)
         notify.wait_for("STOPPING=1", after=reloading + 1)

@@ -63,6 +63,8 @@ GAUGE_INTERVAL = IDLE_INTERVAL
 class Driver(Protocol):
     """What the Policy needs back from its server mode."""
 
+    nconn: int  # open connections
+
     def sessions(self) -> Iterable[Session]: ...
 
     def connection_closed(self) -> None: ...
@@ -347,6 +349,8 @@ class Policy(Wire):
         elif self.config.status_path and (walk or now >= self._states_due):
             self._states = self.states()
             self._states_due = now + GAUGE_INTERVAL
+        elif self.driver is not None:  # no walk: the count alone, which the driver keeps
+            self._states["active"] = self.driver.nconn
         self.cell.write(self.values(self._states), self.status_counts)
 
     def close(self) -> None:

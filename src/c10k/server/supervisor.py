@@ -71,7 +71,7 @@ from c10k.server.config import ServerConfig
 from c10k.server.listeners import listen_addresses, listen_roles, serving_line
 from c10k.server.modes import check_settings, server_class
 from c10k.server.overload import IDLE_INTERVAL
-from c10k.server.shared import Board
+from c10k.server.shared import Board, aggregate
 from c10k.server.systemd import Notifier
 from c10k.server.words import plural
 
@@ -81,6 +81,7 @@ RESTART_BASE = 0.1  # seconds; systemd RestartSec default
 RESTART_CAP = 5.0  # seconds; see the module comment
 STABLE_SECONDS = 10.0  # a worker that served this long resets the back-off
 KILL_MARGIN = 2.0  # seconds past shutdown_timeout before SIGKILL
+STATUS_EVERY = 5.0  # seconds between systemd STATUS= lines (connections, requests)
 # A worker not serving this long after its fork is killed and counts as a failed start
 # (a reload must not wait forever for it; gunicorn's --timeout covers hung workers).
 START_TIMEOUT = 30.0
@@ -202,6 +203,7 @@ class Supervisor:
         self.drain_at: float | None = None  # --drain-delay: when the workers get SIGTERM
         self.notifier = Notifier({})  # systemd's NOTIFY_SOCKET (process.py sets it)
         self.reloading = False  # a SIGHUP's new workers are starting (RELOADING=1 sent)
+        self.status_at = 0.0  # when systemd gets the next STATUS= line
         self.booted = False
         self.boot_error = ""
         self._signals: list[int] = []
@@ -301,6 +303,7 @@ class Supervisor:
         due += [self.drain_at] if self.drain_at is not None else []
         ping = self.notifier.watchdog_due()
         due += [ping] if ping is not None else []
+        due += [self.status_at] if self.notifier.enabled and self.booted else []
         timeout = None if not due else max(0.0, min(due) - now)
         events = self._poll.poll(None if timeout is None else math.ceil(timeout * 1e3))
         for fd, _mask in events:
@@ -318,6 +321,9 @@ class Supervisor:
         self._reap()
         now = time.monotonic()
         self.notifier.watchdog(now)
+        if self.notifier.enabled and self.booted and now >= self.status_at:
+            self.status_at = now + STATUS_EVERY
+            self.notifier.status(self._status_line())
         if self.drain_at is not None and now >= self.drain_at:
             self.drain_at = None
             log.info("drain delay over: stopping %s", plural(len(self.workers), "worker"))
@@ -516,8 +522,15 @@ class Supervisor:
             self.notifier.ready(self._status_line())
 
     def _status_line(self) -> str:
+        """systemd's STATUS=: workers, open connections and requests served, from the
+        workers' shared records (as of their last pressure check)."""
         n = sum(1 for s in self.slots if s.current is not None and s.current.ready)
-        return f"serving, {plural(n, 'worker')}, supervisor pid {self.pid}"
+        retired, live, _ = self.board.snapshot()
+        st, _ = aggregate(retired, live)
+        return (
+            f"serving, {plural(n, 'worker')}, {plural(st['active'], 'connection')}, "
+            f"{plural(st['requests'], 'request')}"
+        )
 
     def _reap(self) -> None:
         while self.workers:
