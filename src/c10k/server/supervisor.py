@@ -515,6 +515,8 @@ class Supervisor:
                 self._terminate(old)
         if self.stopping and not w.stopping:
             self._terminate(w)
+        elif self.drain_at is not None and not w.stopping:  # started before the signal
+            _kill(w.pid, signal.SIGUSR1)
         if not self.booted and all(s.current is not None and s.current.ready for s in self.slots):
             self.booted = True
         if self.reloading and all(s.pending is None for s in self.slots):
