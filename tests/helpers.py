@@ -63,6 +63,24 @@ def backend_params(modes: bool = True) -> list[object]:
     return params
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a process that binds it itself)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
 class ServerProcess:
     """``python -m c10k serve`` in a subprocess on port 0; reads the URL it prints."""
 

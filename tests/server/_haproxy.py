@@ -9,11 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from helpers import free_port, wait_listening
 
 
 class HAProxy:
@@ -82,15 +78,8 @@ backend be
             time.sleep(0.05)
         raise AssertionError(f"HAProxy never saw {servers} server(s) up: {states}")
 
-    def wait_listening(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("HAProxy did not listen")
+    def wait_listening(self) -> None:
+        wait_listening(self.port)
 
     def stop(self) -> None:
         self.proc.terminate()

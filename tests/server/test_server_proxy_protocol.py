@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-from _haproxy import HAProxy, free_port
+from _haproxy import HAProxy
 
 from c10k.http.proxy import build_v1, build_v2
-from helpers import ServerProcess, backend_params, local_ca, make_docroot
+from helpers import ServerProcess, backend_params, free_port, local_ca, make_docroot
 
 needs_haproxy = pytest.mark.skipif(
     shutil.which("haproxy") is None, reason="haproxy is not installed (apt-get install haproxy)"

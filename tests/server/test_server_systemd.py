@@ -20,7 +20,15 @@ from pathlib import Path
 import pytest
 
 from c10k.server.systemd import Notifier, listen_fds
-from helpers import REPO, ServerProcess, local_ca, make_docroot, tls_args
+from helpers import (
+    REPO,
+    ServerProcess,
+    free_port,
+    local_ca,
+    make_docroot,
+    tls_args,
+    wait_listening,
+)
 
 SMALL = b"0123456789" * 51 + b"AB"
 ENV = dict(os.environ, PYTHONPATH=str(REPO / "src"))
@@ -33,23 +41,6 @@ needs_activate = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_docroot(tmp_path_factory.mktemp("site") / "www")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 def activate(port: int, *args: str, fdname: str = "c10k.socket", flags: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]

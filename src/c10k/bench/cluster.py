@@ -27,7 +27,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -39,6 +38,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from c10k.bench.peers import free_port, sbin_binary
 
 SMALL = b"x" * 512
 PHASES = ("steady", "restart", "reload", "kill", "steady-after")
@@ -83,16 +84,6 @@ class Host:
             self.proc.kill()
             raise RuntimeError(f"host {self.address} did not start: {banner!r}")
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # drain it
-
-    def healthy(self) -> bool:
-        try:
-            with socket.create_connection((self.address, self.port), timeout=1) as s:
-                if "--proxy-protocol" in self.argv:
-                    s.sendall(b"PROXY UNKNOWN\r\n")
-                s.sendall(b"GET /_c10k/health HTTP/1.0\r\n\r\n")
-                return s.recv(64).startswith(b"HTTP/1.1 200")
-        except OSError:
-            return False
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -168,10 +159,10 @@ class Balancer:
         if kind == "haproxy":
             self.stats = d / "haproxy.sock"
             cfg.write_text(haproxy_config(hosts, port, self.stats, retries))
-            argv = ["haproxy", "-db", "-f", str(cfg)]
+            argv = [sbin_binary("haproxy") or "haproxy", "-db", "-f", str(cfg)]
         else:
             cfg.write_text(nginx_config(hosts, port, d, retries))
-            argv = ["nginx", "-c", str(cfg)]
+            argv = [sbin_binary("nginx") or "nginx", "-c", str(cfg)]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.hosts = len(hosts)
 
@@ -263,7 +254,7 @@ class Load:
 
 # -- one run: a balancer, a retry setting, the phases ------------------------------------
 def run_one(opts: Options, kind: str, retries: bool, root: Path, d: Path) -> dict[str, Any]:
-    port, lb_port = _free_port("127.0.0.11"), _free_port("127.0.0.1")
+    port, lb_port = free_port("127.0.0.11"), free_port("127.0.0.1")
     hosts = make_hosts(opts, root, port, proxy=kind == "haproxy")
     for h in hosts:
         h.start()
@@ -360,12 +351,6 @@ def _series(events: list[tuple[float, str, bool, float, str]]) -> list[list[floa
     return rows
 
 
-def _free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
-
-
 # -- the whole run, and its reports -------------------------------------------------------
 def goals(run_: dict[str, Any], clients: int) -> list[str]:
     ph, name = run_["phases"], f"{run_['balancer']}, retries {run_['retries']}"
@@ -384,7 +369,7 @@ def missing(opts: Options) -> list[str]:
     return [
         f"{b}: not installed (apt-get install {need[b]})"
         for b in opts.balancers
-        if shutil.which(b) is None
+        if sbin_binary(b) is None
     ]
 
 

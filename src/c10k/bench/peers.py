@@ -250,11 +250,16 @@ def _module_version(mod: str) -> str | None:
         return None
 
 
-def nginx_binary() -> str | None:
-    found = shutil.which("nginx")
+def sbin_binary(name: str) -> str | None:
+    """``name`` on PATH, else in /usr/sbin (Debian's place for daemons, off a user's PATH)."""
+    found = shutil.which(name)
     if found:
         return found
-    return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
+    return f"/usr/sbin/{name}" if os.access(f"/usr/sbin/{name}", os.X_OK) else None
+
+
+def nginx_binary() -> str | None:
+    return sbin_binary("nginx")
 
 
 def nginx_conf(d: Path, port: int, root: Path, tls: TLSFiles | None = None) -> str:
@@ -296,10 +301,7 @@ def _nginx_version() -> str | None:
 
 
 def lighttpd_binary() -> str | None:
-    found = shutil.which("lighttpd")
-    if found:
-        return found
-    return "/usr/sbin/lighttpd" if os.access("/usr/sbin/lighttpd", os.X_OK) else None
+    return sbin_binary("lighttpd")
 
 
 # Where distributions put lighttpd's modules (Debian and Fedora; the source's default).

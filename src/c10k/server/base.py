@@ -135,7 +135,6 @@ class ServerBase:
     #: Whether a drain signal waits out ``config.drain_delay`` first (a process on its
     #: own; a worker's supervisor has waited already).
     delay_drain = True
-    _delay_timer: Any = None
     #: systemd's NOTIFY_SOCKET for a process on its own (process.py): STOPPING=1 and
     #: WATCHDOG=1 from here; under a supervisor the supervisor notifies.
     notifier: Any = None
@@ -345,7 +344,7 @@ class ServerBase:
                 signum,
                 delay,
             )
-            self._delay_timer = self._call_later(delay, self._drain_after_delay)
+            self._call_later(delay, self._drain_after_delay)
             return
         if self.draining:
             log.info("signal %d again: stopping now", signum)
