@@ -12,7 +12,7 @@ dropping a reference on a shared cached fd).
 
 
 class FileRegion:
-    __slots__ = ("closer", "count", "fd", "offset")
+    __slots__ = ("closer", "count", "fd", "offset", "warm_end")
 
     def __init__(self, fd: int, offset: int, count: int, closer: "object | None" = None) -> None:
         if offset < 0 or count < 0:
@@ -21,6 +21,9 @@ class FileRegion:
         self.offset = offset
         self.count = count
         self.closer = closer
+        # File offset up to which the pages were just read into memory in the disk pool
+        # (c10k.core.diskio): sent from the loop without asking the kernel again.
+        self.warm_end = 0
 
     def __len__(self) -> int:
         return self.count

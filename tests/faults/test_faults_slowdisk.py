@@ -14,10 +14,11 @@ it). What must hold, as the C10K page says of Flash's AMPED design (a ``read()``
 - no false slow-reader verdict: cold downloads slowed by the server's own disk complete
   intact and are never reset as slow readers (issue 15 saw resets).
 
-Today the readiness modes, uring and the coroutine modes send file bodies with
-``sendfile`` on their loop thread, which waits for the disk: those parametrizations are
-marked xfail (strict) until issue 15 is done. The threads mode (a thread per client)
-passes already.
+Every mode holds both: the loop modes ask the kernel before each file chunk whether its
+pages are in memory and read cold ones in the disk pool (c10k.core.diskio); the threads mode
+blocks only the client's own thread. And the first property is shown to need that: with
+``--io-threads 0`` (no pool: everything on the loop) the same cached GET is not answered
+while the cold read waits, on every loop mode.
 """
 
 from __future__ import annotations
@@ -70,19 +71,8 @@ def modes(blocking: set[str], reason: str) -> list[object]:
     return out
 
 
-# Checked on this machine (strace -f: the loop thread sits in sendfile while the slowfs
-# holds the read): every mode that moves file bodies on its loop thread. threads passes.
-LIVENESS = modes(
-    {"select", "poll", "epoll", "epoll-et", "rtsig", "uring", "asyncio", "uvloop"},
-    "issue 15: sendfile/pread of a cold file blocks the loop thread, and every client with it",
-)
-# Checked: asyncio resets one of the four (10 runs in 10); the other modes complete all four
-# today (their send-progress check runs only once the loop is back, and by then progress
-# resumed), and must keep doing so when reads move off the loop.
-NO_RESET = modes(
-    {"asyncio"},
-    "issue 15: a download stalled by the server's own disk is reset as a slow reader",
-)
+LIVENESS = NO_RESET = backend_params()
+LOOP_MODES = [p for p in backend_params() if p != "threads"]  # (threads has no pool)
 
 
 @pytest.fixture
@@ -136,6 +126,31 @@ def fetch(port: int, path: str, timeout: float) -> tuple[int, bytes]:
     return d.status, d.body
 
 
+def _ask_while_stuck(
+    fs: SlowFS, port: int, within: float
+) -> tuple[tuple[int, bytes], float, dict[str, object], Download]:
+    """Start a download of big0.bin, stop it inside a disk read, GET the cached small.txt,
+    then let the disk go: (the answer, its time, the disk's state while asked, the download)."""
+    assert fetch(port, "/small.txt", 10) == (200, SMALL)  # now in memory
+    # The download starts (its open, stat, head and first 1 MiB come through), then its
+    # next read waits at the gate: the server is inside a disk read of big0.
+    fs.drop_cache("big0.bin")
+    fs.command("close 8")
+    big = Download(port, "/big0.bin")
+    big.start()
+    assert fs.wait_waiting(1, timeout=10), fs.stats()
+    t0 = time.monotonic()
+    try:
+        answer = fetch(port, "/small.txt", within)
+    except OSError as exc:
+        answer = (0, repr(exc).encode())
+    elapsed = time.monotonic() - t0
+    stuck = fs.stats()
+    fs.open_gate()
+    big.join(30)
+    return answer, elapsed, stuck, big
+
+
 @pytest.mark.parametrize("mode", LIVENESS)
 def test_slowdisk_cached_file_answered_while_a_cold_read_waits(
     mode: str, slowdisk: tuple[SlowFS, dict[str, bytes]]
@@ -144,23 +159,7 @@ def test_slowdisk_cached_file_answered_while_a_cold_read_waits(
     server = ServerProcess(fs.mountpoint, mode)
     big = None
     try:
-        assert fetch(server.port, "/small.txt", 10) == (200, SMALL)  # now in memory
-        # The download starts (its open, stat, head and first 1 MiB come through), then
-        # its next read waits at the gate: the server is inside a disk read of big0.
-        fs.drop_cache("big0.bin")
-        fs.command("close 8")
-        big = Download(server.port, "/big0.bin")
-        big.start()
-        assert fs.wait_waiting(1, timeout=10), fs.stats()
-        t0 = time.monotonic()
-        try:
-            answer = fetch(server.port, "/small.txt", ANSWER_WITHIN)
-        except OSError as exc:
-            answer = (0, repr(exc).encode())
-        elapsed = time.monotonic() - t0
-        stuck = fs.stats()
-        fs.open_gate()
-        big.join(30)
+        answer, elapsed, stuck, big = _ask_while_stuck(fs, server.port, ANSWER_WITHIN)
         assert answer == (200, SMALL), f"no answer within {ANSWER_WITHIN} s: {answer[1][:200]!r}"
         assert elapsed < ANSWER_WITHIN
         assert stuck["waiting"] >= 1, "the download was not stuck in a read while we asked"
@@ -169,6 +168,28 @@ def test_slowdisk_cached_file_answered_while_a_cold_read_waits(
         assert big.status == 200
         assert big.body == files["big0.bin"]
         assert fs.stats()["per_file"]["big0.bin"] >= BIG_BYTES  # it came from the disk
+    finally:
+        fs.open_gate()
+        server.stop()
+        if big is not None:
+            big.join(10)
+
+
+@pytest.mark.parametrize("mode", LOOP_MODES)
+def test_slowdisk_without_the_pool_the_loop_waits(
+    mode: str, slowdisk: tuple[SlowFS, dict[str, bytes]]
+) -> None:
+    """The control: ``--io-threads 0`` sends file bodies from the loop thread, which then
+    sits in the disk read, and the cached GET gets no answer until the disk goes on."""
+    fs, files = slowdisk
+    server = ServerProcess(fs.mountpoint, mode, "--io-threads", "0")
+    big = None
+    try:
+        answer, elapsed, stuck, big = _ask_while_stuck(fs, server.port, 2.0)
+        assert stuck["waiting"] >= 1, "the download was not stuck in a read while we asked"
+        assert answer != (200, SMALL), f"answered in {elapsed:.2f} s with the loop in a read?"
+        assert big.error is None  # and nothing was lost
+        assert big.body == files["big0.bin"]
     finally:
         fs.open_gate()
         server.stop()

@@ -125,6 +125,9 @@ class FakeTransport:
     def pending_bytes(self) -> int:
         return sum(len(i) for i in self.queued) + self.unacked
 
+    def unacked_bytes(self) -> int:
+        return self.unacked
+
     @property
     def wire(self) -> bytes:
         return b"".join(i for i in self.written if isinstance(i, bytes))
@@ -365,6 +368,25 @@ def test_session_trickling_reader_below_the_rate_is_reset(loop: FakeLoop) -> Non
     loop.advance(10.5)
     assert t.closed
     assert t.reset is True
+
+
+def test_session_wait_for_our_disk_is_not_charged_to_the_client(loop: FakeLoop) -> None:
+    """Output queued here, the kernel's queue empty: the client took all it was sent and
+    the transport waits for the disk (a cold chunk in the pool). No reset, however long;
+    once the disk delivers, the client is judged from there on its own pace."""
+    _session, t, policy = make(loop, send_timeout=10.0, min_send_rate=1000)
+    t.block = True
+    t.feed(GET)
+    for _ in range(5):  # 50 s with nothing acknowledged and nothing in the kernel
+        loop.advance(10.0)
+        assert not t.closed
+    t.unacked = 100_000  # the disk delivered; this time the client does not read it
+    loop.advance(10.0)
+    assert not t.closed  # one send_timeout from the last check, not from the start
+    loop.advance(10.0)
+    assert t.closed
+    assert t.reset is True
+    assert policy.timeouts == 1
 
 
 def test_session_file_body_counts_whole_so_a_pipeline_stops_after_it(loop: FakeLoop) -> None:

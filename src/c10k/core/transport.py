@@ -59,6 +59,7 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from c10k.core import diskio
 from c10k.core.backend import ERROR, HUP, READ, READ_MASK, WRITE, WRITE_MASK
 from c10k.core.fdio import reset_on_close, set_cork, shutdown_write, unsent_bytes
 from c10k.core.listener import Acceptor
@@ -96,6 +97,7 @@ CLOSING = 4  # close once the queue has drained
 SHUTTING = 8  # shut the write side down once the queue has drained
 READ_EOF = 16  # the peer's FIN was read: nothing more to read
 CLOSED = 32
+DISKWAIT = 64  # with WRITING: the next file chunk is being read in the disk pool
 
 Item = bytes | memoryview | FileRegion
 
@@ -185,6 +187,36 @@ class BaseTransport:
         log.error("protocol error on fd %d", self.fd, exc_info=exc)
         self._close(exc)
 
+    def unacked_bytes(self) -> int:
+        """Bytes handed to the kernel that the peer has not acknowledged (SIOCOUTQ). 0
+        means the peer took everything it was sent: a wait is ours, not its."""
+        if self._flags & CLOSED or self.fd < 0:
+            return 0
+        return unsent_bytes(self.fd)
+
+    # -- cold file chunks (c10k.core.diskio) --------------------------------------------
+    def _disk_wait(self, item: FileRegion, count: int, run_in_thread: Any) -> bool:
+        """If the next ``count`` bytes of ``item`` are not in memory, read them in the
+        loop's disk pool (``run_in_thread``), set DISKWAIT and say True: the caller stops
+        writing, and ``_disk_back`` writes on once they are in memory."""
+        if not diskio.cold(item, count):
+            return False
+        self._flags |= DISKWAIT  # type: ignore[misc]  # (a slot of every subclass)
+        run_in_thread(diskio.warm, *diskio.warm_region(item), done=self._disk_back)
+        return True
+
+    def _disk_back(self, fut: Any) -> None:
+        self._flags &= ~DISKWAIT  # type: ignore[misc]
+        if self._flags & CLOSED:
+            return  # aborted while the disk worked: the region is already released
+        if fut.cancelled() or fut.exception() is not None:
+            diskio.COUNTS.warm_errors += 1  # the sendfile that follows reports it
+        self._write_on()
+
+    def _write_on(self) -> None:
+        """Go on writing the queue after a disk wait."""
+        raise NotImplementedError
+
 
 class Transport(BaseTransport):
     """A nonblocking stream socket (a bare fd, owned) served by ``loop`` for ``protocol``.
@@ -271,15 +303,16 @@ class Transport(BaseTransport):
         flags = self._flags
         if flags & CLOSED:
             return
-        if events & WRITE_MASK and flags & WRITING:
+        if events & WRITE_MASK and flags & WRITING and not flags & DISKWAIT:
             self._flush()
             flags = self._flags
         if events & READ_MASK and not flags & (PAUSED | READ_EOF | CLOSED | CLOSING):
             self._read_some()
-        elif events & (ERROR | HUP) and not flags & (WRITING | CLOSED):
+        elif events & (ERROR | HUP) and (flags & DISKWAIT or not flags & (WRITING | CLOSED)):
             # An error or hang-up that no read or write of ours will pick up (reading is
-            # paused or past EOF, nothing is queued): the connection is dead, and a
-            # level-triggered backend would report it on every turn.
+            # paused or past EOF, nothing is queued or the queue waits for the disk): the
+            # connection is dead, and a level-triggered backend would report it on every
+            # turn.
             self._close(None)
 
     def _read_some(self) -> None:
@@ -359,13 +392,18 @@ class Transport(BaseTransport):
                 item = out[0]
                 if isinstance(item, FileRegion):
                     while item.count:
-                        n = os.sendfile(fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
+                        step = min(item.count, SENDFILE_CHUNK)
+                        if self._disk_wait(item, step, self.loop.run_in_thread):
+                            break
+                        n = os.sendfile(fd, item.fd, item.offset, step)
                         if n == 0:  # the file shrank under us: its length was promised
                             log.warning("file shrank while being sent; closing the connection")
                             self.abort()
                             return
                         item.offset += n
                         item.count -= n
+                    if item.count:
+                        break  # its next chunk is being read in the disk pool
                     item.release()
                     del out[0]
                     set_cork(fd, False)  # push the last partial segment now
@@ -388,7 +426,7 @@ class Transport(BaseTransport):
             if not flags & WRITING:
                 self._flags = flags | WRITING
                 self.protocol.pause_writing()
-                self._sync()
+            self._sync()  # (WRITE is not watched while the disk works)
             return
         self._out = None
         if flags & WRITING:
@@ -400,6 +438,9 @@ class Transport(BaseTransport):
             self._close(None)
         elif flags & SHUTTING:
             self._shutdown_now()
+
+    def _write_on(self) -> None:
+        self._flush()
 
     def get_write_buffer_size(self) -> int:
         """Bytes queued here, not yet handed to the kernel (a region counts its rest)."""
@@ -471,7 +512,7 @@ class Transport(BaseTransport):
         want = 0
         if not flags & (PAUSED | READ_EOF | CLOSING):
             want = READ
-        if flags & WRITING:
+        if flags & WRITING and not flags & DISKWAIT:
             want |= WRITE
         if want != self._interest:
             self._interest = want

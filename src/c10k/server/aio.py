@@ -48,6 +48,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, TypeVar
 
+from c10k.core import diskio
 from c10k.core import transport as tp
 from c10k.core.fdio import reset_on_close, unsent_bytes
 from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP, accept_fds
@@ -133,6 +134,10 @@ class _Deadlines(Deadlines):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+def _ignore(_future: object) -> None:
+    """A pool job's loop-side callback where a coroutine awaits the future instead."""
 
 
 class AioLoop:
@@ -253,8 +258,13 @@ class AioConnection(asyncio.BufferedProtocol, BaseTransport):
             self._drained()
 
     def _pump_chunk(self, item: FileRegion) -> bool:
+        size = min(item.count, PUMP_CHUNK)
+        if diskio.cold(item, size):
+            self._task = self.server.loop.create_task(self._warm_then_pump(item))
+            self._blocked()
+            return False
         try:
-            chunk = os.pread(item.fd, min(item.count, PUMP_CHUNK), item.offset)
+            chunk = os.pread(item.fd, size, item.offset)
         except OSError as exc:
             log.error("reading a file to send: %s", exc)
             chunk = b""
@@ -270,10 +280,32 @@ class AioConnection(asyncio.BufferedProtocol, BaseTransport):
             self._out.popleft()
         return True
 
+    async def _warm(self, region: FileRegion) -> None:
+        """Bring a cold chunk into memory in the disk pool (c10k.core.diskio) while the
+        loop serves others."""
+        run = self.server.session_loop.run_in_thread
+        job = run(diskio.warm, *diskio.warm_region(region), done=_ignore)
+        try:
+            await asyncio.wrap_future(job)
+        except OSError:
+            diskio.COUNTS.warm_errors += 1  # the send that follows reports it
+
+    async def _warm_then_pump(self, region: FileRegion) -> None:
+        try:
+            await self._warm(region)
+        finally:
+            self._task = None
+        if not self._flags & tp.CLOSED:
+            self._pump()
+
     async def _sendfile(self, region: FileRegion) -> None:
         try:
             while region.count:
                 step = min(region.count, SENDFILE_STEP)
+                if diskio.cold(region, step):
+                    await self._warm(region)
+                    if self._flags & tp.CLOSED:
+                        return
                 sent = await self.server.loop.sendfile(
                     self.atransport,
                     _RegionFile(region.fd),  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Protocol
 
+from c10k.core import diskio
 from c10k.core.transport import RECV_SIZE
 from c10k.http.connection import Limits
 from c10k.http.events import Request
@@ -141,7 +142,8 @@ class Policy(Wire):
         self.requests = 0
         self.bytes_sent = 0
         self.timeouts = 0
-        self.offloaded = 0
+        self.offloaded = 0  # requests answered in the disk pool (+ diskio.COUNTS.cold)
+        diskio.set_enabled(config.io_threads > 0)  # 0: everything on the loop (a baseline)
         # TLS (c10k.server.tls): handshakes done, failed, and plain HTTP sent to TLS.
         self.tls_handshakes = self.tls_failures = self.tls_plain_http = 0
         self.proxy_headers = self.proxy_errors = 0  # PROXY protocol (proxylayer.py)
@@ -291,7 +293,7 @@ class Policy(Wire):
             "requests": self.requests,
             "bytes_sent": self.bytes_sent,
             "timeouts": self.timeouts,
-            "offloaded": self.offloaded,
+            "offloaded": self.offloaded + diskio.COUNTS.cold,
             "shed_level": self.shed_level,
             "shed_503": tiers.shed_503,
             "shed_accepts": tiers.shed_accepts,

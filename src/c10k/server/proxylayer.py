@@ -98,6 +98,9 @@ class ProxyLayer:
     def pending_bytes(self) -> int:
         return int(self.base.pending_bytes())
 
+    def unacked_bytes(self) -> int:
+        return int(self.base.unacked_bytes())
+
     def pause_reading(self) -> None:
         self.base.pause_reading()
 

@@ -44,7 +44,11 @@ average since the write blocked, at least ``min_send_rate`` bytes a second, or t
 connection is reset (SO_LINGER 0: the kernel frees its send queue at once). What it
 acknowledged is what we handed the transport minus ``transport.pending_bytes()``, our
 queue plus the kernel's (the first write fills megabytes of socket buffer at memory speed
-whatever the client does).
+whatever the client does). A check that finds the kernel's queue empty
+(``transport.unacked_bytes()`` 0: the client acknowledged all it was sent) passes and starts
+the rate over, and so does the check after it: the wait was ours (a cold file chunk in the
+disk pool, c10k.core.diskio), and a response slowed by our own disk is never charged to the
+client, which is judged only on bytes it had for a whole ``send_timeout``.
 """
 
 from __future__ import annotations
@@ -193,7 +197,7 @@ class Session(HTTPConnection):
             return
         now = self.loop.now
         self.state = WRITING
-        self.wprogress = [now, self.transport.pending_bytes(), 0]
+        self.wprogress = [now, self.transport.pending_bytes(), 0, 0]
         self.transport.pause_reading()
         self.deadline = now + self.policy.send_timeout
         self.loop.deadlines.schedule(self)
@@ -246,9 +250,20 @@ class Session(HTTPConnection):
         assert w is not None
         policy = self.policy
         now = self.loop.now
-        acked = w[1] - self.transport.pending_bytes()
+        transport = self.transport
+        pending = transport.pending_bytes()
+        acked = w[1] - pending
         if acked <= w[2] or acked < policy.min_send_rate * (now - w[0]):
-            return False
+            ours = not transport.unacked_bytes()
+            if not ours and not w[3]:
+                return False
+            # The client took every byte the kernel had (or did at the last check): the
+            # wait was ours, a cold file chunk in the disk pool, never charged to it. Its
+            # rate counts from here, and bytes that came just before this check get one
+            # whole send_timeout.
+            w[0], w[1], w[3], acked = now, pending, ours, 0
+        else:
+            w[3] = 0
         w[2] = acked
         self.deadline = now + policy.send_timeout
         self.loop.deadlines.schedule(self)

@@ -250,7 +250,8 @@ SETTINGS: tuple[Setting, ...] = (
         "int",
         "--io-threads",
         "N",
-        "threads for cold-file open/stat/read off the loop (default 4; not with --backend threads)",
+        "threads for disk work off the loop: open/stat/read of cold files and cold chunks "
+        "of file bodies (default 4; 0: all on the loop, a baseline; not with --backend threads)",
         at_least(0),
     ),
     Setting(

@@ -43,8 +43,10 @@ import ssl
 from concurrent.futures import Future
 from typing import Any
 
+from c10k.core import diskio
 from c10k.region import FileRegion
 
+NOWAIT = diskio.RWF_NOWAIT or 0  # where the kernel cannot say, read on the loop
 log = logging.getLogger("c10k.tls")
 
 CHUNK = 16 * 1024  # one full TLS record of plaintext per read
@@ -159,6 +161,9 @@ class TLSLayer:
 
     def pending_bytes(self) -> int:
         return int(self.base.pending_bytes()) + sum(len(r) for r in self.regions)
+
+    def unacked_bytes(self) -> int:
+        return int(self.base.unacked_bytes())
 
     def pause_reading(self) -> None:
         self.base.pause_reading()
@@ -294,7 +299,7 @@ class TLSLayer:
             self.buf = bytearray(CHUNK)
         view = memoryview(self.buf)[: min(CHUNK, region.count)]
         try:
-            n = os.preadv(region.fd, [view], region.offset, os.RWF_NOWAIT)
+            n = os.preadv(region.fd, [view], region.offset, NOWAIT if diskio.enabled() else 0)
         except (BlockingIOError, OSError) as exc:
             if isinstance(exc, BlockingIOError) or exc.errno == errno.EOPNOTSUPP:
                 self._read_in_pool(region, view)  # not in memory: never on the loop

@@ -318,7 +318,7 @@ class UringTransport(BaseTransport):
     def _flush(self) -> None:
         """Start the next write: a SEND for bytes; sendfile (+ POLL_ADD when full) for a
         file body and the head before it. Returns at once if a write is in flight."""
-        if self._sending is not None or self._polling:
+        if self._sending is not None or self._polling or self._flags & tp.DISKWAIT:
             self._blocked()
             return
         out = self._out
@@ -370,7 +370,11 @@ class UringTransport(BaseTransport):
             if sent >= tp.SENDFILE_CHUNK:
                 self._poll_out()  # fair share for this turn: on after the others
                 return False
-            n = os.sendfile(fd, item.fd, item.offset, min(item.count, tp.SENDFILE_CHUNK))
+            step = min(item.count, tp.SENDFILE_CHUNK)
+            if self._disk_wait(item, step, self.server.loop.run_in_thread):
+                self._blocked()  # _disk_back calls _write_on once it is in memory
+                return False
+            n = os.sendfile(fd, item.fd, item.offset, step)
             if n == 0:
                 log.warning("file shrank while being sent; closing the connection")
                 self.abort()
@@ -380,6 +384,9 @@ class UringTransport(BaseTransport):
             sent += n
         item.release()
         return True
+
+    def _write_on(self) -> None:
+        self._flush()
 
     def _poll_out(self) -> None:
         self._polling = True
