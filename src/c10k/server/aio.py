@@ -147,6 +147,7 @@ class AioLoop:
         self.loop = aloop
         self.deadlines = _Deadlines(aloop)
         self.call_soon = aloop.call_soon
+        self.call_later = aloop.call_later
         self._runner = ThreadRunner(threads, aloop.call_soon_threadsafe)
         self.run_in_thread = self._runner.run
 

@@ -82,6 +82,13 @@ class ServerConfig:
     # Whole response for a stalled sendfile/slow reader: at least this many bytes/second
     # averaged over send_timeout, or the connection closes (nginx send_lowat-like).
     min_send_rate: int = 1024
+    # Throttling (nginx limit_rate, limit_rate_after; thttpd throttles): bytes a second
+    # per connection once the first limit_rate_after bytes of a response went. 0: off.
+    limit_rate: int = 0
+    limit_rate_after: int = 0
+    # SO_SNDBUF of the listeners, inherited by accepted sockets (nginx listen sndbuf=).
+    # None: the kernel's autotuning (net.ipv4.tcp_wmem).
+    sndbuf: int | None = None
     # Longest a new connection may wait in the kernel's accept queue under overload: the
     # backlog shrinks to half this many seconds of accepts, and older connections are
     # reset unread at accept. 0: off (the queue is --backlog long, FIFO).

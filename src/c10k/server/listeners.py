@@ -188,7 +188,7 @@ def bind_listeners(
         wanted = addresses if addresses is not None else listen_addresses(config)
         for i, (family, addr) in enumerate(wanted):
             if i < len(passed):
-                socks.append(passed[i])
+                socks.append(_tuned(config, passed[i]))
                 continue
             try:
                 if family == socket.AF_UNIX:
@@ -199,7 +199,7 @@ def bind_listeners(
                 host, port = addr
                 if reuse_port and port != 0:
                     _check_port_free(family, host, port)
-                socks.append(bind_socket(host, port, backlog=config.backlog, reuse_port=reuse_port))
+                socks.append(_bind_tcp(config, host, port, reuse_port))
             except OSError as exc:
                 exc.filename = format_address(family, addr)
                 raise
@@ -207,6 +207,22 @@ def bind_listeners(
         _discard([s for s in socks if s not in passed])  # systemd's stay as they are
         raise
     return socks
+
+
+def _bind_tcp(config: ServerConfig, host: str, port: int, reuse_port: bool) -> socket.socket:
+    sock = bind_socket(host, port, backlog=config.backlog, reuse_port=reuse_port)
+    try:
+        return _tuned(config, sock)
+    except OSError:
+        sock.close()
+        raise
+
+
+def _tuned(config: ServerConfig, sock: socket.socket) -> socket.socket:
+    """--sndbuf on a TCP listener: accepted sockets inherit it (nginx listen sndbuf=)."""
+    if config.sndbuf is not None and sock.family != socket.AF_UNIX:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.sndbuf)
+    return sock
 
 
 def _discard(socks: list[socket.socket]) -> None:
@@ -297,9 +313,7 @@ def bind_slots(
                 else:
                     host, port = s.getsockname()[:2]
                     try:
-                        socks.append(
-                            bind_socket(host, port, backlog=config.backlog, reuse_port=True)
-                        )
+                        socks.append(_bind_tcp(config, host, port, True))
                     except OSError as exc:
                         exc.filename = format_address(s.family, (host, port))
                         raise

@@ -95,6 +95,10 @@ def peer_host(peer: object) -> str:
     return "unix" if peer is None or isinstance(peer, str) else str(peer)
 
 
+def _no_wire(_resp: object) -> None:
+    """The memoized-wire lookup under --limit-rate: never, so nothing skips the pacer."""
+
+
 class Policy(Wire):
     """The per-process half of the engine (see the module comment).
 
@@ -128,6 +132,10 @@ class Policy(Wire):
         self.send_timeout = config.send_timeout
         self.linger_timeout = config.linger_timeout
         self.min_send_rate = config.min_send_rate
+        self.limit_rate = config.limit_rate
+        self.limit_rate_after = config.limit_rate_after
+        if self.limit_rate:  # every response through Session._send and its pacer
+            self.wire_memo_get = _no_wire  # type: ignore[assignment]
         self.max_pipelined = config.max_pipelined
         self.max_pending_output_bytes = config.max_pending_output_bytes
         self.max_buffer_bytes = config.max_buffer_bytes

@@ -66,6 +66,7 @@ from c10k.http.errors import RemoteProtocolError
 from c10k.http.events import NEED_DATA, PAUSED, Request
 from c10k.http.writers import Response
 from c10k.region import FileRegion
+from c10k.server.pacing import Pacer
 from c10k.server.wire import CLOSE, KEEP_10, KEEP_11, release_body
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ class Session(HTTPConnection):
         "handle_fast",
         "job",
         "loop",
+        "pacer",
         "policy",
         "state",
         "transport",
@@ -118,6 +120,9 @@ class Session(HTTPConnection):
         # While WRITING: [when the write blocked, bytes outstanding then plus bytes
         # handed over since, bytes acknowledged at the last check].
         self.wprogress: list[Any] | None = None
+        # --limit-rate: output handed to the transport at a rate (c10k.server.pacing).
+        rate = policy.limit_rate
+        self.pacer = Pacer(rate, policy.limit_rate_after) if rate else None
         self.deadline: float | None = loop.now + policy.header_timeout
         self.deadline_key: int | None = None
         loop.deadlines.schedule(self)
@@ -193,6 +198,13 @@ class Session(HTTPConnection):
             self._process()  # else seen once the output is out (_sent_all)
 
     def pause_writing(self) -> None:
+        if self.pacer is not None:
+            self.pacer.blocked = True
+        self._writing()
+
+    def _writing(self) -> None:
+        """Output waits (in the transport, or in the pacer): stop reading, start the send
+        deadline."""
         if self.state >= WRITING:
             return
         now = self.loop.now
@@ -203,6 +215,11 @@ class Session(HTTPConnection):
         self.loop.deadlines.schedule(self)
 
     def resume_writing(self) -> None:
+        pacer = self.pacer
+        if pacer is not None:
+            pacer.blocked = False
+            if pacer.held:
+                return  # the pacer's timer carries on
         if self.state != WRITING:
             return
         self.state = IDLE
@@ -216,6 +233,8 @@ class Session(HTTPConnection):
         self.deadline = None
         self.loop.deadlines.discard(self)  # nothing may keep a closed one alive
         self._buf = b""
+        if self.pacer is not None:
+            self.pacer.release()
         self.policy.connection_closed(self)
 
     def on_deadline(self) -> None:
@@ -399,12 +418,49 @@ class Session(HTTPConnection):
             elif self.job is None:
                 self.transport.resume_reading()
             return
+        if self.pacer is not None:
+            out = self._paced(out)
         if self.state == WRITING:
             w = self.wprogress
             assert w is not None
             w[1] += sum(len(item) for item in out)
-        self.transport.writelines(out)
+        if out:
+            self.transport.writelines(out)
         if self.state < WRITING:
+            self._sent_all()
+
+    def _paced(self, out: list[bytes | FileRegion]) -> list[bytes | FileRegion]:
+        """What of ``out`` may go now under --limit-rate; the pacer holds the rest, and
+        the connection is WRITING until its timer has handed everything over."""
+        pacer = self.pacer
+        assert pacer is not None
+        was_held = bool(pacer.held)
+        now = self.loop.now
+        ready = pacer.take(out, now)
+        if pacer.held and not was_held:
+            self._writing()
+            self.loop.call_later(pacer.due(now), self._pace)
+        return ready  # type: ignore[return-value]
+
+    def _pace(self) -> None:
+        """The pacer's timer: hand over what the rate allows now, then wait again, or
+        carry on as after any write once the pacer and the transport are empty."""
+        pacer = self.pacer
+        assert pacer is not None
+        if self.state == CLOSED:
+            return
+        now = self.loop.now
+        ready = pacer.next(now)
+        if ready:
+            w = self.wprogress
+            assert w is not None
+            w[1] += sum(len(item) for item in ready)
+            self.transport.writelines(ready)
+        if pacer.held:
+            self.loop.call_later(pacer.due(now), self._pace)
+        elif not pacer.blocked and self.state == WRITING:
+            self.state = IDLE
+            self.wprogress = None
             self._sent_all()
 
     def _sent_all(self) -> None:

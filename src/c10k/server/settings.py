@@ -138,7 +138,7 @@ def directory(v: str) -> str | None:
 @dataclass(frozen=True)
 class Setting:
     name: str  # the ServerConfig field
-    kind: str  # int, float, str, bool, workers, list, table
+    kind: str  # int, float, str, bool, workers, list, table, size (bytes: 64k, 1m)
     flag: str | None = None  # "--max-connections"; None: TOML only
     metavar: str | None = None
     help: str = ""
@@ -212,6 +212,33 @@ SETTINGS: tuple[Setting, ...] = (
         "a response slower than this on average over send-timeout is dropped (default "
         "1024; 0 = no rate check)",
         at_least(0),
+    ),
+    Setting(
+        "limit_rate",
+        "size",
+        "--limit-rate",
+        "BYTES/S",
+        "throttle each connection to this many bytes a second, suffixes k and m allowed "
+        "(nginx limit_rate; default 0: off; not with --backend threads)",
+        at_least(0),
+    ),
+    Setting(
+        "limit_rate_after",
+        "size",
+        "--limit-rate-after",
+        "BYTES",
+        "the first BYTES of each response go unthrottled (nginx limit_rate_after; default 0)",
+        at_least(0),
+    ),
+    Setting(
+        "sndbuf",
+        "size",
+        "--sndbuf",
+        "BYTES",
+        "SO_SNDBUF of the listeners, so of every connection (nginx listen sndbuf=; "
+        "default: the kernel's autotuning)",
+        at_least(4096),
+        optional=True,
     ),
     Setting(
         "max_pipelined",
@@ -458,10 +485,29 @@ class Given:
     text: bool = False  # a command-line string, still to convert
 
 
+SIZE_SUFFIXES = {"k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(raw: str) -> tuple[int | None, str | None]:
+    """``512``, ``64k``, ``1m``, ``2g`` (nginx's units: k = 1024) to bytes.
+
+    >>> parse_size("64k"), parse_size("1M"), parse_size("1.5m")[0]
+    ((65536, None), (1048576, None), None)
+    """
+    text = raw.strip().lower()
+    unit = SIZE_SUFFIXES.get(text[-1:], 1) if text else 1
+    digits = text[:-1] if unit != 1 else text
+    if not digits.isdigit():
+        return None, "must be a whole number of bytes, optionally with k, m or g (e.g. 64k)"
+    return int(digits) * unit, None
+
+
 def _convert_text(s: Setting, raw: str) -> tuple[Any, str | None]:
     """A command-line string to the setting's type."""
     if s.kind == "workers" and raw == "auto":
         return 0, None
+    if s.kind == "size":
+        return parse_size(raw)
     if s.kind in ("int", "workers"):
         try:
             return int(raw), None
@@ -482,6 +528,10 @@ def _check_type(s: Setting, value: Any) -> tuple[Any, str | None]:
     if value is None and s.optional:
         return None, None
     kind = "int" if s.kind == "workers" else s.kind
+    if kind == "size" and isinstance(value, str):
+        return parse_size(value)
+    if kind == "size":
+        kind = "int"
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             return None, "must be a whole number"
@@ -614,6 +664,10 @@ def _together(config: ServerConfig, sources: dict[str, Given], bad: set[str]) ->
                 f"{getattr(config, high):g}: the shedding tiers must come in this order: "
                 "keep-alive, 503, accept"
             )
+    if config.limit_rate_after and not config.limit_rate and not bad & {"limit_rate"}:
+        problems.append(
+            f"--limit-rate-after {config.limit_rate_after} does nothing without --limit-rate"
+        )
     if not bad & {"tls_cert", "tls_key", "tls_client_ca", "listen", "redirect_https"}:
         problems += _tls_problems(config)
     mode = None if bad & {"backend", "io_threads"} else _mode_problem(config)

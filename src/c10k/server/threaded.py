@@ -287,6 +287,8 @@ class ThreadedServer(ServerBase):
     # Settings this mode cannot honour, refused at start when set (c10k.server.modes).
     refused: ClassVar[dict[str, str]] = {
         "io_threads": "each client's own thread does its disk I/O: there is no pool to size",
+        "limit_rate": "a client thread blocks in sendfile and has no timers to pace with "
+        "(every loop mode paces with timers)",
     }
 
     def _setup(self) -> None:
