@@ -1,0 +1,166 @@
+"""Big files against nginx, judged per busy CPU-0 second (issue 15).
+
+nginx (1 worker, sendfile on, tcp_nopush on, open_file_cache, access_log off) and c10k
+(``c10k serve --workers 1`` plus any ``--c10k-arg``) each pinned to CPU 0 in turn, wrk pinned
+to CPU 1, rounds interleaved (nginx, c10k, c10k, nginx, ...), each server started fresh.
+The figure is bytes served per busy second of CPU 0 (/proc/stat user+nice+system+irq+
+softirq), so the kernel's work for a server (sendfile, TCP, the loopback's softirq) is
+charged to it; reported as MiB per busy CPU-0 second, its median over rounds, and the
+median of the per-round ratios c10k/nginx.
+
+    .venv/bin/python scripts/files_vs_nginx.py --size 1m --conns 1000     # issue 15's bigfile
+    .venv/bin/python scripts/files_vs_nginx.py --size 1g --conns 1        # one 1 GiB stream
+
+The file is random bytes in a temporary docroot, in the page cache (read once before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NGINX_CONF = """worker_processes 1; daemon off; master_process off; pid {d}/nginx.pid;
+error_log {d}/error.log; worker_rlimit_nofile 20000;
+events {{ worker_connections 20000; }}
+http {{ access_log off; sendfile on; tcp_nopush on;
+  open_file_cache max=1000 inactive=60s; open_file_cache_valid 60s;
+  keepalive_timeout 120s; keepalive_requests 100000000;
+  server {{ listen 127.0.0.1:{port} backlog=4096; root {root}; }} }}
+"""
+UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def size_arg(text: str) -> int:
+    t = text.lower()
+    return int(t[:-1]) * UNITS[t[-1]] if t[-1:] in UNITS else int(t)
+
+
+def busy0() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu0 "):
+            v = [int(x) for x in line.split()[1:]]
+            return (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")
+    raise RuntimeError("no cpu0 line in /proc/stat")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(argv: list[str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    for _ in range(200):
+        if proc.poll() is not None:
+            assert proc.stderr is not None
+            sys.exit(f"server exited: {proc.stderr.read().decode()[-500:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    sys.exit("server did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def wrk(port: int, conns: int, secs: int, timeout: int) -> tuple[float, int, float]:
+    """(requests/s, bytes read, busy CPU-0 seconds) of one wrk run."""
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{secs}s"]
+    cmd += ["--timeout", f"{timeout}s", f"http://127.0.0.1:{port}/big.bin"]
+    b0 = busy0()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    busy = busy0() - b0
+    m = re.search(r"(\d+) requests in [\d.]+\w+, ([\d.]+)(\w+) read", out)
+    if m is None:
+        sys.exit(f"wrk said: {out}")
+    scale = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}[m.group(3)]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    if re.search(r"Non-2xx or 3xx responses", out) or "Socket errors" in out:
+        print(f"  wrk reported errors: {out.splitlines()[-6:]}", file=sys.stderr)
+    return rps, int(float(m.group(2)) * scale), busy
+
+
+def server_argv(name: str, port: int, root: Path, work: Path, extra: list[str]) -> list[str]:
+    if name == "nginx":
+        d = Path(tempfile.mkdtemp(dir=work))
+        (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, port=port, root=root))
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        return [nginx, "-p", str(d), "-e", str(d / "error.log"), "-c", str(d / "nginx.conf")]
+    argv = [sys.executable, "-m", "c10k", "serve", str(root), "--bind", "127.0.0.1"]
+    return [*argv, "--port", str(port), "--workers", "1", *extra]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=size_arg, default="1m", help="file size (1m; k/m/g)")
+    ap.add_argument("--conns", type=int, default=1000)
+    ap.add_argument("--secs", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--c10k-arg", action="append", default=[], help="extra c10k serve flag")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="files-vs-nginx-"))
+    root = work / "www"
+    root.mkdir()
+    with open(root / "big.bin", "wb") as f:
+        for _ in range(0, args.size, 1 << 20):
+            f.write(os.urandom(min(1 << 20, args.size - f.tell())))
+    with open(root / "big.bin", "rb") as f:  # into the page cache
+        while f.read(1 << 24):
+            pass
+    rows: dict[str, list[tuple[float, float]]] = {"nginx": [], "c10k": []}
+    order = ["nginx", "c10k"]
+    try:
+        for r in range(args.rounds):
+            for name in order if r % 2 == 0 else order[::-1]:
+                port = free_port()
+                proc = start(server_argv(name, port, root, work, args.c10k_arg), port)
+                try:
+                    wrk(port, min(args.conns, 10), 1, 30)  # warm-up
+                    rps, nbytes, busy = wrk(port, args.conns, args.secs, 30)
+                finally:
+                    stop(proc)
+                mib_per_busy = nbytes / (1 << 20) / max(busy, 1e-9)
+                rows[name].append((rps, mib_per_busy))
+                rate = nbytes / (1 << 20) / args.secs
+                print(
+                    f"round {r + 1} {name:5} {rps:9.1f} req/s  {rate:8.0f} MiB/s  "
+                    f"{mib_per_busy:8.0f} MiB per busy CPU-0 second",
+                    flush=True,
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ratios = [c[1] / n[1] for c, n in zip(rows["c10k"], rows["nginx"], strict=True)]
+    for name, got in rows.items():
+        print(f"{name}: median {statistics.median(x[1] for x in got):.0f} MiB per busy CPU-0 s")
+    print(f"efficiency ratio c10k/nginx (median of rounds): {statistics.median(ratios):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
