@@ -84,10 +84,15 @@ def resident(fd: int, offset: int, count: int) -> bool:
 
 def cold(region: FileRegion, count: int) -> bool:
     """Must the next ``count`` bytes of ``region`` be warmed before a loop sends them?
-    Not if the pool just read them (``region.warm_end``), nor if they are resident."""
-    if region.offset + count <= region.warm_end:
+    Not if the pool just read them or a probe found them resident (``region.warm_end``:
+    a socket that takes half a chunk per wakeup does not cost a probe per wakeup)."""
+    end = region.offset + count
+    if end <= region.warm_end:
         return False
-    return not resident(region.fd, region.offset, count)
+    if not resident(region.fd, region.offset, count):
+        return True
+    region.warm_end = end  # the rest of this chunk is not asked about again
+    return False
 
 
 def warm_region(region: FileRegion) -> tuple[int, int, int]:

@@ -402,8 +402,10 @@ class Transport(BaseTransport):
                             return
                         item.offset += n
                         item.count -= n
+                        if n < step:
+                            break  # the socket is full: no second call to hear EAGAIN
                     if item.count:
-                        break  # its next chunk is being read in the disk pool
+                        break  # the socket is full, or the next chunk is on the disk
                     item.release()
                     del out[0]
                     set_cork(fd, False)  # push the last partial segment now

@@ -382,6 +382,9 @@ class UringTransport(BaseTransport):
             item.offset += n
             item.count -= n
             sent += n
+            if n < step and item.count:
+                self._poll_out()  # the socket is full (a short send, as nginx reads it)
+                return False
         item.release()
         return True
 
