@@ -291,3 +291,63 @@ def test_core_transport_read_size_bounds_each_read(loop: Loop, pair: Any) -> Non
     peer.send(b"y" * 5000)
     spin(loop, lambda: len(proto.data) == 5000)
     assert max(sizes) <= 1000
+
+
+class OneShot(Recorder):
+    """Answers the first bytes and closes: a one-request client's server side."""
+
+    def data_received(self, data: bytes) -> bytes | None:
+        self.data += data
+        self.transport.write(data.upper())
+        self.transport.close()
+        return None
+
+
+def test_core_transport_read_first_answers_without_watching(loop: Loop, pair: Any) -> None:
+    fd, peer = pair()
+    peer.send(b"hello")  # already there, as after TCP_DEFER_ACCEPT
+    proto = OneShot()
+    transport = Transport(loop, fd, proto, register=False)
+    assert not loop.watching(fd)
+    transport.read_first()
+    assert proto.data == b"hello"
+    assert transport.closed
+    assert proto.lost == [None]
+    assert not loop.watching(fd)  # answered and closed without entering the backend
+    assert read_all(peer, 5) == b"HELLO"
+
+
+def test_core_transport_read_first_watches_when_nothing_is_there(loop: Loop, pair: Any) -> None:
+    fd, peer = pair()
+    proto = Recorder(reply=lambda d: d.upper())
+    transport = Transport(loop, fd, proto, register=False)
+    transport.read_first()  # nothing to read yet: watched from now on
+    assert loop.watching(fd)
+    assert not transport.closed
+    peer.send(b"later")
+    spin(loop, lambda: proto.data == b"later")
+    assert read_all(peer, 5) == b"LATER"
+
+
+def test_core_transport_read_first_keeps_a_partial_write_queued(loop: Loop, pair: Any) -> None:
+    fd, peer = pair()
+    big = b"x" * (4 << 20)  # more than the socketpair takes at once
+    peer.send(b"go")
+    proto = Recorder(reply=lambda d: big)
+    transport = Transport(loop, fd, proto, register=False)
+    transport.read_first()
+    assert "pause" in proto.events  # the rest is queued, and the fd is watched for it
+    assert loop.watching(fd)
+    received = bytearray()
+
+    def drained() -> bool:
+        try:
+            while chunk := peer.recv(1 << 20):
+                received.extend(chunk)
+        except BlockingIOError:
+            pass
+        return len(received) == len(big)
+
+    spin(loop, drained)
+    assert "resume" in proto.events
+    assert transport.closed is False

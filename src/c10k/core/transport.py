@@ -98,6 +98,7 @@ SHUTTING = 8  # shut the write side down once the queue has drained
 READ_EOF = 16  # the peer's FIN was read: nothing more to read
 CLOSED = 32
 DISKWAIT = 64  # with WRITING: the next file chunk is being read in the disk pool
+UNWATCHED = -1  # _interest before read_first() registered the fd
 
 Item = bytes | memoryview | FileRegion
 
@@ -224,6 +225,12 @@ class Transport(BaseTransport):
     Registers the fd at once (raising, with nothing to undo, if the backend refuses it:
     select with an fd >= FD_SETSIZE) and calls ``protocol.connection_made(self)``.
     ``peer`` is whatever the caller wants to remember of the other end (an address).
+
+    With ``register=False`` the fd is not watched yet: call ``read_first()``, which reads
+    once and then watches the fd only if the connection is still open. A just-accepted
+    connection whose request is already there (TCP_DEFER_ACCEPT) is then answered, and a
+    one-shot client closed, without the fd ever entering the backend: no epoll_ctl, no
+    wakeup.
     """
 
     __slots__ = ("_flags", "_interest", "_out", "fd", "loop", "peer", "protocol")
@@ -231,17 +238,38 @@ class Transport(BaseTransport):
     #: memory at once (c10k serve's --max-buffer-bytes).
     read_size = RECV_SIZE
 
-    def __init__(self, loop: Loop, fd: int, protocol: Any, peer: object = None) -> None:
+    def __init__(
+        self, loop: Loop, fd: int, protocol: Any, peer: object = None, register: bool = True
+    ) -> None:
         self.loop = loop
         self.fd = fd
         self.protocol = protocol
         self.peer = peer
         self._out: list[Item] | None = None
         self._flags = 0
-        # Edge-triggered: both directions once, never modified.
-        self._interest = (READ | WRITE) if loop.edge else READ
-        loop.add_fd(fd, self._interest, self._ready_edge if loop.edge else self._ready)
+        if register:
+            # Edge-triggered: both directions once, never modified.
+            self._interest = (READ | WRITE) if loop.edge else READ
+            loop.add_fd(fd, self._interest, self._ready_edge if loop.edge else self._ready)
+        else:
+            self._interest = UNWATCHED
         protocol.connection_made(self)
+
+    def read_first(self) -> None:
+        """Read once now (``register=False``), then watch the fd if it is still open.
+
+        Raises what ``Loop.add_fd`` raises, with the connection closed: the caller logs
+        it (select's FD_SETSIZE)."""
+        self._ready(READ)
+        if self._flags & CLOSED or self._interest != UNWATCHED:
+            return
+        loop = self.loop
+        self._interest = (READ | WRITE) if loop.edge else self._wanted()
+        try:
+            loop.add_fd(self.fd, self._interest, self._ready_edge if loop.edge else self._ready)
+        except BaseException:
+            self.abort()
+            raise
 
     # -- reading ---------------------------------------------------------------------
     def _ready(self, events: int) -> int:
@@ -503,19 +531,22 @@ class Transport(BaseTransport):
         self.protocol.connection_lost(exc)
 
     # -- interest ----------------------------------------------------------------------
-    def _sync(self) -> None:
-        """Level-triggered: watch what the flags say, with at most one epoll_ctl."""
-        loop = self.loop
-        if loop.edge:
-            return
+    def _wanted(self) -> int:
+        """Level-triggered: the events the flags ask to watch."""
         flags = self._flags
-        if flags & CLOSED:
-            return
         want = 0
         if not flags & (PAUSED | READ_EOF | CLOSING):
             want = READ
         if flags & WRITING and not flags & DISKWAIT:
             want |= WRITE
+        return want
+
+    def _sync(self) -> None:
+        """Level-triggered: watch what the flags say, with at most one epoll_ctl."""
+        loop = self.loop
+        if loop.edge or self._flags & CLOSED or self._interest == UNWATCHED:
+            return  # (read_first registers what _wanted says then)
+        want = self._wanted()
         if want != self._interest:
             self._interest = want
             loop.modify_fd(self.fd, want)

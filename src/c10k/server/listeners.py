@@ -209,6 +209,9 @@ def bind_listeners(
     return socks
 
 
+DEFER_ACCEPT_SECONDS = 1
+
+
 def _bind_tcp(config: ServerConfig, host: str, port: int, reuse_port: bool) -> socket.socket:
     sock = bind_socket(host, port, backlog=config.backlog, reuse_port=reuse_port)
     try:
@@ -219,9 +222,17 @@ def _bind_tcp(config: ServerConfig, host: str, port: int, reuse_port: bool) -> s
 
 
 def _tuned(config: ServerConfig, sock: socket.socket) -> socket.socket:
-    """--sndbuf on a TCP listener: accepted sockets inherit it (nginx listen sndbuf=)."""
-    if config.sndbuf is not None and sock.family != socket.AF_UNIX:
+    """--sndbuf on a TCP listener: accepted sockets inherit it (nginx listen sndbuf=);
+    and TCP_DEFER_ACCEPT (nginx listen deferred): a connection is accepted once its
+    first bytes are there, so the loop answers it at once (``Transport.read_first``).
+    A client that sends nothing is accepted after DEFER_ACCEPT_SECONDS (the kernel's
+    SYN-ACK retransmission; then the header timeout runs as for any other)."""
+    if sock.family == socket.AF_UNIX:
+        return sock
+    if config.sndbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.sndbuf)
+    if hasattr(socket, "TCP_DEFER_ACCEPT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
     return sock
 
 

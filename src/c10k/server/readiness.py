@@ -86,12 +86,12 @@ class Server(ServerBase):
         protocol = self.make_protocol(loop, index)
         try:
             # The peer address is kept only when something logs it (a tuple per
-            # connection otherwise, at C1M scale).
-            self.transport_class(loop, fd, protocol, addr if policy.observe else None)
+            # connection otherwise, at C1M scale). Not watched yet: read_first below.
+            transport = self.transport_class(
+                loop, fd, protocol, addr if policy.observe else None, register=False
+            )
         except (OSError, ValueError) as exc:
-            # e.g. select with an fd >= FD_SETSIZE when files held open pushed the socket
-            # past the reserve: refuse this one client, leak nothing.
-            log.warning("cannot watch a new connection (fd %d): %s", fd, exc)
+            log.warning("cannot serve a new connection (fd %d): %s", fd, exc)
             session = session_of(protocol)
             assert session is not None
             session.deadline = None
@@ -99,6 +99,15 @@ class Server(ServerBase):
             os.close(fd)
             return
         self.opened()
+        # The request is usually there already (the listeners defer accept until data
+        # comes, TCP_DEFER_ACCEPT): answer it now; the fd enters the backend only if
+        # the connection stays open, so a one-shot client costs no epoll_ctl or wakeup.
+        try:
+            transport.read_first()
+        except (OSError, ValueError) as exc:
+            # e.g. select with an fd >= FD_SETSIZE when files held open pushed the socket
+            # past the reserve: this one client is closed, nothing leaks.
+            log.warning("cannot watch a new connection (fd %d): %s", fd, exc)
 
     # -- ServerBase hooks ------------------------------------------------------------
     def sessions(self) -> Iterator[Session]:
