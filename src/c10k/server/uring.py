@@ -174,7 +174,46 @@ class UringTransport(BaseTransport):
         self._inflight = 0
         self._flags = 0
         protocol.connection_made(self)
-        self._arm_recv()
+
+    def read_first(self, size: int) -> None:
+        """Read once now, synchronously: the request is usually there already (the
+        listeners defer accept until it is, TCP_DEFER_ACCEPT). The answer is written
+        at once too, and the multishot RECV is armed only if the connection stays open,
+        so a one-shot client costs no ring operation but its close."""
+        try:
+            data = os.read(self.fd, size)
+        except (BlockingIOError, InterruptedError):
+            data = None
+        except OSError as exc:
+            self._io_error(exc)
+            return
+        if data == b"":
+            self._flags |= tp.READ_EOF
+            self.protocol.eof_received()
+        elif data is not None:
+            try:
+                reply = self.protocol.data_received(data)
+            except Exception as exc:
+                self._fatal_error(exc)
+                return
+            if reply is not None:
+                self._write_now(reply)
+        self._rearm()
+
+    def _write_now(self, reply: bytes) -> None:
+        """A reply with nothing queued before it: write(2) it; queue what is left."""
+        if self._flags or self._out or self._sending is not None:
+            self.write(reply)
+            return
+        try:
+            n = os_write(self.fd, reply)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            self._io_error(exc)
+            return
+        if n < len(reply):
+            self.write(reply[n:])
 
     # -- completions -------------------------------------------------------------------
     def on_recv(self, res: int, cflags: int) -> None:
@@ -531,6 +570,7 @@ class UringServer(ServerBase):
             raise
         self.ring = ring
         self.buffers = buffers
+        self.read_size = size  # a ring buffer's worth, for the first read too
         self._owner = threading.get_ident()
         # Hot-path bindings.
         self.prep_send = ring.prep_send
@@ -676,8 +716,9 @@ class UringServer(ServerBase):
         self._next_uid = uid + 1
         protocol = self.make_protocol(self.loop, index)
         peer = peer_address(fd) if policy.observe else None
-        self.conns[uid] = UringTransport(self, fd, uid, protocol, peer)
+        transport = self.conns[uid] = UringTransport(self, fd, uid, protocol, peer)
         self.opened()
+        transport.read_first(self.read_size)
         if not self.accept_armed[index] and not self.draining:
             self._arm_accepts()
 
