@@ -430,8 +430,12 @@ class Transport(BaseTransport):
                             return
                         item.offset += n
                         item.count -= n
-                        if n < step:
-                            break  # the socket is full: no second call to hear EAGAIN
+                        if n < step and not self.loop.edge:
+                            # The socket is full (nginx reads a short send so): no second
+                            # call to hear EAGAIN. Level-triggered only: a short send for
+                            # another reason (the file ended) costs one turn there, but
+                            # would wait for an edge that never comes.
+                            break
                     if item.count:
                         break  # the socket is full, or the next chunk is on the disk
                     item.release()

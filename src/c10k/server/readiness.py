@@ -57,6 +57,7 @@ class Server(ServerBase):
                 )
             )
         self._set_capacity(limits)
+        self._reading_first: Transport | None = None
         read_size = self.policy.read_size
         self.transport_class: type[Transport] = (
             Transport
@@ -102,21 +103,28 @@ class Server(ServerBase):
         # The request is usually there already (the listeners defer accept until data
         # comes, TCP_DEFER_ACCEPT): answer it now; the fd enters the backend only if
         # the connection stays open, so a one-shot client costs no epoll_ctl or wakeup.
+        self._reading_first = transport  # (not in the loop's fds yet: see sessions())
         try:
             transport.read_first()
         except (OSError, ValueError) as exc:
             # e.g. select with an fd >= FD_SETSIZE when files held open pushed the socket
             # past the reserve: this one client is closed, nothing leaks.
             log.warning("cannot watch a new connection (fd %d): %s", fd, exc)
+        finally:
+            self._reading_first = None
 
     # -- ServerBase hooks ------------------------------------------------------------
     def sessions(self) -> Iterator[Session]:
+        first = self._reading_first  # a status page asked for on a brand-new connection
+        transports = [] if first is None or first.closed else [first]
         for cb in self.loop.callbacks():
             transport = getattr(cb, "__self__", None)
             if isinstance(transport, Transport):
-                session = session_of(transport.protocol)
-                if session is not None:
-                    yield session
+                transports.append(transport)
+        for transport in transports:
+            session = session_of(transport.protocol)
+            if session is not None:
+                yield session
 
     def accept_counts(self) -> list[int]:
         return [a.accepted for a in self.acceptors]
