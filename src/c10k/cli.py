@@ -117,7 +117,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "--check-config",
         action="store_true",
-        help="check the settings (flags and --config), print the problems or OK, and exit",
+        help="check every setting (flags and --config, TLS files, addresses) without "
+        "binding or starting anything; print the problems (exit 1) or that it is valid",
     )
     p.add_argument(
         "-v", "--verbose", action="store_true", help="log debug messages (and tracebacks)"
@@ -185,20 +186,30 @@ def _positional(args: list[str], flags: dict[str, Any], given: list[Given]) -> l
 
 
 def _serve(ns: argparse.Namespace) -> int:
-    try:
-        config = build_config(ns)
-    except ConfigError as exc:
-        for line in str(exc).splitlines():
-            print(f"c10k serve: {line}", file=sys.stderr)
-        return 2
-    if ns.check_config:
-        print(f"c10k serve: the configuration is valid (serving {config.root})")
-        return 0
     # The server (one process, or a supervisor and its workers): c10k.server.process.
     import importlib
 
     process = importlib.import_module("c10k.server.process")
+    # --check-config exits 1 on a problem, as `nginx -t` does, so scripts can tell "the
+    # file is wrong" from a start refused (2); a normal start keeps its 2.
+    refuse = 1 if ns.check_config else 2
+    try:
+        config = build_config(ns)
+    except ConfigError as exc:
+        return _refused(str(exc).splitlines(), refuse)
+    if ns.check_config:
+        problems = process.preflight(config)
+        if problems:
+            return _refused(problems, refuse)
+        print(f"c10k serve: the configuration is valid (serving {config.root})")
+        return 0
     return int(process.serve(config, announce=print, reload_config=lambda: _reload(ns)))
+
+
+def _refused(problems: list[str], status: int) -> int:
+    for line in problems:
+        print(f"c10k serve: {line}", file=sys.stderr)
+    return status
 
 
 def _reload(ns: argparse.Namespace) -> ServerConfig:

@@ -20,7 +20,10 @@ reports what happened. This base holds what is the same whatever the I/O:
   ``shutdown_timeout``), a second one stops at once. With ``drain_delay`` the first one
   only fails the health check and closes connections after their next response for that
   long (still accepting), then drains; a second one drains at once. Under a supervisor
-  the supervisor keeps that delay: it sends ``fail_signals`` (SIGUSR1), then SIGTERM.
+  the supervisor keeps that delay: it sends ``fail_signals`` (SIGUSR2), then SIGTERM.
+- SIGUSR1 (``reopen_signals``, set by process.py and the supervisor's workers) reopens
+  the access log after logrotate renamed it (nginx's USR1); SIGHUP to a process on its
+  own does too, and says that settings are re-read only with workers.
 
 A mode implements the hooks at the end of the class (``_call_later``, ``sessions``,
 ``_pause_accepting``, ...); everything else it inherits.
@@ -129,8 +132,11 @@ class ServerBase:
     #: own sets them (process.py, ``--workers 1``): under a supervisor SIGHUP replaces
     #: the workers, and they ignore it.
     hangup_signals: tuple[int, ...] = ()
+    #: Signals that reopen the access log, quietly (logrotate's postrotate ``kill -USR1``,
+    #: as nginx). Set by ``c10k serve`` for a process on its own and for each worker.
+    reopen_signals: tuple[int, ...] = ()
     #: Signals that begin the --drain-delay window (the health check fails; keep serving).
-    #: A worker gets SIGUSR1 from its supervisor, which then sends SIGTERM itself.
+    #: A worker gets SIGUSR2 from its supervisor, which then sends SIGTERM itself.
     fail_signals: tuple[int, ...] = ()
     #: Whether a drain signal waits out ``config.drain_delay`` first (a process on its
     #: own; a worker's supervisor has waited already).
@@ -323,11 +329,14 @@ class ServerBase:
     # -- signals and the graceful stop -----------------------------------------------------
     @property
     def handled_signals(self) -> tuple[int, ...]:
-        return self.drain_signals + self.hangup_signals + self.fail_signals
+        return self.drain_signals + self.hangup_signals + self.reopen_signals + self.fail_signals
 
     def on_signal(self, signum: int) -> None:
         if signum in self.hangup_signals:
             self.hangup()
+            return
+        if signum in self.reopen_signals:
+            self.reopen_log()
             return
         if signum in self.fail_signals:
             self.policy.begin_failing()
@@ -373,6 +382,14 @@ class ServerBase:
             "or auto); restart this process to apply a changed --config",
             "access log reopened; " if log_ is not None else "",
         )
+
+    def reopen_log(self) -> None:
+        """SIGUSR1: later access log lines go to a new file at the same path (the writer
+        thread switches between two batches: see AccessLog.reopen)."""
+        log_ = self.policy.access_log
+        if log_ is not None:
+            log_.reopen()
+            log.info("SIGUSR1: access log reopened")
 
     def _cut_short(self) -> None:
         """Stop now, counting the responses that had not gone out (see ``in_flight``)."""

@@ -112,6 +112,24 @@ def plan_workers(config: ServerConfig) -> tuple[int, str]:
 
 
 # -- serve -------------------------------------------------------------------------------
+def preflight(config: ServerConfig) -> list[str]:
+    """What ``serve`` checks before it binds a socket or forks, as problems (``c10k serve
+    --check-config``; settings.resolve has checked each value and TLS file already):
+    the backend, how many workers, the listen addresses."""
+    problems = []
+    checks: list[Callable[[], object]] = [
+        lambda: check_settings(config),
+        lambda: plan_workers(config) if config.workers != 1 else None,
+        lambda: listen_addresses(config),
+    ]
+    for check in checks:
+        try:
+            check()
+        except (BackendUnavailable, ModeUnavailable, ValueError) as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def serve(
     config: ServerConfig,
     announce: Callable[[str], object] = print,
@@ -218,6 +236,7 @@ def _serve_here(
             print(f"c10k serve: {exc}", file=sys.stderr)
             return 1
         server.hangup_signals = (signal.SIGHUP,)  # a process on its own: see ServerBase
+        server.reopen_signals = (signal.SIGUSR1,)  # logrotate's postrotate, as nginx
         server.notifier = notifier
         server.install_signal_handlers()
         say(serving_line(config, socks))

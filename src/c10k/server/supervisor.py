@@ -38,12 +38,21 @@ worker, plus waitpid(WNOHANG); no event loop is needed for a handful of fds.
   settings; an invalid one is logged and the old workers stay (nginx). Listeners, worker
   count and backlog are fixed for the supervisor's life: changing them is logged and
   ignored. Without workers (``workers == 1``) SIGHUP keeps its default action.
+- SIGUSR1: every worker reopens its access log (logrotate's postrotate, nginx's USR1).
+  A ready worker gets SIGUSR1 at once; one still starting gets it when it reports ready
+  (its handler exists only then, and it may have opened the file before the rename).
+- --drain-delay: SIGUSR2 to the workers makes them fail the health check while serving
+  on; SIGTERM follows after the delay. SIGUSR2, not SIGUSR1 (which means "reopen the
+  log", the convention logrotate configurations assume) and not SIGWINCH (a terminal
+  sends that to its whole foreground process group when resized, so a server started
+  in a terminal would fail its health check on every resize); realtime signals belong
+  to the rtsig backend. Nothing else in c10k sends or handles SIGUSR2.
 - A worker whose supervisor dies (SIGKILL, OOM killer) gets SIGTERM from the kernel
   (prctl PR_SET_PDEATHSIG, Linux) and drains, instead of serving on as an orphan that
   nothing restarts or stops; gunicorn workers poll getppid() for the same reason.
-- Workers ignore SIGINT and SIGHUP: Ctrl-C reaches the whole process group, and the
-  supervisor alone decides (a worker getting SIGINT and then the forwarded SIGTERM would
-  count two signals and skip its drain).
+- Workers ignore SIGINT and SIGHUP (and SIGUSR1 until their handler is set): Ctrl-C
+  reaches the whole process group, and the supervisor alone decides (a worker getting
+  SIGINT and then the forwarded SIGTERM would count two signals and skip its drain).
 """
 
 from __future__ import annotations
@@ -88,7 +97,9 @@ START_TIMEOUT = 30.0
 # The longest a live worker's shared record waits for its next write: its pressure
 # check's interval when it is quiet (busy, it writes every PRESSURE_INTERVAL).
 COUNT_INTERVAL = IDLE_INTERVAL
-SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
+REOPEN_SIGNAL = signal.SIGUSR1  # reopen the access log (logrotate; nginx USR1)
+FAIL_SIGNAL = signal.SIGUSR2  # --drain-delay: fail the health check (see the module comment)
 # Settings a reload cannot change: the supervisor's sockets and slots are made once.
 FIXED_FIELDS = ("listen", "host", "port", "workers", "backlog", "reuse_port", "redirect_https")
 
@@ -164,6 +175,7 @@ class Worker:
     cell: int = -1  # its record on the shared board, -1: none
     error: str = ""
     stopping: bool = False
+    reopen: bool = False  # SIGUSR1 came while it was starting: send it once it is ready
     kill_at: float | None = None
     buf: bytes = b""
 
@@ -272,7 +284,8 @@ class Supervisor:
             + f"; capacity {plural(total, 'connection')} ({n} x "
             f"{int(info.get('capacity', 0)):,}: "
             f"{info.get('reason')}; RLIMIT_NOFILE soft {info.get('soft')}, hard "
-            f"{info.get('hard')}); {listeners}; supervisor pid {self.pid} (SIGHUP reloads)"
+            f"{info.get('hard')}); {listeners}; supervisor pid {self.pid} (SIGHUP reloads, "
+            "SIGUSR1 reopens the access log)"
         )
 
     def _install_signals(self) -> None:
@@ -362,6 +375,18 @@ class Supervisor:
                 self._shutdown()
         elif sig == signal.SIGHUP and not self.stopping and self.drain_at is None:
             self._reload()
+        elif sig == REOPEN_SIGNAL:
+            self._reopen_logs()
+
+    def _reopen_logs(self) -> None:
+        """SIGUSR1: every worker reopens its access log, draining ones too (their last
+        lines belong in the new file). One still starting has no handler yet."""
+        log.info("SIGUSR1: %s reopen the access log", plural(len(self.workers), "worker"))
+        for w in self.workers.values():
+            if w.ready:
+                _kill(w.pid, REOPEN_SIGNAL)
+            else:
+                w.reopen = True
 
     def _fail(self, sig: int) -> None:
         """--drain-delay: the workers fail their health check and keep serving; SIGTERM
@@ -381,7 +406,7 @@ class Supervisor:
             slot.restart_at = None
         for w in self.workers.values():
             if w.ready and not w.stopping:  # one still starting has no handler yet
-                _kill(w.pid, signal.SIGUSR1)
+                _kill(w.pid, FAIL_SIGNAL)
 
     def _shutdown(self) -> None:
         if not self.stopping and self.drain_at is None:  # _fail said it already
@@ -516,7 +541,10 @@ class Supervisor:
         if self.stopping and not w.stopping:
             self._terminate(w)
         elif self.drain_at is not None and not w.stopping:  # started before the signal
-            _kill(w.pid, signal.SIGUSR1)
+            _kill(w.pid, FAIL_SIGNAL)
+        if w.reopen:
+            w.reopen = False
+            _kill(w.pid, REOPEN_SIGNAL)
         if not self.booted and all(s.current is not None and s.current.ready for s in self.slots):
             self.booted = True
         if self.reloading and all(s.pending is None for s in self.slots):
@@ -664,7 +692,9 @@ def _worker_main(
     code = 1
     try:
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGINT, signal.SIGHUP):
+        # SIGUSR1 too until the server's handler is set (its default would kill): the
+        # supervisor sends one that came meanwhile again once this worker is ready.
+        for sig in (signal.SIGINT, signal.SIGHUP, REOPEN_SIGNAL):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -679,7 +709,8 @@ def _worker_main(
         if share is not None:  # (cell, generation, slot)
             server.policy.share(board, *share)
         server.drain_signals = (signal.SIGTERM,)  # SIGINT stays ignored: see the module comment
-        server.fail_signals = (signal.SIGUSR1,)  # --drain-delay, kept by the supervisor
+        server.fail_signals = (FAIL_SIGNAL,)  # --drain-delay, kept by the supervisor
+        server.reopen_signals = (REOPEN_SIGNAL,)
         server.delay_drain = False
         server.install_signal_handlers()
         _send(
