@@ -473,6 +473,22 @@ class Transport(BaseTransport):
         elif flags & SHUTTING:
             self._shutdown_now()
 
+    def write(self, data: bytes | memoryview) -> None:
+        """Send ``data`` now as far as the socket takes it; queue the rest. (The common
+        case, nothing queued and nothing pending, is one write(2) and no list.)"""
+        if self._flags or self._out is not None:
+            self.writelines((data,))
+            return
+        try:
+            n = os_write(self.fd, data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            self._io_error(exc)
+            return
+        if n != len(data):
+            self._queue([memoryview(data)[n:]])
+
     def _write_on(self) -> None:
         self._flush()
 

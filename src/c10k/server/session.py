@@ -145,7 +145,7 @@ class Session(HTTPConnection):
             and (req := policy.head_memo_get(data)) is not None
             and not self._paused
         ):
-            if req.method == b"GET" and req.keep_alive and not req.has_body and not policy.degraded:
+            if req.method == b"GET" and not req.has_body and not policy.degraded:
                 # The common case, flat: cached response, memoized wire.
                 loop = self.loop
                 now = loop.now
@@ -158,16 +158,27 @@ class Session(HTTPConnection):
                     self._offload(req)
                     return None
                 wires = policy.wire_memo_get(resp)
-                wire = wires[req.minor << 1 ^ 2] if wires is not None else None
-                if wire is not None and not resp.close:
+                if wires is not None and req.keep_alive:
+                    wire = wires[req.minor << 1 ^ 2]
+                    if wire is not None and not resp.close:
+                        policy.requests += 1
+                        if policy.observe:
+                            policy.account(self, req, resp)
+                        deadline = now + policy.keepalive_timeout
+                        self.deadline = deadline
+                        if self.deadline_key is None or deadline < self.deadline_key:
+                            loop.deadlines.schedule(self)
+                        return wire
+                elif wires is not None and (wire := wires[CLOSE]) is not None:
+                    # A client that asked to close (Kegel's test 1): the same, then close.
                     policy.requests += 1
                     if policy.observe:
                         policy.account(self, req, resp)
-                    deadline = now + policy.keepalive_timeout
-                    self.deadline = deadline
-                    if self.deadline_key is None or deadline < self.deadline_key:
-                        loop.deadlines.schedule(self)
-                    return wire
+                    self.will_close = True
+                    self.transport.write(wire)
+                    if self.state < WRITING:
+                        self._finish()
+                    return None
                 out: list[bytes | FileRegion] = []
                 self._answer(req, out, resp)
                 self._send(out)

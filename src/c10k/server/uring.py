@@ -200,10 +200,16 @@ class UringTransport(BaseTransport):
                 self._write_now(reply)
         self._rearm()
 
-    def _write_now(self, reply: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
+        """Bytes written outside the hot path (which returns its reply as a SEND):
+        with nothing queued or in flight, one write(2) now, so a closing answer can be
+        followed by the close at once; else queued behind what is there."""
+        self._write_now(data)
+
+    def _write_now(self, reply: bytes | memoryview) -> None:
         """A reply with nothing queued before it: write(2) it; queue what is left."""
-        if self._flags or self._out or self._sending is not None:
-            self.write(reply)
+        if self._flags or self._out or self._sending is not None or self._polling:
+            self.writelines((reply,))
             return
         try:
             n = os_write(self.fd, reply)
@@ -213,7 +219,7 @@ class UringTransport(BaseTransport):
             self._io_error(exc)
             return
         if n < len(reply):
-            self.write(reply[n:])
+            self.writelines((memoryview(reply)[n:],))
 
     # -- completions -------------------------------------------------------------------
     def on_recv(self, res: int, cflags: int) -> None:
