@@ -188,6 +188,17 @@ class BaseTransport:
         log.error("protocol error on fd %d", self.fd, exc_info=exc)
         self._close(exc)
 
+    def _write_some(self, data: bytes | memoryview) -> int:
+        """One write(2) of ``data`` with nothing queued before it: the bytes the socket
+        took, or -1 after an error (the connection is closed)."""
+        try:
+            return os_write(self.fd, data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self._io_error(exc)
+            return -1
+
     def unacked_bytes(self) -> int:
         """Bytes handed to the kernel that the peer has not acknowledged (SIOCOUTQ). 0
         means the peer took everything it was sent: a wait is ours, not its."""
@@ -479,14 +490,8 @@ class Transport(BaseTransport):
         if self._flags or self._out is not None:
             self.writelines((data,))
             return
-        try:
-            n = os_write(self.fd, data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as exc:
-            self._io_error(exc)
-            return
-        if n != len(data):
+        n = self._write_some(data)
+        if 0 <= n < len(data):
             self._queue([memoryview(data)[n:]])
 
     def _write_on(self) -> None:

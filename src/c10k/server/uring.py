@@ -191,13 +191,7 @@ class UringTransport(BaseTransport):
             self._flags |= tp.READ_EOF
             self.protocol.eof_received()
         elif data is not None:
-            try:
-                reply = self.protocol.data_received(data)
-            except Exception as exc:
-                self._fatal_error(exc)
-                return
-            if reply is not None:
-                self._write_now(reply)
+            self._deliver(data)  # (its reply by write: one write(2) now)
         self._rearm()
 
     def write(self, data: bytes | memoryview) -> None:
@@ -211,14 +205,8 @@ class UringTransport(BaseTransport):
         if self._flags or self._out or self._sending is not None or self._polling:
             self.writelines((reply,))
             return
-        try:
-            n = os_write(self.fd, reply)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as exc:
-            self._io_error(exc)
-            return
-        if n < len(reply):
+        n = self._write_some(reply)
+        if 0 <= n < len(reply):
             self.writelines((memoryview(reply)[n:],))
 
     # -- completions -------------------------------------------------------------------
