@@ -9,7 +9,9 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import shutil
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +21,7 @@ import pytest
 
 from c10k.server import supervisor
 from c10k.server.supervisor import Slot, Supervisor, Worker
-from helpers import ServerProcess, backend_params
+from helpers import REPO, ServerProcess, backend_params
 
 LINE = re.compile(
     r'127\.0\.0\.1 - - \[[^]]+\] "GET /small\.txt\?(\w+)=(\d+) HTTP/1\.1" 200 512 "-" "-"'
@@ -222,3 +224,45 @@ def test_logreopen_a_starting_worker_gets_the_signal_once_ready(
     assert sent == [(101, signal.SIGUSR1), (102, signal.SIGUSR1)]
     sup._on_ready(starting, {"ready": 102})  # once only
     assert len(sent) == 2
+
+
+def test_logreopen_with_contrib_logrotate(docroot: Path, tmp_path: Path) -> None:
+    """contrib/c10k.logrotate run by the real logrotate, its path and postrotate pointed
+    at this server (systemd is not here): the old lines are in access.log.1, the new
+    ones in a new access.log."""
+    logrotate = shutil.which("logrotate")
+    if logrotate is None:
+        pytest.skip("no logrotate here (apt-get install logrotate)")
+    text = (REPO / "contrib" / "c10k.logrotate").read_text()
+    assert "systemctl kill --kill-whom=main --signal=USR1 c10k.service" in text
+    log = tmp_path / "access.log"
+    srv = ServerProcess(docroot, "epoll", "--access-log", str(log), "--workers", "2")
+    try:
+        conf = tmp_path / "c10k.logrotate"
+        conf.write_text(
+            text.replace("/var/log/c10k/*.log", str(log)).replace(
+                "systemctl kill --kill-whom=main --signal=USR1 c10k.service",
+                f"kill -USR1 {srv.pid}",
+            )
+        )
+        conf.chmod(0o644)  # logrotate refuses a config others may write
+        for i in range(10):
+            get(srv.port, f"/small.txt?before={i}")
+        wait_until(lambda: len(lines(log)) == 10, "the first 10 lines")
+        subprocess.run(
+            [logrotate, "-f", "-s", str(tmp_path / "state"), str(conf)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        old = log.with_name("access.log.1")  # delaycompress: not compressed yet
+        wait_until(reopened(worker_pids(srv, 2), log, old), "the workers to reopen")
+        for i in range(10):
+            get(srv.port, f"/small.txt?after={i}")
+    finally:
+        code, _out, err = srv.stop()
+    assert code == 0, err[-3000:]
+    for path, tag in ((old, "before"), (log, "after")):
+        found = [LINE.fullmatch(x) for x in lines(path)]
+        assert sorted(int(m[2]) for m in found if m and m[1] == tag) == list(range(10))
+        assert len(found) == 10, lines(path)
