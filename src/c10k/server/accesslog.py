@@ -7,6 +7,10 @@ loop (nginx buffers its access log the same way: ``access_log ... buffer=`` and
 ``flush=``). If the writer falls behind by more than ``MAX_PENDING_BATCHES`` batches, new
 lines are dropped and counted (``dropped``): serving beats logging under overload.
 
+Rotation (``reopen``, on SIGUSR1 as nginx, after logrotate renamed the file): the switch
+to a new file at the same path is queued behind the batches already made, so the writer
+thread does it between two batches: no line is lost, repeated or split across the files.
+
 Combined format (Apache/nginx ``combined``)::
 
     127.0.0.1 - - [27/Nov/2026:08:30:00 +0000] "GET /x HTTP/1.1" 200 512 "-" "curl/8.0"
@@ -84,17 +88,23 @@ class AccessLog:
         fd = os.open(self._target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         return os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
 
-    def reopen(self) -> None:
-        """SIGHUP after logrotate moved the file: later lines go to a new file at the same
-        path. Done by the writer thread between two batches, so no line is split across
-        the two files; if the new file cannot be made, the old one is kept."""
+    def reopen(self) -> bool:
+        """SIGUSR1 (or SIGHUP to a process on its own) after logrotate moved the file:
+        later lines go to a new file at the same path. False for stderr (nothing to do).
+
+        Lines made before the call are handed to the writer first, and the switch waits
+        behind them in the writer's queue, so the file changes between two batches: every
+        line made before the signal goes to the old file, every later one to the new, and
+        a batch is never split across the two (each is written and flushed whole). If the
+        new file cannot be made, the old one is kept."""
         if not self._own:
-            return
+            return False
         self.flush()
-        if self._thread is None:
+        if self._thread is None:  # no writer yet: nothing is queued, switch here
             self._swap()
         else:
             self._queue.put(REOPEN)
+        return True
 
     def _swap(self) -> None:
         try:

@@ -387,8 +387,7 @@ class ServerBase:
         """SIGUSR1: later access log lines go to a new file at the same path (the writer
         thread switches between two batches: see AccessLog.reopen)."""
         log_ = self.policy.access_log
-        if log_ is not None:
-            log_.reopen()
+        if log_ is not None and log_.reopen():  # not for stderr ('-')
             log.info("SIGUSR1: access log reopened")
 
     def _cut_short(self) -> None:
