@@ -141,8 +141,9 @@ def _by_trustme(d: Path) -> TLSFiles:
     return files
 
 
-def client_context(cafile: str | Path) -> ssl.SSLContext:
-    """A client context that trusts only ``cafile`` and checks the server's name.
+def client_context(cafile: str | Path | None) -> ssl.SSLContext:
+    """A client context that trusts only ``cafile`` (None: the system's trust store, for
+    an https ``--url`` given without ``--url-ca``) and checks the server's name.
 
     Built from ``PROTOCOL_TLS_CLIENT`` rather than ``create_default_context`` so that the
     same flags hold on every Python (3.13 turned on VERIFY_X509_STRICT there).  TLS 1.2 and
@@ -151,6 +152,9 @@ def client_context(cafile: str | Path) -> ssl.SSLContext:
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_verify_locations(cafile=str(cafile))
+    if cafile is None:
+        ctx.load_default_certs()
+    else:
+        ctx.load_verify_locations(cafile=str(cafile))
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx

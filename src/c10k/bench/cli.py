@@ -30,11 +30,22 @@ from pathlib import Path
 from typing import Any
 
 from c10k.bench import certs, cluster
-from c10k.bench.peers import PEERS, ServerSpec, c10k_backend_names, c10k_spec, custom_spec
+from c10k.bench.endpoint import REFUSED, Endpoint, modem_refusal, parse_url, start_probe, url_spec
+from c10k.bench.peers import (
+    PEERS,
+    ServerError,
+    ServerSpec,
+    c10k_backend_names,
+    c10k_spec,
+    custom_spec,
+)
 from c10k.bench.plot import MISSING, have_matplotlib, render
 from c10k.bench.report import markdown, terminal_table
 from c10k.bench.runner import load_json, run, write_json
-from c10k.bench.scenarios import ORDER, SCENARIOS, Options
+from c10k.bench.scenarios import ORDER, SCENARIOS, Options, scenario
+
+# scenario -> server name -> why that server is not measured in it (a --url in idle...).
+Refused = dict[str, dict[str, str]]
 
 
 def _int_list(text: str) -> list[int]:
@@ -67,6 +78,14 @@ def _cpu_fraction(text: str) -> float:
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a fraction >= 0: {text!r}")
     return v
+
+
+def _url(text: str) -> Endpoint:
+    """``--url [NAME=]URL``: a bad URL is an argparse error (exit status 2)."""
+    try:
+        return parse_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _name_list(text: str) -> list[str]:
@@ -108,7 +127,35 @@ def _common() -> argparse.ArgumentParser:
         "means every name `c10k backends` lists; those that cannot run here are skipped "
         "with the reason",
     )
-    g.add_argument("--no-c10k", action="store_true", help="do not measure c10k itself")
+    g.add_argument(
+        "--no-c10k",
+        action="store_true",
+        help="do not measure c10k itself (the default with --url)",
+    )
+    g.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        type=_url,
+        metavar="[NAME=]URL",
+        help="measure an HTTP(S) endpoint the bench does not start (a balancer, another "
+        "host) as one more server, named NAME (default: the URL without its scheme); "
+        "repeatable; every scenario requests the URL's own path; not pinned or capped, so "
+        "its CPU figures are not measured; idle and poller do not take it; with --url, c10k "
+        "itself is measured only with --c10k (or --backend/--c10k-backends)",
+    )
+    g.add_argument(
+        "--url-ca",
+        type=Path,
+        metavar="FILE",
+        help="CA certificates (PEM) to verify https --url endpoints against (default: the "
+        "system's trust store)",
+    )
+    g.add_argument(
+        "--c10k",
+        action="store_true",
+        help="with --url: measure c10k itself as well (after the endpoints)",
+    )
     g.add_argument(
         "--tls",
         action="store_true",
@@ -285,13 +332,68 @@ def _cluster_options(args: argparse.Namespace) -> cluster.Options:
 def _specs(args: argparse.Namespace) -> list[ServerSpec]:
     specs = [PEERS[p] for p in dict.fromkeys(args.peer)]
     specs += [custom_spec(text, i + 1, args.tls) for i, text in enumerate(args.server)]
-    if not args.no_c10k:
-        backends = list(args.backend)
-        for name in args.c10k_backends or []:
-            backends += c10k_backend_names() if name == "all" else [name]
-        backends = list(dict.fromkeys(backends))
+    specs += [url_spec(ep) for ep in args.url]
+    backends = list(args.backend)
+    for name in args.c10k_backends or []:
+        backends += c10k_backend_names() if name == "all" else [name]
+    backends = list(dict.fromkeys(backends))
+    # With --url, c10k is measured only when asked for (--c10k or its backends).
+    if not args.no_c10k and (not args.url or args.c10k or backends):
         specs += [c10k_spec(b) for b in backends] if backends else [c10k_spec()]
+    names = [s.name for s in specs]
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"two servers named {', '.join(dupes)}: name a --url NAME=URL")
     return specs
+
+
+def _check_urls(args: argparse.Namespace, names: list[str], specs: list[ServerSpec]) -> Refused:
+    """Refuse at start what --url cannot do (ValueError, one line); sets ``args.tls`` for
+    https endpoints alone; probes every endpoint.  Returns the scenarios that run without
+    an endpoint (``all``), with the reason."""
+    eps: list[Endpoint] = args.url
+    if not eps:
+        if args.url_ca or args.c10k:
+            raise ValueError(f"{'--url-ca' if args.url_ca else '--c10k'} is for runs with --url")
+        return {}
+    if args.scenario in REFUSED:
+        raise ValueError(f"--url does not apply to {args.scenario}: {REFUSED[args.scenario]}")
+    _url_transport(args, eps, started=any(s.kind != "url" for s in specs))
+    refused: Refused = {n: {ep.name: REFUSED[n] for ep in eps} for n in names if n in REFUSED}
+    for ep in eps:
+        try:
+            body = start_probe(ep, args.url_ca)
+        except ServerError as e:
+            raise ValueError(f"--url {e}") from None
+        why = modem_refusal(scenario("modem", args.quick), body) if "modem" in names else None
+        if why and args.scenario == "modem":
+            raise ValueError(f"--url {ep.name}: {why}")
+        if why:
+            refused.setdefault("modem", {})[ep.name] = why
+        spec = next(s for s in specs if s.name == ep.name)
+        spec.notes.append(f"GET {ep.target} answered 200 with {body:,} body bytes at start")
+    return refused
+
+
+def _url_transport(args: argparse.Namespace, eps: list[Endpoint], started: bool) -> None:
+    """A run is plain or TLS throughout: https endpoints need --tls beside started servers,
+    imply it alone; --url-ca is for https."""
+    https = {ep.tls for ep in eps}
+    if not started and len(https) > 1:
+        raise ValueError("--url: http:// and https:// endpoints in one run; bench them apart")
+    if not started and not args.tls:
+        args.tls = https.pop()
+    for ep in eps:
+        if ep.tls != args.tls:
+            hint = (
+                "the servers the bench starts serve plain HTTP: add --tls"
+                if ep.tls
+                else ("--tls makes every server of the run HTTPS: give an https:// URL")
+            )
+            raise ValueError(f"--url {ep.name} is {ep.scheme}://, but {hint}")
+    if args.url_ca and not args.tls:
+        raise ValueError("--url-ca is for https:// endpoints")
+    if args.url_ca and not args.url_ca.is_file():
+        raise ValueError(f"--url-ca {args.url_ca}: no such file")
 
 
 def _check_tls(names: list[str], specs: list[ServerSpec]) -> None:
@@ -303,7 +405,7 @@ def _check_tls(names: list[str], specs: list[ServerSpec]) -> None:
     for spec in specs:
         if spec.no_tls:
             raise ValueError(f"--tls: {spec.no_tls}")
-    if certs.maker() is None:
+    if certs.maker() is None and any(s.kind != "url" for s in specs):
         raise ValueError(certs.MISSING)
 
 
@@ -333,6 +435,7 @@ def _options(args: argparse.Namespace) -> Options:
         slow_modes=args.slow_modes,
         server_cpu=args.server_cpu,
         tls=args.tls,
+        url_ca=str(args.url_ca) if args.url_ca else None,
     )
 
 
@@ -365,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     names = ORDER if args.scenario == "all" else [args.scenario]
     try:
         specs = _specs(args)
+        refused = _check_urls(args, names, specs)
         opts = _options(args)
         if args.tls:
             _check_tls(names, specs)
@@ -376,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     if needs_server and not runnable:
         for s in specs:
             print(f"c10k bench: cannot run {s.name}: {s.check_for(args.tls)}", file=sys.stderr)
-        print("c10k bench: no server to measure (add --peer or --server)", file=sys.stderr)
+        print("c10k bench: no server to measure (add --peer, --server or --url)", file=sys.stderr)
         return 2
     out = args.out or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
     try:
@@ -387,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             out,
             pin_enabled=not args.no_pin,
             argv=["c10k", "bench", *(argv if argv is not None else sys.argv[1:])],
+            refused=refused,
         )
     except certs.CertError as e:
         print(f"c10k bench: {e}", file=sys.stderr)

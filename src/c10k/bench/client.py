@@ -182,17 +182,28 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [q + (1 if i < r else 0) for i in range(parts)]
 
 
-def make_request(host: str, port: int, path: str, close: bool) -> bytes:
+def make_request(
+    host: str, port: int, path: str, close: bool, authority: str | None = None
+) -> bytes:
+    """A GET of ``path``; its Host is ``authority`` (a --url's as written) or host:port."""
     conn = b"close" if close else b"keep-alive"
     return (
         b"GET "
         + path.encode()
         + b" HTTP/1.1\r\nHost: "
-        + f"{host}:{port}".encode()
+        + (authority or f"{host}:{port}").encode()
         + b"\r\nUser-Agent: c10k-bench\r\nAccept: */*\r\nConnection: "
         + conn
         + b"\r\n\r\n"
     )
+
+
+def tls_context(cfg: dict[str, Any]) -> ssl.SSLContext | None:
+    """The client context of a config: None for plain HTTP; over TLS, one that trusts
+    ``cafile`` (the run's CA, or a --url-ca), else the system's store (an https --url)."""
+    if not (cfg.get("cafile") or cfg.get("tls")):
+        return None
+    return client_context(cfg.get("cafile"))
 
 
 def parse_head(buf: bytes | bytearray) -> tuple[int, int, bool, int] | None:
@@ -230,8 +241,10 @@ def parse_head(buf: bytes | bytearray) -> tuple[int, int, bool, int] | None:
     return status, length, keep, end + 4
 
 
-def _new_socket(source: str | None, rcvbuf: int = 0) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _new_socket(source: str | None, rcvbuf: int = 0, host: str = "") -> socket.socket:
+    """A nonblocking TCP socket for ``host`` (an IPv6 address gets an AF_INET6 one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
     try:
         s.setblocking(False)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -350,7 +363,11 @@ class HttpWorker:
         self.sources: list[str | None] = cfg.get("sources") or [None]
         self.keepalive: bool = cfg.get("keepalive", True) and self.mode in ("closed", "idle")
         self.req = make_request(
-            self.host, self.port, cfg.get("path", "/"), close=not self.keepalive
+            self.host,
+            self.port,
+            cfg.get("path", "/"),
+            close=not self.keepalive,
+            authority=cfg.get("authority"),
         )
         self.timeout: float = cfg.get("timeout", DEFAULT_TIMEOUT)
         self.poller = _Poller()
@@ -366,7 +383,8 @@ class HttpWorker:
         self.scratch = bytearray(256 * 1024)
         # TLS (module doc): one client context per process; ``raw`` takes what the socket
         # gives, ``scratch`` the plaintext.
-        self.tls_ctx = client_context(cfg["cafile"]) if cfg.get("cafile") else None
+        self.tls_ctx = tls_context(cfg)
+        self.server_name: str = cfg.get("server_name") or self.host
         self.raw = bytearray(RAW_READ_BYTES if self.tls_ctx else 0)
         self.tls_reason_said = False
         self.tls_session: ssl.SSLSession | None = None  # offered by new connections
@@ -392,7 +410,7 @@ class HttpWorker:
         src = self.sources[si]
         self.n_opened += 1
         try:
-            s = _new_socket(src)
+            s = _new_socket(src, host=self.host)
         except OSError as e:
             self._error(errno_kind(e.errno))
             return None
@@ -451,7 +469,7 @@ class HttpWorker:
             return
         self.poller.modify(c.fd, self.poller.IN)
         if self.tls_ctx is not None:
-            c.tls = TLSWire(self.tls_ctx, self.host, self.tls_session)
+            c.tls = TLSWire(self.tls_ctx, self.server_name, self.tls_session)
             c.state = _HANDSHAKE
             self._handshake(c, now, b"")
             return
@@ -900,7 +918,9 @@ class ModemWorker:
         self.cfg = cfg
         self.addr = (cfg["host"], cfg["port"])
         self.sources: list[str | None] = cfg.get("sources") or [None]
-        self.req = make_request(cfg["host"], cfg["port"], cfg["path"], close=False)
+        self.req = make_request(
+            cfg["host"], cfg["port"], cfg["path"], close=False, authority=cfg.get("authority")
+        )
         self.rate = float(cfg["rate"])
         self.packet = int(cfg["packet"])
         self.tick = self.packet / self.rate
@@ -917,7 +937,8 @@ class ModemWorker:
         self.seq = 0
         self.scratch = bytearray(max(self.packet * 4, 65536))
         # TLS: ``scratch`` takes the ciphertext, ``text`` the plaintext (the module doc).
-        self.tls_ctx = client_context(cfg["cafile"]) if cfg.get("cafile") else None
+        self.tls_ctx = tls_context(cfg)
+        self.server_name: str = cfg.get("server_name") or cfg["host"]
         self.text = bytearray(len(self.scratch) + 2 * MAX_RECORD_BYTES) if self.tls_ctx else None
         self.failures: list[dict[str, Any]] = []
         self.started = 0
@@ -932,7 +953,7 @@ class ModemWorker:
     def _connect(self, u: _User, now: float) -> None:
         src = self.sources[self.started % len(self.sources)]
         try:
-            s = _new_socket(src, self.rcvbuf)
+            s = _new_socket(src, self.rcvbuf, self.addr[0])
         except OSError:
             self._fail(u, "connect", now)
             return
@@ -987,7 +1008,7 @@ class ModemWorker:
             return
         if self.tls_ctx is not None:
             # The handshake is driven by readability; reading is paced only after it.
-            u.tls = TLSWire(self.tls_ctx, self.addr[0])
+            u.tls = TLSWire(self.tls_ctx, self.server_name)
             u.state = _HANDSHAKE
             self.poller.modify(u.fd, self.poller.IN)
             self._handshake(u, now, b"")

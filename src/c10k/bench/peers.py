@@ -202,6 +202,8 @@ class ServerSpec:
     no_tls: str = ""
     # None if this server can serve TLS here, else what to install (checked for --tls runs).
     tls_check: Callable[[], str | None] = lambda: None
+    # A --url endpoint (kind "url", endpoint.py): the URL the bench measures, never starts.
+    url: str = ""
 
     def check_for(self, tls: bool) -> str | None:
         """None if this server can run here (over TLS when ``tls``), else why not."""
@@ -231,7 +233,8 @@ class ServerSpec:
         return {
             "name": self.name,
             "kind": self.kind,
-            "argv": argv,
+            "argv": argv or None,
+            **({"url": self.url} if self.url else {}),
             "version": self.version(),
             "notes": self.notes,
         }
@@ -715,14 +718,18 @@ def probe(
     path: str = PROBE_PATH,
     timeout: float = 1.0,
     tls: ssl.SSLContext | None = None,
+    authority: str | None = None,
+    server_name: str | None = None,
 ) -> int:
     """One GET on a fresh connection (over TLS with ``tls``, which then checks the server's
-    certificate); returns the body length of a 200, raises otherwise."""
-    req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n").encode()
+    certificate for ``server_name``, default ``host``); returns the body length of a 200,
+    raises otherwise.  The Host header is ``authority`` (a --url's), default host:port."""
+    host_header = authority or f"{host}:{port}"
+    req = (f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nConnection: close\r\n\r\n").encode()
     with contextlib.ExitStack() as stack:
         s = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
         if tls is not None:
-            s = stack.enter_context(tls.wrap_socket(s, server_hostname=host))
+            s = stack.enter_context(tls.wrap_socket(s, server_hostname=server_name or host))
         s.sendall(req)
         data = b""
         while True:
@@ -746,6 +753,9 @@ def probe(
 
 class RunningServer:
     """A started server: its Popen, session id, port and log. Use as a context manager."""
+
+    # endpoint.ExternalServer: a --url endpoint, not started by the bench (no process here).
+    external = False
 
     def __init__(
         self,
@@ -853,6 +863,15 @@ class RunningServer:
     def probe(self, path: str = PROBE_PATH, timeout: float = 1.0) -> int:
         """``probe`` of ``path`` on the first port, over TLS when the server is."""
         return probe(self.host, self.port, path, timeout, self.client_tls)
+
+    def generator_target(self) -> dict[str, Any]:
+        """What a Python generator process needs beyond host, port and path: over TLS, the
+        CA it checks the server's certificate against (client.py, "TLS")."""
+        return {"cafile": str(self.tls.ca)} if self.tls else {}
+
+    def pids(self, live: bool = False) -> list[int]:
+        """The server's processes (its session's)."""
+        return session_pids(self.sid, live=live)
 
     def log_tail(self, n: int = 600) -> str:
         self._log.flush()

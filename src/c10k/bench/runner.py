@@ -27,6 +27,7 @@ runs say ``tls: false`` and a note says the flag did not apply.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import sys
@@ -39,6 +40,7 @@ from typing import Any
 from c10k.bench import certs
 from c10k.bench.client import WorkerError
 from c10k.bench.cpucap import CpuCap, cap_note, make_cap
+from c10k.bench.endpoint import CPU_NOTE, ExternalServer, for_endpoint, parse_url, uncharge
 from c10k.bench.machine import Pinning, describe, raise_nofile
 from c10k.bench.peers import RunningServer, ServerError, ServerSpec
 from c10k.bench.report import goals, summarize
@@ -63,6 +65,15 @@ TLS_VERIFY_NOTE = (
     "certificate against the run's CA; wrk, h2load and slowhttptest accept any certificate "
     "(none has an option to verify one), after the probe verified it"
 )
+POLLER_URL_NOTE = "poller: --url does not apply (it starts no server and opens no connection)"
+# Appended to a scenario's title when a --url endpoint is measured in it.
+URL_TITLE = "; --url endpoints: their URL's own path"
+URL_CAP_NOTE = (
+    "the server CPU cap applies to the servers the bench starts, not to --url endpoints: "
+    "their figures are uncapped and not comparable with the capped ones"
+)
+# How long a --url endpoint may take to answer its probe before each round.
+URL_WAIT_S = 5.0
 POLLER_TLS_NOTE = (
     "poller: --tls does not apply (it starts no server and opens no connection); its figures "
     "are what they are without it"
@@ -105,8 +116,10 @@ def run(
     pin_enabled: bool = True,
     argv: list[str] | None = None,
     say: Callable[[str], None] | None = None,
+    refused: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Run the named scenarios against the runnable specs; returns the results document."""
+    """Run the named scenarios against the runnable specs (but not a server in ``refused``
+    [scenario][server name], which says why); returns the results document."""
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     soft, hard = raise_nofile()
     pin = Pinning.choose(pin_enabled)
@@ -114,8 +127,9 @@ def run(
     workdir = (out_dir / "work").resolve()
     root = workdir / "www"
     workdir.mkdir(parents=True, exist_ok=True)
-    # Raises certs.CertError (one line) before anything starts.
-    tls = certs.make(workdir / "tls") if opts.tls else None
+    # Raises certs.CertError (one line) before anything starts; none for --url alone.
+    started = any(s.kind != "url" for s in specs)
+    tls = certs.make(workdir / "tls") if opts.tls and started else None
     servers: list[ServerSpec] = []
     skipped = []
     for spec in specs:
@@ -132,7 +146,7 @@ def run(
         "machine": describe(),
         "pinning": pin.to_json(),
         "options": asdict(opts),
-        "tls": tls is not None,
+        "tls": opts.tls,
         "tls_certificate": tls.to_json() if tls else None,
         "servers": [s.to_json(tls=tls) for s in servers],
         "baseline": servers[0].name if servers else None,
@@ -161,6 +175,7 @@ def run(
     ctx = Context(opts=opts, pin=pin, workdir=workdir, root=root, progress=progress, tls=tls)
     if tls:
         doc["notes"].append(TLS_VERIFY_NOTE)
+    doc["notes"].extend(url_notes(servers, opts))
     make_docroot(root)
     for name in names:
         scen = scenario(name, opts.quick)
@@ -172,29 +187,39 @@ def run(
             "measures": scen["measures"],
             "kind": scen["kind"],
             "params": _param_view(scen),
-            "tls": tls is not None and scen["kind"] != "poller",
+            "tls": opts.tls and scen["kind"] != "poller",
             "variations": {},
             "errors": [],
         }
+        measured = _measured_by(name, servers, refused or {}, ctx)
+        if any(sp.kind == "url" for sp in measured):
+            entry["title"] += URL_TITLE
         if scen["kind"] == "poller":
             if tls:
                 ctx.note(POLLER_TLS_NOTE)
+            if any(sp.kind == "url" for sp in servers):
+                ctx.note(POLLER_URL_NOTE)
             for label, runs in run_poller(scen, ctx).items():
                 entry["variations"][label] = {"runs": [{**r, "tls": False} for r in runs]}
             order = list(
                 dict.fromkeys(r["server"] for v in entry["variations"].values() for r in v["runs"])
             )
         else:
-            order = [s.name for s in servers]
+            order = [s.name for s in measured]
             if not servers:
                 entry["errors"].append({"error": "no runnable server"})
-            cap, entry["server_cpu_cap"] = _make_cap(scen, opts, pin, say)
+            started = any(sp.kind != "url" for sp in measured)
+            cap, entry["server_cpu_cap"] = (
+                _make_cap(scen, opts, pin, say) if started else (None, None)
+            )
+            if entry["server_cpu_cap"] and any(sp.kind == "url" for sp in measured):
+                ctx.note(URL_CAP_NOTE)
             if entry["server_cpu_cap"] and cap is None:
                 ctx.note(entry["server_cpu_cap"]["note"])
             ctx.cap = cap
             try:
                 for rnd in range(opts.rounds):
-                    seq = servers if rnd % 2 == 0 else list(reversed(servers))
+                    seq = measured if rnd % 2 == 0 else list(reversed(measured))
                     for spec in seq:
                         _run_one(spec, scen, ctx, entry, rnd + 1, root, workdir, say)
             finally:
@@ -253,24 +278,13 @@ def _run_one(
     say: Callable[[str], None],
 ) -> None:
     try:
-        ports, workers = server_shape(scen, ctx.opts)
-        with RunningServer(
-            spec,
-            root,
-            workdir,
-            ctx.pin,
-            ports=ports,
-            workers=workers,
-            start_timeout=20.0 + workers,
-            cap=ctx.cap,
-            tls=ctx.tls,
-        ) as srv:
+        with _start(spec, scen, ctx, root, workdir) as srv:
             if srv.cap_moved:
                 ctx.note(
                     f"{spec.name}: {len(srv.cap_moved)} threads were outside the CPU cap's "
                     "cgroup after start and were moved in"
                 )
-            runs = MEASURE[scen["kind"]](srv, scen, ctx)
+            runs = MEASURE[scen["kind"]](srv, *_as_measured(srv, scen, ctx))
             died = (
                 None if srv.alive() else f"exited with {srv.proc.returncode}: {srv.log_tail(300)}"
             )
@@ -286,9 +300,72 @@ def _run_one(
     for label, run_ in runs.items():
         run_["server"] = spec.name
         run_["round"] = rnd
-        run_["tls"] = ctx.tls is not None
+        run_["tls"] = srv.scheme == "https"
+        if srv.external:
+            uncharge(run_)
         entry["variations"].setdefault(label, {"runs": []})["runs"].append(run_)
         say(f"  {scen['name']} {label} {spec.name} round {rnd}: {_one_line(run_)}")
+
+
+def _start(
+    spec: ServerSpec, scen: dict[str, Any], ctx: Context, root: Path, workdir: Path
+) -> RunningServer:
+    """Start the server of ``spec`` (or, for a --url, wait until its endpoint answers)."""
+    if spec.kind == "url":
+        ep = dataclasses.replace(parse_url(spec.url), name=spec.name)
+        ca = Path(ctx.opts.url_ca) if ctx.opts.url_ca else None
+        return ExternalServer(spec, ep, ca, wait=URL_WAIT_S)
+    ports, workers = server_shape(scen, ctx.opts)
+    return RunningServer(
+        spec,
+        root,
+        workdir,
+        ctx.pin,
+        ports=ports,
+        workers=workers,
+        start_timeout=20.0 + workers,
+        cap=ctx.cap,
+        tls=ctx.tls,
+    )
+
+
+def _as_measured(
+    srv: RunningServer, scen: dict[str, Any], ctx: Context
+) -> tuple[dict[str, Any], Context]:
+    """The scenario and context a server is measured with: a --url endpoint requests its own
+    path and has no pinned core and no cap (endpoint.py), so no busy-core figure either."""
+    if not isinstance(srv, ExternalServer):
+        return scen, ctx
+    pin = Pinning(None, ctx.pin.generator_cpus, ctx.pin.note)
+    return for_endpoint(scen, srv.endpoint), dataclasses.replace(ctx, pin=pin, cap=None)
+
+
+def _measured_by(
+    name: str, servers: list[ServerSpec], refused: dict[str, dict[str, str]], ctx: Context
+) -> list[ServerSpec]:
+    """The servers of scenario ``name``: all but those ``refused`` (scenario -> server ->
+    why: a --url endpoint where the scenario cannot apply; the CLI refuses such a scenario
+    when it is asked for by name), each with a note."""
+    out = []
+    for spec in servers:
+        why = refused.get(name, {}).get(spec.name)
+        if why:
+            ctx.note(f"{name}: {spec.name} not measured: {why}")
+        else:
+            out.append(spec)
+    return out
+
+
+def url_notes(servers: list[ServerSpec], opts: Options) -> list[str]:
+    """What a run with --url endpoints must say once: what is not measured, and TLS trust."""
+    notes = [CPU_NOTE.format(name=s.name, url=s.url) for s in servers if s.kind == "url"]
+    if any(s.url.lower().startswith("https:") for s in servers):
+        trust = f"--url-ca {opts.url_ca}" if opts.url_ca else "the system's trust store"
+        notes.append(
+            "https --url endpoints: the probe and the Python generator verify their "
+            f"certificate against {trust}; wrk, h2load and slowhttptest verify none"
+        )
+    return notes
 
 
 def _one_line(run_: dict[str, Any]) -> str:
@@ -304,7 +381,8 @@ def _one_line(run_: dict[str, Any]) -> str:
     if run_.get("legit_success") is not None:
         parts.append(f"legit success {run_['legit_success'] * 100:.1f}%")
         fds = run_["fds"]
-        parts.append(f"server fds {fds['before']}/{fds['during']}/{fds['after']}")
+        if fds["before"] is not None:
+            parts.append(f"server fds {fds['before']}/{fds['during']}/{fds['after']}")
     if "offered_rps" in run_ and run_["offered_rps"] is not None:
         parts.append(f"offered {run_['offered_rps']:.0f}/s")
     if "rps" in run_:

@@ -55,6 +55,9 @@ class Options:
     server_cpu: float | None = None
     # Every server over HTTPS with the run's certificate, every generator over TLS.
     tls: bool = False
+    # --url-ca: the CA file that https --url endpoints are checked against (None: the
+    # system's trust store).
+    url_ca: str | None = None
 
 
 @dataclass
@@ -96,9 +99,23 @@ def _cpu_figures(
 
 
 def tls_config(srv: RunningServer) -> dict[str, Any]:
-    """What a Python generator process needs to speak TLS to ``srv`` (nothing for HTTP):
-    the CA it checks the server's certificate against (client.py, "TLS")."""
-    return {"cafile": str(srv.tls.ca)} if srv.tls else {}
+    """What a Python generator process needs to reach ``srv`` beyond host and port: over
+    TLS the CA it checks the certificate against (client.py, "TLS"); for a --url endpoint
+    also the Host header and the TLS server name of its URL (``endpoint.py``)."""
+    return srv.generator_target()
+
+
+def sources_for(srv: RunningServer, n_conns: int, churn: bool = False) -> list[str]:
+    """Source addresses for ``n_conns`` connections (client.py says why several): 127.0.0.x,
+    so only towards an IPv4 loopback server; ``churn`` (a new connection per request)
+    spreads the 4-tuples over 4 even when few are open at once.  [] (the kernel picks)
+    for a --url endpoint elsewhere."""
+    if not srv.host.startswith("127."):
+        return []
+    sources = gen.source_addresses(n_conns)
+    if churn and len(sources) < 4:
+        sources = [f"127.0.0.{2 + i}" for i in range(4)]
+    return sources
 
 
 def _python_http(
@@ -118,10 +135,7 @@ def _python_http(
     k = gen.plan_processes(inflight, ctx.opts.procs)
     if mode == "open":
         k = min(k, 4)
-    sources = gen.source_addresses(inflight)
-    if close and len(sources) < 4:
-        # Churning connections: spread the 4-tuples even when few are open at once.
-        sources = [f"127.0.0.{2 + i}" for i in range(4)]
+    sources = sources_for(srv, inflight, churn=close)
     configs = []
     for i, n in enumerate(gen.split_evenly(conns, k)):
         configs.append(

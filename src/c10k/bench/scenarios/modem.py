@@ -18,14 +18,14 @@ from typing import Any
 from c10k.bench import client as gen
 from c10k.bench.machine import CpuSnapshot
 from c10k.bench.peers import RunningServer
-from c10k.bench.scenarios.common import Context, MiB, _cpu_figures, tls_config
+from c10k.bench.scenarios.common import Context, MiB, _cpu_figures, sources_for, tls_config
 
 
 def measure_modem(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Kegel test 2, dkftpbench rules (see the module doc)."""
     max_users = ctx.opts.max_users or scen["max_users"]
     k = gen.plan_processes(max_users, ctx.opts.procs)
-    sources = gen.source_addresses(max_users)
+    sources = sources_for(srv, max_users)
     label = scen["variations"][0]["label"]
     ramp = max_users * scen["interval"]
     configs = [

@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from c10k.bench.machine import pids_fd_count, pids_rss_bytes, pin_argv, session_pids
+from c10k.bench.machine import pids_fd_count, pids_rss_bytes, pin_argv
 from c10k.bench.peers import RunningServer, ServerError
 from c10k.bench.scenarios.common import (
     Context,
@@ -49,9 +49,11 @@ def slowhttp_argv(
     seconds: float,
     out_base: Path,
     scheme: str = "http",
+    url: str | None = None,
 ) -> list[str]:
     """The slowhttptest command line of one attack (``scheme`` https: over TLS, which
-    slowhttptest speaks without checking the certificate: it has no option to).
+    slowhttptest speaks without checking the certificate: it has no option to); ``url``
+    replaces the attacked file's URL (a --url endpoint's own).
 
     >>> slowhttp_argv("slowloris", "127.0.0.1", 80, 100, 50, 5, Path("/t/s"))[:6]
     ['slowhttptest', '-H', '-i', '10', '-x', '24']
@@ -74,7 +76,7 @@ def slowhttp_argv(
         "-o",
         str(out_base),
         "-u",
-        f"{scheme}://{host}:{port}{path}",
+        url or f"{scheme}://{host}:{port}{path}",
     ]
 
 
@@ -99,9 +101,26 @@ def parse_slowhttp_csv(text: str) -> dict[str, Any]:
     }
 
 
-def _server_footprint(srv: RunningServer) -> dict[str, int]:
-    pids = session_pids(srv.sid)
+def _server_footprint(srv: RunningServer) -> dict[str, int | None]:
+    """The server's fds and RSS; None for a --url endpoint (its processes are not ours)."""
+    if srv.external:
+        return {"fds": None, "rss_bytes": None}
+    pids = srv.pids()
     return {"fds": pids_fd_count(pids), "rss_bytes": pids_rss_bytes(pids)}
+
+
+def _most(*values: int | None) -> int | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def _minus(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a - b
+
+
+def _attacked_path(srv: RunningServer, scen: dict[str, Any], mode: str) -> str:
+    """The file an attack targets: the mode's own, or a --url endpoint's path (``url_path``)."""
+    return str(scen.get("url_path") or SLOWHTTP_MODES[mode][1])
 
 
 def measure_slowhttp(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict[str, Any]:
@@ -130,11 +149,12 @@ def measure_slowhttp(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
         # Fetch the attacked file once first: a server's file cache (nginx open_file_cache
         # keeps the fd) then belongs to the baseline, not to the attack's leftovers.
         with contextlib.suppress(OSError, ServerError, ValueError):
-            srv.probe(SLOWHTTP_MODES[mode][1], timeout=5.0)
+            srv.probe(_attacked_path(srv, scen, mode), timeout=5.0)
         ctx.sleep(scen["settle"])
         before = _server_footprint(srv)
         base = ctx.workdir / f"slowhttp-{srv.spec.name}-{srv.port}-{mode}"
-        argv = slowhttp_argv(mode, srv.host, srv.port, conns, rate, seconds, base, srv.scheme)
+        url = srv.url(_attacked_path(srv, scen, mode))
+        argv = slowhttp_argv(mode, srv.host, srv.port, conns, rate, seconds, base, url=url)
         argv[0] = binary
         argv = pin_argv(argv, ctx.pin.generator_cpus)  # the attacker shares the client's core
         with open(f"{base}.log", "wb") as log:
@@ -190,16 +210,16 @@ def measure_slowhttp(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
             "legit_success": legit["requests"] / tried if tried else None,
             "fds": {
                 "before": before["fds"],
-                "during": max(during["fds"], during2["fds"]),
+                "during": _most(during["fds"], during2["fds"]),
                 "after": after["fds"],
             },
             "rss_bytes": {
                 "before": before["rss_bytes"],
-                "during": max(during["rss_bytes"], during2["rss_bytes"]),
+                "during": _most(during["rss_bytes"], during2["rss_bytes"]),
                 "after": after["rss_bytes"],
             },
-            "fds_during": max(during["fds"], during2["fds"]),
-            "fds_after_minus_before": after["fds"] - before["fds"],
-            "rss_after_minus_before": after["rss_bytes"] - before["rss_bytes"],
+            "fds_during": _most(during["fds"], during2["fds"]),
+            "fds_after_minus_before": _minus(after["fds"], before["fds"]),
+            "rss_after_minus_before": _minus(after["rss_bytes"], before["rss_bytes"]),
         }
     return out
