@@ -1,10 +1,17 @@
-"""``c10k bench --url`` (issue 17): refusals at start (no load is generated here)."""
+"""``c10k bench --url`` (issue 17): refusals at start, and one quick run through a URL."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from c10k.bench import cli
+from helpers import REPO, ServerProcess
 
 
 @pytest.mark.parametrize(
@@ -33,3 +40,36 @@ def test_refused_scenario_says_why(scenario: str, capsys: pytest.CaptureFixture[
 def test_url_that_does_not_answer_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["keepalive", "--url", "dead=http://127.0.0.1:9/", "--quick"]) == 2
     assert "dead: GET http://127.0.0.1:9/ did not answer 200" in capsys.readouterr().err
+
+
+def test_keepalive_through_url_measures_the_endpoint(tmp_path: Path) -> None:
+    """Load through --url: a c10k server this test starts (the bench starts nothing),
+    measured by name; requests counted, no errors, and no CPU figure charged to it."""
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "small.bin").write_bytes(b"x" * 512)
+    server = ServerProcess(root, "epoll")
+    out = tmp_path / "out"
+    try:
+        argv = [sys.executable, "-m", "c10k", "bench", "keepalive", "--quick", "--no-plots"]
+        argv += ["--url", f"ep=http://127.0.0.1:{server.port}/small.bin", "--out", str(out)]
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        server.stop()
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads((out / "results.json").read_text())
+    runs = [
+        run
+        for scen in doc["scenarios"]
+        for variation in scen["variations"].values()
+        for run in variation["runs"]
+        if run["server"] == "ep"
+    ]
+    assert len(runs) == 2, doc["scenarios"]  # c=4 and c=16, quick
+    for run in runs:
+        assert run["requests"] > 0, run
+        assert run["error_total"] == 0, run
+        assert run["argv"][-1] == f"http://127.0.0.1:{server.port}/small.bin"  # its own path
+        assert run["cpu"]["server_cpu_s"] is None, run  # nothing of ours to charge
+        assert run["req_per_busy_core_s"] is None, run

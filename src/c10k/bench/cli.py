@@ -8,6 +8,7 @@
     c10k bench keepalive --c10k-backends epoll,epoll-et,poll,uring  (side by side, issue 5)
     c10k bench conn-rate --tls --peer nginx --peer lighttpd         (over TLS)
     c10k bench cluster [--balancer haproxy] [--retries off]        (hosts behind a balancer)
+    c10k bench keepalive --url lb=http://127.0.0.1:8080/index.html  (any endpoint, not started)
 
 Scenarios: conn-rate, keepalive, bigfile, modem, idle, poller, overload, slowhttp, all.  c10k
 itself is measured as ``python -m c10k serve ROOT --bind 127.0.0.1 --port PORT [--backend B]``
