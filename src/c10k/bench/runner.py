@@ -195,7 +195,7 @@ def run(
         if any(sp.kind == "url" for sp in measured):
             entry["title"] += URL_TITLE
         if scen["kind"] == "poller":
-            if tls:
+            if opts.tls:  # (a poller-only run makes no certificate: still say so)
                 ctx.note(POLLER_TLS_NOTE)
             if any(sp.kind == "url" for sp in servers):
                 ctx.note(POLLER_URL_NOTE)
