@@ -60,6 +60,16 @@ class ServerConfig:
     cache_control: dict[str, str] = field(default_factory=dict)
     cache_control_default: str | None = None
     charset: str = "utf-8"  # added to text/* and JS/JSON types (nginx charset off)
+    # What nginx users configure every day (issue 16), each a URL path below the root:
+    # - a file answering (200) every GET/HEAD of a path that does not exist, as nginx
+    #   `try_files $uri $uri/ /index.html` does for single-page apps;
+    fallback: str | None = None
+    # - "CODE[,CODE]=/PATH": that page, with the original status (nginx error_page);
+    error_page: list[str] = field(default_factory=list)
+    # - "Name: value" lines added to 200/206/304/301 (nginx add_header without `always`),
+    #   everywhere, and per decoded URL path prefix ("/assets/" -> [...]).
+    add_header: list[str] = field(default_factory=list)
+    add_header_paths: dict[str, list[str]] = field(default_factory=dict)
     # Threads that open/stat/read cold files so a slow disk never stalls the loop (the
     # page's AMPED note; nginx aio threads default pool: 32 threads).
     io_threads: int = 4

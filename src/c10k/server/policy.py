@@ -46,6 +46,7 @@ from c10k.server.shared import Board, Cell, aggregate
 from c10k.server.status import Counters, StatusPage
 from c10k.server.wire import Wire
 from c10k.static import StaticFiles
+from c10k.static.pages import error_pages_from
 
 if TYPE_CHECKING:
     import socket
@@ -85,6 +86,10 @@ def static_files(config: ServerConfig) -> StaticFiles:
         cache_control=config.cache_control,
         cache_control_default=config.cache_control_default,
         charset=config.charset,
+        fallback=config.fallback,
+        error_pages=error_pages_from(config.error_page),
+        add_headers=config.add_header,
+        add_header_paths=config.add_header_paths,
     )
 
 

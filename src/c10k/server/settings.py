@@ -26,6 +26,8 @@ from typing import Any
 from c10k.http.forwarded import parse_networks
 from c10k.server.config import ServerConfig
 from c10k.server.words import plural
+from c10k.static.headers import check_prefix, parse_header
+from c10k.static.pages import error_pages_from, page_problem, parse_error_page
 
 Check = Callable[[Any], str | None]  # a value's problem, or None
 STATUS_DEFAULT_PATH = "/_c10k/status"
@@ -91,6 +93,40 @@ def cache_table(v: dict[str, str]) -> str | None:
     return None
 
 
+def error_pages(v: list[str]) -> str | None:
+    """Each ``CODE[,CODE]=/PATH`` well formed (that the file exists: ``_page_problems``)."""
+    for spec in v:
+        try:
+            parse_error_page(spec)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+def header_lines(v: list[str]) -> str | None:
+    for line in v:
+        try:
+            parse_header(line)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+def header_paths(v: dict[str, Any]) -> str | None:
+    """``"/prefix/" = ["Name: value", ...]`` entries."""
+    for prefix, lines in v.items():
+        if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+            return f'{prefix!r}: must be a list of "Name: value" strings, not {lines!r}'
+        try:
+            check_prefix(prefix)
+        except ValueError as exc:
+            return str(exc)
+        problem = header_lines(lines)
+        if problem:
+            return f"{prefix!r}: {problem}"
+    return None
+
+
 def log_target(v: str | None) -> str | None:
     """``-`` (stderr), or a file we can open for appending: its directory must exist."""
     if v is None or v == "-":
@@ -145,6 +181,7 @@ class Setting:
     check: Check | None = None
     optional: bool = False  # None is a valid value (the default)
     aliases: tuple[str, ...] = ()  # more TOML keys
+    example: str = '[cache_control] ".css" = "max-age=3600"'  # a table's TOML shape
 
 
 # Defaults live in ServerConfig, each next to its precedent; the help repeats them.
@@ -439,6 +476,38 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("log_health", "bool", "--log-health", None, "write health checks to the access log"),
     Setting(
+        "fallback",
+        "str",
+        "--fallback",
+        "PATH",
+        "answer a GET/HEAD of a path that does not exist with this file, status 200 (nginx "
+        "try_files $uri $uri/ /index.html, for single-page apps); files and directories "
+        "that exist win, refusals (dotfiles, traversal) stay errors; the file must exist "
+        "below the root at start (default off)",
+        url_path,
+        optional=True,
+    ),
+    Setting(
+        "error_page",
+        "list",
+        "--error-page",
+        "CODE=PATH",
+        "send this file (below the root, checked at start) for these statuses, keeping "
+        "the status (nginx error_page; repeatable; CODE 400-599, several as 404,410=PATH); "
+        "covers the file handler's errors; a page gone later gives the built-in one",
+        error_pages,
+    ),
+    Setting(
+        "add_header",
+        "list",
+        "--add-header",
+        "'NAME: VALUE'",
+        "add this header to 200, 206, 304 and 301 responses, not to errors (nginx "
+        "add_header without always; repeatable; per path prefix: the TOML "
+        "add_header_paths table); fields c10k sets itself are refused",
+        header_lines,
+    ),
+    Setting(
         "drain_delay",
         "float",
         "--drain-delay",
@@ -456,6 +525,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("index", "str", check=file_name),
     Setting("reuse_port", "bool"),
     Setting("cache_control", "table", check=cache_table),
+    Setting(
+        "add_header_paths",
+        "table",
+        check=header_paths,
+        example='[add_header_paths] "/assets/" = ["Cache-Control: immutable"]',
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 assert set(BY_NAME) == {f.name for f in dataclasses.fields(ServerConfig)}, "a setting is missing"
@@ -550,7 +625,7 @@ def _check_type(s: Setting, value: Any) -> tuple[Any, str | None]:
     ):
         return None, "must be a list of strings"
     elif kind == "table" and not isinstance(value, dict):
-        return None, 'must be a table, e.g. [cache_control] ".css" = "max-age=3600"'
+        return None, f"must be a table, e.g. {s.example}"
     return value, None
 
 
@@ -668,6 +743,8 @@ def _together(config: ServerConfig, sources: dict[str, Given], bad: set[str]) ->
         problems.append(
             f"--limit-rate-after {config.limit_rate_after} does nothing without --limit-rate"
         )
+    if not bad & {"root", "serve_dotfiles"}:
+        problems += _page_problems(config, sources, bad)
     if not bad & {"tls_cert", "tls_key", "tls_client_ca", "listen", "redirect_https"}:
         problems += _tls_problems(config)
     mode = None if bad & {"backend", "io_threads"} else _mode_problem(config)
@@ -677,6 +754,22 @@ def _together(config: ServerConfig, sources: dict[str, Given], bad: set[str]) ->
         pass
     elif config.workers == 1 and config.max_connections is not None:
         problems += _one_process_cap(config)
+    return problems
+
+
+def _page_problems(config: ServerConfig, sources: dict[str, Given], bad: set[str]) -> list[str]:
+    """The fallback and error pages must be readable files below the root, now."""
+    wanted = []
+    if config.fallback and "fallback" not in bad:
+        wanted.append(("fallback", config.fallback))
+    if "error_page" not in bad:
+        pages = sorted(set(error_pages_from(config.error_page).values()))
+        wanted += [("error_page", path) for path in pages]
+    problems = []
+    for name, path in wanted:
+        problem = page_problem(config.root, path, config.serve_dotfiles)
+        if problem:
+            problems.append(f"{sources[name].where}: {problem}")
     return problems
 
 

@@ -88,6 +88,7 @@ import re
 import secrets
 import stat
 import time
+from collections.abc import Iterable, Mapping
 
 from c10k.http.errors import LocalProtocolError
 from c10k.http.events import Request
@@ -98,7 +99,9 @@ from c10k.static.autoindex import Item, listable, no_index_page, render
 from c10k.static.cache import CacheEntry, FileCache, Ident, file_ident
 from c10k.static.conditional import evaluate, if_range_matches
 from c10k.static.encoding import SIBLINGS, choose_encoding
+from c10k.static.headers import HeaderRules
 from c10k.static.mime import build_types, content_type
+from c10k.static.pages import ErrorPages, page_problem
 from c10k.static.ranges import (
     MAX_RANGES,
     Ranges,
@@ -224,11 +227,20 @@ class StaticFiles:
         cache_control_default: Cache-Control for files whose suffix is not listed.
         charset: added to textual Content-Types; ``""`` adds none.
         max_ranges: more range-specs than this in one Range field -> 200 (see ranges.py).
+        fallback: URL path of the file that answers (200) a GET or HEAD for a path that
+            does not exist (nginx ``try_files $uri $uri/ /index.html``; see pages.py).
+        error_pages: status -> URL path of a page sent, with that status, in place of
+            the built-in error page (nginx ``error_page``).
+        add_headers: ``Name: value`` lines added to 200, 206, 304 and 301 responses
+            (nginx ``add_header``; see headers.py).
+        add_header_paths: URL path prefix -> more such lines for paths under it.
 
     Raises:
         NotADirectoryError: ``root`` is not a directory (or does not exist).
-        ValueError: ``index`` is not a plain file name, a limit is negative, or a
-            Cache-Control value or charset cannot go into a header.
+        ValueError: ``index`` is not a plain file name, a limit is negative, a
+            Cache-Control value, charset or added header cannot go into a header, or
+            the fallback or an error page cannot name a file below the root (that it
+            exists is for the caller to check: ``pages.page_problem``).
     """
 
     def __init__(
@@ -246,6 +258,10 @@ class StaticFiles:
         cache_control_default: str | None = None,
         charset: str = "utf-8",
         max_ranges: int = MAX_RANGES,
+        fallback: str | None = None,
+        error_pages: dict[int, str] | None = None,
+        add_headers: Iterable[str] = (),
+        add_header_paths: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         real_root = os.path.realpath(os.fspath(root))
         if not os.path.isdir(real_root):
@@ -296,6 +312,29 @@ class StaticFiles:
             404, [(b"Content-Type", _LISTING_TYPE)], no_index_page(index)
         )
         self._no_index_head = Response(404, self._no_index_get.head, None)
+        self._headers = HeaderRules(add_headers, add_header_paths)
+        self._init_pages(fallback, error_pages or {})
+
+    def _init_pages(self, fallback: str | None, error_pages: dict[int, str]) -> None:
+        # Only that each can name a file below the root: c10k serve checks the files exist
+        # at start and on reload; one deleted later is "gone", not a reason for a
+        # restarted worker to fail (pages.py).
+        for path in [*([fallback] if fallback else []), *error_pages.values()]:
+            problem = page_problem(self._root, path, self._serve_dotfiles, exists=False)
+            if problem:
+                raise ValueError(problem)
+        if any(not 400 <= status <= 599 for status in error_pages):
+            raise ValueError(f"error pages are for statuses 400-599, got {sorted(error_pages)}")
+        self._fallback = fallback.encode("ascii") if fallback else None
+        self._pages = ErrorPages(error_pages) if error_pages else None
+        # A missing file's 404 as _load returns it: distinct objects when there is a
+        # fallback, so _respond can tell "no such file" from the other 404s (refusals).
+        self._missing = {
+            False: Response(404, self._errors_get[404].head, self._errors_get[404].body),
+            True: Response(404, self._errors_head[404].head, None),
+        }
+        if fallback is None:
+            self._missing = {False: self._errors_get[404], True: self._errors_head[404]}
 
     @staticmethod
     def _header_value(value: str) -> tuple[bytes, int | None]:
@@ -393,7 +432,13 @@ class StaticFiles:
             head = True
         else:
             # The server answers other methods itself; this is the defensive fallback.
-            return self._method_not_allowed
+            return self._with_page(self._method_not_allowed, False, now, fast)
+        response = self._answer(request, head, now, fast)
+        if response is None or response.status < 400 or self._pages is None:
+            return response
+        return self._with_page(response, head, now, fast)
+
+    def _answer(self, request: Request, head: bool, now: float, fast: bool) -> Response | None:
 
         raw_path, query = split_target(request.target)
         entry = self._lookup(raw_path)
@@ -409,7 +454,7 @@ class StaticFiles:
                 except ResolveError as exc:
                     return self._error(exc.status, head)
                 return None
-            loaded = self._load(raw_path, query, head, now)
+            loaded = self._load_or_fallback(raw_path, query, head, now)
             if isinstance(loaded, Response):
                 return loaded
             entry, fresh = loaded, True
@@ -432,12 +477,63 @@ class StaticFiles:
             if fresh:
                 return self._error(-fd, head)
             # A cached large file changed (or vanished) within its trust period: fstat
-            # saw it. Forget the entry and resolve once more from scratch.
+            # saw it. Forget the entry and resolve once more from scratch (a fallback
+            # entry is not under raw_path: the drop does nothing, and _load replaces it).
             self._cache.drop(raw_path, entry)
-            loaded = self._load(raw_path, query, head, now)
+            loaded = self._load_or_fallback(raw_path, query, head, now)
             if isinstance(loaded, Response):
                 return loaded
             entry, fresh = loaded, True
+
+    def _load_or_fallback(
+        self, raw_path: bytes, query: bytes | None, head: bool, now: float
+    ) -> Response | CacheEntry:
+        # _load; for a path that does not exist, the fallback file's entry when there is
+        # one (nginx try_files: only a missing file falls back, never a refusal: 400,
+        # 403, a dotfile's 404 stay as they are). Fallback gone: the plain 404.
+        loaded = self._load(raw_path, query, head, now)
+        if self._fallback is None or loaded is not self._missing[head]:
+            return loaded
+        page = self._page(self._fallback, now, False)
+        return page if isinstance(page, CacheEntry) else self._error(404, head)
+
+    def _page(self, raw_path: bytes, now: float, fast: bool) -> CacheEntry | bool:
+        # The trusted cache entry of an internal page (fallback, error page), loaded with
+        # the plain resolver (which never consults the pages: no loop); False when it is
+        # not a servable file now; True when only the filesystem can tell (fast path).
+        entry = self._lookup(raw_path)
+        if entry is not None and now - entry.checked < self._revalidate_seconds:
+            return entry
+        if fast:
+            return True
+        if entry is not None:
+            entry = self._revalidate(raw_path, entry, now)
+            if entry is not None:
+                return entry
+        loaded = self._load(raw_path, None, False, now)
+        return loaded if isinstance(loaded, CacheEntry) else False
+
+    def _with_page(self, response: Response, head: bool, now: float, fast: bool) -> Response | None:
+        # An error response with the configured page's content (pages.py), or as it is
+        # when there is no page for its status or the page is gone; None: the fast path
+        # cannot tell without the filesystem.
+        pages = self._pages
+        raw_page = pages.pages.get(response.status) if pages is not None else None
+        if pages is None or raw_page is None:
+            return response
+        page = self._page(raw_page, now, fast)
+        if page is True:
+            return None
+        if not isinstance(page, CacheEntry):
+            return response
+        if page.content is not None:
+            return pages.render(response, page, head)
+        if head:
+            return pages.render_head(response, page)
+        if fast:
+            return None
+        fd = self._open(page)
+        return pages.render_region(response, page, fd) if fd >= 0 else response
 
     def _plan(self, rep: CacheEntry, headers: dict[bytes, bytes], head: bool) -> Response | Ranges:
         # Decide the answer for one representation without touching the disk. Returns the
@@ -576,8 +672,9 @@ class StaticFiles:
         location = encode_path(segments, trailing_slash=True)
         if query is not None:
             location += b"?" + query
+        added = self._headers.fields_for("/" + "/".join(segments))
         try:
-            response = build_response(301, [(b"Location", location)], b"")
+            response = build_response(301, [(b"Location", location), *added], b"")
         except LocalProtocolError:
             return self._error(400, head)  # CR/LF/NUL in the query: the parser let it by
         return Response(301, response.head, None) if head else response
@@ -639,7 +736,8 @@ class StaticFiles:
         try:
             st = fsio.stat(real)
         except OSError as exc:
-            return self._error(_status_for(exc), head)
+            status = _status_for(exc)
+            return self._missing[head] if status == 404 else self._error(status, head)
 
         if stat.S_ISDIR(st.st_mode):
             if not raw_path.endswith(b"/"):
@@ -659,7 +757,7 @@ class StaticFiles:
                 return self._error(_status_for(exc), head)
         elif raw_path.endswith(b"/"):
             # "/file.txt/" asks for a directory; open(2) would say ENOTDIR too (nginx: 404).
-            return self._error(404, head)
+            return self._missing[head]
         if not stat.S_ISREG(st.st_mode):
             return self._error(404, head)  # directory-as-index, FIFO, socket, device
 
@@ -716,6 +814,9 @@ class StaticFiles:
             if max_age is not None:
                 # RFC 9111 section 5.3: for HTTP/1.0 caches; max-age wins where both exist.
                 fields.append((b"Expires", http_date(self.wall_clock() + max_age)))
+        # --add-header: the path of the file served (its URL below the root), so an index
+        # or the fallback gets what its own URL would (headers.py).
+        fields += self._headers.fields_for("/" + path[len(self._root_prefix) :])
         return tuple(fields), max_age
 
     def _assemble(
@@ -761,5 +862,6 @@ class StaticFiles:
             if is_dir or stat.S_ISREG(st.st_mode):
                 items.append(Item(name, is_dir, st.st_size, st.st_mtime))
         url_path = "/" + "".join(s + "/" for s in segments)
-        response = build_response(200, [(b"Content-Type", _LISTING_TYPE)], render(url_path, items))
+        fields = [(b"Content-Type", _LISTING_TYPE), *self._headers.fields_for(url_path)]
+        response = build_response(200, fields, render(url_path, items))
         return Response(200, response.head, None) if head else response
