@@ -55,3 +55,13 @@ def check_part(headers: dict[bytes, bytes], data: bytes, content: bytes) -> tupl
     assert size == len(content)
     assert data == content[first : last + 1]
     return first, last
+
+
+def fields_of(head: bytes) -> dict[bytes, bytes]:
+    """A response head's fields, names lower-cased; a duplicate name fails the test."""
+    out: dict[bytes, bytes] = {}
+    for line in head.split(b"\r\n")[1:-1]:
+        name, _, value = line.partition(b": ")
+        assert name.lower() not in out, f"duplicate field {name!r}"
+        out[name.lower()] = value
+    return out
