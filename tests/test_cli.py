@@ -85,6 +85,16 @@ def refused(*args: str) -> list[str]:
         (["--limit-rate", "10k", "--backend", "threads"], "cannot honour --limit-rate"),
         (["--sndbuf", "1k"], "--sndbuf 1k: must be at least 4096"),
         (["-d", "/nonexistent-root"], "-d /nonexistent-root: is not a directory"),
+        (["--fallback", "index.html"], "--fallback index.html: must start with '/'"),
+        (["--error-page", "404"], "--error-page: '404': must be CODE=/PATH"),
+        (["--error-page", "302=/x.html"], "'302' is not a status from 400 to 599"),
+        (["--error-page", "404=404.html"], "must be a URL path starting with '/'"),
+        (["--add-header", "X-A"], "--add-header: 'X-A': must be 'Name: value'"),
+        (["--add-header", "X A: 1"], "'X A' is not a header name"),
+        (["--add-header", "X-A: 1\r\nSet-Cookie: a=b"], "printable ASCII"),
+        (["--add-header", "Content-Length: 0"], "Content-Length cannot be added"),
+        (["--add-header", "Connection: close"], "hop-by-hop"),
+        (["--add-header", "Server: nginx"], "Server cannot be added"),
     ],
 )
 def test_cli_refuses_a_bad_value_in_one_line(args: list[str], expected: str) -> None:
@@ -98,6 +108,52 @@ def test_cli_reports_every_problem_at_once() -> None:
         "--header-timeout", "-5", "--send-timeout", "x", "--charset", "utf 8", "--workers", "-1"
     )
     assert len(lines) == 4, lines
+
+
+def test_cli_pages_must_be_files_below_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "sub").mkdir()
+    (root / ".404.html").write_text("x")
+    (tmp_path / "outside.html").write_text("x")
+    (root / "out.html").symlink_to(tmp_path / "outside.html")
+    lines = refused(
+        "-d",
+        str(root),
+        "--fallback",
+        "/index.html",
+        "--error-page",
+        "404=/sub",
+        "--error-page",
+        "500,503=/out.html",
+        "--error-page",
+        "403=/.404.html",
+    )
+    assert lines == [
+        f"c10k serve: --fallback: /index.html: no such file in {root}",
+        "c10k serve: --error-page: /.404.html cannot name a file below the root (names "
+        "starting with '.' need --dotfiles)",
+        f"c10k serve: --error-page: /out.html leads out of the root {root}",
+        "c10k serve: --error-page: /sub is not a regular file",
+    ]
+
+
+def test_cli_pages_and_headers_accepted(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("x")
+    (tmp_path / ".404.html").write_text("x")
+    r = c10k(
+        "serve",
+        str(tmp_path),
+        "--fallback",
+        "/index.html",
+        "--dotfiles",
+        "--error-page",
+        "404,410=/.404.html",
+        "--add-header",
+        "X-Frame-Options: DENY",
+        "--check-config",
+    )
+    assert r.returncode == 0, r.stderr
 
 
 def test_cli_port_and_bind_with_listen_are_refused(tmp_path: Path) -> None:
@@ -156,12 +212,39 @@ def write(path: Path, text: str) -> str:
         ("index = '../x.html'", "must be a file name"),
         ("backend = 'nope'", "backend 'nope': must be one of"),
         ("this is not toml", "c.toml: "),
+        ("fallback = 5", "fallback = 5: must be a string"),
+        ("error_page = '404=/x.html'", "must be a list of strings"),
+        ("error_page = ['404=/x.html']", "c.toml: error_page: /x.html: no such file"),
+        ("add_header = ['Date: now']", "c.toml: add_header: 'Date: now': Date cannot be added"),
+        ("add_header_paths = 5", 'e.g. [add_header_paths] "/assets/" = ['),
+        ("[add_header_paths]\n'/a/' = 'X-A: 1'", "'/a/': must be a list of \"Name: value\""),
+        ("[add_header_paths]\n'a/' = ['X-A: 1']", "'a/': a path prefix must start with '/'"),
+        ("[add_header_paths]\n'/a/' = ['ETag: 1']", "'/a/': 'ETag: 1': ETag cannot be added"),
     ],
 )
 def test_cli_config_file_refuses_a_bad_value(tmp_path: Path, toml: str, expected: str) -> None:
     lines = refused("--config", write(tmp_path / "c.toml", toml))
     assert len(lines) == 1, lines
     assert expected in lines[0], lines
+
+
+def test_cli_config_file_pages_and_headers(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("x")
+    (tmp_path / "404.html").write_text("x")
+    cfg = write(
+        tmp_path / "c.toml",
+        'fallback = "/index.html"\nerror_page = ["404=/404.html"]\n'
+        'add-header = ["X-A: 1"]\n[add_header_paths]\n"/assets/" = ["Cache-Control: immutable"]\n',
+    )
+    parser = argparse.ArgumentParser()
+    _serve_parser(parser.add_subparsers(dest="command"))
+    config = build_config(parser.parse_args(["serve", str(tmp_path), "--config", cfg]))
+    assert (config.fallback, config.error_page, config.add_header) == (
+        "/index.html",
+        ["404=/404.html"],
+        ["X-A: 1"],
+    )
+    assert config.add_header_paths == {"/assets/": ["Cache-Control: immutable"]}
 
 
 def test_cli_config_file_reports_every_problem(tmp_path: Path) -> None:
