@@ -70,6 +70,14 @@ two dict lookups. Every filesystem call goes through ``fsio`` (one module-level
 ``delay_hook``), which is how tests slow a file down or prove ``handle_fast`` never
 touches the disk.
 
+Operator pages and headers (issue 16): with ``fallback``, ``_load`` answers a path that
+does not exist with a 404 object of its own (``_missing``), which ``_load_or_fallback``
+swaps for the fallback file's entry, so refusals (their 404s are other objects) are never
+turned into 200s and the fallback gets preconditions and ranges like any file. With
+``error_pages``, ``_respond`` gives every error it made to ``_with_page``, which loads the
+page with the plain resolver (no loop). Both are in ``pages.py``; added header fields
+(``headers.py``) are rendered into each entry's responses in ``_extra_fields``.
+
 Errors map to statuses by errno (``ERRNO_STATUS``). Error pages are the generic ones from
 ``error_response`` and never name a filesystem path; the common ones are rendered once
 and returned by identity like cached files.
