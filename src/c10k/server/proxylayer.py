@@ -20,11 +20,12 @@ import logging
 from typing import Any
 
 from c10k.http.proxy import ProxyError, parse
+from c10k.server.layer import Layer
 
 log = logging.getLogger("c10k.proxy")
 
 
-class ProxyLayer:
+class ProxyLayer(Layer):
     """One connection's PROXY header; see the module comment."""
 
     __slots__ = ("app", "base", "buf", "client", "stats")
@@ -97,15 +98,6 @@ class ProxyLayer:
 
     def pending_bytes(self) -> int:
         return int(self.base.pending_bytes())
-
-    def unacked_bytes(self) -> int:
-        return int(self.base.unacked_bytes())
-
-    def pause_reading(self) -> None:
-        self.base.pause_reading()
-
-    def resume_reading(self) -> None:
-        self.base.resume_reading()
 
     def close(self) -> None:
         if self.buf is not None and not self.base.closed:

@@ -45,6 +45,7 @@ from typing import Any
 
 from c10k.core import diskio
 from c10k.region import FileRegion
+from c10k.server.layer import Layer
 
 NOWAIT = diskio.RWF_NOWAIT or 0  # where the kernel cannot say, read on the loop
 log = logging.getLogger("c10k.tls")
@@ -57,7 +58,7 @@ PLAIN_HTTP_ANSWER = (
 )
 
 
-class TLSLayer:
+class TLSLayer(Layer):
     """One connection's TLS; see the module comment."""
 
     __slots__ = (
@@ -161,15 +162,6 @@ class TLSLayer:
 
     def pending_bytes(self) -> int:
         return int(self.base.pending_bytes()) + sum(len(r) for r in self.regions)
-
-    def unacked_bytes(self) -> int:
-        return int(self.base.unacked_bytes())
-
-    def pause_reading(self) -> None:
-        self.base.pause_reading()
-
-    def resume_reading(self) -> None:
-        self.base.resume_reading()
 
     def close(self) -> None:
         self._end(1)

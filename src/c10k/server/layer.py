@@ -1,0 +1,20 @@
+"""What a layer between a mode's transport and the Session (TLSLayer, ProxyLayer) passes
+straight down to the transport under it (``base``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Layer:
+    __slots__ = ()
+    base: Any
+
+    def unacked_bytes(self) -> int:
+        return int(self.base.unacked_bytes())
+
+    def pause_reading(self) -> None:
+        self.base.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.base.resume_reading()
