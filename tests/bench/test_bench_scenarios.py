@@ -7,6 +7,7 @@ when ``python -m c10k serve --help`` works; nginx when it is installed).
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,34 @@ def test_bench_modem_shape(tmp_path: Path) -> None:
     assert run["failed"] == 0, run["failure_reasons"]
     assert run["timeline"][-1][1] == 6
     assert run["mib_s"] > 0
+    assert run["bound"] == "not reached: all 6 users kept (raise --max-users)"
+    limits = run["kernel"]["tcp_mem_limits"]
+    assert len(limits) == 3
+    assert 0 < limits[0] < limits[1] < limits[2]
+    assert run["kernel"]["timeline"]
+    assert all(p[2] >= 0 for p in run["kernel"]["timeline"])
+
+
+def test_modem_user_announces_an_ethernet_mss() -> None:
+    """The server's side of a modem user's connection segments at 1,460 bytes, not at
+    loopback's 65,483 (client.py's module doc says why that matters)."""
+    from c10k.bench.client import _new_socket
+
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        c = _new_socket(None, 8192, "127.0.0.1", mss=1460)
+        with c:
+            c.setblocking(True)
+            c.connect(srv.getsockname())
+            conn, _ = srv.accept()
+            with conn:
+                assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) <= 1460
+        plain = _new_socket(None, 8192, "127.0.0.1")
+        with plain:
+            plain.setblocking(True)
+            plain.connect(srv.getsockname())
+            conn, _ = srv.accept()
+            with conn:
+                assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) > 1460
 
 
 def test_bench_modem_slow_server_fails_users(tmp_path: Path) -> None:
@@ -95,6 +124,7 @@ def test_bench_modem_slow_server_fails_users(tmp_path: Path) -> None:
     assert run["failed"] >= 1
     assert run["started"] < 40  # stopped adding at the first failure
     assert run["score"] == run["started"] - run["failed"]
+    assert run["bound"].startswith(("not identified: first failure slow", "kernel TCP memory"))
 
 
 def test_bench_idle_stops_when_server_does_not_hold(tmp_path: Path) -> None:

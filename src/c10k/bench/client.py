@@ -49,7 +49,12 @@ user wakes once per packet time (``packet / rate`` seconds: 1,460 B at 3,600 B/s
 user, so one Python process can pace thousands.  The socket's receive buffer is set small
 (``SO_RCVBUF`` 8 KiB, doubled by the kernel) *before* connect so the window stays small and
 the server has to keep the file's remainder itself and refill the socket as the user drains
-it, which is the load a slow client puts on a server.
+it, which is the load a slow client puts on a server.  And the user announces an Ethernet
+MSS (``TCP_MAXSEG`` 1,460, ``mss`` in the config) before connect: loopback's own MSS is
+65,483 bytes, and the kernel sizes a socket's send buffer from its MSS (``tcp_sndbuf_expand``:
+about twice the initial window of ten segments), so without it every server socket starts
+with a 1.3 MiB buffer no Internet client would ever cause, and the run measures loopback's
+segment size instead of the server (docs/BENCHMARKS.md, Kegel test 2).
 
 Error classes (the same names the wrk parser uses where they overlap): ``connect`` (refused,
 unreachable, or no SYN-ACK in time), ``read`` (reset while reading), ``write``, ``eof``
@@ -241,7 +246,7 @@ def parse_head(buf: bytes | bytearray) -> tuple[int, int, bool, int] | None:
     return status, length, keep, end + 4
 
 
-def _new_socket(source: str | None, rcvbuf: int = 0, host: str = "") -> socket.socket:
+def _new_socket(source: str | None, rcvbuf: int = 0, host: str = "", mss: int = 0) -> socket.socket:
     """A nonblocking TCP socket for ``host`` (an IPv6 address gets an AF_INET6 one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)
@@ -251,6 +256,9 @@ def _new_socket(source: str | None, rcvbuf: int = 0, host: str = "") -> socket.s
         if rcvbuf:
             # Must precede connect(): the window scale is fixed in the SYN (tcp(7)).
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if mss:
+            # Also before connect(): the MSS is announced in the SYN (module doc: modem).
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
         if source:
             with contextlib.suppress(OSError):
                 s.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
@@ -916,8 +924,9 @@ class ModemWorker:
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
-        self.addr = (cfg["host"], cfg["port"])
+        self.addrs = [(cfg["host"], p) for p in cfg.get("ports") or [cfg["port"]]]
         self.sources: list[str | None] = cfg.get("sources") or [None]
+        self.mss = int(cfg.get("mss", 0))
         self.req = make_request(
             cfg["host"], cfg["port"], cfg["path"], close=False, authority=cfg.get("authority")
         )
@@ -951,13 +960,14 @@ class ModemWorker:
         heapq.heappush(self.heap, (t, self.seq, u, kind))
 
     def _connect(self, u: _User, now: float) -> None:
-        src = self.sources[self.started % len(self.sources)]
+        si, pi = pair_for(self.started, len(self.sources), len(self.addrs))
+        addr = self.addrs[pi]
         try:
-            s = _new_socket(src, self.rcvbuf, self.addr[0])
+            s = _new_socket(self.sources[si], self.rcvbuf, addr[0], self.mss)
         except OSError:
             self._fail(u, "connect", now)
             return
-        err = s.connect_ex(self.addr)
+        err = s.connect_ex(addr)
         if err not in (0, errno.EINPROGRESS):
             s.close()
             self._fail(u, "connect", now)

@@ -262,6 +262,30 @@ def slab_snapshot() -> dict[str, Any]:
     return out
 
 
+def sockstat_tcp() -> dict[str, int]:
+    """The ``TCP:`` line of ``/proc/net/sockstat`` (inuse, orphan, tw, alloc, mem in pages);
+    {} where it cannot be read."""
+    try:
+        with open("/proc/net/sockstat") as f:
+            for line in f:
+                if line.startswith("TCP:"):
+                    parts = line.split()[1:]
+                    return {k: int(v) for k, v in zip(parts[::2], parts[1::2], strict=False)}
+    except (OSError, ValueError):
+        pass
+    return {}
+
+
+def tcp_mem_limits() -> list[int]:
+    """``net.ipv4.tcp_mem`` (pages): [no pressure below, pressure from, hard limit]; []
+    where it cannot be read."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_mem") as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
 def tcp_mem_pages() -> int:
     """Kernel memory held by TCP sockets, in pages (``/proc/net/sockstat`` "TCP: ... mem")."""
     try:

@@ -244,7 +244,8 @@ def goals(entry: dict[str, Any]) -> list[str]:
     - idle (issue 4): the active client's p99 at each level <= ``p99_goal`` x its p99 at N=0;
     - overload (issue 7): goodput at ``goal.multiplier`` x the peak >= ``goal.fraction`` of it;
     - slowhttp (issue 7): legitimate client 100 % served with p99 under ``goal.p99_ms``, and
-      the server's fds back to where they were before the attack.
+      the server's fds back to where they were before the attack;
+    - modem (issue 15): per round, what gave out first (``bound``, with its evidence).
     """
     params = entry.get("params", {})
     kind = entry["kind"]
@@ -274,6 +275,14 @@ def goals(entry: dict[str, Any]) -> list[str]:
                     f"{server}: goodput at {label} the peak is {r * 100:.0f}%{mark} of the peak "
                     f"(goal >= {g['fraction'] * 100:.0f}%): {verdict(r >= g['fraction'])}"
                 )
+        elif kind == "modem":
+            out.extend(
+                f"{server} {label} round {r.get('round')}: score {r['score']}, "
+                f"bound by {r['bound']}"
+                for label, v in entry["variations"].items()
+                for r in v.get("runs", [])
+                if r.get("server") == server and r.get("bound")
+            )
         elif kind == "slowhttp" and params.get("goal"):
             g = params["goal"]
             for label in entry["variations"]:

@@ -140,6 +140,10 @@ def server_shape(scen: dict[str, Any], opts: Options) -> tuple[int, int]:
     if scen["kind"] == "idle":
         plan = _idle_plan_of(scen, opts)
         return plan.ports, plan.workers
+    if scen["kind"] == "modem":
+        # One process holds at most ~19,000 users' fds (modem.py's module doc).
+        n = max(1, math.ceil((opts.max_users or scen["max_users"]) / PER_WORKER_MAX))
+        return n, n
     return 1, 1
 
 
