@@ -13,13 +13,23 @@ from typing import Any
 
 import pytest
 
+from c10k.core.listener import NOTSENT_LOWAT_BYTES
 from c10k.core.timers import Deadlines
 from c10k.http.events import Request
 from c10k.http.writers import Response, build_response
 from c10k.region import FileRegion
 from c10k.server.config import ServerConfig
 from c10k.server.policy import Policy
-from c10k.server.session import CLOSED, IDLE, LINGERING, READING, WRITING, YIELDED, Session
+from c10k.server.session import (
+    CLOSED,
+    IDLE,
+    LINGERING,
+    READING,
+    SEND_QUEUE_CHECK,
+    WRITING,
+    YIELDED,
+    Session,
+)
 
 GET = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n"
 GET_B = b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -76,6 +86,7 @@ class FakeTransport:
         self.reset: bool | None = None
         self.unacked = 0
         self.calls = 0
+        self.lowat: list[int] = []  # each unsent limit the Session set, in order
         protocol.connection_made(self)
 
     def feed(self, data: bytes) -> None:
@@ -127,6 +138,9 @@ class FakeTransport:
 
     def unacked_bytes(self) -> int:
         return self.unacked
+
+    def set_send_lowat(self, nbytes: int) -> None:
+        self.lowat.append(nbytes)
 
     @property
     def wire(self) -> bytes:
@@ -323,7 +337,8 @@ def test_session_blocked_write_pauses_reading_and_holds_pipelined_requests(
     t.feed(GET)
     assert session.state == WRITING
     assert t.paused
-    assert session.deadline == loop.now + policy.send_timeout
+    assert session.deadline == loop.now + SEND_QUEUE_CHECK  # the send-queue check first
+    assert policy.send_timeout > SEND_QUEUE_CHECK
     t.feed(GET_B)  # a read already under way when reading was paused: buffered
     assert session._buf == GET_B
     assert t.wire == b""
@@ -387,6 +402,65 @@ def test_session_wait_for_our_disk_is_not_charged_to_the_client(loop: FakeLoop) 
     assert t.closed
     assert t.reset is True
     assert policy.timeouts == 1
+
+
+def test_session_slow_reader_gets_a_second_of_its_speed_queued(loop: FakeLoop) -> None:
+    """Two seconds into a blocked write, a client that took 7,200 bytes (a 28.8k modem)
+    gets a 4 KiB unsent limit; it is judged for resets exactly as before."""
+    _session, t, policy = make(loop, send_timeout=10.0, min_send_rate=1000)
+    t.block = True
+    t.unacked = 300_000
+    t.feed(GET)
+    t.unacked -= 7_200
+    loop.advance(SEND_QUEUE_CHECK)
+    assert t.lowat == [4096]
+    t.unacked -= 20_000
+    loop.advance(10.0 - SEND_QUEUE_CHECK)  # the rate check, a send_timeout from the start
+    assert not t.closed
+    assert t.lowat == [4096]  # set once per blocked write
+    loop.advance(10.0)  # nothing acknowledged for a whole send_timeout: reset as before
+    assert t.reset is True
+    assert policy.timeouts == 1
+
+
+def test_session_fast_reader_keeps_the_default_and_a_slow_one_gets_it_back(
+    loop: FakeLoop,
+) -> None:
+    session, t, _ = make(loop, send_timeout=10.0, min_send_rate=1000)
+    t.block = True
+    t.unacked = 3_000_000
+    t.feed(GET)
+    t.unacked -= 2_000_000  # 1 MB/s: more than the default a second
+    loop.advance(SEND_QUEUE_CHECK)
+    assert t.lowat == []
+    t.unacked -= 500_000
+    t.drain()
+    # A slow write first, then one that goes fast again: the default comes back.
+    t.block = True
+    t.unacked = 300_000
+    t.feed(GET_B)
+    t.unacked -= 20_000  # 10 kB/s
+    loop.advance(SEND_QUEUE_CHECK)
+    assert t.lowat == [16384]
+    assert session.send_queue == 16384
+    t.drain()
+    t.block = True
+    t.unacked = 3_000_000
+    t.feed(GET)
+    loop.advance(0.5)
+    t.unacked = 0  # 3 MB in half a second
+    t.drain()
+    assert t.lowat == [16384, NOTSENT_LOWAT_BYTES]
+    assert session.send_queue == 0
+
+
+def test_session_wait_for_our_disk_does_not_shrink_the_send_queue(loop: FakeLoop) -> None:
+    """Nothing in the kernel: the client took all it was sent, the wait is ours."""
+    _session, t, _ = make(loop, send_timeout=10.0, min_send_rate=1000)
+    t.block = True
+    t.feed(GET)
+    loop.advance(SEND_QUEUE_CHECK)
+    assert t.lowat == []
 
 
 def test_session_file_body_counts_whole_so_a_pipeline_stops_after_it(loop: FakeLoop) -> None:

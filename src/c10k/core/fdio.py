@@ -21,6 +21,7 @@ _ONE = (1).to_bytes(4, sys.byteorder)
 
 
 _NO_TCP_OPTION_ERRNOS = frozenset((errno.EOPNOTSUPP, errno.ENOPROTOOPT))
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux 3.12+
 
 
 def set_nonblocking(fd: int) -> None:
@@ -48,6 +49,19 @@ def shutdown_write(fd: int) -> None:
     s = socket.socket(fileno=fd)
     try:
         s.shutdown(socket.SHUT_WR)
+    finally:
+        s.detach()
+
+
+def set_notsent_lowat(fd: int, nbytes: int) -> None:
+    """TCP_NOTSENT_LOWAT on a bare fd: how many unsent bytes the kernel queues before a
+    write blocks (tcp(7)); none on a Unix-domain socket, where there is nothing to do."""
+    s = socket.socket(fileno=fd)
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, nbytes)
+    except OSError as exc:
+        if exc.errno not in _NO_TCP_OPTION_ERRNOS:
+            raise
     finally:
         s.detach()
 

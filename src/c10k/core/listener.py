@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from c10k.core.backend import READ
-from c10k.core.fdio import set_nonblocking
+from c10k.core.fdio import TCP_NOTSENT_LOWAT, set_nonblocking
 from c10k.core.loop import Loop
 from c10k.core.timers import TimerHandle
 
@@ -96,7 +96,6 @@ def exclusive_accept_flag() -> int:
     return int(getattr(select, "EPOLLEXCLUSIVE", 0))
 
 
-TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux 3.12+
 NOTSENT_LOWAT_BYTES = 256 * 1024
 
 

@@ -61,7 +61,13 @@ from typing import Any
 
 from c10k.core import diskio
 from c10k.core.backend import ERROR, HUP, READ, READ_MASK, WRITE, WRITE_MASK
-from c10k.core.fdio import reset_on_close, set_cork, shutdown_write, unsent_bytes
+from c10k.core.fdio import (
+    reset_on_close,
+    set_cork,
+    set_notsent_lowat,
+    shutdown_write,
+    unsent_bytes,
+)
 from c10k.core.listener import Acceptor
 from c10k.core.loop import Loop
 from c10k.region import FileRegion
@@ -205,6 +211,12 @@ class BaseTransport:
         if self._flags & CLOSED or self.fd < 0:
             return 0
         return unsent_bytes(self.fd)
+
+    def set_send_lowat(self, nbytes: int) -> None:
+        """How many unsent bytes the kernel may hold for this connection before a write
+        blocks (TCP_NOTSENT_LOWAT; the listener's default is ``NOTSENT_LOWAT_BYTES``)."""
+        if not self._flags & CLOSED and self.fd >= 0:
+            set_notsent_lowat(self.fd, nbytes)
 
     # -- cold file chunks (c10k.core.diskio) --------------------------------------------
     def _disk_wait(self, item: FileRegion, count: int, run_in_thread: Any) -> bool:

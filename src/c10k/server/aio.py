@@ -64,8 +64,12 @@ T = TypeVar("T")
 
 ACCEPT_BATCH = 64  # asyncio's accept loop: backlog per wakeup (bpo-27906)
 PUMP_CHUNK = 256 * 1024  # uvloop file pump: asyncio's sendfile fallback reads 16 KiB
-# asyncio sendfile per call: the region's count is brought up to date between calls.
+# asyncio sendfile per call: the region's count is brought up to date between calls, so
+# a slow reader's steps shrink (a step that took over a second is quartered, down to the
+# least): what the send-rate check and the send-queue fit see of a client's progress
+# is then at most that old (server/session.py's module doc).
 SENDFILE_STEP = 1 << 20
+SENDFILE_STEP_MIN = 64 * 1024
 LAG_ALPHA = 0.5  # one lag sample per pressure check: smoothed over the last few
 
 
@@ -301,12 +305,14 @@ class AioConnection(asyncio.BufferedProtocol, BaseTransport):
 
     async def _sendfile(self, region: FileRegion) -> None:
         try:
+            size = SENDFILE_STEP
             while region.count:
-                step = min(region.count, SENDFILE_STEP)
+                step = min(region.count, size)
                 if diskio.cold(region, step):
                     await self._warm(region)
                     if self._flags & tp.CLOSED:
                         return
+                began = time.monotonic()
                 sent = await self.server.loop.sendfile(
                     self.atransport,
                     _RegionFile(region.fd),  # type: ignore[arg-type]
@@ -316,6 +322,8 @@ class AioConnection(asyncio.BufferedProtocol, BaseTransport):
                 )
                 region.offset += sent
                 region.count -= sent
+                if time.monotonic() - began > 1.0:
+                    size = max(SENDFILE_STEP_MIN, size // 4)
                 if sent < step:
                     # asyncio stops at the file's end: the file shrank under us, and the
                     # Content-Length promised cannot be kept.

@@ -13,6 +13,9 @@ class Layer:
     def unacked_bytes(self) -> int:
         return int(self.base.unacked_bytes())
 
+    def set_send_lowat(self, nbytes: int) -> None:
+        self.base.set_send_lowat(nbytes)
+
     def pause_reading(self) -> None:
         self.base.pause_reading()
 

@@ -49,6 +49,18 @@ whatever the client does). A check that finds the kernel's queue empty
 the rate over, and so does the check after it: the wait was ours (a cold file chunk in the
 disk pool, c10k.core.diskio), and a response slowed by our own disk is never charged to the
 client, which is judged only on bytes it had for a whole ``send_timeout``.
+
+A slow reader's kernel memory: every socket may hold ``NOTSENT_LOWAT_BYTES`` (256 KiB)
+unsent, besides what is in flight, so that a fast client's big file goes out in few
+wakeups; a 28.8k modem user would sit on 70 seconds of that, and ten thousand of them
+push the kernel into TCP memory pressure (``net.ipv4.tcp_mem``), where it shrinks every
+socket's buffers and the slow users starve (docs/BENCHMARKS.md, Kegel test 2). So the
+first check of a write that blocks comes ``SEND_QUEUE_CHECK`` seconds in, not a
+``send_timeout``: if the client (not our disk: the kernel still holds unacknowledged
+bytes) took less than the default a second, its socket's unsent limit becomes about one
+second of what it took (``send_queue_for``), and a later write that finds it fast again
+restores the default. The client reads no slower for it (the kernel still holds a second
+of its reading), and the memory a slow reader pins follows its speed.
 """
 
 from __future__ import annotations
@@ -56,6 +68,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from c10k.core.listener import NOTSENT_LOWAT_BYTES
 from c10k.http.connection import (
     CONNECTION_CLOSED,
     MEMO_MAX_HEAD_BYTES,
@@ -79,6 +92,26 @@ IDLE, READING, WRITING, LINGERING, CLOSING, CLOSED = range(6)
 # Session.job while pipelined requests wait for the loop's next turn (max_pipelined).
 YIELDED = Request(b"GET", b"*", 1, {}, True, False)
 
+# Seconds into a blocked write at which the client's reading speed is judged, and the
+# least unsent limit a socket is given (module doc: a slow reader's kernel memory).
+SEND_QUEUE_CHECK = 2.0
+MIN_SEND_QUEUE = 4096
+
+
+def send_queue_for(rate: float) -> int:
+    """The unsent limit for a client that reads ``rate`` bytes a second: about a second
+    of it, a power of two, between ``MIN_SEND_QUEUE`` and the listener's default.
+
+    >>> send_queue_for(3600), send_queue_for(100_000), send_queue_for(10**9)
+    (4096, 131072, 262144)
+    """
+    if rate >= NOTSENT_LOWAT_BYTES:
+        return NOTSENT_LOWAT_BYTES
+    n = MIN_SEND_QUEUE
+    while n < rate:
+        n <<= 1
+    return n
+
 
 class Session(HTTPConnection):
     """One connection's HTTP state machine; see the module comment."""
@@ -92,6 +125,7 @@ class Session(HTTPConnection):
         "loop",
         "pacer",
         "policy",
+        "send_queue",
         "state",
         "transport",
         "will_close",
@@ -118,8 +152,11 @@ class Session(HTTPConnection):
         self.will_close = False
         self.state = IDLE
         # While WRITING: [when the write blocked, bytes outstanding then plus bytes
-        # handed over since, bytes acknowledged at the last check].
+        # handed over since, bytes acknowledged at the last check, the last check found
+        # the kernel's queue empty, the send-queue check is still to come].
         self.wprogress: list[Any] | None = None
+        # The socket's unsent limit when this session changed it, else 0 (module doc).
+        self.send_queue = 0
         # --limit-rate: output handed to the transport at a rate (c10k.server.pacing).
         rate = policy.limit_rate
         self.pacer = Pacer(rate, policy.limit_rate_after) if rate else None
@@ -220,9 +257,11 @@ class Session(HTTPConnection):
             return
         now = self.loop.now
         self.state = WRITING
-        self.wprogress = [now, self.transport.pending_bytes(), 0, 0]
+        timeout = self.policy.send_timeout
+        early = timeout > SEND_QUEUE_CHECK
+        self.wprogress = [now, self.transport.pending_bytes(), 0, 0, early]
         self.transport.pause_reading()
-        self.deadline = now + self.policy.send_timeout
+        self.deadline = now + (SEND_QUEUE_CHECK if early else timeout)
         self.loop.deadlines.schedule(self)
 
     def resume_writing(self) -> None:
@@ -233,6 +272,8 @@ class Session(HTTPConnection):
                 return  # the pacer's timer carries on
         if self.state != WRITING:
             return
+        if self.send_queue:
+            self._fit_send_queue(grow_only=True)
         self.state = IDLE
         self.wprogress = None
         self._sent_all()
@@ -263,6 +304,9 @@ class Session(HTTPConnection):
             self._close_with(policy.error(408))
             return
         elif state == WRITING:
+            if self.wprogress[4]:  # type: ignore[index]
+                self._fit_send_queue()
+                return
             if self._reading_on_pace():
                 return
             policy.timeouts += 1
@@ -272,6 +316,27 @@ class Session(HTTPConnection):
             policy.timeouts += state == IDLE
             reset = state == CLOSING  # a closing answer the client would not take
         transport.abort(reset)
+
+    def _fit_send_queue(self, grow_only: bool = False) -> None:
+        """Give the socket about a second of what the client reads (module doc: a slow
+        reader's kernel memory): at the first check of a blocked write, or, with
+        ``grow_only``, at the end of one on a socket that was given less before."""
+        w = self.wprogress
+        assert w is not None
+        now = self.loop.now
+        transport = self.transport
+        if grow_only or transport.unacked_bytes():  # the client sets the pace, not our disk
+            rate = (w[1] - transport.pending_bytes()) / max(now - w[0], 1e-3)
+            want = send_queue_for(rate)
+            have = self.send_queue or NOTSENT_LOWAT_BYTES
+            if want > have or (want < have and not grow_only):
+                transport.set_send_lowat(want)
+                self.send_queue = 0 if want == NOTSENT_LOWAT_BYTES else want
+        if grow_only:
+            return
+        w[4] = False
+        self.deadline = w[0] + self.policy.send_timeout
+        self.loop.deadlines.schedule(self)
 
     def _reading_on_pace(self) -> bool:
         """At a send deadline: did the client take something since the last check and
