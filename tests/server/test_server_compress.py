@@ -14,9 +14,11 @@ import gzip
 import http.client
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -289,3 +291,42 @@ def test_compress_no_accept_encoding_is_identity(server: ServerProcess) -> None:
     assert (status, body) == (200, PAGE)
     assert headers["vary"] == "Accept-Encoding"
     assert "content-encoding" not in headers
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed")
+def test_compress_hit_is_one_read_one_write(own_root: Path, tmp_path: Path) -> None:
+    # A compressed hit costs what an identity hit of a cached file costs: one read and one
+    # write, no open (page.html's identity is above --cache-max-file-bytes: sendfile; its
+    # gzip comes from memory). Counted with strace between two marker requests.
+    n = 200
+    trace = tmp_path / "trace"
+    srv = ServerProcess(
+        own_root, "epoll", wrap=["strace", "-qq", "-f", "-s", "48", "-o", str(trace)]
+    )
+    server_pid = int(Path(f"/proc/{srv.pid}/task/{srv.pid}/children").read_text().split()[0])
+    try:
+        with connect(srv.port) as s:
+            buf = bytearray()
+            s.sendall(raw("/page.html", "gzip, deflate, br"))
+            assert read_response(s, buf)[1]["content-encoding"] == "br"  # loaded: compressed
+            s.sendall(raw("/c10k-begin-marker", None))
+            assert read_response(s, buf)[0] == 404
+            for _ in range(n):
+                s.sendall(raw("/page.html", "gzip, deflate, br"))
+                status, headers, _body = read_response(s, buf)
+                assert (status, headers["content-encoding"]) == (200, "br")
+            s.sendall(raw("/c10k-end-marker", None))
+            assert read_response(s, buf)[0] == 404
+    finally:
+        os.kill(server_pid, signal.SIGTERM)
+        srv.proc.communicate(timeout=30)
+    lines = trace.read_text().splitlines()
+    begin = next(i for i, line in enumerate(lines) if "c10k-begin-marker" in line)
+    end = next(i for i, line in enumerate(lines) if "c10k-end-marker" in line)
+    first = next(i for i in range(begin, end) if lines[i].split("(")[0].split()[-1] == "write")
+    calls = Counter(
+        line.split("(")[0].split()[-1] for line in lines[first + 1 : end] if "(" in line
+    )
+    assert calls["write"] == n, calls
+    assert n <= calls["read"] <= n + 2, calls
+    assert calls["openat"] == calls["sendfile"] == 0, calls
