@@ -95,6 +95,11 @@ def refused(*args: str) -> list[str]:
         (["--add-header", "Content-Length: 0"], "Content-Length cannot be added"),
         (["--add-header", "Connection: close"], "hop-by-hop"),
         (["--add-header", "Server: nginx"], "Server cannot be added"),
+        (["--compress-level", "0"], "--compress-level 0: must be from 1 to 9"),
+        (["--compress-level", "10"], "--compress-level 10: must be from 1 to 9"),
+        (["--compress-level", "best"], "--compress-level best: must be a whole number"),
+        (["--compress-max-bytes", "big"], "--compress-max-bytes big: must be a whole number"),
+        (["--compress-max-bytes=-1"], "--compress-max-bytes -1: must be a whole number"),
     ],
 )
 def test_cli_refuses_a_bad_value_in_one_line(args: list[str], expected: str) -> None:
@@ -220,6 +225,11 @@ def write(path: Path, text: str) -> str:
         ("[add_header_paths]\n'/a/' = 'X-A: 1'", "'/a/': must be a list of \"Name: value\""),
         ("[add_header_paths]\n'a/' = ['X-A: 1']", "'a/': a path prefix must start with '/'"),
         ("[add_header_paths]\n'/a/' = ['ETag: 1']", "'/a/': 'ETag: 1': ETag cannot be added"),
+        ("compress = 'no'", "compress = 'no': must be true or false"),
+        ("compress_level = 6.5", "compress_level = 6.5: must be a whole number"),
+        ("compress-level = 0", "must be from 1 to 9"),
+        ("compress_min_bytes = -1", "compress_min_bytes = -1: must be at least 0"),
+        ("compress_max_bytes = '8x'", "must be a whole number of bytes"),
     ],
 )
 def test_cli_config_file_refuses_a_bad_value(tmp_path: Path, toml: str, expected: str) -> None:
@@ -245,6 +255,29 @@ def test_cli_config_file_pages_and_headers(tmp_path: Path) -> None:
         ["X-A: 1"],
     )
     assert config.add_header_paths == {"/assets/": ["Cache-Control: immutable"]}
+
+
+def test_cli_compression_settings(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    _serve_parser(parser.add_subparsers(dest="command"))
+    config = build_config(parser.parse_args(["serve", str(tmp_path)]))
+    assert (config.compress, config.compress_level) == (True, 6)  # on by default
+    assert (config.compress_min_bytes, config.compress_max_bytes) == (1024, 8 << 20)
+    flags = ["--no-compress", "--compress-level", "9", "--compress-max-bytes", "2m"]
+    config = build_config(parser.parse_args(["serve", str(tmp_path), *flags]))
+    assert (config.compress, config.compress_level, config.compress_max_bytes) == (
+        False,
+        9,
+        2 << 20,
+    )
+    cfg = write(
+        tmp_path / "c.toml",
+        "compress = false\ncompress_level = 1\ncompress_min_bytes = '2k'\n"
+        "compress-max-bytes = 65536\n",
+    )
+    config = build_config(parser.parse_args(["serve", str(tmp_path), "--config", cfg]))
+    assert (config.compress, config.compress_level) == (False, 1)
+    assert (config.compress_min_bytes, config.compress_max_bytes) == (2048, 65536)
 
 
 def test_cli_config_file_reports_every_problem(tmp_path: Path) -> None:

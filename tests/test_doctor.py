@@ -32,6 +32,7 @@ TOP_KEYS = {
     "modes",
     "io_uring",
     "ktls",
+    "compression",
     "capacity",
 }
 LIMIT_KEYS = {
@@ -163,6 +164,7 @@ def fake(
     extra: dict[str, str] | None = None,
     read_only: bool = False,
     ktls: bool = False,
+    brotli: bool = True,
 ) -> Sources:
     values = {
         "fs.nr_open": "1048576",
@@ -201,6 +203,7 @@ def fake(
         backends=lambda: (["epoll", "poll"], {"kqueue": "BSD only"}),
         modes=lambda: ([], {"uring": "not here"}),
         ssl_ktls=lambda: ktls,
+        brotli=lambda: brotli,
         page_size=4096,
     )
 
@@ -640,6 +643,22 @@ def test_doctor_ktls_not_available_says_why(
     assert report["ok"] is True  # informational: never in the way
     text = " ".join(doctor.render_text(report).split())
     assert f"kTLS: not available: {why}" in text
+
+
+@pytest.mark.parametrize(
+    ("brotli", "codings", "line"),
+    [
+        (True, ["br", "gzip"], "on-the-fly compression: br, gzip"),
+        (False, ["gzip"], "on-the-fly compression: gzip (br: pip install 'c10k[brotli]')"),
+    ],
+)
+def test_doctor_compression_says_what_to_install(
+    brotli: bool, codings: list[str], line: str
+) -> None:
+    report = collect(1000, src=fake(brotli=brotli))
+    assert report["compression"]["codings"] == codings
+    assert (report["compression"]["install"] is None) is brotli
+    assert line in doctor.render_text(report).splitlines()
 
 
 def test_doctor_ktls_available_with_ulp_and_python_flag() -> None:

@@ -44,6 +44,7 @@ and each section is small; a package would need a rule of its own.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -116,6 +117,12 @@ def _ssl_ktls_real() -> bool:
     return hasattr(ssl, "OP_ENABLE_KTLS")
 
 
+def _brotli_real() -> bool:
+    # On-the-fly br (c10k.static.compress) needs the optional brotli package; looked up,
+    # not imported (the doctor serves nothing).
+    return importlib.util.find_spec("brotli") is not None
+
+
 @dataclass
 class Sources:
     """Where the doctor gets its facts; tests replace any of them."""
@@ -127,6 +134,7 @@ class Sources:
     backends: Callable[[], tuple[list[str], dict[str, str]]] = _backends_real
     modes: Callable[[], tuple[list[str], dict[str, str]]] = _modes_real
     ssl_ktls: Callable[[], bool] = _ssl_ktls_real
+    brotli: Callable[[], bool] = _brotli_real
     page_size: int = field(default_factory=lambda: os.sysconf("SC_PAGE_SIZE"))
 
 
@@ -848,6 +856,16 @@ def ktls(src: Sources) -> dict[str, Any]:
     }
 
 
+def compression(src: Sources) -> dict[str, Any]:
+    """The ``compression`` section: the codings ``c10k serve`` makes on the fly, and what
+    to install for the ones it cannot (``install`` None when nothing is missing)."""
+    br = src.brotli()
+    return {
+        "codings": ["br", "gzip"] if br else ["gzip"],
+        "install": None if br else "pip install 'c10k[brotli]'",
+    }
+
+
 def _tls_module(src: Sources) -> tuple[str, str]:
     # (state, why in words): loaded | loadable | absent | unknown | no-module-support |
     # modules-disabled
@@ -911,6 +929,7 @@ def collect(
         "modes": {"available": m_ok, "unavailable": m_no},
         "io_uring": io_uring(ctx),
         "ktls": ktls(ctx.src),
+        "compression": compression(ctx.src),
         "capacity": capacity(ctx),
     }
 
@@ -1074,7 +1093,10 @@ def _feature_lines(report: dict[str, Any]) -> list[str]:
     )
     k = report["ktls"]
     ktls = "kTLS: " + ("available" if k["available"] else f"not available: {k['why']}")
-    return lines + textwrap.wrap(ktls, WIDTH, subsequent_indent=" " * 6)
+    c = report["compression"]
+    lines += textwrap.wrap(ktls, WIDTH, subsequent_indent=" " * 6)
+    more = f" (br: {c['install']})" if c["install"] else ""
+    return [*lines, f"on-the-fly compression: {', '.join(c['codings'])}{more}"]
 
 
 def render_text(report: dict[str, Any]) -> str:

@@ -56,6 +56,17 @@ class ServerConfig:
     # Serve x.br / x.gz siblings when Accept-Encoding allows (nginx gzip_static, Caddy
     # precompressed; both opt-in there, on here: a sibling exists only if someone made it).
     precompressed: bool = True
+    # On-the-fly compression of text-like files, once per file version (issue 16;
+    # c10k.static.compress): gzip, and br with the brotli package. nginx gzip is off by
+    # default; Caddy's encode is one line; on here, since it costs one compression per
+    # file version, not one per request. Level: what nginx users set for gzip_comp_level
+    # (its default is 1), ngx_brotli brotli_comp_level's default. Sizes: 1 KiB (nginx
+    # gzip_min_length 20, Caddy minimum_length 512, Akamai 860); above 8 MiB a file is
+    # sent as it is (it would be held in memory, and compressing it takes a second).
+    compress: bool = True
+    compress_level: int = 6
+    compress_min_bytes: int = 1024
+    compress_max_bytes: int = 8 * 1024 * 1024
     # Cache-Control per file extension (".css" -> "max-age=3600"); default for the rest.
     cache_control: dict[str, str] = field(default_factory=dict)
     cache_control_default: str | None = None

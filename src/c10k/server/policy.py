@@ -90,6 +90,10 @@ def static_files(config: ServerConfig) -> StaticFiles:
         error_pages=error_pages_from(config.error_page),
         add_headers=config.add_header,
         add_header_paths=config.add_header_paths,
+        compress=config.compress,
+        compress_level=config.compress_level,
+        compress_min_bytes=config.compress_min_bytes,
+        compress_max_bytes=config.compress_max_bytes,
     )
 
 

@@ -58,6 +58,7 @@ from c10k.server.modes import SERVER_MODES, ModeUnavailable, check_settings
 from c10k.server.supervisor import Supervisor, build_server, stopped
 from c10k.server.systemd import Activation, Notifier, listen_fds
 from c10k.server.words import plural
+from c10k.static.compress import BROTLI_INSTALL, brotli_available
 
 log = logging.getLogger("c10k.process")
 
@@ -168,6 +169,12 @@ def serve(
     except (BackendUnavailable, ModeUnavailable, ValueError) as exc:
         print(f"c10k serve: {exc}", file=sys.stderr)
         return 2
+    if config.compress and not brotli_available():
+        # Clients that accept br would get it; say once, at start, what adds it.
+        print(
+            f"c10k serve: note: compressing with gzip only; `{BROTLI_INSTALL}` adds br",
+            file=sys.stderr,
+        )
     if config.workers == 1:
         return _serve_here(config, addresses, say, passed, notifier)
     if note.startswith("not one per core"):  # said before forking, not after

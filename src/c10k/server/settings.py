@@ -41,6 +41,10 @@ def above(low: float) -> Check:
     return lambda v: None if v > low else f"must be more than {low:g}"
 
 
+def between(low: int, high: int) -> Check:
+    return lambda v: None if low <= v <= high else f"must be from {low} to {high}"
+
+
 def at_least(low: float) -> Check:
     return lambda v: None if v >= low else f"must be at least {low:g}"
 
@@ -407,6 +411,29 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("autoindex", "bool", "--autoindex", None, "list directories that have no index.html"),
     Setting("precompressed", "bool", "--no-precompressed", None, "do not serve x.gz/x.br siblings"),
     Setting(
+        "compress",
+        "bool",
+        "--no-compress",
+        None,
+        "do not gzip (or, with the brotli package, br) text-like files on the fly",
+    ),
+    Setting(
+        "compress_level",
+        "int",
+        "--compress-level",
+        "N",
+        "gzip level and brotli quality for on-the-fly compression, 1-9 (default 6)",
+        between(1, 9),
+    ),
+    Setting(
+        "compress_max_bytes",
+        "size",
+        "--compress-max-bytes",
+        "BYTES",
+        "larger files are sent uncompressed (default 8m; suffixes k, m, g)",
+        at_least(0),
+    ),
+    Setting(
         "tls_cert",
         "list",
         "--tls-cert",
@@ -525,6 +552,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("index", "str", check=file_name),
     Setting("reuse_port", "bool"),
     Setting("cache_control", "table", check=cache_table),
+    Setting("compress_min_bytes", "size", check=at_least(0)),
     Setting(
         "add_header_paths",
         "table",

@@ -51,7 +51,14 @@ the sibling paths that did not exist or were not used. Revalidation re-stats all
 and requires the watched ones to be as they were, so a sibling created (or refreshed)
 later is noticed within ``revalidate_seconds``. An entry with siblings has no
 ``hot_get``/``hot_head``: the handler must negotiate Accept-Encoding first (still from
-memory, without syscalls).
+memory, without syscalls). What it chose for an Accept-Encoding value is kept in the
+entry's ``hot_ae`` (value -> that representation's GET and HEAD responses, a few values
+per entry), so the next request with the same value is a hit as cheap as ``hot_get``.
+
+On-the-fly encodings (``compress.py``) are representations of the same kind, marked
+``derived``: their content is the compressed bytes, their file is the original's (so
+revalidation has nothing more to stat), their ETag the original's with the coding and
+level as a suffix. They count against the bound like any content.
 
 Threads. ``StaticFiles.handle`` may run on several pool threads at once, concurrently
 with ``handle_fast`` on the loop thread. Readers take no lock: ``entries.get`` is one
@@ -125,6 +132,8 @@ class CacheEntry:
         encoding: the content-coding of a precompressed sibling, None for the file.
         extra_fields: fields every 200/206/304 of this URL carries (Vary, Cache-Control,
             Expires), rendered after the validators.
+        derived_suffix: for an encoding made here from the file (``content`` is the
+            encoded bytes, ``st`` the file's): the ETag suffix (``b"-gzip6"``).
 
     Attributes:
         path, real, encoding, content_type: as given.
@@ -146,6 +155,10 @@ class CacheEntry:
             root), ``(path, None)`` for one that does not exist.
         hot_get, hot_head: what the hot path may return without looking at the request
             beyond its method (None: take the slower path).
+        hot_ae: for an entry with encodings, Accept-Encoding value (None: absent) ->
+            (GET, HEAD) responses of the representation negotiated for it; filled by the
+            handler. None for an entry without encodings.
+        derived: the representation was encoded here from the file (``compress.py``).
         max_age: the Cache-Control max-age, if any (Expires is then re-rendered on
             revalidation).
         checked: the ``now`` at which the entry was last known to be current.
@@ -157,6 +170,7 @@ class CacheEntry:
         "codings",
         "content_type",
         "cost",
+        "derived",
         "encoded",
         "encoding",
         "etag",
@@ -164,6 +178,7 @@ class CacheEntry:
         "fields",
         "get_response",
         "head_response",
+        "hot_ae",
         "hot_get",
         "hot_head",
         "ident",
@@ -187,6 +202,7 @@ class CacheEntry:
         now: float,
         encoding: bytes | None = None,
         extra_fields: tuple[tuple[bytes, bytes], ...] = (),
+        derived_suffix: bytes | None = None,
     ) -> None:
         self.path = path
         self.real = real
@@ -195,7 +211,11 @@ class CacheEntry:
         self.encoding = encoding
         self.content_type = content_type
         self.extra_fields = extra_fields
-        self.etag = make_etag(st, b"-" + encoding if encoding else b"")
+        self.derived = derived_suffix is not None
+        if derived_suffix is not None:
+            self.etag = make_etag(st, derived_suffix)
+        else:
+            self.etag = make_etag(st, b"-" + encoding if encoding else b"")
         self.mtime_seconds = st.st_mtime_ns // 1_000_000_000
         last_modified = http_date(self.mtime_seconds)
         fields = [
@@ -229,6 +249,7 @@ class CacheEntry:
         self.watch: tuple[tuple[str, Ident | None], ...] = ()
         self.hot_get = self.get_response
         self.hot_head: Response | None = self.head_response
+        self.hot_ae: dict[bytes | None, tuple[Response | None, Response]] | None = None
         self.max_age: int | None = None
         self.checked = now
         self.cost = (
@@ -249,6 +270,7 @@ class CacheEntry:
         self.cost += sum(e.cost for e in encoded) + sum(len(p) + 64 for p, _ in watch)
         if encoded:
             self.hot_get = self.hot_head = None
+            self.hot_ae = {}
 
     @property
     def content(self) -> bytes | None:
@@ -268,6 +290,8 @@ def still_current(entry: CacheEntry) -> bool:
         True if every file is unchanged and every watched path as it was.
     """
     for rep in (entry, *entry.encoded):
+        if rep.derived:
+            continue  # the file itself, checked as ``entry``
         try:
             st = fsio.stat(rep.path)
         except OSError:

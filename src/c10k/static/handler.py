@@ -57,6 +57,19 @@ the original's Content-Type. Ranges apply to the encoded bytes; a multi-range re
 an encoded representation gets the whole representation (each part would need its own
 Content-Encoding, which no client decodes).
 
+On-the-fly compression (issue 16; ``compress.py``): a compressible file of 1 KiB to 8 MiB
+is read whole once per version in the disk pool, gzipped (and brotli-encoded when that
+package is installed), and the encodings become representations of the entry like
+siblings (``derived``), so negotiation, 304s, HEAD and the hot path treat them alike; a
+file with precompressed siblings is served from those alone. Their ETag is the file's
+with the coding and level as a suffix (``"...-gzip6"``). A Range request gets the
+identity representation instead (still with ``Vary``): the encoded bytes are ours, not
+the file's, so a range of them names bytes that exist nowhere on disk. Another worker, a
+restart with another zlib or brotli version could encode the file differently under a
+tag that only names the file and the level, and a client resuming a download across the
+two would stitch a corrupt body; identity offsets are stable as long as the file is.
+Range clients (download managers, media players) want file offsets anyway.
+
 Cache-Control per suffix, and Expires when it has ``max-age``. Expires is absolute, so it
 is rendered when an entry is built and re-rendered each time the entry is revalidated:
 it lags Date + max-age by at most ``revalidate_seconds`` (1 s), i.e. an HTTP/1.0 cache
@@ -105,6 +118,13 @@ from c10k.region import FileRegion
 from c10k.static import fsio
 from c10k.static.autoindex import Item, listable, no_index_page, render
 from c10k.static.cache import CacheEntry, FileCache, Ident, file_ident
+from c10k.static.compress import (
+    DEFAULT_LEVEL,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MIN_BYTES,
+    Compressor,
+    Encoded,
+)
 from c10k.static.conditional import evaluate, if_range_matches
 from c10k.static.encoding import SIBLINGS, choose_encoding
 from c10k.static.headers import HeaderRules
@@ -169,6 +189,13 @@ _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.
 # Accept-Encoding value -> chosen coding, per tuple of available codings. Browsers send a
 # handful of distinct strings; cleared when full so a client cannot grow it.
 _AE_MEMO_MAX = 256
+# Per cache entry: Accept-Encoding values whose negotiated representation the hot path
+# remembers (CacheEntry.hot_ae), and the longest value kept. Browsers send a handful of
+# short strings; anything else takes the memory path, which is still syscall-free.
+_HOT_AE_MAX = 8
+_HOT_AE_MAX_BYTES = 128
+# Sentinel for "no remembered representation" (the hot path's dict.get default).
+_NO_PAIR: tuple[None, None] = (None, None)
 
 _LISTING_TYPE = b"text/html; charset=utf-8"
 
@@ -242,6 +269,10 @@ class StaticFiles:
         add_headers: ``Name: value`` lines added to 200, 206, 304 and 301 responses
             (nginx ``add_header``; see headers.py).
         add_header_paths: URL path prefix -> more such lines for paths under it.
+        compress: gzip (and br, with the ``brotli`` package) compressible files of
+            ``compress_min_bytes`` to ``compress_max_bytes`` once per file version and
+            serve the encodings from the cache (``compress.py``).
+        compress_level: gzip level and brotli quality, 1-9.
 
     Raises:
         NotADirectoryError: ``root`` is not a directory (or does not exist).
@@ -270,6 +301,10 @@ class StaticFiles:
         error_pages: dict[int, str] | None = None,
         add_headers: Iterable[str] = (),
         add_header_paths: Mapping[str, Iterable[str]] | None = None,
+        compress: bool = True,
+        compress_level: int = DEFAULT_LEVEL,
+        compress_min_bytes: int = DEFAULT_MIN_BYTES,
+        compress_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         real_root = os.path.realpath(os.fspath(root))
         if not os.path.isdir(real_root):
@@ -322,6 +357,9 @@ class StaticFiles:
         self._no_index_head = Response(404, self._no_index_get.head, None)
         self._headers = HeaderRules(add_headers, add_header_paths)
         self._init_pages(fallback, error_pages or {})
+        self._compressor = (
+            Compressor(compress_level, compress_min_bytes, compress_max_bytes) if compress else None
+        )
 
     def _init_pages(self, fallback: str | None, error_pages: dict[int, str]) -> None:
         # Only that each can name a file below the root: c10k serve checks the files exist
@@ -388,12 +426,23 @@ class StaticFiles:
             and _SPECIAL.isdisjoint(request.headers)
         ):
             method = request.method
+            # hot_ae: an entry with encodings answers what it negotiated before for
+            # this Accept-Encoding value (CacheEntry.hot_ae), as cheaply.
+            hot = entry.hot_ae
             if method == b"GET":
-                response = entry.hot_get
+                response = (
+                    entry.hot_get
+                    if hot is None
+                    else hot.get(request.headers.get(b"accept-encoding"), _NO_PAIR)[0]
+                )
                 if response is not None:
                     return response
             elif method == b"HEAD":
-                response = entry.hot_head
+                response = (
+                    entry.hot_head
+                    if hot is None
+                    else hot.get(request.headers.get(b"accept-encoding"), _NO_PAIR)[1]
+                )
                 if response is not None:
                     return response
         response = self._respond(request, now, False)
@@ -420,12 +469,23 @@ class StaticFiles:
             and _SPECIAL.isdisjoint(request.headers)
         ):
             method = request.method
+            # hot_ae: an entry with encodings answers what it negotiated before for
+            # this Accept-Encoding value (CacheEntry.hot_ae), as cheaply.
+            hot = entry.hot_ae
             if method == b"GET":
-                response = entry.hot_get
+                response = (
+                    entry.hot_get
+                    if hot is None
+                    else hot.get(request.headers.get(b"accept-encoding"), _NO_PAIR)[0]
+                )
                 if response is not None:
                     return response
             elif method == b"HEAD":
-                response = entry.hot_head
+                response = (
+                    entry.hot_head
+                    if hot is None
+                    else hot.get(request.headers.get(b"accept-encoding"), _NO_PAIR)[1]
+                )
                 if response is not None:
                     return response
         return self._respond(request, now, True)
@@ -471,9 +531,9 @@ class StaticFiles:
         while True:
             rep = entry
             if entry.codings:
-                coding = self._choose(headers.get(b"accept-encoding"), entry.codings)
-                if coding is not None:
-                    rep = entry.encoded[entry.codings.index(coding)]
+                rep = self._negotiate(entry, headers)
+                if rep.derived and not head and b"range" in headers:
+                    rep = entry  # see "On-the-fly compression" in the module comment
             plan = self._plan(rep, headers, head)
             if isinstance(plan, Response):
                 return plan
@@ -627,6 +687,21 @@ class StaticFiles:
         fields += [f for f in rep.extra_fields if f[0] == b"Vary"]
         return error_response(416, fields)
 
+    def _negotiate(self, entry: CacheEntry, headers: dict[bytes, bytes]) -> CacheEntry:
+        # The representation Accept-Encoding chooses, remembered in the entry for the hot
+        # path (a few short values per entry: a client cannot grow it).
+        value = headers.get(b"accept-encoding")
+        coding = self._choose(value, entry.codings)
+        rep = entry if coding is None else entry.encoded[entry.codings.index(coding)]
+        hot = entry.hot_ae
+        if (
+            hot is not None
+            and len(hot) < _HOT_AE_MAX
+            and (value is None or len(value) <= _HOT_AE_MAX_BYTES)
+        ):
+            hot[value] = (rep.get_response, rep.head_response)
+        return rep
+
     def _choose(self, value: bytes | None, codings: tuple[bytes, ...]) -> bytes | None:
         if value is None:
             return None
@@ -698,9 +773,12 @@ class StaticFiles:
         # re-trusted, so it lags Date + max-age by at most revalidate_seconds.
         original = _Loaded(entry.path, entry.real, entry.st, entry.content)
         siblings = [
-            (e.encoding or b"", _Loaded(e.path, e.real, e.st, e.content)) for e in entry.encoded
+            (e.encoding or b"", _Loaded(e.path, e.real, e.st, e.content))
+            for e in entry.encoded
+            if not e.derived
         ]
-        new = self._assemble(original, siblings, entry.watch, now)
+        derived = tuple((e.encoding or b"", e.content or b"") for e in entry.encoded if e.derived)
+        new = self._assemble(original, siblings, derived, entry.watch, now)
         self._cache.replace(raw_path, entry, new)
         return new
 
@@ -717,7 +795,9 @@ class StaticFiles:
                 st.st_dev,
                 st.st_ino,
             )
-            if same_file and fst.st_size <= self._max_file_bytes:
+            if same_file and (
+                fst.st_size <= self._max_file_bytes or self._compresses(path, fst.st_size)
+            ):
                 content = _read_all(fd, fst.st_size)
         except OSError as exc:
             return _status_for(exc)
@@ -781,9 +861,44 @@ class StaticFiles:
                     siblings.append((coding, sibling))
                 else:
                     watch.append((path + suffix, sibling))
-        entry = self._assemble(original, siblings, tuple(watch), now)
+        derived = self._derive(original, siblings)
+        entry = self._assemble(original, siblings, derived, tuple(watch), now)
         self._cache.put(raw_path, entry)
         return entry
+
+    def _compresses(self, path: str, size: int) -> bool:
+        # Compressed on the fly (compress.py): a compressible type within the size bounds,
+        # and small enough that its encodings stay in the cache (else every request
+        # would compress it again).
+        compressor = self._compressor
+        return (
+            compressor is not None
+            and size <= self._cache.max_total_bytes // 4
+            and compressor.wants(content_type(path, self._types), size)
+        )
+
+    def _derive(self, original: _Loaded, siblings: list[tuple[bytes, _Loaded]]) -> Encoded:
+        # The on-the-fly encodings of a loaded file, once per file version (the pool
+        # threads that miss it at the same time share one compression). Precompressed
+        # siblings win: whoever made x.gz (or x.br) chose the file's encodings, as with
+        # nginx, whose gzip_static answers before any compressing filter runs. A file
+        # above cache_max_file_bytes was read only for this: its identity bytes go out
+        # with sendfile, as any large file's.
+        data = original.content
+        compressor = self._compressor
+        if (
+            data is None
+            or siblings
+            or compressor is None
+            or not self._compresses(original.path, len(data))
+        ):
+            if data is not None and len(data) > self._max_file_bytes:
+                original.content = None
+            return ()
+        derived = compressor.compress((original.real, file_ident(original.st)), data)
+        if len(data) > self._max_file_bytes:
+            original.content = None
+        return derived
 
     def _sibling(self, path: str, original: os.stat_result) -> _Loaded | Ident | None:
         # A precompressed sibling, if usable; else what revalidation must watch: None if
@@ -831,19 +946,37 @@ class StaticFiles:
         self,
         original: _Loaded,
         siblings: list[tuple[bytes, _Loaded]],
+        derived: Encoded,
         watch: tuple[tuple[str, Ident | None], ...],
         now: float,
     ) -> CacheEntry:
         ctype = content_type(original.path, self._types)
-        extra, max_age = self._extra_fields(original.path, bool(siblings))
+        extra, max_age = self._extra_fields(original.path, bool(siblings or derived))
         entry = CacheEntry(
             original.path, original.real, original.st, original.content, ctype, now, None, extra
         )
-        encoded = tuple(
+        reps = [
             CacheEntry(s.path, s.real, s.st, s.content, ctype, now, coding, extra)
             for coding, s in siblings
-        )
-        entry.add_siblings(encoded, watch)
+        ]
+        if derived:
+            assert self._compressor is not None
+            suffixes = self._compressor.suffixes
+            reps += [
+                CacheEntry(
+                    original.path,
+                    original.real,
+                    original.st,
+                    data,
+                    ctype,
+                    now,
+                    coding,
+                    extra,
+                    suffixes[coding],
+                )
+                for coding, data in derived
+            ]
+        entry.add_siblings(tuple(reps), watch)
         entry.max_age = max_age
         return entry
 

@@ -30,6 +30,12 @@ no charset parameter for JSON ("adding one really has no effect on compliant
 recipients"), so adding it is harmless, and it helps the non-compliant ones that fall
 back to latin-1.
 
+Compressible types (``compressible``): what ``compress.py`` may gzip or brotli on the fly.
+Text and the text-like application types (script, JSON, XML and any ``+xml``/``+json``,
+SVG, wasm, fonts without compression of their own), as nginx users list them in
+``gzip_types`` and Caddy's ``encode`` matches them by default. Images, audio, video,
+archives, woff/woff2 are compressed already: a second pass costs CPU and saves nothing.
+
 The values are pre-encoded ``bytes``: the handler calls ``content_type`` once when it
 loads a file and stores the result in the pre-rendered response head.
 """
@@ -82,6 +88,31 @@ WEB_TYPES: dict[str, str] = {
 # Non-text types that are text in practice and get the charset parameter too.
 CHARSET_TYPES = frozenset(
     {"application/javascript", "application/json", "application/manifest+json", "image/svg+xml"}
+)
+
+# Types worth compressing on the fly besides text/* and the +xml/+json suffixes (RFC 6839).
+# Sources: Caddy's encode default matcher, nginx users' usual gzip_types, h5bp's server
+# configs. ttf/otf/eot are uncompressed font formats (woff/woff2 carry their own); ico
+# files are mostly BMPs.
+COMPRESSIBLE_TYPES = frozenset(
+    {
+        "application/javascript",
+        "application/x-javascript",
+        "application/ecmascript",
+        "application/json",
+        "application/manifest+json",
+        "application/xml",
+        "application/wasm",
+        "application/x-sh",
+        "application/postscript",
+        "application/vnd.ms-fontobject",
+        "image/svg+xml",
+        "image/x-icon",
+        "image/vnd.microsoft.icon",
+        "image/bmp",
+        "font/ttf",
+        "font/otf",
+    }
 )
 
 # A charset name is an RFC 9110 token (section 5.6.2).
@@ -145,3 +176,17 @@ def content_type(path: str, types: dict[str, bytes] = TYPES) -> bytes:
     b'application/octet-stream'
     """
     return types.get(os.path.splitext(path)[1].lower(), DEFAULT_TYPE)
+
+
+def compressible(ctype: bytes) -> bool:
+    """Whether a Content-Type value (parameters allowed) is worth compressing on the fly.
+
+    >>> compressible(b"text/html; charset=utf-8"), compressible(b"application/rss+xml")
+    (True, True)
+    >>> compressible(b"image/png"), compressible(b"font/woff2"), compressible(b"application/gzip")
+    (False, False, False)
+    """
+    mime = ctype.split(b";", 1)[0].strip().lower().decode("ascii", "replace")
+    return (
+        mime.startswith("text/") or mime in COMPRESSIBLE_TYPES or mime.endswith(("+xml", "+json"))
+    )
