@@ -20,14 +20,14 @@ import argparse
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _pinned import busy0, free_port, start, stop
 
 NGINX_CONF = """worker_processes 1; daemon off; master_process off; pid {d}/nginx.pid;
 error_log {d}/error.log; worker_rlimit_nofile 20000;
@@ -43,50 +43,6 @@ UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 def size_arg(text: str) -> int:
     t = text.lower()
     return int(t[:-1]) * UNITS[t[-1]] if t[-1:] in UNITS else int(t)
-
-
-def busy0() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("cpu0 "):
-            v = [int(x) for x in line.split()[1:]]
-            return (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")
-    raise RuntimeError("no cpu0 line in /proc/stat")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(argv: list[str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        ["taskset", "-c", "0", *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    for _ in range(200):
-        if proc.poll() is not None:
-            assert proc.stderr is not None
-            sys.exit(f"server exited: {proc.stderr.read().decode()[-500:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    sys.exit("server did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def wrk(port: int, conns: int, secs: int, timeout: int) -> tuple[float, int, float]:
