@@ -201,7 +201,9 @@ def _serve(ns: argparse.Namespace) -> int:
         problems = process.preflight(config)
         if problems:
             return _refused(problems, refuse)
-        print(f"c10k serve: the configuration is valid (serving {config.root})")
+        from c10k.server.sites import served
+
+        print(f"c10k serve: the configuration is valid (serving {served(config)})")
         return 0
     return int(process.serve(config, announce=print, reload_config=lambda: _reload(ns)))
 

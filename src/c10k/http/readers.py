@@ -99,8 +99,9 @@ def parse_head(head: bytes, max_fields: int = 100) -> Request:
 
     if 37 in target and BAD_PCT.search(target) is not None:  # 37 is "%"
         raise RemoteProtocolError("invalid percent-encoding in request-target", 400)
+    authority = None
     if target[0] != 47:  # not origin-form "/..."
-        target = _reduce_target(method, target)
+        target, authority = _reduce_target(method, target)
 
     host = headers.get(b"host")
     if host is None:
@@ -108,6 +109,12 @@ def parse_head(head: bytes, max_fields: int = 100) -> Request:
             raise RemoteProtocolError("HTTP/1.1 request without Host", 400)
     elif HOST.fullmatch(host) is None:
         raise RemoteProtocolError("invalid Host", 400)
+    if authority is not None:
+        # RFC 9112 section 3.2.2: with an absolute-form target the server "MUST ignore
+        # the received Host header field (if any) and instead use the host information
+        # of the request-target" (Host is still required and checked above, section 3.2).
+        # Put there, every reader of Host (virtual hosts, the https redirect) sees it.
+        headers[b"host"] = authority
 
     conn = headers.get(b"connection")
     if conn is None:
@@ -168,14 +175,14 @@ def _check_codings(te: bytes) -> None:
         raise RemoteProtocolError("unsupported transfer coding", 501)
 
 
-def _reduce_target(method: bytes, target: bytes) -> bytes:
-    """Turn absolute-form into origin-form; allow asterisk-form for OPTIONS and
-    authority-form for CONNECT (the caller answers those methods with 405).
+def _reduce_target(method: bytes, target: bytes) -> tuple[bytes, bytes | None]:
+    """Turn absolute-form into origin-form plus its authority; allow asterisk-form for
+    OPTIONS and authority-form for CONNECT (the caller answers those methods with 405).
 
     >>> _reduce_target(b"GET", b"http://example.com/a?b")
-    b'/a?b'
-    >>> _reduce_target(b"GET", b"HTTP://example.com")
-    b'/'
+    (b'/a?b', b'example.com')
+    >>> _reduce_target(b"GET", b"HTTP://Example.com:80")
+    (b'/', b'Example.com:80')
     """
     lower = target[:8].lower()
     if lower.startswith((b"http://", b"https://")):
@@ -184,11 +191,11 @@ def _reduce_target(method: bytes, target: bytes) -> bytes:
         authority, path = rest[:cut], rest[cut:]
         if not authority or HOST.fullmatch(authority) is None:
             raise RemoteProtocolError("invalid absolute-form target", 400)
-        return path if path.startswith(b"/") else b"/" + path
+        return (path if path.startswith(b"/") else b"/" + path), authority
     if target == b"*" and method == b"OPTIONS":
-        return target
+        return target, None
     if method == b"CONNECT":
-        return target
+        return target, None
     raise RemoteProtocolError("request-target is not origin-form", 400)
 
 

@@ -80,6 +80,22 @@ def body_length(body: Body) -> int:
     return len(body)
 
 
+class Pace:
+    """How fast a response should go (nginx ``limit_rate``, ``limit_rate_after``): the first
+    ``after`` bytes at once, the rest at ``rate`` bytes a second; ``rate`` 0: as fast as
+    the client reads. A hint to the server, which paces (c10k.server.pacing); per site
+    and per path prefix, so the handler that knows the path says it on the response."""
+
+    __slots__ = ("after", "rate")
+
+    def __init__(self, rate: int, after: int = 0) -> None:
+        self.rate = rate
+        self.after = after
+
+    def __repr__(self) -> str:
+        return f"Pace({self.rate}, {self.after})"
+
+
 class Response:
     """A response the server can put on the wire.
 
@@ -92,15 +108,19 @@ class Response:
             (HEAD, 304).
         close: the connection must close after this response (e.g. an unread request
             body is still on the wire).
+        pace: its sending rate (``Pace``), or None for the server's own (--limit-rate).
     """
 
-    __slots__ = ("body", "close", "head", "status")
+    __slots__ = ("body", "close", "head", "pace", "status")
 
-    def __init__(self, status: int, head: bytes, body: Body, close: bool = False) -> None:
+    def __init__(
+        self, status: int, head: bytes, body: Body, close: bool = False, pace: Pace | None = None
+    ) -> None:
         self.status = status
         self.head = head
         self.body = body
         self.close = close
+        self.pace = pace
 
     def __repr__(self) -> str:
         return (

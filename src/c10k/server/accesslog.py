@@ -159,6 +159,9 @@ class AccessLog:
                     "referer": escape(referer),
                     "user_agent": escape(agent),
                     "user": user,
+                    # The Host the request named (with [[site]] tables: how its site was
+                    # chosen; an absolute-form target's authority). Combined has no field.
+                    "host": escape(headers[b"host"]) if headers and b"host" in headers else None,
                 },
                 separators=(",", ":"),
             )

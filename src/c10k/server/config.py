@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -81,6 +82,12 @@ class ServerConfig:
     #   everywhere, and per decoded URL path prefix ("/assets/" -> [...]).
     add_header: list[str] = field(default_factory=list)
     add_header_paths: dict[str, list[str]] = field(default_factory=dict)
+    # Virtual hosts (c10k.server.sites; TOML [[site]] tables): each a dict of "names" and
+    # the settings it replaces (root, and any static or pacing setting), checked at start.
+    # Empty: one site, the settings above. A Host no site has goes to the first site
+    # (nginx's default server), or gets 421 (RFC 9110 section 15.5.20) or 404.
+    site: list[dict[str, Any]] = field(default_factory=list)
+    unknown_host: str | int = "first"
     # Threads that open/stat/read cold files so a slow disk never stalls the loop (the
     # page's AMPED note; nginx aio threads default pool: 32 threads).
     io_threads: int = 4
@@ -107,6 +114,9 @@ class ServerConfig:
     # per connection once the first limit_rate_after bytes of a response went. 0: off.
     limit_rate: int = 0
     limit_rate_after: int = 0
+    # ... per decoded URL path prefix ("/downloads/" -> "100k"; the longest prefix wins),
+    # like nginx's limit_rate inside a location (TOML only; also per [[site]]).
+    limit_rate_paths: dict[str, str | int] = field(default_factory=dict)
     # SO_SNDBUF of the listeners, inherited by accepted sockets (nginx listen sndbuf=).
     # None: the kernel's autotuning (net.ipv4.tcp_wmem).
     sndbuf: int | None = None

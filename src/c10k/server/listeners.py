@@ -18,7 +18,6 @@ Listeners (``parse_listen``, ``bind_listeners``)
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from collections.abc import Sequence
 
@@ -336,7 +335,9 @@ def bind_slots(
 
 def serving_line(config: ServerConfig, socks: list[socket.socket]) -> str:
     urls = [listener_url(s, role) for s, role in zip(socks, listen_roles(config), strict=True)]
-    line = f"c10k serving {os.path.abspath(config.root)} at {urls[0]}"
+    from c10k.server.sites import served
+
+    line = f"c10k serving {served(config)} at {urls[0]}"
     if len(urls) > 1:
         line += f" (also {', '.join(urls[1:])})"
     return line

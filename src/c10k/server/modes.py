@@ -19,13 +19,13 @@ mode cannot run on this machine.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from c10k.server.config import ServerConfig
+
 if TYPE_CHECKING:
     from c10k.server.base import ServerBase
-    from c10k.server.config import ServerConfig
 
 # name -> "module:Class", imported only when asked for, so a missing optional dependency
 # (uvloop) or kernel feature (io_uring) costs nothing unless that mode is chosen.
@@ -96,12 +96,21 @@ def refused_settings(config: ServerConfig) -> list[str]:
     """One line per setting ``config`` asks for that its mode cannot honour (empty: all
     is honoured). Only settings that differ from their defaults count."""
     cls = server_class(config.backend)
-    defaults = {f.name: f.default for f in dataclasses.fields(config)}
-    return [
+    defaults = ServerConfig()
+    refused: dict[str, str] = getattr(cls, "refused", {})
+    lines = [
         f"--backend {config.backend} cannot honour --{name.replace('_', '-')}: {why}"
-        for name, why in getattr(cls, "refused", {}).items()
-        if getattr(config, name) != defaults.get(name)
+        for name, why in refused.items()
+        if getattr(config, name) != getattr(defaults, name)
     ]
+    # The same settings inside a [[site]] table (c10k.server.sites), with the same reason.
+    lines += [
+        f"--backend {config.backend} cannot honour {name} in [[site]] {i}: {why}"
+        for i, site in enumerate(config.site, 1)
+        for name, why in refused.items()
+        if name in site and site[name] != getattr(defaults, name)
+    ]
+    return lines
 
 
 def check_settings(config: ServerConfig) -> None:

@@ -43,6 +43,7 @@ from c10k.server.health import HealthCheck, is_health
 from c10k.server.overload import IDLE_INTERVAL, PRESSURE_INTERVAL, Tiers
 from c10k.server.session import CLOSED, CLOSING, IDLE, LINGERING, READING, WRITING, Session
 from c10k.server.shared import Board, Cell, aggregate
+from c10k.server.sites import build_handler, server_pace
 from c10k.server.status import Counters, StatusPage
 from c10k.server.wire import Wire
 from c10k.static import StaticFiles
@@ -129,7 +130,9 @@ class Policy(Wire):
         self.config = config
         self.driver: Driver | None = None
         if handler is None:
-            files = static_files(config)
+            # StaticFiles, or with [[site]] tables the Sites that picks one by Host
+            # (c10k.server.sites); paced per site or path prefix where asked.
+            files = build_handler(config)
             self.handler: Handler = files.handle
             self.handler_fast: FastHandler = files.handle_fast
         else:
@@ -143,6 +146,8 @@ class Policy(Wire):
         self.min_send_rate = config.min_send_rate
         self.limit_rate = config.limit_rate
         self.limit_rate_after = config.limit_rate_after
+        # The mark of a response without a Pace of its own on a paced connection.
+        self.pace = server_pace(config)
         if self.limit_rate:  # every response through Session._send and its pacer
             self.wire_memo_get = _no_wire  # type: ignore[assignment]
         self.max_pipelined = config.max_pipelined

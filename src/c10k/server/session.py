@@ -454,7 +454,16 @@ class Session(HTTPConnection):
         if policy.observe:
             policy.account(self, req, resp)
         policy.requests += 1
+        if resp.pace is not None or self.pacer is not None:
+            self._mark(out, resp)
         return self.append(out, resp, kind, method == b"HEAD")
+
+    def _mark(self, out: list[Any], resp: Response) -> None:
+        """A response with its own rate (per site or path, c10k.server.sites), or any
+        response once the connection paces: its Pace goes first, as the pacer's mark."""
+        if self.pacer is None:
+            self.pacer = Pacer(0, 0)
+        out.append(resp.pace if resp.pace is not None else self.policy.pace)
 
     # -- the disk I/O pool and yielding ----------------------------------------------------
     def _offload(self, req: Request) -> None:

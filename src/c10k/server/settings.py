@@ -25,6 +25,7 @@ from typing import Any
 
 from c10k.http.forwarded import parse_networks
 from c10k.server.config import ServerConfig
+from c10k.server.sites import check_unknown_host, parse_sites, rate_paths, site_problems
 from c10k.server.words import plural
 from c10k.static.headers import check_prefix, parse_header
 from c10k.static.pages import error_pages_from, page_problem, parse_error_page
@@ -559,6 +560,15 @@ SETTINGS: tuple[Setting, ...] = (
         check=header_paths,
         example='[add_header_paths] "/assets/" = ["Cache-Control: immutable"]',
     ),
+    # Virtual hosts and per-path pacing (c10k.server.sites), TOML only.
+    Setting("site", "sites"),  # [[site]] tables: checked by sites.parse_sites in resolve
+    Setting("unknown_host", "choice", check=check_unknown_host),
+    Setting(
+        "limit_rate_paths",
+        "table",
+        check=rate_paths,
+        example='[limit_rate_paths] "/downloads/" = "100k"',
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 assert set(BY_NAME) == {f.name for f in dataclasses.fields(ServerConfig)}, "a setting is missing"
@@ -739,7 +749,15 @@ def resolve(given: list[Given]) -> tuple[ServerConfig | None, list[str]]:
     problems: list[str] = []
     bad: set[str] = set()
     for g in given:
-        value, problem = typed(g)
+        if g.name == "site":  # [[site]] tables: every problem at once, one line each
+            value, more = parse_sites(g.value, g.where)
+            problems += more
+            if more:
+                bad.add(g.name)
+                continue
+            problem = None
+        else:
+            value, problem = typed(g)
         if problem is not None:
             problems.append(describe(g, problem))
             bad.add(g.name)
@@ -773,6 +791,8 @@ def _together(config: ServerConfig, sources: dict[str, Given], bad: set[str]) ->
         )
     if not bad & {"root", "serve_dotfiles"}:
         problems += _page_problems(config, sources, bad)
+    if config.site and not bad & {"site", "fallback", "error_page", "serve_dotfiles"}:
+        problems += site_problems(config, sources["site"].where)
     if not bad & {"tls_cert", "tls_key", "tls_client_ca", "listen", "redirect_https"}:
         problems += _tls_problems(config)
     mode = None if bad & {"backend", "io_threads"} else _mode_problem(config)

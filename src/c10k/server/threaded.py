@@ -280,6 +280,12 @@ class ThreadTransport(BaseTransport):
             self.protocol.resume_writing()
 
 
+_NO_PACING = (
+    "a client thread blocks in sendfile and has no timers to pace with "
+    "(every loop mode paces with timers)"
+)
+
+
 class ThreadedServer(ServerBase):
     """HTTP/1.1 server, one blocking OS thread per client (see the module comment)."""
 
@@ -287,8 +293,8 @@ class ThreadedServer(ServerBase):
     # Settings this mode cannot honour, refused at start when set (c10k.server.modes).
     refused: ClassVar[dict[str, str]] = {
         "io_threads": "each client's own thread does its disk I/O: there is no pool to size",
-        "limit_rate": "a client thread blocks in sendfile and has no timers to pace with "
-        "(every loop mode paces with timers)",
+        "limit_rate": _NO_PACING,
+        "limit_rate_paths": _NO_PACING,
     }
 
     def _setup(self) -> None:

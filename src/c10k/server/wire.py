@@ -81,7 +81,13 @@ class Wire:
             wires = memo.get(resp)
             if wires is None:
                 wires = [None, None, None]
-                if resp.status not in ONE_OFF_STATUSES and len(memo) < WIRE_MEMO_MAX_ENTRIES:
+                # A paced response (its own Pace: a copy made per request, c10k.server.sites)
+                # is never kept: nothing could hit it, and the memo must not fill up.
+                if (
+                    resp.status not in ONE_OFF_STATUSES
+                    and len(memo) < WIRE_MEMO_MAX_ENTRIES
+                    and resp.pace is None
+                ):
                     memo[resp] = wires
             wire = wires[kind]
             if wire is None:
