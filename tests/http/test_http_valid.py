@@ -129,7 +129,7 @@ VALID = [
         b"GET",
         b"/",
         1,
-        {b"host": b"x"},
+        {b"host": b"Example.com:8443"},  # RFC 9112 3.2.2: the target's authority wins
         True,
         id="absolute-form-no-path",
     ),
@@ -138,7 +138,7 @@ VALID = [
         b"GET",
         b"/?x",
         1,
-        {b"host": b"x"},
+        {b"host": b"[::1]:80"},
         True,
         id="absolute-form-ipv6-query",
     ),
