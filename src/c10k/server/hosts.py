@@ -54,11 +54,13 @@ def check_name(name: object) -> tuple[str, str | None]:
     if host.endswith(".") and len(host) > 1:
         host = host[:-1]
     if host.startswith("["):
+        if not host.endswith("]"):
+            return "", f"{name!r}: names take no port (the site answers on every listener)"
         try:
-            ipaddress.IPv6Address(host[1:].removesuffix("]"))
+            ipaddress.IPv6Address(host[1:-1])
         except ValueError:
             return "", f"{name!r}: not an IPv6 address in brackets"
-        return (host, None) if host.endswith("]") else ("", f"{name!r}: names take no port")
+        return host, None
     rest = host
     if "*" in host:
         if not host.startswith("*.") or "*" in host[2:]:

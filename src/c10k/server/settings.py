@@ -789,8 +789,8 @@ def _together(config: ServerConfig, sources: dict[str, Given], bad: set[str]) ->
         problems.append(
             f"--limit-rate-after {config.limit_rate_after} does nothing without --limit-rate"
         )
-    if not bad & {"root", "serve_dotfiles"}:
-        problems += _page_problems(config, sources, bad)
+    if not bad & {"root", "serve_dotfiles", "site"} and not config.site:
+        problems += _page_problems(config, sources, bad)  # with sites: each site's, below
     if config.site and not bad & {"site", "fallback", "error_page", "serve_dotfiles"}:
         problems += site_problems(config, sources["site"].where)
     if not bad & {"tls_cert", "tls_key", "tls_client_ca", "listen", "redirect_https"}:
