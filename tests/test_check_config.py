@@ -101,3 +101,34 @@ def test_check_config_checks_what_serve_checks_before_binding(tmp_path: Path) ->
     assert "needs" in r.stderr
     assert "raise the hard limit instead" in r.stderr
     assert r.stdout == ""
+
+
+def test_check_config_names_every_site_problem_at_once(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    cfg = write(
+        tmp_path / "c.toml",
+        f"""
+unknown_host = 500
+[[site]]
+names = ["a.example", "a.*.example"]
+root = "{tmp_path / "a"}"
+workers = 2
+[[site]]
+names = ["A.example."]
+root = "{tmp_path / "nope"}"
+autoindx = true
+""",
+    )
+    r = c10k("serve", str(tmp_path), "--config", cfg, "--check-config")
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 6, lines
+    for want in (
+        "unknown_host = 500: must be",
+        "site 1: names: 'a.*.example': a wildcard is",
+        "site 1: workers is not a per-site setting",
+        f"site 2: root = '{tmp_path / 'nope'}': is not a directory",
+        "site 2: unknown setting 'autoindx' (did you mean 'autoindex'?)",
+        "site 2: name 'a.example' is already site 1's",
+    ):
+        assert sum(want in line for line in lines) == 1, (want, lines)

@@ -78,6 +78,7 @@ def test_server_access_log_json(docroot: Path, tmp_path: Path) -> None:
     assert entry["status"] == 200
     assert entry["bytes"] == 512
     assert entry["remote"] == "127.0.0.1"
+    assert entry["host"] == "t"  # the Host (with [[site]] tables, how the site was chosen)
 
 
 def test_server_access_log_flushed_on_stop(docroot: Path, tmp_path: Path) -> None:
