@@ -83,10 +83,8 @@ def test_host_key(raw: bytes | None, key: str) -> None:
 
 
 def test_host_table_exact_wins_then_the_longest_wildcard() -> None:
-    table = HostTable(
-        [("a.example", "exact"), ("*.example", "short"), ("*.b.example", "long")]
-        + [("b.example", "b")]
-    )
+    names = ["a.example", "*.example", "*.b.example", "b.example"]
+    table = HostTable(zip(names, ["exact", "short", "long", "b"], strict=True))
     assert table.match("a.example") == "exact"
     assert table.match("x.example") == "short"
     assert table.match("x.y.example") == "short"  # any depth, as nginx
@@ -152,7 +150,9 @@ def test_sites_parse_with_inheritance(roots: tuple[Path, Path]) -> None:
     ]
 
 
-def test_sites_every_problem_at_once_one_line_each(roots: tuple[Path, Path], tmp_path: Path) -> None:
+def test_sites_every_problem_at_once_one_line_each(
+    roots: tuple[Path, Path], tmp_path: Path
+) -> None:
     a, b = roots
     (tmp_path / "file").write_text("x")
     _, problems = config_of(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -212,9 +211,9 @@ def test_vhost_status_page_answers_on_any_host(server: ServerProcess) -> None:
 def test_vhost_with_curl_resolve(server: ServerProcess) -> None:
     for site in ("a", "b", "a"):
         name = f"{site}.example"
+        url = f"http://{name}:{server.port}/same.txt"
         out = subprocess.run(
-            ["curl", "-sS", "--resolve", f"{name}:{server.port}:127.0.0.1"]
-            + [f"http://{name}:{server.port}/same.txt", f"http://{name}:{server.port}/same.txt"],
+            ["curl", "-sS", "--resolve", f"{name}:{server.port}:127.0.0.1", url, url],
             capture_output=True,
             check=True,
             timeout=10,
@@ -259,7 +258,7 @@ PACED_SECONDS = (PACED_SIZE - AFTER) / RATE  # 1.0
 def test_vhost_limit_rate_per_site_and_per_path(mode: str, roots: dict[str, Path]) -> None:
     # Site a: unthrottled. Site b: 1m (fast: 0.25 s). Its /dir/ prefix: 256k after 128k, 1 s.
     toml = site_toml(roots).replace(
-        'autoindex = true\n',
+        "autoindex = true\n",
         'autoindex = true\nlimit_rate = "1m"\nlimit_rate_after = "128k"\n'
         '[site.limit_rate_paths]\n"/dir/" = "256k"\n',
     )
@@ -283,7 +282,7 @@ def test_vhost_limit_rate_per_site_and_per_path(mode: str, roots: dict[str, Path
 
 def test_vhost_threads_refuses_per_site_pacing(roots: dict[str, Path]) -> None:
     for extra in ('limit_rate = "1m"\n', '[site.limit_rate_paths]\n"/d/" = "1k"\n'):
-        toml = site_toml(roots).replace('autoindex = true\n', "autoindex = true\n" + extra)
+        toml = site_toml(roots).replace("autoindex = true\n", "autoindex = true\n" + extra)
         with pytest.raises(RuntimeError) as info:
             start(roots, "threads", toml)
         message = str(info.value)
