@@ -341,3 +341,22 @@ def test_paced_matches_decoded_paths_longest_prefix_first() -> None:
     assert pace_of(b"/d/deep/x") is slower
     assert pace_of(b"/other") is None
     assert pace_of(b"/d") is None
+
+
+def test_site_limit_rate_zero_lifts_the_servers_limit(roots: tuple[Path, Path]) -> None:
+    a, b = roots
+    for d in (a, b):
+        (d / "page.bin").write_bytes(b"p" * 15_000)
+    sites = [
+        {"names": ["a.example"], "root": str(a), "limit_rate": 0},
+        {"names": ["b.example"], "root": str(b)},  # inherits 10,000 B/s
+    ]
+    config = ServerConfig(max_accept_wait=0, limit_rate=10_000, site=sites)
+    loop = TimerLoop()
+    for host, paced in (("a.example", False), ("b.example", True), ("a.example", False)):
+        session = Session(Policy(config), loop)
+        t = FakeTransport(session)
+        t.feed(get(host, "/page.bin"))
+        loop.finish_jobs()
+        assert (session.state == WRITING) is paced, host
+        assert wire(t).endswith(b"p" * 15_000) is not paced, host
