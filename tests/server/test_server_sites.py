@@ -121,7 +121,7 @@ def test_sites_parse_with_inheritance(roots: tuple[Path, Path]) -> None:
             "autoindex": True,
             "add_header": ["X-Top: 1"],
             "site": [
-                {"names": ["A.example."], "root": str(a)},
+                {"names": ["A.example.", "a.example"], "root": str(a)},
                 {
                     "names": "b.example",
                     "directory": str(b),

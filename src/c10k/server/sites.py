@@ -85,7 +85,7 @@ def parse_sites(tables: Any, where: str) -> tuple[list[dict[str, Any]], list[str
         site, more = _one_site(table, label)
         problems += more
         for name in site.get("names", []):
-            if name in owner:
+            if owner.get(name, i) != i:  # (twice in one site is harmless)
                 problems.append(f"{label}: name {name!r} is already site {owner[name]}'s")
             owner.setdefault(name, i)
         sites.append(site)
@@ -105,7 +105,7 @@ def _one_site(table: dict[str, Any], label: str) -> tuple[dict[str, Any], list[s
     else:
         checked = [check_name(n) for n in names]
         problems += [f"{label}: names: {why}" for _, why in checked if why]
-        site["names"] = [n for n, why in checked if not why]
+        site["names"] = list(dict.fromkeys(n for n, why in checked if not why))
     if "root" not in table and "directory" not in table:
         problems.append(f'{label}: needs root = "DIR", the directory it serves')
     keys = toml_keys()
