@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ServerProcess, backend_params, connect, recv_all
+from helpers import ServerProcess, backend_params, connect, http_connection, recv_all
 
 LOOP_MODES = [p for p in backend_params() if p != "threads"]
 PACED_SIZE = 384 * 1024
@@ -288,3 +288,26 @@ def test_vhost_threads_refuses_per_site_pacing(roots: dict[str, Path]) -> None:
         message = str(info.value)
         assert "cannot honour limit_rate" in message, message
         assert "in [[site]] 2: a client thread blocks in sendfile" in message, message
+
+
+def test_vhost_over_tls(roots: dict[str, Path]) -> None:
+    # The site comes from Host, not from the TLS server name (as nginx without
+    # ssl_verify_client: one certificate may cover several sites).
+    cfg = roots["a"].parent / "tls.toml"
+    cfg.write_text(site_toml(roots))
+    srv = ServerProcess(roots["a"].parent, "epoll", "--config", str(cfg), tls=True)
+    try:
+        conn = http_connection(srv.port, timeout=10)
+        try:
+            for site in "abba":
+                status, headers, body = fetch(conn, f"{site}.example")
+                assert (status, body, headers["X-Site"]) == (
+                    200,
+                    f"site {site} same path\n".encode(),
+                    site,
+                )
+        finally:
+            conn.close()
+    finally:
+        code, _, err = srv.stop()
+        assert code == 0, err[-2000:]
