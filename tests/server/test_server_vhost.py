@@ -38,6 +38,7 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         (d / "404.html").write_text(f"<p>{site} has no such page</p>\n")
         (d / "dir").mkdir()
         (d / "paced.bin").write_bytes(os.urandom(PACED_SIZE))
+        (d / "page.html").write_text(f"<p>{site} compressible</p>\n" * 200)
         roots[site] = d
     return roots
 
@@ -61,6 +62,7 @@ autoindex = true
 names = ["exact.wild.example", "[::1]"]
 root = "{roots["c"]}"
 add_header = ["X-Site: c"]
+compress = false
 """
 
 
@@ -192,6 +194,20 @@ def test_vhost_per_site_pages_and_headers(server: ServerProcess) -> None:
             assert b"paced.bin" not in body
             status, _, _ = fetch(conn, "a.example", "/dir/")  # a does not
             assert status == 404
+    finally:
+        conn.close()
+
+
+def test_vhost_compress_per_site(server: ServerProcess) -> None:
+    # On-the-fly compression is a static setting, so per site with no code of its own.
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        for _ in range(2):
+            for host, coding in (("a.example", "gzip"), ("exact.wild.example", None)):
+                conn.request("GET", "/page.html", headers={"Host": host, "Accept-Encoding": "gzip"})
+                r = conn.getresponse()
+                r.read()
+                assert (r.status, r.headers["Content-Encoding"]) == (200, coding), host
     finally:
         conn.close()
 
