@@ -111,9 +111,11 @@ def test_handler_get_large_file_is_file_region(
     assert fd_count() == before
 
 
-def test_handler_large_file_each_get_gets_its_own_region(
+def test_handler_large_file_gets_share_one_fd_closed_by_the_last(
     docroot: pathlib.Path, make_request: MakeRequest, fd_count: Callable[[], int]
 ) -> None:
+    """Each GET gets its own region (its own offset and count) over one shared fd
+    (static/sharedfd.py), which the last release closes."""
     files = StaticFiles(docroot)
     before = fd_count()
     first = files.handle(make_request(b"/big.bin"), now=0.0)
@@ -121,11 +123,20 @@ def test_handler_large_file_each_get_gets_its_own_region(
     assert isinstance(first.body, FileRegion)
     assert isinstance(second.body, FileRegion)
     assert first is not second
-    assert first.body.fd != second.body.fd
+    assert first.body is not second.body
+    assert first.body.fd == second.body.fd
+    assert fd_count() == before + 1
     assert first.head == second.head
     assert region_bytes(second.body) == region_bytes(first.body)
     first.body.release()
+    assert fd_count() == before + 1  # the second response still sends from it
+    assert region_bytes(second.body) == region_bytes(first.body)
     second.body.release()
+    assert fd_count() == before
+    third = files.handle(make_request(b"/big.bin"), now=0.2)  # opens it again
+    assert isinstance(third.body, FileRegion)
+    assert region_bytes(third.body) == (docroot / "big.bin").read_bytes()
+    third.body.release()
     assert fd_count() == before
 
 

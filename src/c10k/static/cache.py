@@ -81,6 +81,7 @@ from collections import OrderedDict
 
 from c10k.http.writers import Response, build_response, http_date
 from c10k.static import fsio
+from c10k.static.sharedfd import SharedFd
 
 # What an entry costs beyond its variable-length parts: the entry object, three Response
 # objects, the identity tuple, dict slots. Measured with sys.getsizeof on CPython 3.11 at
@@ -162,6 +163,7 @@ class CacheEntry:
         max_age: the Cache-Control max-age, if any (Expires is then re-rendered on
             revalidation).
         checked: the ``now`` at which the entry was last known to be current.
+        shared: the fd every response of a large file sends from (``sharedfd.py``).
         cost: bytes charged against the cache bound (siblings included).
     """
 
@@ -187,6 +189,7 @@ class CacheEntry:
         "not_modified",
         "path",
         "real",
+        "shared",
         "size",
         "st",
         "watch",
@@ -208,6 +211,7 @@ class CacheEntry:
         self.real = real
         self.st = st
         self.ident = file_ident(st)
+        self.shared = SharedFd()  # the open fd responses of this version send from
         self.encoding = encoding
         self.content_type = content_type
         self.extra_fields = extra_fields

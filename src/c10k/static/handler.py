@@ -636,7 +636,8 @@ class StaticFiles:
     def _file_response(self, rep: CacheEntry, ranges: Ranges, fd: int) -> Response:
         if not ranges:
             # Same head as HEAD: pre-rendered once per entry, only the body is new.
-            return Response(200, rep.head_response.head, FileRegion(fd, 0, rep.size, os.close))
+            region = FileRegion(fd, 0, rep.size, rep.shared.release)
+            return Response(200, rep.head_response.head, region)
         return self._partial(rep, ranges, None, fd)
 
     def _partial(self, rep: CacheEntry, ranges: Ranges, content: bytes | None, fd: int) -> Response:
@@ -647,7 +648,7 @@ class StaticFiles:
             single: bytes | FileRegion = (
                 content[start:stop]
                 if content is not None
-                else FileRegion(fd, start, stop - start, os.close)
+                else FileRegion(fd, start, stop - start, rep.shared.release)
             )
             fields = [*rep.fields, (b"Content-Range", content_range(start, stop, size))]
             return build_response(206, fields, single)
@@ -670,8 +671,9 @@ class StaticFiles:
                 parts.append(content[start:stop])
             else:
                 # The server sends parts in order and releases every region (all of them
-                # on abort), so only the last one closes the shared fd.
-                parts.append(FileRegion(fd, start, stop - start, os.close if i == last else None))
+                # on abort), so only the last one releases the fd.
+                closer = rep.shared.release if i == last else None
+                parts.append(FileRegion(fd, start, stop - start, closer))
         parts.append(b"\r\n--%s--\r\n" % boundary)
         fields = [(b"Content-Type", b"multipart/byteranges; boundary=" + boundary)]
         fields += [f for f in rep.fields if f[0] != b"Content-Type"]
@@ -730,8 +732,12 @@ class StaticFiles:
         return real == self._root or real.startswith(self._root_prefix)
 
     def _open(self, rep: CacheEntry) -> int:
-        # Open a representation for sending: the fd, or minus the status to answer when
-        # it is gone, unreadable or no longer the same file (then 404).
+        # Open a representation for sending: the fd (shared with the other responses
+        # sending this version: sharedfd.py; released by the region's closer), or minus
+        # the status to answer when it is gone, unreadable or no longer the same file.
+        fd = rep.shared.take()
+        if fd >= 0:
+            return fd
         try:
             fd = fsio.open_fd(rep.real, OPEN_FLAGS)
         except OSError as exc:
@@ -739,7 +745,7 @@ class StaticFiles:
         try:
             st = fsio.fstat(fd)
             if stat.S_ISREG(st.st_mode) and file_ident(st) == rep.ident:
-                return fd
+                return rep.shared.keep(fd)
         except OSError as exc:
             fsio.close(fd)
             return -_status_for(exc)

@@ -143,7 +143,7 @@ class ErrorPages:
     def render_region(self, original: Response, page: CacheEntry, fd: int) -> Response:
         """The same with a large page's open ``fd`` as the body (a GET; closed when sent)."""
         fields = [(b"Content-Type", page.content_type), *_carried(original)]
-        region = FileRegion(fd, 0, page.size, os.close)
+        region = FileRegion(fd, 0, page.size, page.shared.release)
         return build_response(original.status, fields, region)
 
     def render_head(self, original: Response, page: CacheEntry) -> Response:
