@@ -396,7 +396,9 @@ class Table:
         # then the generation (old holders' releases stop), then the key.
         cat = base + COUNTS_AT + best * cells4
         mm[cat : cat + cells4] = bytes(cells4)
-        _STATE.pack_into(mm, base + STATE_AT + best * 24, 0, now_ms, now_ms)
+        # A new key's first request leaves the bucket at 0, as nginx's new node does
+        # (so burst 0 admits it): -1,000 plus the request's 1,000.
+        _STATE.pack_into(mm, base + STATE_AT + best * 24, -1000, now_ms, now_ms)
         _U64.pack_into(mm, base + GENS_AT + best * 8, gen)
         _U64.pack_into(mm, base + best * 8, key)
         return best, gen
