@@ -79,9 +79,9 @@ under --limit-req of a client already in the table costs about 1.0 us in one pro
 1.8 us with workers (the two mutex calls through ctypes; fcntl locks: 2.9 us), against
 ~10 us for a keep-alive request; counting a connection of a known client and releasing
 it at close 2.8 us (4.2 us with workers; a new client, inserted, 5.3 / 6.9 us), against
-the tens of us a new connection costs anyway. With only --limit-conn-per-ip, later requests of a counted connection
-cost one attribute test and a call: no lock. Without limits the Session pays one
-attribute test per request.
+the tens of us a new connection costs anyway. With only --limit-conn-per-ip, later
+requests of a counted connection cost one attribute test and a call: no lock. Without
+limits the Session pays one attribute test per request.
 """
 
 from __future__ import annotations
