@@ -34,6 +34,11 @@ class FakeSession:
     climit: Any = None
 
 
+def _as_given(_session: Any, client: Any) -> Any:
+    """The request argument of ``check`` is the client's address here."""
+    return client
+
+
 # -- keys and rates ------------------------------------------------------------------------
 def test_client_key_v4_v6_and_mapped() -> None:
     assert client_key("127.0.0.2") == V4_KEYS | 0x7F000002
@@ -92,7 +97,7 @@ def nginx_lookup(state: dict[str, int], now: int, rate: int, burst: int) -> bool
 @pytest.mark.parametrize(("rate", "burst"), [(20000, 0), (20000, 5000), (1000, 2000), (16, 0)])
 def test_bucket_matches_nginx(rate: int, burst: int) -> None:
     """The same sequence of request times, admitted or refused alike, through the table."""
-    lim = ClientLimits(0, rate, burst // 1000, False)
+    lim = ClientLimits(0, rate, burst // 1000, False, resolve=_as_given)
     s = FakeSession()
     ours, theirs = [], []
     ref: dict[str, int] = {}
@@ -114,7 +119,7 @@ def test_leak_and_retry_after() -> None:
 
 
 def test_burst_then_429_then_recovers() -> None:
-    lim = ClientLimits(0, 1000, 2, False)  # 1/s, burst 2: three at once
+    lim = ClientLimits(0, 1000, 2, False, resolve=_as_given)  # 1/s, burst 2: three at once
     s = FakeSession()
     verdicts = [lim.check(s, "10.0.0.1", 5.0) for _ in range(4)]
     assert verdicts[:3] == [None, None, None]
@@ -131,7 +136,7 @@ def test_burst_then_429_then_recovers() -> None:
 
 # -- connections -----------------------------------------------------------------------------
 def test_conn_limit_counts_from_the_first_request_until_release() -> None:
-    lim = ClientLimits(2, 0, 0, False)
+    lim = ClientLimits(2, 0, 0, False, resolve=_as_given)
     a, b, c = FakeSession(), FakeSession(), FakeSession()
     assert lim.check(a, "10.0.0.1", 1.0) is None
     assert lim.check(a, None, 1.1) is None  # later requests of a counted connection: free
@@ -149,14 +154,14 @@ def test_conn_limit_counts_from_the_first_request_until_release() -> None:
 
 
 def test_unix_peer_is_not_limited() -> None:
-    lim = ClientLimits(1, 1000, 0, False)
+    lim = ClientLimits(1, 1000, 0, False, resolve=_as_given)
     for _ in range(5):
         assert lim.check(FakeSession(), None, 1.0) is None
 
 
 def test_trusted_proxy_connection_is_rekeyed_per_client() -> None:
     """Behind a trusted proxy a connection counts for the client of its latest request."""
-    lim = ClientLimits(1, 0, 0, True)
+    lim = ClientLimits(1, 0, 0, True, resolve=_as_given)
     proxy = FakeSession()
     assert lim.check(proxy, "10.0.0.1", 1.0) is None
     assert lim.check(proxy, "10.0.0.2", 1.1) is None  # the proxy reused it for another

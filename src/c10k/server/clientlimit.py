@@ -93,6 +93,7 @@ import mmap
 import os
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from c10k.http.writers import Response, error_response
@@ -212,18 +213,6 @@ def retry_after(excess: int, burst: int, rate: int) -> int:
 
 
 # -- locks -----------------------------------------------------------------------------------
-class NoLocks:
-    """One process: nothing to exclude (the Policy is driven by one thread at a time)."""
-
-    recovered = 0
-
-    def acquire(self, stripe: int) -> None:
-        pass
-
-    def release(self, stripe: int) -> None:
-        pass
-
-
 class RobustLocks:
     """Process-shared robust pthread mutexes in ``mm`` (see the module comment)."""
 
@@ -313,7 +302,8 @@ class Table:
         self.evicted_at = self.occupied_at + 8 * self.stripes
         self.base = self.evicted_at + 8 * self.stripes
         self.mm = mmap.mmap(-1, self.base + nbuckets * self.bucket_bytes)  # MAP_SHARED
-        self.locks: Any = shared_locks(self.mm, self.stripes) if shared else NoLocks()
+        # None: one process, nothing to exclude (one thread drives the Policy at a time).
+        self.locks: Any = shared_locks(self.mm, self.stripes) if shared else None
         self.counts = struct.Struct(f"{cells}i")
         self.salt = int.from_bytes(os.urandom(8), "little")  # inherited by every fork
 
@@ -339,7 +329,8 @@ class Table:
         base = self.base + bucket * self.bucket_bytes
         stripe = bucket & self.stripe_mask
         locks = self.locks
-        locks.acquire(stripe)
+        if locks is not None:
+            locks.acquire(stripe)
         try:
             kg = _KEYS_GENS.unpack_from(mm, base)  # 8 keys, then their 8 generations
             try:
@@ -376,7 +367,8 @@ class Table:
             _STATE.pack_into(mm, at, excess, last, now_ms)
             return way, gen, verdict, retry
         finally:
-            locks.release(stripe)
+            if locks is not None:
+                locks.release(stripe)
 
     def _insert(
         self, base: int, stripe: int, key: int, gens: tuple[int, ...], now_ms: int
@@ -416,7 +408,9 @@ class Table:
         mm = self.mm
         base = self.base + bucket * self.bucket_bytes
         stripe = bucket & self.stripe_mask
-        self.locks.acquire(stripe)
+        locks = self.locks
+        if locks is not None:
+            locks.acquire(stripe)
         try:
             if _U64.unpack_from(mm, base + GENS_AT + way * 8)[0] != gen:
                 return  # evicted since: its count went with it
@@ -425,7 +419,8 @@ class Table:
             if n > 0:
                 _I32.pack_into(mm, cat, n - 1)
         finally:
-            self.locks.release(stripe)
+            if locks is not None:
+                locks.release(stripe)
 
     # -- the supervisor's, and the status page's ------------------------------------------
     def forget_cell(self, cell: int) -> None:
@@ -479,8 +474,18 @@ class ClientLimits:
     A Session's ``climit`` is None until its first request, then (key, bucket, way,
     generation) with generation 0 while no connection is counted for it."""
 
-    def __init__(self, conn_limit: int, rate: int, burst: int, trusted: bool) -> None:
+    def __init__(
+        self,
+        conn_limit: int,
+        rate: int,
+        burst: int,
+        trusted: bool,
+        resolve: Callable[[Any, Any], str | None] = lambda session, req: None,
+    ) -> None:
         self.conn_limit = conn_limit
+        # resolve(session, request): the client's address as the access log sees it;
+        # asked at a connection's first request, and at every one behind trusted proxies.
+        self.resolve = resolve
         self.rate = rate
         self.burst = burst * 1000
         self.trusted = trusted  # re-key per request: see the module comment
@@ -497,13 +502,11 @@ class ClientLimits:
         self.table = table
         self.cell = cell
 
-    def check(self, session: Any, client: str | None, now: float) -> Response | None:
-        """One request on ``session`` from ``client``: None to serve it, or the refusal.
-        ``client`` is resolved by the caller only when needed (first request, or behind
-        trusted proxies)."""
+    def check(self, session: Any, req: Any, now: float) -> Response | None:
+        """A request (``req``) on ``session``: None to serve it, or the refusal."""
         st = session.climit
-        if st is None or (self.trusted and client is not None):
-            key = client_key(client)
+        if st is None or self.trusted:
+            key = client_key(self.resolve(session, req))
             if key is None:
                 session.climit = NO_CLIENT
                 return None

@@ -12,8 +12,9 @@ Every server mode makes one Policy and hands it to each connection's Session. It
   ``PRESSURE_INTERVAL`` (``pressure``);
 - draining: ``degraded`` makes new responses close their connection;
 - the per-client limits (``limiter``, c10k.server.clientlimit): asked by the Session at
-  each request (``limit``), released when a counted connection closes; under a
-  supervisor their table is the supervisor's shared one (``share_limits``);
+  each request (``limiter.check``; the client from ``limit_client``), released when a
+  counted connection closes; under a supervisor their table is the supervisor's shared
+  one (``share_limits``);
 - under a supervisor, its record on the workers' shared board (``share``,
   ``c10k.server.shared``): written at each pressure check, when the status page is
   rendered and when the worker stops (``publish``), and read by the status page, which
@@ -188,7 +189,11 @@ class Policy(Wire):
         if config.limit_conn_per_ip or config.limit_req is not None:
             rate = parse_rate(config.limit_req)[0] if config.limit_req is not None else 0
             self.limiter = ClientLimits(
-                config.limit_conn_per_ip, rate, config.limit_req_burst, bool(self.trusted)
+                config.limit_conn_per_ip,
+                rate,
+                config.limit_req_burst,
+                bool(self.trusted),
+                self.limit_client,
             )
         # Modes keep each connection's peer address only when something reads it.
         self.keep_peer = self.observe or self.limiter is not None
@@ -256,20 +261,15 @@ class Policy(Wire):
                 )
 
     # -- per-client limits -----------------------------------------------------------------
-    def limit(self, session: Session, req: Request, now: float) -> Response | None:
-        """A request under --limit-conn-per-ip/--limit-req (``limiter`` is set): None to
-        serve it, or the refusal (503 closing, 429). The client is the access log's: the
-        peer (a PROXY header's client on such a listener), or behind a trusted proxy the
-        one its headers name, resolved at every request there."""
-        limiter = self.limiter
-        assert limiter is not None
-        client = None
-        if session.climit is None or self.trusted:
-            transport = session.transport
-            client = peer_text(transport.peer if transport is not None else None)
-            if self.trusted and client is not None:
-                client = self._forwarded_client(client, req)
-        return limiter.check(session, client, now)
+    def limit_client(self, session: Session, req: Request) -> str | None:
+        """The client per-client limits count (``limiter.resolve``): the access log's,
+        the peer (a PROXY header's client on such a listener), or behind a trusted proxy
+        the one its headers name."""
+        transport = session.transport
+        client = peer_text(transport.peer if transport is not None else None)
+        if self.trusted and client is not None:
+            client = self._forwarded_client(client, req)
+        return client
 
     def share_limits(self, table: Table, cell: int) -> None:
         """Count per-client limits in the supervisor's ``table``, column ``cell``."""

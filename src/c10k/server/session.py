@@ -190,10 +190,8 @@ class Session(HTTPConnection):
                 # The common case, flat: cached response, memoized wire.
                 loop = self.loop
                 now = loop.now
-                if (
-                    policy.limiter is not None
-                    and (resp := policy.limit(self, req, now)) is not None
-                ):
+                limiter = policy.limiter
+                if limiter is not None and (resp := limiter.check(self, req, now)) is not None:
                     pass  # per-client limits: 503 (closing) or 429, through the same wire
                 else:
                     try:
@@ -445,7 +443,7 @@ class Session(HTTPConnection):
             policy.tiers.shed_503 += 1
         elif (
             policy.limiter is not None
-            and (resp := policy.limit(self, req, self.loop.now)) is not None
+            and (resp := policy.limiter.check(self, req, self.loop.now)) is not None
         ):
             pass  # per-client limits: 503 (closing) or 429
         elif method == b"GET" or method == b"HEAD":
