@@ -15,6 +15,9 @@ worker, plus waitpid(WNOHANG); no event loop is needed for a handful of fds.
   every cell, so it shows the whole server. When a worker is reaped, its last record is
   folded into the board's "retired" record and the cell freed: totals never go back,
   and the count of a worker that is SIGKILLed or crashes is not lost.
+- Per-client limits (``c10k.server.clientlimit.Table``, made before the first fork that
+  needs it): each worker counts its connections in its cell's column; when a worker is
+  reaped its column is zeroed, so a killed worker's connections stop counting.
 - A worker that dies unexpectedly is restarted after a back-off: 0.1 s doubling to 5 s,
   reset once a worker has served for 10 s (systemd RestartSec=100ms; Kubernetes
   CrashLoopBackOff doubles from 10 s to 5 min and resets after 10 min; our cap is short
