@@ -328,3 +328,31 @@ def test_bad_limit_values_refused_at_start(tmp_path: Path) -> None:
         toml='limit-req = "600/m"\nlimit-req-burst = 10\nlimit-conn-per-ip = 4\n', tmp=tmp_path
     )
     assert code == 0, out
+
+
+def test_limits_turned_on_by_a_reload_hold_across_workers(root: Path, tmp_path: Path) -> None:
+    """SIGHUP with a --config that now sets a limit: the supervisor makes the shared table
+    then, before forking the new workers, so the total holds for them too."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("status = true\n")
+    server = ServerProcess(root, "epoll", "--workers", "2", "--config", str(cfg))
+    held: list[socket.socket] = []
+    try:
+        before = set(workers_of(status_text(server.port)))
+        cfg.write_text(f"status = true\nlimit_conn_per_ip = {WORKER_LIMIT}\n")
+        os.kill(server.pid, signal.SIGHUP)
+
+        def reloaded() -> bool:
+            pids = set(workers_of(status_text(server.port)))
+            return len(pids) == 2 and not pids & before
+
+        assert wait_for(reloaded)
+        held = hold("127.0.0.2", server.port, WORKER_LIMIT)
+        assert refused_and_closed("127.0.0.2", server.port)
+        with connect_from("127.0.0.3", server.port) as other:
+            assert get(other)[0] == 200
+    finally:
+        for s in held:
+            s.close()
+        code, _, err = server.stop()
+    assert code == 0, err[-2000:]
