@@ -591,7 +591,7 @@ class AsyncioServer(ServerBase):
             sock = socket.socket(fileno=fd)
             sock.setblocking(False)
             self._attaching += 1
-            peer = addr if self.policy.observe else None
+            peer = addr if self.policy.keep_peer else None
             self.loop.create_task(self._attach(sock, peer, index))
 
     async def _attach(self, sock: socket.socket, peer: object, index: int) -> None:

@@ -117,6 +117,15 @@ class ServerConfig:
     # ... per decoded URL path prefix ("/downloads/" -> "100k"; the longest prefix wins),
     # like nginx's limit_rate inside a location (TOML only; also per [[site]]).
     limit_rate_paths: dict[str, str | int] = field(default_factory=dict)
+    # Per-client limits, held across workers in shared memory (c10k.server.clientlimit;
+    # nginx limit_conn / limit_req keyed by $binary_remote_addr, IPv6 by /64). Connections
+    # counted from their first request: the one over this gets 503 and is closed. 0: off.
+    limit_conn_per_ip: int = 0
+    # Requests per key as "20/s" or "600/m" (nginx limit_req rate=); None: off. A leaky
+    # bucket with --limit-req-burst excess requests answered at once (nginx burst=N
+    # nodelay; nginx's default burst is 0); beyond it 429 with Retry-After.
+    limit_req: str | None = None
+    limit_req_burst: int = 0
     # SO_SNDBUF of the listeners, inherited by accepted sockets (nginx listen sndbuf=).
     # None: the kernel's autotuning (net.ipv4.tcp_wmem).
     sndbuf: int | None = None

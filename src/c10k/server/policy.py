@@ -11,6 +11,10 @@ Every server mode makes one Policy and hands it to each connection's Session. It
   (``c10k.server.admission``), from the pressure readings the mode reports every
   ``PRESSURE_INTERVAL`` (``pressure``);
 - draining: ``degraded`` makes new responses close their connection;
+- the per-client limits (``limiter``, c10k.server.clientlimit): asked by the Session at
+  each request (``limiter.check``; the client from ``limit_client``), released when a
+  counted connection closes; under a supervisor their table is the supervisor's shared
+  one (``share_limits``);
 - under a supervisor, its record on the workers' shared board (``share``,
   ``c10k.server.shared``): written at each pressure check, when the status page is
   rendered and when the worker stops (``publish``), and read by the status page, which
@@ -38,6 +42,7 @@ from c10k.http.forwarded import client_address, parse_networks
 from c10k.http.writers import Response, body_length
 from c10k.server.accesslog import AccessLog
 from c10k.server.admission import Admission
+from c10k.server.clientlimit import ClientLimits, Table, parse_rate, peer_text
 from c10k.server.config import ServerConfig
 from c10k.server.health import HealthCheck, is_health
 from c10k.server.overload import IDLE_INTERVAL, PRESSURE_INTERVAL, Tiers
@@ -61,6 +66,9 @@ FastHandler = Callable[[Request, float], Response | None]
 # at most this often: a tenth of the walks at 10,000 connections, gauges at most a second
 # old. The status page's own render always walks (it is rate-limited by STATUS_TTL).
 GAUGE_INTERVAL = IDLE_INTERVAL
+NO_LIMITS = dict.fromkeys(
+    ("limit_conn_rejected", "limit_req_rejected", "limit_keys", "limit_evictions"), 0
+)
 
 
 class Driver(Protocol):
@@ -182,6 +190,18 @@ class Policy(Wire):
             self.handler_fast = check.handle_fast
         self.log_health = config.log_health
         self.trusted = parse_networks(config.trusted_proxy)
+        self.limiter: ClientLimits | None = None
+        if config.limit_conn_per_ip or config.limit_req is not None:
+            rate = parse_rate(config.limit_req)[0] if config.limit_req is not None else 0
+            self.limiter = ClientLimits(
+                config.limit_conn_per_ip,
+                rate,
+                config.limit_req_burst,
+                bool(self.trusted),
+                self.limit_client,
+            )
+        # Modes keep each connection's peer address only when something reads it.
+        self.keep_peer = self.observe or self.limiter is not None
         # Overload and admission, and the flags a Session reads per request.
         self.tiers = Tiers(config.shed_keepalive_lag, config.shed_503_lag, config.shed_accept_lag)
         self.admission = Admission(socks, config.backlog, config.max_accept_wait)
@@ -245,7 +265,26 @@ class Policy(Wire):
                     peer, req.method, req.target, req.minor, req.headers, resp.status, size, user
                 )
 
+    # -- per-client limits -----------------------------------------------------------------
+    def limit_client(self, session: Session, req: Request) -> str | None:
+        """The client per-client limits count (``limiter.resolve``): the access log's,
+        the peer (a PROXY header's client on such a listener), or behind a trusted proxy
+        the one its headers name."""
+        transport = session.transport
+        client = peer_text(transport.peer if transport is not None else None)
+        if self.trusted and client is not None:
+            client = self._forwarded_client(client, req)
+        return client
+
+    def share_limits(self, table: Table, cell: int) -> None:
+        """Count per-client limits in the supervisor's ``table``, column ``cell``."""
+        if self.limiter is not None:
+            self.limiter.share(table, cell)
+
     def connection_closed(self, session: Session) -> None:
+        climit = session.climit
+        if climit is not None and climit[3] and self.limiter is not None:
+            self.limiter.release(climit)
         if self.driver is not None:
             self.driver.connection_closed()
 
@@ -328,6 +367,7 @@ class Policy(Wire):
             "tls_plain_http": self.tls_plain_http,
             "proxy_headers": self.proxy_headers,
             "proxy_errors": self.proxy_errors,
+            **(self.limiter.values() if self.limiter is not None else NO_LIMITS),
         }
 
     def status(self) -> dict[str, int]:

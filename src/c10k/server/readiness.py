@@ -86,10 +86,10 @@ class Server(ServerBase):
         loop = self.loop
         protocol = self.make_protocol(loop, index)
         try:
-            # The peer address is kept only when something logs it (a tuple per
+            # The peer address is kept only when something logs or limits it (a tuple per
             # connection otherwise, at C1M scale). Not watched yet: read_first below.
             transport = self.transport_class(
-                loop, fd, protocol, addr if policy.observe else None, register=False
+                loop, fd, protocol, addr if policy.keep_peer else None, register=False
             )
         except (OSError, ValueError) as exc:
             log.warning("cannot serve a new connection (fd %d): %s", fd, exc)

@@ -118,6 +118,7 @@ class Session(HTTPConnection):
 
     __slots__ = (
         "append",
+        "climit",
         "deadline",
         "deadline_key",
         "handle_fast",
@@ -160,6 +161,9 @@ class Session(HTTPConnection):
         # --limit-rate: output handed to the transport at a rate (c10k.server.pacing).
         rate = policy.limit_rate
         self.pacer = Pacer(rate, policy.limit_rate_after) if rate else None
+        # --limit-conn-per-ip/--limit-req: this connection's client key and counted entry
+        # (c10k.server.clientlimit; set at the first request), None before it.
+        self.climit: Any = None
         self.deadline: float | None = loop.now + policy.header_timeout
         self.deadline_key: int | None = None
         loop.deadlines.schedule(self)
@@ -186,14 +190,18 @@ class Session(HTTPConnection):
                 # The common case, flat: cached response, memoized wire.
                 loop = self.loop
                 now = loop.now
-                try:
-                    resp = self.handle_fast(req, now)
-                except Exception:
-                    log.exception("handler failed for %r", req.target)
-                    resp = policy.error(500)
-                if resp is None:  # needs the disk: answered from the I/O pool
-                    self._offload(req)
-                    return None
+                limiter = policy.limiter
+                if limiter is not None and (resp := limiter.check(self, req, now)) is not None:
+                    pass  # per-client limits: 503 (closing) or 429, through the same wire
+                else:
+                    try:
+                        resp = self.handle_fast(req, now)
+                    except Exception:
+                        log.exception("handler failed for %r", req.target)
+                        resp = policy.error(500)
+                    if resp is None:  # needs the disk: answered from the I/O pool
+                        self._offload(req)
+                        return None
                 wires = policy.wire_memo_get(resp)
                 if wires is not None and req.keep_alive:
                     wire = wires[req.minor << 1 ^ 2]
@@ -433,6 +441,11 @@ class Session(HTTPConnection):
             # Overload tier 2: a clear 503 + Retry-After instead of the work.
             resp = policy.overload_response()
             policy.tiers.shed_503 += 1
+        elif (
+            policy.limiter is not None
+            and (resp := policy.limiter.check(self, req, self.loop.now)) is not None
+        ):
+            pass  # per-client limits: 503 (closing) or 429
         elif method == b"GET" or method == b"HEAD":
             try:
                 resp = self.handle_fast(req, self.loop.now)

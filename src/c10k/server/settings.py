@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from c10k.http.forwarded import parse_networks
+from c10k.server.clientlimit import parse_rate
 from c10k.server.config import ServerConfig
 from c10k.server.sites import check_unknown_host, parse_sites, rate_paths, site_problems
 from c10k.server.words import plural
@@ -169,6 +170,10 @@ def networks(v: list[str]) -> str | None:
     return None
 
 
+def request_rate(v: str | None) -> str | None:
+    return None if v is None else parse_rate(v)[1]
+
+
 def directory(v: str) -> str | None:
     if not Path(v).is_dir():
         return "is not a directory"
@@ -270,6 +275,36 @@ SETTINGS: tuple[Setting, ...] = (
         "--limit-rate-after",
         "BYTES",
         "the first BYTES of each response go unthrottled (nginx limit_rate_after; default 0)",
+        at_least(0),
+    ),
+    Setting(
+        "limit_conn_per_ip",
+        "int",
+        "--limit-conn-per-ip",
+        "N",
+        "connections per client address (IPv6: per /64), held across workers: the first "
+        "request of one more gets 503 and the connection closes (nginx limit_conn; default "
+        "0: off)",
+        at_least(0),
+    ),
+    Setting(
+        "limit_req",
+        "str",
+        "--limit-req",
+        "RATE",
+        "requests per client address as 20/s or 600/m, held across workers: a leaky bucket "
+        "(nginx limit_req burst=N nodelay); beyond the burst 429 with Retry-After "
+        "(default: off)",
+        request_rate,
+        optional=True,
+    ),
+    Setting(
+        "limit_req_burst",
+        "int",
+        "--limit-req-burst",
+        "N",
+        "requests over --limit-req a client may make at once, answered at once (nginx "
+        "burst=N nodelay; default 0: one per 1/RATE)",
         at_least(0),
     ),
     Setting(
@@ -788,6 +823,10 @@ def _together(config: ServerConfig, sources: dict[str, Given], bad: set[str]) ->
     if config.limit_rate_after and not config.limit_rate and not bad & {"limit_rate"}:
         problems.append(
             f"--limit-rate-after {config.limit_rate_after} does nothing without --limit-rate"
+        )
+    if config.limit_req_burst and config.limit_req is None and not bad & {"limit_req"}:
+        problems.append(
+            f"--limit-req-burst {config.limit_req_burst} does nothing without --limit-req"
         )
     if not bad & {"root", "serve_dotfiles", "site"} and not config.site:
         problems += _page_problems(config, sources, bad)  # with sites: each site's, below

@@ -67,14 +67,21 @@ FIELDS = (
     "tls_plain_http",
     "proxy_headers",
     "proxy_errors",
+    "limit_conn_rejected",
+    "limit_req_rejected",
+    "limit_keys",
+    "limit_evictions",
 )
 # How the gauges of several workers make the server's; every other field is a monotone
 # counter, summed and kept for exited workers in ``retired``.
 SUMMED_GAUGES = frozenset(("active", "reading", "writing", "waiting"))
-MAX_GAUGES = frozenset(("shed_level", "syn_drop_percent"))  # the worst one in force
+MAX_GAUGES = frozenset(("shed_level", "syn_drop_percent", "limit_keys"))  # the worst in force
+# Counters of one thing every worker reads (the per-client limits' shared table,
+# c10k.server.clientlimit): the largest reading is the latest; never summed or retired.
+SHARED_COUNTERS = frozenset(("limit_evictions",))
 MIN_GAUGES = frozenset(("backlog",))  # the shortest accept queue bound in force
 GAUGES = SUMMED_GAUGES | MAX_GAUGES | MIN_GAUGES
-COUNTERS = tuple(f for f in FIELDS if f not in GAUGES)
+COUNTERS = tuple(f for f in FIELDS if f not in GAUGES and f not in SHARED_COUNTERS)
 
 FIRST_CODE, LAST_CODE = 100, 599  # RFC 9110 section 15; other codes are not counted here
 WORD = struct.calcsize("q")
@@ -237,7 +244,7 @@ def aggregate(retired: Record, live: list[Record]) -> tuple[dict[str, int], dict
     totals: dict[str, int] = {}
     for name in FIELDS:
         got = [r.values[name] for r in live]
-        if name in MAX_GAUGES:
+        if name in MAX_GAUGES or name in SHARED_COUNTERS:
             totals[name] = max(got, default=0)
         elif name in MIN_GAUGES:
             totals[name] = min(got, default=0)

@@ -15,6 +15,9 @@ worker, plus waitpid(WNOHANG); no event loop is needed for a handful of fds.
   every cell, so it shows the whole server. When a worker is reaped, its last record is
   folded into the board's "retired" record and the cell freed: totals never go back,
   and the count of a worker that is SIGKILLed or crashes is not lost.
+- Per-client limits (``c10k.server.clientlimit.Table``, made before the first fork that
+  needs it): each worker counts its connections in its cell's column; when a worker is
+  reaped its column is zeroed, so a killed worker's connections stop counting.
 - A worker that dies unexpectedly is restarted after a back-off: 0.1 s doubling to 5 s,
   reset once a worker has served for 10 s (systemd RestartSec=100ms; Kubernetes
   CrashLoopBackOff doubles from 10 s to 5 min and resets after 10 min; our cap is short
@@ -76,6 +79,7 @@ from typing import Any, NoReturn
 from c10k.server.base import ServerBase
 from c10k.server.certs import Certificates
 from c10k.server.certs import load as load_certificates
+from c10k.server.clientlimit import Table
 from c10k.server.config import ServerConfig
 from c10k.server.listeners import listen_addresses, listen_roles, serving_line
 from c10k.server.modes import check_settings, server_class
@@ -228,7 +232,15 @@ class Supervisor:
         cells = 4 * len(slots) + 4
         self.board = Board(cells)  # MAP_SHARED | MAP_ANONYMOUS, inherited by every fork
         self._free_cells = list(range(cells - 1, -1, -1))
+        # Per-client limits (c10k.server.clientlimit): one table for every worker, a
+        # connection-count column per cell, made before the first fork that needs it.
+        self.limit_table: Table | None = None
+        self._limit_table_for(config)
         self._generation = 0  # of the last worker given a cell
+
+    def _limit_table_for(self, config: ServerConfig) -> None:
+        if self.limit_table is None and (config.limit_conn_per_ip or config.limit_req):
+            self.limit_table = Table(cells=self.board.ncells, shared=True)
 
     # -- life cycle ----------------------------------------------------------------------
     def run(self, reuse: bool, note: str) -> int:
@@ -444,6 +456,7 @@ class Supervisor:
                 new = dataclasses.replace(new, **{f: getattr(self.full_config, f) for f in fixed})
             self.full_config = new
             self.config = worker_config(new, len(self.slots))
+            self._limit_table_for(new)
             self.certs = certs
         log.info("SIGHUP: reloading %s", plural(len(self.slots), "worker"))
         self.notifier.reloading()
@@ -479,7 +492,16 @@ class Supervisor:
             others |= {self._wake_r, self._wake_w}
             share = (cell, self._generation, slot.index) if cell >= 0 else None
             _worker_main(
-                self.pid, self.config, self.certs, slot.socks, wfd, others, mask, self.board, share
+                self.pid,
+                self.config,
+                self.certs,
+                slot.socks,
+                wfd,
+                others,
+                mask,
+                self.board,
+                share,
+                self.limit_table,
             )
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(wfd)
@@ -589,6 +611,8 @@ class Supervisor:
         if w.cell >= 0:
             if final is not None and not w.counted:  # killed or crashed: its last record
                 w.requests = final.values["requests"]
+            if self.limit_table is not None:  # its connections (a killed one's) stop counting
+                self.limit_table.forget_cell(w.cell)
             self._free_cells.append(w.cell)
         self.requests += w.requests
         self.cut += w.cut
@@ -684,6 +708,7 @@ def _worker_main(
     sigmask: set[int | signal.Signals],
     board: Board,
     share: tuple[int, int, int] | None,
+    limit_table: Table | None = None,
 ) -> NoReturn:
     """A worker: build a server on its slot's sockets, report, serve, report, _exit.
 
@@ -708,6 +733,8 @@ def _worker_main(
         server = build_server(config, socks, certs)
         if share is not None:  # (cell, generation, slot)
             server.policy.share(board, *share)
+        if limit_table is not None:  # count in its cell's column (-1: none free, no counts)
+            server.policy.share_limits(limit_table, share[0] if share is not None else -1)
         server.drain_signals = (signal.SIGTERM,)  # SIGINT stays ignored: see the module comment
         server.fail_signals = (FAIL_SIGNAL,)  # --drain-delay, kept by the supervisor
         server.reopen_signals = (REOPEN_SIGNAL,)

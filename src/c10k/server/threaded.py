@@ -431,7 +431,7 @@ class ThreadedServer(ServerBase):
     def _start_client(self, fd: int, addr: object, index: int = 0) -> bool:
         """(Under the lock.) A thread for the new client; False if none could start."""
         sock = socket.socket(fileno=fd)
-        transport = ThreadTransport(sock, addr if self.policy.observe else None)
+        transport = ThreadTransport(sock, addr if self.policy.keep_peer else None)
         thread = threading.Thread(
             target=self._serve, args=(transport, index), name="c10k-client", daemon=True
         )

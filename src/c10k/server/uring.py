@@ -709,7 +709,7 @@ class UringServer(ServerBase):
         uid = self._next_uid
         self._next_uid = uid + 1
         protocol = self.make_protocol(self.loop, index)
-        peer = peer_address(fd) if policy.observe else None
+        peer = peer_address(fd) if policy.keep_peer else None
         transport = self.conns[uid] = UringTransport(self, fd, uid, protocol, peer)
         self.opened()
         transport.read_first(self.read_size)
