@@ -33,9 +33,10 @@ Three entry points, each a shortcut through the next:
        and require the same (dev, ino) regular file the ``stat`` saw. From here on the
        fd, not the path, is the truth: size, mtime and ETag come from ``fstat``.
     5. Small files are read whole and cached with their pre-rendered responses; large
-       ones are cached as a resolution and opened (and ``fstat``-checked) per GET, the
-       fd travelling in a ``FileRegion`` that whoever sends it releases. A HEAD never
-       leaves an fd open.
+       ones are cached as a resolution and opened (and ``fstat``-checked) when a GET
+       finds no response of that version under way; responses under way at once share
+       the fd (``sharedfd.py``), each in a ``FileRegion`` of its own that whoever sends
+       it releases, the last release closing it. A HEAD never leaves an fd open.
     6. With ``precompressed``, the same for ``x.br`` and ``x.gz`` (see ``_sibling``).
     7. A directory without index: a listing (``autoindex``), never cached; with
        listings off, a 404 whose page hints at ``--autoindex``.
