@@ -76,3 +76,42 @@ def test_browser_loads_compressed_assets(tmp_path: Path) -> None:
         encoded, decoded = sizes[name]
         assert decoded == len(content), seen
         assert 0 < encoded < decoded // 3, seen  # it came compressed
+
+
+def test_browser_spa_route_falls_back_with_compressed_assets(tmp_path: Path) -> None:
+    """A single-page app: ``--fallback /index.html`` answers a client-side route that is no
+    file with the app's page (200), whose assets (absolute paths) come compressed."""
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "index.html").write_bytes(
+        PAGE.replace(b'href="style.css"', b'href="/style.css"').replace(
+            b'src="app.js"', b'src="/app.js"'
+        )
+    )
+    (root / "app.js").write_bytes(SCRIPT)
+    (root / "style.css").write_bytes(STYLE)
+    srv = ServerProcess(root, "epoll", "--fallback", "/index.html")
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    assert CHROMIUM is not None
+    report = REPORT.replace(
+        "text: document",
+        'status: performance.getEntriesByType("navigation")[0].responseStatus,\n    '
+        "path: location.pathname,\n    text: document",
+    )
+    try:
+        with Browser(CHROMIUM, FLAGS, profile) as browser:
+            session = browser.open(f"http://127.0.0.1:{srv.port}/settings/profile/42")
+            seen = browser.evaluate(session, report)
+    finally:
+        code, _, err = srv.stop()
+    assert code == 0, err[-2000:]
+    assert seen["path"] == "/settings/profile/42", seen
+    assert seen["status"] == 200, seen
+    assert seen["text"] == "script ran: 897", seen
+    assert seen["color"] == "rgb(1, 2, 3)", seen
+    sizes = {a["name"]: (a["encoded"], a["decoded"]) for a in seen["assets"]}
+    for name, content in (("/app.js", SCRIPT), ("/style.css", STYLE)):
+        encoded, decoded = sizes[name]
+        assert decoded == len(content), seen
+        assert 0 < encoded < decoded // 3, seen

@@ -454,6 +454,27 @@ def test_session_fast_reader_keeps_the_default_and_a_slow_one_gets_it_back(
     assert session.send_queue == 0
 
 
+def test_session_head_after_a_blocked_write_gets_a_whole_header_timeout(
+    loop: FakeLoop,
+) -> None:
+    """The send deadline ends with the write: a pipelined head that is still coming is
+    on the header timeout from then, not on a send check that is already past."""
+    session, t, _ = make(loop, send_timeout=10.0, min_send_rate=1, header_timeout=30.0)
+    t.block = True
+    t.unacked = 100_000
+    t.feed(GET + b"GET /b HTTP/1.1\r\n")  # the next head, half of it
+    t.unacked -= 50_000
+    loop.advance(3.0)
+    t.unacked = 0
+    t.drain()
+    assert session.state == READING
+    loop.advance(9.0)  # past the send check the write had (10 s from its start)
+    assert not t.closed
+    assert statuses(t.wire) == [200]
+    t.feed(b"Host: t\r\n\r\n")
+    assert statuses(t.wire) == [200, 200]
+
+
 def test_session_wait_for_our_disk_does_not_shrink_the_send_queue(loop: FakeLoop) -> None:
     """Nothing in the kernel: the client took all it was sent, the wait is ours."""
     _session, t, _ = make(loop, send_timeout=10.0, min_send_rate=1000)

@@ -282,9 +282,7 @@ class Session(HTTPConnection):
             return
         if self.send_queue:
             self._fit_send_queue(grow_only=True)
-        self.state = IDLE
-        self.wprogress = None
-        self._sent_all()
+        self._written()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self.state == CLOSED:
@@ -557,9 +555,16 @@ class Session(HTTPConnection):
         if pacer.held:
             self.loop.call_later(pacer.due(now), self._pace)
         elif not pacer.blocked and self.state == WRITING:
-            self.state = IDLE
-            self.wprogress = None
-            self._sent_all()
+            self._written()
+
+    def _written(self) -> None:
+        """A blocked write is over. Its send deadline goes with it: a pipelined head
+        read next must get a header timeout from now, not a send check already past
+        (which, read as a header timeout, answered 408 mid-pipeline)."""
+        self.state = IDLE
+        self.wprogress = None
+        self.deadline = None
+        self._sent_all()
 
     def _sent_all(self) -> None:
         """Everything written is in the kernel: close, answer what waited, or wait for
