@@ -140,6 +140,17 @@ class ServerProcess:
             n = self.fd_count()
         return n
 
+    def wait_fd_count_at_most(self, target: int, timeout: float = 10.0) -> int:
+        """Wait until at most ``target`` fds are open: a test's own fds all released. An fd
+        a response of an earlier test still held (a file fd is shared by every response
+        of the file, static/sharedfd.py) may close meanwhile, leaving fewer."""
+        deadline = time.monotonic() + timeout
+        n = self.fd_count()
+        while n > target and time.monotonic() < deadline:
+            time.sleep(0.05)
+            n = self.fd_count()
+        return n
+
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
         _TLS_PORTS.discard(self.port)
         if self.proc.poll() is None:

@@ -275,7 +275,8 @@ def test_server_client_disconnects_mid_response(server: ServerProcess) -> None:
         s.close()  # RST while the server is inside sendfile
     status, _, body, _ = request(server.port, get("/small.txt"))
     assert (status, body) == (200, SMALL)
-    assert server.wait_fd_count(baseline) == baseline  # sockets and file fds all released
+    # Sockets and file fds all released (at most the baseline: module doc of the helper).
+    assert server.wait_fd_count_at_most(baseline) <= baseline
 
 
 def test_server_many_sequential_connections_leak_nothing(server: ServerProcess) -> None:
@@ -284,7 +285,7 @@ def test_server_many_sequential_connections_leak_nothing(server: ServerProcess) 
         with connect(server.port) as s:
             s.sendall(get("/big.bin" if i % 50 == 0 else "/small.txt", "Connection: close\r\n"))
             recv_all(s)
-    assert server.wait_fd_count(baseline) == baseline
+    assert server.wait_fd_count_at_most(baseline) <= baseline
 
 
 @pytest.mark.skipif(
