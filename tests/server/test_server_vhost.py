@@ -255,6 +255,39 @@ def test_vhost_unknown_host_421(mode: str, roots: dict[str, Path]) -> None:
         assert code == 0, err[-2000:]
 
 
+@pytest.mark.parametrize("mode", backend_params())
+def test_vhost_engine_errors_get_their_sites_page(mode: str, roots: dict[str, Path]) -> None:
+    # The server's own answers (405, a malformed head's 400, unknown_host's 421) with
+    # the page of the site the Host names, or of the first site when none can be told.
+    toml = f"""unknown_host = 421
+[[site]]
+names = ["a.example"]
+root = "{roots["a"]}"
+error_page = ["400,405,421=/404.html"]
+
+[[site]]
+names = ["b.example"]
+root = "{roots["b"]}"
+error_page = ["405=/404.html"]
+"""
+    srv = start(roots, mode, toml)
+    try:
+        for host, site in (("a.example", "a"), ("B.example.", "b")):
+            reply = raw(srv.port, b"DELETE / HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode())
+            assert reply.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n"), reply
+            assert b"\r\nAllow: GET, HEAD\r\n" in reply, reply
+            assert reply.endswith(f"<p>{site} has no such page</p>\n".encode()), reply
+        reply = raw(srv.port, b"GET / HTTP/1.1\r\nHost: nobody.example\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 421 Misdirected Request\r\n"), reply
+        assert reply.endswith(b"<p>a has no such page</p>\n"), reply
+        reply = raw(srv.port, b"NONSENSE\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n"), reply
+        assert reply.endswith(b"<p>a has no such page</p>\n"), reply
+    finally:
+        code, _, err = srv.stop()
+        assert code == 0, err[-2000:]
+
+
 # -- pacing per site and per path --------------------------------------------------------------
 def timed_body(port: int, host: str, path: str) -> tuple[bytes, float]:
     with connect(port, timeout=15) as s:

@@ -269,7 +269,8 @@ def test_error_page_large_is_a_region(site: pathlib.Path, make_request: MakeRequ
 
 def test_error_page_fast_path(site: pathlib.Path, make_request: MakeRequest) -> None:
     files = StaticFiles(site, error_pages={404: "/404.txt"})
-    # The page is not in memory yet: only the pool can answer.
+    # The page was read when the handler was built, but is trusted only from its first
+    # revalidation (the caller's clock starts then): only the pool can answer.
     assert files.handle_fast(make_request(b"/.secret"), 0.0) is None
     assert get(files, make_request(b"/.secret")).body == NOT_FOUND
     # Now it is: a refusal is answered from memory, page included.
@@ -284,6 +285,83 @@ def test_error_page_with_fallback_gone(site: pathlib.Path, make_request: MakeReq
     (site / "app.html").unlink()
     response = get(files, make_request(b"/route"), LATER)
     assert (response.status, response.body) == (404, NOT_FOUND)
+
+
+# -- the server's own errors (error_page: memory only) ------------------------------------------
+class Deferred(list[Callable[[], None]]):
+    """A stand-in for the disk pool: keeps what ``error_page`` asked to run."""
+
+    def run(self) -> None:
+        while self:
+            self.pop(0)()
+
+
+def test_error_page_for_the_servers_own_errors(site: pathlib.Path) -> None:
+    files = StaticFiles(site, error_pages={400: "/404.txt", 503: "/404.txt"})
+    pool = Deferred()
+    bad = error_response(400, close=True)
+    # Read when the handler was built: the first use has the page, and asks for one check.
+    paged = files.error_page(bad, False, 0.0, pool.append)
+    assert (paged.status, paged.body, paged.close) == (400, NOT_FOUND, True)
+    assert fields_of(paged.head)[b"content-type"] == b"text/plain; charset=utf-8"
+    assert len(pool) == 1
+    assert files.error_page(bad, False, 0.0, pool.append) is paged  # one check at a time
+    assert len(pool) == 1
+    pool.run()
+    assert files.error_page(bad, False, 0.5, pool.append) is paged
+    assert pool == []  # trusted now: nothing to do
+    head = files.error_page(bad, True, 0.5, pool.append)
+    assert (head.status, head.body) == (400, None)
+    assert fields_of(head.head)[b"content-length"] == b"%d" % len(NOT_FOUND)
+    busy = error_response(503, [(b"Retry-After", b"1")])
+    assert fields_of(files.error_page(busy, False, 0.5, pool.append).head)[b"retry-after"] == b"1"
+    other = error_response(408, close=True)
+    assert files.error_page(other, False, 0.5, pool.append) is other  # no page for 408
+    # The handler's own 400 (a bad path) keeps the connection: the same head, not closing.
+    kept = files.error_page(error_response(400), False, 0.5, pool.append)
+    assert (kept.body, kept.close) == (NOT_FOUND, False)
+    assert files.error_page(bad, False, 0.5, pool.append).close
+
+
+def test_error_page_for_the_servers_errors_follows_edits(site: pathlib.Path) -> None:
+    files = StaticFiles(site, error_pages={400: "/404.txt"})
+    pool = Deferred()
+    bad = error_response(400, close=True)
+    files.error_page(bad, False, 0.0, pool.append)
+    pool.run()
+    (site / "404.txt").write_bytes(b"edited\n")
+    # Due again: sent as last read while the pool re-reads it, then the edit.
+    assert files.error_page(bad, False, LATER, pool.append).body == NOT_FOUND
+    pool.run()
+    assert files.error_page(bad, False, LATER, pool.append).body == b"edited\n"
+    (site / "404.txt").unlink()
+    files.error_page(bad, False, 2 * LATER, pool.append)
+    pool.run()
+    assert files.error_page(bad, False, 2 * LATER, pool.append) is bad  # gone: built-in
+
+
+def test_error_page_for_the_servers_errors_never_reads_a_large_page(site: pathlib.Path) -> None:
+    # A page past the cache's per-file bound is not in memory: the built-in one goes
+    # rather than an open(2) on the loop.
+    files = StaticFiles(site, error_pages={400: "/big404.html"}, cache_max_file_bytes=1024)
+    bad = error_response(400, close=True)
+    assert files.error_page(bad, False, 0.0, lambda fn: None) is bad
+
+
+def test_error_page_missing_at_start_is_read_when_it_appears(site: pathlib.Path) -> None:
+    (site / "404.txt").unlink()
+    files = StaticFiles(site, error_pages={400: "/404.txt"})
+    pool = Deferred()
+    bad = error_response(400, close=True)
+    assert files.error_page(bad, False, 0.0, pool.append) is bad
+    pool.run()
+    # Tried and not there: not tried again within the trust period (a flood of 400s).
+    assert files.error_page(bad, False, 0.5, pool.append) is bad
+    assert pool == []
+    (site / "404.txt").write_bytes(NOT_FOUND)
+    assert files.error_page(bad, False, LATER, pool.append) is bad
+    pool.run()
+    assert files.error_page(bad, False, LATER, pool.append).body == NOT_FOUND
 
 
 @pytest.mark.parametrize(

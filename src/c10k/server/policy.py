@@ -32,7 +32,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from c10k.core import diskio
 from c10k.core.transport import RECV_SIZE
@@ -48,7 +48,7 @@ from c10k.server.health import HealthCheck, is_health
 from c10k.server.overload import IDLE_INTERVAL, PRESSURE_INTERVAL, Tiers
 from c10k.server.session import CLOSED, CLOSING, IDLE, LINGERING, READING, WRITING, Session
 from c10k.server.shared import Board, Cell, aggregate
-from c10k.server.sites import build_handler, server_pace
+from c10k.server.sites import build_handler, server_pace, site_configs
 from c10k.server.status import Counters, StatusPage
 from c10k.server.wire import Wire
 from c10k.static import StaticFiles
@@ -113,6 +113,15 @@ def peer_host(peer: object) -> str:
     return "unix" if peer is None or isinstance(peer, str) else str(peer)
 
 
+def _run_now(fn: Callable[[], None]) -> None:
+    fn()
+
+
+def _log_failure(future: Future[None]) -> None:
+    if (exc := future.exception()) is not None:
+        log.error("reading an error page failed: %s", exc)
+
+
 def _no_wire(_resp: object) -> None:
     """The memoized-wire lookup under --limit-rate: never, so nothing skips the pacer."""
 
@@ -143,6 +152,10 @@ class Policy(Wire):
             files = build_handler(config)
             self.handler: Handler = files.handle
             self.handler_fast: FastHandler = files.handle_fast
+            # --error-page for the engine's own answers too (``paged``); None: no pages.
+            if any(c.error_page for c in (config, *site_configs(config))):
+                self._error_page = files.error_page
+                self.paged = self._paged
         else:
             self.handler = self.handler_fast = handler
         self.limits = Limits(config.max_header_bytes, config.max_fields)
@@ -236,7 +249,27 @@ class Policy(Wire):
             return self.handler(req, now)
         except Exception:
             log.exception("handler failed for %r", req.target)
-            return self.error(500)
+            resp = self.error(500)
+            return resp if self.paged is None else self.paged(resp, req, None)
+
+    # -- the engine's own answers with the operator's pages (--error-page) ----------------
+    paged: Callable[[Response, Request | None, Any], Response] | None = None
+
+    def _paged(self, resp: Response, req: Request | None, loop: Any) -> Response:
+        """``resp`` (400, 408, 429, 503 ... made by the engine) with its configured page
+        from memory (``StaticFiles.error_page``); a page to (re)read goes to the disk
+        pool, or runs at once where there is no loop (the pool's own thread) or no pool
+        (``--io-threads 0``)."""
+        head = req is not None and req.method == b"HEAD"
+        if loop is None or self.config.io_threads == 0:
+            paged: Response = self._error_page(resp, head, time.monotonic(), _run_now, req)
+            return paged
+
+        def defer(fn: Callable[[], None]) -> None:
+            loop.run_in_thread(fn, done=_log_failure)
+
+        paged = self._error_page(resp, head, loop.now, defer, req)
+        return paged
 
     # -- accounting ----------------------------------------------------------------------
     def _forwarded_client(self, peer: str, req: Request) -> str:

@@ -192,13 +192,14 @@ class Session(HTTPConnection):
                 now = loop.now
                 limiter = policy.limiter
                 if limiter is not None and (resp := limiter.check(self, req, now)) is not None:
-                    pass  # per-client limits: 503 (closing) or 429, through the same wire
+                    # per-client limits: 503 (closing) or 429, through the same wire
+                    resp = self._engine(resp, req)
                 else:
                     try:
                         resp = self.handle_fast(req, now)
                     except Exception:
                         log.exception("handler failed for %r", req.target)
-                        resp = policy.error(500)
+                        resp = self._engine(policy.error(500), req)
                     if resp is None:  # needs the disk: answered from the I/O pool
                         self._offload(req)
                         return None
@@ -307,7 +308,7 @@ class Session(HTTPConnection):
         elif state == READING:
             # RFC 9110 section 15.5.9: 408 for a request the client did not finish in time.
             policy.timeouts += 1
-            self._close_with(policy.error(408))
+            self._close_with(self._engine(policy.error(408), None))
             return
         elif state == WRITING:
             if self.wprogress[4]:  # type: ignore[index]
@@ -385,7 +386,7 @@ class Session(HTTPConnection):
             try:
                 event = self.next_event()
             except RemoteProtocolError as exc:
-                resp = policy.error(exc.error_status_hint)
+                resp = self._engine(policy.error(exc.error_status_hint), None)
                 if policy.observe:
                     policy.account(self, None, resp)
                 policy.requests += 1
@@ -437,24 +438,24 @@ class Session(HTTPConnection):
             pass
         elif policy.shed_level >= 2:
             # Overload tier 2: a clear 503 + Retry-After instead of the work.
-            resp = policy.overload_response()
+            resp = self._engine(policy.overload_response(), req)
             policy.tiers.shed_503 += 1
         elif (
             policy.limiter is not None
             and (resp := policy.limiter.check(self, req, self.loop.now)) is not None
         ):
-            pass  # per-client limits: 503 (closing) or 429
+            resp = self._engine(resp, req)  # per-client limits: 503 (closing) or 429
         elif method == b"GET" or method == b"HEAD":
             try:
                 resp = self.handle_fast(req, self.loop.now)
             except Exception:
                 log.exception("handler failed for %r", req.target)
-                resp = policy.error(500)
+                resp = self._engine(policy.error(500), req)
             if resp is None:
                 self._offload(req)
                 return -1
         else:
-            resp = policy.method_response(method_status(method))
+            resp = self._engine(policy.method_response(method_status(method)), req)
         if policy.degraded and policy.shed_level >= 1:
             policy.tiers.shed_keepalive += 1
         if req.keep_alive and not resp.close and not req.has_body and not policy.degraded:
@@ -468,6 +469,11 @@ class Session(HTTPConnection):
         if resp.pace is not None or self.pacer is not None:
             self._mark(out, resp)
         return self.append(out, resp, kind, method == b"HEAD")
+
+    def _engine(self, resp: Response, req: Request | None) -> Response:
+        """One of the engine's own answers with the operator's page (--error-page)."""
+        paged = self.policy.paged
+        return resp if paged is None else paged(resp, req, self.loop)
 
     def _mark(self, out: list[Any], resp: Response) -> None:
         """A response with its own rate (per site or path, c10k.server.sites), or any

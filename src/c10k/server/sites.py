@@ -194,6 +194,7 @@ def rate_paths(table: dict[str, Any]) -> str | None:
 # -- the handlers --------------------------------------------------------------------------
 Handle = Callable[[Request, float], Response]
 HandleFast = Callable[[Request, float], Response | None]
+Defer = Callable[[Callable[[], None]], object]
 
 
 class Paced:
@@ -203,6 +204,9 @@ class Paced:
     def __init__(self, handler: Any, pace: Pace | None, paths: dict[str, Pace]) -> None:
         self._handle: Handle = handler.handle
         self._handle_fast: HandleFast = handler.handle_fast
+        # The server's own errors are not paced: they are the handler's pages as they are.
+        self.error_page = handler.error_page
+        self.page_for = handler.page_for
         self._pace = pace
         self._paths = sorted(paths.items(), key=lambda p: -len(p[0]))  # longest first
         self._memo: dict[bytes, Pace | None] = {}
@@ -240,15 +244,29 @@ class Paced:
 
 
 class _Refuse:
-    # The handler for Hosts that match no site under unknown_host = 421 or 404.
-    def __init__(self, status: int) -> None:
+    # The handler for Hosts that match no site under unknown_host = 421 or 404: that
+    # status, with the first site's error page for it if it has one (nginx's
+    # default_server answers such a request, with its error_page).
+    def __init__(self, status: int, first: Any) -> None:
         self.response = error_response(status)
+        self.head = Response(status, self.response.head, None)
+        self._first = first
+        self.error_page = first.error_page
 
     def handle(self, req: Request, now: float) -> Response:
-        return self.response
+        head = req.method == b"HEAD"
+        resp: Response | None = self._first.page_for(
+            self.head if head else self.response, head, now, False
+        )
+        assert resp is not None  # the slow path always answers
+        return resp
 
     def handle_fast(self, req: Request, now: float) -> Response | None:
-        return self.response
+        head = req.method == b"HEAD"
+        resp: Response | None = self._first.page_for(
+            self.head if head else self.response, head, now, True
+        )
+        return resp
 
 
 class Sites:
@@ -260,6 +278,7 @@ class Sites:
             (name, handler) for names, handler in handlers for name in names
         )
         self._unknown = unknown  # the first site's handler, or a _Refuse
+        self._first = handlers[0][1]
         self._memo: dict[bytes | None, Any] = {}
 
     def site(self, raw_host: bytes | None) -> Any:
@@ -286,6 +305,15 @@ class Sites:
         handler = self.site(req.headers.get(b"host"))
         response: Response | None = handler.handle_fast(req, now)
         return response
+
+    def error_page(
+        self, response: Response, head: bool, now: float, defer: Defer, req: Request | None = None
+    ) -> Response:
+        """The server's own error with its site's page: the Host's site, or the first
+        site's when there is no request to tell (a malformed head's 400, a 408)."""
+        handler = self._first if req is None else self.site(req.headers.get(b"host"))
+        paged: Response = handler.error_page(response, head, now, defer)
+        return paged
 
 
 def server_pace(config: ServerConfig) -> Pace:
@@ -320,5 +348,5 @@ def build_handler(config: ServerConfig) -> Any:
         for site, sc in zip(config.site, site_configs(config), strict=True)
     ]
     unknown = str(config.unknown_host)
-    fallback = handlers[0][1] if unknown == "first" else _Refuse(int(unknown))
+    fallback = handlers[0][1] if unknown == "first" else _Refuse(int(unknown), handlers[0][1])
     return Sites(handlers, fallback)

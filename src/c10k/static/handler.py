@@ -105,12 +105,14 @@ and ``open`` gets one 404 (the (dev, ino) check); the next request finds the new
 from __future__ import annotations
 
 import errno
+import functools
+import math
 import os
 import re
 import secrets
 import stat
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from c10k.http.errors import LocalProtocolError
 from c10k.http.events import Request
@@ -197,6 +199,8 @@ _HOT_AE_MAX = 8
 _HOT_AE_MAX_BYTES = 128
 # Sentinel for "no remembered representation" (the hot path's dict.get default).
 _NO_PAIR: tuple[None, None] = (None, None)
+# Runs a function off the loop (the caller's disk pool): how error_page asks for a read.
+Defer = Callable[[Callable[[], None]], object]
 
 _LISTING_TYPE = b"text/html; charset=utf-8"
 
@@ -361,6 +365,7 @@ class StaticFiles:
         self._compressor = (
             Compressor(compress_level, compress_min_bytes, compress_max_bytes) if compress else None
         )
+        self._warm_pages()
 
     def _init_pages(self, fallback: str | None, error_pages: dict[int, str]) -> None:
         # Only that each can name a file below the root: c10k serve checks the files exist
@@ -581,6 +586,55 @@ class StaticFiles:
                 return entry
         loaded = self._load(raw_path, None, False, now)
         return loaded if isinstance(loaded, CacheEntry) else False
+
+    # -- the server's own errors (pages.py: "The server's own errors") ---------------------
+    def error_page(
+        self, response: Response, head: bool, now: float, defer: Defer, req: object = None
+    ) -> Response:
+        """``response``, an error the server made itself (400, 408, 429, 503 ...), with its
+        configured page, from memory only. A page due for (re)reading is handed to
+        ``defer(fn)`` (off the loop) once; meanwhile the page as last read, or the
+        built-in one, goes. (``req``: the request, when there is one; unused here, the
+        site handler picks the site by it.)"""
+        pages = self._pages
+        raw = pages.pages.get(response.status) if pages is not None else None
+        if pages is None or raw is None:
+            return response
+        entry = self._lookup(raw)
+        # When it was last known (None: never tried), which a page gone asks no more
+        # often than a present one: a 400 flood costs one stat per trust period.
+        checked = self._pages_tried.get(raw) if entry is None else entry.checked
+        if (checked is None or now - checked >= self._revalidate_seconds) and (
+            raw not in self._pages_due
+        ):
+            self._pages_due.add(raw)
+            defer(functools.partial(self._refresh_page, raw, now))
+        if entry is None or entry.content is None:
+            return response
+        return pages.render(response, entry, head)
+
+    def page_for(self, response: Response, head: bool, now: float, fast: bool) -> Response | None:
+        """An error response made outside the handler (a site's unknown-host 421/404)
+        with its configured page, as the handler's own errors get it; None: the fast
+        path cannot tell without the filesystem (call again with ``fast=False``)."""
+        return self._with_page(response, head, now, fast)
+
+    def _refresh_page(self, raw: bytes, now: float) -> None:
+        try:
+            self._page(raw, now, False)
+        finally:
+            self._pages_tried[raw] = now
+            self._pages_due.discard(raw)
+
+    def _warm_pages(self) -> None:
+        # Read the error pages now (the handler is built before the process serves), so
+        # the engine's first 408 already has its page. Checked "at the beginning of
+        # time": the caller's clock is its own, so the first use revalidates as usual.
+        self._pages_due: set[bytes] = set()
+        self._pages_tried: dict[bytes, float] = {}
+        if self._pages is not None:
+            for raw in set(self._pages.pages.values()):
+                self._page(raw, -math.inf, False)
 
     def _with_page(self, response: Response, head: bool, now: float, fast: bool) -> Response | None:
         # An error response with the configured page's content (pages.py), or as it is

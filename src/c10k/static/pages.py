@@ -13,6 +13,13 @@ the page is read once, revalidated each ``revalidate_seconds`` and its edits sho
   away; then the fallback answers a plain 404 and an error page the built-in page.
   Neither can loop: the handler loads an internal page with its plain resolver, which
   never consults them.
+- The server's own errors (a malformed request's 400, a header timeout's 408, 413, 431,
+  a per-client limit's 503 or 429, overload's 503, 405/501) get the page too, as nginx's
+  error_page covers them, but from memory only (``StaticFiles.error_page``): the engine
+  answers them on the loop, often with no request to hand to the disk pool. So the
+  handler reads its error pages when it is built, a page due for revalidation is sent as
+  last read while the pool re-reads it, and a page not in memory (gone, or larger than
+  the cache's per-file bound) leaves the built-in page. A closing original stays closing.
 - An error page is sent with the ORIGINAL status (``error_page 404 /404.html``, not
   ``=200``), the page's Content-Type and Content-Length, and the original's other fields
   (``Allow`` of a 405, ``Retry-After`` of a 503, ``Content-Range`` of a 416). No ETag or
@@ -124,17 +131,17 @@ class ErrorPages:
 
     def __init__(self, pages: dict[int, str]) -> None:
         self.pages = {status: path.encode("ascii") for status, path in pages.items()}
-        self._memo: dict[tuple[bytes, int], tuple[CacheEntry, Response, Response]] = {}
+        self._memo: dict[tuple[bytes, bool, int], tuple[CacheEntry, Response, Response]] = {}
 
     def render(self, original: Response, page: CacheEntry, head: bool) -> Response:
         """``original``'s status and fields with the content of a small (cached) page."""
-        key = (original.head, id(page))
+        key = (original.head, original.close, id(page))  # the head has no Connection line
         memo = self._memo
         hit = memo.get(key)
         if hit is None or hit[0] is not page:  # an id reused by a newer entry: rebuild
             fields = [(b"Content-Type", page.content_type), *_carried(original)]
-            get = build_response(original.status, fields, page.content or b"")
-            hit = (page, get, Response(original.status, get.head, None))
+            get = build_response(original.status, fields, page.content or b"", close=original.close)
+            hit = (page, get, Response(original.status, get.head, None, original.close))
             if len(memo) >= _MEMO_MAX:
                 memo.clear()
             memo[key] = hit
@@ -144,10 +151,10 @@ class ErrorPages:
         """The same with a large page's open ``fd`` as the body (a GET; closed when sent)."""
         fields = [(b"Content-Type", page.content_type), *_carried(original)]
         region = FileRegion(fd, 0, page.size, page.shared.release)
-        return build_response(original.status, fields, region)
+        return build_response(original.status, fields, region, close=original.close)
 
     def render_head(self, original: Response, page: CacheEntry) -> Response:
         """A HEAD answered with a large page: its length, no body, no fd."""
         fields = [(b"Content-Type", page.content_type), *_carried(original)]
         head = build_response(original.status, fields, None, content_length=page.size).head
-        return Response(original.status, head, None)
+        return Response(original.status, head, None, original.close)
