@@ -557,7 +557,7 @@ SETTINGS: tuple[Setting, ...] = (
         "CODE=PATH",
         "send this file (below the root, checked at start) for these statuses, keeping "
         "the status (nginx error_page; repeatable; CODE 400-599, several as 404,410=PATH); "
-        "covers the file handler's errors and the server's own (400, 408, 413, 431, "
+        "covers the file handler's errors and the server's own (400, 408, 414, 431, "
         "429, 503 ...); a page gone later gives the built-in one",
         error_pages,
     ),

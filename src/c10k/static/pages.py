@@ -13,7 +13,7 @@ the page is read once, revalidated each ``revalidate_seconds`` and its edits sho
   away; then the fallback answers a plain 404 and an error page the built-in page.
   Neither can loop: the handler loads an internal page with its plain resolver, which
   never consults them.
-- The server's own errors (a malformed request's 400, a header timeout's 408, 413, 431,
+- The server's own errors (a malformed request's 400, a header timeout's 408, 414, 431,
   a per-client limit's 503 or 429, overload's 503, 405/501) get the page too, as nginx's
   error_page covers them, but from memory only (``StaticFiles.error_page``): the engine
   answers them on the loop, often with no request to hand to the disk pool. So the
