@@ -22,6 +22,7 @@ import pytest
 from _core_support import BACKEND_PARAMS, PollCounter, Watchdog, run_loop
 
 from c10k.core import Acceptor, Loop, bind_socket
+from c10k.core.fdio import bare_accept_available
 from c10k.core.listener import (
     ACCEPT_CAPACITY_ERRNOS,
     CAPACITY_SLEEP,
@@ -57,7 +58,10 @@ class Accepted:
 
     def close(self) -> None:
         for s in self.socks:
-            s.close()
+            if isinstance(s, int):  # a bare fd (raw_fds)
+                os.close(s)
+            else:
+                s.close()
 
 
 @pytest.fixture
@@ -205,6 +209,43 @@ def test_core_acceptor_batch_of_100(
         acc.close()
 
 
+@pytest.mark.skipif(not bare_accept_available(), reason="libc has no accept4 here")
+def test_core_acceptor_bare_fds_come_nonblocking_without_address(
+    loop: Loop, listener: socket.socket, clients: list[socket.socket]
+) -> None:
+    got: list[tuple[int, object]] = []
+
+    def on_accept(fd: int, addr: object) -> None:
+        got.append((fd, addr))
+        if len(got) == 40:
+            loop.stop()
+
+    acc = Acceptor(loop, listener, on_accept, max_per_wakeup=16, raw_fds=True, peer=False)
+    try:
+        connect(listener.getsockname(), clients, 40)
+        acc.start()
+        run_loop(loop)
+        assert acc.bare
+        assert [addr for _, addr in got] == [None] * 40
+        for fd, _ in got:
+            assert not os.get_blocking(fd)
+            assert not os.get_inheritable(fd)
+        ours = {c.getsockname() for c in clients}
+        peers = set()
+        for fd, _ in got:
+            with socket.socket(fileno=fd) as s:  # closes it
+                peers.add(s.getpeername())
+        assert peers == ours
+    finally:
+        acc.close()
+
+
+def test_core_acceptor_bare_needs_raw_fds_and_no_peer(loop: Loop, listener: socket.socket) -> None:
+    # A caller that wants the address, or socket objects, gets the stdlib accept.
+    assert not Acceptor(loop, listener, print, raw_fds=True).bare
+    assert not Acceptor(loop, listener, print, peer=False).bare
+
+
 def test_core_acceptor_connections_arriving_while_running(
     loop: Loop, listener: socket.socket, clients: list[socket.socket]
 ) -> None:
@@ -290,16 +331,19 @@ def _lowest_free_fd() -> int:
     return fd
 
 
+@pytest.mark.parametrize("bare", [False, True])  # bare: fdio.accept_bare's errors
 def test_core_acceptor_emfile_pauses_without_spinning(
     loop: Loop,
     listener: socket.socket,
     clients: list[socket.socket],
     restore_nofile: tuple[int, int],
     caplog: pytest.LogCaptureFixture,
+    bare: bool,
 ) -> None:
     soft, hard = restore_nofile
     accepted = Accepted(loop)
-    acc = Acceptor(loop, listener, accepted)
+    acc = Acceptor(loop, listener, accepted, raw_fds=bare, peer=not bare)
+    assert acc.bare == (bare and bare_accept_available())
     fd = listener.fileno()
     observed: list[tuple[bool, bool]] = []
     with Watchdog(loop, 20.0) as dog:  # every fd this test needs exists before the limit

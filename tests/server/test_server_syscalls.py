@@ -131,3 +131,8 @@ def test_server_one_shot_connection_never_enters_the_backend(
     added = [line for line in lines[begin:end] if "EPOLL_CTL_ADD" in line]
     assert added == [], added[:3]
     assert calls["write"] >= 49, calls
+    # Nothing logs or limits peers here: accept4 gives a nonblocking fd without the
+    # address (fdio.accept_bare), so no ioctl(FIONBIO) follows it.
+    accepts = [line for line in lines[begin:end] if "accept4(" in line]
+    assert all("NULL, NULL, SOCK_CLOEXEC|SOCK_NONBLOCK" in line for line in accepts), accepts[:3]
+    assert calls["ioctl"] == 0, calls

@@ -10,18 +10,57 @@ temporary object and ``detach()`` it so the fd is not closed behind our back.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
+import os
 import socket
 import struct
 import sys
 import termios
+from typing import Any
 
 _ONE = (1).to_bytes(4, sys.byteorder)
 
 
 _NO_TCP_OPTION_ERRNOS = frozenset((errno.EOPNOTSUPP, errno.ENOPROTOOPT))
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux 3.12+
+
+
+def _libc_accept4() -> Any:
+    # accept4(2) through libc, where it exists (Linux, the BSDs): the stdlib's accept
+    # always asks for the peer's address and gives a blocking fd.
+    try:
+        accept4 = ctypes.CDLL(None, use_errno=True).accept4
+    except (OSError, AttributeError):
+        return None
+    accept4.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+    accept4.restype = ctypes.c_int
+    return accept4
+
+
+_ACCEPT4: Any = _libc_accept4() if hasattr(socket, "SOCK_NONBLOCK") else None
+_NONBLOCK_CLOEXEC = getattr(socket, "SOCK_NONBLOCK", 0) | getattr(socket, "SOCK_CLOEXEC", 0)
+
+
+def bare_accept_available() -> bool:
+    """Whether ``accept_bare`` works here."""
+    return _ACCEPT4 is not None
+
+
+def accept_bare(listen_fd: int) -> int:
+    """One connection as a nonblocking close-on-exec fd, without its address: one
+    accept4(2), no ioctl(FIONBIO) after it and no address tuple (nginx's accept4 with
+    SOCK_NONBLOCK). For servers that do not log or limit peers.
+
+    Raises:
+        OSError: as accept(2) fails (BlockingIOError when nothing is waiting).
+    """
+    fd: int = _ACCEPT4(listen_fd, None, None, _NONBLOCK_CLOEXEC)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return fd
 
 
 def set_nonblocking(fd: int) -> None:

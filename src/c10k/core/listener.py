@@ -52,7 +52,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from c10k.core.backend import READ
-from c10k.core.fdio import TCP_NOTSENT_LOWAT, set_nonblocking
+from c10k.core.fdio import (
+    TCP_NOTSENT_LOWAT,
+    accept_bare,
+    bare_accept_available,
+    set_nonblocking,
+)
 from c10k.core.loop import Loop
 from c10k.core.timers import TimerHandle
 
@@ -358,6 +363,9 @@ class Acceptor:
     socket object, no getsockname per connection); the caller must ``os.close`` it.
     ``on_backlog()``, if given, is called after a wakeup that accepted a whole batch
     (``max_per_wakeup``): the queue held more than one batch, a sign of a flood.
+    With ``raw_fds`` and ``peer=False`` the address is None: where libc has accept4 the
+    fd then comes nonblocking from one syscall (``fdio.accept_bare``), ~1 us less per
+    connection than accept + ioctl(FIONBIO) + the address tuple.
     """
 
     def __init__(
@@ -370,8 +378,11 @@ class Acceptor:
         raw_fds: bool = False,
         exclusive: bool = False,
         on_backlog: Callable[[], object] | None = None,
+        peer: bool = True,
     ) -> None:
         self.raw_fds = raw_fds
+        # The fd comes nonblocking, without an address (see the class comment).
+        self.bare = raw_fds and not peer and bare_accept_available()
         self.on_backlog = on_backlog
         # Extra event bits for the listener's registration (EPOLLEXCLUSIVE, or 0).
         self.exclusive_bits = int(getattr(loop.backend, "exclusive_accept", 0)) if exclusive else 0
@@ -429,6 +440,9 @@ class Acceptor:
     def _read_ready(self, _events: int) -> None:
         if not self._listening:
             return
+        if self.bare:
+            self._accept_bare()
+            return
         accept = self.sock._accept if self.raw_fds else self.sock.accept  # type: ignore[attr-defined]
         for _ in range(self.max_per_wakeup):
             try:
@@ -437,26 +451,58 @@ class Acceptor:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in ACCEPT_CAPACITY_ERRNOS:
-                    self.capacity_errors += 1
-                    log.warning(
-                        "accept: %s; pausing the listener for %.0f ms",
-                        exc.strerror,
-                        CAPACITY_SLEEP * 1e3,
-                    )
-                    self._unwatch()
-                    self._retry = self.loop.call_later(CAPACITY_SLEEP, self._after_sleep)
+                if self._accept_failed(exc):
                     return
-                if exc.errno in ACCEPT_SKIP_ERRNOS:
-                    continue
-                raise
+                continue
             self._hand_over(conn, addr)
             if not self._listening:  # the owner paused us (connection cap)
                 return
+        self._batch_done()
+
+    def _accept_bare(self) -> None:
+        # _read_ready's loop with fdio.accept_bare: the fd is nonblocking already.
+        fd = self.sock.fileno()
+        for _ in range(self.max_per_wakeup):
+            try:
+                conn = accept_bare(fd)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if self._accept_failed(exc):
+                    return
+                continue
+            self.accepted += 1
+            try:
+                self.on_accept(conn, None)
+            except Exception:
+                log.exception("error in on_accept")  # see _hand_over
+            if not self._listening:
+                return
+        self._batch_done()
+
+    def _batch_done(self) -> None:
+        # A whole batch accepted: more may wait (a flood, or an edge to re-post).
         if self.on_backlog is not None:
             self.on_backlog()
         if self.loop.edge:
             self.loop.call_soon(self._read_ready, READ)
+
+    def _accept_failed(self, exc: OSError) -> bool:
+        """An accept error: True to stop this wakeup (out of fds or memory: the listener
+        sleeps, not spins), False to go on (a client that gave up); else raise."""
+        if exc.errno in ACCEPT_CAPACITY_ERRNOS:
+            self.capacity_errors += 1
+            log.warning(
+                "accept: %s; pausing the listener for %.0f ms",
+                exc.strerror,
+                CAPACITY_SLEEP * 1e3,
+            )
+            self._unwatch()
+            self._retry = self.loop.call_later(CAPACITY_SLEEP, self._after_sleep)
+            return True
+        if exc.errno in ACCEPT_SKIP_ERRNOS:
+            return False
+        raise exc
 
     def _hand_over(self, conn: Any, addr: object) -> None:
         self.accepted += 1

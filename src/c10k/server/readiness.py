@@ -5,8 +5,9 @@ per connection a ``core.transport.Transport`` whose protocol is the connection's
 ``Session``. The path of one request:
 
 1. **Accept.** The listener is readable; ``Acceptor`` accepts up to 64 connections per
-   wakeup as bare nonblocking fds (``sock._accept()`` + one ioctl(FIONBIO): no
-   ``socket.socket`` per connection), re-posting itself on an edge-triggered backend.
+   wakeup as bare nonblocking fds (no ``socket.socket`` per connection): one
+   accept4(SOCK_NONBLOCK) through libc when nothing needs the peer's address, else
+   ``sock._accept()`` + one ioctl(FIONBIO); re-posting itself on an edge-triggered backend.
    Under overload ``Policy.admit`` may refuse one (tier 3, or a stale wait).
 2. **Register.** ``_on_accept`` makes the Session (its header deadline filed) and the
    Transport, which registers the fd (READ; READ|WRITE once on an edge-triggered backend).
@@ -74,6 +75,8 @@ class Server(ServerBase):
                 raw_fds=True,
                 exclusive=True,
                 on_backlog=self.backlog_alert if config.max_accept_wait > 0 else None,
+                # The address only when something logs or limits it (one accept4 else).
+                peer=self.policy.keep_peer,
             )
             for i, s in enumerate(self.socks)
         ]
