@@ -10,7 +10,6 @@ temporary object and ``detach()`` it so the fd is not closed behind our back.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
@@ -29,10 +28,13 @@ TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux 3.12+
 
 def _libc_accept4() -> Any:
     # accept4(2) through libc, where it exists (Linux, the BSDs): the stdlib's accept
-    # always asks for the peer's address and gives a blocking fd.
+    # always asks for the peer's address and gives a blocking fd. Without ctypes (some
+    # embedded builds) the stdlib's accept it is.
     try:
+        import ctypes
+
         accept4 = ctypes.CDLL(None, use_errno=True).accept4
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return None
     accept4.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
     accept4.restype = ctypes.c_int
@@ -40,6 +42,7 @@ def _libc_accept4() -> Any:
 
 
 _ACCEPT4: Any = _libc_accept4() if hasattr(socket, "SOCK_NONBLOCK") else None
+_get_errno: Any = sys.modules["ctypes"].get_errno if _ACCEPT4 is not None else None
 _NONBLOCK_CLOEXEC = getattr(socket, "SOCK_NONBLOCK", 0) | getattr(socket, "SOCK_CLOEXEC", 0)
 
 
@@ -58,7 +61,7 @@ def accept_bare(listen_fd: int) -> int:
     """
     fd: int = _ACCEPT4(listen_fd, None, None, _NONBLOCK_CLOEXEC)
     if fd < 0:
-        err = ctypes.get_errno()
+        err = _get_errno()
         raise OSError(err, os.strerror(err))
     return fd
 

@@ -41,6 +41,7 @@ Listeners for several worker processes (used by c10k.server.listeners):
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import select
@@ -355,6 +356,11 @@ def accept_fds(sock: socket.socket, limit: int = 64) -> Iterator[tuple[int, Any]
         yield conn
 
 
+def _accept_bare_pair(listen_fd: int) -> tuple[int, None]:
+    # fdio.accept_bare shaped as socket._accept: (fd, address).
+    return accept_bare(listen_fd), None
+
+
 class Acceptor:
     """Accepts connections on a listening socket and hands them to ``on_accept``.
 
@@ -440,10 +446,11 @@ class Acceptor:
     def _read_ready(self, _events: int) -> None:
         if not self._listening:
             return
+        accept: Callable[[], tuple[Any, Any]]
         if self.bare:
-            self._accept_bare()
-            return
-        accept = self.sock._accept if self.raw_fds else self.sock.accept  # type: ignore[attr-defined]
+            accept = functools.partial(_accept_bare_pair, self.sock.fileno())
+        else:
+            accept = self.sock._accept if self.raw_fds else self.sock.accept  # type: ignore[attr-defined]
         for _ in range(self.max_per_wakeup):
             try:
                 conn: Any
@@ -456,27 +463,6 @@ class Acceptor:
                 continue
             self._hand_over(conn, addr)
             if not self._listening:  # the owner paused us (connection cap)
-                return
-        self._batch_done()
-
-    def _accept_bare(self) -> None:
-        # _read_ready's loop with fdio.accept_bare: the fd is nonblocking already.
-        fd = self.sock.fileno()
-        for _ in range(self.max_per_wakeup):
-            try:
-                conn = accept_bare(fd)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if self._accept_failed(exc):
-                    return
-                continue
-            self.accepted += 1
-            try:
-                self.on_accept(conn, None)
-            except Exception:
-                log.exception("error in on_accept")  # see _hand_over
-            if not self._listening:
                 return
         self._batch_done()
 
@@ -506,7 +492,9 @@ class Acceptor:
 
     def _hand_over(self, conn: Any, addr: object) -> None:
         self.accepted += 1
-        if self.raw_fds:
+        if self.bare:
+            pass  # nonblocking from accept4 already
+        elif self.raw_fds:
             try:
                 set_nonblocking(conn)
             except OSError:

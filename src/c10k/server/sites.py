@@ -204,9 +204,7 @@ class Paced:
     def __init__(self, handler: Any, pace: Pace | None, paths: dict[str, Pace]) -> None:
         self._handle: Handle = handler.handle
         self._handle_fast: HandleFast = handler.handle_fast
-        # The server's own errors are not paced: they are the handler's pages as they are.
-        self.error_page = handler.error_page
-        self.page_for = handler.page_for
+        self._inner = handler
         self._pace = pace
         self._paths = sorted(paths.items(), key=lambda p: -len(p[0]))  # longest first
         self._memo: dict[bytes, Pace | None] = {}
@@ -217,6 +215,15 @@ class Paced:
     def handle_fast(self, req: Request, now: float) -> Response | None:
         resp = self._handle_fast(req, now)
         return None if resp is None else self._with_pace(req, resp)
+
+    # The server's own errors are not paced: they are the handler's pages as they are.
+    def error_page(self, *args: Any) -> Response:
+        resp: Response = self._inner.error_page(*args)
+        return resp
+
+    def page_for(self, *args: Any) -> Response | None:
+        resp: Response | None = self._inner.page_for(*args)
+        return resp
 
     def _with_pace(self, req: Request, resp: Response) -> Response:
         pace = self._pace_of(req.target) if self._paths else self._pace
