@@ -219,7 +219,9 @@ def owner(port: int, s: socket.socket, pids: set[int]) -> int:
             for line in f.readlines()[1:]:
                 cols = line.split()
                 local, remote = cols[1].split(":")[1], cols[2].split(":")[1]
-                if int(local, 16) == port and int(remote, 16) == client_port:
+                # ESTABLISHED (01) only: an earlier connection's TIME_WAIT may have the
+                # same ports (a 503 was closed by the server first), without an inode.
+                if int(local, 16) == port and int(remote, 16) == client_port and cols[3] == "01":
                     inode = int(cols[9])
         if not inode:  # still in the accept queue (no inode before accept)
             return 0
