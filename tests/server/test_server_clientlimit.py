@@ -4,8 +4,10 @@ Clients bind their sockets to source addresses 127.0.0.2, 127.0.0.3, ... (all of
 127.0.0.0/8 is loopback), so each address is a client with its own limits. In every mode,
 plain and over TLS: the connection over the limit gets 503 and is closed while another
 address still gets 200, and a closed connection gives its place back; a burst, then 429
-with Retry-After, then service again after that many seconds. With ``--workers 2``
-(SO_REUSEPORT spreads one client's connections over both) the limit holds for the total;
+with Retry-After, then service again after that many seconds. With ``--workers 2``, in
+every mode (SO_REUSEPORT spreads one client's connections over both; which worker holds
+each is read from the kernel), both limits hold for the total: each worker refuses
+(503, 429) while it holds or served less than the limit itself;
 a worker SIGKILLed holding counted connections leaves none counted once the supervisor has
 reaped it. Behind a balancer the limit is the named client's: a PROXY header's source, or
 X-Forwarded-For from a --trusted-proxy peer. Bad values are refused at start.
@@ -167,7 +169,7 @@ def test_limit_req_burst_then_429(mode: str, root: Path) -> None:
 
 
 # -- across workers ----------------------------------------------------------------------------
-WORKER_LIMIT = 12  # with 12 connections both workers get some but for 1 in 2,048 runs
+WORKER_LIMIT = 12  # connections of one address, over both workers (spread_connections)
 
 
 def worker_server(root: Path, mode: str = "epoll") -> ServerProcess:
@@ -184,26 +186,177 @@ def wait_for(check: object, timeout: float = 10.0) -> object:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("mode", ["epoll", "threads"])
-def test_limit_conn_holds_across_two_workers(root: Path, mode: str) -> None:
-    server = worker_server(root, mode)
-    held: list[socket.socket] = []
+def worker_pids(server: ServerProcess) -> set[int]:
+    """The supervisor's two live workers (its children, from /proc), once both run."""
+
+    def two() -> set[int]:
+        found = set()
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == server.pid and fields[0] != "Z":
+                found.add(int(entry))
+        return found if len(found) == 2 else set()
+
+    pids = wait_for(two)
+    assert pids, f"two workers of {server.pid} should run"
+    return pids  # type: ignore[return-value]
+
+
+def owner(port: int, s: socket.socket, pids: set[int]) -> int:
+    """The worker holding the server side of ``s``, read from the kernel (the accepted
+    socket's inode in /proc/net/tcp, then among the workers' fds), not from the server.
+    The listener defers accept until the first bytes (TCP_DEFER_ACCEPT): ask once some
+    were sent."""
+
+    def find() -> int:
+        client_port = s.getsockname()[1]
+        inode = 0
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                local, remote = cols[1].split(":")[1], cols[2].split(":")[1]
+                # ESTABLISHED (01) only: an earlier connection's TIME_WAIT may have the
+                # same ports (a 503 was closed by the server first), without an inode.
+                if int(local, 16) == port and int(remote, 16) == client_port and cols[3] == "01":
+                    inode = int(cols[9])
+        if not inode:  # still in the accept queue (no inode before accept)
+            return 0
+        for pid in pids:
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                        return pid
+                except OSError:
+                    continue
+        return 0
+
+    pid = wait_for(find, timeout=5)
+    assert pid, "no worker accepted the connection"
+    return pid  # type: ignore[return-value]
+
+
+def get_on_worker(s: socket.socket, port: int, pids: set[int]) -> tuple[int, int]:
+    """A request on ``s``: (the worker that answered it, status). Half the head goes
+    first, so the worker has accepted the connection and waits for the rest when it is
+    looked up (a 503 closes the connection, after which no worker holds it)."""
+    s.sendall(b"GET /small.txt HTTP/1.1\r\n")
+    pid = owner(port, s, pids)
+    s.sendall(b"Host: t\r\n\r\n")
+    status, headers, _ = read_response(s, bytearray())
+    if status == 503:
+        assert headers.get("connection") == "close"
+        assert closed_by_server(s, timeout=5)
+    else:
+        assert status == 200, status
+    return pid, status
+
+
+def spread_connections(
+    port: int, pids: set[int], n: int, refused: dict[int, int]
+) -> dict[int, list[socket.socket]]:
+    """``n`` connections from 127.0.0.2, each with a request answered 200, on both
+    workers: SO_REUSEPORT hashes each connection's ports, so while all sit on one worker
+    one is closed and made again (on the other one time in two). 503s (a place given
+    back but not yet released) are added to ``refused``."""
+    held: dict[int, list[socket.socket]] = {pid: [] for pid in pids}
+    deadline = time.monotonic() + 10
     try:
-        held = hold("127.0.0.2", server.port, WORKER_LIMIT)
-        for _ in range(3):  # whichever worker each lands on
-            assert refused_and_closed("127.0.0.2", server.port)
-        held += hold("127.0.0.3", server.port, 1)
+        while sum(map(len, held.values())) < n or not all(held.values()):
+            assert time.monotonic() < deadline, f"could not spread {n} connections"
+            if sum(map(len, held.values())) == n:  # all on one: give one place back
+                held[max(held, key=lambda pid: len(held[pid]))].pop().close()
+            s = connect_from("127.0.0.2", port)
+            pid, status = get_on_worker(s, port, pids)
+            if status == 200:
+                held[pid].append(s)
+            else:
+                s.close()
+                refused[pid] += 1
+                time.sleep(0.05)
+    except BaseException:
+        for socks in held.values():
+            for s in socks:
+                s.close()
+        raise
+    return held
 
-        def spread() -> dict[int, dict[str, int]]:
+
+@pytest.mark.parametrize("mode", backend_params())
+def test_limit_conn_holds_across_two_workers(root: Path, mode: str) -> None:
+    """Both workers hold some of the address's connections, and both refuse the next
+    one: each refuses with fewer than the limit of its own, so the total is counted."""
+    server = worker_server(root, mode)
+    held: dict[int, list[socket.socket]] = {}
+    try:
+        pids = worker_pids(server)
+        refused = dict.fromkeys(pids, 0)
+        held = spread_connections(server.port, pids, WORKER_LIMIT, refused)
+        assert all(len(held[pid]) < WORKER_LIMIT for pid in pids)
+        first = dict(refused)
+        for _ in range(40):  # until each worker has refused one (1 in 2**40 it does not)
+            with connect_from("127.0.0.2", server.port) as s:
+                pid, status = get_on_worker(s, server.port, pids)
+            assert status == 503, (pid, {p: len(v) for p, v in held.items()})
+            refused[pid] += 1
+            if all(refused[p] > first[p] for p in pids):
+                break
+        assert all(refused[p] > first[p] for p in pids), (first, refused)
+        with connect_from("127.0.0.3", server.port) as other:  # another client is served
+            assert get(other)[0] == 200
+        for socks in held.values():  # the held ones still work (kept alive)
+            assert get(socks[0])[0] == 200
+
+        def counted() -> dict[int, int]:  # each worker writes its record every second or so
             w = workers_of(status_text(server.port))
-            both = len(w) == 2 and all(v.get("status_200", 0) for v in w.values())
-            return w if both and sum(v["limit_conn_rejected"] for v in w.values()) == 3 else {}
+            got = {p: w[p]["limit_conn_rejected"] for p in pids}
+            return got if got == refused else {}
 
-        per_worker = wait_for(spread)
-        assert per_worker, f"both workers should have served some: {status_text(server.port)}"
+        # The status page counts the refusals where they happened.
+        assert wait_for(counted), (workers_of(status_text(server.port)), refused)
     finally:
-        for s in held:
-            s.close()
+        for socks in held.values():
+            for s in socks:
+                s.close()
+        code, _, err = server.stop()
+    assert code == 0, err[-2000:]
+
+
+@pytest.mark.parametrize("mode", backend_params())
+def test_limit_req_holds_across_two_workers(root: Path, mode: str) -> None:
+    """1/m with a burst of 3: four requests of the address in all, one per connection
+    (spread by SO_REUSEPORT), then 429 from both workers, each of which served fewer than
+    four itself; another address gets its own four."""
+    args = ["--workers", "2", "--limit-req", "1/m", "--limit-req-burst", "3"]
+    server = ServerProcess(root, mode, *args)
+    try:
+        pids = worker_pids(server)
+        served = dict.fromkeys(pids, 0)
+        refused = dict.fromkeys(pids, 0)
+        for _ in range(44):  # four served, then until each worker has refused one
+            with connect_from("127.0.0.2", server.port) as s:
+                status, headers = get(s)  # 200 or 429 keep it open
+                pid = owner(server.port, s, pids)
+            assert status in (200, 429), status
+            if status == 200:
+                served[pid] += 1
+            else:
+                assert int(headers["retry-after"]) > 50, headers  # about a minute at 1/m
+                refused[pid] += 1
+            if all(refused.values()):
+                break
+        assert sum(served.values()) == 4, served
+        assert all(refused.values()), refused
+        with connect_from("127.0.0.3", server.port) as other:
+            assert [get(other)[0] for _ in range(5)] == [200, 200, 200, 200, 429]
+    finally:
         code, _, err = server.stop()
     assert code == 0, err[-2000:]
 

@@ -47,6 +47,9 @@ def activate(port: int, *args: str, fdname: str = "c10k.socket", flags: tuple[st
     """``systemd-socket-activate`` holding 127.0.0.1:PORT; it execs c10k (same pid) on the
     first connection, with the socket as fd 3."""
     cmd = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", f"--fdname={fdname}", *flags]
+    # It gives the command only the variables named with -E: without this one, the c10k
+    # installed in the venv would run, not the tree under test.
+    cmd += ["-E", f"PYTHONPATH={ENV['PYTHONPATH']}"]
     cmd += [sys.executable, "-m", "c10k", "serve", *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
 
