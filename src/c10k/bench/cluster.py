@@ -506,9 +506,31 @@ def markdown(doc: dict[str, Any], plot: str | None) -> str:
                 f"| {p['rate']} | {p['p50_ms']} | {p['p99_ms']} | {', '.join(p['failures'])} |"
             )
     lines += ["", *(f"- goal: {g}" for g in doc["goals"])]
+    for r in doc["runs"]:
+        lines += _evidence(r)
     if plot:
         lines += ["", f"![{plot}]({plot})"]
     return "\n".join(lines) + "\n"
+
+
+def _evidence(r: dict[str, Any]) -> list[str]:
+    """The balancer's own lines for failed requests (the first few), and its count of
+    what it sent to the killed host: what the table's failures are checked against."""
+    failed = [ln for ln in r.get("balancer_log", []) if ln[:1].isdigit()]
+    head = f"### {r['balancer']}, retries {r['retries']}: the balancer's record"
+    out = [
+        "",
+        head,
+        "",
+        f"On the killed host ({r['kill']['host']}): `{r['kill']['on_killed_host']}`.",
+    ]
+    if failed:
+        out += [
+            "",
+            f"Lines not a plain 200 ({len(failed)}; the first {min(len(failed), 12)}):",
+        ]
+        out += ["", "```", *failed[:12], "```"]
+    return out
 
 
 def render_plot(doc: dict[str, Any], out: Path) -> str | None:

@@ -89,12 +89,12 @@ def _nginx_lines(access_log: Path) -> list[list[str]]:
 
 def notable(kind: str, d: Path) -> list[str]:
     """The balancer's lines that are not a plain 200: failed requests, servers going
-    down and up, upstream errors (the evidence a reader checks the table against)."""
+    down and up, upstream errors (nginx's [error] lines) (the evidence a reader checks the table against)."""
     if kind == "haproxy":
         lines = _read(d / "haproxy.out")
         return [ln for ln in lines if " 200 " not in ln and not ln.startswith("[")]
     access = [f for f in _nginx_lines(d / "access.log") if f[4] != "200" or "," in f[2]]
-    errors = [ln for ln in _read(d / "error.log") if "[error]" in ln or "[warn]" in ln]
+    errors = [ln for ln in _read(d / "error.log") if "[error]" in ln]
     return ["|".join(f) for f in access] + errors
 
 
