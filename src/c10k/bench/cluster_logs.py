@@ -89,7 +89,7 @@ def _nginx_lines(access_log: Path) -> list[list[str]]:
 
 def notable(kind: str, d: Path) -> list[str]:
     """The balancer's lines that are not a plain 200: failed requests, servers going
-    down and up, upstream errors (nginx's [error] lines) (the evidence a reader checks the table against)."""
+    down and up, nginx's [error] lines (the evidence a reader checks the table against)."""
     if kind == "haproxy":
         lines = _read(d / "haproxy.out")
         return [ln for ln in lines if " 200 " not in ln and not ln.startswith("[")]
