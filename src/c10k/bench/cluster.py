@@ -12,9 +12,10 @@ to the hosts) or nginx (``upstream`` with keep-alive; nginx has no active health
 so it learns of a host's going only from errors). Client threads send keep-alive GETs of a
 512-byte file through the balancer and record every request (time, success, latency;
 for a failure also the wall clock and the client's port, which the balancer's log names).
-The run goes through phases: ``steady``; ``restart`` (each host in turn gets SIGTERM, drains, exits and is started again on the held socket); ``reload`` (SIGHUP
-to each host in turn); ``kill`` (SIGKILL to every process of one host and its socket closed,
-a power cut; started again a phase later); ``steady`` again. Each balancer runs with retries
+The run goes through phases: ``steady``; ``restart`` (each host in turn gets SIGTERM,
+drains, exits and is started again on the held socket); ``reload`` (SIGHUP to each host in
+turn); ``kill`` (SIGKILL to every process of one host and its socket closed, a power cut;
+started again a phase later); ``steady`` again. Each balancer runs with retries
 off (the strict case: HAProxy ``retries 0``, nginx ``proxy_next_upstream off``) and on
 (HAProxy ``retry-on all-retryable-errors`` with ``option redispatch``, nginx
 ``proxy_next_upstream error timeout http_502 http_503``).
