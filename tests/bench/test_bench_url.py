@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from c10k.bench import cli
-from helpers import REPO, ServerProcess
+from helpers import REPO, ServerProcess, local_ca
 
 
 @pytest.mark.parametrize(
@@ -42,17 +42,22 @@ def test_url_that_does_not_answer_is_refused(capsys: pytest.CaptureFixture[str])
     assert "dead: GET http://127.0.0.1:9/ did not answer 200" in capsys.readouterr().err
 
 
-def test_keepalive_through_url_measures_the_endpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_keepalive_through_url_measures_the_endpoint(tmp_path: Path, scheme: str) -> None:
     """Load through --url: a c10k server this test starts (the bench starts nothing),
-    measured by name; requests counted, no errors, and no CPU figure charged to it."""
+    measured by name; requests counted, no errors, and no CPU figure charged to it. Over
+    https its certificate is checked against --url-ca, and the report says so."""
     root = tmp_path / "www"
     root.mkdir()
     (root / "small.bin").write_bytes(b"x" * 512)
-    server = ServerProcess(root, "epoll")
+    tls = scheme == "https"
+    server = ServerProcess(root, "epoll", tls=tls)
     out = tmp_path / "out"
+    url = f"{scheme}://127.0.0.1:{server.port}/small.bin"
     try:
         argv = [sys.executable, "-m", "c10k", "bench", "keepalive", "--quick", "--no-plots"]
-        argv += ["--url", f"ep=http://127.0.0.1:{server.port}/small.bin", "--out", str(out)]
+        argv += ["--url", f"ep={url}", "--out", str(out)]
+        argv += ["--url-ca", str(local_ca()["dir"] / "ca.pem")] if tls else []
         env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
         r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     finally:
@@ -67,9 +72,41 @@ def test_keepalive_through_url_measures_the_endpoint(tmp_path: Path) -> None:
         if run["server"] == "ep"
     ]
     assert len(runs) == 2, doc["scenarios"]  # c=4 and c=16, quick
+    if doc["pinning"]["generator_cpus"]:  # the endpoint is not ours to pin: not said to be
+        assert doc["pinning"]["note"].endswith("--url endpoints are not pinned by the bench")
     for run in runs:
         assert run["requests"] > 0, run
         assert run["error_total"] == 0, run
-        assert run["argv"][-1] == f"http://127.0.0.1:{server.port}/small.bin"  # its own path
+        assert run["argv"][-1] == url  # its own path
+        assert run["tls"] is tls, run
         assert run["cpu"]["server_cpu_s"] is None, run  # nothing of ours to charge
         assert run["req_per_busy_core_s"] is None, run
+    if tls:  # no certificate was made for the run: the endpoint's own was checked
+        assert (
+            "with its own certificate (checked against --url-ca" in (out / "results.md").read_text()
+        )
+
+
+def test_slowhttp_through_unnamed_url_runs(tmp_path: Path) -> None:
+    """slowhttp through a --url with no NAME=: the endpoint's default name holds its path
+    ("127.0.0.1:PORT/small.bin"), which once went into a file name as a directory."""
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "small.bin").write_bytes(b"x" * 512)
+    server = ServerProcess(root, "epoll")
+    out = tmp_path / "out"
+    try:
+        argv = [sys.executable, "-m", "c10k", "bench", "slowhttp", "--quick", "--no-plots"]
+        argv += ["--slow-modes", "slowloris", "--slow-conns", "10", "--slow-duration", "1"]
+        argv += ["--url", f"http://127.0.0.1:{server.port}/small.bin", "--out", str(out)]
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        server.stop()
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert not doc["errors"], doc["errors"]
+    (scen,) = doc["scenarios"]
+    assert [run["server"] for v in scen["variations"].values() for run in v["runs"]] == [
+        f"127.0.0.1:{server.port}/small.bin"
+    ]

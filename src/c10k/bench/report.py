@@ -460,13 +460,26 @@ def transport_line(doc: dict[str, Any]) -> str:
     'plain HTTP (no TLS)'
     >>> transport_line({"tls": True, "tls_certificate": {"made_by": "openssl"}})[:44]
     'TLS: every server over HTTPS (TLS 1.2 and 1.'
+    >>> transport_line({"tls": True, "tls_certificate": None, "options": {"url_ca": "c.pem"}})
+    ... # doctest: +ELLIPSIS
+    'TLS: every --url endpoint over HTTPS with its own certificate (... --url-ca c.pem), ...'
     """
     if not doc.get("tls"):
         return "plain HTTP (no TLS)"
-    made_by = (doc.get("tls_certificate") or {}).get("made_by", "?")
+    servers = doc.get("servers") or []
+    urls = any(s.get("kind") == "url" for s in servers)
+    ca = (doc.get("options") or {}).get("url_ca")
+    theirs = (
+        f"its own certificate (checked against {f'--url-ca {ca}' if ca else 'the system store'})"
+    )
+    cert = doc.get("tls_certificate")
+    if cert is None:  # only --url endpoints: the bench made no certificate
+        return f"TLS: every --url endpoint over HTTPS with {theirs}, every generator over TLS"
+    started = "every server it started" if urls else "every server"
+    also = f"; every --url endpoint with {theirs}" if urls else ""
     return (
-        "TLS: every server over HTTPS (TLS 1.2 and 1.3) with one ECDSA P-256 certificate "
-        f"made for this run by {made_by}, every generator over TLS"
+        f"TLS: {started} over HTTPS (TLS 1.2 and 1.3) with one ECDSA P-256 certificate "
+        f"made for this run by {cert.get('made_by', '?')}{also}, every generator over TLS"
     )
 
 

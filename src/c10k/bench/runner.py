@@ -129,6 +129,10 @@ def run(
     workdir.mkdir(parents=True, exist_ok=True)
     # Raises certs.CertError (one line) before anything starts; none for --url alone.
     started = any(s.kind != "url" for s in specs)
+    if not started and pin.generator_cpus:  # the server core holds nothing of the bench's
+        cpus = ", ".join(map(str, pin.generator_cpus))
+        note = f"load generator pinned to CPU {cpus}; --url endpoints are not pinned by the bench"
+        pin = dataclasses.replace(pin, note=note)
     tls = certs.make(workdir / "tls") if opts.tls and started else None
     servers: list[ServerSpec] = []
     skipped = []

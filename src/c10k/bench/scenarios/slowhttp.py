@@ -152,7 +152,8 @@ def measure_slowhttp(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
             srv.probe(_attacked_path(srv, scen, mode), timeout=5.0)
         ctx.sleep(scen["settle"])
         before = _server_footprint(srv)
-        base = ctx.workdir / f"slowhttp-{srv.spec.name}-{srv.port}-{mode}"
+        # a --url's name holds its path ("127.0.0.1:80/x"): no "/" in a file name
+        base = ctx.workdir / f"slowhttp-{srv.spec.name.replace('/', '_')}-{srv.port}-{mode}"
         url = srv.url(_attacked_path(srv, scen, mode))
         argv = slowhttp_argv(mode, srv.host, srv.port, conns, rate, seconds, base, url=url)
         argv[0] = binary
