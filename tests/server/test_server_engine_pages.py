@@ -86,6 +86,7 @@ def test_protocol_errors_get_the_page(server: ServerProcess) -> None:
     assert second.startswith(b"HTTP/1.1 200 OK\r\n"), reply
 
 
+@pytest.mark.timed
 def test_header_timeout_gets_the_page(server: ServerProcess) -> None:
     # The server's first 408 already has it: the page was read at start.
     started = time.monotonic()
