@@ -20,7 +20,7 @@ slicing; it grows only while arrivals outrun accepts, which is overload.
 Three bounds, per listener, cheapest first:
 
 1. *Admission by SYN drop* (``_admission``; ``core.listener.drop_syns``). While the
-   shortest wait stays above ``target`` (a tenth of ``--max-accept-wait``) at two checks in
+   shortest wait stays above ``target`` (a quarter of ``--max-accept-wait``) at two checks in
    a row, a socket filter drops a share of the incoming SYNs at random, set so that about
    as many connections join the queue as we accept, fewer while the shortest wait is above
    the target and more while it is below (the gap closed over ``ADMIT_HORIZON``). The
@@ -37,7 +37,8 @@ Three bounds, per listener, cheapest first:
    ``--max-accept-wait`` is closed unread (RST: the client learns at once).
 
 While on guard (a queue of ``GUARD_QUEUE`` or more at the last check, or a bound in force)
-one new connection in ``SAMPLE`` has its wait read (~5 % of a request each), and every one
+one new connection in ``SAMPLE`` has its wait read (~5 % of a request each: the
+shortest of 16 is close enough), and every one
 after a stale one until ``FRESH_RUN`` in a row are fresh. ``--admission-trace`` appends
 each check's readings and decisions as a JSON line (the overload bench plots them).
 
@@ -70,10 +71,12 @@ MIN_BACKLOG = 64
 BACKLOG_HYSTERESIS = 0.2
 # The shortest wait we aim at is this share of --max-accept-wait (at least MIN_TARGET s):
 # long enough that the queue never empties under overload (a CPU-quota slice's worth of
-# arrivals is far shorter), short enough that an admitted client waits well under the
-# deadline. A gap to it is closed over ADMIT_HORIZON seconds (at most MAX_STEP of the
-# accept rate per check); at most MAX_DROP of the SYNs are dropped.
-TARGET_SHARE = 0.1
+# arrivals is far shorter) and that a load a few percent over what the server can do (1x
+# its closed-loop peak is that, docs/BENCHMARKS.md) queues for a while before any SYN is
+# dropped, short enough that an admitted client waits well under --max-accept-wait. A gap
+# to it is closed over ADMIT_HORIZON seconds (at most MAX_STEP of the accept rate per
+# check); at most MAX_DROP of the SYNs are dropped.
+TARGET_SHARE = 0.25
 MIN_TARGET = 0.02
 ADMIT_HORIZON = 0.5
 MAX_STEP = 0.5
@@ -84,14 +87,14 @@ MIN_DROP = 0.01
 GUARD_QUEUE = 8
 # One new connection in SAMPLE has its wait read; after a stale one, every one until
 # FRESH_RUN in a row were fresh.
-SAMPLE = 4
+SAMPLE = 16
 FRESH_RUN = 32
 
 
 class Control:
     """The SYN-drop share of one listener from its readings: sans-I/O (see bound 1)."""
 
-    __slots__ = ("drop", "offered", "over", "qlen", "target")
+    __slots__ = ("drop", "offered", "over", "qlen", "stuck", "target")
 
     def __init__(self, target: float) -> None:
         self.target = target  # seconds: the shortest wait we aim at
@@ -99,12 +102,20 @@ class Control:
         self.qlen = 0  # queue length at the last check
         self.over = False  # shortest wait above target at the last check
         self.offered = 0.0  # connections offered per check (SYNs, retries included), smoothed
+        self.stuck = 0.0  # seconds the queue has stood with nothing accepted
 
-    def step(self, qlen: int, limit: int, accepted: int, wait: float | None) -> float:
+    def step(self, qlen: int, limit: int, accepted: int, wait: float | None, span: float) -> float:
         """One check: the queue's length and limit now, the connections accepted since the
-        last check, the shortest wait among those sampled (None: none sampled). Returns
-        the share of SYNs to drop until the next check."""
+        last check, the shortest wait among those sampled (None: none sampled), and the
+        seconds since the last check. Returns the share of SYNs to drop until then."""
         prev, self.qlen = self.qlen, qlen
+        if accepted == 0 and prev > 0 and qlen > 0:
+            # Nothing left a standing queue (at the connection cap, or a stalled loop):
+            # what stood at the last check has waited at least as long since.
+            self.stuck += span
+            wait = max(wait or 0.0, self.stuck)
+        else:
+            self.stuck = 0.0
         over = wait is not None and wait > self.target
         if self.drop <= 0:
             was, self.over = self.over, over
@@ -247,12 +258,12 @@ class Admission:
             if info is None:
                 continue
             rate = n / span if span > 0 else 0.0
-            if q.can_drop and self._admission(q, info, n, rate, wait):
+            if q.can_drop and self._admission(q, info, n, span, wait):
                 guard = True
             guard = self._bound_backlog(q, info, rate) or guard
             guard = guard or info[0] >= GUARD_QUEUE
-            if self._trace is not None:
-                self._write_trace(i, info, n, span, wait, q)
+            if self._trace is not None and (n or info[0] or q.drop):
+                self._write_trace(i, info, n, span, wait, q)  # (not while idle: C1M)
         self._wait_min, self._wait_max, self._waits = math.inf, 0, 0
         return guard
 
@@ -321,13 +332,18 @@ class Admission:
         return standing or q.backlog < self.full_backlog
 
     def _admission(
-        self, q: AcceptQueue, info: tuple[int, int], accepted: int, rate: float, wait: float | None
+        self,
+        q: AcceptQueue,
+        info: tuple[int, int],
+        accepted: int,
+        span: float,
+        wait: float | None,
     ) -> bool:
         """Set the share of SYNs the listener's filter drops (``Control``); True while
         dropping."""
         qlen, limit = info
         before = q.drop
-        drop = q.control.step(qlen, limit, accepted, wait)
+        drop = q.control.step(qlen, limit, accepted, wait, span)
         # Set again at every check while dropping, not only on a change: during a reload
         # the draining worker on the same socket removes its filter.
         if drop != before or drop > 0:
@@ -342,7 +358,7 @@ class Admission:
                     "accept queue: %d waiting at %.0f accepts/s, shortest wait %.0f ms; "
                     "dropping %.0f %% of new SYNs",
                     qlen,
-                    rate,
+                    accepted / span if span > 0 else 0.0,
                     (wait or 0.0) * 1e3,
                     drop * 100,
                 )
