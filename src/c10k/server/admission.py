@@ -74,12 +74,15 @@ BACKLOG_HYSTERESIS = 0.2
 # arrivals is far shorter) and that a load a few percent over what the server can do (1x
 # its closed-loop peak is that, docs/BENCHMARKS.md) queues for a while before any SYN is
 # dropped, short enough that an admitted client waits well under --max-accept-wait. A gap
-# to it is closed over ADMIT_HORIZON seconds (at most MAX_STEP of the accept rate per
-# check); at most MAX_DROP of the SYNs are dropped.
+# to it is closed over ADMIT_HORIZON seconds: at a check at most MAX_STEP more than were
+# accepted are let in, and at least 1 - MAX_CUT of them (a flood's first queue drains
+# fast: what waits longer than --max-accept-wait is reset); at most MAX_DROP of the SYNs
+# are dropped.
 TARGET_SHARE = 0.25
 MIN_TARGET = 0.02
 ADMIT_HORIZON = 0.5
 MAX_STEP = 0.5
+MAX_CUT = 0.9
 MAX_DROP = 0.98
 # A share under this with the wait below target ends dropping.
 MIN_DROP = 0.01
@@ -133,10 +136,12 @@ class Control:
             self.drop = MAX_DROP
             return self.drop
         if wait is None:
-            return self.drop  # nothing accepted to judge by: hold
+            if qlen:
+                return self.drop  # nothing sampled to judge by: hold
+            wait = 0.0  # the queue is empty: no one waits (the flood is over)
         # As many should join as we accepted, fewer while the wait is above the target,
         # more while below.
-        gain = max(-MAX_STEP, min(MAX_STEP, (self.target - wait) / ADMIT_HORIZON))
+        gain = max(-MAX_CUT, min(MAX_STEP, (self.target - wait) / ADMIT_HORIZON))
         want = max(1.0, accepted) * (1 + gain)
         drop = 1 - want / self.offered if self.offered > 0 else self.drop / 2
         drop = min(MAX_DROP, max(0.0, drop))
