@@ -9,8 +9,10 @@ queue length from TCP_INFO, and how many connections it accepted since the last 
 asks it about each new connection while it is on guard (``admit``).
 
 The measure of overload is the *sojourn*: how long the connections we accept waited in the
-queue (``core.fdio.accept_wait_ms``), and of those accepted since the last check the one
-that waited least (CoDel's measure). A queue's length is not the measure: a server under a
+queue (``core.fdio.accept_wait_parts``: the time since the request arrived, not the
+handshake's round trip, which a slow client stretches), and of those accepted since the
+last check the one that waited least (CoDel's measure); an empty queue at a check is no
+overload whatever was sampled. A queue's length is not the measure: a server under a
 CPU quota runs in slices (1 ms in every 10 ms at a tenth of a core) and a check that runs at
 the start of a slice finds a slice's worth of arrivals queued even when the server keeps up
 (docs/BENCHMARKS.md, Overload: the controller trace). The shortest wait is short whenever
@@ -60,7 +62,7 @@ import time
 from collections.abc import Sequence
 from typing import IO
 
-from c10k.core.fdio import accept_wait_ms
+from c10k.core.fdio import accept_wait_parts
 from c10k.core.listener import accept_queue, drop_syns, set_backlog
 
 log = logging.getLogger("c10k.server")
@@ -112,6 +114,10 @@ class Control:
         last check, the shortest wait among those sampled (None: none sampled), and the
         seconds since the last check. Returns the share of SYNs to drop until then."""
         prev, self.qlen = self.qlen, qlen
+        if qlen == 0:
+            # No one waits now: not a standing queue, whatever the waits sampled (CoDel
+            # leaves its dropping state on an empty queue too).
+            wait = 0.0
         if accepted == 0 and prev > 0 and qlen > 0:
             # Nothing left a standing queue (at the connection cap, or a stalled loop):
             # what stood at the last check has waited at least as long since.
@@ -223,12 +229,14 @@ class Admission:
         self._seen += 1
         if self._fresh >= FRESH_RUN and self._seen % SAMPLE:
             return True  # sampled: see SAMPLE
-        age = accept_wait_ms(fd)
-        if age is None:
+        parts = accept_wait_parts(fd)
+        if parts is None:
             return True
+        queued, age = parts
+        # The sojourn is the time in our queue only; staleness is the client's whole wait.
         self._waits += 1
-        self._wait_min = min(self._wait_min, age)
-        self._wait_max = max(self._wait_max, age)
+        self._wait_min = min(self._wait_min, queued)
+        self._wait_max = max(self._wait_max, queued)
         if age <= self.max_wait_ms:
             if self._fresh < FRESH_RUN:
                 self._fresh += 1
