@@ -32,8 +32,9 @@ Three bounds, per listener, cheapest first:
    is stale: work for nothing). A dropped SYN costs this process nothing; the client
    retries in a second.
 2. *The backlog* (listen(2) again on the listening socket), where the filter is refused or
-   not enough: while more than half a wait's worth of accepts stands queued, the backlog
-   shrinks to that many and the kernel drops the excess SYNs itself; it follows the accept
+   not enough: while more than half a wait's worth of accepts stands queued (with the
+   filter at work: while the shortest wait is over half of ``--max-accept-wait``), the
+   backlog shrinks to that many and the kernel drops the excess SYNs itself; it follows the accept
    rate up while the queue stays full, and doubles back to ``--backlog`` once it is short.
 3. *Stale connections reset at accept* (``admit``): a connection that waited longer than
    ``--max-accept-wait`` is closed unread (RST: the client learns at once).
@@ -273,7 +274,7 @@ class Admission:
             rate = n / span if span > 0 else 0.0
             if q.can_drop and self._admission(q, info, n, span, wait):
                 guard = True
-            guard = self._bound_backlog(q, info, rate) or guard
+            guard = self._bound_backlog(q, info, rate, wait) or guard
             guard = guard or info[0] >= GUARD_QUEUE
             if self._trace is not None and (n or info[0] or q.drop):
                 self._write_trace(i, info, n, span, wait, q)  # (not while idle: C1M)
@@ -314,13 +315,23 @@ class Admission:
             log.warning("admission trace: %s; tracing stops", exc)
             self._trace = None
 
-    def _bound_backlog(self, q: AcceptQueue, info: tuple[int, int], rate: float) -> bool:
+    def _bound_backlog(
+        self, q: AcceptQueue, info: tuple[int, int], rate: float, wait: float | None
+    ) -> bool:
         qlen, limit = info
         size = q.backlog
         half = rate * self.max_wait / 2
         fit = max(MIN_BACKLOG, min(self.full_backlog, int(half)))
         standing = False
-        if qlen > max(half, MIN_BACKLOG / 2):
+        if q.can_drop:
+            # With the filter at work, "more than half a wait's worth" is read from the
+            # wait itself: the accept rate read per check swings with the accept batches
+            # and the CPU quota's slices, and a backlog shrunk from a low reading fills
+            # (then nearly every SYN is dropped) while the filter holds the wait.
+            over = wait is not None and wait > self.max_wait / 2 and qlen > MIN_BACKLOG / 2
+        else:
+            over = qlen > max(half, MIN_BACKLOG / 2)
+        if over:
             standing = True  # holds more than the bound: shrink to what drains in it
             size = fit
         elif qlen * 2 >= limit:
