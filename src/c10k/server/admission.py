@@ -33,9 +33,10 @@ Three bounds, per listener, cheapest first:
    retries in a second.
 2. *The backlog* (listen(2) again on the listening socket), where the filter is refused or
    not enough: while more than half a wait's worth of accepts stands queued (with the
-   filter at work: while the shortest wait is over half of ``--max-accept-wait``), the
-   backlog shrinks to that many and the kernel drops the excess SYNs itself; it follows the accept
-   rate up while the queue stays full, and doubles back to ``--backlog`` once it is short.
+   filter at work: while the shortest wait is over half of ``--max-accept-wait``, or a
+   stale connection was reset since the last check), the backlog shrinks to that many and
+   the kernel drops the excess SYNs itself; it follows the accept rate up while the queue
+   stays full, and doubles back to ``--backlog`` once it is short.
 3. *Stale connections reset at accept* (``admit``): a connection that waited longer than
    ``--max-accept-wait`` is closed unread (RST: the client learns at once).
 
@@ -142,6 +143,11 @@ class Control:
             # what was offered is unknown, and a full queue is what admission avoids.
             self.drop = MAX_DROP
             return self.drop
+        if qlen == 0:
+            # Empty: the server has had time to spare, and what it accepted was only what
+            # the filter let through (no measure of what it can do): let twice as many in.
+            self.drop = 0.0 if self.drop < 2 * MIN_DROP else self.drop / 2
+            return self.drop
         if wait is None:
             if qlen:
                 return self.drop  # nothing sampled to judge by: hold
@@ -197,6 +203,7 @@ class Admission:
         self._wait_min = math.inf
         self._wait_max = 0
         self._waits = 0
+        self._stale_seen = False  # a stale connection reset since the last check
         self._trace: IO[str] | None = None
         if trace is not None and max_wait > 0:
             # Line-buffered append: each check one write, whole lines even with workers.
@@ -244,6 +251,7 @@ class Admission:
             return True
         self._fresh = 0
         self.stale += 1
+        self._stale_seen = True
         os.close(fd)
         return False
 
@@ -279,6 +287,7 @@ class Admission:
             if self._trace is not None and (n or info[0] or q.drop):
                 self._write_trace(i, info, n, span, wait, q)  # (not while idle: C1M)
         self._wait_min, self._wait_max, self._waits = math.inf, 0, 0
+        self._stale_seen = False
         return guard
 
     def _write_trace(
@@ -328,7 +337,8 @@ class Admission:
             # wait itself: the accept rate read per check swings with the accept batches
             # and the CPU quota's slices, and a backlog shrunk from a low reading fills
             # (then nearly every SYN is dropped) while the filter holds the wait.
-            over = wait is not None and wait > self.max_wait / 2 and qlen > MIN_BACKLOG / 2
+            waits = self._stale_seen or (wait is not None and wait > self.max_wait / 2)
+            over = waits and qlen > MIN_BACKLOG / 2
         else:
             over = qlen > max(half, MIN_BACKLOG / 2)
         if over:
