@@ -11,11 +11,11 @@ asks it about each new connection while it is on guard (``admit``).
 The measure of overload is the *sojourn*: how long the connections we accept waited in the
 queue (``core.fdio.accept_wait_parts``: the time since the request arrived, not the
 handshake's round trip, which a slow client stretches), and of those accepted since the
-last check the one that waited least (CoDel's measure); an empty queue at a check is no
-overload whatever was sampled. A queue's length is not the measure: a server under a
-CPU quota runs in slices (1 ms in every 10 ms at a tenth of a core) and a check that runs at
-the start of a slice finds a slice's worth of arrivals queued even when the server keeps up
-(docs/BENCHMARKS.md, Overload: the controller trace). The shortest wait is short whenever
+last check the one that waited least (CoDel's measure). A queue's length is not the
+measure: a server under a CPU quota runs in slices (1 ms in every 10 ms at a tenth of a
+core) and a check that runs at the start of a slice finds a slice's worth of arrivals
+queued even when the server keeps up (docs/BENCHMARKS.md, "Overload admission at any
+rate and CPU share"). The shortest wait is short whenever
 the queue emptied once since the last check, whatever the rate, the CPU share or the
 slicing; it grows only while arrivals outrun accepts, which is overload.
 
@@ -116,10 +116,6 @@ class Control:
         last check, the shortest wait among those sampled (None: none sampled), and the
         seconds since the last check. Returns the share of SYNs to drop until then."""
         prev, self.qlen = self.qlen, qlen
-        if qlen == 0:
-            # No one waits now: not a standing queue, whatever the waits sampled (CoDel
-            # leaves its dropping state on an empty queue too).
-            wait = 0.0
         if accepted == 0 and prev > 0 and qlen > 0:
             # Nothing left a standing queue (at the connection cap, or a stalled loop):
             # what stood at the last check has waited at least as long since.
@@ -143,9 +139,11 @@ class Control:
             # what was offered is unknown, and a full queue is what admission avoids.
             self.drop = MAX_DROP
             return self.drop
-        if qlen == 0:
-            # Empty: the server has had time to spare, and what it accepted was only what
-            # the filter let through (no measure of what it can do): let twice as many in.
+        if qlen == 0 and not over:
+            # Empty, and what was accepted waited little: the server has had time to
+            # spare, and what it accepted was only what the filter let through (no
+            # measure of what it can do): let twice as many in. (An empty kernel queue
+            # with long waits read is a mode that accepts ahead of serving: io_uring.)
             self.drop = 0.0 if self.drop < 2 * MIN_DROP else self.drop / 2
             return self.drop
         if wait is None:
