@@ -142,6 +142,22 @@ def test_a_wait_above_target_at_two_checks_starts_dropping() -> None:
     assert drop == 0
 
 
+def test_one_long_check_above_target_starts_dropping() -> None:
+    # A mode whose turn outlasts the check interval (io_uring takes the whole kernel queue
+    # in one turn and serves it before its timers run) reads its waits over a long span:
+    # one such check above target is as much evidence as two short ones. Two long checks
+    # would come after the flood (test_server_acceptq.py, the uring case).
+    ctl = Control(TARGET)
+    assert ctl.step(80, 4096, 60, 0.01, 0.15) == 0
+    assert ctl.step(380, 4096, 170, TARGET - 0.05, 0.4) == 0  # below target: nothing
+    drop = ctl.step(790, 4096, 380, TARGET + 0.15, 0.8)
+    assert drop > 0.3, drop
+    # A short check above target after waits below it is still a hiccup.
+    ctl = Control(TARGET)
+    assert ctl.step(80, 4096, 60, 0.01, 0.1) == 0
+    assert ctl.step(380, 4096, 170, TARGET + 0.15, 0.1) == 0
+
+
 def test_a_queue_nothing_leaves_is_dropped_at_nearly_all() -> None:
     # At the connection cap nothing is accepted, so no wait is read: the queue standing
     # since the last check is the wait.
