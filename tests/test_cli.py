@@ -56,6 +56,8 @@ def refused(*args: str) -> list[str]:
     [
         (["--access-log", "/nonexistent-dir/x.log"], "no directory '/nonexistent-dir'"),
         (["--access-log", "/tmp"], "is a directory"),
+        (["--admission-trace", "/nonexistent-dir/t.jsonl"], "no directory '/nonexistent-dir'"),
+        (["--admission-trace", "/tmp"], "--admission-trace /tmp: is a directory"),
         (["--trusted-proxy", "10.0.0.0/33"], "'10.0.0.0/33' is not an IP address or CIDR"),
         (["--trusted-proxy", "lb.example"], "'lb.example' is not an IP address or CIDR"),
         (["--drain-delay", "-1"], "--drain-delay"),

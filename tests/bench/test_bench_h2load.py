@@ -342,6 +342,14 @@ def test_overload_with_h2load_against_capped_c10k(tmp_path: Path) -> None:
         assert r["goodput_rps"] <= r["offered_rps"] * 1.05
         assert "p99" in r["latency_ms"]
     assert runs["1x"]["goodput_vs_peak"] > 0.5
+    # The goodput timeline and c10k's admission trace (--admission-trace) of each level.
+    for label in ("1x", "3x"):
+        r = runs[label]
+        assert sum(r["timeline"]["good_rps"]) > 0
+        trace = r["admission_trace"]
+        assert trace, label
+        assert {"t", "qlen", "accepted", "wait_min_ms", "drop", "backlog"} <= set(trace[0])
+        assert sum(x["accepted"] for x in trace) > 0
     text = (out / "results.md").read_text()
     assert "Server CPU cap: overload: server capped to 10 % of" in text
     assert (entry["goals"] or [""])[0].startswith("c10k: goodput at 3x the peak")

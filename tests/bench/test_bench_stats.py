@@ -204,6 +204,11 @@ def test_c10k_spec_command_line() -> None:
         i = argv.index("--workers")
         assert argv[i + 1] == "1"
         del argv[i : i + 2]
+    if peers.c10k_traces():
+        # The admission trace the overload scenario reads (bench/admtrace.py).
+        i = argv.index("--admission-trace")
+        assert argv[i + 1] == "/tmp/c10k-admission-8080.jsonl"
+        del argv[i : i + 2]
     assert argv[1:] == [
         "-m",
         "c10k",

@@ -62,8 +62,19 @@ class QueueServer(ForkedServer):
             backlog=BACKLOG,
             max_accept_wait=max_accept_wait,
             status_path="/_c10k/status",
+            # The controller's readings per check, printed when a test fails (pytest shows
+            # a failed test's output): what a flaky outcome is diagnosed from.
+            admission_trace=str(root / "admission-trace.jsonl") if max_accept_wait else None,
         )
+        self.trace = root / "admission-trace.jsonl"
         super().__init__(config, handler, keep_sock=True, backlog=BACKLOG)
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            if self.trace.exists():
+                print(self.trace.read_text())
 
     def limit(self) -> int:
         info = accept_queue(self.sock)
@@ -84,6 +95,7 @@ def flood(
     limits: list[int] = []
     drops: list[float] = []
     start = time.monotonic()
+    print(f"flood of {n} over {seconds} s from t={time.time():.4f}")
     opened = 0
     deadline = start + 12
     while time.monotonic() < deadline and (opened < n or bufs):

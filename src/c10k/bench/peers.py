@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from c10k.bench.admtrace import trace_path
 from c10k.bench.certs import TLSFiles, client_context
 from c10k.bench.cpucap import CpuCap
 from c10k.bench.machine import Pinning, pin_argv, session_pids
@@ -538,6 +539,12 @@ def c10k_has_workers() -> bool:
     return "--workers" in help_text and "--listen" in help_text
 
 
+def c10k_traces() -> bool:
+    """Whether this c10k's ``serve`` takes ``--admission-trace`` (issue 20: the overload
+    scenario reads the controller's trace from the file it names)."""
+    return "--admission-trace" in _c10k_run("serve", "--help")[1]
+
+
 def parse_backends(text: str) -> dict[str, str | None]:
     """``c10k backends`` output -> {name: None if it runs here, else the reason}.
 
@@ -592,7 +599,8 @@ def c10k_spec(backend: str | None = None) -> ServerSpec:
         # One process, like nginx with master_process off, even when c10k's own default
         # becomes one worker per core.  With certificates, the -p listener is HTTPS.
         workers = ["--workers", "1"] if c10k_has_workers() else []
-        return [*base(root), "--bind", HOST, "--port", str(port), *workers, *tail(tls)]
+        trace = ["--admission-trace", str(trace_path(workdir, port))] if c10k_traces() else []
+        return [*base(root), "--bind", HOST, "--port", str(port), *workers, *trace, *tail(tls)]
 
     def build_multi(
         ports: list[int], workers: int, root: Path, workdir: Path, tls: TLSFiles | None = None

@@ -16,7 +16,9 @@ One figure per question the issue asks:
 - ``modem-users.png``: users alive over time, one line per server (first round);
 - ``idle-memory.png``, ``idle-latency.png`` and ``idle-held.png``: RSS per connection and
   the active client's p99 vs. idle connections, and connections held over time;
-- ``overload-goodput.png``: goodput vs. offered load.
+- ``overload-goodput.png``: goodput vs. offered load;
+- ``overload-trace-<level>.png``: per level (first round), every server's goodput over
+  time above c10k's admission controller's readings and decisions (``admtrace.py``).
 
 Axes, by rule:
 - a rate (req/s, MiB/s, per CPU-second, goodput) or a count (users, connections, bytes)
@@ -386,4 +388,60 @@ def render(
             legend(ax, overload_marked)
             ax.set_title(f"overload: goodput vs. offered load\n{subtitle}", fontsize=9)
             save(fig, "overload-goodput.png")
+            for lb in levels:
+                _overload_trace(plt, save, lb, variations[lb]["runs"], order, subtitle)
     return written
+
+
+def _overload_trace(
+    plt: Any,
+    save: Callable[[Any, str], None],
+    label: str,
+    runs: list[dict[str, Any]],
+    order: list[str],
+    subtitle: str,
+) -> None:
+    """``overload-trace-<label>.png``: goodput over time per server (first round), and
+    under it what c10k's admission controller read and decided at each check (queue
+    length, shortest and longest wait sampled, share of SYNs dropped)."""
+    first: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        if r.get("server") in order and r.get("timeline"):
+            first.setdefault(r["server"], r)
+    traced = [(s, r) for s, r in first.items() if r.get("admission_trace")]
+    if not traced:
+        return
+    fig, axes = plt.subplots(4, 1, figsize=(8, 9), sharex=True)
+    ax = axes[0]
+    for server in order:
+        if server in first:
+            tl = first[server]["timeline"]
+            ax.plot(tl["t"], tl["good_rps"], drawstyle="steps-post", label=f"{server} goodput")
+    server, r = traced[0]
+    tl = r["timeline"]
+    ax.plot(tl["t"], tl["started_rps"], color="grey", alpha=0.5, lw=0.8, label="offered")
+    ax.set_ylabel("req/s (0.1 s bins)")
+    _from_zero(ax)
+    ax.legend(fontsize=7)
+    tr = r["admission_trace"]
+    t = [x["t"] for x in tr]
+    axes[1].plot(t, [x["qlen"] for x in tr], marker=".", ms=3, lw=0.8, label="queue length")
+    axes[1].plot(t, [x["backlog"] for x in tr], lw=0.8, label="backlog")
+    axes[1].set_yscale("symlog", linthresh=10)
+    axes[1].set_ylabel("connections")
+    axes[1].legend(fontsize=7)
+    for key, name in (("wait_min_ms", "shortest wait"), ("wait_max_ms", "longest wait")):
+        pts = [(x["t"], x[key]) for x in tr if x.get(key) is not None]
+        if pts:
+            axes[2].plot(*zip(*pts, strict=True), marker=".", ms=3, lw=0.8, label=name)
+    axes[2].set_ylabel(f"{server}: accept wait, ms")
+    axes[2].set_yscale("symlog", linthresh=10)
+    axes[2].legend(fontsize=7)
+    axes[3].plot(t, [100 * x["drop"] for x in tr], drawstyle="steps-post", lw=0.8)
+    axes[3].set_ylabel("SYNs dropped, %")
+    axes[3].set_ylim(0, 100)
+    axes[3].set_xlabel("seconds since the level was launched")
+    for a in axes:
+        a.grid(alpha=0.3)
+    axes[0].set_title(f"overload {label}: goodput and {server}'s admission\n{subtitle}", fontsize=9)
+    save(fig, f"overload-trace-{label}.png")

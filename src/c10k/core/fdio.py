@@ -162,6 +162,20 @@ def accept_wait_ms(fd: int) -> int | None:
     completed only when the client retransmitted its request, seconds later);
     and 1 s per SYN-ACK the kernel had to retransmit (its initial timeout).
     """
+    parts = accept_wait_parts(fd)
+    return None if parts is None else parts[1]
+
+
+def accept_wait_parts(fd: int) -> tuple[int, int] | None:
+    """(ms in the accept queue, ms the client has waited in all: ``accept_wait_ms``) of a
+    just-accepted TCP connection; None where the kernel does not say.
+
+    The first is only the time since the connection last received data: with
+    TCP_DEFER_ACCEPT (``listeners``) it joined the queue when its request arrived, so this
+    is its time there, and it leaves out the handshake's round trip, which a slow client
+    (a saturated load generator answers our SYN-ACK late) stretches without any queue of
+    ours standing: admission's overload measure must not see that (issue 20).
+    """
     if not _LINUX:
         return None
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fileno=fd)
@@ -174,7 +188,7 @@ def accept_wait_ms(fd: int) -> int | None:
     if len(raw) < _WAIT_INFO_BYTES:
         return None
     idle, rtt_us, retrans = _WAIT_FIELDS.unpack_from(raw, 52)
-    return int(idle + rtt_us // 1000 + 1000 * retrans)
+    return int(idle), int(idle + rtt_us // 1000 + 1000 * retrans)
 
 
 def peer_address(fd: int) -> object:

@@ -4,31 +4,51 @@ Under a flood of new connections the queue is not in our loop (its lag stays low
 overload tiers do not fire) but in the kernel: a listen backlog of 4096 at 2,000 accepts a
 second is a 2-second wait, longer than clients wait, so a FIFO server ends up serving only
 clients that have left (docs/BENCHMARKS.md, Overload). This belongs to the *listener*, not
-to an event loop: every server mode feeds it the same two readings per check (each
-listener's queue length from TCP_INFO, and how many connections it accepted since the last
-check) and asks it about each new connection while it is on guard.
+to an event loop: every server mode feeds it the same readings per check (each listener's
+queue length from TCP_INFO, and how many connections it accepted since the last check) and
+asks it about each new connection while it is on guard (``admit``).
+
+The measure of overload is the *sojourn*: how long the connections we accept waited in the
+queue (``core.fdio.accept_wait_parts``: the time since the request arrived, not the
+handshake's round trip, which a slow client stretches), and of those accepted since the
+last check the one that waited least (CoDel's measure). A queue's length is not the
+measure: a server under a CPU quota runs in slices (1 ms in every 10 ms at a tenth of a
+core) and a check that runs at the start of a slice finds a slice's worth of arrivals
+queued even when the server keeps up (docs/BENCHMARKS.md, "Overload admission at any
+rate and CPU share"). The shortest wait is short whenever
+the queue emptied once since the last check, whatever the rate, the CPU share or the
+slicing; it grows only while arrivals outrun accepts, which is overload.
 
 Three bounds, per listener, cheapest first:
 
-1. *Admission by SYN drop* (``_admission``; ``core.listener.drop_syns``). While the queue
-   stands above a tenth of ``--max-accept-wait``'s worth of accepts (at least
-   ``MIN_QUEUE``) at two checks in a row, a socket filter drops a share of the incoming
-   SYNs at random, set so that about as many connections join the queue as leave it, plus
-   the gap to the target closed over ``ADMIT_HORIZON``. The queue then never fills, and a
-   full queue is what hurts most: Linux drops the handshake's last ACK there, and that
-   client, connected as far as it knows, waits seconds for a retransmission to find room
-   (then it is stale: work for nothing). A dropped SYN costs this process nothing; the
-   client retries in a second. Random early drop (RED), with the accept queue as the
-   router queue.
+1. *Admission by SYN drop* (``_admission``; ``core.listener.drop_syns``). Once the
+   shortest wait has stayed above ``target`` (a quarter of ``--max-accept-wait``) for
+   ``OVER_TIME`` of checked time (two checks at the regular interval; one check whose
+   span is that long, as in a mode whose turn outlasts the interval), a socket filter
+   drops a share of the incoming SYNs at random, set so that about as many connections
+   join the queue as we accept, fewer while the shortest wait is above the target and
+   more while it is below (the gap closed over ``ADMIT_HORIZON``). The
+   queue then stays long enough to keep the server busy and never fills; a full queue is
+   what hurts most: Linux drops the handshake's last ACK there, and that client,
+   connected as far as it knows, waits seconds for a retransmission to find room (then it
+   is stale: work for nothing). A dropped SYN costs this process nothing; the client
+   retries in a second.
 2. *The backlog* (listen(2) again on the listening socket), where the filter is refused or
-   not enough: while more than half a wait's worth of accepts stands queued, the backlog
-   shrinks to that many and the kernel drops the excess SYNs itself; it follows the accept
-   rate up while the queue stays full, and doubles back to ``--backlog`` once it is short.
-3. *Stale connections reset at accept* (``admit``): while either bound is on, a new
-   connection's wait is read from TCP_INFO (``core.fdio.accept_wait_ms``); one that waited
-   longer than ``--max-accept-wait`` is closed unread (RST: the client learns at once).
-   After ``FRESH_RUN`` fresh ones in a row only one in ``STALE_SAMPLE`` is read (the read
-   is ~5 % of a request) until a stale one turns up.
+   not enough: while more than half a wait's worth of accepts stands queued (with the
+   filter at work: while the shortest wait is over half of ``--max-accept-wait``, or a
+   stale connection was reset since the last check; the queue read is the longer of now
+   and the last check, as a mode may take a whole queue in one turn), the backlog shrinks
+   to that many (the rate counts the connections served, not those reset as stale) and
+   the kernel drops the excess SYNs itself; it follows the accept rate up while the queue
+   stays full, and doubles back to ``--backlog`` once it is short.
+3. *Stale connections reset at accept* (``admit``): a connection that waited longer than
+   ``--max-accept-wait`` is closed unread (RST: the client learns at once).
+
+While on guard (a queue of ``GUARD_QUEUE`` or more at the last check, or a bound in force)
+one new connection in ``SAMPLE`` has its wait read (~5 % of a request each: the
+shortest of 16 is close enough), and every one
+after a stale one until ``FRESH_RUN`` in a row are fresh. ``--admission-trace`` appends
+each check's readings and decisions as a JSON line (the overload bench plots them).
 
 The filter belongs to the socket, which the supervisor keeps across worker restarts: a
 worker clears the filter and the backlog when it starts, removes its filter when it starts
@@ -38,12 +58,17 @@ socket may have removed it). A Unix socket has no TCP_INFO and keeps its backlog
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import socket
+import sys
+import time
 from collections.abc import Sequence
+from typing import IO
 
-from c10k.core.fdio import accept_wait_ms
+from c10k.core.fdio import accept_wait_parts
 from c10k.core.listener import accept_queue, drop_syns, set_backlog
 
 log = logging.getLogger("c10k.server")
@@ -52,43 +77,149 @@ log = logging.getLogger("c10k.server")
 # called standing), and by how much smaller a new size must be than the one in force.
 MIN_BACKLOG = 64
 BACKLOG_HYSTERESIS = 0.2
-# The queue we aim at holds this share of --max-accept-wait's worth of accepts (at least
-# MIN_QUEUE); a gap to it is closed over ADMIT_HORIZON seconds; at most MAX_DROP of the
-# SYNs are dropped (beyond that the backlog bound takes over).
-QUEUE_SHARE = 0.1
-MIN_QUEUE = 16
+# The shortest wait we aim at is this share of --max-accept-wait (at least MIN_TARGET s):
+# long enough that the queue never empties under overload (a CPU-quota slice's worth of
+# arrivals is far shorter) and that a load a few percent over what the server can do (1x
+# its closed-loop peak is that, docs/BENCHMARKS.md) queues for a while before any SYN is
+# dropped, short enough that an admitted client waits well under --max-accept-wait. A gap
+# to it is closed over ADMIT_HORIZON seconds: at a check at most MAX_STEP more than were
+# accepted are let in, and at least 1 - MAX_CUT of them (a flood's first queue drains
+# fast: what waits longer than --max-accept-wait is reset); at most MAX_DROP of the SYNs
+# are dropped.
+TARGET_SHARE = 0.25
+MIN_TARGET = 0.02
 ADMIT_HORIZON = 0.5
+MAX_STEP = 0.5
+MAX_CUT = 0.9
 MAX_DROP = 0.98
-# See bound 3 in the module comment: with the queue bounded only a handshake the full queue
-# delayed can be stale, and with tcp_abort_on_overflow=1 there are none.
+# A share under this with the wait below target ends dropping.
+MIN_DROP = 0.01
+# Dropping starts once the shortest wait has been above target for this long (seconds of
+# checked time: a check's shortest wait holds over its whole span). At the regular
+# interval (0.1 s) that is two checks in a row, so a one-check hiccup drops nothing; a
+# mode whose turn outlasts the interval (io_uring takes the whole kernel queue in one
+# turn and serves it before its timers run: spans of 0.4-1.3 s in
+# test_accept_queue_admission_drops_syns_while_overloaded[uring]) needs one such check,
+# not two: two would come after a 1.5 s flood.
+OVER_TIME = 0.15
+# On guard while a queue of this many stood at the last check (or a bound is in force).
+GUARD_QUEUE = 8
+# One new connection in SAMPLE has its wait read; after a stale one, every one until
+# FRESH_RUN in a row were fresh.
+SAMPLE = 16
 FRESH_RUN = 32
-STALE_SAMPLE = 8
+
+
+class Control:
+    """The SYN-drop share of one listener from its readings: sans-I/O (see bound 1)."""
+
+    __slots__ = ("drop", "offered", "over_for", "qlen", "stuck", "target")
+
+    def __init__(self, target: float) -> None:
+        self.target = target  # seconds: the shortest wait we aim at
+        self.drop = 0.0  # share of SYNs dropped
+        self.qlen = 0  # queue length at the last check
+        self.over_for = 0.0  # seconds the shortest wait has been above target
+        self.offered = 0.0  # connections offered per check (SYNs, retries included), smoothed
+        self.stuck = 0.0  # seconds the queue has stood with nothing accepted
+
+    def step(self, qlen: int, limit: int, accepted: int, wait: float | None, span: float) -> float:
+        """One check: the queue's length and limit now, the connections accepted since the
+        last check, the shortest wait among those sampled (None: none sampled), and the
+        seconds since the last check. Returns the share of SYNs to drop until then."""
+        prev, self.qlen = self.qlen, qlen
+        if accepted == 0 and prev > 0 and qlen > 0:
+            # Nothing left a standing queue (at the connection cap, or a stalled loop):
+            # what stood at the last check has waited at least as long since.
+            self.stuck += span
+            wait = max(wait or 0.0, self.stuck)
+        else:
+            self.stuck = 0.0
+        over = wait is not None and wait > self.target
+        self.over_for = self.over_for + span if over else 0.0
+        if self.drop <= 0 and self.over_for < OVER_TIME and qlen < limit:
+            self.offered = 0.0
+            return 0.0  # not overloaded: the queue emptied since the last check
+        # Connections that joined the queue since the last check, and so the SYNs that
+        # came (what passed is 1 - drop of them): the offered load, retries included.
+        joined = max(0, accepted + qlen - prev) / (1 - self.drop)
+        self.offered = joined if self.offered <= 0 else (self.offered + joined) / 2
+        if qlen >= limit:
+            # Full (at the connection cap, or the backlog shrunk): nothing could join, so
+            # what was offered is unknown, and a full queue is what admission avoids.
+            self.drop = MAX_DROP
+            return self.drop
+        if qlen == 0 and not over:
+            # Empty, and what was accepted waited little: the server has had time to
+            # spare, and what it accepted was only what the filter let through (no
+            # measure of what it can do): let twice as many in. (An empty kernel queue
+            # with long waits read is a mode that accepts ahead of serving: io_uring.)
+            self.drop = 0.0 if self.drop < 2 * MIN_DROP else self.drop / 2
+            return self.drop
+        if wait is None:
+            if qlen:
+                return self.drop  # nothing sampled to judge by: hold
+            wait = 0.0  # the queue is empty: no one waits (the flood is over)
+        # As many should join as we accepted, fewer while the wait is above the target,
+        # more while below.
+        gain = max(-MAX_CUT, min(MAX_STEP, (self.target - wait) / ADMIT_HORIZON))
+        want = max(1.0, accepted) * (1 + gain)
+        drop = 1 - want / self.offered if self.offered > 0 else self.drop / 2
+        drop = min(MAX_DROP, max(0.0, drop))
+        if drop < MIN_DROP and not over:
+            drop = 0.0
+        self.drop = drop
+        return drop
 
 
 class AcceptQueue:
     """What admission knows of one listener's accept queue."""
 
-    __slots__ = ("accepted", "backlog", "can_drop", "drop", "qlen", "sock")
+    __slots__ = ("accepted", "backlog", "can_drop", "control", "qlen", "sock")
 
-    def __init__(self, sock: socket.socket, backlog: int) -> None:
+    def __init__(self, sock: socket.socket, backlog: int, target: float) -> None:
         self.sock = sock
         self.backlog = backlog  # the listen(2) backlog in force
         self.accepted = 0  # accepts counted at the last check
         self.qlen = 0  # queue length at the last check
-        self.drop = 0.0  # share of SYNs the listener's filter drops
+        self.control = Control(target)
         self.can_drop = True  # False once the kernel refused the filter
+
+    @property
+    def drop(self) -> float:
+        return self.control.drop
 
 
 class Admission:
     """The accept-queue bounds of one worker's listeners (see the module comment)."""
 
-    def __init__(self, socks: Sequence[socket.socket], backlog: int, max_wait: float) -> None:
+    def __init__(
+        self,
+        socks: Sequence[socket.socket],
+        backlog: int,
+        max_wait: float,
+        trace: str | None = None,
+    ) -> None:
         self.max_wait = max_wait
         self.max_wait_ms = int(max_wait * 1e3)
+        self.target = max(MIN_TARGET, max_wait * TARGET_SHARE)
         self.full_backlog = backlog
-        self.queues = [AcceptQueue(s, backlog) for s in socks]
+        self.queues = [AcceptQueue(s, backlog, self.target) for s in socks]
         self.stale = 0  # connections reset at accept as stale
-        self._fresh = 0  # connections found fresh in a row (see FRESH_RUN)
+        self._fresh = FRESH_RUN  # connections found fresh in a row (see FRESH_RUN)
+        self._seen = 0  # connections admit() was asked about
+        # Waits read since the last check (ms): the shortest, the longest, how many.
+        self._wait_min = math.inf
+        self._wait_max = 0
+        self._waits = 0
+        self._stale_seen = False  # a stale connection reset since the last check
+        self._stale_at_check = 0  # self.stale at the last check
+        self._trace: IO[str] | None = None
+        if trace is not None and max_wait > 0:
+            # Line-buffered append: each check one write, whole lines even with workers.
+            self._trace = (
+                sys.stderr if trace == "-" else open(trace, "a", buffering=1)  # noqa: SIM115
+            )
         if max_wait > 0:
             # A listener kept by the supervisor across a worker's restart may still carry
             # the dead worker's SYN filter or shrunk backlog.
@@ -112,19 +243,25 @@ class Admission:
     def admit(self, fd: int) -> bool:
         """While on guard: False (and ``fd`` closed, RST) for a connection whose client has
         waited longer than --max-accept-wait: it has likely given up, and serving it in
-        turn would make every client behind it wait as long."""
-        fresh = self._fresh
-        if fresh >= FRESH_RUN:
-            self._fresh = fresh + 1
-            if fresh % STALE_SAMPLE:
-                return True  # sampled: see FRESH_RUN
-        age = accept_wait_ms(fd)
-        if age is None or age <= self.max_wait_ms:
-            if fresh < FRESH_RUN:
-                self._fresh = fresh + 1
+        turn would make every client behind it wait as long. Samples the waits."""
+        self._seen += 1
+        if self._fresh >= FRESH_RUN and self._seen % SAMPLE:
+            return True  # sampled: see SAMPLE
+        parts = accept_wait_parts(fd)
+        if parts is None:
+            return True
+        queued, age = parts
+        # The sojourn is the time in our queue only; staleness is the client's whole wait.
+        self._waits += 1
+        self._wait_min = min(self._wait_min, queued)
+        self._wait_max = max(self._wait_max, queued)
+        if age <= self.max_wait_ms:
+            if self._fresh < FRESH_RUN:
+                self._fresh += 1
             return True
         self._fresh = 0
         self.stale += 1
+        self._stale_seen = True
         os.close(fd)
         return False
 
@@ -133,35 +270,100 @@ class Admission:
         for q in self.queues:
             if q.drop > 0:
                 drop_syns(q.sock, 0)
-                q.drop = 0.0
+                q.control.drop = 0.0
+        if self._trace is not None and self._trace is not sys.stderr:
+            self._trace.close()
+        self._trace = None
 
     def check(self, accepted: Sequence[int], span: float) -> bool:
         """One check: ``accepted[i]`` is listener i's accept count so far, ``span`` the
-        seconds since the last check. True while a queue is guarded (filter or a shrunk
-        backlog in force: the caller keeps checking often and reads each new connection's
-        wait)."""
+        seconds since the last check. True while on guard (a queue stood, or a bound is
+        in force: the caller keeps checking often and shows each new connection to
+        ``admit``)."""
         if not self.enabled:
             return False
-        standing = False
-        for q, total in zip(self.queues, accepted, strict=True):
-            n, q.accepted = total - q.accepted, total
+        wait = self._wait_min / 1e3 if self._waits else None
+        guard = False
+        counts = [total - q.accepted for q, total in zip(self.queues, accepted, strict=True)]
+        # Those reset as stale since the last check, shared out by accepts (admit() does
+        # not know the listener): resetting them costs nothing and says nothing of the
+        # rate the server serves at.
+        stale = self.stale - self._stale_at_check
+        share = stale / max(1, sum(counts))
+        for i, (q, total, n) in enumerate(zip(self.queues, accepted, counts, strict=True)):
+            q.accepted = total
             info = accept_queue(q.sock)
             if info is None:
                 continue
-            rate = n / span if span > 0 else 0.0
-            if q.can_drop and self._admission(q, info, n, rate, span):
-                standing = True
+            served = max(0.0, n * (1 - share))
+            rate = served / span if span > 0 else 0.0
+            if q.can_drop and self._admission(q, info, n, span, wait):
+                guard = True
+            guard = self._bound_backlog(q, info, rate, wait) or guard
             q.qlen = info[0]
-            standing = self._bound_backlog(q, info, rate) or standing
-        return standing
+            guard = guard or info[0] >= GUARD_QUEUE
+            if self._trace is not None and (n or info[0] or q.drop):
+                self._write_trace(i, info, n, span, wait, q)  # (not while idle: C1M)
+        self._wait_min, self._wait_max, self._waits = math.inf, 0, 0
+        self._stale_seen = False
+        self._stale_at_check = self.stale
+        return guard
 
-    def _bound_backlog(self, q: AcceptQueue, info: tuple[int, int], rate: float) -> bool:
+    def _write_trace(
+        self,
+        index: int,
+        info: tuple[int, int],
+        accepted: int,
+        span: float,
+        wait: float | None,
+        q: AcceptQueue,
+    ) -> None:
+        """One check's readings and decisions for listener ``index`` (--admission-trace)."""
+        assert self._trace is not None
+        rec = {
+            "t": round(time.time(), 4),
+            "pid": os.getpid(),
+            "listener": index,
+            "span": round(span, 4),
+            "qlen": info[0],
+            "limit": info[1],
+            "accepted": accepted,
+            "sampled": self._waits,
+            "wait_min_ms": None if wait is None else round(wait * 1e3),
+            "wait_max_ms": self._wait_max if self._waits else None,
+            "offered": round(q.control.offered, 1),
+            "drop": round(q.drop, 4),
+            "backlog": q.backlog,
+            "stale": self.stale,
+            "cpu": round(time.process_time(), 4),
+        }
+        try:
+            self._trace.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            log.warning("admission trace: %s; tracing stops", exc)
+            self._trace = None
+
+    def _bound_backlog(
+        self, q: AcceptQueue, info: tuple[int, int], rate: float, wait: float | None
+    ) -> bool:
         qlen, limit = info
         size = q.backlog
         half = rate * self.max_wait / 2
         fit = max(MIN_BACKLOG, min(self.full_backlog, int(half)))
         standing = False
-        if qlen > max(half, MIN_BACKLOG / 2):
+        if q.can_drop:
+            # With the filter at work, "more than half a wait's worth" is read from the
+            # wait itself: the accept rate read per check swings with the accept batches
+            # and the CPU quota's slices, and a backlog shrunk from a low reading fills
+            # (then nearly every SYN is dropped) while the filter holds the wait.
+            # The waits read are of the queue that stood at the last check as much as of
+            # the one now, and a mode may have taken all of it in one turn since (io_uring:
+            # 300 stale reset from a queue of 336, none left standing at the check).
+            waits = self._stale_seen or (wait is not None and wait > self.max_wait / 2)
+            over = waits and max(qlen, q.qlen) > MIN_BACKLOG / 2
+        else:
+            over = qlen > max(half, MIN_BACKLOG / 2)
+        if over:
             standing = True  # holds more than the bound: shrink to what drains in it
             size = fit
         elif qlen * 2 >= limit:
@@ -186,43 +388,34 @@ class Admission:
         return standing or q.backlog < self.full_backlog
 
     def _admission(
-        self, q: AcceptQueue, info: tuple[int, int], accepted: int, rate: float, span: float
+        self,
+        q: AcceptQueue,
+        info: tuple[int, int],
+        accepted: int,
+        span: float,
+        wait: float | None,
     ) -> bool:
-        """Set the share of SYNs the listener's filter drops so that its queue settles at
-        the target; True while dropping."""
+        """Set the share of SYNs the listener's filter drops (``Control``); True while
+        dropping."""
         qlen, limit = info
-        target = max(MIN_QUEUE, rate * self.max_wait * QUEUE_SHARE)
-        if q.drop <= 0 and (qlen <= target or q.qlen <= target):
-            return False  # not standing (a queue above target at two checks in a row)
-        # Connections that joined the queue since the last check, and so the SYNs that
-        # came (what passed is 1 - drop of them): the offered rate, retries included.
-        joined = max(0, accepted + qlen - q.qlen)
-        offered = joined / (1 - q.drop)
-        # As many should join as leave, plus (or minus) the gap to the target, closed over
-        # ADMIT_HORIZON seconds.
-        want = accepted + (target - qlen) * min(1.0, span / ADMIT_HORIZON)
-        drop = q.drop / 2 if offered <= 0 else min(MAX_DROP, max(0.0, 1 - want / offered))
-        if qlen >= limit:
-            # Full (at the connection cap, or the backlog shrunk): nothing could join, so
-            # what was offered is unknown, and a full queue is what admission avoids.
-            drop = MAX_DROP
-        elif drop < 0.01 and qlen <= target:
-            drop = 0.0
+        before = q.drop
+        drop = q.control.step(qlen, limit, accepted, wait, span)
         # Set again at every check while dropping, not only on a change: during a reload
         # the draining worker on the same socket removes its filter.
-        if drop != q.drop or drop > 0:
+        if drop != before or drop > 0:
             if not drop_syns(q.sock, drop):
                 q.can_drop = False
-                if q.drop > 0:
+                if before > 0:
                     drop_syns(q.sock, 0)  # (best effort: an older share may still be set)
-                q.drop = 0.0
+                q.control.drop = 0.0
                 return False
-            if q.drop == 0:
+            if before == 0 and drop > 0:
                 log.warning(
-                    "accept queue: %d waiting at %.0f accepts/s; dropping %.0f %% of new SYNs",
+                    "accept queue: %d waiting at %.0f accepts/s, shortest wait %.0f ms; "
+                    "dropping %.0f %% of new SYNs",
                     qlen,
-                    rate,
+                    accepted / span if span > 0 else 0.0,
+                    (wait or 0.0) * 1e3,
                     drop * 100,
                 )
-            q.drop = drop
         return drop > 0

@@ -133,6 +133,9 @@ class ServerConfig:
     # backlog shrinks to half this many seconds of accepts, and older connections are
     # reset unread at accept. 0: off (the queue is --backlog long, FIFO).
     max_accept_wait: float = 1.0
+    # Admission's readings and decisions, one JSON line per check (c10k.server.admission),
+    # appended to this file; None: off. For the overload bench and for tuning.
+    admission_trace: str | None = None
 
     # -- TLS (c10k.server.tls, c10k.server.certs) ----------------------------------------
     # Certificate chain and key files, in pairs; the first pair is the default, the others

@@ -217,7 +217,9 @@ class Policy(Wire):
         self.keep_peer = self.observe or self.limiter is not None
         # Overload and admission, and the flags a Session reads per request.
         self.tiers = Tiers(config.shed_keepalive_lag, config.shed_503_lag, config.shed_accept_lag)
-        self.admission = Admission(socks, config.backlog, config.max_accept_wait)
+        self.admission = Admission(
+            socks, config.backlog, config.max_accept_wait, config.admission_trace
+        )
         self.shed_level = 0
         self.degraded = False  # draining or shedding: new responses close their connection
         self.draining = False

@@ -415,9 +415,18 @@ SETTINGS: tuple[Setting, ...] = (
         "--max-accept-wait",
         "SECONDS",
         "under a connection flood, drop new SYNs at random to hold the accept queue at a "
-        "tenth of this many seconds of accepts (backlog shrunk to half of it as a "
+        "quarter of this many seconds of waiting (backlog shrunk to half of it as a "
         "backstop) and reset connections that waited longer; 0 = off (default 1.0)",
         at_least(0),
+    ),
+    Setting(
+        "admission_trace",
+        "str",
+        "--admission-trace",
+        "PATH",
+        "append admission's readings and decisions, one JSON line per check (default off)",
+        log_target,
+        optional=True,
     ),
     Setting(
         "shed_keepalive_lag",

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from c10k.bench import h2load
+from c10k.bench import admtrace, h2load
 from c10k.bench.machine import CpuSnapshot, nofile_soft
 from c10k.bench.peers import RunningServer
 from c10k.bench.scenarios.common import (
@@ -205,6 +205,7 @@ def _overload_h2load(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
         run["h2load_processes"] = len(argvs)
         run["cgroup_throttled"] = _throttled(ctx, thr)
         _cpu_figures(run, before, after, ctx.pin, run["requests"])
+        _attach_trace(run, entries, srv, ctx, deadline, t_launch_us)
         out[label] = run
         busy = run.get("generator_core_busy_fraction")
         if busy is not None and busy > 0.9:
@@ -238,6 +239,26 @@ def _overload_h2load(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
             )
         _note_peak_too_low(run, label, srv, scen, ctx)
     return out
+
+
+def _attach_trace(
+    run: dict[str, Any],
+    entries: list[tuple[int, int, int]],
+    srv: RunningServer,
+    ctx: Context,
+    deadline: float,
+    t_launch_us: int,
+) -> None:
+    """The goodput timeline of the level and, for c10k started with --admission-trace,
+    its controller's checks over the same window (``admtrace.py``)."""
+    t0 = t_launch_us / 1e6
+    run["timeline"] = admtrace.goodput_timeline(entries, deadline, t_launch_us)
+    t1 = t0 + (run["timeline"]["t"][-1] if run["timeline"]["t"] else 0.0) + 1.0
+    trace = admtrace.read_trace(admtrace.trace_path(ctx.workdir, srv.port), t0, t1)
+    if trace:
+        for rec in trace:
+            rec["t"] = round(rec["t"] - t0, 3)  # seconds since the level's launch
+        run["admission_trace"] = trace
 
 
 def overload_figures(
