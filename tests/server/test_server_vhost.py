@@ -273,11 +273,13 @@ error_page = ["405=/404.html"]
     srv = start(roots, mode, toml)
     try:
         for host, site in (("a.example", "a"), ("B.example.", "b")):
-            reply = raw(srv.port, b"DELETE / HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode())
+            head = b"DELETE / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+            reply = raw(srv.port, head % host.encode())
             assert reply.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n"), reply
             assert b"\r\nAllow: GET, HEAD\r\n" in reply, reply
             assert reply.endswith(f"<p>{site} has no such page</p>\n".encode()), reply
-        reply = raw(srv.port, b"GET / HTTP/1.1\r\nHost: nobody.example\r\n\r\n")
+        close = b"Connection: close\r\n\r\n"
+        reply = raw(srv.port, b"GET / HTTP/1.1\r\nHost: nobody.example\r\n" + close)
         assert reply.startswith(b"HTTP/1.1 421 Misdirected Request\r\n"), reply
         assert reply.endswith(b"<p>a has no such page</p>\n"), reply
         reply = raw(srv.port, b"NONSENSE\r\n\r\n")
