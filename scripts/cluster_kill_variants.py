@@ -18,7 +18,6 @@ Variants (changes to ``c10k bench cluster``'s HAProxy configuration):
 from __future__ import annotations
 
 import argparse
-import signal
 import statistics
 import tempfile
 import time
@@ -66,13 +65,7 @@ def run(variant: str, kills: int) -> None:
             failed = sum(1 for f in load.failures if f[1] == f"kill{i}")
             rows.append((failed, haproxy_unanswered(before, after, "h0")["unanswered"]))
     finally:
-        load.stop()
-        lb.stop()
-        for h in hosts:
-            h.signal(signal.SIGTERM)
-        for h in hosts:
-            h.wait()
-            h.close()
+        C.stop_all(load, lb, hosts)
         C.haproxy_config = generated
     rate = len(load.events) / max(e[0] for e in load.events)
     fails = [r[0] for r in rows]

@@ -323,20 +323,26 @@ def run_one(opts: Options, kind: str, retries: bool, root: Path, d: Path) -> dic
         load.run()
         marks, kill = _phases(opts, hosts, lb, load)
     finally:
-        load.stop()
-        lb.stop()
-        for h in hosts:
-            h.signal(signal.SIGTERM)
-        for h in hosts:
-            try:
-                h.wait()
-            except subprocess.TimeoutExpired:
-                h.signal(signal.SIGKILL)
-            h.close()
+        stop_all(load, lb, hosts)
     out = _summary(kind, retries, load, marks)
     out["kill"] = _kill_evidence(kind, d, hosts[0], kill, load)
     out["balancer_log"] = cluster_logs.notable(kind, d)
     return out
+
+
+def stop_all(load: Load, lb: Balancer, hosts: list[Host]) -> None:
+    """The end of a run: the clients, the balancer, then every host (SIGTERM, SIGKILL if
+    it does not go) and the sockets held for them."""
+    load.stop()
+    lb.stop()
+    for h in hosts:
+        h.signal(signal.SIGTERM)
+    for h in hosts:
+        try:
+            h.wait()
+        except subprocess.TimeoutExpired:
+            h.signal(signal.SIGKILL)
+        h.close()
 
 
 def _phases(
