@@ -1,12 +1,17 @@
-"""A slow reader's socket gets about a second of its speed as its unsent limit, in every
-loop mode (server/session.py's module doc: a slow reader's kernel memory).
+"""A client's socket gets about a second of its speed as its unsent limit, in every loop
+mode (server/session.py's module doc: a client's kernel memory).
 
 The server runs in this process, so the test reads the limit straight off the server's
 end of the connection (``TCP_NOTSENT_LOWAT`` on the accepted socket, found by its peer
 address). A client that reads 20 kB a second for three seconds must leave its socket
-with a limit between 4 and 128 KiB (the default is 256 KiB); reading the rest as fast as
-it can on the same keep-alive connection gives the default back. The threads mode has
-no deadlines to check on (a blocking send per thread): not applied there, and not run.
+with a limit between 4 and 128 KiB (a new connection's is 256 KiB); reading the rest as
+fast as it can on the same keep-alive connection gives it at least the default back. A
+client that reads a big file as fast as it can gets ``MAX_SEND_QUEUE`` (a fast client's
+big file in few wakeups), except on uvloop, whose transport is fed by our own pread
+pump a chunk at a time: the Session may not see a big write there, and the limit may
+stay.
+The threads mode has no deadlines to check on (a blocking send per thread): not applied
+there, and not run.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from c10k.core.fdio import TCP_NOTSENT_LOWAT
 from c10k.core.listener import NOTSENT_LOWAT_BYTES
 from c10k.server import ServerConfig, make_server
 from c10k.server.base import ServerBase
+from c10k.server.session import MAX_SEND_QUEUE
 from helpers import backend_params
 
 SIZE = 4 * 1024 * 1024
@@ -116,17 +122,17 @@ def test_slow_reader_socket_holds_a_second_of_its_speed(root: Path, mode: str) -
         # test asks for what matters: well below the default, never below the floor.
         assert 4096 <= slow <= NOTSENT_LOWAT_BYTES // 2, f"{mode}: {slow} after {got} B"
         read_body(c, SIZE - got, rate=None)
-        # The end of the write (the rest, taken fast) gives the default back: the server
-        # notes it once its last send returns, which may be just after the client has
-        # read the last byte.
+        # The end of the write (the rest, taken fast) gives at least the default back:
+        # the server notes it once its last send returns, which may be just after the
+        # client has read the last byte.
         deadline = time.monotonic() + 5
-        while server_lowat(c) != NOTSENT_LOWAT_BYTES and time.monotonic() < deadline:
+        while server_lowat(c) < NOTSENT_LOWAT_BYTES and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert server_lowat(c) == NOTSENT_LOWAT_BYTES
+        assert server_lowat(c) >= NOTSENT_LOWAT_BYTES, mode
 
 
 @pytest.mark.parametrize("mode", LOOP_MODES)
-def test_fast_reader_keeps_the_default(root: Path, mode: str) -> None:
+def test_fast_reader_gets_a_bigger_limit(root: Path, mode: str) -> None:
     with serving(root, mode) as server, socket.socket() as c:
         c.settimeout(10)
         c.connect(server.address)
@@ -135,4 +141,10 @@ def test_fast_reader_keeps_the_default(root: Path, mode: str) -> None:
         while b"\r\n\r\n" not in head:
             head += c.recv(1)
         read_body(c, SIZE, rate=None)
-        assert server_lowat(c) == NOTSENT_LOWAT_BYTES
+        deadline = time.monotonic() + 5  # (noted once the last send returns)
+        while server_lowat(c) != MAX_SEND_QUEUE and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if mode == "uvloop":  # (module doc) more or the same, never less
+            assert server_lowat(c) >= NOTSENT_LOWAT_BYTES
+        else:
+            assert server_lowat(c) == MAX_SEND_QUEUE, mode

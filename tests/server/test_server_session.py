@@ -25,6 +25,8 @@ from c10k.server.session import (
     IDLE,
     LINGERING,
     READING,
+    MAX_SEND_QUEUE,
+    SEND_GROW_CHECK,
     SEND_QUEUE_CHECK,
     WRITING,
     YIELDED,
@@ -45,6 +47,10 @@ class FakeLoop:
         self.deadlines = Deadlines()
         self.soon: list[tuple[Any, tuple[Any, ...]]] = []
         self.jobs: list[tuple[Any, tuple[Any, ...], Any]] = []
+        self.timers: list[tuple[float, Any]] = []  # (when, callback), run by advance
+
+    def call_later(self, delay: float, callback: Any) -> None:
+        self.timers.append((self.now + delay, callback))
 
     def call_soon(self, callback: Any, *args: Any) -> None:
         self.soon.append((callback, args))
@@ -67,6 +73,10 @@ class FakeLoop:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+        due = [t for t in self.timers if t[0] <= self.now]
+        self.timers = [t for t in self.timers if t[0] > self.now]
+        for _, callback in sorted(due, key=lambda t: t[0]):
+            callback()
         self.deadlines.expire(self.now)
 
 
@@ -423,25 +433,24 @@ def test_session_slow_reader_gets_a_second_of_its_speed_queued(loop: FakeLoop) -
     assert policy.timeouts == 1
 
 
-def test_session_fast_reader_keeps_the_default_and_a_slow_one_gets_it_back(
-    loop: FakeLoop,
-) -> None:
+def test_session_fast_reader_gets_more_and_a_slow_one_less(loop: FakeLoop) -> None:
+    """A second of the client's speed, both ways: 1 MB/s at the first check gives 1 MiB;
+    a later write at 10 kB/s 16 KiB; one that goes fast again the most there is."""
     session, t, _ = make(loop, send_timeout=10.0, min_send_rate=1000)
     t.block = True
     t.unacked = 3_000_000
     t.feed(GET)
-    t.unacked -= 2_000_000  # 1 MB/s: more than the default a second
+    t.unacked -= 2_000_000  # 1 MB/s
     loop.advance(SEND_QUEUE_CHECK)
-    assert t.lowat == []
+    assert t.lowat == [1 << 20]
     t.unacked -= 500_000
     t.drain()
-    # A slow write first, then one that goes fast again: the default comes back.
     t.block = True
     t.unacked = 300_000
     t.feed(GET_B)
     t.unacked -= 20_000  # 10 kB/s
     loop.advance(SEND_QUEUE_CHECK)
-    assert t.lowat == [16384]
+    assert t.lowat[-1] == 16384
     assert session.send_queue == 16384
     t.drain()
     t.block = True
@@ -450,8 +459,45 @@ def test_session_fast_reader_keeps_the_default_and_a_slow_one_gets_it_back(
     loop.advance(0.5)
     t.unacked = 0  # 3 MB in half a second
     t.drain()
-    assert t.lowat == [16384, NOTSENT_LOWAT_BYTES]
-    assert session.send_queue == 0
+    assert t.lowat[-1] == MAX_SEND_QUEUE
+    assert session.send_queue == MAX_SEND_QUEUE
+
+
+def test_session_big_write_to_a_fast_client_grows_its_queue_early(loop: FakeLoop) -> None:
+    """One big file to a fast client: SEND_GROW_CHECK into the write, not at its end."""
+    session, t, _ = make(loop, send_timeout=10.0, min_send_rate=1000)
+    t.block = True
+    t.unacked = 100_000_000  # a 100 MB body, most of it queued
+    t.feed(GET)
+    t.unacked -= 5_000_000  # 100 MB/s
+    loop.advance(SEND_GROW_CHECK)
+    assert t.lowat == [MAX_SEND_QUEUE]
+    assert session.send_queue == MAX_SEND_QUEUE
+    assert session.state == WRITING
+
+
+def test_session_a_window_taken_at_once_is_not_speed(loop: FakeLoop) -> None:
+    """A reader that reads nothing still takes its receive window (here 200 kB) at once:
+    over SEND_GROW_CHECK that looks like 4 MB/s, but it is less than twice the limit, so
+    the limit stays; at the first check it is judged on what it took in two seconds."""
+    session, t, _ = make(loop, send_timeout=10.0, min_send_rate=1000)
+    t.block = True
+    t.unacked = 100_000_000
+    t.feed(GET)
+    t.unacked -= 200_000
+    loop.advance(SEND_GROW_CHECK)
+    assert t.lowat == []
+    loop.advance(SEND_QUEUE_CHECK - SEND_GROW_CHECK)
+    assert t.lowat == [131072]  # 100 kB/s over the two seconds
+    assert session.send_queue == 131072
+
+
+def test_session_small_blocked_write_has_no_early_check(loop: FakeLoop) -> None:
+    _session, t, _ = make(loop)
+    t.block = True
+    t.unacked = 300_000  # under SEND_GROW_WRITE times the limit
+    t.feed(GET)
+    assert loop.timers == []
 
 
 def test_session_head_after_a_blocked_write_gets_a_whole_header_timeout(

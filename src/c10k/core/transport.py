@@ -89,8 +89,10 @@ CONNRESET_ERRNOS = frozenset(
 # KiB; asyncio reads 256 KiB, but a bytes object that large is an mmap per read in glibc.
 RECV_SIZE = 65536
 # Bytes per sendfile(2) call: a call is bounded so one fat client cannot hog a loop turn
-# (we still call again until EAGAIN).
-SENDFILE_CHUNK = 256 << 10
+# (we still call again until the socket is full). 1 MiB: a fast client's socket takes
+# a megabyte or two a wakeup (server/session.py grows its unsent limit), so one call
+# a wakeup where 256 KiB took four; and what the disk pool warms at once (diskio.WARM_MAX).
+SENDFILE_CHUNK = 1 << 20
 RDHUP = 0x2000  # EPOLLRDHUP (Linux): the peer's FIN is queued; epoll-et asks for it
 
 os_read = os.read

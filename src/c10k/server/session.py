@@ -50,17 +50,25 @@ the rate over, and so does the check after it: the wait was ours (a cold file ch
 disk pool, c10k.core.diskio), and a response slowed by our own disk is never charged to the
 client, which is judged only on bytes it had for a whole ``send_timeout``.
 
-A slow reader's kernel memory: every socket may hold ``NOTSENT_LOWAT_BYTES`` (256 KiB)
-unsent, besides what is in flight, so that a fast client's big file goes out in few
-wakeups; a 28.8k modem user would sit on 70 seconds of that, and ten thousand of them
-push the kernel into TCP memory pressure (``net.ipv4.tcp_mem``), where it shrinks every
-socket's buffers and the slow users starve (docs/BENCHMARKS.md, Kegel test 2). So the
-first check of a write that blocks comes ``SEND_QUEUE_CHECK`` seconds in, not a
-``send_timeout``: if the client (not our disk: the kernel still holds unacknowledged
-bytes) took less than the default a second, its socket's unsent limit becomes about one
-second of what it took (``send_queue_for``), and a later write that finds it fast again
-restores the default. The client reads no slower for it (the kernel still holds a second
-of its reading), and the memory a slow reader pins follows its speed.
+A client's kernel memory follows its speed: its socket's unsent limit
+(TCP_NOTSENT_LOWAT) is about one second of what it reads (``send_queue_for``), between
+4 KiB and ``MAX_SEND_QUEUE``. A new connection starts at the listener's
+``NOTSENT_LOWAT_BYTES`` (256 KiB): a 28.8k modem user would sit on 70 seconds of that, and
+ten thousand of them push the kernel into TCP memory pressure (``net.ipv4.tcp_mem``),
+where it shrinks every socket's buffers and the slow users starve (docs/BENCHMARKS.md,
+Kegel test 2); a slowhttptest reader would pin it for nothing. So the first check of a
+write that blocks comes ``SEND_QUEUE_CHECK`` seconds in, not a ``send_timeout``: if the
+client (not our disk: the kernel still holds unacknowledged bytes) took less than the
+limit a second, the limit shrinks to a second of what it took. A client that proves fast
+gets more (only ever grown then, and only once it took twice its limit: a receive
+window is taken at once whatever the reader does): at the end of a blocked write, and
+``SEND_GROW_CHECK`` into a write of many times its limit (one big file). The loop then wakes once per
+megabyte or two of a fast client's big file instead of once per ~128 KiB, which is what a
+big file costs us in CPU (nginx leaves the socket's autotuned buffer, up to 4 MiB, to
+fill). The client reads no slower for any of it (the kernel still holds a second of its
+reading). The price: a client that reads fast and then stops pins up to
+``MAX_SEND_QUEUE`` (plus its window) until its send checks reset it, as every socket of
+a server without a limit does.
 """
 
 from __future__ import annotations
@@ -93,20 +101,25 @@ IDLE, READING, WRITING, LINGERING, CLOSING, CLOSED = range(6)
 YIELDED = Request(b"GET", b"*", 1, {}, True, False)
 
 # Seconds into a blocked write at which the client's reading speed is judged, and the
-# least unsent limit a socket is given (module doc: a slow reader's kernel memory).
+# least and most unsent limit a socket is given (module doc: a client's kernel memory).
 SEND_QUEUE_CHECK = 2.0
 MIN_SEND_QUEUE = 4096
+MAX_SEND_QUEUE = 2 << 20
+# A write of this many times the socket's limit gets an early look at the client's speed
+# (a loop timer, since the deadlines' buckets are a second wide), SEND_GROW_CHECK in.
+SEND_GROW_CHECK = 0.05
+SEND_GROW_WRITE = 4
 
 
 def send_queue_for(rate: float) -> int:
     """The unsent limit for a client that reads ``rate`` bytes a second: about a second
-    of it, a power of two, between ``MIN_SEND_QUEUE`` and the listener's default.
+    of it, a power of two, between ``MIN_SEND_QUEUE`` and ``MAX_SEND_QUEUE``.
 
     >>> send_queue_for(3600), send_queue_for(100_000), send_queue_for(10**9)
-    (4096, 131072, 262144)
+    (4096, 131072, 2097152)
     """
-    if rate >= NOTSENT_LOWAT_BYTES:
-        return NOTSENT_LOWAT_BYTES
+    if rate >= MAX_SEND_QUEUE:
+        return MAX_SEND_QUEUE
     n = MIN_SEND_QUEUE
     while n < rate:
         n <<= 1
@@ -156,8 +169,8 @@ class Session(HTTPConnection):
         # handed over since, bytes acknowledged at the last check, the last check found
         # the kernel's queue empty, the send-queue check is still to come].
         self.wprogress: list[Any] | None = None
-        # The socket's unsent limit when this session changed it, else 0 (module doc).
-        self.send_queue = 0
+        # The socket's unsent limit (TCP_NOTSENT_LOWAT; module doc).
+        self.send_queue = NOTSENT_LOWAT_BYTES
         # --limit-rate: output handed to the transport at a rate (c10k.server.pacing).
         rate = policy.limit_rate
         self.pacer = Pacer(rate, policy.limit_rate_after) if rate else None
@@ -268,10 +281,20 @@ class Session(HTTPConnection):
         self.state = WRITING
         timeout = self.policy.send_timeout
         early = timeout > SEND_QUEUE_CHECK
-        self.wprogress = [now, self.transport.pending_bytes(), 0, 0, early]
+        pending = self.transport.pending_bytes()
+        self.wprogress = [now, pending, 0, 0, early]
         self.transport.pause_reading()
         self.deadline = now + (SEND_QUEUE_CHECK if early else timeout)
         self.loop.deadlines.schedule(self)
+        if self.send_queue < MAX_SEND_QUEUE and pending > SEND_GROW_WRITE * self.send_queue:
+            later = self.loop.call_later
+            if later is not None:  # (the threads mode has no timers)
+                later(SEND_GROW_CHECK, self._grow_send_queue)
+
+    def _grow_send_queue(self) -> None:
+        """Early in a big blocked write: a fast client's socket may hold more."""
+        if self.state == WRITING and self.transport is not None:
+            self._fit_send_queue(grow_only=True)
 
     def resume_writing(self) -> None:
         pacer = self.pacer
@@ -281,7 +304,7 @@ class Session(HTTPConnection):
                 return  # the pacer's timer carries on
         if self.state != WRITING:
             return
-        if self.send_queue:
+        if self.send_queue < MAX_SEND_QUEUE:
             self._fit_send_queue(grow_only=True)
         self._written()
 
@@ -325,20 +348,22 @@ class Session(HTTPConnection):
         transport.abort(reset)
 
     def _fit_send_queue(self, grow_only: bool = False) -> None:
-        """Give the socket about a second of what the client reads (module doc: a slow
-        reader's kernel memory): at the first check of a blocked write, or, with
-        ``grow_only``, at the end of one on a socket that was given less before."""
+        """Give the socket about a second of what the client reads (module doc: a
+        client's kernel memory): at the first check of a blocked write, or, with
+        ``grow_only``, early in a big one or at the end of one, only ever more."""
         w = self.wprogress
         assert w is not None
         now = self.loop.now
         transport = self.transport
         if grow_only or transport.unacked_bytes():  # the client sets the pace, not our disk
-            rate = (w[1] - transport.pending_bytes()) / max(now - w[0], 1e-3)
-            want = send_queue_for(rate)
-            have = self.send_queue or NOTSENT_LOWAT_BYTES
-            if want > have or (want < have and not grow_only):
+            acked = w[1] - transport.pending_bytes()
+            want = send_queue_for(acked / max(now - w[0], 1e-3))
+            have = self.send_queue
+            # More only for more than a window's worth: a client that reads nothing still
+            # takes its receive window at once, which over 50 ms looks fast.
+            if (want > have and acked >= 2 * have) or (want < have and not grow_only):
                 transport.set_send_lowat(want)
-                self.send_queue = 0 if want == NOTSENT_LOWAT_BYTES else want
+                self.send_queue = want
         if grow_only:
             return
         w[4] = False

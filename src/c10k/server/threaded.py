@@ -175,6 +175,9 @@ class ThreadLoop:
 
     __slots__ = ("jobs", "soon")
     deadlines = _NoDeadlines()
+    # No timers: the Session's early look at a fast client's speed is skipped (its send
+    # queue still grows at the end of a blocked write).
+    call_later = None
 
     def __init__(self) -> None:
         self.soon: list[tuple[Callable[..., object], tuple[object, ...]]] = []

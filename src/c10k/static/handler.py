@@ -463,7 +463,8 @@ class StaticFiles:
         conditional or Range header, any Accept-Encoding), an error that follows from the
         request alone (405, a malformed or forbidden path), all without a syscall. None
         means "call ``handle`` in a worker thread": a miss, a due revalidation, a large
-        file's GET (it must be opened), a directory listing.
+        file's GET when no response of that version has its fd open (it must be
+        opened), a directory listing.
 
         Every filesystem call goes through ``c10k.static.fsio``; setting
         ``fsio.delay_hook`` slows chosen paths down in tests (it never runs here).
@@ -544,7 +545,12 @@ class StaticFiles:
             if isinstance(plan, Response):
                 return plan
             if fast:
-                return None
+                # A version some response is sending has its fd open (sharedfd.py): that
+                # costs no filesystem call, so the loop answers; only an open goes to
+                # the disk pool (a pool round trip per big download cost more CPU than
+                # the sendfile's own Python).
+                fd = rep.shared.take()
+                return None if fd < 0 else self._file_response(rep, plan, fd)
             fd = self._open(rep)
             if fd >= 0:
                 return self._file_response(rep, plan, fd)
