@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from c10k.core.listener import NOTSENT_LOWAT_BYTES
 from c10k.core.timers import Deadlines
 from c10k.http.events import Request
 from c10k.http.writers import Response, build_response
@@ -24,8 +23,8 @@ from c10k.server.session import (
     CLOSED,
     IDLE,
     LINGERING,
-    READING,
     MAX_SEND_QUEUE,
+    READING,
     SEND_GROW_CHECK,
     SEND_QUEUE_CHECK,
     WRITING,
