@@ -63,8 +63,8 @@ limit a second, the limit shrinks to a second of what it took. A client that pro
 gets more (only ever grown then, and only once it took twice its limit: a receive
 window is taken at once whatever the reader does): at the end of a blocked write, and
 ``SEND_GROW_CHECK`` into a write of many times its limit (one big file). The loop then
-wakes once per megabyte or two of a fast client's big file instead of once per ~128 KiB, which is what a
-big file costs us in CPU (nginx leaves the socket's autotuned buffer, up to 4 MiB, to
+wakes once per megabyte or two of a fast client's big file instead of once per
+~128 KiB, which is what a big file costs us in CPU (nginx leaves the socket's autotuned buffer, up to 4 MiB, to
 fill). The client reads no slower for any of it (the kernel still holds a second of its
 reading). The price: a client that reads fast and then stops pins up to
 ``MAX_SEND_QUEUE`` (plus its window) until its send checks reset it, as every socket of
