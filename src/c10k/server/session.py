@@ -51,24 +51,24 @@ disk pool, c10k.core.diskio), and a response slowed by our own disk is never cha
 client, which is judged only on bytes it had for a whole ``send_timeout``.
 
 A client's kernel memory follows its speed: its socket's unsent limit
-(TCP_NOTSENT_LOWAT) is about one second of what it reads (``send_queue_for``), between
-4 KiB and ``MAX_SEND_QUEUE``. A new connection starts at the listener's
-``NOTSENT_LOWAT_BYTES`` (256 KiB): a 28.8k modem user would sit on 70 seconds of that, and
-ten thousand of them push the kernel into TCP memory pressure (``net.ipv4.tcp_mem``),
-where it shrinks every socket's buffers and the slow users starve (docs/BENCHMARKS.md,
-Kegel test 2); a slowhttptest reader would pin it for nothing. So the first check of a
-write that blocks comes ``SEND_QUEUE_CHECK`` seconds in, not a ``send_timeout``: if the
-client (not our disk: the kernel still holds unacknowledged bytes) took less than the
-limit a second, the limit shrinks to a second of what it took. A client that proves fast
-gets more (only ever grown then, and only once it took twice its limit: a receive
-window is taken at once whatever the reader does): at the end of a blocked write, and
-``SEND_GROW_CHECK`` into a write of many times its limit (one big file). The loop then
-wakes once per megabyte or two of a fast client's big file instead of once per
-~128 KiB, which is what a big file costs us in CPU (nginx leaves the socket's autotuned buffer, up to 4 MiB, to
-fill). The client reads no slower for any of it (the kernel still holds a second of its
-reading). The price: a client that reads fast and then stops pins up to
-``MAX_SEND_QUEUE`` (plus its window) until its send checks reset it, as every socket of
-a server without a limit does.
+(TCP_NOTSENT_LOWAT) is about one second of what it reads (``send_queue_for``), between 4
+KiB and ``MAX_SEND_QUEUE``. A new connection starts at the listener's
+``NOTSENT_LOWAT_BYTES`` (256 KiB): a 28.8k modem user would sit on 70 seconds of that,
+and ten thousand of them push the kernel into TCP memory pressure
+(``net.ipv4.tcp_mem``), where it shrinks every socket's buffers and the slow users
+starve (docs/BENCHMARKS.md, Kegel test 2); a slowhttptest reader would pin it for
+nothing. So the first check of a write that blocks comes ``SEND_QUEUE_CHECK`` seconds
+in, not a ``send_timeout``: if the client (not our disk: the kernel still holds
+unacknowledged bytes) took less than the limit a second, the limit shrinks to a second
+of what it took. A client that proves fast gets more (only ever grown then, and only
+once it took twice its limit: a receive window is taken at once whatever the reader
+does): at the end of a blocked write, and ``SEND_GROW_CHECK`` into a write of many times
+its limit (one big file). The loop then wakes once per megabyte or two of a fast
+client's big file instead of once per ~128 KiB, which is what a big file costs us in CPU
+(nginx leaves the socket's autotuned buffer, up to 4 MiB, to fill). The client reads no
+slower for any of it (the kernel still holds a second of its reading). The price: a
+client that reads fast and then stops pins up to ``MAX_SEND_QUEUE`` (plus its window)
+until its send checks reset it, as every socket of a server without a limit does.
 """
 
 from __future__ import annotations
