@@ -72,7 +72,8 @@ class _BigBodyServer:
 
     BODY = 4 << 20
 
-    def __init__(self) -> None:
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.stop_after = stop_after  # bytes of body, then silence (the connection open)
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.threads: list[threading.Thread] = []
@@ -93,6 +94,10 @@ class _BigBodyServer:
             try:
                 while c.recv(4096):
                     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.BODY)
+                    if self.stop_after is not None:
+                        c.sendall(b"x" * self.stop_after)
+                        time.sleep(30)
+                        return
                     for _ in range(self.BODY // len(chunk)):
                         c.sendall(chunk)
             except OSError:
@@ -102,7 +107,9 @@ class _BigBodyServer:
         self.sock.close()
 
 
-def _modem_users(tmp_path: Path, port: int, read_packets: int, seconds: float) -> dict:
+def _modem_users(
+    tmp_path: Path, port: int, read_packets: int, seconds: float, users: int = 3
+) -> dict:
     cfg = {
         "mode": "modem",
         "host": "127.0.0.1",
@@ -116,7 +123,7 @@ def _modem_users(tmp_path: Path, port: int, read_packets: int, seconds: float) -
         "rcvbuf": 8192,
         "mss": 1460,
         "interval": 0.01,
-        "max_users": 3,
+        "max_users": users,
         "timeout": 5.0,
         "max_lifetime": seconds + 30,
     }
@@ -147,6 +154,19 @@ def test_modem_users_read_several_packets_per_wakeup_at_the_same_rate(tmp_path: 
     assert one["reads"] >= 0.8 * one["bytes"] / 1460
     assert four["reads"] <= 1.3 * four["bytes"] / (4 * 1460)
     assert four["reads"] < one["reads"] / 2.5
+
+
+def test_modem_failure_says_how_long_the_user_got_nothing(tmp_path: Path) -> None:
+    """A server that goes silent mid-file: the user fails as slow, and its failure says how
+    long it had had no data (a server's send timeout or a kernel stall shows there)."""
+    srv = _BigBodyServer(stop_after=20_000)
+    try:
+        r = _modem_users(tmp_path, srv.port, 4, 2.5, users=1)
+    finally:
+        srv.close()
+    (f,) = r["failures"]
+    assert f["reason"] == "slow"
+    assert 0.1 < f["stalled_s"] < f["t"]
 
 
 def test_tcp_memory_sides_splits_server_and_clients() -> None:
@@ -195,5 +215,11 @@ def test_bench_modem_records_plan_and_bound_evidence(tmp_path: Path) -> None:
     assert set(win) == {"from_s", "to_s", "server_process", "server_core", "generator_core"}
     assert run["bound"].startswith("not reached: all 6 users kept")
     assert "peak TCP memory" in run["bound"]
+    kernel = run["kernel"]
+    assert all(len(p) == 4 and p[3] in (0, 1, None) for p in kernel["timeline"])
+    assert isinstance(kernel["pressure_episodes"], list)  # none from 6 users, unless others
+    assert set(kernel["counters"]) <= set(machine.TCP_MEMORY_COUNTERS)
+    if Path("/proc/net/netstat").exists():
+        assert "TCPMemoryPressures" in kernel["counters"]
     if sys.platform.startswith("linux") and run["kernel"]["sides"] is not None:
         assert run["kernel"]["sides"]["clients"]["sockets"] >= 6

@@ -899,6 +899,7 @@ class _User:
         "start",
         "state",
         "t_conn",
+        "t_data",
         "tls",
         "wire",
     )
@@ -916,6 +917,7 @@ class _User:
         self.keep = True
         self.start = 0.0
         self.t_conn = 0.0
+        self.t_data = 0.0  # when a read last returned data (a failure says how long ago)
 
 
 class ModemWorker:
@@ -1006,6 +1008,10 @@ class ModemWorker:
         self.alive -= 1
         self._close(u)
         f = {"reason": reason, "t": round(now - self.t_go, 3), "started": self.started}
+        if u.t_data:
+            # Seconds without a byte: a server's send timeout shows as its value (nginx's
+            # send_timeout is 60 s), a kernel that stopped delivering as a long stall.
+            f["stalled_s"] = round(now - u.t_data, 3)
         self.failures.append(f)
         _emit({"event": "fail", **f})
 
@@ -1085,6 +1091,7 @@ class ModemWorker:
             n = u.sock.recv_into(self.scratch, limit)
             u.wire += n
             self.reads += 1
+            u.t_data = now
             if n and u.tls is not None:
                 assert self.text is not None
                 return u.tls.decrypt_into(memoryview(self.scratch)[:n], self.text)

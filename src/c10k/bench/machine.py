@@ -360,6 +360,49 @@ def tcp_memory_sides(server_ports: set[int]) -> dict[str, Any] | None:
     return sides
 
 
+def tcp_memory_pressure() -> bool | None:
+    """Whether the kernel's TCP is under memory pressure now: the ``press`` column of the
+    TCP line of ``/proc/net/protocols`` (entered above ``tcp_mem``'s middle value, left
+    only below its first, so the page count alone does not say); None where unreadable."""
+    try:
+        with open("/proc/net/protocols") as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0] == "TCP" and len(parts) > 4:
+                    return {"yes": True, "no": False}.get(parts[4])
+    except OSError:
+        pass
+    return None
+
+
+# TcpExt counters (/proc/net/netstat) that show the kernel's socket memory at work: times
+# TCP entered memory pressure and milliseconds spent there; receive queues pruned and
+# segments dropped for want of receive memory; connections aborted for memory;
+# retransmission time-outs.
+TCP_MEMORY_COUNTERS = (
+    "TCPMemoryPressures",
+    "TCPMemoryPressuresChrono",
+    "PruneCalled",
+    "TCPRcvQDrop",
+    "TCPAbortOnMemory",
+    "TCPTimeouts",
+)
+
+
+def tcp_memory_counters() -> dict[str, int]:
+    """``TCP_MEMORY_COUNTERS`` from ``/proc/net/netstat`` ({} where unreadable)."""
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    for head, vals in zip(lines[::2], lines[1::2], strict=False):
+        if head.startswith("TcpExt:"):
+            d = dict(zip(head.split()[1:], vals.split()[1:], strict=False))
+            return {k: int(d[k]) for k in TCP_MEMORY_COUNTERS if k in d}
+    return {}
+
+
 def tcp_mem_pages() -> int:
     """Kernel memory held by TCP sockets, in pages (``/proc/net/sockstat`` "TCP: ... mem")."""
     try:

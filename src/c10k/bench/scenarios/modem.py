@@ -40,6 +40,8 @@ from c10k.bench.machine import (
     nofile_soft,
     sockstat_tcp,
     tcp_mem_limits,
+    tcp_memory_counters,
+    tcp_memory_pressure,
     tcp_memory_sides,
 )
 from c10k.bench.peers import RunningServer
@@ -166,7 +168,7 @@ def measure_modem(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dic
         f"one every {scen['interval'] * 1000:.0f} ms"
     )
     first_fail: dict[str, Any] | None = None
-    kernel: list[list[float]] = []  # [t, TCP sockets in use, TCP memory pages]
+    kernel: list[list[Any]] = []  # [t, TCP sockets in use, TCP memory pages, pressure]
     # [t, server process CPU s, server core busy s, generator core busy s] since "go"
     cpu_tl: list[list[float]] = []
     sides: dict[str, Any] | None = None  # TCP memory by side at the bound (module doc)
@@ -175,6 +177,7 @@ def measure_modem(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dic
     with gen.LoadGenerator(configs, ctx.workdir / "logs") as lg:
         lg.wait_all("ready", 30.0 + k)
         before = CpuSnapshot.take(srv.sid, ctx.pin)
+        counters_before = tcp_memory_counters()
         lg.send({"cmd": "go"})
         t_go = time.perf_counter()
         done_adding: set[int] = set()
@@ -187,7 +190,15 @@ def measure_modem(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dic
                 break
             if now >= next_sample:
                 tcp = sockstat_tcp()
-                kernel.append([round(now - t_go, 3), tcp.get("inuse", 0), tcp.get("mem", 0)])
+                press = tcp_memory_pressure()
+                kernel.append(
+                    [
+                        round(now - t_go, 3),
+                        tcp.get("inuse", 0),
+                        tcp.get("mem", 0),
+                        None if press is None else int(press),
+                    ]
+                )
                 c = CpuSnapshot.take(srv.sid, ctx.pin)
                 cpu_tl.append(
                     [
@@ -209,6 +220,7 @@ def measure_modem(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dic
                 first_fail = {**msg, "t": round(time.perf_counter() - t_go, 3)}
                 first_fail.pop("event", None)
                 first_fail["tcp_mem_pages"] = sockstat_tcp().get("mem", 0)
+                first_fail["tcp_pressure"] = tcp_memory_pressure()
                 lg.send({"cmd": "stop-adding"})
                 sides = _sides(server_ports, ctx)
                 settle_end = time.perf_counter() + scen["settle"]
@@ -248,7 +260,15 @@ def measure_modem(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dic
         "rate_bytes_s": scen["rate"],
     }
     _cpu_figures(run, before, after, ctx.pin, run["downloads"])
-    run["kernel"] = {"tcp_mem_limits": tcp_mem_limits(), "timeline": kernel, "sides": sides}
+    counters_after = tcp_memory_counters()
+    run["kernel"] = {
+        "tcp_mem_limits": tcp_mem_limits(),
+        # [t, TCP sockets in use, TCP memory pages, under memory pressure (1/0)]
+        "timeline": kernel,
+        "sides": sides,
+        "counters": {k: v - counters_before.get(k, 0) for k, v in counters_after.items()},
+        "pressure_episodes": pressure_episodes(kernel, timeline),
+    }
     run["plan"] = plan.to_json()
     run["read_packets"] = scen.get("read_packets", 1)
     run["cpu_timeline"] = cpu_tl
@@ -305,6 +325,34 @@ def cpu_window(
     }
 
 
+def pressure_episodes(kernel: list[list[Any]], timeline: list[list[float]]) -> list[dict[str, Any]]:
+    """Spans of the kernel timeline under TCP memory pressure: when each began and ended
+    (None: still on at the end), with the users started and the pages in use as it began.
+
+    >>> k = [[0.0, 2, 10, 0], [0.5, 4, 30, 1], [1.0, 4, 20, 1], [1.5, 4, 5, 0], [2.0, 4, 31, 1]]
+    >>> for e in pressure_episodes(k, [[0.0, 1, 1], [0.5, 2, 2]]):
+    ...     print(e)
+    {'from_s': 0.5, 'to_s': 1.5, 'users': 2, 'pages': 30}
+    {'from_s': 2.0, 'to_s': None, 'users': 2, 'pages': 31}
+    """
+    out: list[dict[str, Any]] = []
+    for p in kernel:
+        on = len(p) > 3 and p[3] == 1
+        if on and (not out or out[-1]["to_s"] is not None):
+            users = max((int(s) for t, _a, s in timeline if t <= p[0] + 0.5), default=0)
+            out.append({"from_s": p[0], "to_s": None, "users": users, "pages": p[2]})
+        elif not on and out and out[-1]["to_s"] is None:
+            out[-1]["to_s"] = p[0]
+    return out
+
+
+def _under_pressure(episodes: list[dict[str, Any]], t: float) -> dict[str, Any] | None:
+    for e in episodes:
+        if e["from_s"] - 0.5 <= t and (e["to_s"] is None or t <= e["to_s"]):
+            return e
+    return None
+
+
 def modem_bound(run: dict[str, Any]) -> str:
     """What gave out first, from the run's evidence (the module doc).
 
@@ -318,6 +366,12 @@ def modem_bound(run: dict[str, Any]) -> str:
     >>> modem_bound({**base, "generator_saturated": True, "first_failure": {"reason": "slow",
     ...              "t": 5.0, "tcp_mem_pages": 2}})[:13]
     'generator CPU'
+    >>> eps = [{"from_s": 85.0, "to_s": 170.0, "users": 8500, "pages": 383414}]
+    >>> ff = {"reason": "eof", "t": 189.6, "stalled_s": 60.0, "tcp_mem_pages": 15}
+    >>> modem_bound({**base, "kernel": {**base["kernel"], "pressure_episodes": eps},
+    ...              "first_failure": ff})  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
+    'kernel TCP memory: the first failure (eof at 189.6 s, no data for 60.0 s before it) began
+    under TCP memory pressure (entered at 85.0 s with 8,500 users ... left at 170.0 s; ...)'
     >>> modem_bound({**base, "cpu_at_bound": {"from_s": 0.0, "to_s": 5.0,
     ...              "server_process": 0.2, "server_core": 0.95, "generator_core": 0.5},
     ...              "first_failure": {"reason": "slow", "t": 5.0, "tcp_mem_pages": 2}})
@@ -351,6 +405,26 @@ def modem_bound(run: dict[str, Any]) -> str:
         return (
             f"kernel TCP memory: {mem} pages in use at the first failure ({ff.get('reason')}), "
             f"past tcp_mem pressure ({pressure} pages){cores}"
+        )
+    # The kernel leaves pressure only below tcp_mem's first value, and a user stalled
+    # under pressure may be failed later (by its rate, or by the server's send timeout):
+    # judge the moment its data stopped.
+    episodes = run["kernel"].get("pressure_episodes") or []
+    stall_t = ff["t"] - ff.get("stalled_s", 0.0)
+    ep = _under_pressure(episodes, stall_t) or _under_pressure(episodes, ff["t"])
+    if ep is not None or ff.get("tcp_pressure"):
+        since = "flagged at the failure"
+        if ep is not None:
+            left = "the end" if ep["to_s"] is None else f"{ep['to_s']:.1f} s"
+            since = (
+                f"entered at {ep['from_s']:.1f} s with {ep['users']:,} users and "
+                f"{ep['pages']} pages, left at {left}"
+            )
+        stalled = f", no data for {ff['stalled_s']:.1f} s before it" if ff.get("stalled_s") else ""
+        return (
+            f"kernel TCP memory: the first failure ({ff.get('reason')} at {ff['t']:.1f} s"
+            f"{stalled}) began under TCP memory pressure ({since}; pressure line "
+            f"{pressure} pages){cores}"
         )
     if gen_hot:
         return f"generator CPU: the generator's core was saturated{cores}"
