@@ -223,3 +223,22 @@ def test_bench_modem_records_plan_and_bound_evidence(tmp_path: Path) -> None:
         assert "TCPMemoryPressures" in kernel["counters"]
     if sys.platform.startswith("linux") and run["kernel"]["sides"] is not None:
         assert run["kernel"]["sides"]["clients"]["sockets"] >= 6
+
+
+def test_modem_bound_of_the_recorded_50k_run() -> None:
+    """docs/bench/modem50k.json (BENCHMARKS.md, Kegel test 2): nginx's first failure was a
+    user nginx closed while it was still receiving, after a TCP memory pressure episode;
+    its bound, recorded as 'not identified' by the code of the day, is named from the same
+    evidence."""
+    doc = json.loads((Path(__file__).parents[2] / "docs/bench/modem50k.json").read_text())
+    runs = {
+        r["server"]: r
+        for s in doc["scenarios"]
+        for v in s["variations"].values()
+        for r in v["runs"]
+    }
+    assert modem.modem_bound(runs["nginx"]).startswith(
+        "server closed users that were still receiving: first failure eof at 189.7 s, data "
+        "until 0.0 s before it, after TCP memory pressure (entered at 85.6 s with 8,601 users"
+    )
+    assert modem.modem_bound(runs["c10k"]).startswith("not reached: all 50000 users kept")

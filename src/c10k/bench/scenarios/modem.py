@@ -62,6 +62,9 @@ PER_PROCESS_FDS = 19000
 PER_WORKER_MAX = 19000
 # CPU is judged over this many seconds before the first failure (module doc).
 CPU_WINDOW_S = 5.0
+# A user closed by the server that had data less than this long before (a read tick is
+# 1.6 s at 3,600 B/s) was still receiving: the server closed it, nothing starved it.
+SERVER_CLOSE_STALL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -372,6 +375,11 @@ def modem_bound(run: dict[str, Any]) -> str:
     ...              "first_failure": ff})  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
     'kernel TCP memory: the first failure (eof at 189.6 s, no data for 60.0 s before it) began
     under TCP memory pressure (entered at 85.0 s with 8,500 users ... left at 170.0 s; ...)'
+    >>> ff = {"reason": "eof", "t": 189.7, "stalled_s": 0.0, "tcp_mem_pages": 15}
+    >>> modem_bound({**base, "kernel": {**base["kernel"], "pressure_episodes": eps},
+    ...              "first_failure": ff})  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
+    'server closed users that were still receiving: first failure eof at 189.7 s, data until
+    0.0 s before it, after TCP memory pressure (entered at 85.0 s ... left at 170.0 s; ...)'
     >>> modem_bound({**base, "cpu_at_bound": {"from_s": 0.0, "to_s": 5.0,
     ...              "server_process": 0.2, "server_core": 0.95, "generator_core": 0.5},
     ...              "first_failure": {"reason": "slow", "t": 5.0, "tcp_mem_pages": 2}})
@@ -412,6 +420,25 @@ def modem_bound(run: dict[str, Any]) -> str:
     episodes = run["kernel"].get("pressure_episodes") or []
     stall_t = ff["t"] - ff.get("stalled_s", 0.0)
     ep = _under_pressure(episodes, stall_t) or _under_pressure(episodes, ff["t"])
+    stalled_s = ff.get("stalled_s")
+    if ff.get("reason") == "eof" and stalled_s is not None and stalled_s < SERVER_CLOSE_STALL_S:
+        # The user had data until the server closed: the server's own decision (a send
+        # time-out: nginx closes a connection it could not write to for send_timeout, 60 s),
+        # named with the pressure episode that preceded it, if one did.
+        before = [e for e in episodes if e["from_s"] <= ff["t"]]
+        after_pressure = ""
+        if before:
+            e = before[-1]
+            left = "still on" if e["to_s"] is None else f"left at {e['to_s']:.1f} s"
+            after_pressure = (
+                f", after TCP memory pressure (entered at {e['from_s']:.1f} s with "
+                f"{e['users']:,} users and {e['pages']} pages, {left}; pressure line "
+                f"{pressure} pages)"
+            )
+        return (
+            f"server closed users that were still receiving: first failure eof at "
+            f"{ff['t']:.1f} s, data until {stalled_s:.1f} s before it{after_pressure}{cores}"
+        )
     if ep is not None or ff.get("tcp_pressure"):
         since = "flagged at the failure"
         if ep is not None:
