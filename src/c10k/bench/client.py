@@ -1091,7 +1091,8 @@ class ModemWorker:
             n = u.sock.recv_into(self.scratch, limit)
             u.wire += n
             self.reads += 1
-            u.t_data = now
+            if n:
+                u.t_data = now
             if n and u.tls is not None:
                 assert self.text is not None
                 return u.tls.decrypt_into(memoryview(self.scratch)[:n], self.text)
