@@ -16,7 +16,12 @@ starve), the CPU of either side, or neither.  CPU is judged where it matters, ov
 ``CPU_WINDOW_S`` before the first failure (or the end of the ramp): a run-wide average over a
 ramp from zero says little about its top.  At that moment ``ss`` splits the kernel's TCP
 memory between the server's sockets and the generator's (``machine.tcp_memory_by_side``):
-on loopback both ends of every connection are charged to the one ``tcp_mem`` budget.
+on loopback both ends of every connection are charged to the one ``tcp_mem`` budget.  The
+kernel's pressure flag (``/proc/net/protocols``) is sampled beside the page count: it stays
+on until usage falls below ``tcp_mem``'s first value, and a user stalled under pressure may
+fail later, so a failure is judged by when its data stopped (``stalled_s``).  A user the
+server closed while it was still receiving is named as such (nginx's ``send_timeout`` after
+a pressure episode, in docs/BENCHMARKS.md's 50,000-user run).
 
 Scale (``modem_plan``).  One process may hold 20,000 fds here (a hard limit), so more users
 than ~19,000 start the server with one worker, and one port, per 19,000 (the same for every
