@@ -43,7 +43,7 @@ from c10k.bench.peers import (
 from c10k.bench.plot import MISSING, have_matplotlib, render
 from c10k.bench.report import markdown, terminal_table
 from c10k.bench.runner import load_json, run, write_json
-from c10k.bench.scenarios import ORDER, SCENARIOS, Options, scenario
+from c10k.bench.scenarios import ORDER, SCENARIOS, Options, modem_plan_of, scenario
 
 # scenario -> server name -> why that server is not measured in it (a --url in idle...).
 Refused = dict[str, dict[str, str]]
@@ -178,7 +178,12 @@ def _common() -> argparse.ArgumentParser:
         metavar="N,N,...",
         help="override the connection counts of conn-rate/keepalive/bigfile",
     )
-    g.add_argument("--max-users", type=int, help="modem: stop adding users here")
+    g.add_argument(
+        "--max-users",
+        type=_positive(int),
+        help="modem: stop adding users here (default 3000; beyond ~19,000 the server gets one "
+        "worker and port per 19,000 users, the generator a process per 8,000)",
+    )
     g.add_argument(
         "--levels",
         "--idle-counts",
@@ -191,8 +196,8 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument(
         "--server-workers",
         type=int,
-        help="idle: server workers (= ports when > 1); default: enough for the top level "
-        "at 19,000 connections each",
+        help="idle and modem: server workers (= ports when > 1); default: enough for the "
+        "top level (idle) or --max-users (modem) at 19,000 connections each",
     )
     g.add_argument(
         "--idle-time-limit",
@@ -473,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = _options(args)
         if args.tls:
             _check_tls(names, specs)
+        if "modem" in names:
+            modem_plan_of(scenario("modem", args.quick), opts)  # bad --procs: one line
     except ValueError as e:
         print(f"c10k bench: {e}", file=sys.stderr)
         return 2

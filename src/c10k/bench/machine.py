@@ -29,6 +29,7 @@ the reports print the window length next to the figure.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import resource
@@ -284,6 +285,122 @@ def tcp_mem_limits() -> list[int]:
             return [int(x) for x in f.read().split()]
     except (OSError, ValueError):
         return []
+
+
+def _port_of(addr: str) -> int:
+    """``127.0.0.1:8001`` or ``[::1]:8001`` -> 8001 (-1 when there is none)."""
+    head, _, port = addr.rpartition(":")
+    return int(port) if head and port.isdigit() else -1
+
+
+def tcp_memory_by_side(ss_text: str, server_ports: set[int]) -> dict[str, dict[str, int]]:
+    r"""Split established sockets' kernel memory between the server under test and its
+    clients, from ``ss -tmnH state established`` output.
+
+    ``/proc/net/sockstat`` gives one total for every TCP socket on the machine; on
+    loopback both ends of every connection are counted in it, so what gives out first may
+    be the generator's receive queues as much as the server's send buffers.  A socket
+    whose local port is a server port is the server's; one whose peer port is, a client's.
+    Charged memory is what ``sk_mem_schedule`` reserved: rmem_alloc (``r``) + wmem_queued
+    (``w``) + forward_alloc (``f``), as ``ss(8)`` names skmem's fields.
+
+    >>> text = ("0 100 127.0.0.1:8001 127.0.0.2:40000\n"
+    ...         "\t skmem:(r0,rb131072,t0,tb87040,f3000,w9000,o0,bl0,d0)\n"
+    ...         "50 0 127.0.0.2:40000 127.0.0.1:8001\n"
+    ...         "\t skmem:(r4096,rb16384,t0,tb87040,f0,w0,o0,bl0,d0)\n"
+    ...         "0 0 127.0.0.1:22 127.0.0.1:5000 skmem:(r0,rb1,t0,tb1,f4096,w0,o0,bl0,d0)\n")
+    >>> tcp_memory_by_side(text, {8001})["server"], tcp_memory_by_side(text, {8001})["other"]
+    ({'sockets': 1, 'bytes': 12000}, {'sockets': 1, 'bytes': 4096})
+    """
+    out = {side: {"sockets": 0, "bytes": 0} for side in ("server", "clients", "other")}
+    side = "other"
+    for line in ss_text.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if not line[0].isspace() and len(fields) >= 4:
+            local, peer = _port_of(fields[2]), _port_of(fields[3])
+            side = (
+                "server"
+                if local in server_ports
+                else "clients"
+                if peer in server_ports
+                else "other"
+            )
+        for f in fields:
+            if f.startswith("skmem:("):
+                kv = {}
+                for item in f[7:].rstrip(")").split(","):
+                    name = item.rstrip("0123456789")
+                    if name and item[len(name) :].isdigit():
+                        kv[name] = int(item[len(name) :])
+                out[side]["sockets"] += 1
+                out[side]["bytes"] += kv.get("r", 0) + kv.get("w", 0) + kv.get("f", 0)
+    return out
+
+
+def tcp_memory_sides(server_ports: set[int]) -> dict[str, Any] | None:
+    """``tcp_memory_by_side`` of this machine now (None without a working ``ss``), with the
+    sockstat total read at the same moment, in pages."""
+    ss = shutil.which("ss")
+    if ss is None:
+        return None
+    try:
+        p = subprocess.run(
+            [ss, "-tmnH", "state", "established"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if p.returncode != 0:
+        return None
+    sides: dict[str, Any] = tcp_memory_by_side(p.stdout, server_ports)
+    for v in sides.values():
+        v["pages"] = math.ceil(v["bytes"] / PAGE)
+    sides["sockstat_pages"] = tcp_mem_pages()
+    return sides
+
+
+def tcp_memory_pressure() -> bool | None:
+    """Whether the kernel's TCP is under memory pressure now: the ``press`` column of the
+    TCP line of ``/proc/net/protocols`` (entered above ``tcp_mem``'s middle value, left
+    only below its first, so the page count alone does not say); None where unreadable."""
+    try:
+        with open("/proc/net/protocols") as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0] == "TCP" and len(parts) > 4:
+                    return {"yes": True, "no": False}.get(parts[4])
+    except OSError:
+        pass
+    return None
+
+
+# TcpExt counters (/proc/net/netstat) that show the kernel's socket memory at work: times
+# TCP entered memory pressure and milliseconds spent there; receive queues pruned and
+# segments dropped for want of receive memory; connections aborted for memory;
+# retransmission time-outs.
+TCP_MEMORY_COUNTERS = (
+    "TCPMemoryPressures",
+    "TCPMemoryPressuresChrono",
+    "PruneCalled",
+    "TCPRcvQDrop",
+    "TCPAbortOnMemory",
+    "TCPTimeouts",
+)
+
+
+def tcp_memory_counters() -> dict[str, int]:
+    """``TCP_MEMORY_COUNTERS`` from ``/proc/net/netstat`` ({} where unreadable)."""
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    for head, vals in zip(lines[::2], lines[1::2], strict=False):
+        if head.startswith("TcpExt:"):
+            d = dict(zip(head.split()[1:], vals.split()[1:], strict=False))
+            return {k: int(d[k]) for k in TCP_MEMORY_COUNTERS if k in d}
+    return {}
 
 
 def tcp_mem_pages() -> int:

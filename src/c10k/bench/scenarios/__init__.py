@@ -32,6 +32,8 @@ from c10k.bench.scenarios.idle import (
     server_shape,
     stop_reason,
 )
+from c10k.bench.scenarios.modem import modem_plan
+from c10k.bench.scenarios.modem import plan_of as modem_plan_of
 from c10k.bench.scenarios.poller import run_poller
 from c10k.bench.scenarios.table import (
     MEASURE,
@@ -57,6 +59,8 @@ __all__ = [
     "extra_files",
     "idle_plan",
     "make_docroot",
+    "modem_plan",
+    "modem_plan_of",
     "run_poller",
     "scenario",
     "server_shape",

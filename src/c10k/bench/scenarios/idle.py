@@ -43,6 +43,7 @@ from c10k.bench.scenarios.common import (
     _python_http,
     tls_config,
 )
+from c10k.bench.scenarios.modem import plan_of as modem_plan_of
 
 # Sockets per idle-holder process: the hard NOFILE limit here is 20,000 and cannot be
 # raised, so ~1,000 stay free for the epoll fd, pipes, logs and the odd file.
@@ -142,7 +143,7 @@ def server_shape(scen: dict[str, Any], opts: Options) -> tuple[int, int]:
         return plan.ports, plan.workers
     if scen["kind"] == "modem":
         # One process holds at most ~19,000 users' fds (modem.py's module doc).
-        n = max(1, math.ceil((opts.max_users or scen["max_users"]) / PER_WORKER_MAX))
+        n = modem_plan_of(scen, opts).workers
         return n, n
     return 1, 1
 

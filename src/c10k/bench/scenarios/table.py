@@ -69,6 +69,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         # 28,800 bit/s / 8; one Ethernet-MSS "packet" (1500 - 40 bytes of TCP/IP headers).
         "rate": 3600,
         "packet": 1460,
+        # Packets a user reads per wake-up (client.py, "Why pace in packets"): 4 is one
+        # read every 1.6 s, well inside the ~11 KiB its 8 KiB SO_RCVBUF lets queue.
+        "read_packets": 4,
         "grace_packets": 10,
         "min_fraction": 0.75,
         "max_users": 3000,
