@@ -66,6 +66,15 @@ if _SETSOCKOPT is not None:
 _NONBLOCK_CLOEXEC = getattr(socket, "SOCK_NONBLOCK", 0) | getattr(socket, "SOCK_CLOEXEC", 0)
 
 
+def _tcp_option(fd: int, option: int, int_ptr: int) -> None:
+    """setsockopt(fd, IPPROTO_TCP, option, *int_ptr) through libc; a socket without TCP
+    options (Unix-domain: EOPNOTSUPP) is left alone, as the borrowed-object path does."""
+    if _SETSOCKOPT(fd, socket.IPPROTO_TCP, option, int_ptr, 4) < 0:
+        err = _get_errno()
+        if err not in _NO_TCP_OPTION_ERRNOS:
+            raise OSError(err, os.strerror(err))
+
+
 def bare_accept_available() -> bool:
     """Whether ``accept_bare`` works here."""
     return _ACCEPT4 is not None
@@ -95,12 +104,9 @@ def set_cork(fd: int, on: bool) -> None:
     """TCP_CORK on a bare fd: while corked, the kernel sends only full segments; uncorking
     pushes the rest (tcp(7)). nginx's ``tcp_nopush`` does this around sendfile."""
     if _SETSOCKOPT is not None:
-        if _SETSOCKOPT(fd, socket.IPPROTO_TCP, socket.TCP_CORK, _INT_PTRS[on], 4) < 0:
-            err = _get_errno()
-            # A Unix-domain socket (--listen unix:/path) has no TCP options: EOPNOTSUPP.
-            # Corking only packs segments, so there is nothing to do without it.
-            if err not in _NO_TCP_OPTION_ERRNOS:
-                raise OSError(err, os.strerror(err))
+        # (A Unix-domain socket, --listen unix:/path, has no TCP options: corking only
+        # packs segments, so there is nothing to do without it.)
+        _tcp_option(fd, socket.TCP_CORK, _INT_PTRS[on])
         return
     s = socket.socket(fileno=fd)
     try:
@@ -128,11 +134,7 @@ def set_notsent_lowat(fd: int, nbytes: int) -> None:
     write blocks (tcp(7)); none on a Unix-domain socket, where there is nothing to do."""
     if _SETSOCKOPT is not None:
         value = sys.modules["ctypes"].c_int(nbytes)
-        ptr = sys.modules["ctypes"].addressof(value)
-        if _SETSOCKOPT(fd, socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, ptr, 4) < 0:
-            err = _get_errno()
-            if err not in _NO_TCP_OPTION_ERRNOS:
-                raise OSError(err, os.strerror(err))
+        _tcp_option(fd, TCP_NOTSENT_LOWAT, sys.modules["ctypes"].addressof(value))
         return
     s = socket.socket(fileno=fd)
     try:
