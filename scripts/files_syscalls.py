@@ -1,0 +1,107 @@
+"""System calls per MiB and CPU-0 cost of a big-file load, nginx against c10k (issue 15).
+
+Each server in turn pinned to CPU 0 (as scripts/files_vs_nginx.py starts them), wrk on CPU 1
+for 8 s; from the 2nd to the 6th second ``perf stat`` counts the server's syscalls on their
+tracepoints, printed per MiB served, beside MiB/s and MiB per busy CPU-0 second. With
+``--record`` it runs ``perf record -g -C 0`` over the same window instead and leaves
+``nginx.data``/``c10k.data`` in the current directory for ``perf report``.
+
+    .venv/bin/python scripts/files_syscalls.py --size 1m --conns 1000
+    .venv/bin/python scripts/files_syscalls.py --size 1g --conns 1 --record
+
+Needs perf (Debian: linux-perf) and root (tracepoints). One run, no rounds: read it beside
+files_vs_nginx.py's medians, not instead of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _pinned import busy0, free_port, start, stop
+from files_vs_nginx import server_argv, size_arg, wrk
+
+CALLS = ("epoll_wait", "sendfile64", "setsockopt", "preadv2", "ioctl", "write", "writev", "read")
+EVENTS = ",".join(f"syscalls:sys_enter_{c}" for c in CALLS)
+SCALE = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
+
+
+def make_root(work: Path, size: int) -> Path:
+    root = work / "www"
+    root.mkdir()
+    with open(root / "big.bin", "wb") as f:
+        for _ in range(0, size, 1 << 20):
+            f.write(os.urandom(min(1 << 20, size - f.tell())))
+    with open(root / "big.bin", "rb") as f:  # into the page cache
+        while f.read(1 << 24):
+            pass
+    return root
+
+
+def measure(name: str, port: int, conns: int, pids: list[str], record: bool) -> None:
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", "-d8s", "--timeout", "30s"]
+    load = subprocess.Popen(
+        [*cmd, f"http://127.0.0.1:{port}/big.bin"], stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(2)
+    b0 = busy0()
+    if record:
+        perf = ["perf", "record", "-q", "-g", "-C", "0", "-o", f"{name}.data", "--", "sleep", "4"]
+    else:
+        perf = ["perf", "stat", "-x,", "-e", EVENTS, "-p", ",".join(pids), "--", "sleep", "4"]
+    counts = subprocess.run(perf, capture_output=True, text=True).stderr
+    busy = busy0() - b0
+    out = load.communicate()[0]
+    m = re.search(r"requests in [\d.]+\w+, ([\d.]+)(\w+) read", out)
+    if m is None:
+        sys.exit(f"wrk said: {out}")
+    mib_s = float(m.group(1)) * SCALE[m.group(2)] / (1 << 20) / 8
+    mib = mib_s * 4
+    print(
+        f"{name}: {mib_s:.0f} MiB/s, CPU 0 {busy / 4:.0%} busy, "
+        f"{mib / busy:.0f} MiB per busy second"
+    )
+    for line in counts.splitlines() if not record else []:
+        fields = line.split(",")
+        if len(fields) > 3 and fields[0].strip().isdigit() and int(fields[0]):
+            print(f"   {fields[2].split('sys_enter_')[-1]:12} {int(fields[0]) / mib:8.2f} per MiB")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=size_arg, default="1m", help="file size (1m; k/m/g)")
+    ap.add_argument("--conns", type=int, default=1000)
+    ap.add_argument("--record", action="store_true", help="perf record -g -C 0 instead of counts")
+    ap.add_argument("--c10k-arg", action="append", default=[], help="extra c10k serve flag")
+    args = ap.parse_args()
+    if shutil.which("perf") is None:
+        sys.exit("perf not found: apt-get install linux-perf")
+    work = Path(tempfile.mkdtemp(prefix="files-syscalls-"))
+    try:
+        root = make_root(work, args.size)
+        for name in ("nginx", "c10k"):
+            port = free_port()
+            proc = start(server_argv(name, port, root, work, args.c10k_arg), port)
+            try:
+                wrk(port, min(args.conns, 10), 1, 30)  # warm-up
+                pids = subprocess.run(
+                    ["pgrep", "-g", str(proc.pid)], capture_output=True, text=True
+                ).stdout.split()
+                measure(name, port, args.conns, pids, args.record)
+            finally:
+                stop(proc)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
