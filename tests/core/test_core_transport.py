@@ -351,3 +351,52 @@ def test_core_transport_read_first_keeps_a_partial_write_queued(loop: Loop, pair
     spin(loop, drained)
     assert "resume" in proto.events
     assert transport.closed is False
+
+
+def test_core_transport_read_first_takes_bytes_read_already(loop: Loop, pair: Any) -> None:
+    fd, peer = pair()
+    proto = Recorder(reply=lambda d: d.upper())
+    transport = Transport(loop, fd, proto, register=False)
+    transport.read_first(b"early")  # what the caller read from the fd before
+    assert proto.data == b"early"
+    assert read_all(peer, 5) == b"EARLY"
+    assert loop.watching(fd)  # still open: watched for the next bytes
+    peer.send(b"next")
+    spin(loop, lambda: proto.data == b"earlynext")
+
+
+def test_core_transport_watch_registers_without_reading(loop: Loop, pair: Any) -> None:
+    fd, peer = pair()
+    peer.send(b"waiting")
+    proto = Recorder()
+    transport = Transport(loop, fd, proto, register=False)
+    transport.watch()
+    assert loop.watching(fd)
+    assert proto.data == b""  # not read by watch(): the loop reads it
+    spin(loop, lambda: proto.data == b"waiting")
+    transport.watch()  # a second call changes nothing
+    transport.close()
+    transport.watch()  # nor one after close
+    assert not loop.watching(fd)
+
+
+def test_core_transport_close_leaves_no_reference_cycle(loop: Loop, pair: Any) -> None:
+    # The protocol keeps its transport (Protocol.connection_made); a closed transport
+    # drops its protocol, so refcounting frees both at once, not the cyclic GC later.
+    import gc
+    import weakref
+
+    fd, peer = pair()
+    proto = Recorder(reply=lambda d: d)
+    transport = Transport(loop, fd, proto)
+    peer.send(b"x")
+    spin(loop, lambda: proto.data == b"x")
+    gone = weakref.ref(proto)
+    gc.disable()
+    try:
+        transport.close()
+        assert proto.lost == [None]
+        del proto, transport
+        assert gone() is None
+    finally:
+        gc.enable()

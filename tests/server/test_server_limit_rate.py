@@ -122,3 +122,31 @@ def test_sndbuf_reaches_every_connection(mode: str, root: Path) -> None:
             assert server_sndbuf(server.port) == 2 * 64 * 1024
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("mode", backend_params())
+def test_closing_answer_bigger_than_the_socket_arrives_whole(mode: str, tmp_path: Path) -> None:
+    # A cached file's closing response that a small send buffer cannot take in one write:
+    # the readiness modes answer a one-shot client before it has a Session
+    # (answer_at_accept), and hand the rest to one when the write falls short.
+    body = os.urandom(200_000)
+    (tmp_path / "mid.bin").write_bytes(body)
+    server = ServerProcess(tmp_path, mode, "--sndbuf", "4k", "--cache-max-file-bytes", "262144")
+    try:
+        for _ in range(3):  # the first is a cache miss; then the memoized wire
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
+                s.settimeout(10)
+                s.connect(("127.0.0.1", server.port))
+                s.sendall(b"GET /mid.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                time.sleep(0.2)  # the server's write meets a full socket
+                data = bytearray()
+                while chunk := s.recv(65536):
+                    data += chunk
+            head, _, got = bytes(data).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head[:80]
+            assert b"Connection: close" in head
+            assert got == body
+    finally:
+        code, _, err = server.stop()
+        assert "Traceback" not in err, err[-3000:]

@@ -30,6 +30,7 @@ from c10k.server.session import (
     WRITING,
     YIELDED,
     Session,
+    answer_at_accept,
 )
 
 GET = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -233,6 +234,79 @@ def test_session_connection_close_closes_after_the_response(loop: FakeLoop) -> N
     assert t.closed
     assert session.state == CLOSED
     assert t.reset is None
+
+
+CLOSE_GET = b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+
+
+def test_session_answer_at_accept_is_the_sessions_closing_wire(loop: FakeLoop) -> None:
+    _, t, policy = make(loop)
+    assert answer_at_accept(policy, CLOSE_GET, loop.now) is None  # head never seen yet
+    t.feed(CLOSE_GET)  # a Session answers it: head and wire memoized
+    assert policy.requests == 1
+    wire = answer_at_accept(policy, CLOSE_GET, loop.now)
+    assert wire == t.wire  # byte for byte what the Session sent, Connection: close
+    assert policy.requests == 2  # counted as the Session counts it
+    assert len(loop.deadlines) == 0  # no connection state left behind
+
+
+@pytest.mark.parametrize(
+    ("data", "settings", "why"),
+    [
+        (GET, {}, "keep-alive: the connection outlives the response"),
+        (CLOSE_GET.replace(b"GET", b"HEAD"), {}, "not a GET"),
+        (CLOSE_GET[:-2], {}, "an unfinished head"),
+        (CLOSE_GET + GET, {}, "pipelined bytes after the head"),
+        (CLOSE_GET, {"access_log": "-"}, "the access log needs the connection"),
+        (CLOSE_GET, {"limit_conn_per_ip": 5}, "per-client limits need the connection"),
+    ],
+)
+def test_session_answer_at_accept_leaves_the_rest_to_a_session(
+    loop: FakeLoop, data: bytes, settings: dict[str, Any], why: str
+) -> None:
+    _, _, policy = make(loop, **settings)
+    for head in (CLOSE_GET, CLOSE_GET.replace(b"GET", b"HEAD"), GET):
+        FakeTransport(Session(policy, loop)).feed(head)  # each head parsed once: memoized
+    before = policy.requests
+    assert answer_at_accept(policy, data, loop.now) is None, why
+    assert policy.requests == before
+
+
+def test_session_answer_at_accept_not_while_shedding(loop: FakeLoop) -> None:
+    _, t, policy = make(loop)
+    t.feed(CLOSE_GET)
+    policy.degraded = True  # overload tier 1 or draining: the Session's general path
+    assert answer_at_accept(policy, CLOSE_GET, loop.now) is None
+
+
+def test_session_answer_at_accept_releases_a_file_it_did_not_send(loop: FakeLoop) -> None:
+    released: list[bool] = []
+
+    class Region(FileRegion):
+        def release(self) -> None:
+            released.append(True)
+
+    def files(req: Request, now: float) -> Response:
+        return Response(200, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n", Region(-1, 0, 4))
+
+    policy = Policy(ServerConfig(max_accept_wait=0), files)
+    session = Session(policy, loop)
+    t = FakeTransport(session)
+    t.feed(CLOSE_GET)  # parsed once: the head is memoized
+    assert answer_at_accept(policy, CLOSE_GET, loop.now) is None  # no memoized wire
+    assert released == [True]
+
+
+def test_session_send_closing_waits_for_the_socket_then_closes(loop: FakeLoop) -> None:
+    session, t, _ = make(loop)
+    t.block = True  # the socket took part of a one-shot answer: the rest goes here
+    session.send_closing(b"rest of the response")
+    assert session.state == WRITING
+    assert session.deadline == loop.now + SEND_QUEUE_CHECK  # under the send checks
+    assert not t.closed
+    t.drain()
+    assert t.wire == b"rest of the response"
+    assert t.closed
 
 
 def test_session_request_with_body_is_answered_then_lingers(loop: FakeLoop) -> None:

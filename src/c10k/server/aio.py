@@ -54,7 +54,7 @@ from c10k.core.fdio import reset_on_close, unsent_bytes
 from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP, accept_fds
 from c10k.core.loop import ThreadRunner
 from c10k.core.timers import Deadlines, HasDeadline
-from c10k.core.transport import BaseTransport, Item, coalesce, release
+from c10k.core.transport import DETACHED, BaseTransport, Item, coalesce, release
 from c10k.region import FileRegion
 from c10k.server.base import ServerBase, session_of
 from c10k.server.session import Session
@@ -231,7 +231,9 @@ class AioConnection(asyncio.BufferedProtocol, BaseTransport):
         release(self._out)
         self._out.clear()
         self.server.live.discard(self)
-        self.session.connection_lost(exc)
+        session = self.session
+        self.session = self.protocol = DETACHED  # no cycle left: freed at once
+        session.connection_lost(exc)
 
     # -- the Session's side ---------------------------------------------------------------
     def writelines(self, items: Iterable[Item]) -> None:

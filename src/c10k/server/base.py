@@ -186,6 +186,12 @@ class ServerBase:
         self.roles = roles if len(roles) == len(self.socks) else [HTTP] * len(self.socks)
         proxied = listen_proxied(self.config)
         self.proxied = proxied if len(proxied) == len(self.socks) else [False] * len(self.socks)
+        # Listeners whose connections talk to a bare Session (no TLS or PROXY layer, not a
+        # redirect): a mode may answer a one-shot client there with answer_at_accept.
+        self.plain = [
+            role == HTTP and not proxied
+            for role, proxied in zip(self.roles, self.proxied, strict=True)
+        ]
         self.certs = certs
         if HTTPS in self.roles and certs is None:
             pairs = list(zip(self.config.tls_cert, self.config.tls_key, strict=True))

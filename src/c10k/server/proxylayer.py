@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from c10k.core.transport import DETACHED
 from c10k.http.proxy import ProxyError, parse
 from c10k.server.layer import Layer
 
@@ -72,7 +73,8 @@ class ProxyLayer(Layer):
         self.app.resume_writing()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self.app.connection_lost(exc)
+        app, self.app = self.app, DETACHED  # no cycle left: freed at once
+        app.connection_lost(exc)
 
     # -- what is served calls these ------------------------------------------------------
     @property

@@ -9,9 +9,15 @@ per connection a ``core.transport.Transport`` whose protocol is the connection's
    accept4(SOCK_NONBLOCK) through libc when nothing needs the peer's address, else
    ``sock._accept()`` + one ioctl(FIONBIO); re-posting itself on an edge-triggered backend.
    Under overload ``Policy.admit`` may refuse one (tier 3, or a stale wait).
-2. **Register.** ``_on_accept`` makes the Session (its header deadline filed) and the
-   Transport, which registers the fd (READ; READ|WRITE once on an edge-triggered backend).
-   At the connection cap the acceptors pause; the kernel backlog holds the rest.
+2. **First read.** The listeners defer accept until the request is there
+   (TCP_DEFER_ACCEPT), so ``_on_accept`` reads the fd at once. A one-shot client (a GET
+   of a cached file that asks to close: Kegel's test 1) is answered from
+   ``session.answer_at_accept``, written and closed with no Session, Transport or
+   deadline. Otherwise (or on a TLS, PROXY or redirect listener) it makes the Session
+   (its header deadline filed) and the Transport, which takes what was read and
+   registers the fd only if the connection stays open (READ; READ|WRITE once on an
+   edge-triggered backend). At the connection cap the acceptors pause; the kernel
+   backlog holds the rest.
 3. **Read.** The loop calls ``Transport._ready``: one ``read(2)``, then
    ``Session.data_received``, which for a keep-alive GET of a cached file returns the
    memoized response bytes.
@@ -33,11 +39,18 @@ from typing import Any
 from c10k.core.backend import Capability
 from c10k.core.listener import Acceptor
 from c10k.core.loop import Loop
-from c10k.core.transport import Transport
+from c10k.core.transport import CONNRESET_ERRNOS, Transport
 from c10k.server.base import FD_RESERVE, ServerBase, session_of
-from c10k.server.session import Session
+from c10k.server.session import Session, answer_at_accept
 
 log = logging.getLogger("c10k.server")
+
+
+def _send_closing(transport: Transport, rest: memoryview) -> None:
+    """A one-shot client's closing wire that the socket did not take whole: its Session
+    sends the rest (under the send deadline) and closes."""
+    transport.protocol.send_closing(rest)
+    transport.watch()
 
 
 class Server(ServerBase):
@@ -86,11 +99,50 @@ class Server(ServerBase):
         policy.accepts += 1
         if policy.accept_guard and not policy.admit(fd):
             return
+        if not self.plain[index]:
+            self._serve(index, fd, addr, Transport.read_first)
+            return
+        # The request is usually there already (the listeners defer accept until data
+        # comes, TCP_DEFER_ACCEPT): a one-shot client is answered and closed here, with no
+        # Session, transport or deadline (answer_at_accept).
+        try:
+            data = os.read(fd, policy.read_size)
+        except (BlockingIOError, InterruptedError):
+            self._serve(index, fd, addr, Transport.watch)  # nothing yet
+            return
+        except OSError:
+            os.close(fd)  # reset before it sent anything: nothing to answer
+            return
+        if not data:
+            os.close(fd)  # closed before sending anything
+            return
+        wire = answer_at_accept(policy, data, self.loop.now)
+        if wire is None:
+            self._serve(index, fd, addr, Transport.read_first, data)
+            return
+        try:
+            n = os.write(fd, wire)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            if exc.errno not in CONNRESET_ERRNOS:
+                log.error("connection fd %d: %s", fd, exc)
+            n = len(wire)  # the client is gone: nothing more to send it
+        if n == len(wire):
+            policy.handled += 1
+            os.close(fd)
+        else:  # a small send buffer (--sndbuf): a Session sends the rest
+            self._serve(index, fd, addr, _send_closing, memoryview(wire)[n:])
+
+    def _serve(self, index: int, fd: int, addr: object, first: Any, *args: Any) -> None:
+        """A Session and a transport for a new connection; then ``first(transport,
+        *args)``: read it, watch it, or give it what was read already."""
+        policy = self.policy
         loop = self.loop
         protocol = self.make_protocol(loop, index)
         try:
             # The peer address is kept only when something logs or limits it (a tuple per
-            # connection otherwise, at C1M scale). Not watched yet: read_first below.
+            # connection otherwise, at C1M scale). Not watched yet: ``first`` does it.
             transport = self.transport_class(
                 loop, fd, protocol, addr if policy.keep_peer else None, register=False
             )
@@ -103,12 +155,11 @@ class Server(ServerBase):
             os.close(fd)
             return
         self.opened()
-        # The request is usually there already (the listeners defer accept until data
-        # comes, TCP_DEFER_ACCEPT): answer it now; the fd enters the backend only if
-        # the connection stays open, so a one-shot client costs no epoll_ctl or wakeup.
+        # The fd enters the backend only if the connection stays open, so a client
+        # answered and closed on its first read costs no epoll_ctl or wakeup.
         self._reading_first = transport  # (not in the loop's fds yet: see sessions())
         try:
-            transport.read_first()
+            first(transport, *args)
         except (OSError, ValueError) as exc:
             # e.g. select with an fd >= FD_SETSIZE when files held open pushed the socket
             # past the reserve: this one client is closed, nothing leaks.

@@ -126,6 +126,43 @@ def send_queue_for(rate: float) -> int:
     return n
 
 
+def answer_at_accept(policy: Policy, data: bytes, now: float) -> bytes | None:
+    """A new connection's first read, answered without a Session when it is the whole
+    exchange (Kegel's test 1): a head seen before asking to close, a GET of a cached
+    file whose closing wire is memoized. Returns that wire with the request counted (the
+    mode writes it and closes the fd), or None: serve ``data`` with a Session.
+
+    The same decisions as the hot path of ``Session.data_received``, for the cases where
+    nothing would outlive the response: no per-client limit or access log needs the
+    connection, the server is not shedding load. What it saves per connection is the
+    Session, its transport, a deadline filed and discarded, and their teardown (about a
+    fifth of the Python time of a one-shot client; docs/ARCHITECTURE.md).
+    """
+    if (
+        len(data) > MEMO_MAX_HEAD_BYTES
+        or policy.degraded
+        or policy.observe
+        or policy.limiter is not None
+        or (req := policy.head_memo_get(data)) is None
+        or req.keep_alive
+        or req.method != b"GET"
+        or req.has_body
+    ):
+        return None
+    try:
+        resp = policy.handler_fast(req, now)
+    except Exception:
+        return None  # the Session asks again, and logs it
+    if resp is None:
+        return None  # needs the disk: the Session offloads it
+    wires = policy.wire_memo_get(resp)
+    if wires is None or (wire := wires[CLOSE]) is None:
+        release_body(resp)  # (a file's open fd) the Session asks the handler again
+        return None
+    policy.requests += 1
+    return wire
+
+
 class Session(HTTPConnection):
     """One connection's HTTP state machine; see the module comment."""
 
@@ -233,10 +270,7 @@ class Session(HTTPConnection):
                     policy.requests += 1
                     if policy.observe:
                         policy.account(self, req, resp)
-                    self.will_close = True
-                    self.transport.write(wire)
-                    if self.state < WRITING:
-                        self._finish()
+                    self.send_closing(wire)
                     return None
                 out: list[bytes | FileRegion] = []
                 self._answer(req, out, resp)
@@ -626,6 +660,15 @@ class Session(HTTPConnection):
         self.transport.resume_reading()
 
     # -- closing -------------------------------------------------------------------------
+    def send_closing(self, wire: bytes | memoryview) -> None:
+        """Send the rest of a closing response's memoized ``wire`` and close after it (the
+        request is counted already). Also how a mode goes on with ``answer_at_accept``'s
+        wire when the socket did not take it all."""
+        self.will_close = True
+        self.transport.write(wire)
+        if self.state < WRITING:
+            self._finish()
+
     def _finish(self) -> None:
         """The last response is out: close, lingering if the client may still send."""
         transport = self.transport

@@ -74,7 +74,7 @@ from c10k.core.fdio import reset_on_close, set_cork, unsent_bytes
 from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP, accept_fds
 from c10k.core.loop import LOAD_ALPHA
 from c10k.core.timers import TimerHandle, TimerHeap
-from c10k.core.transport import BaseTransport, Item, coalesce, release
+from c10k.core.transport import DETACHED, BaseTransport, Item, coalesce, release
 from c10k.region import FileRegion
 from c10k.server.base import ServerBase, session_of
 from c10k.server.session import Session
@@ -478,6 +478,7 @@ class ThreadedServer(ServerBase):
                 self.transports.discard(transport)
                 self.threads.discard(threading.current_thread())
                 transport.sock.close()
+                transport.protocol = DETACHED  # no cycle left: freed at once
                 protocol.connection_lost(None)
 
     def _converse(

@@ -44,6 +44,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from c10k.core import diskio
+from c10k.core.transport import DETACHED
 from c10k.region import FileRegion
 from c10k.server.layer import Layer
 
@@ -134,7 +135,8 @@ class TLSLayer(Layer):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._release()
-        self.app.connection_lost(exc)
+        app, self.app = self.app, DETACHED  # no cycle left: freed at once
+        app.connection_lost(exc)
 
     # -- the Session calls these ---------------------------------------------------------
     @property

@@ -82,7 +82,7 @@ from c10k.core.io_uring import unavailable_reason as uring_unavailable_reason
 from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP, accept_fds
 from c10k.core.loop import LOAD_ALPHA, ThreadRunner
 from c10k.core.timers import Deadlines, TimerHandle, TimerHeap
-from c10k.core.transport import BaseTransport, Item, coalesce, release
+from c10k.core.transport import DETACHED, BaseTransport, Item, coalesce, release
 from c10k.core.wakeup import Wakeup
 from c10k.region import FileRegion
 from c10k.server.base import ServerBase, session_of
@@ -509,7 +509,8 @@ class UringTransport(BaseTransport):
         # The fd goes now: ops in flight hold their own reference to the socket until
         # their cancellation completes, and our ids are never reused.
         os.close(self.fd)
-        self.protocol.connection_lost(exc)
+        protocol, self.protocol = self.protocol, DETACHED  # no cycle left: freed at once
+        protocol.connection_lost(exc)
         server.maybe_release(self)
 
 
