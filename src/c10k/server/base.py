@@ -32,6 +32,7 @@ A mode implements the hooks at the end of the class (``_call_later``, ``sessions
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import signal
 import socket
@@ -40,6 +41,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from c10k.core.listener import bind_socket
+from c10k.core.transport import CONNRESET_ERRNOS
 from c10k.http.events import Request
 from c10k.http.writers import Response
 from c10k.server.certs import Certificates
@@ -50,7 +52,7 @@ from c10k.server.overload import PRESSURE_INTERVAL
 from c10k.server.policy import Policy
 from c10k.server.proxylayer import ProxyLayer
 from c10k.server.redirect import redirect_handler
-from c10k.server.session import CLOSING, WRITING, Session
+from c10k.server.session import CLOSING, WRITING, Session, answer_at_accept
 from c10k.server.tls import TLSLayer
 from c10k.server.words import plural
 
@@ -277,6 +279,43 @@ class ServerBase:
         if wanted is not None and wanted < cap:
             cap, reason = wanted, "--max-connections"
         self.capacity, self.capacity_reason = max(cap, 1), reason
+
+    def first_read(self, fd: int, now: float) -> bytes | memoryview | None:
+        """A new connection's first read, at once: the listeners defer accept until the
+        request is there (TCP_DEFER_ACCEPT). For the plain listeners' modes that read
+        synchronously at accept (readiness, io_uring). Returns None when that was the
+        whole exchange, the fd closed: a one-shot client answered with no Session
+        (``session.answer_at_accept``; Kegel's test 1), or one gone before it sent
+        anything. Else what the mode's Session goes on with: ``b""`` (nothing yet: watch
+        the fd), the bytes read (give them to it), or a memoryview (the rest of the
+        closing answer that the socket did not take: ``Session.send_closing``)."""
+        policy = self.policy
+        try:
+            data = os.read(fd, policy.read_size)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except OSError:
+            os.close(fd)  # reset before it sent anything: nothing to answer
+            return None
+        if not data:
+            os.close(fd)
+            return None
+        wire = answer_at_accept(policy, data, now)
+        if wire is None:
+            return data
+        try:
+            n = os.write(fd, wire)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            if exc.errno not in CONNRESET_ERRNOS:
+                log.error("connection fd %d: %s", fd, exc)
+            n = len(wire)  # the client is gone: nothing more to send it
+        if n < len(wire):
+            return memoryview(wire)[n:]  # a small send buffer (--sndbuf)
+        policy.handled += 1
+        os.close(fd)
+        return None
 
     def opened(self) -> None:
         """A connection was accepted and is being served."""

@@ -39,9 +39,9 @@ from typing import Any
 from c10k.core.backend import Capability
 from c10k.core.listener import Acceptor
 from c10k.core.loop import Loop
-from c10k.core.transport import CONNRESET_ERRNOS, Transport
+from c10k.core.transport import Transport
 from c10k.server.base import FD_RESERVE, ServerBase, session_of
-from c10k.server.session import Session, answer_at_accept
+from c10k.server.session import Session
 
 log = logging.getLogger("c10k.server")
 
@@ -100,39 +100,17 @@ class Server(ServerBase):
         if policy.accept_guard and not policy.admit(fd):
             return
         if not self.plain[index]:
-            self._serve(index, fd, addr, Transport.read_first)
+            self._serve(index, fd, addr, Transport.read_first)  # (its layers read)
             return
-        # The request is usually there already (the listeners defer accept until data
-        # comes, TCP_DEFER_ACCEPT): a one-shot client is answered and closed here, with no
-        # Session, transport or deadline (answer_at_accept).
-        try:
-            data = os.read(fd, policy.read_size)
-        except (BlockingIOError, InterruptedError):
-            self._serve(index, fd, addr, Transport.watch)  # nothing yet
-            return
-        except OSError:
-            os.close(fd)  # reset before it sent anything: nothing to answer
-            return
-        if not data:
-            os.close(fd)  # closed before sending anything
-            return
-        wire = answer_at_accept(policy, data, self.loop.now)
-        if wire is None:
-            self._serve(index, fd, addr, Transport.read_first, data)
-            return
-        try:
-            n = os.write(fd, wire)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as exc:
-            if exc.errno not in CONNRESET_ERRNOS:
-                log.error("connection fd %d: %s", fd, exc)
-            n = len(wire)  # the client is gone: nothing more to send it
-        if n == len(wire):
-            policy.handled += 1
-            os.close(fd)
-        else:  # a small send buffer (--sndbuf): a Session sends the rest
-            self._serve(index, fd, addr, _send_closing, memoryview(wire)[n:])
+        first = self.first_read(fd, self.loop.now)
+        if first is None:
+            return  # answered and closed with no Session (answer_at_accept), or gone
+        if isinstance(first, memoryview):
+            self._serve(index, fd, addr, _send_closing, first)
+        elif first:
+            self._serve(index, fd, addr, Transport.read_first, first)
+        else:
+            self._serve(index, fd, addr, Transport.watch)  # nothing there yet
 
     def _serve(self, index: int, fd: int, addr: object, first: Any, *args: Any) -> None:
         """A Session and a transport for a new connection; then ``first(transport,

@@ -194,6 +194,15 @@ class UringTransport(BaseTransport):
             self._deliver(data)  # (its reply by write: one write(2) now)
         self._rearm()
 
+    def start(self, first: bytes | memoryview) -> None:
+        """Go on from ``ServerBase.first_read`` (it read the fd already): deliver the
+        bytes it read, or send the rest of its closing answer, or (``b""``) only arm."""
+        if isinstance(first, memoryview):
+            self.protocol.send_closing(first)
+        elif first:
+            self._deliver(first)
+        self._rearm()
+
     def write(self, data: bytes | memoryview) -> None:
         """Bytes written outside the hot path (which returns its reply as a SEND):
         with nothing queued or in flight, one write(2) now, so a closing answer can be
@@ -707,13 +716,25 @@ class UringServer(ServerBase):
         policy.accepts += 1
         if policy.accept_guard and not policy.admit(fd):
             return
+        first = None
+        if self.plain[index]:
+            first = self.first_read(fd, self.loop.now)
+            if first is None:  # answered and closed with no Session, or gone
+                self._rearm_accept(index)
+                return
         uid = self._next_uid
         self._next_uid = uid + 1
         protocol = self.make_protocol(self.loop, index)
         peer = peer_address(fd) if policy.keep_peer else None
         transport = self.conns[uid] = UringTransport(self, fd, uid, protocol, peer)
         self.opened()
-        transport.read_first(self.read_size)
+        if first is None:
+            transport.read_first(self.read_size)  # (its layers read)
+        else:
+            transport.start(first)
+        self._rearm_accept(index)
+
+    def _rearm_accept(self, index: int) -> None:
         if not self.accept_armed[index] and not self.draining:
             self._arm_accepts()
 
