@@ -165,7 +165,10 @@ class Control:
         gain = max(-MAX_CUT, min(MAX_STEP, (self.target - wait) / ADMIT_HORIZON))
         want = max(1.0, accepted) * (1 + gain)
         drop = 1 - want / self.offered if self.offered > 0 else self.drop / 2
-        drop = min(MAX_DROP, max(0.0, drop))
+        # At most halved per check: one check's reading of what was offered collapses
+        # when a big accept batch has just drained the queue, and the flood then refills
+        # it past the target before the next check.
+        drop = min(MAX_DROP, max(self.drop / 2, drop))
         if drop < MIN_DROP and not over:
             drop = 0.0
         self.drop = drop
