@@ -303,14 +303,8 @@ class Transport(BaseTransport):
         if data is None:
             self._ready(READ)
         else:
-            try:
-                reply = self.protocol.data_received(data)
-            except Exception as exc:
-                self._fatal_error(exc)
-                return
-            if reply is not None:
-                self.write(reply)
-        self.watch()
+            self._deliver(data)
+        self.watch()  # (nothing if that closed it)
 
     def watch(self) -> None:
         """Start watching the fd of a ``register=False`` transport (if still open): what
@@ -412,15 +406,20 @@ class Transport(BaseTransport):
             if not data:
                 self._read_eof()
                 return
-            try:
-                reply = self.protocol.data_received(data)
-            except Exception as exc:
-                self._fatal_error(exc)
+            if not self._deliver(data) or not self.loop.edge or len(data) < self.read_size:
                 return
-            if reply is not None:
-                self.write(reply)
-            if not self.loop.edge or len(data) < self.read_size:
-                return
+
+    def _deliver(self, data: bytes) -> bool:
+        """Bytes read outside the hot path to the protocol, its reply written. False if the
+        protocol failed (the connection is closed then)."""
+        try:
+            reply = self.protocol.data_received(data)
+        except Exception as exc:
+            self._fatal_error(exc)
+            return False
+        if reply is not None:
+            self.write(reply)
+        return True
 
     def _read_eof(self) -> None:
         self._flags |= READ_EOF
