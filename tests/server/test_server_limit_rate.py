@@ -148,5 +148,5 @@ def test_closing_answer_bigger_than_the_socket_arrives_whole(mode: str, tmp_path
             assert b"Connection: close" in head
             assert got == body
     finally:
-        code, _, err = server.stop()
+        _, _, err = server.stop()
         assert "Traceback" not in err, err[-3000:]
