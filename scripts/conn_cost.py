@@ -30,9 +30,14 @@ Every sample is classified from its call chain (``perf script``), leaf first:
 
 Each table gives the bucket's share of the non-idle samples and its microseconds per request
 (share x busy CPU-0 seconds / requests), so the rows add up to 1e6 / (requests per busy CPU-0
-second); the samples' own busy estimate (non-idle samples x period) is printed beside
-/proc/stat's as a check. Then the per-bucket difference c10k - nginx, and the top user-space
-functions of each server.
+second), busy time being /proc/stat's tick-sampled user+nice+system+irq+softirq as in the
+*_vs_nginx scripts. Other estimates are printed beside it as a check: the non-idle share of
+perf's samples (4000 a second against the ticks' 250), one minus /proc/stat's idle share
+(measured by the nohz idle code, not sampled by ticks) and its steal; so are the TCP
+segments and RSTs sent on loopback per request (both sides, from /proc/net/snmp). A second 8 s wrk run on the same server counts
+the system calls per request (``perf stat`` on their tracepoints, 2nd to 7th second), which
+gives the microseconds per call of each ``sys:`` row. Then the per-bucket difference
+c10k - nginx, and the top user-space functions (leaf) of each server.
 
     .venv/bin/python scripts/conn_cost.py --close                       # Kegel test 1
     .venv/bin/python scripts/conn_cost.py --close --c10k-backend uring
@@ -51,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import shutil
 import subprocess
@@ -108,6 +114,38 @@ ENTRY = re.compile(r"^(?:__x64_sys_|__do_sys_|__se_sys_|__ia32_sys_|ksys_|__sys_
 # libc wrappers that name their call when the kernel frames do not (a sample in
 # do_syscall_64 itself, or in the exit work after the call: task_work, signals).
 LIBC_PREFIXES = ("__GI___libc_", "__GI___", "__libc_", "__GI_", "__")
+LIBC_ALIASES = {"recv": "recvfrom", "send": "sendto", "open": "openat", "fstat": "newfstat"}
+# The calls counted per request in the second run (tracepoints; a glob over all of them
+# takes perf ten seconds to set up).
+COUNTED = [
+    "accept4",
+    "read",
+    "readv",
+    "recvfrom",
+    "recvmsg",
+    "write",
+    "writev",
+    "sendto",
+    "sendmsg",
+    "sendfile64",
+    "close",
+    "shutdown",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_ctl",
+    "io_uring_enter",
+    "setsockopt",
+    "getsockopt",
+    "ioctl",
+    "fcntl",
+    "openat",
+    "newfstat",
+    "newfstatat",
+    "statx",
+    "futex",
+    "getsockname",
+    "getpeername",
+]
 
 
 @dataclass
@@ -124,6 +162,12 @@ class Result:
     requests: float
     busy: float
     rate: float
+    secs: float = WINDOW  # the busy and requests window (perf record's run, start-up included)
+    idle: float = 0.0  # /proc/stat idle+iowait share of the window (nohz: measured, not ticks)
+    steal: float = 0.0
+    segs: float = 0.0  # TCP segments sent on loopback per request, both sides
+    rsts: float = 0.0
+    calls: dict[str, float] = field(default_factory=dict)  # per request, from the 2nd run
     total_ns: int = 0
     busy_ns: int = 0
     buckets: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -156,16 +200,52 @@ def wrk_rate(out: str) -> float:
     return float(m.group(1))
 
 
+def idle0() -> tuple[float, float]:
+    """CPU 0's idle+iowait and steal seconds from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu0 "):
+            v = [int(x) for x in line.split()[1:]]
+            return (v[3] + v[4]) / os.sysconf("SC_CLK_TCK"), v[7] / os.sysconf("SC_CLK_TCK")
+    raise RuntimeError("no cpu0 line in /proc/stat")
+
+
+def tcp_out() -> tuple[int, int]:
+    lines = [x.split() for x in Path("/proc/net/snmp").read_text().splitlines()]
+    head, vals = [x for x in lines if x[0] == "Tcp:"][:2]
+    return int(vals[head.index("OutSegs")]), int(vals[head.index("OutRsts")])
+
+
 def record(name: str, port: int, conns: int, close: bool, data: Path) -> Result:
     load = subprocess.Popen(wrk_argv(port, conns, 8, close), stdout=subprocess.PIPE, text=True)
     time.sleep(2)
     # perf itself on CPU 1 beside wrk, so that only its sampling interrupts land on CPU 0.
     perf = ["taskset", "-c", "1", "perf", "record", "-q", "-g", "-C", "0", "-F", "4000"]
-    b0, t0 = busy0(), time.monotonic()
+    b0, i0, s0, t0 = busy0(), idle0(), tcp_out(), time.monotonic()
     subprocess.run([*perf, "-o", str(data), "--", "sleep", str(WINDOW)], check=True)
-    busy, secs = busy0() - b0, time.monotonic() - t0
+    busy, i1, s1, secs = busy0() - b0, idle0(), tcp_out(), time.monotonic() - t0
     rate = wrk_rate(load.communicate()[0])
-    return Result(name, rate * secs, busy, rate)
+    res = Result(name, rate * secs, busy, rate, secs=secs)
+    res.idle, res.steal = ((b - a) / secs for a, b in zip(i0, i1, strict=True))
+    res.segs, res.rsts = ((b - a) / res.requests for a, b in zip(s0, s1, strict=True))
+    return res
+
+
+def count_calls(port: int, conns: int, close: bool, pids: list[str]) -> dict[str, float]:
+    """System calls per request: a second wrk run, perf stat on the calls' tracepoints."""
+    events = ",".join(f"syscalls:sys_enter_{c}" for c in COUNTED)
+    load = subprocess.Popen(wrk_argv(port, conns, 8, close), stdout=subprocess.PIPE, text=True)
+    time.sleep(2)
+    perf = ["taskset", "-c", "1", "perf", "stat", "-x,", "-e", events, "-p", ",".join(pids)]
+    err = subprocess.run([*perf, "--", "sleep", str(WINDOW)], capture_output=True, text=True)
+    # the counters run for the life of ``sleep``, not perf's start-up
+    requests = wrk_rate(load.communicate()[0]) * WINDOW
+    calls = {}
+    for line in err.stderr.splitlines():
+        f = line.split(",")
+        if len(f) > 3 and f[0].strip().isdigit() and int(f[0]):
+            name = f[2].split("sys_enter_")[-1].removesuffix("64")
+            calls[name] = int(f[0]) / requests
+    return calls
 
 
 def samples(data: Path) -> list[Sample]:
@@ -194,7 +274,8 @@ def libc_call(sym: str) -> str:
         if sym.startswith(p):
             sym = sym[len(p) :]
             break
-    return sym.removesuffix("_nocancel").removesuffix("64")
+    sym = sym.removesuffix("_nocancel").removesuffix("64")
+    return LIBC_ALIASES.get(sym, sym)
 
 
 def user_bucket(dso: str) -> str:
@@ -284,15 +365,29 @@ def report(results: list[Result], top: int) -> None:
         perf_busy = r.busy_ns / max(r.total_ns, 1)
         print(
             f"\n{r.name}: {r.rate:.0f} req/s, {r.requests:.0f} requests in the window, "
-            f"CPU 0 busy {r.busy:.2f} s of {WINDOW} (/proc/stat {r.busy / WINDOW:.0%}, "
-            f"perf non-idle samples {perf_busy:.0%}), {per_busy:.0f} requests per busy "
-            f"CPU-0 second = {1e6 / max(per_busy, 1e-9):.2f} us per request"
+            f"CPU 0 busy {r.busy:.2f} s of {r.secs:.2f} (/proc/stat ticks), {per_busy:.0f} "
+            f"requests per busy CPU-0 second = {1e6 / max(per_busy, 1e-9):.2f} us per request"
         )
-        print(f"  {'bucket':32} {'share':>7} {'us/req':>8}")
+        print(
+            f"  check: busy share {r.busy / r.secs:.0%} by ticks, {perf_busy:.0%} by perf samples "
+            f"({perf_busy / r.rate * 1e6:.2f} us per request), 1 - idle {1 - r.idle:.0%} "
+            f"(steal {r.steal:.0%}); loopback TCP per request (both sides): "
+            f"{r.segs:.2f} segments, {r.rsts:.2f} RSTs"
+        )
+        print(f"  {'bucket':32} {'share':>7} {'us/req':>8} {'calls/req':>9} {'us/call':>8}")
         for k in order([r]):
             ns = r.buckets[k]
-            print(f"  {k:32} {ns / max(r.busy_ns, 1):7.1%} {r.us_per_request(ns):8.2f}")
+            us = r.us_per_request(ns)
+            n = r.calls.get(k.removeprefix("sys: "), 0.0) if k.startswith("sys: ") else 0.0
+            per_call = f"{n:9.2f} {us / n:8.2f}" if n > 0.005 else ""
+            print(f"  {k:32} {ns / max(r.busy_ns, 1):7.1%} {us:8.2f} {per_call}")
         print(f"  {'total':32} {1:7.1%} {r.us_per_request(r.busy_ns):8.2f}")
+        unsampled = {c: n for c, n in r.calls.items() if f"sys: {c}" not in r.buckets}
+        if unsampled:
+            print(
+                "  calls/req with no sample: "
+                + ", ".join(f"{c} {n:.2f}" for c, n in unsampled.items())
+            )
     if len(results) == 2:
         a, b = results
         print(f"\n{b.name} - {a.name}, us per request:")
@@ -349,6 +444,7 @@ def main() -> int:
                 ).stdout.split()
                 data = keep / f"{name}.data"
                 res = record(name, port, conns, args.close, data)
+                res.calls = count_calls(port, conns, args.close, pids)
             finally:
                 stop(proc)
             account(res, data, {int(p) for p in pids})
