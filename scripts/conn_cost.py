@@ -26,7 +26,9 @@ Every sample is classified from its call chain (``perf script``), leaf first:
   RCU freeing sockets, net rx that no call of ours ran);
 - ``kernel: scheduler``, ``kernel: irq`` (interrupt handlers), ``kernel: page faults``,
   ``kernel: io-wq`` (io_uring's worker threads), ``kernel: other``;
-- ``other tasks``: anything else on CPU 0 (kworkers, kdamond, perf's own ``sleep``).
+- ``kernel threads`` (kworkers freeing what RCU defers, rcu_preempt, kdamond) are charged;
+  other processes that ran on CPU 0 (the other CPU-lock-free work of the machine: shells,
+  compilers) are not, and are printed apart with their names.
 
 Each table gives the bucket's share of the non-idle samples and its microseconds per request
 (share x busy CPU-0 seconds / requests), so the rows add up to 1e6 / (requests per busy CPU-0
@@ -34,10 +36,12 @@ second), busy time being /proc/stat's tick-sampled user+nice+system+irq+softirq 
 *_vs_nginx scripts. Other estimates are printed beside it as a check: the non-idle share of
 perf's samples (4000 a second against the ticks' 250), one minus /proc/stat's idle share
 (measured by the nohz idle code, not sampled by ticks) and its steal; so are the TCP
-segments and RSTs sent on loopback per request (both sides, from /proc/net/snmp). A second 8 s wrk run on the same server counts
-the system calls per request (``perf stat`` on their tracepoints, 2nd to 7th second), which
-gives the microseconds per call of each ``sys:`` row. Then the per-bucket difference
-c10k - nginx, and the top user-space functions (leaf) of each server.
+segments and RSTs sent on loopback per request (both sides, from /proc/net/snmp), all read
+by perf record's workload so that they cover the sampled window exactly. A second 8 s wrk
+run on the same server counts the system calls per request (``perf stat`` on their
+tracepoints, 2nd to 7th second), which gives the microseconds per call of each ``sys:``
+row. Then the per-bucket difference c10k - nginx, and the top user-space functions (leaf)
+of each server.
 
     .venv/bin/python scripts/conn_cost.py --close                       # Kegel test 1
     .venv/bin/python scripts/conn_cost.py --close --c10k-backend uring
@@ -56,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import re
 import shutil
@@ -71,6 +76,7 @@ from _pinned import busy0, free_port, start, stop
 from files_vs_nginx import server_argv
 
 FILE = "f512.bin"
+OTHER = "other processes"  # sampled on CPU 0 but not charged to the server
 WINDOW = 5  # seconds of perf record, from the 2nd second of an 8 s wrk run
 KERNEL = "[kernel.kallsyms]"
 IDLE = {
@@ -162,7 +168,7 @@ class Result:
     requests: float
     busy: float
     rate: float
-    secs: float = WINDOW  # the busy and requests window (perf record's run, start-up included)
+    secs: float = WINDOW  # the busy and requests window, read by perf record's workload
     idle: float = 0.0  # /proc/stat idle+iowait share of the window (nohz: measured, not ticks)
     steal: float = 0.0
     segs: float = 0.0  # TCP segments sent on loopback per request, both sides
@@ -172,6 +178,11 @@ class Result:
     busy_ns: int = 0
     buckets: collections.Counter[str] = field(default_factory=collections.Counter)
     user_syms: collections.Counter[str] = field(default_factory=collections.Counter)
+    comms: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+
+    @property
+    def charged_ns(self) -> int:
+        return self.busy_ns - self.buckets[OTHER]
 
     def us_per_request(self, ns: int) -> float:
         return ns / max(self.busy_ns, 1) * self.busy / max(self.requests, 1e-9) * 1e6
@@ -210,9 +221,21 @@ def idle0() -> tuple[float, float]:
 
 
 def tcp_out() -> tuple[int, int]:
+    """TCP segments and RSTs sent, all sockets (/proc/net/snmp)."""
     lines = [x.split() for x in Path("/proc/net/snmp").read_text().splitlines()]
     head, vals = [x for x in lines if x[0] == "Tcp:"][:2]
     return int(vals[head.index("OutSegs")]), int(vals[head.index("OutRsts")])
+
+
+def snapshot() -> list[float]:
+    return [time.monotonic(), busy0(), *idle0(), *tcp_out()]
+
+
+def window(secs: float, out: Path) -> None:
+    """perf record's workload: CPU 0's counters around exactly the sampled window."""
+    before = snapshot()
+    time.sleep(secs)
+    out.write_text(json.dumps([before, snapshot()]))
 
 
 def record(name: str, port: int, conns: int, close: bool, data: Path) -> Result:
@@ -220,13 +243,15 @@ def record(name: str, port: int, conns: int, close: bool, data: Path) -> Result:
     time.sleep(2)
     # perf itself on CPU 1 beside wrk, so that only its sampling interrupts land on CPU 0.
     perf = ["taskset", "-c", "1", "perf", "record", "-q", "-g", "-C", "0", "-F", "4000"]
-    b0, i0, s0, t0 = busy0(), idle0(), tcp_out(), time.monotonic()
-    subprocess.run([*perf, "-o", str(data), "--", "sleep", str(WINDOW)], check=True)
-    busy, i1, s1, secs = busy0() - b0, idle0(), tcp_out(), time.monotonic() - t0
+    snaps = data.with_suffix(".window")
+    me = [sys.executable, __file__, "--window", str(WINDOW), str(snaps)]
+    subprocess.run([*perf, "-o", str(data), "--", *me], check=True)
     rate = wrk_rate(load.communicate()[0])
-    res = Result(name, rate * secs, busy, rate, secs=secs)
-    res.idle, res.steal = ((b - a) / secs for a, b in zip(i0, i1, strict=True))
-    res.segs, res.rsts = ((b - a) / res.requests for a, b in zip(s0, s1, strict=True))
+    (t0, b0, i0, st0, sg0, r0), (t1, b1, i1, st1, sg1, r1) = json.loads(snaps.read_text())
+    secs = t1 - t0
+    res = Result(name, rate * secs, b1 - b0, rate, secs=secs)
+    res.idle, res.steal = (i1 - i0) / secs, (st1 - st0) / secs
+    res.segs, res.rsts = (sg1 - sg0) / res.requests, (r1 - r0) / res.requests
     return res
 
 
@@ -310,7 +335,7 @@ def kernel_bucket(kernel: list[str], user: list[tuple[str, str]]) -> str | None:
         if base in ("handle_softirqs", "__do_softirq"):
             # from an interrupt's exit or ksoftirqd; from local_bh_enable inside a
             # call (loopback's receive path) it belongs to that call
-            if any(k.startswith(("irq_exit", "run_ksoftirqd")) for k in kernel[i:]):
+            if any("irq_exit" in k or k == "run_ksoftirqd" for k in kernel[i:]):
                 return "softirq outside syscalls"
         elif base.startswith(("asm_sysvec", "asm_common_interrupt", "sysvec_", "__sysvec_")):
             return "kernel: irq"
@@ -329,7 +354,11 @@ def kernel_bucket(kernel: list[str], user: list[tuple[str, str]]) -> str | None:
 
 def classify(s: Sample, server: set[int]) -> str | None:
     if s.pid != 0 and s.pid not in server and not s.comm.startswith("ksoftirqd"):
-        return "other tasks"
+        if all(dso == KERNEL for _, dso in s.frames) and "ret_from_fork" in (
+            sym for sym, _ in s.frames
+        ):
+            return "kernel threads"
+        return OTHER
     if s.frames and s.frames[0][1] != KERNEL:
         return user_bucket(s.frames[0][1])
     kernel = [sym for sym, dso in s.frames if dso == KERNEL]
@@ -346,6 +375,8 @@ def account(res: Result, data: Path, server: set[int]) -> None:
             continue
         res.busy_ns += s.period
         res.buckets[bucket] += s.period
+        if bucket in (OTHER, "kernel threads"):
+            res.comms[bucket, s.comm] += s.period
         if bucket.startswith("user:"):
             sym, dso = s.frames[0]
             res.user_syms[f"{sym} ({dso.rsplit('/', 1)[-1]})"] += s.period
@@ -356,23 +387,29 @@ def order(results: list[Result]) -> list[str]:
     for r in results:
         for b, ns in r.buckets.items():
             tot[b] += round(r.us_per_request(ns) * 1000)
+    del tot[OTHER]
     return sorted(tot, key=lambda b: (b.split(":")[0] != "user", -tot[b]))
+
+
+def comms(r: Result, bucket: str) -> str:
+    got = [(c, ns) for (b, c), ns in r.comms.most_common() if b == bucket][:4]
+    return ", ".join(f"{c} {r.us_per_request(ns):.2f}" for c, ns in got)
 
 
 def report(results: list[Result], top: int) -> None:
     for r in results:
-        per_busy = r.requests / max(r.busy, 1e-9)
-        perf_busy = r.busy_ns / max(r.total_ns, 1)
+        us = r.us_per_request(r.charged_ns)
+        perf_busy = r.charged_ns / max(r.total_ns, 1)
         print(
-            f"\n{r.name}: {r.rate:.0f} req/s, {r.requests:.0f} requests in the window, "
-            f"CPU 0 busy {r.busy:.2f} s of {r.secs:.2f} (/proc/stat ticks), {per_busy:.0f} "
-            f"requests per busy CPU-0 second = {1e6 / max(per_busy, 1e-9):.2f} us per request"
+            f"\n{r.name}: {r.rate:.0f} req/s, {r.requests:.0f} requests in {r.secs:.2f} s, "
+            f"CPU 0 busy {r.busy:.2f} s (/proc/stat ticks), {us:.2f} us per request charged "
+            f"to the server = {1e6 / max(us, 1e-9):.0f} requests per busy CPU-0 second"
         )
         print(
-            f"  check: busy share {r.busy / r.secs:.0%} by ticks, {perf_busy:.0%} by perf samples "
-            f"({perf_busy / r.rate * 1e6:.2f} us per request), 1 - idle {1 - r.idle:.0%} "
-            f"(steal {r.steal:.0%}); loopback TCP per request (both sides): "
-            f"{r.segs:.2f} segments, {r.rsts:.2f} RSTs"
+            f"  check: busy share {r.busy / r.secs:.0%} by ticks, "
+            f"{r.busy_ns / max(r.total_ns, 1):.0%} by perf samples ({perf_busy / r.rate * 1e6:.2f}"
+            f" us per request charged), 1 - idle {1 - r.idle:.0%}, steal {r.steal:.0%}; "
+            f"loopback TCP per request (both sides): {r.segs:.2f} segments, {r.rsts:.2f} RSTs"
         )
         print(f"  {'bucket':32} {'share':>7} {'us/req':>8} {'calls/req':>9} {'us/call':>8}")
         for k in order([r]):
@@ -380,8 +417,14 @@ def report(results: list[Result], top: int) -> None:
             us = r.us_per_request(ns)
             n = r.calls.get(k.removeprefix("sys: "), 0.0) if k.startswith("sys: ") else 0.0
             per_call = f"{n:9.2f} {us / n:8.2f}" if n > 0.005 else ""
-            print(f"  {k:32} {ns / max(r.busy_ns, 1):7.1%} {us:8.2f} {per_call}")
-        print(f"  {'total':32} {1:7.1%} {r.us_per_request(r.busy_ns):8.2f}")
+            print(f"  {k:32} {ns / max(r.charged_ns, 1):7.1%} {us:8.2f} {per_call}")
+        print(f"  {'total charged':32} {1:7.1%} {r.us_per_request(r.charged_ns):8.2f}")
+        print(
+            f"  ({OTHER}, not charged: {r.us_per_request(r.buckets[OTHER]):.2f} us per request:"
+            f" {comms(r, OTHER)})"
+        )
+        if r.buckets["kernel threads"]:
+            print(f"  (kernel threads: {comms(r, 'kernel threads')})")
         unsampled = {c: n for c, n in r.calls.items() if f"sys: {c}" not in r.buckets}
         if unsampled:
             print(
@@ -395,8 +438,8 @@ def report(results: list[Result], top: int) -> None:
         for k in order(results):
             x, y = a.us_per_request(a.buckets[k]), b.us_per_request(b.buckets[k])
             print(f"  {k:32} {x:8.2f} {y:8.2f} {y - x:+8.2f}")
-        x, y = a.us_per_request(a.busy_ns), b.us_per_request(b.busy_ns)
-        print(f"  {'total':32} {x:8.2f} {y:8.2f} {y - x:+8.2f}")
+        x, y = a.us_per_request(a.charged_ns), b.us_per_request(b.charged_ns)
+        print(f"  {'total charged':32} {x:8.2f} {y:8.2f} {y - x:+8.2f}")
     for r in results:
         print(f"\n{r.name}: top {top} user-space functions (leaf), us per request")
         for sym, ns in r.user_syms.most_common(top):
@@ -415,7 +458,11 @@ def main() -> int:
     ap.add_argument("--c10k-arg", action="append", default=[], help="extra c10k serve flag")
     ap.add_argument("--keep", metavar="DIR", help="leave nginx.data/c10k.data in DIR")
     ap.add_argument("--top", type=int, default=15, help="user-space functions listed")
+    ap.add_argument("--window", nargs=2, help=argparse.SUPPRESS)  # perf record's workload
     args = ap.parse_args()
+    if args.window:
+        window(float(args.window[0]), Path(args.window[1]))
+        return 0
     if shutil.which("perf") is None:
         sys.exit("perf not found: apt-get install linux-perf")
     conns = args.conns or (50 if args.close else 100)
