@@ -182,7 +182,7 @@ def https(tmp_path_factory: pytest.TempPathFactory, chain: dict[str, Path]) -> I
 
 
 def run_testssl(
-    port: int, ca: Path, out: Path, retried: bool = False
+    port: int, ca: Path, out: Path, retries: int = 2
 ) -> tuple[list[dict[str, Any]], str]:
     """Run testssl.sh against https://localhost:port; return its JSON findings and text."""
     assert TESTSSL is not None
@@ -231,12 +231,13 @@ def run_testssl(
     report = text.decode(errors="replace")
     assert jsonfile.exists(), f"testssl.sh wrote no JSON:\n{report[-5000:]}"
     findings: list[dict[str, Any]] = json.loads(jsonfile.read_text())
-    if proc.returncode != 0 and only_the_ticket_race(findings) and not retried:
+    if proc.returncode != 0 and only_the_ticket_race(findings) and retries:
         # testssl's ticket check runs `openssl s_client -sess_out </dev/null`, which may exit
         # before the TLS 1.3 ticket (sent after the client's Finished) arrives, and then
-        # reports "connect problem"; against any server, more often on a loaded machine.
-        # Once more; a second time is a failure.
-        return run_testssl(port, ca, out.with_name(out.name + "-again"), retried=True)
+        # reports "connect problem"; against any server, more often on a loaded machine
+        # (twice in a row once in a whole-suite run, 2026-12-06). Up to two more runs;
+        # every other finding fails at once, and a rerun must pass on every count.
+        return run_testssl(port, ca, out.with_name(out.name + "-again"), retries - 1)
     assert proc.returncode == 0, f"testssl.sh exited {proc.returncode}:\n{report[-5000:]}"
     return findings, report
 
