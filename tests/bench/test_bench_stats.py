@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from c10k.bench import client, peers, poller, report, stats
+from c10k.bench import cli, client, peers, poller, report, stats
 from c10k.bench.stats import Histogram, bucket_bounds, bucket_index, parse_wrk_output
 
 DATA = Path(__file__).parent / "data"
@@ -246,3 +246,15 @@ def test_nginx_config_generated(tmp_path: Path) -> None:
         "listen 127.0.0.1:8081",
     ):
         assert directive in conf
+
+
+def test_c10k_arg_goes_last_on_every_c10k_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    extra = ["--max-accept-wait", "0"]
+    one = peers.c10k_spec("epoll", extra).build(8080, Path("/www"), Path("/tmp"))
+    assert one[-2:] == extra
+    multi = peers.c10k_spec(None, extra).multi_argv([8001, 8002], 2, Path("/www"), Path("/tmp"))
+    assert multi[-2:] == extra
+    assert peers.c10k_spec("epoll").build(8080, Path("/www"), Path("/tmp"))[-2:] != extra
+    # With nothing of c10k's to pass it to, the argument is refused, not dropped.
+    assert cli.main(["keepalive", "--no-c10k", "--peer", "nginx", "--c10k-arg=-x"]) == 2
+    assert "--c10k-arg: c10k is not measured" in capsys.readouterr().err

@@ -129,6 +129,15 @@ def _common() -> argparse.ArgumentParser:
         "with the reason",
     )
     g.add_argument(
+        "--c10k-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for every c10k server's command line, after the bench's "
+        "own (repeatable, one word each: --c10k-arg=--max-accept-wait --c10k-arg=0); "
+        "results.json records the command line",
+    )
+    g.add_argument(
         "--no-c10k",
         action="store_true",
         help="do not measure c10k itself (the default with --url)",
@@ -345,7 +354,13 @@ def _specs(args: argparse.Namespace) -> list[ServerSpec]:
     backends = list(dict.fromkeys(backends))
     # With --url, c10k is measured only when asked for (--c10k or its backends).
     if not args.no_c10k and (not args.url or args.c10k or backends):
-        specs += [c10k_spec(b) for b in backends] if backends else [c10k_spec()]
+        extra = args.c10k_arg
+        specs += [c10k_spec(b, extra) for b in backends] if backends else [c10k_spec(None, extra)]
+    if args.c10k_arg and not any(s.kind == "c10k" for s in specs):
+        raise ValueError(
+            "--c10k-arg: c10k is not measured in this run (--no-c10k, or --url without "
+            "--c10k), so the argument would go nowhere"
+        )
     names = [s.name for s in specs]
     if dupes := sorted({n for n in names if names.count(n) > 1}):
         raise ValueError(f"two servers named {', '.join(dupes)}: name a --url NAME=URL")

@@ -57,7 +57,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -584,7 +584,10 @@ def c10k_backend_check(backend: str) -> str | None:
     return known[backend]
 
 
-def c10k_spec(backend: str | None = None) -> ServerSpec:
+def c10k_spec(backend: str | None = None, extra: Sequence[str] = ()) -> ServerSpec:
+    """c10k as the bench runs it; ``extra``: more ``c10k serve`` arguments, last (the
+    bench's --c10k-arg)."""
+
     def base(root: Path) -> list[str]:
         return [sys.executable, "-m", "c10k", "serve", str(root)]
 
@@ -593,6 +596,7 @@ def c10k_spec(backend: str | None = None) -> ServerSpec:
             ["--keepalive-timeout", str(KEEPALIVE_S)]
             + (["--backend", backend] if backend else [])
             + (["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)] if tls else [])
+            + list(extra)
         )
 
     def build(port: int, root: Path, workdir: Path, tls: TLSFiles | None = None) -> list[str]:
