@@ -13,7 +13,12 @@ reports what happened. This base holds what is the same whatever the I/O:
 - the housekeeping every mode runs on its own timers: the Date line once a second
   (``_tick``), the pressure check (``_pressure``: overload tier and accept-queue
   admission from the mode's lag/load readings and accept counts), brought forward to
-  ``PRESSURE_INTERVAL`` when an accept batch comes back full (``backlog_alert``);
+  ``PRESSURE_INTERVAL`` when an accept batch comes back full (``backlog_alert``). A
+  process that went a whole second with no accept, request or close, quiet and with
+  nothing to flush, sleeps: no timers at all (C1M: dozens of workers holding idle
+  connections on one core would otherwise wake twice a second each, in step). The next
+  accept, close or response wakes it (``Wire.sleep``: the first response renders the
+  Date line again before it is sent);
 - signals and the graceful stop: the first SIGINT/SIGTERM drains (stop accepting, close
   idle keep-alive connections after ``DRAIN_IDLE_GRACE``, let responses in flight finish
   with ``Connection: close``, stop when the last connection closes or at
@@ -32,6 +37,7 @@ A mode implements the hooks at the end of the class (``_call_later``, ``sessions
 from __future__ import annotations
 
 import logging
+import math
 import os
 import resource
 import signal
@@ -48,7 +54,7 @@ from c10k.server.certs import Certificates
 from c10k.server.certs import load as load_certificates
 from c10k.server.config import ServerConfig
 from c10k.server.listeners import HTTP, HTTPS, REDIRECT, listen_proxied, listen_roles
-from c10k.server.overload import PRESSURE_INTERVAL
+from c10k.server.overload import IDLE_INTERVAL, PRESSURE_INTERVAL
 from c10k.server.policy import Policy
 from c10k.server.proxylayer import ProxyLayer
 from c10k.server.redirect import redirect_handler
@@ -178,6 +184,8 @@ class ServerBase:
         self.capacity, self.capacity_reason = 1, ""
         self._pressure_due = 0.0
         self._pressure_timer: Any = None
+        self._pressure_delay = 0.0
+        self._mark: tuple[int, int, int] | None = None  # activity seen at the last tick
         self._setup()
 
     def _listeners(self, certs: Certificates | None) -> None:
@@ -319,6 +327,8 @@ class ServerBase:
 
     def opened(self) -> None:
         """A connection was accepted and is being served."""
+        if self.policy.asleep is not None:
+            self.policy.wake()
         self.nconn += 1
         self.policy.handled += 1
         if self.nconn >= self.capacity and not self.accepting_paused:
@@ -326,6 +336,8 @@ class ServerBase:
             self._pause_accepting()
 
     def connection_closed(self) -> None:
+        if self.policy.asleep is not None:
+            self.policy.wake()  # the board's count of connections is kept by the checks
         self.nconn -= 1
         if self.draining:
             if not self.nconn:
@@ -347,11 +359,44 @@ class ServerBase:
         self.policy.update_date(now)
         if self.notifier is not None:
             self.notifier.watchdog(time.monotonic())  # a loop that stops turning stops these
+        policy = self.policy
+        mark = (policy.requests, policy.accepts, self.nconn)
+        if mark == self._mark and self._may_sleep():
+            self._sleep()
+            return
+        self._mark = mark
         self._call_later(1.0 - (now % 1.0) + 0.001, self._tick)
+
+    def _may_sleep(self) -> bool:
+        """Nothing needs a timer: no watchdog, drain, log to flush or busy pressure check."""
+        return (
+            (self.notifier is None or self.notifier.watchdog_due() is None)
+            and not self.draining
+            and not self.policy.failing
+            and self.policy.access_log is None
+            and self._pressure_delay >= IDLE_INTERVAL
+        )
+
+    def _sleep(self) -> None:
+        if self._pressure_timer is not None:
+            self._pressure_timer.cancel()
+            self._pressure_timer = None
+        self._pressure_due = math.inf  # (backlog_alert then checks at once; aio's lag: 0)
+        self.policy.sleep(self._wake_up)
+
+    def _wake_up(self) -> None:
+        """The first accept, close or response after a sleep: the Date line, then a check
+        (over the slept span, in which nothing happened) that starts the timers again."""
+        self._mark = None
+        self._tick()
+        if self._pressure_timer is not None:
+            self._pressure_timer.cancel()
+        self._pressure()
 
     def _pressure(self) -> None:
         lag, load = self.pressure_reading()
         delay = self.policy.pressure(lag, load, self.accept_counts())
+        self._pressure_delay = delay
         self._pressure_due = time.monotonic() + delay
         self._pressure_timer = self._call_later(delay, self._pressure)
 

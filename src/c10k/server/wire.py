@@ -19,6 +19,7 @@ Error responses (400, 408, 431, 500, 503 ...) are made once per process and reus
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from c10k.http.writers import Response, error_response, http_date
 from c10k.region import FileRegion
@@ -62,6 +63,9 @@ class Wire:
         )
         self._errors: dict[int, Response] = {}
         self._plain_twins: dict[Response, PlainResponse] = {}
+        # Set while the process sleeps (no Date tick: c10k.server.base): called before the
+        # next response that carries a Date line, which renders it again first.
+        self.asleep: Callable[[], None] | None = None
         self.update_date(time.time())
 
     def update_date(self, wall: float) -> None:
@@ -69,6 +73,17 @@ class Wire:
         self.plain_date_line = b"Date: " + http_date(wall) + b"\r\n"
         self.date_line = self.plain_date_line + self.hsts_line
         self.wire_memo.clear()
+
+    def sleep(self, wake: Callable[[], None]) -> None:
+        """Stop trusting the Date line until ``wake()``: the memo goes (so every response
+        is built by ``append``, which calls ``wake`` first)."""
+        self.asleep = wake
+        self.wire_memo.clear()
+
+    def wake(self) -> None:
+        wake, self.asleep = self.asleep, None
+        if wake is not None:
+            wake()
 
     def append(self, out: Out, resp: Response, kind: int, head: bool) -> int:
         """Put ``resp``'s wire form (Connection variant ``kind``; without the body for a
@@ -80,6 +95,8 @@ class Wire:
             memo = self.wire_memo
             wires = memo.get(resp)
             if wires is None:
+                if self.asleep is not None:
+                    self.wake()
                 wires = [None, None, None]
                 # A paced response (its own Pace: a copy made per request, c10k.server.sites)
                 # is never kept: nothing could hit it, and the memo must not fill up.
@@ -99,6 +116,8 @@ class Wire:
                 wire = wire[: len(wire) - len(body)]
             out.append(wire)
             return len(wire)
+        if self.asleep is not None:
+            self.wake()
         out.append(b"".join((resp.head, self.date_line, CONNECTION_LINES[kind], b"\r\n")))
         size = len(out[-1])
         for part in body if isinstance(body, tuple) else (body,):
