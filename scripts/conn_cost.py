@@ -1,13 +1,14 @@
 """Where CPU 0's microseconds go per small-file request, nginx against c10k (issue 18).
 
-A docroot holds one 512-byte file. Each server in turn (nginx as scripts/files_vs_nginx.py
-starts it, then ``c10k serve --workers 1`` plus ``--backend uring`` with ``--c10k-backend
-uring`` and any ``--c10k-arg``) runs pinned to CPU 0; wrk runs pinned to CPU 1 for 8 s,
-either Kegel's test 1 (``--close``: ``Connection: close``, one request per connection,
-50 connections by default) or keep-alive (100 connections by default). From the 2nd to the
-7th second ``perf record -g -C 0`` samples everything CPU 0 runs (so the kernel work the
-server causes, softirqs included, is charged to it) and /proc/stat gives CPU 0's busy time
-over the same window; the requests in the window are wrk's rate times its length.
+A docroot holds one 512-byte file (``--size``: another). Each server in turn (nginx as
+scripts/files_vs_nginx.py starts it, then ``c10k serve --workers 1`` plus ``--backend
+uring`` with ``--c10k-backend uring`` and any ``--c10k-arg``) runs pinned to CPU 0; wrk runs
+pinned to CPU 1 for 8 s, either Kegel's test 1 (``--close``: ``Connection: close``, one
+request per connection, 50 connections by default) or keep-alive (100 connections by
+default). From the 2nd to the 7th second ``perf record -g -C 0`` samples everything CPU 0
+runs (so the kernel work the server causes, softirqs included, is charged to it) and
+/proc/stat gives CPU 0's busy time over the same window; the requests in the window are
+wrk's rate times its length.
 
 Every sample is classified from its call chain (``perf script``), leaf first:
 
@@ -188,10 +189,10 @@ class Result:
         return ns / max(self.busy_ns, 1) * self.busy / max(self.requests, 1e-9) * 1e6
 
 
-def make_root(work: Path) -> Path:
+def make_root(work: Path, size: int = 512) -> Path:
     root = work / "www"
     root.mkdir()
-    (root / FILE).write_bytes(bytes(range(256)) * 2)
+    (root / FILE).write_bytes((bytes(range(256)) * (size // 256 + 1))[:size])
     return root
 
 
@@ -457,6 +458,7 @@ def main() -> int:
     ap.add_argument("--c10k-backend", help="c10k serve --backend (e.g. uring; default auto)")
     ap.add_argument("--c10k-arg", action="append", default=[], help="extra c10k serve flag")
     ap.add_argument("--keep", metavar="DIR", help="leave nginx.data/c10k.data in DIR")
+    ap.add_argument("--size", type=int, default=512, help="the file's bytes (big files: issue 15)")
     ap.add_argument("--top", type=int, default=15, help="user-space functions listed")
     ap.add_argument("--window", nargs=2, help=argparse.SUPPRESS)  # perf record's workload
     args = ap.parse_args()
@@ -474,12 +476,12 @@ def main() -> int:
     keep.mkdir(parents=True, exist_ok=True)
     print(
         f"{'Connection: close' if args.close else 'keep-alive'}, {conns} connections, "
-        f"512-byte file, c10k {' '.join(extra) or '(defaults)'}",
+        f"{args.size}-byte file, c10k {' '.join(extra) or '(defaults)'}",
         flush=True,
     )
     results = []
     try:
-        root = make_root(work)
+        root = make_root(work, args.size)
         for name in ("nginx", "c10k"):
             port = free_port()
             proc = start(server_argv(name, port, root, work, extra), port)

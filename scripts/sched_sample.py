@@ -42,14 +42,25 @@ def sample(path: str) -> None:
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
                         cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-                    if "c10k" not in cmd or "sched_sample" in cmd:
+                    if "sched_sample" in cmd:
                         continue
+                    if "c10k" in cmd:
+                        what = kind(cmd)
+                    else:  # anything else that runs (kernel threads too): by its name
+                        with open(f"/proc/{pid}/comm") as f:
+                            what = "other:" + f.read().strip()
                     with open(f"/proc/{pid}/schedstat") as f:
                         run, wait, slices = (int(x) for x in f.read().split())
                 except (OSError, ValueError):
                     continue  # gone meanwhile
-                rows.append([int(pid), kind(cmd), run, wait, slices])
-            out.write(json.dumps({"t": time.time(), "p": rows}) + "\n")
+                rows.append([int(pid), what, run, wait, slices])
+            with open("/proc/stat") as f:  # per CPU: user nice system idle iowait irq softirq steal
+                cpus = {
+                    line.split()[0]: [int(x) for x in line.split()[1:9]]
+                    for line in f
+                    if line.startswith("cpu") and line[3].isdigit()
+                }
+            out.write(json.dumps({"t": time.time(), "p": rows, "cpu": cpus}) + "\n")
             out.flush()
             time.sleep(0.5)
 
@@ -59,6 +70,7 @@ def report(path: str, windows: list[tuple[float, float]]) -> None:
         samples = [json.loads(line) for line in f]
     t0 = samples[0]["t"]
     prev: dict[int, Any] = {}
+    prev_cpu: dict[str, list[int]] | None = None
     for s in samples:
         t = s["t"] - t0
         cur = {p[0]: p[1:] for p in s["p"]}
@@ -79,7 +91,32 @@ def report(path: str, windows: list[tuple[float, float]]) -> None:
                     f" {len(others)} others ran {rest:5.1f} ms"
                 )
             print(" | ".join(line))
-        prev = cur
+            print("          " + _elsewhere(prev, cur, prev_cpu, s.get("cpu")))
+        prev, prev_cpu = cur, s.get("cpu")
+
+
+CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def _elsewhere(prev: dict[int, Any], cur: dict[int, Any], cpu0: Any, cpu1: Any) -> str:
+    """What the c10k columns do not show: CPU 0's time by kind (ms, from /proc/stat) and
+    the other processes (kernel threads too) that ran, busiest first."""
+    parts = []
+    if cpu0 and cpu1 and "cpu0" in cpu0:
+        tick = 1000 / os.sysconf("SC_CLK_TCK")
+        delta = [(b - a) * tick for a, b in zip(cpu0["cpu0"], cpu1["cpu0"], strict=True)]
+        parts.append(
+            "cpu0 " + " ".join(f"{n} {d:.0f}" for n, d in zip(CPU_FIELDS, delta, strict=True) if d)
+        )
+    ran = []
+    for pid, (k, run, *_rest) in cur.items():
+        if k.startswith("other:") and pid in prev:
+            ms = (run - prev[pid][1]) / 1e6
+            if ms >= 0.5:
+                ran.append((ms, k[6:]))
+    ran.sort(reverse=True)
+    parts.append("others: " + (", ".join(f"{n} {ms:.1f}" for ms, n in ran[:6]) or "-"))
+    return " | ".join(parts)
 
 
 def main() -> int:
