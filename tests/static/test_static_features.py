@@ -799,6 +799,35 @@ def test_handle_fast_answers_from_memory_only(
         fsio.delay_hook = None
 
 
+def test_handle_fast_sends_a_big_file_from_the_shared_fd(
+    root: pathlib.Path, make_request: MakeRequest
+) -> None:
+    """While a response holds the big file's fd open, the next whole GET is answered on
+    the loop with its own region over that fd, the same head as the pool's answer and no
+    filesystem call; with no fd open it still goes to the pool."""
+    files = StaticFiles(root)
+    first = files.handle(make_request(b"/big.bin"), 0.0)  # the pool opens the fd
+    assert isinstance(first.body, FileRegion)
+    fsio.delay_hook = lambda path: pytest.fail(f"handle_fast touched the filesystem: {path}")
+    try:
+        fast = files.handle_fast(make_request(b"/big.bin"), 0.1)
+        assert fast is not None
+        assert isinstance(fast.body, FileRegion)
+        assert fast.body is not first.body
+        assert (fast.body.fd, fast.body.offset, fast.body.count) == (
+            first.body.fd,
+            0,
+            first.body.count,
+        )
+        assert fast.head == first.head
+        assert fast.status == 200
+        fast.body.release()
+        first.body.release()  # the last user: the fd closes
+        assert files.handle_fast(make_request(b"/big.bin"), 0.2) is None
+    finally:
+        fsio.delay_hook = None
+
+
 def test_handle_fast_hit_is_the_cached_object(
     root: pathlib.Path, make_request: MakeRequest
 ) -> None:

@@ -443,13 +443,6 @@ class StaticFiles:
                 )
                 if response is not None:
                     return response
-                if hot is None:
-                    # A large file (no hot_get), whole: a region of the fd its responses
-                    # share, or the pool opens one. What _answer would do, without its
-                    # walk (path split, lookup, plan): a 1 MiB response's Python is most
-                    # of what it costs beyond nginx's.
-                    fd = entry.shared.take()
-                    return None if fd < 0 else self._file_response(entry, [], fd)
             elif method == b"HEAD":
                 response = (
                     entry.hot_head
