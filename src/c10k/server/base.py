@@ -15,10 +15,10 @@ reports what happened. This base holds what is the same whatever the I/O:
   admission from the mode's lag/load readings and accept counts), brought forward to
   ``PRESSURE_INTERVAL`` when an accept batch comes back full (``backlog_alert``). A
   process that went a whole second with no accept, request or close, quiet and with
-  nothing to flush, sleeps: no timers at all (C1M: dozens of workers holding idle
-  connections on one core would otherwise wake twice a second each, in step). The next
-  accept, close or response wakes it (``Wire.sleep``: the first response renders the
-  Date line again before it is sent);
+  nothing to flush or to close (a big file's idle fd: c10k.static.sharedfd), sleeps: no
+  timers at all (C1M: dozens of workers holding idle connections on one core would
+  otherwise wake twice a second each, in step). The next accept, close or response wakes
+  it (``Wire.sleep``: the first response renders the Date line again before it is sent);
 - signals and the graceful stop: the first SIGINT/SIGTERM drains (stop accepting, close
   idle keep-alive connections after ``DRAIN_IDLE_GRACE``, let responses in flight finish
   with ``Connection: close``, stop when the last connection closes or at
@@ -61,6 +61,7 @@ from c10k.server.redirect import redirect_handler
 from c10k.server.session import CLOSING, WRITING, Session, answer_at_accept
 from c10k.server.tls import TLSLayer
 from c10k.server.words import plural
+from c10k.static import sharedfd
 
 log = logging.getLogger("c10k.server")
 
@@ -361,7 +362,8 @@ class ServerBase:
             self.notifier.watchdog(time.monotonic())  # a loop that stops turning stops these
         policy = self.policy
         mark = (policy.requests, policy.accepts, self.nconn)
-        if mark == self._mark and self._may_sleep():
+        idle_files = sharedfd.expire(time.monotonic())  # big files' fds kept open between uses
+        if mark == self._mark and not idle_files and self._may_sleep():
             self._sleep()
             return
         self._mark = mark

@@ -287,6 +287,13 @@ class CacheEntry:
         return f"CacheEntry({self.path!r}, {kind}, size={self.size}, checked={self.checked})"
 
 
+def _retire(entry: CacheEntry) -> None:
+    """An entry left the cache: the fds its versions keep idle close (sharedfd.py)."""
+    entry.shared.retire()
+    for rep in entry.encoded:
+        rep.shared.retire()
+
+
 def still_current(entry: CacheEntry) -> bool:
     """Re-stat an entry's file, siblings and watched paths (filesystem calls, no lock).
 
@@ -350,6 +357,7 @@ class FileCache:
             while self.total_bytes + entry.cost > self.max_total_bytes:
                 _, old = entries.popitem(last=False)
                 self.total_bytes -= old.cost
+                _retire(old)
             entries[key] = entry
             self.total_bytes += entry.cost
             return True
@@ -365,6 +373,7 @@ class FileCache:
         if old is not None and (entry is None or old is entry):
             del self.entries[key]
             self.total_bytes -= old.cost
+            _retire(old)
 
     def replace(self, key: bytes, old: CacheEntry, new: CacheEntry) -> None:
         """Put ``new`` under ``key`` if ``key`` still maps to ``old``."""

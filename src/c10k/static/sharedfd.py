@@ -6,33 +6,51 @@ concurrent downloads where its connection cap said 19,936 (docs/BENCHMARKS.md, K
 2). Every sender reads at an explicit offset (sendfile, pread, splice), never at the
 file position, so one fd serves them all, as nginx's ``open_file_cache`` shares them.
 
-The fd closes when the last response using it is released (``FileRegion.release`` runs
-``release``): nothing stays open for a file nobody is downloading. A file replaced on
-disk gets a new cache entry at revalidation, and so a new fd; responses already under
-way finish from the version they began with, as they did with fds of their own. Opens
-happen in the disk pool and releases on the loop, hence the lock.
+When the last response using it is released (``FileRegion.release`` runs ``release``) the
+fd stays open, idle, for the next download (nginx's ``open_file_cache inactive=``): a
+keep-alive client fetching the same big file again and again finds its send complete in
+one sendfile, so without this every response closed the fd and the next one went to the
+disk pool to open it again (a thread hand-off, a wakeup and an open per download, most of
+what a 1 MiB response cost beyond nginx's). At most ``IDLE_MAX`` idle fds stay open per
+process (the oldest closes first), each for at most ``IDLE_SECONDS`` (``expire``, from the
+server's once-a-second tick: a file deleted on disk is not held for long), and one whose
+cache entry is gone (``retire``: evicted, or replaced at revalidation because the file
+changed) closes with its last user. A file replaced on disk gets a new cache entry at
+revalidation, and so a new fd; responses already under way finish from the version they
+began with. Opens happen in the disk pool and releases on the loop, hence the lock.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
+from collections import OrderedDict
+
+# Idle fds kept open per process, and for how long. Counted in the fds the server keeps
+# free for other things than clients (c10k.server.base.FD_RESERVE, 64).
+IDLE_MAX = 16
+IDLE_SECONDS = 10.0
 
 _LOCK = threading.Lock()
+_idle: OrderedDict[SharedFd, float] = OrderedDict()  # -> when it went idle (monotonic)
 
 
 class SharedFd:
-    __slots__ = ("fd", "refs")
+    __slots__ = ("fd", "refs", "retired")
 
     def __init__(self) -> None:
         self.fd = -1
         self.refs = 0
+        self.retired = False
 
     def take(self) -> int:
         """The open fd with one more user, or -1 when none is open."""
         with _LOCK:
             if self.fd < 0:
                 return -1
+            if not self.refs:
+                del _idle[self]
             self.refs += 1
             return self.fd
 
@@ -43,16 +61,59 @@ class SharedFd:
             if self.fd < 0:
                 self.fd, self.refs = fd, 1
                 return fd
+            if not self.refs:
+                del _idle[self]
             self.refs += 1
             kept = self.fd
         os.close(fd)
         return kept
 
     def release(self, fd: int) -> None:
-        """One user is done with ``fd`` (a FileRegion's closer); the last closes it."""
+        """One user is done with ``fd`` (a FileRegion's closer); the last leaves it idle,
+        or closes it once retired."""
         with _LOCK:
             self.refs -= 1
             if self.refs:
                 return
-            self.fd = -1
+            if self.retired:
+                self.fd = -1
+            else:
+                _idle[self] = time.monotonic()
+                if len(_idle) <= IDLE_MAX:
+                    return
+                oldest, _ = _idle.popitem(last=False)
+                fd, oldest.fd = oldest.fd, -1
         os.close(fd)
+
+    def retire(self) -> None:
+        """Its cache entry is gone: close the fd now if idle, else with its last user."""
+        with _LOCK:
+            self.retired = True
+            if self.refs or self.fd < 0:
+                return
+            del _idle[self]
+            fd, self.fd = self.fd, -1
+        os.close(fd)
+
+
+def expire(now: float) -> int:
+    """Close the fds idle for ``IDLE_SECONDS`` by ``now`` (monotonic); return how many
+    idle ones are left open (a server with some must keep calling)."""
+    closing = []
+    with _LOCK:
+        while _idle:
+            shared, since = next(iter(_idle.items()))
+            if now - since < IDLE_SECONDS:
+                break
+            del _idle[shared]
+            closing.append(shared.fd)
+            shared.fd = -1
+        left = len(_idle)
+    for fd in closing:
+        os.close(fd)
+    return left
+
+
+def close_idle() -> None:
+    """Close every idle fd now (a stop, or a test counting fds)."""
+    expire(float("inf"))
