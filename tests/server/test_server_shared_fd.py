@@ -5,7 +5,9 @@ way at once; the server must hold one fd per cached version of the file (besides
 socket per client), not one per download: each download costing two fds halved how many a
 worker could serve under its fd limit. Requests that miss the cache together may each load
 an entry of their own in the disk pool (``IO_THREADS`` of them at most), so the bound is
-that, far below thirty. Once the clients go, the fds close with the last response.
+that, far below thirty. Once the clients go, one fd per file stays open for the next
+download (the idle fd, sharedfd.py) until ``open_file_idle`` (0 here: the next
+once-a-second check) closes it.
 """
 
 from __future__ import annotations
@@ -53,8 +55,10 @@ def wait_for(pid: int, target: Path, want: int, timeout: float = 10.0) -> int:
 
 
 @pytest.mark.parametrize("mode", backend_params())
-def test_concurrent_downloads_share_one_fd(root: Path, mode: str) -> None:
-    server = ServerProcess(root, mode)
+def test_concurrent_downloads_share_one_fd(root: Path, tmp_path: Path, mode: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("open_file_idle = 0\n")
+    server = ServerProcess(root, mode, "--config", str(cfg))
     clients: list[socket.socket] = []
     try:
         for i in range(CLIENTS):
@@ -70,6 +74,7 @@ def test_concurrent_downloads_share_one_fd(root: Path, mode: str) -> None:
         for c in clients:
             c.close()
         clients.clear()
+        assert wait_for(server.pid, root / "big.bin", 1) == 1  # idle, for a moment
         assert wait_for(server.pid, root / "big.bin", 0) == 0
         assert wait_for(server.pid, root / "other.bin", 0) == 0
         # And a download after that opens the file again and arrives whole.
@@ -83,3 +88,37 @@ def test_concurrent_downloads_share_one_fd(root: Path, mode: str) -> None:
         for c in clients:
             c.close()
         server.stop()
+
+
+@pytest.mark.parametrize("mode", ["epoll", "uring", "threads", "asyncio"])
+def test_idle_fd_serves_the_next_download_and_sees_a_change(root: Path, mode: str) -> None:
+    """With the default open_file_idle the fd outlives a download, the next download
+    sends from it (no second fd), and a file rewritten in place meanwhile is not sent
+    from the stale fd's cache entry: the new bytes arrive whole."""
+    if mode not in backend_params():
+        pytest.skip(f"{mode} does not run here")
+    target = root / "rewrite.bin"
+    target.write_bytes(os.urandom(SIZE))
+    server = ServerProcess(root, mode)
+    try:
+        assert get_body(server.port, "/rewrite.bin") == target.read_bytes()
+        assert wait_for(server.pid, target, 1, timeout=1.0) == 1  # kept open, idle
+        assert get_body(server.port, "/rewrite.bin") == target.read_bytes()
+        assert open_fds_of(server.pid, target) == 1
+        with open(target, "r+b") as f:  # same inode, new size and bytes
+            f.truncate(0)
+            f.write(os.urandom(SIZE // 2))
+        assert get_body(server.port, "/rewrite.bin") == target.read_bytes()
+    finally:
+        server.stop()
+
+
+def get_body(port: int, path: str) -> bytes:
+    with connect(port, timeout=10) as c:
+        c.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        data = bytearray()
+        while chunk := c.recv(1 << 20):
+            data += chunk
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from c10k.http.events import Request
+from c10k.static import sharedfd
 
 SMALL_TEXT = b"hello, static world\n"
 SECRET = b"TOP-SECRET-OUTSIDE-THE-ROOT\n"
@@ -64,6 +65,9 @@ def make_request() -> Callable[..., Request]:
 
 
 def open_fd_count() -> int:
+    """Open fds, not counting the big files' fds kept idle for the next download
+    (c10k.static.sharedfd: test_static_sharedfd.py tests those)."""
+    sharedfd.close_idle()
     return len(os.listdir("/proc/self/fd"))
 
 

@@ -22,7 +22,7 @@ from static_helpers import check_part, parse_multipart, self_checking
 from c10k.http.events import Request
 from c10k.http.writers import Response, body_length
 from c10k.region import FileRegion
-from c10k.static import StaticFiles, fsio
+from c10k.static import StaticFiles, fsio, sharedfd
 from c10k.static.resolve import decode_path
 
 MakeRequest = Callable[..., Request]
@@ -802,9 +802,9 @@ def test_handle_fast_answers_from_memory_only(
 def test_handle_fast_sends_a_big_file_from_the_shared_fd(
     root: pathlib.Path, make_request: MakeRequest
 ) -> None:
-    """While a response holds the big file's fd open, the next whole GET is answered on
-    the loop with its own region over that fd, the same head as the pool's answer and no
-    filesystem call; with no fd open it still goes to the pool."""
+    """While a response holds the big file's fd open (or it is idle after one), the next
+    whole GET is answered on the loop with its own region over that fd, the same head as
+    the pool's answer and no filesystem call; with no fd open it goes to the pool."""
     files = StaticFiles(root)
     first = files.handle(make_request(b"/big.bin"), 0.0)  # the pool opens the fd
     assert isinstance(first.body, FileRegion)
@@ -822,8 +822,14 @@ def test_handle_fast_sends_a_big_file_from_the_shared_fd(
         assert fast.head == first.head
         assert fast.status == 200
         fast.body.release()
-        first.body.release()  # the last user: the fd closes
-        assert files.handle_fast(make_request(b"/big.bin"), 0.2) is None
+        first.body.release()  # the last user: the fd stays open, idle
+        again = files.handle_fast(make_request(b"/big.bin"), 0.2)
+        assert again is not None
+        assert isinstance(again.body, FileRegion)
+        assert again.body.fd == first.body.fd
+        again.body.release()
+        sharedfd.close_idle()
+        assert files.handle_fast(make_request(b"/big.bin"), 0.3) is None
     finally:
         fsio.delay_hook = None
 

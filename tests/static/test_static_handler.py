@@ -115,7 +115,7 @@ def test_handler_large_file_gets_share_one_fd_closed_by_the_last(
     docroot: pathlib.Path, make_request: MakeRequest, fd_count: Callable[[], int]
 ) -> None:
     """Each GET gets its own region (its own offset and count) over one shared fd
-    (static/sharedfd.py), which the last release closes."""
+    (static/sharedfd.py), which the last release leaves idle (fd_count closes those)."""
     files = StaticFiles(docroot)
     before = fd_count()
     first = files.handle(make_request(b"/big.bin"), now=0.0)

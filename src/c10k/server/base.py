@@ -362,7 +362,7 @@ class ServerBase:
             self.notifier.watchdog(time.monotonic())  # a loop that stops turning stops these
         policy = self.policy
         mark = (policy.requests, policy.accepts, self.nconn)
-        idle_files = sharedfd.expire(time.monotonic())  # big files' fds kept open between uses
+        idle_files = sharedfd.expire(time.monotonic(), self.config.open_file_idle)
         if mark == self._mark and not idle_files and self._may_sleep():
             self._sleep()
             return

@@ -595,6 +595,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_fields", "int", check=at_least(1)),
     Setting("max_pending_output_bytes", "int", check=at_least(1024)),
     Setting("revalidate_seconds", "float", check=at_least(0)),
+    Setting("open_file_idle", "float", check=at_least(0)),
     Setting("index", "str", check=file_name),
     Setting("reuse_port", "bool"),
     Setting("cache_control", "table", check=cache_table),

@@ -264,6 +264,14 @@ class CacheEntry:
             + len(real)
         )
 
+    def same_file(self, fd: int) -> bool:
+        """Is open ``fd`` still the file this entry describes? (An fstat of an open fd:
+        no disk read, so the loop may ask; c10k.static.sharedfd asks it of an idle fd.)"""
+        try:
+            return file_ident(os.fstat(fd)) == self.ident
+        except OSError:
+            return False
+
     def add_siblings(
         self, encoded: tuple[CacheEntry, ...], watch: tuple[tuple[str, Ident | None], ...]
     ) -> None:

@@ -492,7 +492,7 @@ class StaticFiles:
                     # share, or the pool opens one. What _answer would do, without its
                     # walk (path split, lookup, plan): a 1 MiB response's Python is most
                     # of what it costs beyond nginx's.
-                    fd = entry.shared.take()
+                    fd = entry.shared.take(entry.same_file)
                     return None if fd < 0 else self._file_response(entry, [], fd)
             elif method == b"HEAD":
                 response = (
@@ -556,7 +556,7 @@ class StaticFiles:
                 # costs no filesystem call, so the loop answers; only an open goes to
                 # the disk pool (a pool round trip per big download cost more CPU than
                 # the sendfile's own Python).
-                fd = rep.shared.take()
+                fd = rep.shared.take(rep.same_file)
                 return None if fd < 0 else self._file_response(rep, plan, fd)
             fd = self._open(rep)
             if fd >= 0:
@@ -803,7 +803,7 @@ class StaticFiles:
         # Open a representation for sending: the fd (shared with the other responses
         # sending this version: sharedfd.py; released by the region's closer), or minus
         # the status to answer when it is gone, unreadable or no longer the same file.
-        fd = rep.shared.take()
+        fd = rep.shared.take(rep.same_file)
         if fd >= 0:
             return fd
         try:

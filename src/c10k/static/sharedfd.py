@@ -12,25 +12,28 @@ keep-alive client fetching the same big file again and again finds its send comp
 one sendfile, so without this every response closed the fd and the next one went to the
 disk pool to open it again (a thread hand-off, a wakeup and an open per download, most of
 what a 1 MiB response cost beyond nginx's). At most ``IDLE_MAX`` idle fds stay open per
-process (the oldest closes first), each for at most ``IDLE_SECONDS`` (``expire``, from the
-server's once-a-second tick: a file deleted on disk is not held for long), and one whose
-cache entry is gone (``retire``: evicted, or replaced at revalidation because the file
-changed) closes with its last user. A file replaced on disk gets a new cache entry at
-revalidation, and so a new fd; responses already under way finish from the version they
-began with. Opens happen in the disk pool and releases on the loop, hence the lock.
+process (the oldest closes first), each for as long as the server's ``open_file_idle``
+says (``expire``, from its once-a-second tick: a file deleted on disk is not held for
+long), and one whose cache entry is gone (``retire``: evicted, or replaced at revalidation
+because the file changed) closes with its last user. A file replaced on disk gets a new
+cache entry at revalidation, and so a new fd; responses already under way finish from the
+version they began with. A program that uses StaticFiles without c10k's server calls
+``expire`` from a timer of its own (or ``close_idle``). Opens happen in the disk pool and
+releases on the loop, hence the lock.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
-# Idle fds kept open per process, and for how long. Counted in the fds the server keeps
-# free for other things than clients (c10k.server.base.FD_RESERVE, 64).
+# Idle fds kept open per process: counted in the fds the server keeps free for other
+# things than clients (c10k.server.base.FD_RESERVE, 64).
 IDLE_MAX = 16
-IDLE_SECONDS = 10.0
 
 _LOCK = threading.Lock()
 _idle: OrderedDict[SharedFd, float] = OrderedDict()  # -> when it went idle (monotonic)
@@ -44,15 +47,24 @@ class SharedFd:
         self.refs = 0
         self.retired = False
 
-    def take(self) -> int:
-        """The open fd with one more user, or -1 when none is open."""
+    def take(self, same_file: Callable[[int], bool] | None = None) -> int:
+        """The open fd with one more user, or -1 when none is open. An idle fd is first
+        checked with ``same_file(fd)`` (an fstat: nothing read from the disk): a file
+        changed in place since its last download is closed, and -1 returned, so the
+        caller opens and checks it as it does a file never opened."""
         with _LOCK:
-            if self.fd < 0:
+            fd = self.fd
+            if fd < 0:
                 return -1
-            if not self.refs:
-                del _idle[self]
             self.refs += 1
-            return self.fd
+            if self.refs > 1:
+                return fd
+            del _idle[self]
+        if same_file is None or same_file(fd):
+            return fd
+        self.retire()
+        self.release(fd)
+        return -1
 
     def keep(self, fd: int) -> int:
         """Adopt ``fd``, just opened and checked, for the next users; if another thread
@@ -96,14 +108,14 @@ class SharedFd:
         os.close(fd)
 
 
-def expire(now: float) -> int:
-    """Close the fds idle for ``IDLE_SECONDS`` by ``now`` (monotonic); return how many
+def expire(now: float, idle_seconds: float) -> int:
+    """Close the fds idle for ``idle_seconds`` by ``now`` (monotonic); return how many
     idle ones are left open (a server with some must keep calling)."""
     closing = []
     with _LOCK:
         while _idle:
             shared, since = next(iter(_idle.items()))
-            if now - since < IDLE_SECONDS:
+            if now - since < idle_seconds:
                 break
             del _idle[shared]
             closing.append(shared.fd)
@@ -116,4 +128,4 @@ def expire(now: float) -> int:
 
 def close_idle() -> None:
     """Close every idle fd now (a stop, or a test counting fds)."""
-    expire(float("inf"))
+    expire(math.inf, 0.0)
