@@ -57,24 +57,8 @@ def _libc_setsockopt() -> Any:
     return setsockopt
 
 
-def _libc_send() -> Any:
-    # send(2) with flags on a bare fd (os.write has none; a borrowed socket object costs
-    # three syscalls more): for MSG_MORE.
-    try:
-        import ctypes
-
-        send = ctypes.CDLL(None, use_errno=True).send
-    except (ImportError, OSError, AttributeError):
-        return None
-    send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
-    send.restype = ctypes.c_ssize_t
-    return send
-
-
 _ACCEPT4: Any = _libc_accept4() if hasattr(socket, "SOCK_NONBLOCK") else None
 _SETSOCKOPT: Any = _libc_setsockopt()
-_SEND: Any = _libc_send() if hasattr(socket, "MSG_MORE") else None
-_MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _get_errno: Any = getattr(sys.modules.get("ctypes"), "get_errno", None)
 if _SETSOCKOPT is not None:
     _INTS = tuple(sys.modules["ctypes"].c_int(v) for v in (0, 1))
@@ -89,24 +73,6 @@ def _tcp_option(fd: int, option: int, int_ptr: int) -> None:
         err = _get_errno()
         if err not in _NO_TCP_OPTION_ERRNOS:
             raise OSError(err, os.strerror(err))
-
-
-def send_more(fd: int, data: bytes) -> int:
-    """send(fd, data, MSG_MORE): the kernel holds a last partial segment for what the
-    next call sends (a response head before its file body: one syscall where TCP_CORK on
-    and off cost two more, and the body's last sendfile pushes it). Returns the bytes
-    taken; raises as os.write does. Without MSG_MORE here: a plain write.
-
-    Raises:
-        OSError: as send(2) fails (BlockingIOError when the socket is full).
-    """
-    if _SEND is None:
-        return os.write(fd, data)
-    n: int = _SEND(fd, data, len(data), _MSG_MORE)
-    if n < 0:
-        err = _get_errno()
-        raise OSError(err, os.strerror(err))
-    return n
 
 
 def bare_accept_available() -> bool:

@@ -20,10 +20,9 @@ calling ``write``: the transport writes it right after the call, which saves the
 protocol a method call per request on the hot path (a keep-alive GET of a cached file is
 one ``read`` and one ``write`` syscall and two Python calls). A queued item is bytes or a
 ``FileRegion``; a region goes out with ``os.sendfile`` from the page cache. Bytes followed
-by a region (a response head before a file body) are sent with MSG_MORE, so the kernel
-holds their last partial segment for the body's first bytes and the body's last sendfile
-pushes it (the effect of nginx's ``tcp_nopush``, TCP_CORK on and off, in one syscall
-where that costs three).
+by a region (a response head before a file body) are sent with TCP_CORK set, pulled after
+the region's last byte (nginx ``tcp_nopush``): the head and the first body bytes share a
+segment and every segment is full.
 
 Rule 2, flow control: when something stays queued the protocol's ``pause_writing`` runs
 (before ``write`` returns), and ``resume_writing`` once the queue has drained: the
@@ -64,7 +63,6 @@ from c10k.core import diskio
 from c10k.core.backend import ERROR, HUP, READ, READ_MASK, WRITE, WRITE_MASK
 from c10k.core.fdio import (
     reset_on_close,
-    send_more,
     set_cork,
     set_notsent_lowat,
     shutdown_write,
@@ -474,8 +472,6 @@ class Transport(BaseTransport):
             while out:
                 item = out[0]
                 if isinstance(item, FileRegion):
-                    if not item.count:
-                        set_cork(fd, False)  # nothing will push a head sent with MSG_MORE
                     while item.count:
                         step = min(item.count, SENDFILE_CHUNK)
                         if self._disk_wait(item, step, self.loop.run_in_thread):
@@ -497,13 +493,11 @@ class Transport(BaseTransport):
                         break  # the socket is full, or the next chunk is on the disk
                     item.release()
                     del out[0]
+                    set_cork(fd, False)  # push the last partial segment now
                 else:
-                    if len(out) > 1 and item.__class__ is bytes and isinstance(out[1], FileRegion):
-                        # The head and the body share full segments (nginx: TCP_CORK on,
-                        # writev, sendfile, TCP_CORK off); the body's last sendfile pushes.
-                        n = send_more(fd, item)
-                    else:
-                        n = os_write(fd, item)
+                    if len(out) > 1 and isinstance(out[1], FileRegion):
+                        set_cork(fd, True)  # the head and the body share full segments
+                    n = os_write(fd, item)
                     if n == len(item):
                         del out[0]
                     else:
