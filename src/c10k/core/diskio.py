@@ -4,14 +4,16 @@ A ``read()`` or ``sendfile()`` of a page that is not in the page cache waits for
 disk, and on an event loop every client of the loop waits with it (Flash's AMPED design,
 nginx ``aio threads``). Transports therefore ask before each sendfile chunk:
 
-``resident(fd, offset, count)`` reads one byte at the chunk's first and last page with
+``resident(fd, offset, count)`` reads one byte at the range's first and last page with
 ``preadv2(RWF_NOWAIT)``: the kernel answers EAGAIN instead of starting I/O, so the probe
-never blocks (about 0.8 us a call here; a 256 KiB sendfile costs ~100 times that). Both ends
-in memory is taken as the whole chunk in memory: the kernel reads ahead sequentially, so a
-hole in the middle of a resident chunk is rare, and the cost of a miss is one loop wait of
-one disk read, not a stall per chunk. A filesystem that cannot say (EOPNOTSUPP: FUSE, some
-network filesystems) counts as cold: every chunk goes through the pool, the safe side.
-Where ``RWF_NOWAIT`` does not exist (not Linux) everything counts as resident, as before.
+never blocks (about 0.8 us a call here; a 256 KiB sendfile costs ~100 times that). Both
+ends in memory is taken as the whole range in memory: the kernel reads ahead sequentially,
+so a hole in the middle of a resident range is rare, and the cost of a miss is one loop
+wait of one disk read, not a stall per chunk. ``cold`` asks about ``PROBE_SPAN`` (4 MiB)
+at a time, the chunks a fast socket takes in a wakeup or two. A filesystem that cannot say
+(EOPNOTSUPP: FUSE, some network filesystems) counts as cold: every chunk goes through the
+pool, the safe side. Where ``RWF_NOWAIT`` does not exist (not Linux) everything counts as
+resident, as before.
 
 ``warm(fd, offset, count)`` runs in the loop's disk pool: it reads the range into a buffer
 of its thread (the data is dropped; the pages stay in the page cache), and the loop then
@@ -37,6 +39,8 @@ RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 # One warm read at most: the chunk the transport is about to send, rounded up to this so
 # the next chunks of a big cold file come in one pool trip (readahead does the rest).
 WARM_MAX = 1 << 20
+# How far ahead one resident probe vouches for (its two ends: see the module comment).
+PROBE_SPAN = 4 << 20
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _probe = bytearray(1)  # loop thread only: the probe's byte is never read
 _local = threading.local()
@@ -89,9 +93,12 @@ def cold(region: FileRegion, count: int) -> bool:
     end = region.offset + count
     if end <= region.warm_end:
         return False
-    if not resident(region.fd, region.offset, count):
+    # One probe answers for PROBE_SPAN ahead (the chunks a fast socket takes in one or
+    # two wakeups), not just this chunk: a 1 GiB stream asked twice per MiB before.
+    span = min(region.count, max(count, PROBE_SPAN))
+    if not resident(region.fd, region.offset, span):
         return True
-    region.warm_end = end  # the rest of this chunk is not asked about again
+    region.warm_end = region.offset + span  # not asked about again
     return False
 
 

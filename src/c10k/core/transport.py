@@ -474,8 +474,10 @@ class Transport(BaseTransport):
                 if isinstance(item, FileRegion):
                     while item.count:
                         step = min(item.count, SENDFILE_CHUNK)
-                        if self._disk_wait(item, step, self.loop.run_in_thread):
-                            break
+                        if item.offset + step > item.warm_end and self._disk_wait(
+                            item, step, self.loop.run_in_thread
+                        ):
+                            break  # (within warm_end: known to be in memory, no call)
                         n = os.sendfile(fd, item.fd, item.offset, step)
                         if n == 0:  # the file shrank under us: its length was promised
                             log.warning("file shrank while being sent; closing the connection")

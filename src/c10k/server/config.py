@@ -36,9 +36,11 @@ class ServerConfig:
     cache_max_file_bytes: int = 16 * 1024
     cache_max_total_bytes: int = 64 * 1024 * 1024
     revalidate_seconds: float = 1.0
-    # A big file's fd stays open this long after its last download (c10k.static.sharedfd;
-    # nginx open_file_cache inactive=60s), checked once a second; 0: closed at that check.
-    open_file_idle: float = 10.0
+    # A big file's fd stays open this long after its last download (c10k.static.sharedfd),
+    # checked once a second; 0: closed at that check. Short (nginx open_file_cache
+    # inactive=60s): it is for back-to-back downloads of a hot file, and a deleted file's
+    # space comes back within two seconds.
+    open_file_idle: float = 1.0
     serve_dotfiles: bool = False
     index: str = "index.html"
     backlog: int = 4096
