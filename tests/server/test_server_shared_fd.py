@@ -69,8 +69,12 @@ def test_concurrent_downloads_share_one_fd(root: Path, tmp_path: Path, mode: str
             clients.append(c)
         for c in clients:  # every response has begun: its head arrived
             assert c.recv(12) == b"HTTP/1.1 200"
-        assert 1 <= open_fds_of(server.pid, root / "big.bin") <= IO_THREADS
-        assert 1 <= open_fds_of(server.pid, root / "other.bin") <= IO_THREADS
+        # The threads mode has no pool: each client thread loads what it misses itself,
+        # so a burst that misses together may load more entries (each with its fd), but
+        # still far fewer than the 30 and 10 downloads.
+        bound = 8 if mode == "threads" else IO_THREADS
+        assert 1 <= open_fds_of(server.pid, root / "big.bin") <= bound
+        assert 1 <= open_fds_of(server.pid, root / "other.bin") <= bound
         for c in clients:
             c.close()
         clients.clear()

@@ -51,7 +51,7 @@ from c10k.server.shared import Board, Cell, aggregate
 from c10k.server.sites import build_handler, server_pace, site_configs
 from c10k.server.status import Counters, StatusPage
 from c10k.server.wire import Wire
-from c10k.static import StaticFiles
+from c10k.static import StaticFiles, sharedfd
 from c10k.static.pages import error_pages_from
 
 if TYPE_CHECKING:
@@ -453,5 +453,6 @@ class Policy(Wire):
         self.cell.write(self.values(self._states), self.status_counts)
 
     def close(self) -> None:
+        sharedfd.close_idle()  # (the process's: another server in it opens them again)
         if self.access_log is not None:
             self.access_log.close()
