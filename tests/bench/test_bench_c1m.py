@@ -454,3 +454,12 @@ def test_bench_idle_stops_at_a_server_cap_with_timeout(tmp_path: Path) -> None:
     zero = runs[0]
     assert zero["max_held"] == runs[60]["held"]
     assert zero["stopped_by"].startswith("timeout")
+
+
+def test_pingpong_control_measures_round_trips() -> None:
+    """The C1M control (c10k.bench.pingpong): real processes, a real loopback socket."""
+    from c10k.bench import pingpong
+
+    got = pingpong.round_trips(None, None, 0.3)
+    assert got["round_trips"] > 100
+    assert 0 < got["p50_ms"] <= got["p99_ms"] < 100

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from c10k.bench import client as gen
+from c10k.bench import pingpong
 from c10k.bench.machine import (
     nofile_soft,
     pids_fd_count,
@@ -268,6 +269,12 @@ def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
         _cpu_figures(run, before, after, ctx.pin, run["requests"])
         return run
 
+    def control() -> dict[str, float]:
+        # The machine's own round trip, pinned as the server and the active client are
+        # (c10k.bench.pingpong): what the idle connections do to any wakeup, not c10k's.
+        cpus = ctx.pin.generator_cpus
+        return pingpong.round_trips(ctx.pin.server_cpu, cpus[0] if cpus else None, active_dur)
+
     t_start = time.perf_counter()
     deadline = t_start + limit_s
     ctx.progress(
@@ -282,10 +289,12 @@ def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
     procs0 = len(session_pids(srv.sid, live=True))
     base = active_client()
     base_p99 = base["latency_ms"].get("p99")
+    base_control = control()
     zero: dict[str, Any] = {
         "n": 0,
         "held": 0,
         "active": base,
+        "control": base_control,
         "generator": "python",
         "latency_ms": base["latency_ms"],
         "rps": base["rps"],
@@ -358,11 +367,22 @@ def measure_idle(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
             if server_error is None:
                 act = active_client()
                 p99 = act["latency_ms"].get("p99")
+                ctl = control()
                 rec.update(
                     active=act,
                     latency_ms=act["latency_ms"],
                     rps=act["rps"],
                     p99_vs_zero=(p99 / base_p99) if p99 and base_p99 else None,
+                    control=ctl,
+                    control_p99_vs_zero=ctl["p99_ms"] / base_control["p99_ms"],
+                )
+                ctx.note(
+                    f"idle {srv.spec.name} N={n}: control (a loopback ping-pong of two "
+                    f"processes that are not c10k, pinned as the server and the active "
+                    f"client): p99 {ctl['p99_ms']:.3f} ms, "
+                    f"{rec['control_p99_vs_zero']:.2f}x its {base_control['p99_ms']:.3f} ms "
+                    f"at N=0 (the active client: "
+                    + (f"{rec['p99_vs_zero']:.2f}x)" if rec["p99_vs_zero"] else "-)")
                 )
             out[f"N={n}"] = rec
             if stopped_by:
