@@ -13,7 +13,8 @@ median of the per-round ratios c10k/nginx.
 
 The file is random bytes in a temporary docroot, read into the page cache before each
 server's round; each round line says how much of it was still in memory at its end
-(``fincore``: this VM pages cold page cache out, which once made a round measure the disk).
+(``fincore``: this VM pages cold page cache out, and a round that found part of the file on
+disk would measure the disk).
 """
 
 from __future__ import annotations

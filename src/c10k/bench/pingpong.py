@@ -11,9 +11,10 @@ kernel memory), not the server; if it stays flat, the server is to blame.
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
+
+from c10k.bench.stats import Histogram
 
 _ECHO = """
 import socket, sys
@@ -70,9 +71,13 @@ def round_trips(server_cpu: int | None, client_cpu: int | None, seconds: float) 
             ).stdout
         finally:
             echo.kill()
-    rtts = sorted(json.loads(out))
+    # The active client's percentiles come from a Histogram: the same one here, so the
+    # two are read alike.
+    hist = Histogram()
+    for rtt in json.loads(out):
+        hist.record_seconds(rtt)
     return {
-        "round_trips": len(rtts),
-        "p50_ms": statistics.median(rtts) * 1e3,
-        "p99_ms": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] * 1e3,
+        "round_trips": hist.count,
+        "p50_ms": hist.percentile(50) / 1e3,
+        "p99_ms": hist.percentile(99) / 1e3,
     }
