@@ -16,9 +16,14 @@ Decisions and why:
   request (strace). ``get_buffer`` and ``buffer_updated`` run back to back for one read on
   the loop thread, so sharing it is safe, and an idle connection holds none.
 - **Accept is ours.** We ``add_reader`` the listening sockets, accept bare fds (so
-  accept-queue admission can look at each before anything is built), and hand each to
-  ``loop.connect_accepted_socket``. ``loop.create_server`` cannot pause accepting, and the
-  connection cap needs that.
+  accept-queue admission can look at each before anything is built), and build each
+  connection's transport at once. ``loop.create_server`` cannot pause accepting, and the
+  connection cap needs that. On asyncio's own loop the transport is made directly
+  (``_make_socket_transport``, what ``connect_accepted_socket`` calls inside): the public
+  coroutine costs a task, a coroutine and a waiter future per connection, and with them the
+  asyncio mode accepted ~770 new connections a second under a tenth of a core where it
+  answered 1,050 (docs/BENCHMARKS.md, issue 20 per mode). The method is private, so it is
+  used only where the loop has it; uvloop and any other loop go through the coroutine.
 - **Flow control** with a high-water mark of 0: asyncio calls ``pause_writing`` as soon as
   anything stays buffered, and ``resume_writing`` when it has drained, which is what the
   Session wants to hear (Rule 2 of c10k.core.transport).
@@ -174,6 +179,7 @@ class AioConnection(asyncio.BufferedProtocol, BaseTransport):
         self.session = server.make_protocol(server.session_loop, index)
         self.protocol = self.session
         self.atransport: Any = None
+        self.attaching = True  # counted in server._attaching until connection_made
         self.fd = -1
         self._flags = 0
         self._out: deque[Item] = deque()
@@ -184,12 +190,20 @@ class AioConnection(asyncio.BufferedProtocol, BaseTransport):
     # -- asyncio's side -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.atransport = transport
+        server = self.server
+        if server._closed:  # made directly, and the server closed before this callback
+            self._flags = tp.CLOSED
+            self.session = self.protocol = DETACHED
+            _abort(transport)
+            server._attached(self)
+            return
         transport.set_write_buffer_limits(high=0)  # type: ignore[attr-defined]
         sock = transport.get_extra_info("socket")
         self.fd = sock.fileno() if sock is not None else -1
-        self.server.live.add(self)
+        server.live.add(self)
         self.session.connection_made(self)
-        self.server.opened()
+        server.opened()
+        server._attached(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.server.recv_view
@@ -445,6 +459,9 @@ class AsyncioServer(ServerBase):
         self._reads_seen = 0
         self._last_reading = time.monotonic()
         self._attaching = 0
+        self._make_transport = self._direct_transport()
+        # Read once: each read of .family / .type builds an enum member.
+        self._kinds = [(int(s.family), int(s.type), s.proto) for s in self.socks]
         self._accepting = False
         self._signals: list[int] = []
         self._closed = False
@@ -454,6 +471,13 @@ class AsyncioServer(ServerBase):
     def _warm_up(self) -> None:
         """Allocate what the loop allocates lazily on its first connection, so an fd count
         taken after start is the steady state."""
+
+    def _direct_transport(self) -> Any:
+        """asyncio's synchronous transport constructor where the loop has it (see the
+        module comment), else None: accepted sockets then go through the coroutine."""
+        if not isinstance(self.loop, asyncio.selector_events.BaseSelectorEventLoop):
+            return None
+        return getattr(self.loop, "_make_socket_transport", None)
 
     # -- running ---------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -589,23 +613,41 @@ class AsyncioServer(ServerBase):
 
     def _take(self, index: int, fd: int, addr: object) -> None:
         self.accepted[index] += 1
-        if self.admit(fd):
-            sock = socket.socket(fileno=fd)
-            sock.setblocking(False)
-            self._attaching += 1
-            peer = addr if self.policy.keep_peer else None
-            self.loop.create_task(self._attach(sock, peer, index))
-
-    async def _attach(self, sock: socket.socket, peer: object, index: int) -> None:
+        if not self.admit(fd):
+            return
+        # Family, type and protocol given: socket() asks the kernel for none of them.
+        sock = socket.socket(*self._kinds[index], fileno=fd)
+        sock.setblocking(False)
+        # Until connection_made counts it (ServerBase.opened), it counts here against the
+        # cap: a listener wakeup in between must not accept past it.
+        self._attaching += 1
+        conn = AioConnection(self, addr if self.policy.keep_peer else None, index)
+        make = self._make_transport
+        if make is None:
+            self.loop.create_task(self._attach(sock, conn))
+            return
         try:
-            # connection_made (which counts the connection: ServerBase.opened) runs
-            # inside; until we get here it is counted twice against the cap.
-            await self.loop.connect_accepted_socket(lambda: AioConnection(self, peer, index), sock)
+            make(sock, conn)  # connection_made runs on the loop's next turn
         except (OSError, RuntimeError) as exc:
-            log.warning("cannot attach an accepted connection: %s", exc)
-            sock.close()
-        finally:
-            self._attaching -= 1
+            self._not_attached(sock, conn, exc)
+
+    async def _attach(self, sock: socket.socket, conn: AioConnection) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: conn, sock)
+        except (OSError, RuntimeError) as exc:
+            self._not_attached(sock, conn, exc)
+
+    def _not_attached(self, sock: socket.socket, conn: AioConnection, exc: Exception) -> None:
+        log.warning("cannot attach an accepted connection: %s", exc)
+        sock.close()
+        self._attached(conn)
+
+    def _attached(self, conn: AioConnection) -> None:
+        """``conn`` is counted by ``opened`` now, or never will be."""
+        if not conn.attaching:
+            return
+        conn.attaching = False
+        self._attaching -= 1
         if self.draining:
             if not self._closed and not self.nconn and not self._attaching:
                 self.loop.stop()
