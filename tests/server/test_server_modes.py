@@ -249,6 +249,31 @@ def test_server_asyncio_accepts_without_a_task_per_connection(aio_server: Asynci
     assert _in_loop(aio_server, lambda: aio_server._attaching) == 0
 
 
+def test_server_aio_connection_leaves_no_cycle(aio_server: AsyncioServer) -> None:
+    # A closed connection is freed by reference counting, not left to the cyclic GC (whose
+    # full collections stall the loop for tens of ms under connection churn).
+    import gc
+
+    def transports() -> int:
+        return sum(type(o).__name__ == "_SelectorSocketTransport" for o in gc.get_objects())
+
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(20):
+            with connect(aio_server.address[1]) as c:
+                c.sendall(GET_BIG + GET)
+                buf = bytearray()
+                assert read_response(c, buf)[2] == big_content()
+                assert read_response(c, buf)[0] == 200
+        assert _settled(aio_server) == (0, 0)
+        # A closed Session stays filed in its deadline bucket until a sweep: sweep now.
+        _in_loop(aio_server, aio_server.session_loop.deadlines._sweep)
+        assert transports() == 0
+    finally:
+        gc.enable()
+
+
 def test_server_aio_pauses_reading_while_output_is_pending(aio_server: AsyncioServer) -> None:
     # A client that pipelines many big GETs and reads nothing: the server must stop
     # reading (and parsing) its requests instead of queueing every response in memory.

@@ -237,6 +237,13 @@ class AioConnection(asyncio.BufferedProtocol, BaseTransport):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._flags = tp.CLOSED
+        # CPython 3.11's selector transport keeps a bound method of itself
+        # (``_read_ready_cb``) until it is freed: a reference cycle per connection that only
+        # the cyclic GC reclaims (transport, socket, dict and method: at a thousand
+        # connections a second, a 25-60 ms full collection every half second). 3.12 clears
+        # it in close() (gh-100348); this does the same on 3.11.
+        if getattr(self.atransport, "_read_ready_cb", None) is not None:
+            self.atransport._read_ready_cb = None
         if self._task is not None:
             # Deferred: asyncio's transport sets its sendfile "empty waiter" right after
             # this callback returns; cancelling the task now would cancel that future
