@@ -26,7 +26,15 @@ from c10k.server.aio import AsyncioServer, UvloopServer
 from c10k.server.config import ServerConfig
 from c10k.server.modes import mode_unavailable_reason
 from c10k.server.threaded import ThreadedServer, thread_ceiling
-from helpers import REPO, ServerProcess, big_content, connect, read_response
+from helpers import (
+    REPO,
+    ServerProcess,
+    big_content,
+    connect,
+    free_port,
+    read_response,
+    wait_listening,
+)
 
 GET = b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n"
 GET_BIG = b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -318,6 +326,39 @@ def test_server_uvloop_missing_is_a_clear_cli_error(docroot: Path) -> None:
     assert out.returncode == 2
     assert "pip install uvloop" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_freezes_the_startup_heap(docroot: Path, workers: int) -> None:
+    # c10k serve, in its own process and in each worker, moves what startup built out of
+    # the cyclic GC's walks (supervisor.keep_heap) before it serves.
+    port = free_port()
+    code = (
+        "import gc, os, sys\n"
+        "freeze = gc.freeze\n"
+        "def noted():\n"
+        "    freeze()\n"
+        "    print(f'frozen {os.getpid()} {gc.get_freeze_count()}', file=sys.stderr, flush=True)\n"
+        "gc.freeze = noted\n"
+        "from c10k.cli import main\n"
+        f"sys.exit(main(['serve', {str(docroot)!r}, '--bind', '127.0.0.1', '--port', '{port}',"
+        f" '--workers', '{workers}']))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    try:
+        wait_listening(port)
+        with connect(port) as c:
+            c.sendall(GET)
+            assert read_response(c, bytearray())[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    frozen = re.findall(r"frozen (\d+) (\d+)", err.decode())
+    assert len({pid for pid, _ in frozen}) == workers, err
+    assert all(int(count) > 1000 for _, count in frozen), frozen
 
 
 # -- rtsig under the server -----------------------------------------------------------

@@ -55,7 +55,7 @@ from c10k.server.listeners import (
     unix_files,
 )
 from c10k.server.modes import SERVER_MODES, ModeUnavailable, check_settings
-from c10k.server.supervisor import Supervisor, build_server, stopped
+from c10k.server.supervisor import Supervisor, build_server, keep_heap, stopped
 from c10k.server.systemd import Activation, Notifier, listen_fds
 from c10k.server.words import plural
 from c10k.static.compress import BROTLI_INSTALL, brotli_available
@@ -252,6 +252,7 @@ def _serve_here(
             f"{plural(server.capacity, 'connection')} ({server.capacity_reason}; "
             f"RLIMIT_NOFILE soft {server.nofile_soft}, hard {server.nofile_hard})"
         )
+        keep_heap()
         notifier.ready(f"serving, 1 process, capacity {server.capacity:,} connections")
         server.serve_forever(install_signals=False)
         return stopped(say, server.requests, server.responses_cut)
