@@ -25,6 +25,7 @@ from c10k.core.registry import unavailable_backends
 from c10k.server.aio import AsyncioServer, UvloopServer
 from c10k.server.config import ServerConfig
 from c10k.server.modes import mode_unavailable_reason
+from c10k.server.supervisor import YOUNG_THRESHOLD
 from c10k.server.threaded import ThreadedServer, thread_ceiling
 from helpers import (
     REPO,
@@ -338,7 +339,8 @@ def test_serve_freezes_the_startup_heap(docroot: Path, workers: int) -> None:
         "freeze = gc.freeze\n"
         "def noted():\n"
         "    freeze()\n"
-        "    print(f'frozen {os.getpid()} {gc.get_freeze_count()}', file=sys.stderr, flush=True)\n"
+        "    young = gc.get_threshold()[0]\n"
+        "    print(f'frozen {os.getpid()} {gc.get_freeze_count()} {young}', file=sys.stderr)\n"
         "gc.freeze = noted\n"
         "from c10k.cli import main\n"
         f"sys.exit(main(['serve', {str(docroot)!r}, '--bind', '127.0.0.1', '--port', '{port}',"
@@ -356,9 +358,10 @@ def test_serve_freezes_the_startup_heap(docroot: Path, workers: int) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
-    frozen = re.findall(r"frozen (\d+) (\d+)", err.decode())
-    assert len({pid for pid, _ in frozen}) == workers, err
-    assert all(int(count) > 1000 for _, count in frozen), frozen
+    frozen = re.findall(r"frozen (\d+) (\d+) (\d+)", err.decode())
+    assert len({pid for pid, _, _ in frozen}) == workers, err
+    assert all(int(count) > 1000 for _, count, _ in frozen), frozen
+    assert all(int(young) == YOUNG_THRESHOLD for _, _, young in frozen), frozen
 
 
 # -- rtsig under the server -----------------------------------------------------------
