@@ -258,6 +258,46 @@ def test_server_asyncio_accepts_without_a_task_per_connection(aio_server: Asynci
     assert _in_loop(aio_server, lambda: aio_server._attaching) == 0
 
 
+def test_server_aio_answers_a_one_shot_client_at_accept(
+    aio_server: AsyncioServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first read happens at accept (ServerBase.first_read): a closing GET of a cached
+    # file is answered with no asyncio transport or AioConnection; a keep-alive one gets
+    # its connection, and the bytes read at accept reach its Session.
+    from c10k.server import aio
+
+    made: list[object] = []
+    real_init = aio.AioConnection.__init__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        real_init(self, *args, **kwargs)
+
+    port = aio_server.address[1]
+    closing = GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    with connect(port) as c:  # (the file comes into the cache, its closing wire memoized)
+        c.sendall(closing)
+        assert read_response(c, bytearray())[0] == 200
+    assert _settled(aio_server) == (0, 0)
+    monkeypatch.setattr(aio.AioConnection, "__init__", counted)
+    for _ in range(5):
+        with connect(port) as c:
+            c.sendall(closing)
+            status, _, body = read_response(c, bytearray())
+            assert status == 200
+            assert body
+            assert c.recv(1) == b""  # and closed
+    assert made == []
+    with connect(port) as c:
+        c.sendall(GET + GET)  # read at accept, both answered, the connection kept
+        buf = bytearray()
+        assert read_response(c, buf)[0] == 200
+        assert read_response(c, buf)[0] == 200
+        c.sendall(GET)
+        assert read_response(c, buf)[0] == 200
+    assert len(made) == 1
+
+
 def test_server_aio_connection_leaves_no_cycle(aio_server: AsyncioServer) -> None:
     # A closed connection is freed by reference counting, not left to the cyclic GC (whose
     # full collections stall the loop for tens of ms under connection churn).

@@ -24,6 +24,11 @@ Decisions and why:
   asyncio mode accepted ~770 new connections a second under a tenth of a core where it
   answered 1,050 (docs/BENCHMARKS.md, issue 20 per mode). The method is private, so it is
   used only where the loop has it; uvloop and any other loop go through the coroutine.
+  Before any of that, a plain listener's new fd is read at once (``ServerBase.first_read``,
+  as the readiness and io_uring modes do: the listeners defer accept until the request is
+  there): a one-shot GET of a cached file is answered and closed with no transport,
+  protocol or Session at all (``answer_at_accept``); anything else is handed to the
+  Session in ``connection_made``.
 - **Flow control** with a high-water mark of 0: asyncio calls ``pause_writing`` as soon as
   anything stays buffered, and ``resume_writing`` when it has drained, which is what the
   Session wants to hear (Rule 2 of c10k.core.transport).
@@ -172,9 +177,14 @@ class AioLoop:
 class AioConnection(asyncio.BufferedProtocol, BaseTransport):
     """asyncio's protocol for one connection, and its Session's transport."""
 
-    def __init__(self, server: AsyncioServer, peer: object, index: int = 0) -> None:
+    def __init__(
+        self, server: AsyncioServer, peer: object, index: int = 0, first: Any = b""
+    ) -> None:
         self.server = server
         self.peer = peer
+        # What ServerBase.first_read read at accept: the request (given to the Session in
+        # connection_made), the rest of a closing answer (a memoryview), or b"" (nothing).
+        self.first = first
         # The Session, or the TLSLayer in front of it on a TLS listener.
         self.session = server.make_protocol(server.session_loop, index)
         self.protocol = self.session
@@ -204,14 +214,21 @@ class AioConnection(asyncio.BufferedProtocol, BaseTransport):
         self.session.connection_made(self)
         server.opened()
         server._attached(self)
+        first, self.first = self.first, b""
+        if first.__class__ is memoryview:
+            self.session.send_closing(first)
+        elif first:
+            self._received(first)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.server.recv_view
 
     def buffer_updated(self, nbytes: int) -> None:
-        server = self.server
-        server.reads += 1
-        reply = self.session.data_received(bytes(server.recv_view[:nbytes]))
+        self._received(bytes(self.server.recv_view[:nbytes]))
+
+    def _received(self, data: bytes) -> None:
+        self.server.reads += 1
+        reply = self.session.data_received(data)
         if reply is not None:
             if self._flags or self._out or self._task is not None or self._aio_paused:
                 self.write(reply)
@@ -622,13 +639,18 @@ class AsyncioServer(ServerBase):
         self.accepted[index] += 1
         if not self.admit(fd):
             return
+        first: bytes | memoryview | None = b""
+        if self.plain[index]:  # the request is there (TCP_DEFER_ACCEPT): read it now
+            first = self.first_read(fd, self.session_loop.now)
+            if first is None:
+                return  # answered and closed with no Session (answer_at_accept), or gone
         # Family, type and protocol given: socket() asks the kernel for none of them.
         sock = socket.socket(*self._kinds[index], fileno=fd)
         sock.setblocking(False)
         # Until connection_made counts it (ServerBase.opened), it counts here against the
         # cap: a listener wakeup in between must not accept past it.
         self._attaching += 1
-        conn = AioConnection(self, addr if self.policy.keep_peer else None, index)
+        conn = AioConnection(self, addr if self.policy.keep_peer else None, index, first)
         make = self._make_transport
         if make is None:
             self.loop.create_task(self._attach(sock, conn))
