@@ -29,7 +29,9 @@ from c10k.server.supervisor import YOUNG_THRESHOLD
 from c10k.server.threaded import ThreadedServer, thread_ceiling
 from helpers import (
     REPO,
+    ForkedServer,
     ServerProcess,
+    backend_params,
     big_content,
     connect,
     free_port,
@@ -174,6 +176,25 @@ def test_server_threads_stop_from_another_thread_ends_every_client(docroot: Path
             c.close()
 
 
+@pytest.mark.parametrize("backend", backend_params())
+def test_server_silent_client_does_not_stall_others(docroot: Path, backend: str) -> None:
+    # A client that connects and sends nothing (on a listener without deferred accept, as
+    # on any listener once TCP_DEFER_ACCEPT's time is up) is accepted without a request:
+    # the mode's first read must not wait for it while others are served.
+    config = ServerConfig(root=str(docroot), port=0, backend=backend, max_accept_wait=0.0)
+    server = ForkedServer(config, None)
+    try:
+        with socket.create_connection(server.address, timeout=5) as silent:
+            time.sleep(0.2)  # accepted by now
+            with connect(server.address[1], timeout=5) as c:
+                c.sendall(GET)
+                assert read_response(c, bytearray())[0] == 200
+            silent.sendall(GET)  # and it is served once it speaks
+            assert read_response(silent, bytearray())[0] == 200
+    finally:
+        server.stop()
+
+
 # -- asyncio / uvloop ---------------------------------------------------------------
 @pytest.fixture(params=["asyncio", "uvloop"])
 def aio_server(request: pytest.FixtureRequest, docroot: Path) -> Iterator[AsyncioServer]:
@@ -273,6 +294,9 @@ def test_server_aio_answers_a_one_shot_client_at_accept(
         made.append(self)
         real_init(self, *args, **kwargs)
 
+    # As `c10k serve`'s listeners (server/listeners.py): a connection is accepted once its
+    # request is there (this fixture's socket is a bare one).
+    aio_server.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
     port = aio_server.address[1]
     closing = GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
     with connect(port) as c:  # (the file comes into the cache, its closing wire memoized)
@@ -280,14 +304,19 @@ def test_server_aio_answers_a_one_shot_client_at_accept(
         assert read_response(c, bytearray())[0] == 200
     assert _settled(aio_server) == (0, 0)
     monkeypatch.setattr(aio.AioConnection, "__init__", counted)
-    for _ in range(5):
+    for i in range(6):
+        if i == 1:  # the first may find the memo gone (an idle process sleeps: Wire.sleep)
+            made.clear()
         with connect(port) as c:
             c.sendall(closing)
             status, _, body = read_response(c, bytearray())
             assert status == 200
             assert body
             assert c.recv(1) == b""  # and closed
-    assert made == []
+    # The memoized wire also goes when the Date second turns; the one request after that
+    # is answered by a Session, which makes the wire again.
+    assert len(made) <= 1, made
+    made.clear()
     with connect(port) as c:
         c.sendall(GET + GET)  # read at accept, both answered, the connection kept
         buf = bytearray()

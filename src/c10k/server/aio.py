@@ -60,7 +60,7 @@ from typing import Any, ClassVar, TypeVar
 
 from c10k.core import diskio
 from c10k.core import transport as tp
-from c10k.core.fdio import reset_on_close, unsent_bytes
+from c10k.core.fdio import reset_on_close, set_nonblocking, unsent_bytes
 from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP, accept_fds
 from c10k.core.loop import ThreadRunner
 from c10k.core.timers import Deadlines, HasDeadline
@@ -485,7 +485,7 @@ class AsyncioServer(ServerBase):
         self._attaching = 0
         self._make_transport = self._direct_transport()
         # Read once: each read of .family / .type builds an enum member.
-        self._kinds = [(int(s.family), int(s.type), s.proto) for s in self.socks]
+        self._kinds = [(s.family, s.type | socket.SOCK_NONBLOCK, s.proto) for s in self.socks]
         self._accepting = False
         self._signals: list[int] = []
         self._closed = False
@@ -639,14 +639,17 @@ class AsyncioServer(ServerBase):
         self.accepted[index] += 1
         if not self.admit(fd):
             return
+        # Nonblocking before anything reads it: a client that sends nothing within the
+        # listener's deferred-accept time is accepted without its request.
+        set_nonblocking(fd)
         first: bytes | memoryview | None = b""
-        if self.plain[index]:  # the request is there (TCP_DEFER_ACCEPT): read it now
+        if self.plain[index]:  # the request is mostly there (TCP_DEFER_ACCEPT): read it now
             first = self.first_read(fd, self.session_loop.now)
             if first is None:
                 return  # answered and closed with no Session (answer_at_accept), or gone
-        # Family, type and protocol given: socket() asks the kernel for none of them.
+        # Family, type (nonblocking, so Python sets nothing) and protocol given: socket()
+        # asks the kernel for none of them.
         sock = socket.socket(*self._kinds[index], fileno=fd)
-        sock.setblocking(False)
         # Until connection_made counts it (ServerBase.opened), it counts here against the
         # cap: a listener wakeup in between must not accept past it.
         self._attaching += 1
