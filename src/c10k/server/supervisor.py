@@ -125,8 +125,9 @@ def build_server(
 
 # Net new GC-tracked objects that start a young collection (CPython's default: 700). A
 # batch of 64 accepts on the asyncio and uvloop modes makes ~1,300 (transports, handles,
-# futures) before any is freed, so the default collected once per batch: 1,300 young
-# collections and 120 older ones per 6 s of new connections, 3 % of the process's time.
+# futures) before any is freed, so the default collected once per batch: ~1,600 young
+# collections and ~150 older ones per 8 s of new connections, ~4 % of the process's time
+# (scripts/gc_pauses.py).
 # Nothing the server makes per connection needs the collector (no cycles): it only
 # bounds what a cyclic leak would hold before being reclaimed.
 YOUNG_THRESHOLD = 10_000
@@ -137,10 +138,10 @@ def keep_heap() -> None:
     of the cyclic GC's walks for the process's life (``gc.freeze``, as Instagram does for
     its forked workers): a full collection then walks only what serving made. On the
     asyncio and uvloop modes, whose transports churn through the collector at a thousand
-    connections a second, full collections took 8-16 ms, and 1.5-2 ms frozen
-    (docs/BENCHMARKS.md). Garbage is collected first so that none is kept for good; young
-    collections start at ``YOUNG_THRESHOLD``. The ``c10k serve`` paths call this; a
-    program embedding the server decides for itself."""
+    connections a second, full collections took 118-136 ms per 8 s of churn, the longest
+    14-18 ms, and 20-23 ms in all frozen (docs/BENCHMARKS.md). Garbage is collected first
+    so that none is kept for good; young collections start at ``YOUNG_THRESHOLD``. The
+    ``c10k serve`` paths call this; a program embedding the server decides for itself."""
     gc.collect()
     gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     gc.freeze()
