@@ -392,8 +392,10 @@ class Transport(BaseTransport):
             self._close(None)
 
     def _read_some(self) -> None:
-        """Read outside the hot state (while writing or shutting down), until EAGAIN on
-        an edge-triggered backend, once otherwise."""
+        """Read outside the hot state (while writing or shutting down), until EAGAIN or
+        the EOF on an edge-triggered backend (a short read there may leave a FIN that no
+        edge reports: reading resumed after a pause, an answer that lingers), once
+        otherwise."""
         fd = self.fd
         while not self._flags & (PAUSED | READ_EOF | CLOSED | CLOSING):
             try:
@@ -406,7 +408,7 @@ class Transport(BaseTransport):
             if not data:
                 self._read_eof()
                 return
-            if not self._deliver(data) or not self.loop.edge or len(data) < self.read_size:
+            if not self._deliver(data) or not self.loop.edge:
                 return
 
     def _deliver(self, data: bytes) -> bool:
