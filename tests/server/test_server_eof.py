@@ -5,7 +5,8 @@ per arrival: bytes left unread after a wakeup, and a FIN queued behind them, rai
 second edge. A connection that stops reading in the middle of a batch (an answer that
 closes, read at accept or in the hot path) or reads on after a short read must still get
 to the EOF, or it lingers until ``linger_timeout`` (30 s here) for a client that has
-long gone.
+long gone. Over TLS, a closing answer shuts the write side after its close_notify; the
+client's close must then close the connection, not be dropped as a second "end".
 """
 
 from __future__ import annotations
@@ -62,6 +63,35 @@ def test_server_lingering_ends_at_the_clients_eof(
             assert data.startswith(status), data[:100]
             assert srv.wait_fd_count(baseline, timeout=5) == baseline, (
                 "the server still holds the connection: it missed the client's EOF"
+            )
+    finally:
+        code, _, err = srv.stop()
+        assert code == 0, err[-2000:]
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_server_tls_closing_answer_ends_when_the_client_closes(
+    tmp_path: Path, docroot: Path, backend: str
+) -> None:
+    # Over TLS a closing answer (4xx) sends close_notify and shuts the write side, then
+    # lingers; the client's close must end it then, as in plain HTTP.
+    config = tmp_path / "c10k.toml"
+    config.write_text("linger_timeout = 30\n")
+    srv = ServerProcess(docroot, backend, "--config", str(config), tls=True)
+    try:
+        baseline = srv.fd_count()
+        for raw, status in [
+            (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", b"HTTP/1.1 505 "),
+            (b"GET /small.txt HTTP/1.1\r\nHost : t\r\n\r\n", b"HTTP/1.1 400 "),
+        ] + [(REQUESTS["unread-body"][0], b"HTTP/1.1 405 ")] * 5:
+            # (the body's rest is in flight when the server stops reading to answer: on
+            # rtsig only its first read's batch told it to read on, 1 run in 4)
+            with connect(srv.port) as s:
+                s.sendall(raw)
+                data = recv_all(s, timeout=10)  # to the server's close_notify and FIN
+            assert data.startswith(status), data[:100]
+            assert srv.wait_fd_count(baseline, timeout=5) == baseline, (
+                f"the server still holds the connection after {status!r} and the close"
             )
     finally:
         code, _, err = srv.stop()

@@ -366,7 +366,14 @@ class Transport(BaseTransport):
         until the receive queue is drained, since no new edge comes for what is left."""
         while True:
             n = self._ready(events)
-            if not n or self._flags:
+            if not n:
+                return
+            if self._flags:
+                # Out of the hot state mid-batch (an answer that closes and lingers): what
+                # is left, and a FIN behind it, raise no new edge (rtsig sends no signal
+                # for our own shutdown, where epoll happens to report the fd again).
+                if n == self.read_size or events & RDHUP:
+                    self._read_some()
                 return
             if n < self.read_size and not events & RDHUP:
                 # A short read drained the receive queue (stream socket): we may wait

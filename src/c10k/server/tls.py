@@ -337,7 +337,14 @@ class TLSLayer(Layer):
         self._pump()
 
     def _end(self, how: int) -> None:
-        if self.closing or self.base.closed:
+        if self.base.closed or (self.closing and how >= self.closing):
+            return
+        if self.closing:
+            # A close after write_eof (a lingering answer whose client is done): the
+            # close_notify has gone or goes with the regions; close instead of shutting.
+            self.closing = how
+            if not self.regions:
+                self.base.close()
             return
         self.closing = how
         if not self.regions:
