@@ -10,6 +10,11 @@ median of the per-round ratios c10k/nginx.
 
     .venv/bin/python scripts/files_vs_nginx.py --size 1m --conns 1000     # issue 15's bigfile
     .venv/bin/python scripts/files_vs_nginx.py --size 1g --conns 1        # one 1 GiB stream
+    .venv/bin/python scripts/files_vs_nginx.py --base-src ../old/src      # a change, A/B
+
+``--base-src DIR`` puts c10k run from another source tree (``PYTHONPATH=DIR``: the code
+before a change) where nginx was: the ratio is then this tree's c10k over that one's,
+measured the same way, which separates a change's effect from the machine's drift.
 
 The file is random bytes in a temporary docroot, read into the page cache before each
 server's round; each round line says how much of it was still in memory at its end
@@ -88,7 +93,16 @@ def resident_share(path: Path) -> float | None:
     return int(out[0]) / max(int(out[1]), 1)
 
 
-def server_argv(name: str, port: int, root: Path, work: Path, extra: list[str]) -> list[str]:
+def server_argv(
+    name: str, port: int, root: Path, work: Path, extra: list[str], base_src: str | None
+) -> list[str]:
+    if name == "base":
+        assert base_src is not None
+        return [
+            "env",
+            f"PYTHONPATH={base_src}",
+            *server_argv("c10k", port, root, work, extra, None),
+        ]
     if name == "nginx":
         d = Path(tempfile.mkdtemp(dir=work))
         (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, port=port, root=root))
@@ -105,6 +119,7 @@ def main() -> int:
     ap.add_argument("--secs", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--c10k-arg", action="append", default=[], help="extra c10k serve flag")
+    ap.add_argument("--base-src", help="compare with c10k from this src dir, not nginx")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="files-vs-nginx-"))
     root = work / "www"
@@ -112,13 +127,16 @@ def main() -> int:
     with open(root / "big.bin", "wb") as f:
         for _ in range(0, args.size, 1 << 20):
             f.write(os.urandom(min(1 << 20, args.size - f.tell())))
-    rows: dict[str, list[tuple[float, float]]] = {"nginx": [], "c10k": []}
-    order = ["nginx", "c10k"]
+    peer = "nginx" if args.base_src is None else "base"
+    rows: dict[str, list[tuple[float, float]]] = {peer: [], "c10k": []}
+    order = [peer, "c10k"]
     try:
         for r in range(args.rounds):
             for name in order if r % 2 == 0 else order[::-1]:
                 port = free_port()
-                proc = start(server_argv(name, port, root, work, args.c10k_arg), port)
+                proc = start(
+                    server_argv(name, port, root, work, args.c10k_arg, args.base_src), port
+                )
                 try:
                     warm(root / "big.bin")
                     wrk(port, min(args.conns, 10), 1, 30)  # warm-up
@@ -137,10 +155,10 @@ def main() -> int:
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ratios = [c[1] / n[1] for c, n in zip(rows["c10k"], rows["nginx"], strict=True)]
+    ratios = [c[1] / n[1] for c, n in zip(rows["c10k"], rows[peer], strict=True)]
     for name, got in rows.items():
         print(f"{name}: median {statistics.median(x[1] for x in got):.0f} MiB per busy CPU-0 s")
-    print(f"efficiency ratio c10k/nginx (median of rounds): {statistics.median(ratios):.2f}")
+    print(f"efficiency ratio c10k/{peer} (median of rounds): {statistics.median(ratios):.2f}")
     return 0
 
 

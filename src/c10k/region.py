@@ -11,10 +11,29 @@ dropping a reference on a shared cached fd).
 """
 
 
-class FileRegion:
-    __slots__ = ("closer", "count", "fd", "offset", "warm_end")
+class Residency:
+    """What a probe last found in memory of one file version: ``[start, end)`` until
+    ``until`` (monotonic), shared by every region of it, so that c10k.core.diskio asks the
+    kernel once per file per moment, not once per response."""
 
-    def __init__(self, fd: int, offset: int, count: int, closer: "object | None" = None) -> None:
+    __slots__ = ("end", "start", "until")
+
+    def __init__(self) -> None:
+        self.start = self.end = 0
+        self.until = 0.0
+
+
+class FileRegion:
+    __slots__ = ("closer", "count", "fd", "offset", "residency", "warm_end")
+
+    def __init__(
+        self,
+        fd: int,
+        offset: int,
+        count: int,
+        closer: "object | None" = None,
+        residency: Residency | None = None,
+    ) -> None:
         if offset < 0 or count < 0:
             raise ValueError(f"FileRegion needs offset >= 0 and count >= 0, got {offset}, {count}")
         self.fd = fd
@@ -24,6 +43,8 @@ class FileRegion:
         # File offset up to which the pages were just read into memory in the disk pool
         # (c10k.core.diskio): sent from the loop without asking the kernel again.
         self.warm_end = 0
+        # Shared by the regions of one file version (its cached fd's), or None.
+        self.residency = residency
 
     def __len__(self) -> int:
         return self.count
@@ -35,7 +56,7 @@ class FileRegion:
         """Return the sub-region [start, stop) of this region, sharing its fd (not its closer)."""
         if not 0 <= start <= stop <= self.count:
             raise ValueError(f"slice [{start}, {stop}) outside region of {self.count} bytes")
-        return FileRegion(self.fd, self.offset + start, stop - start)
+        return FileRegion(self.fd, self.offset + start, stop - start, None, self.residency)
 
     def release(self) -> None:
         """Run the closer once; later calls do nothing."""

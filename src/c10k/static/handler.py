@@ -704,7 +704,7 @@ class StaticFiles:
     def _file_response(self, rep: CacheEntry, ranges: Ranges, fd: int) -> Response:
         if not ranges:
             # Same head as HEAD: pre-rendered once per entry, only the body is new.
-            region = FileRegion(fd, 0, rep.size, rep.shared.release)
+            region = FileRegion(fd, 0, rep.size, rep.shared.release, rep.shared.residency)
             return Response(200, rep.head_response.head, region)
         return self._partial(rep, ranges, None, fd)
 
@@ -716,7 +716,7 @@ class StaticFiles:
             single: bytes | FileRegion = (
                 content[start:stop]
                 if content is not None
-                else FileRegion(fd, start, stop - start, rep.shared.release)
+                else FileRegion(fd, start, stop - start, rep.shared.release, rep.shared.residency)
             )
             fields = [*rep.fields, (b"Content-Range", content_range(start, stop, size))]
             return build_response(206, fields, single)
@@ -741,7 +741,7 @@ class StaticFiles:
                 # The server sends parts in order and releases every region (all of them
                 # on abort), so only the last one releases the fd.
                 closer = rep.shared.release if i == last else None
-                parts.append(FileRegion(fd, start, stop - start, closer))
+                parts.append(FileRegion(fd, start, stop - start, closer, rep.shared.residency))
         parts.append(b"\r\n--%s--\r\n" % boundary)
         fields = [(b"Content-Type", b"multipart/byteranges; boundary=" + boundary)]
         fields += [f for f in rep.fields if f[0] != b"Content-Type"]

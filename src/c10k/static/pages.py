@@ -150,7 +150,7 @@ class ErrorPages:
     def render_region(self, original: Response, page: CacheEntry, fd: int) -> Response:
         """The same with a large page's open ``fd`` as the body (a GET; closed when sent)."""
         fields = [(b"Content-Type", page.content_type), *_carried(original)]
-        region = FileRegion(fd, 0, page.size, page.shared.release)
+        region = FileRegion(fd, 0, page.size, page.shared.release, page.shared.residency)
         return build_response(original.status, fields, region, close=original.close)
 
     def render_head(self, original: Response, page: CacheEntry) -> Response:

@@ -31,6 +31,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from c10k.region import Residency
+
 # Idle fds kept open per process: counted in the fds the server keeps free for other
 # things than clients (c10k.server.base.FD_RESERVE, 64).
 IDLE_MAX = 16
@@ -40,12 +42,14 @@ _idle: OrderedDict[SharedFd, float] = OrderedDict()  # -> when it went idle (mon
 
 
 class SharedFd:
-    __slots__ = ("fd", "refs", "retired")
+    __slots__ = ("fd", "refs", "residency", "retired")
 
     def __init__(self) -> None:
         self.fd = -1
         self.refs = 0
         self.retired = False
+        # What of this file version is in memory (c10k.core.diskio), for its regions.
+        self.residency = Residency()
 
     def take(self, same_file: Callable[[int], bool] | None = None) -> int:
         """The open fd with one more user, or -1 when none is open. An idle fd is first

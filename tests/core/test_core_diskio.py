@@ -1,0 +1,97 @@
+"""c10k.core.diskio: the residency probe and the answer regions of one file share.
+
+Real files, real page cache: a file is made cold with ``posix_fadvise(DONTNEED)`` after an
+fsync (clean pages are dropped at once on ext4 and most filesystems; where the kernel keeps
+them, as on tmpfs, the cold cases skip), and the probes are counted by ``diskio.COUNTS``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from c10k.core import diskio
+from c10k.region import FileRegion, Residency
+
+SIZE = 1 << 20
+
+
+@pytest.fixture
+def fd(tmp_path: Path) -> Iterator[int]:
+    path = tmp_path / "f.bin"
+    path.write_bytes(os.urandom(SIZE))
+    fd = os.open(path, os.O_RDONLY)
+    os.pread(fd, SIZE, 0)  # in memory
+    yield fd
+    os.close(fd)
+
+
+def make_cold(fd: int) -> None:
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    if diskio.resident(fd, 0, SIZE):
+        pytest.skip("this filesystem keeps clean pages after DONTNEED: cannot make a cold file")
+
+
+needs_nowait = pytest.mark.skipif(diskio.RWF_NOWAIT is None, reason="no preadv2(RWF_NOWAIT)")
+
+
+@needs_nowait
+def test_regions_of_one_file_share_a_probe(fd: int) -> None:
+    shared = Residency()
+    first = FileRegion(fd, 0, SIZE, None, shared)
+    probes = diskio.COUNTS.probes
+    assert not diskio.cold(first, SIZE)
+    assert diskio.COUNTS.probes == probes + 1
+    second = FileRegion(fd, 0, SIZE, None, shared)
+    assert not diskio.cold(second, SIZE)
+    assert diskio.COUNTS.probes == probes + 1  # vouched for by the first one's probe
+    assert second.warm_end == SIZE  # and not asked about again for the rest of it
+    alone = FileRegion(fd, 0, SIZE)
+    assert not diskio.cold(alone, SIZE)
+    assert diskio.COUNTS.probes == probes + 2  # no Residency: its own probe
+
+
+@needs_nowait
+def test_a_shared_answer_expires_and_covers_only_its_range(fd: int) -> None:
+    shared = Residency()
+    assert not diskio.cold(FileRegion(fd, 0, SIZE // 2, None, shared), SIZE // 2)
+    probes = diskio.COUNTS.probes
+    # Beyond what the probe saw: asked again.
+    assert not diskio.cold(FileRegion(fd, SIZE // 2, SIZE // 2, None, shared), SIZE // 2)
+    assert diskio.COUNTS.probes == probes + 1
+    # Within it, but after TRUST_SECONDS: asked again.
+    shared.until -= diskio.TRUST_SECONDS + 1
+    assert not diskio.cold(FileRegion(fd, SIZE // 2, SIZE // 2, None, shared), SIZE // 2)
+    assert diskio.COUNTS.probes == probes + 2
+
+
+@needs_nowait
+def test_a_cold_file_is_never_vouched_for(fd: int) -> None:
+    make_cold(fd)
+    shared = Residency()
+    for _ in range(2):
+        region = FileRegion(fd, 0, SIZE, None, shared)
+        assert diskio.cold(region, SIZE)  # each asks, each finds it cold
+    assert shared.until == 0.0
+    # Warmed (as the disk pool does), the next probe finds it and vouches for it.
+    assert diskio.warm(*diskio.warm_region(region)) == SIZE
+    assert not diskio.cold(FileRegion(fd, 0, SIZE, None, shared), SIZE)
+    assert shared.end == SIZE
+
+
+@needs_nowait
+def test_a_file_gone_cold_since_its_last_probe_is_found_after_the_window(fd: int) -> None:
+    shared = Residency()
+    assert not diskio.cold(FileRegion(fd, 0, SIZE, None, shared), SIZE)
+    make_cold(fd)
+    shared.until -= diskio.TRUST_SECONDS + 1
+    assert diskio.cold(FileRegion(fd, 0, SIZE, None, shared), SIZE)
+
+
+def test_a_slice_keeps_its_files_residency() -> None:
+    shared = Residency()
+    assert FileRegion(3, 0, 10, None, shared).slice(2, 5).residency is shared
