@@ -94,7 +94,7 @@ def resident_share(path: Path) -> float | None:
 
 
 def server_argv(
-    name: str, port: int, root: Path, work: Path, extra: list[str], base_src: str | None
+    name: str, port: int, root: Path, work: Path, extra: list[str], base_src: str | None = None
 ) -> list[str]:
     if name == "base":
         assert base_src is not None
