@@ -53,7 +53,12 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module", params=backend_params())
 def srv(request: pytest.FixtureRequest, root: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(root, request.param)
+    # open_file_idle 0: a file's fd closes at the tick after its last download, not a
+    # second later (each test waits for it; tests/server/test_server_shared_fd.py is
+    # where keeping it idle is tested).
+    config = root.parent / "c10k.toml"
+    config.write_text("open_file_idle = 0\n")
+    server = ServerProcess(root, request.param, "--config", str(config))
     yield server
     stop_clean(server)
 
@@ -117,6 +122,10 @@ def test_faults_file_changes_while_sent(srv: ServerProcess, root: Path, change: 
             os.replace(tmp, path)
         else:
             path.unlink()
+        # The fault has happened mid-send; read the rest at loopback speed (the 4 KiB
+        # window took 2-3 s for 16 MB; the window scale came from tcp_rmem's maximum, so
+        # a bigger buffer now widens it).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         closed = read_until_close(s, buf, SIZE)
         assert len(buf) <= SIZE, f"{len(buf) - SIZE} bytes past Content-Length"
         # Compare without a 16 MB diff in the failure message.
