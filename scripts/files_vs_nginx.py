@@ -16,6 +16,11 @@ median of the per-round ratios c10k/nginx.
 before a change) where nginx was: the ratio is then this tree's c10k over that one's,
 measured the same way, which separates a change's effect from the machine's drift.
 
+Beside it, the server process's own user-space CPU per MiB (/proc/PID/stat utime: Python
+and libc for c10k, C for nginx): tick-sampled too, but free of the kernel's share, which
+drifts with the machine, so it shows a change to c10k's Python that the busy figure's
+noise hides (with ``--base-src``).
+
 The file is random bytes in a temporary docroot, read into the page cache before each
 server's round; each round line says how much of it was still in memory at its end
 (``fincore``: this VM pages cold page cache out, and a round that found part of the file on
@@ -68,6 +73,13 @@ def wrk(port: int, conns: int, secs: int, timeout: int) -> tuple[float, int, flo
     if re.search(r"Non-2xx or 3xx responses", out) or "Socket errors" in out:
         print(f"  wrk reported errors: {out.splitlines()[-6:]}", file=sys.stderr)
     return rps, int(float(m.group(2)) * scale), busy
+
+
+def proc_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid`` so far (/proc/PID/stat utime, stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def warm(path: Path) -> None:
@@ -128,7 +140,7 @@ def main() -> int:
         for _ in range(0, args.size, 1 << 20):
             f.write(os.urandom(min(1 << 20, args.size - f.tell())))
     peer = "nginx" if args.base_src is None else "base"
-    rows: dict[str, list[tuple[float, float]]] = {peer: [], "c10k": []}
+    rows: dict[str, list[tuple[float, float, float]]] = {peer: [], "c10k": []}
     order = [peer, "c10k"]
     try:
         for r in range(args.rounds):
@@ -140,16 +152,20 @@ def main() -> int:
                 try:
                     warm(root / "big.bin")
                     wrk(port, min(args.conns, 10), 1, 30)  # warm-up
+                    t0 = proc_times(proc.pid)
                     rps, nbytes, busy = wrk(port, args.conns, args.secs, 30)
+                    user = proc_times(proc.pid)[0] - t0[0]
                     after = resident_share(root / "big.bin")
                 finally:
                     stop(proc)
                 mib_per_busy = nbytes / (1 << 20) / max(busy, 1e-9)
-                rows[name].append((rps, mib_per_busy))
+                user_per_mib = user * 1e6 / max(nbytes / (1 << 20), 1e-9)
+                rows[name].append((rps, mib_per_busy, user_per_mib))
                 rate = nbytes / (1 << 20) / args.secs
                 print(
                     f"round {r + 1} {name:5} {rps:9.1f} req/s  {rate:8.0f} MiB/s  "
-                    f"{mib_per_busy:8.0f} MiB per busy CPU-0 second"
+                    f"{mib_per_busy:8.0f} MiB per busy CPU-0 second  "
+                    f"user {user_per_mib:5.1f} us/MiB"
                     + ("" if after is None else f"  file {after:.0%} in memory after"),
                     flush=True,
                 )
@@ -157,7 +173,10 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     ratios = [c[1] / n[1] for c, n in zip(rows["c10k"], rows[peer], strict=True)]
     for name, got in rows.items():
-        print(f"{name}: median {statistics.median(x[1] for x in got):.0f} MiB per busy CPU-0 s")
+        print(
+            f"{name}: median {statistics.median(x[1] for x in got):.0f} MiB per busy CPU-0 s, "
+            f"user {statistics.median(x[2] for x in got):.1f} us per MiB"
+        )
     print(f"efficiency ratio c10k/{peer} (median of rounds): {statistics.median(ratios):.2f}")
     return 0
 

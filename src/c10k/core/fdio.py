@@ -63,16 +63,22 @@ _get_errno: Any = getattr(sys.modules.get("ctypes"), "get_errno", None)
 if _SETSOCKOPT is not None:
     _INTS = tuple(sys.modules["ctypes"].c_int(v) for v in (0, 1))
     _INT_PTRS = tuple(sys.modules["ctypes"].addressof(v) for v in _INTS)
+_IPPROTO_TCP = int(socket.IPPROTO_TCP)
+_TCP_CORK = int(getattr(socket, "TCP_CORK", 3))
 _NONBLOCK_CLOEXEC = getattr(socket, "SOCK_NONBLOCK", 0) | getattr(socket, "SOCK_CLOEXEC", 0)
 
 
 def _tcp_option(fd: int, option: int, int_ptr: int) -> None:
     """setsockopt(fd, IPPROTO_TCP, option, *int_ptr) through libc; a socket without TCP
     options (Unix-domain: EOPNOTSUPP) is left alone, as the borrowed-object path does."""
-    if _SETSOCKOPT(fd, socket.IPPROTO_TCP, option, int_ptr, 4) < 0:
-        err = _get_errno()
-        if err not in _NO_TCP_OPTION_ERRNOS:
-            raise OSError(err, os.strerror(err))
+    if _SETSOCKOPT(fd, _IPPROTO_TCP, option, int_ptr, 4) < 0:
+        _tcp_option_failed()
+
+
+def _tcp_option_failed() -> None:
+    err = _get_errno()
+    if err not in _NO_TCP_OPTION_ERRNOS:
+        raise OSError(err, os.strerror(err))
 
 
 def bare_accept_available() -> bool:
@@ -106,7 +112,9 @@ def set_cork(fd: int, on: bool) -> None:
     if _SETSOCKOPT is not None:
         # (A Unix-domain socket, --listen unix:/path, has no TCP options: corking only
         # packs segments, so there is nothing to do without it.)
-        _tcp_option(fd, socket.TCP_CORK, _INT_PTRS[on])
+        # (_tcp_option inlined: twice per file response)
+        if _SETSOCKOPT(fd, _IPPROTO_TCP, _TCP_CORK, _INT_PTRS[on], 4) < 0:
+            _tcp_option_failed()
         return
     s = socket.socket(fileno=fd)
     try:
@@ -158,7 +166,7 @@ def unsent_bytes(fd: int) -> int:
         fcntl.ioctl(fd, termios.TIOCOUTQ, _OUTQ)
     except OSError:
         return 0
-    return int.from_bytes(_OUTQ, "little" if __import__("sys").byteorder == "little" else "big")
+    return int.from_bytes(_OUTQ, sys.byteorder)
 
 
 _LINGER_RESET = (1).to_bytes(

@@ -460,15 +460,19 @@ class Transport(BaseTransport):
         """Send bytes and file regions in order (regions by sendfile, corked behind the
         bytes before them); queue what the socket does not take now. The transport
         releases each region after its last byte, or when the connection closes."""
-        if self._refused(items):
+        if self._flags & (CLOSED | CLOSING | SHUTTING) and self._refused(items):
             return
         batch = coalesce(items)
-        if not batch:
-            return
-        self._queue(batch)
+        if batch:
+            self._queue(batch)
 
     def _queue(self, items: list[Item]) -> None:
-        self._enqueue(items)
+        # (_enqueue and the _refused call above inlined: once per file response)
+        out = self._out
+        if out is None:
+            self._out = items
+        else:
+            out.extend(items)
         if not self._flags & WRITING:
             self._flush()
 
