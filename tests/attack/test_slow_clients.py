@@ -242,22 +242,7 @@ def test_slow_reader_below_min_send_rate_dropped(tmp_path: Path, backend: str) -
         _stop(srv)
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param(
-            b,
-            marks=pytest.mark.skip(
-                reason="known bug, open (rtsig backend): about 1 run in 3, responses to "
-                "10,000 pipelined GETs read only after 2 s stop after ~5,400 (a lost "
-                "POLL_OUT signal?); it passes otherwise, so a strict xfail would flake"
-            ),
-        )
-        if b == "rtsig"
-        else b
-        for b in BACKENDS
-    ],
-)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_slow_pipeline_10000_unread_memory_bounded(docroot: Path, backend: str) -> None:
     srv = ServerProcess(docroot, backend, "--send-timeout", "10")
     n = 10_000
