@@ -75,6 +75,18 @@ def wrk(port: int, conns: int, secs: int, timeout: int) -> tuple[float, int, flo
     return rps, int(float(m.group(2)) * scale), busy
 
 
+def make_docroot(prefix: str, size: int) -> tuple[Path, Path]:
+    """A temporary directory and its docroot ``www`` holding ``big.bin``, ``size`` random
+    bytes (the caller removes the directory)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    root = work / "www"
+    root.mkdir()
+    with open(root / "big.bin", "wb") as f:
+        for _ in range(0, size, 1 << 20):
+            f.write(os.urandom(min(1 << 20, size - f.tell())))
+    return work, root
+
+
 def proc_times(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of process ``pid`` so far (/proc/PID/stat utime, stime)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -133,12 +145,7 @@ def main() -> int:
     ap.add_argument("--c10k-arg", action="append", default=[], help="extra c10k serve flag")
     ap.add_argument("--base-src", help="compare with c10k from this src dir, not nginx")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="files-vs-nginx-"))
-    root = work / "www"
-    root.mkdir()
-    with open(root / "big.bin", "wb") as f:
-        for _ in range(0, args.size, 1 << 20):
-            f.write(os.urandom(min(1 << 20, args.size - f.tell())))
+    work, root = make_docroot("files-vs-nginx-", args.size)
     peer = "nginx" if args.base_src is None else "base"
     rows: dict[str, list[tuple[float, float, float]]] = {peer: [], "c10k": []}
     order = [peer, "c10k"]

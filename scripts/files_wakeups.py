@@ -19,18 +19,16 @@ linux-perf) and root (tracepoints). One run, no rounds.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _pinned import free_port, start, stop
-from files_vs_nginx import server_argv, size_arg, warm
+from files_vs_nginx import make_docroot, server_argv, size_arg, warm
 
 WINDOW = 4  # seconds recorded, from the 2nd of wrk's 8
 
@@ -77,12 +75,7 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=1000)
     ap.add_argument("--c10k-arg", action="append", default=[], help="extra c10k serve flag")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="files-wakeups-"))
-    root = work / "www"
-    root.mkdir()
-    with open(root / "big.bin", "wb") as f:
-        for _ in range(0, args.size, 1 << 20):
-            f.write(os.urandom(min(1 << 20, args.size - f.tell())))
+    work, root = make_docroot("files-wakeups-", args.size)
     try:
         for name in ("nginx", "c10k"):
             port = free_port()
