@@ -460,6 +460,7 @@ class Transport(BaseTransport):
         """Send bytes and file regions in order (regions by sendfile, corked behind the
         bytes before them); queue what the socket does not take now. The transport
         releases each region after its last byte, or when the connection closes."""
+        # (the flags tested before the call: once per file response, nearly always clear)
         if self._flags & (CLOSED | CLOSING | SHUTTING) and self._refused(items):
             return
         batch = coalesce(items)
@@ -467,12 +468,7 @@ class Transport(BaseTransport):
             self._queue(batch)
 
     def _queue(self, items: list[Item]) -> None:
-        # (_enqueue and the _refused call above inlined: once per file response)
-        out = self._out
-        if out is None:
-            self._out = items
-        else:
-            out.extend(items)
+        self._enqueue(items)
         if not self._flags & WRITING:
             self._flush()
 
