@@ -239,8 +239,17 @@ def owner(port: int, s: socket.socket, pids: set[int]) -> int:
         return 0
 
     pid = wait_for(find, timeout=5)
-    assert pid, "no worker accepted the connection"
+    alive = [p for p in sorted(pids) if os.path.exists(f"/proc/{p}")]
+    assert pid, f"no worker of {alive} (alive) holds it: {tcp_rows(s.getsockname()[1])}"
     return pid  # type: ignore[return-value]
+
+
+def tcp_rows(client_port: int) -> list[str]:
+    """/proc/net/tcp's rows of a client port, either side (for a failure's message)."""
+    with open("/proc/net/tcp") as f:
+        rows = f.readlines()[1:]
+    ends = (f":{client_port:04X} ",)
+    return [" ".join(r.split()[1:4] + r.split()[9:10]) for r in rows if any(e in r for e in ends)]
 
 
 def get_on_worker(s: socket.socket, port: int, pids: set[int]) -> tuple[int, int]:
@@ -274,7 +283,11 @@ def spread_connections(
             if sum(map(len, held.values())) == n:  # all on one: give one place back
                 held[max(held, key=lambda pid: len(held[pid]))].pop().close()
             s = connect_from("127.0.0.2", port)
-            pid, status = get_on_worker(s, port, pids)
+            try:
+                pid, status = get_on_worker(s, port, pids)
+            except BaseException:
+                s.close()
+                raise
             if status == 200:
                 held[pid].append(s)
             else:
@@ -326,6 +339,7 @@ def test_limit_conn_holds_across_two_workers(root: Path, mode: str) -> None:
             for s in socks:
                 s.close()
         code, _, err = server.stop()
+        print(err[-3000:], file=sys.stderr)  # shown by pytest if the test failed
     assert code == 0, err[-2000:]
 
 
