@@ -206,22 +206,25 @@ def worker_pids(server: ServerProcess) -> set[int]:
     return pids  # type: ignore[return-value]
 
 
-def owner(port: int, s: socket.socket, pids: set[int]) -> int:
+def owner(s: socket.socket, pids: set[int]) -> int:
     """The worker holding the server side of ``s``, read from the kernel (the accepted
     socket's inode in /proc/net/tcp, then among the workers' fds), not from the server.
     The listener defers accept until the first bytes (TCP_DEFER_ACCEPT): ask once some
     were sent."""
 
+    # By address and port: a client bound to 127.0.0.2 can get the server's port number
+    # as its own, and then its own end's row matched too (a CI failure).
+    server_end = proc_address(s.getpeername())
+    client_end = proc_address(s.getsockname())
+
     def find() -> int:
-        client_port = s.getsockname()[1]
         inode = 0
         with open("/proc/net/tcp") as f:
             for line in f.readlines()[1:]:
                 cols = line.split()
-                local, remote = cols[1].split(":")[1], cols[2].split(":")[1]
                 # ESTABLISHED (01) only: an earlier connection's TIME_WAIT may have the
                 # same ports (a 503 was closed by the server first), without an inode.
-                if int(local, 16) == port and int(remote, 16) == client_port and cols[3] == "01":
+                if (cols[1], cols[2], cols[3]) == (server_end, client_end, "01"):
                     inode = int(cols[9])
         if not inode:  # still in the accept queue (no inode before accept)
             return 0
@@ -244,6 +247,11 @@ def owner(port: int, s: socket.socket, pids: set[int]) -> int:
     return pid  # type: ignore[return-value]
 
 
+def proc_address(address: tuple[str, int]) -> str:
+    """An IPv4 (address, port) as /proc/net/tcp writes it: 0100007F:1F90."""
+    return f"{socket.inet_aton(address[0])[::-1].hex().upper()}:{address[1]:04X}"
+
+
 def tcp_rows(client_port: int) -> list[str]:
     """/proc/net/tcp's rows of a client port, either side (for a failure's message)."""
     with open("/proc/net/tcp") as f:
@@ -257,7 +265,7 @@ def get_on_worker(s: socket.socket, port: int, pids: set[int]) -> tuple[int, int
     first, so the worker has accepted the connection and waits for the rest when it is
     looked up (a 503 closes the connection, after which no worker holds it)."""
     s.sendall(b"GET /small.txt HTTP/1.1\r\n")
-    pid = owner(port, s, pids)
+    pid = owner(s, pids)
     s.sendall(b"Host: t\r\n\r\n")
     status, headers, _ = read_response(s, bytearray())
     if status == 503:
@@ -360,7 +368,7 @@ def test_limit_req_holds_across_two_workers(root: Path, mode: str) -> None:
                 # get_on_worker): after a response that closed its connection (keep-alive
                 # shed under load, say) no worker holds it to be found.
                 s.sendall(b"GET /small.txt HTTP/1.1\r\n")
-                pid = owner(server.port, s, pids)
+                pid = owner(s, pids)
                 s.sendall(b"Host: t\r\n\r\n")
                 status, headers, _ = read_response(s, bytearray())
             assert status in (200, 429), status
