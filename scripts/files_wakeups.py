@@ -33,8 +33,11 @@ from files_vs_nginx import make_docroot, server_argv, size_arg, warm
 WINDOW = 4  # seconds recorded, from the 2nd of wrk's 8
 
 
-def record(port: int, conns: int, data: Path) -> str:
-    """wrk's Requests/sec line while ``perf record`` samples CPU 0's wakeups."""
+WAKEUPS = ["-e", "syscalls:sys_exit_epoll_wait", "-e", "sched:sched_switch"]
+
+
+def record(port: int, conns: int, data: Path, events: list[str] = WAKEUPS) -> str:
+    """wrk's Requests/sec line while ``perf record`` samples CPU 0's ``events``."""
     url = f"http://127.0.0.1:{port}/big.bin"
     wrk = subprocess.Popen(
         ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", "-d8s", "--timeout", "30s", url],
@@ -42,7 +45,6 @@ def record(port: int, conns: int, data: Path) -> str:
         text=True,
     )
     time.sleep(2)
-    events = ["-e", "syscalls:sys_exit_epoll_wait", "-e", "sched:sched_switch"]
     perf = ["perf", "record", "-q", *events, "-C", "0", "-o", str(data), "--", "sleep"]
     subprocess.run(["taskset", "-c", "1", *perf, str(WINDOW)], check=True, capture_output=True)
     out = wrk.communicate()[0]
