@@ -45,11 +45,15 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def connect_from(src: str, port: int, tls: bool = False) -> socket.socket:
     s = socket.socket()
-    s.settimeout(10)
-    s.bind((src, 0))
-    s.connect(("127.0.0.1", port))
-    if tls:
-        return local_ca()["client"].wrap_socket(s, server_hostname="localhost")  # type: ignore[no-any-return]
+    try:
+        s.settimeout(10)
+        s.bind((src, 0))
+        s.connect(("127.0.0.1", port))
+        if tls:
+            return local_ca()["client"].wrap_socket(s, server_hostname="localhost")  # type: ignore[no-any-return]
+    except BaseException:
+        s.close()  # (a leaked socket fails a later test with a ResourceWarning)
+        raise
     return s
 
 
@@ -87,10 +91,15 @@ def workers_of(text: str) -> dict[int, dict[str, int]]:
 def hold(src: str, port: int, n: int, tls: bool = False) -> list[socket.socket]:
     """``n`` connections from ``src``, each with one request answered 200."""
     socks = []
-    for _ in range(n):
-        s = connect_from(src, port, tls)
-        socks.append(s)
-        assert get(s)[0] == 200
+    try:
+        for _ in range(n):
+            s = connect_from(src, port, tls)
+            socks.append(s)
+            assert get(s)[0] == 200
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
     return socks
 
 
@@ -423,7 +432,7 @@ def test_killed_worker_leaves_no_connections_counted(root: Path) -> None:
                     got.append(s)
                     if get(s)[0] != 200:
                         raise AssertionError
-            except AssertionError:
+            except (AssertionError, OSError):
                 for s in got:
                     s.close()
                 return []

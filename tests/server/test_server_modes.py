@@ -565,7 +565,10 @@ def test_server_mode_keepalive_syscall_budget(docroot: Path, tmp_path: Path, mod
         pytest.skip(reason)
     rd, wr, budget = BUDGETS[mode]
     trace = tmp_path / "trace"
-    srv = ServerProcess(docroot, mode, wrap=["strace", "-qq", "-f", "-s", "48", "-o", str(trace)])
+    cfg = tmp_path / "trusted.toml"
+    cfg.write_text("revalidate_seconds = 3600\n")  # no revalidation (a pool wakeup) in it
+    strace = ["strace", "-qq", "-f", "-s", "48", "-o", str(trace)]
+    srv = ServerProcess(docroot, mode, "--config", str(cfg), wrap=strace)
     server_pid = int(Path(f"/proc/{srv.pid}/task/{srv.pid}/children").read_text().split()[0])
     try:
         with connect(srv.port) as s:

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -37,7 +36,10 @@ def test_server_keepalive_get_is_one_read_one_write(
 ) -> None:
     trace = tmp_path / "trace"
     srv = ServerProcess(
-        docroot, backend, wrap=["strace", "-qq", "-f", "-s", "48", "-o", str(trace)]
+        docroot,
+        backend,
+        *trusted_cache(tmp_path),
+        wrap=["strace", "-qq", "-f", "-s", "48", "-o", str(trace)],
     )
     server_pid = int(Path(f"/proc/{srv.pid}/task/{srv.pid}/children").read_text().split()[0])
     try:
@@ -47,13 +49,11 @@ def test_server_keepalive_get_is_one_read_one_write(
             assert read_response(s, buf)[0] == 200  # warm the caches
             s.sendall(_get("/c10k-begin-marker"))
             assert read_response(s, buf)[0] == 404
-            started = time.monotonic()
             for _ in range(N):
                 s.sendall(_get("/small.txt"))
                 status, _, body = read_response(s, buf)
                 assert status == 200
                 assert len(body) == 512
-            elapsed = time.monotonic() - started
             s.sendall(_get("/c10k-end-marker"))
             assert read_response(s, buf)[0] == 404
     finally:
@@ -73,12 +73,20 @@ def test_server_keepalive_get_is_one_read_one_write(
     assert calls["write"] == N, calls
     assert N <= calls["read"] <= N + 2, calls
     assert calls["sendto"] == calls["recvfrom"] == 0, calls
-    fs = sum(calls[c] for c in FS_CALLS)
-    # Revalidation stats at most once per second of the run (plus one second's slack);
-    # no open(), so no file read() is hiding in the read count.
-    assert fs <= 2 * (int(elapsed) + 2), calls
+    # No revalidation in an hour's trust (trusted_cache), no open(): no file read() is
+    # hiding in the read count.
+    assert sum(calls[c] for c in FS_CALLS) == 0, calls
     assert calls["openat"] == 0, calls
     assert calls["epoll_ctl"] == 0, calls
+
+
+def trusted_cache(tmp_path: Path) -> list[str]:
+    """A cache entry trusted for an hour: under strace on a busy machine the window can
+    outlast the 1 s default, and a due revalidation goes through the disk pool, whose
+    wakeup is a syscall of its own (sendto, or a write on asyncio and uvloop)."""
+    cfg = tmp_path / "trusted.toml"
+    cfg.write_text("revalidate_seconds = 3600\n")
+    return ["--config", str(cfg)]
 
 
 def _one_shot(port: int, path: str) -> int:
@@ -104,7 +112,10 @@ def test_server_one_shot_connection_never_enters_the_backend(
     without its fd ever being registered: no epoll_ctl for it."""
     trace = tmp_path / "trace"
     srv = ServerProcess(
-        docroot, backend, wrap=["strace", "-qq", "-f", "-s", "48", "-o", str(trace)]
+        docroot,
+        backend,
+        *trusted_cache(tmp_path),
+        wrap=["strace", "-qq", "-f", "-s", "48", "-o", str(trace)],
     )
     server_pid = int(Path(f"/proc/{srv.pid}/task/{srv.pid}/children").read_text().split()[0])
     try:

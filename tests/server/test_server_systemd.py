@@ -124,7 +124,7 @@ def test_socket_activation_refuses_what_it_cannot_serve(
     port = free_port()
     proc = activate(port, str(root), flags=flags)
     try:
-        time.sleep(0.3)
+        read_until(proc, b"Listening on")  # bound: a datagram sent sooner would be lost
         if "--datagram" in flags:  # the activator execs c10k on the first datagram
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.sendto(b"x", ("127.0.0.1", port))
