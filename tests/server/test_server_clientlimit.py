@@ -265,8 +265,8 @@ def tcp_rows(client_port: int) -> list[str]:
     """/proc/net/tcp's rows of a client port, either side (for a failure's message)."""
     with open("/proc/net/tcp") as f:
         rows = f.readlines()[1:]
-    ends = (f":{client_port:04X} ",)
-    return [" ".join(r.split()[1:4] + r.split()[9:10]) for r in rows if any(e in r for e in ends)]
+    end = f":{client_port:04X} "
+    return [" ".join(r.split()[1:4] + r.split()[9:10]) for r in rows if end in r]
 
 
 def get_on_worker(s: socket.socket, port: int, pids: set[int]) -> tuple[int, int]:
