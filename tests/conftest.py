@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import helpers
 from helpers import ServerProcess, backend_params, make_docroot
 
 __all__ = ["backend_params"]  # re-exported: tests import it from here or from helpers
@@ -41,6 +42,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+CALL_PASSED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_PASSED] = report.passed
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _servers_stopped(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Servers a test started and left running are killed after it: a test that failed
+    before its stop would otherwise leave one that fails a later, unrelated test (a
+    ResourceWarning). A test that passed and left one running fails here. Servers of
+    module- and session-scoped fixtures start before this and are not touched."""
+    first = len(helpers.STARTED)
+    yield
+    running = helpers.reap_servers(first)
+    if running and request.node.stash.get(CALL_PASSED, False):
+        pytest.fail(f"the test left servers running: pids {running}")
 
 
 @pytest.fixture(scope="session")

@@ -81,6 +81,23 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
     raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
 
 
+STARTED: list[ServerProcess] = []  # servers not yet reaped (conftest's _servers_stopped)
+
+
+def reap_servers(first: int) -> list[int]:
+    """Kill the servers started since ``STARTED[first]`` that still run (a test that
+    failed before its stop) and forget them all; returns the pids that were running. A
+    running server left behind would fail a later test with a ResourceWarning."""
+    running = []
+    for srv in STARTED[first:]:
+        if srv.proc.poll() is None:
+            running.append(srv.pid)
+            srv.proc.kill()
+        srv.proc.communicate()  # reaped, pipes closed
+    del STARTED[first:]
+    return running
+
+
 class ServerProcess:
     """``python -m c10k serve`` in a subprocess on port 0; reads the URL it prints."""
 
@@ -114,6 +131,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
         )
+        STARTED.append(self)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
         m = re.search(r"https?://127\.0\.0\.1:(\d+)/", line)
