@@ -377,8 +377,8 @@ def test_process_sigterm_drains_slow_download(tmp_path: Path, how: str, backend:
 
 def test_process_sigterm_deadline_stops_a_stalled_download(docroot: Path) -> None:
     srv = ServerProcess(docroot, "epoll", "--workers", "2", "--shutdown-timeout", "1")
+    stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect(("127.0.0.1", srv.port))
         stalled.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -388,8 +388,8 @@ def test_process_sigterm_deadline_stops_a_stalled_download(docroot: Path) -> Non
         # The download was cut: the operator is told, and the exit status says so.
         assert srv.proc.returncode == 1, err.decode()[-3000:]
         assert "; 1 response cut short" in out.decode()
-        stalled.close()
     finally:
+        stalled.close()
         srv.stop(signal.SIGKILL)
 
 
