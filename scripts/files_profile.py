@@ -17,17 +17,13 @@ Needs perf (Debian: linux-perf). One run, no rounds: quote it beside files_vs_ng
 
 from __future__ import annotations
 
-import argparse
 import collections
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _pinned import free_port, start, stop
-from files_vs_nginx import make_docroot, server_argv, size_arg, warm
-from files_wakeups import record
+from files_wakeups import options, recorded
 
 CLOCK = ["-e", "cpu-clock", "-F", "4999"]
 SERVERS = {"nginx": "nginx", "c10k": "python"}  # the server's task name (comm)
@@ -74,27 +70,13 @@ def symbols(data: Path, comm: str, top: int) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", type=size_arg, default="1m", help="file size (1m; k/m/g)")
-    ap.add_argument("--conns", type=int, default=1000)
-    ap.add_argument("--c10k-arg", action="append", default=[], help="extra c10k serve flag")
+    ap = options(__doc__)
     ap.add_argument("--symbols", type=int, default=0, help="also print the top N symbols")
     args = ap.parse_args()
-    work, root = make_docroot("files-profile-", args.size)
-    try:
-        for name, comm in SERVERS.items():
-            port = free_port()
-            proc = start(server_argv(name, port, root, work, args.c10k_arg), port)
-            try:
-                warm(root / "big.bin")
-                rate = record(port, args.conns, work / f"{name}.data", CLOCK)
-            finally:
-                stop(proc)
-            print(f"{name:5} {rate}; {shares(work / f'{name}.data', comm)}", flush=True)
-            if args.symbols:
-                print(symbols(work / f"{name}.data", comm, args.symbols), flush=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    for name, rate, data in recorded(args, "files-profile-", CLOCK):
+        print(f"{name:5} {rate}; {shares(data, SERVERS[name])}", flush=True)
+        if args.symbols:
+            print(symbols(data, SERVERS[name], args.symbols), flush=True)
     return 0
 
 

@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -71,25 +72,40 @@ def summary(data: Path) -> str:
     )
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def options(doc: str) -> argparse.ArgumentParser:
+    """The flags of the scripts that record each server with perf (this one, files_profile)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--size", type=size_arg, default="1m", help="file size (1m; k/m/g)")
     ap.add_argument("--conns", type=int, default=1000)
     ap.add_argument("--c10k-arg", action="append", default=[], help="extra c10k serve flag")
-    args = ap.parse_args()
-    work, root = make_docroot("files-wakeups-", args.size)
+    return ap
+
+
+def recorded(
+    args: argparse.Namespace, prefix: str, events: list[str]
+) -> Iterator[tuple[str, str, Path]]:
+    """Each server in turn, nginx then c10k, serving ``args.size`` to wrk while perf
+    records CPU 0's ``events``: (name, wrk's rate line, the perf data file). The files are
+    removed once the caller has gone past the last."""
+    work, root = make_docroot(prefix, args.size)
     try:
         for name in ("nginx", "c10k"):
             port = free_port()
             proc = start(server_argv(name, port, root, work, args.c10k_arg), port)
             try:
                 warm(root / "big.bin")
-                rate = record(port, args.conns, work / f"{name}.data")
+                rate = record(port, args.conns, work / f"{name}.data", events)
             finally:
                 stop(proc)
-            print(f"{name:5} {rate}; {summary(work / f'{name}.data')}", flush=True)
+            yield name, rate, work / f"{name}.data"
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    args = options(__doc__).parse_args()
+    for name, rate, data in recorded(args, "files-wakeups-", WAKEUPS):
+        print(f"{name:5} {rate}; {summary(data)}", flush=True)
     return 0
 
 

@@ -7,7 +7,7 @@ nginx ``aio threads``). Transports therefore ask before each sendfile chunk:
 ``resident(fd, offset, count)`` reads one byte at the range's first and last page with
 ``preadv2(RWF_NOWAIT)``: the kernel answers EAGAIN instead of waiting for the disk, so the
 probe never blocks (about 0.8 us a call here; a 256 KiB sendfile costs ~100 times that); a
-miss starts a readahead of a few pages there (4 on Linux 6.x) without waiting for it. Both
+miss may start a readahead of a few pages there, without waiting for it. Both
 ends in memory is taken as the whole range in memory: the kernel reads ahead sequentially,
 so a hole in the middle of a resident range is rare, and the cost of a miss is one loop
 wait of one disk read, not a stall per chunk. ``cold`` asks about ``PROBE_SPAN`` (4 MiB)
