@@ -401,3 +401,96 @@ def test_core_transport_close_leaves_no_reference_cycle(loop: Loop, pair: Any) -
         assert gone() is None
     finally:
         gc.enable()
+
+
+# -- send_file: a head and a file region, flat when that is one write and one sendfile ------
+def file_with(content: bytes) -> Any:
+    f = tempfile.TemporaryFile()  # noqa: SIM115  # (the caller's with closes it)
+    f.write(content)
+    f.flush()
+    return f
+
+
+def receive(loop: Loop, peer: socket.socket, total: int, done: Callable[[], bool]) -> bytes:
+    """Run the loop until ``total`` bytes came out of ``peer`` and ``done()`` holds."""
+    got = bytearray()
+
+    def all_in() -> bool:
+        try:
+            while chunk := peer.recv(1 << 20):
+                got.extend(chunk)
+        except BlockingIOError:
+            pass
+        return len(got) >= total and done()
+
+    spin(loop, all_in)
+    return bytes(got)
+
+
+@pytest.mark.parametrize(
+    ("head_size", "size"),
+    [(200, 50_000), (200, 1 << 20), (4 << 20, 50_000)],
+    ids=["all-at-once", "region-blocks", "head-blocks"],
+)
+def test_core_transport_send_file_sends_the_head_then_the_region(
+    loop: Loop, pair: Any, head_size: int, size: int
+) -> None:
+    fd, peer = pair()
+    proto = Recorder()
+    t = Transport(loop, fd, proto)
+    released: list[int] = []
+    content = os.urandom(size + 10)
+    head = os.urandom(head_size)
+    with file_with(content) as f:
+        region = FileRegion(
+            os.dup(f.fileno()), 10, size, closer=lambda fd: (os.close(fd), released.append(1))
+        )
+        t.send_file(head, region)
+        blocked = proto.events == ["pause"]  # (said before send_file returned)
+        assert blocked == (head_size + size > 200_000)  # (a socketpair holds ~200 KB)
+        got = receive(loop, peer, head_size + size, lambda: not blocked or "resume" in proto.events)
+    assert got == head + content[10 : 10 + size]
+    assert released == [1]
+    assert proto.events == (["pause", "resume"] if blocked else [])
+    assert not t.closed
+
+
+def test_core_transport_send_file_of_a_file_that_shrank_closes(loop: Loop, pair: Any) -> None:
+    """The region promises more than the file has: what there is goes out, then the
+    connection closes (its length was promised), the region released."""
+    fd, peer = pair()
+    proto = Recorder()
+    t = Transport(loop, fd, proto)
+    released: list[int] = []
+    content = os.urandom(1000)
+    with file_with(content) as f:
+        region = FileRegion(
+            os.dup(f.fileno()), 0, 50_000, closer=lambda fd: (os.close(fd), released.append(1))
+        )
+        t.send_file(b"head:", region)
+        got = receive(loop, peer, 5 + 1000, lambda: bool(proto.lost))
+    assert got == b"head:" + content
+    assert released == [1]
+    assert t.closed
+
+
+def test_core_transport_send_file_of_a_cold_region_waits_for_the_disk_pool(
+    loop: Loop, pair: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A region the kernel says is not in memory is read in the loop's pool first (the
+    general path), never sent from the loop thread on the spot."""
+    from c10k.core import diskio
+
+    monkeypatch.setattr(diskio, "resident", lambda fd, offset, count: False)
+    fd, peer = pair()
+    proto = Recorder()
+    t = Transport(loop, fd, proto)
+    cold = diskio.COUNTS.cold
+    content = os.urandom(50_000)
+    with file_with(content) as f:
+        region = FileRegion(os.dup(f.fileno()), 0, 50_000, closer=os.close)
+        t.send_file(b"head:", region)
+        assert diskio.COUNTS.cold == cold + 1  # handed to the pool
+        got = receive(loop, peer, 5 + 50_000, lambda: "resume" in proto.events)
+    assert got == b"head:" + content
+    assert proto.events == ["pause", "resume"]  # (queued while the pool read)

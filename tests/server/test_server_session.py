@@ -15,7 +15,7 @@ import pytest
 
 from c10k.core.timers import Deadlines
 from c10k.http.events import Request
-from c10k.http.writers import Response, build_response
+from c10k.http.writers import Pace, Response, build_response
 from c10k.region import FileRegion
 from c10k.server.config import ServerConfig
 from c10k.server.policy import Policy
@@ -96,6 +96,7 @@ class FakeTransport:
         self.reset: bool | None = None
         self.unacked = 0
         self.calls = 0
+        self.files = 0  # send_file calls (the flat large-file path)
         self.lowat: list[int] = []  # each unsent limit the Session set, in order
         protocol.connection_made(self)
 
@@ -118,6 +119,10 @@ class FakeTransport:
 
     def write(self, data: bytes) -> None:
         self.writelines([data])
+
+    def send_file(self, head: bytes, region: FileRegion) -> None:
+        self.files += 1
+        self.writelines([head, region])
 
     def drain(self) -> None:
         self.block = False
@@ -224,6 +229,82 @@ def test_session_http10_keepalive_is_announced(loop: FakeLoop) -> None:
     t.feed(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
     assert b"Connection: keep-alive\r\n" in t.wire
     assert not t.closed
+
+
+BIG_HEAD = build_response(200, [(b"Content-Type", b"application/octet-stream")], b"x" * 99).head
+
+
+def big_file(req: Request, now: float) -> Response:
+    """A large cached file's GET: a new Response per request around the entry's head."""
+    return Response(200, BIG_HEAD, FileRegion(7, 0, 99))
+
+
+@pytest.mark.parametrize(
+    ("request_line", "connection"),
+    [(b"GET /big HTTP/1.1", b""), (b"GET /big HTTP/1.0", b"Connection: keep-alive\r\n")],
+)
+def test_session_large_file_goes_flat_with_its_head_memoized(
+    loop: FakeLoop, request_line: bytes, connection: bytes
+) -> None:
+    session, t, policy = make(loop)
+    session.handle_fast = big_file
+    get = request_line + b"\r\nHost: t\r\n" + connection + b"\r\n"
+    t.feed(get)  # the first: parsed, the head rendered and memoized
+    assert t.files == 0
+    first = t.written[:]
+    loop.now += 1.0
+    t.feed(get)  # the same head again: the memoized head and the region, flat
+    assert t.files == 1
+    head, region = t.written[2:]
+    assert head == first[0]  # the same bytes as the general path's
+    assert head.endswith(connection + b"\r\n")  # type: ignore[union-attr]
+    assert isinstance(region, FileRegion)
+    assert region is not first[1]  # (each response its own region)
+    assert (region.fd, region.offset, region.count) == (7, 0, 99)
+    assert session.deadline == loop.now + policy.keepalive_timeout
+    assert session.state == IDLE
+    assert policy.requests == 2
+
+
+@pytest.mark.parametrize(
+    "case", ["closing-response", "paced-connection", "paced-response", "new-head"]
+)
+def test_session_large_file_takes_the_general_path_when_it_must(loop: FakeLoop, case: str) -> None:
+    """The second GET would go flat but for what the case changes: a response that
+    closes, a connection under --limit-rate, a response with its own rate, a head not
+    memoized (one made per request, as a range's)."""
+    fast = 1 << 30  # a rate that holds nothing back
+    settings = {"limit_rate": fast, "limit_rate_after": fast} if case == "paced-connection" else {}
+    session, t, _policy = make(loop, **settings)
+    second = {
+        "closing-response": lambda: Response(200, BIG_HEAD, FileRegion(7, 0, 99), close=True),
+        "paced-response": lambda: Response(200, BIG_HEAD, FileRegion(7, 0, 99), pace=Pace(0)),
+        "new-head": lambda: Response(200, BIG_HEAD + b"X-New: 1\r\n", FileRegion(7, 0, 99)),
+    }.get(case, lambda: Response(200, BIG_HEAD, FileRegion(7, 0, 99)))
+    answers = iter([lambda: Response(200, BIG_HEAD, FileRegion(7, 0, 99)), second])
+    session.handle_fast = lambda req, now: next(answers)()
+    get = b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n"
+    t.feed(get)
+    t.feed(get)
+    assert t.files == 0
+    assert statuses(t.wire) == [200, 200]
+    assert t.closed == (case == "closing-response")
+
+
+def test_session_large_file_flat_write_that_blocks_waits_as_any(loop: FakeLoop) -> None:
+    session, t, policy = make(loop)
+    session.handle_fast = big_file
+    get = b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n"
+    t.feed(get)
+    t.block = True
+    t.feed(get)
+    assert t.files == 1
+    assert session.state == WRITING
+    assert t.paused
+    t.drain()
+    assert session.state == IDLE
+    assert not t.paused
+    assert session.deadline == loop.now + policy.keepalive_timeout
 
 
 # -- closing ----------------------------------------------------------------------------

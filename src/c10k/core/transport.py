@@ -170,6 +170,11 @@ class BaseTransport:
     def writelines(self, items: Iterable[Item]) -> None:
         raise NotImplementedError
 
+    def send_file(self, head: bytes, region: FileRegion) -> None:
+        """``writelines((head, region))``: a response's head and its file body (a
+        transport may send the common case flatter)."""
+        self.writelines((head, region))
+
     def _enqueue(self, batch: list[Item]) -> None:
         out = self._out
         if out is None:
@@ -467,6 +472,52 @@ class Transport(BaseTransport):
         if batch:
             self._queue(batch)
 
+    def send_file(self, head: bytes, region: FileRegion) -> None:
+        """``writelines((head, region))``, flat where that is one write and one sendfile:
+        nothing queued, the region at most one chunk and known to be in memory. A large
+        cached file's keep-alive response then costs about the Python calls of a small
+        one's, not the general queue's (docs/BENCHMARKS.md, issue 15)."""
+        count = region.count
+        if (
+            self._flags
+            or self._out is not None
+            or count > SENDFILE_CHUNK
+            or (region.offset + count > region.warm_end and diskio.cold(region, count))
+        ):
+            self.writelines((head, region))
+            return
+        fd = self.fd
+        set_cork(fd, True)  # the head and the body share full segments
+        n = sent = -1  # (-1: the call raised EAGAIN, or was not made)
+        try:
+            n = os_write(fd, head)
+            if n == len(head):
+                sent = os.sendfile(fd, region.fd, region.offset, count)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            region.release()
+            self._io_error(exc)
+            return
+        if sent == count:
+            region.release()
+            set_cork(fd, False)  # push the last partial segment now
+            return
+        if n < len(head):
+            self._out = [memoryview(head)[max(n, 0) :], region]
+            self._stalled()
+            return
+        self._out = [region]
+        if sent > 0:
+            region.offset += sent
+            region.count -= sent
+        if sent == 0 or (sent > 0 and self.loop.edge):
+            # The file shrank (_flush says so and closes), or a short send on an
+            # edge-triggered backend, which goes on to EAGAIN as _flush does.
+            self._flush()
+        else:
+            self._stalled()
+
     def _queue(self, items: list[Item]) -> None:
         self._enqueue(items)
         if not self._flags & WRITING:
@@ -519,13 +570,10 @@ class Transport(BaseTransport):
         except OSError as exc:
             self._io_error(exc)
             return
-        flags = self._flags
         if out:
-            if not flags & WRITING:
-                self._flags = flags | WRITING
-                self.protocol.pause_writing()
-            self._sync()  # (WRITE is not watched while the disk works)
+            self._stalled()
             return
+        flags = self._flags
         self._out = None
         if flags & WRITING:
             self._flags = flags = flags & ~WRITING
@@ -536,6 +584,14 @@ class Transport(BaseTransport):
             self._close(None)
         elif flags & SHUTTING:
             self._shutdown_now()
+
+    def _stalled(self) -> None:
+        """Output stays queued until the socket has room (or the disk pool is done)."""
+        flags = self._flags
+        if not flags & WRITING:
+            self._flags = flags | WRITING
+            self.protocol.pause_writing()
+        self._sync()  # (WRITE is not watched while the disk works)
 
     def write(self, data: bytes | memoryview) -> None:
         """Send ``data`` now as far as the socket takes it; queue the rest. (The common

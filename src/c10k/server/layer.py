@@ -10,6 +10,9 @@ class Layer:
     __slots__ = ()
     base: Any
 
+    def send_file(self, head: bytes, region: Any) -> None:
+        self.writelines([head, region])  # type: ignore[attr-defined]  # (each layer's)
+
     def unacked_bytes(self) -> int:
         return int(self.base.unacked_bytes())
 

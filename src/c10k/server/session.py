@@ -7,11 +7,11 @@ connection means: which response, keep-alive or close, the deadline it is under,
 stop reading, when to offload to the disk pool, when to yield. It has no socket, reads no
 clock and starts no thread; what it needs from its mode comes in through three objects:
 
-- ``transport``: moves bytes (``writelines``, ``write``, ``close``, ``write_eof``,
-  ``abort``, ``pause_reading``, ``resume_reading``, ``pending_bytes``) and reports what
-  happened by calling the Session back: ``data_received``, ``eof_received``,
-  ``pause_writing`` (output stayed queued), ``resume_writing`` (it drained),
-  ``connection_lost``. ``c10k.core.transport.Transport`` is the readiness mode's; each
+- ``transport``: moves bytes (``writelines``, ``write``, ``send_file``, ``close``,
+  ``write_eof``, ``abort``, ``pause_reading``, ``resume_reading``, ``pending_bytes``) and
+  reports what happened by calling the Session back: ``data_received``,
+  ``eof_received``, ``pause_writing`` (output stayed queued), ``resume_writing`` (it
+  drained), ``connection_lost``. ``c10k.core.transport.Transport`` is the readiness mode's; each
   other mode has its own with the same face.
 - ``loop``: ``now`` (the time of this turn), ``deadlines`` (``core.timers.Deadlines``),
   ``call_soon`` and ``run_in_thread``.
@@ -25,9 +25,11 @@ The path of one keep-alive request (the hot path, top to bottom in ``data_receiv
 the read is exactly a head seen before (the head memo: see Rule 4 in c10k.http.connection)
 -> ``handler_fast`` returns the cached Response -> the wire bytes for (that Response, this
 Connection variant) come from the per-second memo -> the keep-alive deadline is moved (one
-store) -> the bytes are *returned*, and the transport writes them. Anything else (partial
-heads, pipelined batches, errors, file bodies, a blocked socket) takes the general
-branches below.
+store) -> the bytes are *returned*, and the transport writes them. A large cached file's
+GET goes the same way with its head memoized per Connection variant (``Wire.file_heads``)
+and handed to ``transport.send_file`` with the file region. Anything else (partial heads,
+pipelined batches, errors, ranges, a paced connection, a blocked socket) takes the
+general branches below.
 
 States (``state``): IDLE between requests; READING inside a head (the header timeout runs
 from its first byte and is not extended by more bytes: slowloris); WRITING while output is
@@ -271,6 +273,27 @@ class Session(HTTPConnection):
                     if policy.observe:
                         policy.account(self, req, resp)
                     self.send_closing(wire)
+                    return None
+                elif (
+                    (body := resp.body).__class__ is FileRegion
+                    and req.keep_alive
+                    and not resp.close
+                    and resp.pace is None
+                    and self.pacer is None
+                    and (heads := policy.file_heads_get(resp.head)) is not None
+                    and (head := heads[req.minor << 1 ^ 2]) is not None
+                ):
+                    # A large cached file, flat as the memoized path: its head is
+                    # memoized per Connection variant; the transport sends the head and
+                    # the region (writelines' work without its general queue).
+                    policy.requests += 1
+                    if policy.observe:
+                        policy.account(self, req, resp)
+                    deadline = now + policy.keepalive_timeout
+                    self.deadline = deadline
+                    if self.deadline_key is None or deadline < self.deadline_key:
+                        loop.deadlines.schedule(self)
+                    self.transport.send_file(head, body)
                     return None
                 out: list[bytes | FileRegion] = []
                 self._answer(req, out, resp)

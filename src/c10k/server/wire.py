@@ -57,6 +57,11 @@ class Wire:
         self.wire_memo: dict[Response, list[bytes | None]] = {}
         # Hoisted for the hot path (the dict keeps its identity: only ever cleared).
         self.wire_memo_get = self.wire_memo.get
+        # The head of a response with a file body (a large cached file's GET: a new
+        # Response per request, its ``head`` the entry's one bytes object), per
+        # Connection variant, keyed by that ``head``: the Session's flat file path.
+        self.file_heads: dict[bytes, list[bytes | None]] = {}
+        self.file_heads_get = self.file_heads.get
         self.date_line = self.plain_date_line = b""
         self.hsts_line = (
             b"" if hsts is None else b"Strict-Transport-Security: max-age=%d\r\n" % hsts
@@ -73,12 +78,14 @@ class Wire:
         self.plain_date_line = b"Date: " + http_date(wall) + b"\r\n"
         self.date_line = self.plain_date_line + self.hsts_line
         self.wire_memo.clear()
+        self.file_heads.clear()
 
     def sleep(self, wake: Callable[[], None]) -> None:
         """Stop trusting the Date line until ``wake()``: the memo goes (so every response
         is built by ``append``, which calls ``wake`` first)."""
         self.asleep = wake
         self.wire_memo.clear()
+        self.file_heads.clear()
 
     def wake(self) -> None:
         wake, self.asleep = self.asleep, None
@@ -118,7 +125,7 @@ class Wire:
             return len(wire)
         if self.asleep is not None:
             self.wake()
-        out.append(b"".join((resp.head, self.date_line, CONNECTION_LINES[kind], b"\r\n")))
+        out.append(self._head(resp, kind))
         size = len(out[-1])
         for part in body if isinstance(body, tuple) else (body,):
             if head:
@@ -128,6 +135,21 @@ class Wire:
                 out.append(part)
                 size += len(part)
         return size
+
+    def _head(self, resp: Response, kind: int) -> bytes:
+        """The head of ``resp`` (a file body's), memoized by ``file_heads`` but for the
+        per-request heads (a range) and once the memo is full."""
+        heads = self.file_heads.get(resp.head)
+        if heads is None:
+            heads = [None, None, None]
+            if resp.status not in ONE_OFF_STATUSES and len(self.file_heads) < WIRE_MEMO_MAX_ENTRIES:
+                self.file_heads[resp.head] = heads
+        head = heads[kind]
+        if head is None:
+            head = heads[kind] = b"".join(
+                (resp.head, self.date_line, CONNECTION_LINES[kind], b"\r\n")
+            )
+        return head
 
     def append_plain(self, out: Out, resp: Response, kind: int, head: bool) -> int:
         """``append`` for a connection that is not HTTPS (the --redirect-https listener):
