@@ -492,8 +492,13 @@ class StaticFiles:
                     # share, or the pool opens one. What _answer would do, without its
                     # walk (path split, lookup, plan): a 1 MiB response's Python is most
                     # of what it costs beyond nginx's.
-                    fd = entry.shared.take(entry.same_file)
-                    return None if fd < 0 else self._file_response(entry, [], fd)
+                    shared = entry.shared
+                    fd = shared.take(entry.same_file)
+                    if fd < 0:
+                        return None
+                    # (_file_response's whole-file case, inlined)
+                    region = FileRegion(fd, 0, entry.size, shared.release, shared.residency)
+                    return Response(200, entry.head_response.head, region)
             elif method == b"HEAD":
                 response = (
                     entry.hot_head
