@@ -256,9 +256,25 @@ class Session(HTTPConnection):
                         self._offload(req)
                         return None
                 wires = policy.wire_memo_get(resp)
-                if wires is not None and req.keep_alive:
-                    wire = wires[req.minor << 1 ^ 2]
-                    if wire is not None and not resp.close:
+                if req.keep_alive:
+                    body = None
+                    if resp.close:
+                        wire = None
+                    elif wires is not None:
+                        wire = wires[req.minor << 1 ^ 2]
+                    elif (
+                        (body := resp.body).__class__ is FileRegion
+                        and resp.pace is None
+                        and self.pacer is None
+                        and (heads := policy.file_heads_get(resp.head)) is not None
+                    ):
+                        # A large cached file, as flat: its head is memoized per
+                        # Connection variant, and the transport sends it and the region
+                        # (writelines' work without its general queue).
+                        wire = heads[req.minor << 1 ^ 2]
+                    else:
+                        wire = None
+                    if wire is not None:
                         policy.requests += 1
                         if policy.observe:
                             policy.account(self, req, resp)
@@ -266,34 +282,16 @@ class Session(HTTPConnection):
                         self.deadline = deadline
                         if self.deadline_key is None or deadline < self.deadline_key:
                             loop.deadlines.schedule(self)
-                        return wire
+                        if body is None:
+                            return wire
+                        self.transport.send_file(wire, body)
+                        return None
                 elif wires is not None and (wire := wires[CLOSE]) is not None:
                     # A client that asked to close (Kegel's test 1): the same, then close.
                     policy.requests += 1
                     if policy.observe:
                         policy.account(self, req, resp)
                     self.send_closing(wire)
-                    return None
-                elif (
-                    (body := resp.body).__class__ is FileRegion
-                    and req.keep_alive
-                    and not resp.close
-                    and resp.pace is None
-                    and self.pacer is None
-                    and (heads := policy.file_heads_get(resp.head)) is not None
-                    and (head := heads[req.minor << 1 ^ 2]) is not None
-                ):
-                    # A large cached file, flat as the memoized path: its head is
-                    # memoized per Connection variant; the transport sends the head and
-                    # the region (writelines' work without its general queue).
-                    policy.requests += 1
-                    if policy.observe:
-                        policy.account(self, req, resp)
-                    deadline = now + policy.keepalive_timeout
-                    self.deadline = deadline
-                    if self.deadline_key is None or deadline < self.deadline_key:
-                        loop.deadlines.schedule(self)
-                    self.transport.send_file(head, body)
                     return None
                 out: list[bytes | FileRegion] = []
                 self._answer(req, out, resp)
