@@ -571,7 +571,10 @@ class Transport(BaseTransport):
             self._io_error(exc)
             return
         if out:
-            self._stalled()
+            if self._flags & WRITING:  # (a stream's every wakeup: no call more)
+                self._sync()  # (WRITE is not watched while the disk works)
+            else:
+                self._stalled()
             return
         flags = self._flags
         self._out = None
