@@ -55,6 +55,7 @@ class TimerHeap:
     """One-shot timers in a heap with lazy cancellation."""
 
     def __init__(self) -> None:
+        # Never replaced: the loops read its head inline (c10k.core.loop).
         self._heap: list[TimerHandle] = []
 
     def __len__(self) -> int:
@@ -98,7 +99,7 @@ class Deadlines:
         # key -> (the key object itself, items): items share one int object per bucket
         # for their deadline_key (32 bytes per idle connection saved at C1M scale).
         self._buckets: dict[int, tuple[int, list[HasDeadline]]] = {}
-        self._keys: list[int] = []  # heap of bucket keys
+        self._keys: list[int] = []  # heap of bucket keys (never replaced: see TimerHeap)
         # Entries in the buckets, and how many of them are dead (discarded items, and the
         # later filing of an item moved earlier). Dead entries would keep closed
         # connections alive until their bucket comes due (60 s at 15,000 connections/s

@@ -571,10 +571,13 @@ class Transport(BaseTransport):
             self._io_error(exc)
             return
         if out:
-            if self._flags & WRITING:  # (a stream's every wakeup: no call more)
-                self._sync()  # (WRITE is not watched while the disk works)
-            else:
+            flags = self._flags
+            if not flags & WRITING:
                 self._stalled()
+            elif flags & DISKWAIT or not self._interest & WRITE:
+                # WRITE is not watched while the disk works, and is again after. (Else
+                # the interest stands: a stream's every wakeup ends here, with no call.)
+                self._sync()
             return
         flags = self._flags
         self._out = None

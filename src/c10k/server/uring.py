@@ -612,6 +612,7 @@ class UringServer(ServerBase):
         loop = self.loop
         deadlines = loop.deadlines
         timers = loop.timers
+        heap, keys = timers._heap, deadlines._keys  # (heads read inline: c10k.core.loop)
         soon = loop.soon
         conns = self.conns
         monotonic = time.monotonic
@@ -622,20 +623,22 @@ class UringServer(ServerBase):
             lag += (now - loop.now - lag) * alpha
             loop.now = now
             loop.lag = lag
-            if len(timers):
+            if heap and heap[0].when <= now:
                 for h in timers.pop_due(now):
                     self._run_one(h.callback, h.args)
-            deadlines.expire(now)
+            if keys and keys[0] <= now:
+                deadlines.expire(now)
             if self.starved:
                 starved, self.starved = self.starved, []
                 for transport in starved:
                     transport.rearm_starved()
             if not self._running:
                 break
-            when = timers.next_when()
-            dl = deadlines.next_when()
-            if dl is not None and (when is None or dl < when):
-                when = dl
+            when: float | None = None
+            if heap:
+                when = timers.next_when() if heap[0].cancelled else heap[0].when
+            if keys and (when is None or keys[0] < when):
+                when = keys[0]
             timeout = 0.0 if soon else (1.0 if when is None else max(when - now, 0.0005))
             wait(timeout)
             loop.now = monotonic()
