@@ -316,6 +316,7 @@ class ThreadedServer(ServerBase):
         self._stop_now = False
         self._closed = False
         self._accept_retry_at = 0.0
+        self._accept_thread = 0  # (its ident once serving)
         self._rsock, self._wsock = socket.socketpair()
         self._rsock.setblocking(False)
         self._wsock.setblocking(False)
@@ -337,6 +338,7 @@ class ThreadedServer(ServerBase):
         if install_signals:
             self.install_signal_handlers()
         old_stack = threading.stack_size(THREAD_STACK_BYTES)
+        self._accept_thread = threading.get_ident()
         try:
             with self.lock:
                 self._start_housekeeping()
@@ -653,7 +655,10 @@ class ThreadedServer(ServerBase):
 
     def _call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
         handle = self.timers.call_at(time.monotonic() + delay, callback)
-        self._wake()
+        if threading.get_ident() != self._accept_thread:
+            # (The accept thread's own timers, the Date tick and the pressure check, need
+            # no wake: it reads the next due time before it waits again.)
+            self._wake()
         return handle
 
     def _pause_accepting(self) -> None:
