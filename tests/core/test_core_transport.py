@@ -338,17 +338,7 @@ def test_core_transport_read_first_keeps_a_partial_write_queued(loop: Loop, pair
     transport.read_first()
     assert "pause" in proto.events  # the rest is queued, and the fd is watched for it
     assert loop.watching(fd)
-    received = bytearray()
-
-    def drained() -> bool:
-        try:
-            while chunk := peer.recv(1 << 20):
-                received.extend(chunk)
-        except BlockingIOError:
-            pass
-        return len(received) == len(big)
-
-    spin(loop, drained)
+    assert receive(loop, peer, len(big), lambda: True) == big
     assert "resume" in proto.events
     assert transport.closed is False
 
