@@ -12,6 +12,9 @@ import pytest
 
 from c10k.bench import cli, cpucap, h2load, peers
 from c10k.bench.cpucap import CpuCap, find_cpu_controller, make_cap, quota_for
+from c10k.bench.machine import Pinning
+from c10k.bench.scenarios.common import Context, Options
+from c10k.bench.scenarios.overload import _generator_context
 
 DATA = Path(__file__).parent / "data"
 
@@ -278,6 +281,51 @@ def test_member_path_reads_proc_cgroup() -> None:
     assert v2.member_path("1:cpu:/x\n") is None
 
 
+# --- --generator-on-server-core -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["conn-rate"], "is for the overload scenario"),
+        (["overload", "--no-pin"], "nothing is pinned"),
+        (["overload", "--server-cpu", "none"], "needs a CPU cap under one core"),
+        (["overload", "--server-cpu", "1"], "needs a CPU cap under one core"),
+    ],
+)
+def test_generator_on_server_core_refused_at_start(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main([*argv, "--generator-on-server-core"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def _ctx(tmp_path: Path, spill: bool, cap: CpuCap | None) -> Context:
+    pin = Pinning(0, [1], "server pinned to CPU 0, load generator to CPU 1")
+    opts = Options(generator_on_server_core=spill)
+    return Context(opts, pin, tmp_path, tmp_path, cap=cap)
+
+
+def test_generator_context_spreads_the_generator_over_the_capped_core(tmp_path: Path) -> None:
+    cap = CpuCap(2, Path("/sys/fs/cgroup"), 0.25, name="c10k-bench-1")
+    ctx = _ctx(tmp_path, True, cap)
+    spread = _generator_context(ctx)
+    # No busy-core figure is the server's any more; the generator's share is of both cores.
+    assert (spread.pin.server_cpu, spread.pin.generator_cpus) == (None, [1, 0])
+    assert spread.cap is cap
+    assert spread.notes is ctx.notes
+    assert "--generator-on-server-core" in ctx.notes[0]
+    assert ctx.pin.server_cpu == 0  # the run's own context is untouched
+
+
+def test_generator_context_keeps_its_core_without_the_flag_or_a_cap(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, False, CpuCap(2, Path("/sys/fs/cgroup"), 0.25, name="c10k-bench-1"))
+    assert _generator_context(ctx) is ctx
+    uncapped = _ctx(tmp_path, True, None)  # the cgroup could not be made: say so, keep apart
+    assert _generator_context(uncapped) is uncapped
+    assert "not applied: no CPU cap is in force" in uncapped.notes[0]
+
+
 # --- the real thing ----------------------------------------------------------------------------
 
 
@@ -353,3 +401,28 @@ def test_overload_with_h2load_against_capped_c10k(tmp_path: Path) -> None:
     text = (out / "results.md").read_text()
     assert "Server CPU cap: overload: server capped to 10 % of" in text
     assert (entry["goals"] or [""])[0].startswith("c10k: goodput at 3x the peak")
+
+
+@pytest.mark.skipif(
+    shutil.which("h2load") is None, reason="h2load is not installed (apt install nghttp2-client)"
+)
+def test_overload_generator_on_server_core(tmp_path: Path) -> None:
+    reason = _cannot_run_e2e()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path / "out"
+    argv = ["overload", "--multipliers", "1", "--rounds", "1", "--duration", "1"]
+    argv += ["--warmup", "0", "--server-cpu", "0.25", "--generator-on-server-core"]
+    rc = cli.main([*argv, "--no-plots", "--out", str(out)])
+    doc = json.loads((out / "results.json").read_text())
+    assert rc == 0, doc["errors"]
+    (entry,) = doc["scenarios"]
+    runs = {label: v["runs"][0] for label, v in entry["variations"].items()}
+    pin = doc["pinning"]
+    for r in runs.values():
+        # h2load may run on both cores; the server's busy core is not its own, so no
+        # per-busy-core figure, and the generator's busy share is of the two cores.
+        assert r["generator_cpus"] == [*pin["generator_cpus"], pin["server_cpu"]]
+        assert r["req_per_busy_core_s"] is None
+    assert runs["1x"]["goodput_vs_peak"] > 0.5
+    assert any("--generator-on-server-core" in n for n in entry["notes"])

@@ -263,6 +263,14 @@ def _common() -> argparse.ArgumentParser:
         action="store_true",
         help="do not pin the server and the generator to separate cores",
     )
+    g.add_argument(
+        "--generator-on-server-core",
+        action="store_true",
+        help="overload, with a CPU cap: the generator's processes may also run on the "
+        "server's core, in the time the cap leaves it (for a share, e.g. 0.25, at which one "
+        "generator core cannot offer 3x the peak); the busy-core figures then include the "
+        "generator, and the generator-bound mark means both cores were busy",
+    )
     g = p.add_argument_group("output")
     g.add_argument(
         "--out",
@@ -395,6 +403,22 @@ def _check_urls(args: argparse.Namespace, names: list[str], specs: list[ServerSp
     return refused
 
 
+def _check_spill(args: argparse.Namespace, names: list[str]) -> None:
+    """What ``--generator-on-server-core`` needs, refused at start (ValueError, one line)."""
+    if "overload" not in names:
+        raise ValueError("--generator-on-server-core is for the overload scenario")
+    if args.no_pin:
+        raise ValueError(
+            "--generator-on-server-core with --no-pin: nothing is pinned, so the generator "
+            "already runs on every core"
+        )
+    if args.server_cpu is not None and not 0 < args.server_cpu < 1:
+        raise ValueError(
+            "--generator-on-server-core needs a CPU cap under one core (--server-cpu, e.g. "
+            "0.25): an uncapped server would share its core with the generator"
+        )
+
+
 def _url_transport(args: argparse.Namespace, eps: list[Endpoint], started: bool) -> None:
     """A run is plain or TLS throughout: https endpoints need --tls beside started servers,
     imply it alone; --url-ca is for https."""
@@ -457,6 +481,7 @@ def _options(args: argparse.Namespace) -> Options:
         server_cpu=args.server_cpu,
         tls=args.tls,
         url_ca=str(args.url_ca) if args.url_ca else None,
+        generator_on_server_core=args.generator_on_server_core,
     )
 
 
@@ -491,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         specs = _specs(args)
         refused = _check_urls(args, names, specs)
         opts = _options(args)
+        if args.generator_on_server_core:
+            _check_spill(args, names)
         if args.tls:
             _check_tls(names, specs)
         if "modem" in names:

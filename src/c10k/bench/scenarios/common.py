@@ -58,6 +58,9 @@ class Options:
     # --url-ca: the CA file that https --url endpoints are checked against (None: the
     # system's trust store).
     url_ca: str | None = None
+    # --generator-on-server-core: overload's generator may also run on the capped server's
+    # core, in the time its cap leaves (when one generator core cannot offer 3x the peak).
+    generator_on_server_core: bool = False
 
 
 @dataclass

@@ -8,17 +8,20 @@ offered in an open loop, by h2load when installed (``c10k.bench.h2load``), else 
 generator.  The runner caps every server alike to a fraction of one core (``cpucap.py``,
 ``--server-cpu`` else the scenario's ``server_cpu``) so that one generator core can offer 3x;
 when a cap is in force each run records how much its cgroup throttled the server
-(``cgroup_throttled``).
+(``cgroup_throttled``).  At a share where one generator core cannot offer 3x (0.25 on this
+box), ``--generator-on-server-core`` lets the generator use the server's core beyond the
+cap too (``_generator_context``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
 from c10k.bench import admtrace, h2load
-from c10k.bench.machine import CpuSnapshot, nofile_soft
+from c10k.bench.machine import CpuSnapshot, Pinning, nofile_soft
 from c10k.bench.peers import RunningServer
 from c10k.bench.scenarios.common import (
     Context,
@@ -59,6 +62,7 @@ def measure_overload(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
     Latency percentiles are of admitted requests only (the 2xx in time).  The generator is
     h2load when installed (``h2load.py``), else the Python one.
     """
+    ctx = _generator_context(ctx)
     if _overload_generator(ctx) == "h2load":
         return _overload_h2load(srv, scen, ctx)
     opts = ctx.opts
@@ -106,6 +110,31 @@ def measure_overload(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
         out[label] = run
         _note_peak_too_low(run, label, srv, scen, ctx)
     return out
+
+
+def _generator_context(ctx: Context) -> Context:
+    """The context the levels run in: with ``--generator-on-server-core`` and a cap in force,
+    the generator's processes may run on the server's core too (the scheduler spreads them
+    over both; the cgroup quota still bounds the server), and since that core's busy time
+    then includes the generator, no busy-core figure is the server's: the pinning records
+    no server core and the generator's busy share is of both cores."""
+    pin = ctx.pin
+    if not ctx.opts.generator_on_server_core or pin.server_cpu is None or not pin.generator_cpus:
+        return ctx
+    if ctx.cap is None:
+        ctx.note(
+            "overload: --generator-on-server-core not applied: no CPU cap is in force, and an "
+            "uncapped server would share its core with the generator"
+        )
+        return ctx
+    cpus = [*pin.generator_cpus, pin.server_cpu]
+    note = (
+        f"overload: server on CPU {pin.server_cpu} under its cap, the generator on CPUs "
+        f"{', '.join(map(str, cpus))} (--generator-on-server-core): busy-core figures include "
+        "the generator; generator-bound means both cores were over 90 % busy"
+    )
+    ctx.note(note)
+    return dataclasses.replace(ctx, pin=Pinning(None, cpus, note))
 
 
 def _note_peak_too_low(
@@ -168,6 +197,7 @@ def _overload_h2load(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
     peak = h2load.peak_figures(h2load.parse_log(log.read_text()), summary, wall)
     peak["argv"] = h2load.peak_argv(binary, url, n, conns, log)
     peak["h2load_summary"] = summary
+    peak["generator_cpus"] = cpus
     peak["cgroup_throttled"] = _throttled(ctx, thr)
     _cpu_figures(peak, before, after, ctx.pin, peak["requests"])
     out["peak"] = {**peak, "goodput_rps": peak["rps"], "offered_rps": None, "goodput_vs_peak": 1.0}
@@ -203,6 +233,7 @@ def _overload_h2load(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
         run["offered_target_rps"] = target
         run["h2load_rate_rps"] = plan.rate
         run["h2load_processes"] = len(argvs)
+        run["generator_cpus"] = cpus
         run["cgroup_throttled"] = _throttled(ctx, thr)
         _cpu_figures(run, before, after, ctx.pin, run["requests"])
         _attach_trace(run, entries, srv, ctx, deadline, t_launch_us)
