@@ -484,3 +484,28 @@ def test_core_transport_send_file_of_a_cold_region_waits_for_the_disk_pool(
         got = receive(loop, peer, 5 + 50_000, lambda: "resume" in proto.events)
     assert got == b"head:" + content
     assert proto.events == ["pause", "resume"]  # (queued while the pool read)
+
+
+def test_core_transport_send_file_whose_cork_fails_releases_the_region(
+    loop: Loop, pair: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error from the socket before the head went out (the cork refused) is the
+    connection's error like any other: the region is released, the connection closed."""
+    from c10k.core import transport
+
+    def refuse(fd: int, on: bool) -> None:
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(transport, "set_cork", refuse)
+    fd, _peer = pair()
+    proto = Recorder()
+    t = Transport(loop, fd, proto)
+    released: list[int] = []
+    with file_with(b"x" * 1000) as f:
+        region = FileRegion(
+            os.dup(f.fileno()), 0, 1000, closer=lambda fd: (os.close(fd), released.append(1))
+        )
+        t.send_file(b"head:", region)
+        spin(loop, lambda: bool(proto.lost))
+    assert released == [1]
+    assert t.closed

@@ -487,9 +487,9 @@ class Transport(BaseTransport):
             self.writelines((head, region))
             return
         fd = self.fd
-        set_cork(fd, True)  # the head and the body share full segments
         n = sent = -1  # (-1: the call raised EAGAIN, or was not made)
         try:
+            set_cork(fd, True)  # the head and the body share full segments
             n = os_write(fd, head)
             if n == len(head):
                 sent = os.sendfile(fd, region.fd, region.offset, count)
