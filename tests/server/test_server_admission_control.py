@@ -188,3 +188,18 @@ def test_a_queue_nothing_leaves_is_dropped_at_nearly_all() -> None:
 def test_a_full_queue_drops_at_the_maximum() -> None:
     ctl = Control(TARGET)
     assert ctl.step(64, 64, 10, None, 0.1) == MAX_DROP
+
+
+def test_a_flood_seen_before_any_wait_was_sampled_starts_dropping() -> None:
+    # Calm, so not on guard and nothing sampled; then a check (long: the loop was idle)
+    # finds 859 queued behind 626 accepted in 0.59 s: 0.8 s of accepts stand queued. The
+    # bench's 3x at a tenth of a core (fe16a4e) waited a check for samples, whose shortest
+    # wait (the queue's head) trailed the flood, until the queue was full.
+    ctl = Control(TARGET)
+    assert ctl.step(0, 4096, 300, 0.002, 0.1) == 0
+    drop = ctl.step(859, 4096, 626, None, 0.588)
+    assert drop > 0.9, drop
+    # A slice's worth of arrivals queued at an unsampled check is a slice's time: nothing.
+    ctl = Control(TARGET)
+    assert ctl.step(30, 4096, 300, None, 0.2) == 0
+    assert ctl.step(95, 4096, 1000, None, 0.2) == 0  # (5 ms slices in 100 ms, 95 ms queued)

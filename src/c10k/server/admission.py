@@ -135,6 +135,13 @@ class Control:
             wait = max(wait or 0.0, self.stuck)
         else:
             self.stuck = 0.0
+            if wait is None and qlen and accepted:
+                # Nothing sampled (not on guard since the last check: the flood has just
+                # begun): the queue's newest waits for what stands ahead of it at the
+                # rate we accept. A slice's worth of arrivals is a slice's time, far under
+                # the target; a flood is seconds of it, and waiting a check for samples
+                # let the queue fill (docs/BENCHMARKS.md, issue 20 at fe16a4e).
+                wait = qlen * span / accepted
         over = wait is not None and wait > self.target
         self.over_for = self.over_for + span if over else 0.0
         if self.drop <= 0 and self.over_for < OVER_TIME and qlen < limit:
