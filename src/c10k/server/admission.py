@@ -17,7 +17,9 @@ core) and a check that runs at the start of a slice finds a slice's worth of arr
 queued even when the server keeps up (docs/BENCHMARKS.md, "Overload admission at any
 rate and CPU share"). The shortest wait is short whenever
 the queue emptied once since the last check, whatever the rate, the CPU share or the
-slicing; it grows only while arrivals outrun accepts, which is overload.
+slicing; it grows only while arrivals outrun accepts, which is overload. (A check with no
+wait sampled, the first of a flood, reads the wait from the queue's length instead: see
+``Control.step``.)
 
 Three bounds, per listener, cheapest first:
 
