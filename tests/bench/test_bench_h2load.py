@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -341,34 +342,28 @@ def _cannot_run_e2e() -> str | None:
     return None
 
 
-@pytest.mark.skipif(
-    shutil.which("h2load") is None, reason="h2load is not installed (apt install nghttp2-client)"
-)
-def test_overload_with_h2load_against_capped_c10k(tmp_path: Path) -> None:
+def _overload_run(tmp_path: Path, *args: str) -> dict[str, Any]:
+    """One real ``c10k bench overload`` against c10k (one round of 1 s levels, no warm-up):
+    its results.json, after checking it exited 0; skips where it cannot run."""
     reason = _cannot_run_e2e()
     if reason:
         pytest.skip(reason)
     out = tmp_path / "out"
-    rc = cli.main(
-        [
-            "overload",
-            "--multipliers",
-            "1,3",
-            "--rounds",
-            "1",
-            "--duration",
-            "1",
-            "--warmup",
-            "0",
-            "--server-cpu",
-            "0.1",
-            "--no-plots",
-            "--out",
-            str(out),
-        ]
-    )
-    doc = json.loads((out / "results.json").read_text())
+    argv = ["overload", "--rounds", "1", "--duration", "1", "--warmup", "0", *args]
+    rc = cli.main([*argv, "--no-plots", "--out", str(out)])
+    doc: dict[str, Any] = json.loads((out / "results.json").read_text())
     assert rc == 0, doc["errors"]
+    return doc
+
+
+needs_h2load = pytest.mark.skipif(
+    shutil.which("h2load") is None, reason="h2load is not installed (apt install nghttp2-client)"
+)
+
+
+@needs_h2load
+def test_overload_with_h2load_against_capped_c10k(tmp_path: Path) -> None:
+    doc = _overload_run(tmp_path, "--multipliers", "1,3", "--server-cpu", "0.1")
     (entry,) = doc["scenarios"]
     cap = entry["server_cpu_cap"]
     assert cap["applied"] is True
@@ -398,24 +393,15 @@ def test_overload_with_h2load_against_capped_c10k(tmp_path: Path) -> None:
         assert trace, label
         assert {"t", "qlen", "accepted", "wait_min_ms", "drop", "backlog"} <= set(trace[0])
         assert sum(x["accepted"] for x in trace) > 0
-    text = (out / "results.md").read_text()
+    text = (tmp_path / "out" / "results.md").read_text()
     assert "Server CPU cap: overload: server capped to 10 % of" in text
     assert (entry["goals"] or [""])[0].startswith("c10k: goodput at 3x the peak")
 
 
-@pytest.mark.skipif(
-    shutil.which("h2load") is None, reason="h2load is not installed (apt install nghttp2-client)"
-)
+@needs_h2load
 def test_overload_generator_on_server_core(tmp_path: Path) -> None:
-    reason = _cannot_run_e2e()
-    if reason:
-        pytest.skip(reason)
-    out = tmp_path / "out"
-    argv = ["overload", "--multipliers", "1", "--rounds", "1", "--duration", "1"]
-    argv += ["--warmup", "0", "--server-cpu", "0.25", "--generator-on-server-core"]
-    rc = cli.main([*argv, "--no-plots", "--out", str(out)])
-    doc = json.loads((out / "results.json").read_text())
-    assert rc == 0, doc["errors"]
+    args = ["--multipliers", "1", "--server-cpu", "0.25", "--generator-on-server-core"]
+    doc = _overload_run(tmp_path, *args)
     (entry,) = doc["scenarios"]
     runs = {label: v["runs"][0] for label, v in entry["variations"].items()}
     pin = doc["pinning"]
