@@ -125,10 +125,19 @@ class Control:
         self.offered = 0.0  # connections offered per check (SYNs, retries included), smoothed
         self.stuck = 0.0  # seconds the queue has stood with nothing accepted
 
-    def step(self, qlen: int, limit: int, accepted: int, wait: float | None, span: float) -> float:
+    def step(
+        self,
+        qlen: int,
+        limit: int,
+        accepted: int,
+        wait: float | None,
+        span: float,
+        stale: int = 0,
+    ) -> float:
         """One check: the queue's length and limit now, the connections accepted since the
-        last check, the shortest wait among those sampled (None: none sampled), and the
-        seconds since the last check. Returns the share of SYNs to drop until then."""
+        last check (``stale`` of them reset at accept as stale), the shortest wait among
+        those sampled (None: none sampled), and the seconds since the last check. Returns
+        the share of SYNs to drop until then."""
         prev, self.qlen = self.qlen, qlen
         if accepted == 0 and prev > 0 and qlen > 0:
             # Nothing left a standing queue (at the connection cap, or a stalled loop):
@@ -149,21 +158,19 @@ class Control:
         if self.drop <= 0 and self.over_for < OVER_TIME and qlen < limit:
             self.offered = 0.0
             return 0.0  # not overloaded: the queue emptied since the last check
+        if qlen >= limit:
+            # Full (at the connection cap, or the backlog shrunk): nothing could join, so
+            # what was offered is unknown (the estimate is kept, not averaged with a
+            # zero: it is what the share is relaxed against once the queue drains), and
+            # a full queue is what admission avoids.
+            self.drop = MAX_DROP
+            return self.drop
         # Connections that joined the queue since the last check, and so the SYNs that
         # came (what passed is 1 - drop of them): the offered load, retries included.
         joined = max(0, accepted + qlen - prev) / (1 - self.drop)
         self.offered = joined if self.offered <= 0 else (self.offered + joined) / 2
-        if qlen >= limit:
-            # Full (at the connection cap, or the backlog shrunk): nothing could join, so
-            # what was offered is unknown, and a full queue is what admission avoids.
-            self.drop = MAX_DROP
-            return self.drop
         if qlen == 0 and not over:
-            # Empty, and what was accepted waited little: the server has had time to
-            # spare, and what it accepted was only what the filter let through (no
-            # measure of what it can do): let twice as many in. (An empty kernel queue
-            # with long waits read is a mode that accepts ahead of serving: io_uring.)
-            self.drop = 0.0 if self.drop < 2 * MIN_DROP else self.drop / 2
+            self.drop = self._relaxed(accepted - stale)
             return self.drop
         if wait is None:
             if qlen:
@@ -182,6 +189,21 @@ class Control:
             drop = 0.0
         self.drop = drop
         return drop
+
+    def _relaxed(self, served: int) -> float:
+        """The share once the queue is found empty with short waits: the server had time
+        to spare, and what it served was only what the filter let through (no measure of
+        what it can do), so twice as many are let in as were served, by the offered
+        estimate, and at most the share is halved. Halving alone lets 25 times as many in
+        from 0.98, and a flood at 3x refilled the queue past --max-accept-wait within a
+        second, three times in one round (docs/BENCHMARKS.md, issue 20). A whole-queue turn
+        (io_uring) serves a batch as big as what joined over several checks, so there the
+        share is still halved. (An empty kernel queue with long waits read is a mode that
+        accepts ahead of serving.)"""
+        drop = self.drop / 2
+        if self.offered > 0:
+            drop = min(self.drop, max(drop, 1 - 2 * max(1, served) / self.offered))
+        return 0.0 if drop < MIN_DROP else drop
 
 
 class AcceptQueue:
@@ -309,7 +331,7 @@ class Admission:
                 continue
             served = max(0.0, n * (1 - share))
             rate = served / span if span > 0 else 0.0
-            if q.can_drop and self._admission(q, info, n, span, wait):
+            if q.can_drop and self._admission(q, info, n, round(n - served), span, wait):
                 guard = True
             guard = self._bound_backlog(q, info, rate, wait) or guard
             q.qlen = info[0]
@@ -404,6 +426,7 @@ class Admission:
         q: AcceptQueue,
         info: tuple[int, int],
         accepted: int,
+        stale: int,
         span: float,
         wait: float | None,
     ) -> bool:
@@ -411,7 +434,7 @@ class Admission:
         dropping."""
         qlen, limit = info
         before = q.drop
-        drop = q.control.step(qlen, limit, accepted, wait, span)
+        drop = q.control.step(qlen, limit, accepted, wait, span, stale)
         # Set again at every check while dropping, not only on a change: during a reload
         # the draining worker on the same socket removes its filter.
         if drop != before or drop > 0:
