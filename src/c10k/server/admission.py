@@ -146,13 +146,17 @@ class Control:
             wait = max(wait or 0.0, self.stuck)
         else:
             self.stuck = 0.0
-            if wait is None and qlen and accepted:
+            if qlen and accepted and (wait is None or qlen - prev > accepted):
                 # Nothing sampled (not on guard since the last check: the flood has just
-                # begun): the queue's newest waits for what stands ahead of it at the
-                # rate we accept. A slice's worth of arrivals is a slice's time, far under
-                # the target; a flood is seconds of it, and waiting a check for samples
-                # let the queue fill (docs/BENCHMARKS.md, issue 20 at fe16a4e).
-                wait = qlen * span / accepted
+                # begun), or more joined than twice what left (a flood): the shortest
+                # wait read is of the queue's head and trails the flood, so the wait is
+                # read at its tail, what its newest waits for what stands ahead of it at
+                # the rate we accept. A slice's worth of arrivals is a slice's time, far
+                # under the target; a flood is seconds of it, and waiting on the head's
+                # wait let the queue fill past --max-accept-wait (docs/BENCHMARKS.md,
+                # issue 20: at fe16a4e, and a flood met on guard at 62b0482).
+                tail = qlen * span / accepted
+                wait = tail if wait is None else max(wait, tail)
         over = wait is not None and wait > self.target
         self.over_for = self.over_for + span if over else 0.0
         if self.drop <= 0 and self.over_for < OVER_TIME and qlen < limit:
