@@ -12,6 +12,7 @@ terms, so the lag tiers (SHED_MIN_BUSY) stay out of it: only the queue policy ac
 from __future__ import annotations
 
 import errno
+import json
 import selectors
 import socket
 import time
@@ -25,7 +26,13 @@ from c10k.core.listener import accept_queue, drop_syns, set_backlog, syn_drop_in
 from c10k.http.events import Request
 from c10k.http.writers import Response, build_response
 from c10k.server import ServerConfig
-from helpers import ForkedServer, backend_params, quick_handshakes, read_response
+from helpers import (
+    ForkedServer,
+    available_modes,
+    backend_params,
+    quick_handshakes,
+    read_response,
+)
 
 OK = build_response(200, [(b"Content-Type", b"text/plain")], b"ok\n")
 GET = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
@@ -322,3 +329,26 @@ def test_accept_queue_full_keeps_admission_at_its_maximum(tmp_path: Path) -> Non
         for c in socks:
             c.close()
         server.stop()
+
+
+@pytest.mark.timed
+@pytest.mark.skipif("uring" not in available_modes(), reason="io_uring does not run here")
+def test_accept_queue_uring_takes_a_batch_per_turn_on_guard(tmp_path: Path) -> None:
+    # io_uring's multishot accept hands one turn the whole kernel queue, served before the
+    # pressure check runs again (before: one turn of 1 s took all 292 queued, and the
+    # check after it found the kernel's queue empty). On guard the mode takes a batch per
+    # turn, a single-shot accept and what else waits up to 64, as the readiness modes do,
+    # so the rest stays in the kernel's queue, where admission reads it.
+    server = QueueServer(tmp_path, "uring", max_accept_wait=1.0)
+    try:
+        outcome, _, _ = flood(server, FLOOD, 0.5)
+        assert outcome["pending"] == 0, outcome
+        assert set(outcome) <= {"200", "reset", "pending"}
+    finally:
+        server.stop()
+    checks = [json.loads(line) for line in server.trace.read_text().splitlines()]
+    guard = next(i for i, c in enumerate(checks) if c["qlen"] >= 8)  # (GUARD_QUEUE)
+    # A turn that served (20 ms a request: over 0.5 s) took at most a batch.
+    served = [c for c in checks[guard + 1 :] if c["span"] > 0.5]
+    assert served, checks
+    assert max(c["accepted"] for c in served) <= 64, served

@@ -545,6 +545,7 @@ class UringServer(ServerBase):
         self.accept_armed = [False] * len(self.socks)
         self.accept_retry: TimerHandle | None = None
         self.multishot_accept = True
+        self.bounded_accept = False  # on guard: a batch per turn (see _bound_accepts)
         self._turn_accepts = 0
         self._running = False
         self._old_signal_handlers: dict[int, Any] = {}
@@ -694,7 +695,10 @@ class UringServer(ServerBase):
             if not self.accept_armed[i]:
                 self.accept_armed[i] = True
                 self.ring.prep_accept(
-                    s.fileno(), (i << 3) | K_ACCEPT, SOCK_FLAGS, self.multishot_accept
+                    s.fileno(),
+                    (i << 3) | K_ACCEPT,
+                    SOCK_FLAGS,
+                    self.multishot_accept and not self.bounded_accept,
                 )
 
     def _on_accept(self, index: int, res: int, flags: int) -> None:
@@ -707,8 +711,37 @@ class UringServer(ServerBase):
         else:
             # Draining too: the client is connected, and answered with Connection: close.
             self._serve_fd(index, res)
+            if self.bounded_accept and not flags & CQE_F_MORE and not self.draining:
+                self._accept_waiting(index, ACCEPT_BATCH - 1)
         if self.draining and not self.accept_armed[index]:
             self._sweep(index)
+
+    def _bound_accepts(self, on: bool) -> None:
+        """On guard (admission or overload shedding), accept as the readiness modes do: a
+        single-shot ACCEPT, then what else waits up to a batch (``_accept_waiting``), and
+        the turn goes on to its timers. A multishot accept hands one turn the whole kernel
+        queue, which it serves before the pressure check runs again: under a tenth of a
+        core that was 0.8-1 s a turn at 3x, everyone queued behind it stale, and the queue
+        admission reads was empty at every check (docs/BENCHMARKS.md, issue 20 per mode).
+        Off guard, the next accept is multishot again (``_arm_accepts``)."""
+        if on == self.bounded_accept:
+            return
+        self.bounded_accept = on
+        if on:
+            self._cancel_accepts()  # each re-armed single-shot from its ECANCELED CQE
+
+    def _accept_waiting(self, index: int, limit: int) -> None:
+        """Up to ``limit`` connections waiting on listener ``index``, served now (accept4
+        until EAGAIN, as the Acceptor does on a readiness wakeup)."""
+        sock = self.socks[index]
+        try:
+            for fd, _addr in accept_fds(sock, limit):
+                os.set_blocking(fd, False)
+                self._serve_fd(index, fd)
+                if self.accepting_paused or self.closing:
+                    return
+        except OSError as exc:
+            self._accept_failed(index, -(exc.errno or errno.EIO))
 
     def _serve_fd(self, index: int, fd: int) -> None:
         self.accepted[index] += 1
@@ -718,6 +751,7 @@ class UringServer(ServerBase):
         policy = self.policy
         policy.accepts += 1
         if policy.accept_guard and not policy.admit(fd):
+            self._rearm_accept(index)  # (a single-shot accept: the next one)
             return
         first = None
         if self.plain[index]:
@@ -757,12 +791,7 @@ class UringServer(ServerBase):
         sock = self.socks[index]
         if sock.fileno() < 0:
             return
-        try:
-            for fd, _addr in accept_fds(sock, ACCEPT_BATCH):
-                os.set_blocking(fd, False)
-                self._serve_fd(index, fd)
-        except OSError as exc:
-            log.warning("accept while draining: %s", exc)
+        self._accept_waiting(index, ACCEPT_BATCH)
         sock.close()
         if not self.nconn and not any(self.accept_armed):
             self._running = False
@@ -805,6 +834,10 @@ class UringServer(ServerBase):
 
     def pressure_reading(self) -> tuple[float, float]:
         return self.loop.lag, self.loop.load
+
+    def _pressure(self) -> None:
+        super()._pressure()
+        self._bound_accepts(self.policy.accept_guard)
 
     def _pause_accepting(self) -> None:
         self._cancel_accepts()
