@@ -18,8 +18,8 @@ queued even when the server keeps up (docs/BENCHMARKS.md, "Overload admission at
 rate and CPU share"). The shortest wait is short whenever
 the queue emptied once since the last check, whatever the rate, the CPU share or the
 slicing; it grows only while arrivals outrun accepts, which is overload. (A check with no
-wait sampled, the first of a flood, reads the wait from the queue's length instead: see
-``Control.step``.)
+wait sampled, the first of a flood, or whose queue grew by more than it accepted, reads
+the wait from the queue's length too: see ``Control.step``.)
 
 Three bounds, per listener, cheapest first:
 
@@ -29,7 +29,8 @@ Three bounds, per listener, cheapest first:
    span is that long, as in a mode whose turn outlasts the interval), a socket filter
    drops a share of the incoming SYNs at random, set so that about as many connections
    join the queue as we accept, fewer while the shortest wait is above the target and
-   more while it is below (the gap closed over ``ADMIT_HORIZON``). The
+   more while it is below (the gap closed over ``ADMIT_HORIZON``); a queue found empty
+   with short waits lets twice as many in as were served (``Control._relaxed``). The
    queue then stays long enough to keep the server busy and never fills; a full queue is
    what hurts most: Linux drops the handshake's last ACK there, and that client,
    connected as far as it knows, waits seconds for a retransmission to find room (then it

@@ -18,7 +18,9 @@ What each piece of ``UringTransport`` (the Session's transport here) does, and w
 
 - accept: one multishot ACCEPT per listener (5.19): one SQE, then a CQE per client, with
   SOCK_NONBLOCK|SOCK_CLOEXEC set by the kernel. At the connection cap it is cancelled and
-  re-armed when a connection closes. EMFILE/ENFILE: re-armed after 100 ms.
+  re-armed when a connection closes. EMFILE/ENFILE: re-armed after 100 ms. On guard
+  (admission, overload) a single-shot ACCEPT and accept4(2) after it, a batch a turn
+  (``_bound_accepts``): the multishot one hands a turn the whole kernel queue.
 - recv: one multishot RECV per connection (6.0) with a provided-buffer ring
   (IORING_REGISTER_PBUF_RING): the kernel picks a buffer only when bytes arrive, so an idle
   connection pins no memory; the bytes are copied out and the buffer returned at once.
