@@ -1,0 +1,81 @@
+"""Round by round, what an overload bench run gave each server (issue 20).
+
+``c10k bench overload`` reports medians over rounds; the issue's goal is per round: at 1x
+no more than 0.5 % not served, at 2x and 3x at least 90 % of the peak in goodput, and an
+admitted p99 under a second. Per server and round this prints goodput as a share of that
+round's peak at 1x, 2x and 3x, the share not served at 1x, the admitted p99 at 2x and 3x,
+the connections reset as stale (from the admission trace the bench keeps for c10k), and
+whether the round met every part of the goal; then each server's medians.
+
+    .venv/bin/python scripts/overload_rounds.py bench-results/RUN [RUN ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+LEVELS = ("1x", "2x", "3x")
+
+
+def stale(run: dict[str, Any]) -> int | None:
+    """Connections reset as stale during one level (the trace's counter is cumulative)."""
+    trace = run.get("admission_trace") or []
+    counts = [e["stale"] for e in trace if isinstance(e.get("stale"), int)]
+    return counts[-1] - counts[0] if counts else None
+
+
+def met(levels: dict[str, dict[str, Any]]) -> bool:
+    """The issue's goal, for one server's round."""
+    if levels["1x"]["not_served_rate"] > 0.005:
+        return False
+    return all(
+        levels[x]["goodput_vs_peak"] >= 0.9 and levels[x]["latency_ms"]["p99"] < 1000
+        for x in ("2x", "3x")
+    )
+
+
+def report(path: Path) -> list[str]:
+    data = json.loads((path / "results.json").read_text())
+    scenario = next(s for s in data["scenarios"] if s["name"] == "overload")
+    rounds: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for level in LEVELS:
+        for run in scenario["variations"][level]["runs"]:
+            rounds.setdefault((run["server"], run["round"]), {})[level] = run
+    out = [
+        f"{path}: server, round, goodput/peak 1x 2x 3x %, not served at 1x %, "
+        "p99 ms at 2x 3x, stale at 2x 3x, goal"
+    ]
+    shares: dict[str, list[list[float]]] = {}
+    for (server, rnd), levels in sorted(rounds.items()):
+        if set(levels) != set(LEVELS):
+            continue
+        g = [levels[x]["goodput_vs_peak"] * 100 for x in LEVELS]
+        shares.setdefault(server, []).append(g)
+        p99 = " ".join(f"{levels[x]['latency_ms']['p99']:5.0f}" for x in ("2x", "3x"))
+        st = " ".join(
+            f"{stale(levels[x]) if stale(levels[x]) is not None else '-':>5}" for x in ("2x", "3x")
+        )
+        out.append(
+            f"  {server:14s} {rnd}  {g[0]:6.1f} {g[1]:6.1f} {g[2]:6.1f}  "
+            f"{levels['1x']['not_served_rate'] * 100:4.1f}  {p99}  {st}  "
+            f"{'met' if met(levels) else '-'}"
+        )
+    for server, gs in shares.items():
+        medians = " / ".join(f"{statistics.median(col):.1f}" for col in zip(*gs, strict=True))
+        out.append(f"  {server:14s} median {medians}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="bench --out directories")
+    for path in parser.parse_args().runs:
+        print("\n".join(report(path)))
+
+
+if __name__ == "__main__":
+    main()
