@@ -248,3 +248,16 @@ def test_a_drained_queue_lets_twice_as_many_in_not_25_times() -> None:
     assert drops[1] > 0.85, drops
     assert all(b < a for a, b in itertools.pairwise(drops) if a), drops
     assert drops[-1] == 0, drops
+
+
+def test_a_shared_listener_is_read_at_every_worker_s_rate() -> None:
+    # A socket all workers accept from (systemd's, or without SO_REUSEPORT): its queue is
+    # drained at all of their rates, and this worker accepts its share. Read at this
+    # worker's rate alone, the standing queue's tail looks four times as far off.
+    readings = (300, 420, 520, 600, 700, 760)
+    ctl = Control(TARGET)
+    ctl.sharers = 4
+    assert [ctl.step(q, 4096, 80, 0.2, 0.17) for q in readings] == [0.0] * len(readings)
+    # The same readings on a listener of this worker's own are a flood.
+    ctl = Control(TARGET)
+    assert ctl.step(readings[0], 4096, 80, 0.2, 0.17) > 0.5

@@ -5,6 +5,7 @@ reads what c10k tells systemd."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -91,6 +92,28 @@ def test_socket_activation_with_workers_and_reload(root: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+@needs_activate
+def test_socket_activation_admission_knows_the_socket_is_shared(root: Path, tmp_path: Path) -> None:
+    # Both workers accept from systemd's one socket: admission reads the wait at the
+    # queue's tail at twice a worker's accept rate (Admission.share).
+    port = free_port()
+    trace = tmp_path / "admission.jsonl"
+    proc = activate(port, str(root), "--workers", "2", "--admission-trace", str(trace))
+    try:
+        wait_listening(port)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not trace.exists():
+            for _ in range(20):
+                assert get(port) == SMALL
+            time.sleep(1.2)  # an idle worker checks once a second; a check with accepts writes
+        lines = [json.loads(line) for line in trace.read_text().splitlines()]
+        assert lines
+        assert {line["sharers"] for line in lines} == {2}, lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
 
 
 @needs_activate

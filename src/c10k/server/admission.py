@@ -116,10 +116,13 @@ FRESH_RUN = 32
 class Control:
     """The SYN-drop share of one listener from its readings: sans-I/O (see bound 1)."""
 
-    __slots__ = ("drop", "offered", "over_for", "qlen", "stuck", "target")
+    __slots__ = ("drop", "offered", "over_for", "qlen", "sharers", "stuck", "target")
 
     def __init__(self, target: float) -> None:
         self.target = target  # seconds: the shortest wait we aim at
+        # Workers accepting from this socket (one without SO_REUSEPORT, or systemd's, is
+        # shared): its queue is drained at about this many times our accept rate.
+        self.sharers = 1
         self.drop = 0.0  # share of SYNs dropped
         self.qlen = 0  # queue length at the last check
         self.over_for = 0.0  # seconds the shortest wait has been above target
@@ -147,7 +150,8 @@ class Control:
             wait = max(wait or 0.0, self.stuck)
         else:
             self.stuck = 0.0
-            if qlen and accepted and (wait is None or qlen - prev > accepted):
+            leaving = accepted * self.sharers
+            if qlen and accepted and (wait is None or qlen - prev > leaving):
                 # Nothing sampled (not on guard since the last check: the flood has just
                 # begun), or more joined than twice what left (a flood): the shortest
                 # wait read is of the queue's head and trails the flood, so the wait is
@@ -156,7 +160,7 @@ class Control:
                 # under the target; a flood is seconds of it, and waiting on the head's
                 # wait let the queue fill past --max-accept-wait (docs/BENCHMARKS.md,
                 # issue 20: at fe16a4e, and a flood met on guard at 62b0482).
-                tail = qlen * span / accepted
+                tail = qlen * span / leaving
                 wait = tail if wait is None else max(wait, tail)
         over = wait is not None and wait > self.target
         self.over_for = self.over_for + span if over else 0.0
@@ -201,10 +205,10 @@ class Control:
         what it can do), so twice as many are let in as were served, by the offered
         estimate, and at most the share is halved. Halving alone lets 25 times as many in
         from 0.98, and a flood at 3x refilled the queue past --max-accept-wait within a
-        second, three times in one round (docs/BENCHMARKS.md, issue 20). A whole-queue turn
-        (io_uring) serves a batch as big as what joined over several checks, so there the
-        share is still halved. (An empty kernel queue with long waits read is a mode that
-        accepts ahead of serving.)"""
+        second, three times in one round (docs/BENCHMARKS.md, issue 20). A turn that takes
+        the whole queue (io_uring's multishot accept, off guard) serves a batch as big as
+        what joined over several checks, so there the share is still halved. (An empty
+        kernel queue with long waits read is a mode that accepts ahead of serving.)"""
         drop = self.drop / 2
         if self.offered > 0:
             drop = min(self.drop, max(drop, 1 - 2 * max(1, served) / self.offered))
@@ -270,6 +274,12 @@ class Admission:
     @property
     def enabled(self) -> bool:
         return self.max_wait > 0
+
+    def share(self, sharers: Sequence[int]) -> None:
+        """How many workers accept from each listener (the supervisor's slots: 1 for an
+        SO_REUSEPORT socket of this worker's own, all of them for a shared one)."""
+        for q, n in zip(self.queues, sharers, strict=True):
+            q.control.sharers = max(1, n)
 
     @property
     def backlog(self) -> int:
@@ -373,6 +383,7 @@ class Admission:
             "offered": round(q.control.offered, 1),
             "drop": round(q.drop, 4),
             "backlog": q.backlog,
+            "sharers": q.control.sharers,
             "stale": self.stale,
             "cpu": round(time.process_time(), 4),
         }

@@ -74,7 +74,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from c10k.server.base import ServerBase
@@ -516,6 +516,9 @@ class Supervisor:
             others |= set(self.by_fd)  # other workers' status pipes
             others |= {self._wake_r, self._wake_w}
             share = (cell, self._generation, slot.index) if cell >= 0 else None
+            # Workers per listener: a socket in every slot (no SO_REUSEPORT, systemd's)
+            # is one queue that all of them drain (admission reads its length).
+            sharers = [sum(any(x is s for x in sl.socks) for sl in self.slots) for s in slot.socks]
             _worker_main(
                 self.pid,
                 self.config,
@@ -527,6 +530,7 @@ class Supervisor:
                 self.board,
                 share,
                 self.limit_table,
+                sharers,
             )
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(wfd)
@@ -734,6 +738,7 @@ def _worker_main(
     board: Board,
     share: tuple[int, int, int] | None,
     limit_table: Table | None = None,
+    sharers: Sequence[int] = (),
 ) -> NoReturn:
     """A worker: build a server on its slot's sockets, report, serve, report, _exit.
 
@@ -756,6 +761,8 @@ def _worker_main(
             except OSError:
                 pass
         server = build_server(config, socks, certs)
+        if sharers:
+            server.policy.admission.share(sharers)
         if share is not None:  # (cell, generation, slot)
             server.policy.share(board, *share)
         if limit_table is not None:  # count in its cell's column (-1: none free, no counts)

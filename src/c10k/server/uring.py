@@ -713,7 +713,7 @@ class UringServer(ServerBase):
         else:
             # Draining too: the client is connected, and answered with Connection: close.
             self._serve_fd(index, res)
-            if self.bounded_accept and not flags & CQE_F_MORE and not self.draining:
+            if self.bounded_accept and not flags & CQE_F_MORE:
                 self._accept_waiting(index, ACCEPT_BATCH - 1)
         if self.draining and not self.accept_armed[index]:
             self._sweep(index)
@@ -732,18 +732,25 @@ class UringServer(ServerBase):
         if on:
             self._cancel_accepts()  # each re-armed single-shot from its ECANCELED CQE
 
-    def _accept_waiting(self, index: int, limit: int) -> None:
+    def _accept_waiting(self, index: int, limit: int, sweep: bool = False) -> None:
         """Up to ``limit`` connections waiting on listener ``index``, served now (accept4
-        until EAGAIN, as the Acceptor does on a readiness wakeup)."""
-        sock = self.socks[index]
-        try:
-            for fd, _addr in accept_fds(sock, limit):
-                os.set_blocking(fd, False)
-                self._serve_fd(index, fd)
-                if self.accepting_paused or self.closing:
-                    return
-        except OSError as exc:
-            self._accept_failed(index, -(exc.errno or errno.EIO))
+        until EAGAIN, as the Acceptor does on a readiness wakeup): not past the connection
+        cap, nor once draining, unless this is the drain's ``sweep`` (who waits is
+        answered before the listener closes)."""
+        waiting = accept_fds(self.socks[index], limit)
+        while sweep or not (self.accepting_paused or self.draining or self.closing):
+            try:
+                fd, _addr = next(waiting)
+            except StopIteration:
+                return
+            except OSError as exc:
+                if exc.errno in ACCEPT_CAPACITY_ERRNOS:
+                    self._accept_failed(index, -exc.errno)  # (backs off, then re-arms)
+                else:
+                    log.warning("accept: %s", exc)
+                return
+            os.set_blocking(fd, False)
+            self._serve_fd(index, fd)
 
     def _serve_fd(self, index: int, fd: int) -> None:
         self.accepted[index] += 1
@@ -752,26 +759,28 @@ class UringServer(ServerBase):
             self.backlog_alert()
         policy = self.policy
         policy.accepts += 1
-        if policy.accept_guard and not policy.admit(fd):
-            self._rearm_accept(index)  # (a single-shot accept: the next one)
-            return
-        first = None
-        if self.plain[index]:
-            first = self.first_read(fd, self.loop.now)
-            if first is None:  # answered and closed with no Session, or gone
-                self._rearm_accept(index)
+        try:
+            if policy.accept_guard and not policy.admit(fd):
                 return
-        uid = self._next_uid
-        self._next_uid = uid + 1
-        protocol = self.make_protocol(self.loop, index)
-        peer = peer_address(fd) if policy.keep_peer else None
-        transport = self.conns[uid] = UringTransport(self, fd, uid, protocol, peer)
-        self.opened()
-        if first is None:
-            transport.read_first(self.read_size)  # (its layers read)
-        else:
-            transport.start(first)
-        self._rearm_accept(index)
+            first = None
+            if self.plain[index]:
+                first = self.first_read(fd, self.loop.now)
+                if first is None:  # answered and closed with no Session, or gone
+                    return
+            uid = self._next_uid
+            self._next_uid = uid + 1
+            protocol = self.make_protocol(self.loop, index)
+            peer = peer_address(fd) if policy.keep_peer else None
+            transport = self.conns[uid] = UringTransport(self, fd, uid, protocol, peer)
+            self.opened()
+            if first is None:
+                transport.read_first(self.read_size)  # (its layers read)
+            else:
+                transport.start(first)
+        finally:
+            # Whatever became of this one (stale, answered at accept, an error), a
+            # single-shot accept (on guard, or a kernel without multishot) arms the next.
+            self._rearm_accept(index)
 
     def _rearm_accept(self, index: int) -> None:
         if not self.accept_armed[index] and not self.draining:
@@ -793,7 +802,7 @@ class UringServer(ServerBase):
         sock = self.socks[index]
         if sock.fileno() < 0:
             return
-        self._accept_waiting(index, ACCEPT_BATCH)
+        self._accept_waiting(index, ACCEPT_BATCH, sweep=True)
         sock.close()
         if not self.nconn and not any(self.accept_armed):
             self._running = False
