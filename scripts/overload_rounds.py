@@ -40,7 +40,9 @@ def met(levels: dict[str, dict[str, Any]]) -> bool:
 
 def report(path: Path) -> list[str]:
     data = json.loads((path / "results.json").read_text())
-    scenario = next(s for s in data["scenarios"] if s["name"] == "overload")
+    scenario = next((s for s in data["scenarios"] if s["name"] == "overload"), None)
+    if scenario is None:
+        return [f"{path}: no overload scenario in this run"]
     rounds: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
     for level in LEVELS:
         for run in scenario["variations"][level]["runs"]:
@@ -74,6 +76,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="bench --out directories")
     for path in parser.parse_args().runs:
+        if not (path / "results.json").is_file():
+            parser.error(f"{path}: no results.json (a `c10k bench overload --out` directory)")
         print("\n".join(report(path)))
 
 
