@@ -412,3 +412,25 @@ def test_overload_generator_on_server_core(tmp_path: Path) -> None:
         assert r["req_per_busy_core_s"] is None
     assert runs["1x"]["goodput_vs_peak"] > 0.5
     assert any("--generator-on-server-core" in n for n in entry["notes"])
+
+
+def test_repeat_peak_refused_outside_overload(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["conn-rate", "--repeat-peak"]) == 2
+    assert "--repeat-peak is for the overload scenario" in capsys.readouterr().err
+
+
+@needs_h2load
+def test_overload_repeat_peak(tmp_path: Path) -> None:
+    # The peak measured again after the last level, as a share of the first: how far the
+    # server's own speed moved while it was offered multiples of the first.
+    doc = _overload_run(tmp_path, "--multipliers", "1", "--server-cpu", "0.1", "--repeat-peak")
+    (entry,) = doc["scenarios"]
+    assert list(entry["variations"]) == ["peak", "1x", "peak again"]
+    runs = {label: v["runs"][0] for label, v in entry["variations"].items()}
+    again = runs["peak again"]
+    assert again["requests"] > 0
+    assert again["cgroup_throttled"]["nr_throttled"] > 0  # measured under the same cap
+    assert again["goodput_vs_peak"] == pytest.approx(again["rps"] / runs["peak"]["rps"])
+    assert "peak again" in entry["title"]
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "| peak again | c10k |" in text

@@ -220,6 +220,13 @@ def _common() -> argparse.ArgumentParser:
         metavar="M,M,...",
         help="overload: offered load as multiples of the measured peak (default 1,2,3)",
     )
+    g.add_argument(
+        "--repeat-peak",
+        action="store_true",
+        help="overload: measure each server's closed-loop peak again after its last level; "
+        "the row 'peak again' shows how far the server's own speed moved during the round "
+        "(the levels were offered multiples of the first peak)",
+    )
     g.add_argument("--slow-conns", type=int, help="slowhttp: attack connections (default 4000)")
     g.add_argument(
         "--slow-duration", type=float, metavar="S", help="slowhttp: seconds per attack (30)"
@@ -482,6 +489,7 @@ def _options(args: argparse.Namespace) -> Options:
         tls=args.tls,
         url_ca=str(args.url_ca) if args.url_ca else None,
         generator_on_server_core=args.generator_on_server_core,
+        repeat_peak=args.repeat_peak,
     )
 
 
@@ -518,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = _options(args)
         if args.generator_on_server_core:
             _check_spill(args, names)
+        if args.repeat_peak and "overload" not in names:
+            raise ValueError("--repeat-peak is for the overload scenario")
         if args.tls:
             _check_tls(names, specs)
         if "modem" in names:

@@ -61,6 +61,9 @@ class Options:
     # --generator-on-server-core: overload's generator may also run on the capped server's
     # core, in the time its cap leaves (when one generator core cannot offer 3x the peak).
     generator_on_server_core: bool = False
+    # --repeat-peak: overload measures each server's closed-loop peak again after its last
+    # level (the row "peak again": how far the server's speed moved during the round).
+    repeat_peak: bool = False
 
 
 @dataclass

@@ -30,6 +30,11 @@ from c10k.bench.scenarios.common import (
     _python_http,
 )
 
+# --repeat-peak: the variation of the peak measured again, and by how much (a share of the
+# first) it must differ for a note.
+PEAK_AGAIN = "peak again"
+PEAK_MOVED = 0.1
+
 
 def overload_label(mult: float) -> str:
     """Variation label of a multiple of the peak.
@@ -68,20 +73,25 @@ def measure_overload(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
     opts = ctx.opts
     out: dict[str, Any] = {}
     timeout = scen["timeout"]
+
+    def measure_peak() -> dict[str, Any]:
+        m, before, after = _python_http(
+            srv,
+            ctx,
+            scen["path"],
+            scen["peak_conns"],
+            True,
+            opts.duration,
+            opts.warmup,
+            timeout=timeout,
+        )
+        run = _http_run_from_python(m)
+        _cpu_figures(run, before, after, ctx.pin, run["requests"])
+        return {**run, "goodput_rps": run["rps"], "offered_rps": None}
+
     ctx.progress(f"overload peak {srv.spec.name}")
-    m, before, after = _python_http(
-        srv,
-        ctx,
-        scen["path"],
-        scen["peak_conns"],
-        True,
-        opts.duration,
-        opts.warmup,
-        timeout=timeout,
-    )
-    peak = _http_run_from_python(m)
-    _cpu_figures(peak, before, after, ctx.pin, peak["requests"])
-    out["peak"] = {**peak, "goodput_rps": peak["rps"], "offered_rps": None, "goodput_vs_peak": 1.0}
+    peak = measure_peak()
+    out["peak"] = {**peak, "goodput_vs_peak": 1.0}
     peak_rps = max(peak["rps"], 1.0)
     for level in opts.multipliers or scen["levels"]:
         label = overload_label(float(level))
@@ -109,7 +119,26 @@ def measure_overload(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
         _cpu_figures(run, before, after, ctx.pin, run["requests"])
         out[label] = run
         _note_peak_too_low(run, label, srv, scen, ctx)
+    if opts.repeat_peak:
+        ctx.progress(f"overload peak again {srv.spec.name}")
+        out[PEAK_AGAIN] = _peak_again(measure_peak(), peak["rps"], srv, ctx)
     return out
+
+
+def _peak_again(
+    run: dict[str, Any], first_rps: float, srv: RunningServer, ctx: Context
+) -> dict[str, Any]:
+    """The peak measured again after the last level (``--repeat-peak``), as a share of the
+    first: a server whose speed moved during the round was offered multiples of a peak it
+    no longer had (or no longer than it had)."""
+    share = run["rps"] / first_rps if first_rps > 0 else None
+    if share is not None and abs(share - 1) > PEAK_MOVED:
+        ctx.note(
+            f"overload: {srv.spec.name}'s closed-loop peak moved from {first_rps:.0f} to "
+            f"{run['rps']:.0f} req/s ({(share - 1) * 100:+.0f} %) during the round: its "
+            "levels were multiples of the first"
+        )
+    return {**run, "goodput_vs_peak": share}
 
 
 def _generator_context(ctx: Context) -> Context:
@@ -188,19 +217,24 @@ def _overload_h2load(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
         s0, wall0 = closed(max(conns, round(rate0 * opts.warmup)), opts.warmup * 3 + 30.0)
         rate0 = s0["succeeded"] / (s0["finished_s"] or wall0 or 1e-9)
     n = max(conns * 4, round(rate0 * opts.duration))
-    log = ctx.workdir / f"h2load-{tag}-peak.tsv"
-    log.unlink(missing_ok=True)
-    thr = ctx.cap.throttling() if ctx.cap else {}
-    before = CpuSnapshot.take(srv.sid, ctx.pin)
-    summary, wall = closed(n, n / max(rate0, 1.0) * 3 + 30.0, log)
-    after = CpuSnapshot.take(srv.sid, ctx.pin)
-    peak = h2load.peak_figures(h2load.parse_log(log.read_text()), summary, wall)
-    peak["argv"] = h2load.peak_argv(binary, url, n, conns, log)
-    peak["h2load_summary"] = summary
-    peak["generator_cpus"] = cpus
-    peak["cgroup_throttled"] = _throttled(ctx, thr)
-    _cpu_figures(peak, before, after, ctx.pin, peak["requests"])
-    out["peak"] = {**peak, "goodput_rps": peak["rps"], "offered_rps": None, "goodput_vs_peak": 1.0}
+
+    def measure_peak(name: str) -> dict[str, Any]:
+        log = ctx.workdir / f"h2load-{tag}-{name}.tsv"
+        log.unlink(missing_ok=True)
+        thr = ctx.cap.throttling() if ctx.cap else {}
+        before = CpuSnapshot.take(srv.sid, ctx.pin)
+        summary, wall = closed(n, n / max(rate0, 1.0) * 3 + 30.0, log)
+        after = CpuSnapshot.take(srv.sid, ctx.pin)
+        run = h2load.peak_figures(h2load.parse_log(log.read_text()), summary, wall)
+        run["argv"] = h2load.peak_argv(binary, url, n, conns, log)
+        run["h2load_summary"] = summary
+        run["generator_cpus"] = cpus
+        run["cgroup_throttled"] = _throttled(ctx, thr)
+        _cpu_figures(run, before, after, ctx.pin, run["requests"])
+        return {**run, "goodput_rps": run["rps"], "offered_rps": None}
+
+    peak = measure_peak("peak")
+    out["peak"] = {**peak, "goodput_vs_peak": 1.0}
     peak_rps = max(peak["rps"], 1.0)
     for level in opts.multipliers or scen["levels"]:
         label = overload_label(float(level))
@@ -269,6 +303,9 @@ def _overload_h2load(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
                 "latency leaves that wait out"
             )
         _note_peak_too_low(run, label, srv, scen, ctx)
+    if opts.repeat_peak:
+        ctx.progress(f"overload peak again {srv.spec.name} (h2load)")
+        out[PEAK_AGAIN] = _peak_again(measure_peak("peak-again"), peak["rps"], srv, ctx)
     return out
 
 

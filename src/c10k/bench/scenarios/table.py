@@ -228,6 +228,7 @@ def title(scen: dict[str, Any], opts: Options) -> str:
         text = (
             f"Overload: offer {_and(levels, 'x')} the peak measured with "
             f"{scen['peak_conns']:,} connections (open loop, new connections)"
+            + (", then the peak again" if opts.repeat_peak else "")
         )
     elif kind == "slowhttp":
         slow: int = opts.slow_conns or scen["conns"]
@@ -284,7 +285,8 @@ def expected_seconds(scen: dict[str, Any], opts: Options, n_servers: int) -> flo
         total = n * (scen["settle"] + max(0.5, opts.duration / 2) + 1) * n_servers * opts.rounds
         return total
     if kind == "overload":
-        total = (len(opts.multipliers or scen["levels"]) + 1) * per * n_servers * opts.rounds
+        peaks = 2 if opts.repeat_peak else 1
+        total = (len(opts.multipliers or scen["levels"]) + peaks) * per * n_servers * opts.rounds
         return total
     if kind == "slowhttp":
         modes = len(opts.slow_modes or scen["modes"])
