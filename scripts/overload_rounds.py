@@ -4,8 +4,9 @@
 no more than 0.5 % not served, at 2x and 3x at least 90 % of the peak in goodput, and an
 admitted p99 under a second. Per server and round this prints goodput as a share of that
 round's peak at 1x, 2x and 3x, the share not served at 1x, the admitted p99 at 2x and 3x,
-the connections reset as stale (from the admission trace the bench keeps for c10k), and
-whether the round met every part of the goal; then each server's medians.
+the connections reset as stale (from the admission trace the bench keeps for c10k),
+whether the round met every part of the goal, and with ``--repeat-peak`` the peak measured
+again after the last level as a share of the first; then each server's medians.
 
     .venv/bin/python scripts/overload_rounds.py bench-results/RUN [RUN ...]
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 LEVELS = ("1x", "2x", "3x")
+AGAIN = "peak again"
 
 
 def stale(run: dict[str, Any]) -> int | None:
@@ -26,6 +28,12 @@ def stale(run: dict[str, Any]) -> int | None:
     trace = run.get("admission_trace") or []
     counts = [e["stale"] for e in trace if isinstance(e.get("stale"), int)]
     return counts[-1] - counts[0] if counts else None
+
+
+def again(run: dict[str, Any] | None) -> str:
+    """The peak measured again after the last level, as a share of the first."""
+    share = run.get("goodput_vs_peak") if run else None
+    return f"{share * 100:5.1f}" if share is not None else "    -"
 
 
 def met(levels: dict[str, dict[str, Any]]) -> bool:
@@ -44,17 +52,17 @@ def report(path: Path) -> list[str]:
     if scenario is None:
         return [f"{path}: no overload scenario in this run"]
     rounds: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
-    for level in LEVELS:
-        for run in scenario["variations"][level]["runs"]:
+    for level in (*LEVELS, AGAIN):
+        for run in scenario["variations"].get(level, {}).get("runs", []):
             rounds.setdefault((run["server"], run["round"]), {})[level] = run
     out = [
         f"{path}: server, round, goodput/peak 1x 2x 3x %, not served at 1x %, "
-        "p99 ms at 2x 3x, stale at 2x 3x, goal"
+        "p99 ms at 2x 3x, stale at 2x 3x, goal, peak again % (--repeat-peak)"
     ]
     shares: dict[str, list[list[float]]] = {}
     for (server, rnd), levels in sorted(rounds.items()):
-        if set(levels) != set(LEVELS):
-            continue
+        if not set(LEVELS) <= set(levels):
+            continue  # (a run with other --multipliers)
         g = [levels[x]["goodput_vs_peak"] * 100 for x in LEVELS]
         shares.setdefault(server, []).append(g)
         p99 = " ".join(f"{levels[x]['latency_ms']['p99']:5.0f}" for x in ("2x", "3x"))
@@ -64,7 +72,7 @@ def report(path: Path) -> list[str]:
         out.append(
             f"  {server:14s} {rnd}  {g[0]:6.1f} {g[1]:6.1f} {g[2]:6.1f}  "
             f"{levels['1x']['not_served_rate'] * 100:4.1f}  {p99}  {st}  "
-            f"{'met' if met(levels) else '-'}"
+            f"{'met' if met(levels) else '-':>3}  {again(levels.get(AGAIN))}"
         )
     for server, gs in shares.items():
         medians = " / ".join(f"{statistics.median(col):.1f}" for col in zip(*gs, strict=True))
