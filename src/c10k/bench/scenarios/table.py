@@ -287,6 +287,8 @@ def expected_seconds(scen: dict[str, Any], opts: Options, n_servers: int) -> flo
     if kind == "overload":
         peaks = 2 if opts.repeat_peak else 1
         total = (len(opts.multipliers or scen["levels"]) + peaks) * per * n_servers * opts.rounds
+        if opts.repeat_peak:
+            total += 5 * n_servers * opts.rounds  # (overload.PEAK_AGAIN_PAUSE)
         return total
     if kind == "slowhttp":
         modes = len(opts.slow_modes or scen["modes"])
