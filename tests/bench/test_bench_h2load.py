@@ -363,14 +363,15 @@ needs_h2load = pytest.mark.skipif(
 
 @needs_h2load
 def test_overload_with_h2load_against_capped_c10k(tmp_path: Path) -> None:
-    doc = _overload_run(tmp_path, "--multipliers", "1,3", "--server-cpu", "0.1")
+    args = ["--multipliers", "1,3", "--server-cpu", "0.1", "--repeat-peak"]
+    doc = _overload_run(tmp_path, *args)
     (entry,) = doc["scenarios"]
     cap = entry["server_cpu_cap"]
     assert cap["applied"] is True
     assert (cap["fraction"], cap["quota_us"], cap["period_us"]) == (0.1, 1000, 10000)
     assert doc["server_cpu_caps"]["overload"] == cap
     assert not Path(cap["cgroup"]).exists()  # removed after the run
-    assert list(entry["variations"]) == ["peak", "1x", "3x"]
+    assert list(entry["variations"]) == ["peak", "1x", "3x", "peak again"]
     runs = {label: v["runs"][0] for label, v in entry["variations"].items()}
     assert all(r["generator"] == "h2load" for r in runs.values())
     assert runs["peak"]["requests"] > 0
@@ -396,6 +397,14 @@ def test_overload_with_h2load_against_capped_c10k(tmp_path: Path) -> None:
     text = (tmp_path / "out" / "results.md").read_text()
     assert "Server CPU cap: overload: server capped to 10 % of" in text
     assert (entry["goals"] or [""])[0].startswith("c10k: goodput at 3x the peak")
+    # --repeat-peak: the peak again after the last level, as a share of the first (how far
+    # the server's own speed moved while it was offered multiples of the first).
+    again = runs["peak again"]
+    assert again["requests"] > 0
+    assert again["cgroup_throttled"]["nr_throttled"] > 0  # measured under the same cap
+    assert again["goodput_vs_peak"] == pytest.approx(again["rps"] / runs["peak"]["rps"])
+    assert "peak again" in entry["title"]
+    assert "| peak again | c10k |" in text
 
 
 @needs_h2load
@@ -417,20 +426,3 @@ def test_overload_generator_on_server_core(tmp_path: Path) -> None:
 def test_repeat_peak_refused_outside_overload(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["conn-rate", "--repeat-peak"]) == 2
     assert "--repeat-peak is for the overload scenario" in capsys.readouterr().err
-
-
-@needs_h2load
-def test_overload_repeat_peak(tmp_path: Path) -> None:
-    # The peak measured again after the last level, as a share of the first: how far the
-    # server's own speed moved while it was offered multiples of the first.
-    doc = _overload_run(tmp_path, "--multipliers", "1", "--server-cpu", "0.1", "--repeat-peak")
-    (entry,) = doc["scenarios"]
-    assert list(entry["variations"]) == ["peak", "1x", "peak again"]
-    runs = {label: v["runs"][0] for label, v in entry["variations"].items()}
-    again = runs["peak again"]
-    assert again["requests"] > 0
-    assert again["cgroup_throttled"]["nr_throttled"] > 0  # measured under the same cap
-    assert again["goodput_vs_peak"] == pytest.approx(again["rps"] / runs["peak"]["rps"])
-    assert "peak again" in entry["title"]
-    text = (tmp_path / "out" / "results.md").read_text()
-    assert "| peak again | c10k |" in text
