@@ -16,7 +16,9 @@ cap too (``_generator_context``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,18 +127,19 @@ def measure_overload(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
         out[label] = run
         _note_peak_too_low(run, label, srv, scen, ctx)
     if opts.repeat_peak:
-        ctx.progress(f"overload peak again {srv.spec.name}")
-        time.sleep(PEAK_AGAIN_PAUSE)
-        out[PEAK_AGAIN] = _peak_again(measure_peak(), peak["rps"], srv, ctx)
+        out[PEAK_AGAIN] = _peak_again(measure_peak, peak["rps"], srv, ctx)
     return out
 
 
 def _peak_again(
-    run: dict[str, Any], first_rps: float, srv: RunningServer, ctx: Context
+    measure: Callable[[], dict[str, Any]], first_rps: float, srv: RunningServer, ctx: Context
 ) -> dict[str, Any]:
     """The peak measured again after the last level (``--repeat-peak``), as a share of the
     first: a server whose speed moved during the round was offered multiples of a peak it
     no longer had (or no longer than it had)."""
+    ctx.progress(f"overload peak again {srv.spec.name}")
+    time.sleep(PEAK_AGAIN_PAUSE)
+    run = measure()
     share = run["rps"] / first_rps if first_rps > 0 else None
     if share is not None and abs(share - 1) > PEAK_MOVED:
         ctx.note(
@@ -310,9 +313,8 @@ def _overload_h2load(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> 
             )
         _note_peak_too_low(run, label, srv, scen, ctx)
     if opts.repeat_peak:
-        ctx.progress(f"overload peak again {srv.spec.name} (h2load)")
-        time.sleep(PEAK_AGAIN_PAUSE)
-        out[PEAK_AGAIN] = _peak_again(measure_peak("peak-again"), peak["rps"], srv, ctx)
+        again = functools.partial(measure_peak, "peak-again")
+        out[PEAK_AGAIN] = _peak_again(again, peak["rps"], srv, ctx)
     return out
 
 

@@ -23,7 +23,7 @@ from c10k.bench.scenarios.common import Context, KiB, MiB, Options
 from c10k.bench.scenarios.http_load import measure_http
 from c10k.bench.scenarios.idle import measure_idle
 from c10k.bench.scenarios.modem import measure_modem
-from c10k.bench.scenarios.overload import measure_overload
+from c10k.bench.scenarios.overload import PEAK_AGAIN_PAUSE, measure_overload
 from c10k.bench.scenarios.slowhttp import measure_slowhttp
 
 # Files of the generated docroot: name -> size.  Random bytes (no compression tricks).
@@ -288,7 +288,7 @@ def expected_seconds(scen: dict[str, Any], opts: Options, n_servers: int) -> flo
         peaks = 2 if opts.repeat_peak else 1
         total = (len(opts.multipliers or scen["levels"]) + peaks) * per * n_servers * opts.rounds
         if opts.repeat_peak:
-            total += 5 * n_servers * opts.rounds  # (overload.PEAK_AGAIN_PAUSE)
+            total += PEAK_AGAIN_PAUSE * n_servers * opts.rounds
         return total
     if kind == "slowhttp":
         modes = len(opts.slow_modes or scen["modes"])
