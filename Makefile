@@ -16,8 +16,10 @@ $(BIN)/c10k: pyproject.toml
 serve: $(BIN)/c10k
 	$(BIN)/c10k serve $(ARGS)
 
+# Two workers (pytest-xdist): most tests wait on sockets and server timeouts, not the CPU,
+# so two at a time halve the run on this 2-core box (docs/ARCHITECTURE.md, Tests).
 test: $(BIN)/c10k
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n 2 $(ARGS)
 
 lint: $(BIN)/c10k
 	$(BIN)/pip install -q -e '.[dev]'
