@@ -239,6 +239,19 @@ def test_cgroup_v2_layout_enables_the_cpu_controller(tmp_path: Path) -> None:
     assert not cap.path.exists()
 
 
+def test_cgroup_left_by_a_dead_process_with_our_pid_is_replaced(tmp_path: Path) -> None:
+    root, mounts = _v2_tree(tmp_path)
+    left = root / f"c10k-bench-{os.getpid()}"
+    left.mkdir()
+    (left / "cpu.max").write_text("max 100000")
+    cap, why = make_cap(0.25, mounts)
+    assert why is None
+    assert cap is not None
+    assert cap.path == left
+    assert (cap.path / "cpu.max").read_text() == "2500 10000"
+    cap.remove()
+
+
 def test_cgroup_cannot_be_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _root, v2_no_cpu = _v2_tree(tmp_path, controllers="memory pids")
     assert make_cap(0.1, v2_no_cpu) == (None, f"the cgroup2 mount {_root} has no cpu controller")

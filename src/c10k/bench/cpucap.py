@@ -175,6 +175,11 @@ class CpuCap:
     def create(self) -> None:
         """Make the cgroup and set its quota; raises OSError (and leaves nothing) on failure."""
         remove_stale(self.mount)
+        # One of our name is a leftover of a dead process that had our PID (a killed bench
+        # run's, or a test worker's): remove_stale keeps it, as the PID is alive. An empty
+        # one goes; one with tasks in it raises (EBUSY): that run's server still runs.
+        with contextlib.suppress(FileNotFoundError):
+            _rmdir(self.path)
         if self.version == 2:
             control = self.mount / "cgroup.subtree_control"
             enabled = (_read(control) or "").split()
