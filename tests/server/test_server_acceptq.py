@@ -205,6 +205,31 @@ def test_accept_queue_admission_drops_syns_while_overloaded(tmp_path: Path, back
         server.stop()
 
 
+def _quick(req: Request, now: float) -> Response:
+    return OK
+
+
+@pytest.mark.timed
+@pytest.mark.parametrize("backend", backend_params())
+def test_accept_queue_a_burst_after_idle_is_not_a_flood(tmp_path: Path, backend: str) -> None:
+    # An idle process sleeps, and the first accept after it checks over the slept span:
+    # that check's accept rate, one connection over a second or more, read a burst of a
+    # few dozen as seconds of queue, and most of the burst's SYNs were dropped (each such
+    # client connected a second later, by the SYN retransmission).
+    server = QueueServer(tmp_path, backend, max_accept_wait=1.0, handler=_quick)
+    try:
+        for _ in range(2):
+            time.sleep(1.5)  # quiet past the once-a-second check: the process sleeps
+            start = time.monotonic()
+            outcome, _limits, drops = flood(server, 50, 0.0)
+            took = time.monotonic() - start
+            assert outcome == Counter({"200": 50, "pending": 0}), outcome
+            assert max(drops) == 0, drops
+            assert took < 0.9, took  # no client waited for a SYN retransmission
+    finally:
+        server.stop()
+
+
 def test_accept_queue_policy_off_keeps_the_fifo(tmp_path: Path) -> None:
     # The control: with max_accept_wait 0 the same flood leaves the backlog alone and
     # resets nobody; every client is served, the last ones seconds late.
