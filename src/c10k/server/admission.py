@@ -19,8 +19,8 @@ rate and CPU share"). The shortest wait is short whenever
 the queue emptied once since the last check, whatever the rate, the CPU share or the
 slicing; it grows only while arrivals outrun accepts, which is overload. (A check with no
 wait sampled, the first of a flood, or whose queue grew by more than it accepted, reads
-the wait from the queue's length too, over at most a regular interval when the queue was
-short at the last check, as that span may have begun idle: see ``Control.step``.)
+the wait from the queue's length too, over the part of the span with work when it began
+idle: see ``Control.step``.)
 
 Three bounds, per listener, cheapest first:
 
@@ -74,7 +74,6 @@ from typing import IO
 
 from c10k.core.fdio import accept_wait_parts
 from c10k.core.listener import accept_queue, drop_syns, set_backlog
-from c10k.server.overload import PRESSURE_INTERVAL
 
 log = logging.getLogger("c10k.server")
 
@@ -139,11 +138,13 @@ class Control:
         wait: float | None,
         span: float,
         stale: int = 0,
+        busy: float | None = None,
     ) -> float:
         """One check: the queue's length and limit now, the connections accepted since the
         last check (``stale`` of them reset at accept as stale), the shortest wait among
-        those sampled (None: none sampled), and the seconds since the last check. Returns
-        the share of SYNs to drop until then."""
+        those sampled (None: none sampled), the seconds since the last check, and, when
+        the span began idle, the seconds of it since work came (``busy``). Returns the
+        share of SYNs to drop until then."""
         prev, self.qlen = self.qlen, qlen
         if accepted == 0 and prev > 0 and qlen > 0:
             # Nothing left a standing queue (at the connection cap, or a stalled loop):
@@ -153,14 +154,12 @@ class Control:
         else:
             self.stuck = 0.0
             leaving = accepted * self.sharers
-            if prev < GUARD_QUEUE:
-                # The queue formed within this span, which may have begun idle (a check
-                # at a wake-up counts one accept over the slept seconds, a quiet
-                # process's checks are a second apart): its accept rate and its time over
-                # target are read over at most a regular interval, so a burst is judged
-                # at the next check, not as a flood. Read over the whole span, four
-                # connections after a sleep were a 3 s wait, and 97.5 % of SYNs dropped.
-                span = min(span, PRESSURE_INTERVAL)
+            if busy is not None and prev < GUARD_QUEUE:
+                # The queue formed within a span that began idle: its accept rate and
+                # its time over target are read over the part with work. Read over the
+                # slept seconds, the check at a wake-up saw four connections (one
+                # accepted, three queued) as a 3 s wait, and 97.5 % of SYNs were dropped.
+                span = min(span, busy)
             if qlen and accepted and (wait is None or qlen - prev > leaving):
                 # Nothing sampled (not on guard since the last check: the flood has just
                 # begun), or more joined than twice what left (a flood): the shortest
@@ -334,11 +333,12 @@ class Admission:
             self._trace.close()
         self._trace = None
 
-    def check(self, accepted: Sequence[int], span: float) -> bool:
+    def check(self, accepted: Sequence[int], span: float, busy: float | None = None) -> bool:
         """One check: ``accepted[i]`` is listener i's accept count so far, ``span`` the
-        seconds since the last check. True while on guard (a queue stood, or a bound is
-        in force: the caller keeps checking often and shows each new connection to
-        ``admit``)."""
+        seconds since the last check, ``busy`` the seconds since work came when the span
+        began idle (a wake-up, a quiet process's full accept batch). True while on guard
+        (a queue stood, or a bound is in force: the caller keeps checking often and shows
+        each new connection to ``admit``)."""
         if not self.enabled:
             return False
         wait = self._wait_min / 1e3 if self._waits else None
@@ -356,7 +356,7 @@ class Admission:
                 continue
             served = max(0.0, n * (1 - share))
             rate = served / span if span > 0 else 0.0
-            if q.can_drop and self._admission(q, info, n, round(n - served), span, wait):
+            if q.can_drop and self._admission(q, info, n, round(n - served), span, wait, busy):
                 guard = True
             guard = self._bound_backlog(q, info, rate, wait) or guard
             q.qlen = info[0]
@@ -455,12 +455,13 @@ class Admission:
         stale: int,
         span: float,
         wait: float | None,
+        busy: float | None,
     ) -> bool:
         """Set the share of SYNs the listener's filter drops (``Control``); True while
         dropping."""
         qlen, limit = info
         before = q.drop
-        drop = q.control.step(qlen, limit, accepted, wait, span, stale)
+        drop = q.control.step(qlen, limit, accepted, wait, span, stale, busy)
         # Set again at every check while dropping, not only on a change: during a reload
         # the draining worker on the same socket removes its filter.
         if drop != before or drop > 0:

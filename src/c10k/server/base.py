@@ -186,6 +186,10 @@ class ServerBase:
         self._pressure_due = 0.0
         self._pressure_timer: Any = None
         self._pressure_delay = 0.0
+        # When the next check's span began idle: when work came (a wake-up, or a full
+        # accept batch while the checks were a second apart). Admission reads a queue
+        # that formed since then over this part of the span, not the idle rest.
+        self._busy_since: float | None = None
         self._mark: tuple[int, int, int] | None = None  # activity seen at the last tick
         self._setup()
 
@@ -393,11 +397,14 @@ class ServerBase:
         self._tick()
         if self._pressure_timer is not None:
             self._pressure_timer.cancel()
+        self._busy_since = time.monotonic()
         self._pressure()
 
     def _pressure(self) -> None:
         lag, load = self.pressure_reading()
-        delay = self.policy.pressure(lag, load, self.accept_counts())
+        since, self._busy_since = self._busy_since, None
+        busy = None if since is None else time.monotonic() - since
+        delay = self.policy.pressure(lag, load, self.accept_counts(), busy)
         self._pressure_delay = delay
         self._pressure_due = time.monotonic() + delay
         self._pressure_timer = self._call_later(delay, self._pressure)
@@ -409,6 +416,8 @@ class ServerBase:
         if self.config.max_accept_wait <= 0 or self._pressure_timer is None:
             return
         if self._pressure_due - time.monotonic() > PRESSURE_INTERVAL:
+            if self._busy_since is None:
+                self._busy_since = time.monotonic()
             self._pressure_timer.cancel()
             self._pressure_due = time.monotonic() + PRESSURE_INTERVAL
             self._pressure_timer = self._call_later(PRESSURE_INTERVAL, self._pressure)
