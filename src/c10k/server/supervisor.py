@@ -276,7 +276,11 @@ class Supervisor:
             while not self.booted and not self.stopping and not self.boot_error:
                 self._step()
             if self.boot_error:
-                print(f"c10k serve: a worker failed to start: {self.boot_error}", file=sys.stderr)
+                # One write, newline included: a sibling worker's traceback goes to the
+                # same stderr at the same moment, and print's two writes (unbuffered, as
+                # under PYTHONUNBUFFERED) let it land inside this line.
+                sys.stderr.write(f"c10k serve: a worker failed to start: {self.boot_error}\n")
+                sys.stderr.flush()
                 self._shutdown()
                 while self.workers:
                     self._step()
