@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import helpers
+from c10k.core import diskio
 from helpers import ServerProcess, backend_params, make_docroot
 
 __all__ = ["backend_params"]  # re-exported: tests import it from here or from helpers
@@ -68,6 +69,16 @@ def _servers_stopped(request: pytest.FixtureRequest) -> Iterator[None]:
     running = helpers.reap_servers(first)
     if running and request.node.stash.get(CALL_PASSED, False):
         pytest.fail(f"the test left servers running: pids {running}")
+
+
+@pytest.fixture(autouse=True)
+def _disk_check_restored() -> Iterator[None]:
+    """A server built in this process with ``io_threads=0`` turns the residency check
+    off for the whole process (``diskio.set_enabled``, one Policy per worker process in
+    production). Put back after each test: a later test in the same process (the order
+    differs per xdist worker) would otherwise find every cold file warm."""
+    yield
+    diskio.set_enabled(True)
 
 
 @pytest.fixture(scope="session")
