@@ -125,7 +125,10 @@ def test_bench_modem_slow_server_fails_users(tmp_path: Path) -> None:
     assert run["failed"] >= 1
     assert run["started"] < 40  # stopped adding at the first failure
     assert run["score"] == run["started"] - run["failed"]
-    assert run["bound"].startswith(("not identified: first failure slow", "kernel TCP memory"))
+    # The slow server is not CPU-bound, but a neighbour (the suite's other worker) can keep
+    # the pinned core busy, and then the bench rightly names the server's CPU.
+    bounds = ("not identified: first failure slow", "kernel TCP memory", "server CPU: ")
+    assert run["bound"].startswith(bounds), run["bound"]
 
 
 def test_bench_idle_stops_when_server_does_not_hold(tmp_path: Path) -> None:

@@ -733,6 +733,18 @@ class HttpWorker:
             if self.running and len(self.conns) < self.target:
                 self._open(now)
 
+    def _drain(self, until: float) -> None:
+        """Open loop, after the window: no new arrivals, but what arrived in it is waited
+        for (up to the time-out), so a request sent in the window's last round trip
+        counts by its outcome. Closed at the window's end, it counted as not served: one
+        in a hundred in a 1 s window of 100 requests a second over TLS."""
+        while not self.stop_requested:
+            now = time.perf_counter()
+            if now >= until or all(c.state == _IDLE for c in self.conns.values()):
+                return
+            self._loop_once(min(0.05, until - now))
+            self._expire(time.perf_counter())
+
     def _expire(self, now: float) -> None:
         limit = now - self.timeout
         for c in list(self.conns.values()):
@@ -820,6 +832,8 @@ class HttpWorker:
                 self._expire(now)
                 next_expiry = now + 0.25
         measured = time.perf_counter() - measure_t0
+        if self.mode == "open":
+            self._drain(min(life_end, time.perf_counter() + self.timeout))
         self.running = False
         self.measuring = False
         for c in list(self.conns.values()):
