@@ -81,13 +81,16 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=1000)
     ap.add_argument("--record", action="store_true", help="perf record -g -C 0 instead of counts")
     ap.add_argument("--c10k-arg", action="append", default=[], help="extra c10k serve flag")
+    ap.add_argument(
+        "--bare-variant", action="append", default=[], help="also bare_sendfile.py with these"
+    )
     args = ap.parse_args()
     if shutil.which("perf") is None:
         sys.exit("perf not found: apt-get install linux-perf")
     work = Path(tempfile.mkdtemp(prefix="files-syscalls-"))
     try:
         root = make_root(work, args.size)
-        for name in ("nginx", "c10k"):
+        for name in ["nginx", "c10k", "bare", *(f"bare {v}" for v in args.bare_variant)]:
             port = free_port()
             proc = start(server_argv(name, port, root, work, args.c10k_arg), port)
             try:

@@ -11,6 +11,14 @@ median of the per-round ratios c10k/nginx.
     .venv/bin/python scripts/files_vs_nginx.py --size 1m --conns 1000     # issue 15's bigfile
     .venv/bin/python scripts/files_vs_nginx.py --size 1g --conns 1        # one 1 GiB stream
     .venv/bin/python scripts/files_vs_nginx.py --base-src ../old/src      # a change, A/B
+    .venv/bin/python scripts/files_vs_nginx.py --bare          # + the Python floor, same run
+
+``--bare`` adds a third server to every round: scripts/bare_sendfile.py, the least Python
+a keep-alive file server can run per response (its docstring says what it leaves out), and
+prints its ratio to the peer too: how near the peer Python gets when it does almost nothing.
+``--bare-variant "ARGS"`` adds it once more with those arguments (``--lowat 262144``,
+``--extra-calls 100``), and ``--extra-src DIR`` adds c10k run from another tree (a patched
+experiment), each as one more server in the same rounds.
 
 ``--base-src DIR`` puts c10k run from another source tree (``PYTHONPATH=DIR``: the code
 before a change) where nginx was: the ratio is then this tree's c10k over that one's,
@@ -120,6 +128,10 @@ def resident_share(path: Path) -> float | None:
 def server_argv(
     name: str, port: int, root: Path, work: Path, extra: list[str], base_src: str | None = None
 ) -> list[str]:
+    if name.startswith("c10k@"):
+        return ["env", f"PYTHONPATH={name[5:]}", *server_argv("c10k", port, root, work, extra)]
+    if name.startswith("bare "):
+        return [*server_argv("bare", port, root, work, extra), *name.split()[1:]]
     if name == "base":
         assert base_src is not None
         return [
@@ -127,6 +139,10 @@ def server_argv(
             f"PYTHONPATH={base_src}",
             *server_argv("c10k", port, root, work, extra, None),
         ]
+    if name == "bare":
+        script = str(Path(__file__).parent / "bare_sendfile.py")
+        where = ["--root", str(root), "--port", str(port), "--file", "big.bin"]
+        return [sys.executable, script, *where]
     if name == "nginx":
         d = Path(tempfile.mkdtemp(dir=work))
         (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, port=port, root=root))
@@ -144,14 +160,18 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--c10k-arg", action="append", default=[], help="extra c10k serve flag")
     ap.add_argument("--base-src", help="compare with c10k from this src dir, not nginx")
+    ap.add_argument("--bare", action="store_true", help="add scripts/bare_sendfile.py")
+    ap.add_argument("--bare-variant", action="append", default=[], help="bare with these args")
+    ap.add_argument("--extra-src", action="append", default=[], help="add c10k from this src")
     args = ap.parse_args()
     work, root = make_docroot("files-vs-nginx-", args.size)
     peer = "nginx" if args.base_src is None else "base"
-    rows: dict[str, list[tuple[float, float, float]]] = {peer: [], "c10k": []}
-    order = [peer, "c10k"]
+    order = [peer, "c10k"] + (["bare"] if args.bare else [])
+    order += [f"c10k@{d}" for d in args.extra_src] + [f"bare {v}" for v in args.bare_variant]
+    rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in order}
     try:
         for r in range(args.rounds):
-            for name in order if r % 2 == 0 else order[::-1]:
+            for name in order[r % len(order) :] + order[: r % len(order)]:
                 port = free_port()
                 proc = start(
                     server_argv(name, port, root, work, args.c10k_arg, args.base_src), port
@@ -178,13 +198,17 @@ def main() -> int:
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ratios = [c[1] / n[1] for c, n in zip(rows["c10k"], rows[peer], strict=True)]
     for name, got in rows.items():
         print(
             f"{name}: median {statistics.median(x[1] for x in got):.0f} MiB per busy CPU-0 s, "
             f"user {statistics.median(x[2] for x in got):.1f} us per MiB"
         )
-    print(f"efficiency ratio c10k/{peer} (median of rounds): {statistics.median(ratios):.2f}")
+    for name in order[1:]:
+        ratios = [c[1] / n[1] for c, n in zip(rows[name], rows[peer], strict=True)]
+        print(
+            f"efficiency ratio {name}/{peer} (median of rounds): {statistics.median(ratios):.2f}"
+            f"  rounds {' '.join(f'{x:.2f}' for x in ratios)}"
+        )
     return 0
 
 
