@@ -15,6 +15,7 @@ import errno
 import json
 import selectors
 import socket
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -395,3 +396,54 @@ def test_accept_queue_uring_takes_a_batch_per_turn_on_guard(tmp_path: Path) -> N
     served = [c for c in checks[guard + 1 :] if c["span"] > 0.5]
     assert served, checks
     assert max(c["accepted"] for c in served) <= 64, served
+
+
+@pytest.mark.timed
+@pytest.mark.skipif("uring" not in available_modes(), reason="io_uring does not run here")
+@pytest.mark.skipif(
+    "uring" in available_modes() and not _defer_taskrun(),
+    reason="io_uring without DEFER_TASKRUN (Linux < 6.1): the batch per turn is not observable",
+)
+def test_accept_queue_uring_off_guard_a_turn_serves_a_batch_and_holds_the_rest(
+    tmp_path: Path,
+) -> None:
+    # Off guard (a lightly loaded server), a multishot accept hands one turn every
+    # connection in the kernel's queue. Before: a flood that came during a turn was all
+    # served in the next one (the overload bench at a tenth of a core: 1,200 connections,
+    # 0.66 s, no check between), and the check after it found the kernel's queue empty.
+    # Now the turn serves a batch and holds the rest, which the next check reads as queue.
+    server = QueueServer(tmp_path, "uring", max_accept_wait=1.0)
+    # As `c10k serve`'s listeners: a connection comes with its request, which the accept
+    # reads and answers at once (20 ms each here), so a turn's accepts are its work.
+    server.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+    stop = threading.Event()
+
+    def light() -> None:  # one request at a time, 20 ms each: awake, off guard
+        while not stop.is_set():
+            try:
+                with socket.create_connection(server.address, timeout=3) as c:
+                    c.sendall(GET)
+                    while c.recv(65536):
+                        pass
+            except OSError:
+                pass  # refused or reset once the flood puts admission on guard
+            time.sleep(0.03)
+
+    t = threading.Thread(target=light)
+    t.start()
+    try:
+        time.sleep(0.5)
+        outcome, _, _ = flood(server, 300, 0.005)
+        assert outcome["pending"] == 0, outcome
+        assert set(outcome) <= {"200", "reset", "pending"}
+    finally:
+        stop.set()
+        t.join()
+        server.stop()
+    checks = [json.loads(line) for line in server.trace.read_text().splitlines()]
+    flood_at = next((i for i, c in enumerate(checks) if c["qlen"] >= 8), None)  # (GUARD_QUEUE)
+    assert flood_at is not None, ("no check saw the flood as a queue", checks)
+    # The check that first saw the flood came after at most a batch (and one more taken
+    # before the turn's 64th accept asked for the check), and read the rest as queue.
+    assert checks[flood_at]["accepted"] <= 2 * 64, checks
+    assert checks[flood_at]["qlen"] >= 100, checks

@@ -333,10 +333,18 @@ class Admission:
             self._trace.close()
         self._trace = None
 
-    def check(self, accepted: Sequence[int], span: float, busy: float | None = None) -> bool:
+    def check(
+        self,
+        accepted: Sequence[int],
+        span: float,
+        busy: float | None = None,
+        held: Sequence[int] | None = None,
+    ) -> bool:
         """One check: ``accepted[i]`` is listener i's accept count so far, ``span`` the
         seconds since the last check, ``busy`` the seconds since work came when the span
-        began idle (a wake-up, a quiet process's full accept batch). True while on guard
+        began idle (a wake-up, a quiet process's full accept batch), ``held[i]`` what the
+        mode took from listener i's queue but has not served (still queue, for the
+        clients). True while on guard
         (a queue stood, or a bound is in force: the caller keeps checking often and shows
         each new connection to ``admit``)."""
         if not self.enabled:
@@ -354,6 +362,8 @@ class Admission:
             info = accept_queue(q.sock)
             if info is None:
                 continue
+            if held is not None and held[i]:
+                info = (info[0] + held[i], info[1])
             served = max(0.0, n * (1 - share))
             rate = served / span if span > 0 else 0.0
             if q.can_drop and self._admission(q, info, n, round(n - served), span, wait, busy):

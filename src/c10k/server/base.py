@@ -404,7 +404,7 @@ class ServerBase:
         lag, load = self.pressure_reading()
         since, self._busy_since = self._busy_since, None
         busy = None if since is None else time.monotonic() - since
-        delay = self.policy.pressure(lag, load, self.accept_counts(), busy)
+        delay = self.policy.pressure(lag, load, self.accept_counts(), busy, self.held_counts())
         self._pressure_delay = delay
         self._pressure_due = time.monotonic() + delay
         self._pressure_timer = self._call_later(delay, self._pressure)
@@ -531,6 +531,11 @@ class ServerBase:
     def pressure_reading(self) -> tuple[float, float]:
         """(lag, load): see c10k.server.overload."""
         raise NotImplementedError
+
+    def held_counts(self) -> list[int] | None:
+        """Connections accepted but not yet served, per listener, when a mode holds some
+        (io_uring, past a turn's batch): admission counts them as queue."""
+        return None
 
     def _call_later(self, delay: float, callback: Callable[[], object]) -> Any:
         """Run ``callback`` on the mode's loop thread after ``delay``; return a handle

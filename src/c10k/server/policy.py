@@ -325,16 +325,22 @@ class Policy(Wire):
 
     # -- overload --------------------------------------------------------------------------
     def pressure(
-        self, lag: float, load: float, accepted: Sequence[int], busy: float | None = None
+        self,
+        lag: float,
+        load: float,
+        accepted: Sequence[int],
+        busy: float | None = None,
+        held: Sequence[int] | None = None,
     ) -> float:
         """One pressure check from the mode's readings: ``lag`` (how long a ready client
         waits for its turn), ``load`` (clients per turn), each listener's accept count,
-        and when the span began idle, the seconds since work came (``busy``). Returns the
+        and when the span began idle, the seconds since work came (``busy``), and what
+        the mode accepted but has not served yet (``held``, per listener). Returns the
         seconds until the next check."""
         span = self.tiers.update(lag, load)
         self.shed_level = level = self.tiers.level
         self.degraded = self.failing or level >= 1
-        standing = self.admission.check(accepted, span, busy)
+        standing = self.admission.check(accepted, span, busy, held)
         self.accept_guard = level >= 3 or standing
         if self.access_log is not None:
             self.access_log.flush()

@@ -549,6 +549,12 @@ class UringServer(ServerBase):
         self.multishot_accept = True
         self.bounded_accept = False  # on guard: a batch per turn (see _bound_accepts)
         self._turn_accepts = 0
+        self._check_accepts = 0  # accepts since the last pressure check
+        # Accepted past a turn's batch (a multishot accept's CQEs): (listener, fd), served
+        # a batch a turn and counted as queue by admission (_on_accept).
+        self.held: collections.deque[tuple[int, int]] = collections.deque()
+        self.held_per = [0] * len(self.socks)
+        self._held_due = False
         self._running = False
         self._old_signal_handlers: dict[int, Any] = {}
         self._old_wakeup_fd = -1
@@ -710,6 +716,8 @@ class UringServer(ServerBase):
             self._accept_failed(index, res)
         elif self.closing:
             os.close(res)
+        elif self.held or self._turn_accepts >= ACCEPT_BATCH:
+            self._hold(index, res)
         else:
             # Draining too: the client is connected, and answered with Connection: close.
             self._serve_fd(index, res)
@@ -717,6 +725,38 @@ class UringServer(ServerBase):
                 self._accept_waiting(index, ACCEPT_BATCH - 1)
         if self.draining and not self.accept_armed[index]:
             self._sweep(index)
+
+    def _hold(self, index: int, fd: int) -> None:
+        """A connection past this turn's batch of accepts: served in a later turn, in
+        order, a batch a turn (``_serve_held``), and counted in the listener's queue
+        meanwhile (``held_counts``). Off guard a multishot accept hands one turn every
+        connection in the kernel's queue: at a flood's start 1,200 in one turn, served for
+        0.66 s under a tenth of a core before any check (docs/BENCHMARKS.md, issue 20 per
+        mode); now the turn's 64th accept asks for a check (``backlog_alert``), which
+        reads these as the queue they are and puts the mode on guard."""
+        self.held.append((index, fd))
+        self.held_per[index] += 1
+        if not self._held_due:
+            self._held_due = True
+            self.loop.call_soon(self._serve_held)
+        self._rearm_accept(index)
+
+    def _serve_held(self, everyone: bool = False) -> None:
+        """A batch of the held connections (``everyone``: all, when draining)."""
+        self._held_due = False
+        held, per = self.held, self.held_per
+        room = len(held) if everyone else ACCEPT_BATCH - self._turn_accepts
+        while held and room > 0 and (everyone or not (self.accepting_paused or self.closing)):
+            index, fd = held.popleft()
+            per[index] -= 1
+            room -= 1
+            self._serve_fd(index, fd)
+        if held and not (self.accepting_paused or self.closing or self._held_due):
+            self._held_due = True
+            self.loop.call_soon(self._serve_held)
+
+    def held_counts(self) -> list[int] | None:
+        return self.held_per if self.held else None
 
     def _bound_accepts(self, on: bool) -> None:
         """On guard (admission or overload shedding), accept as the readiness modes do: a
@@ -755,7 +795,10 @@ class UringServer(ServerBase):
     def _serve_fd(self, index: int, fd: int) -> None:
         self.accepted[index] += 1
         self._turn_accepts += 1
-        if self._turn_accepts == ACCEPT_BATCH:
+        self._check_accepts += 1
+        if self._turn_accepts == ACCEPT_BATCH or self._check_accepts == ACCEPT_BATCH:
+            # (Since the check too: the kernel may hand a burst over in turns of a few
+            # dozen CQEs, and a quiet process checks once a second.)
             self.backlog_alert()
         policy = self.policy
         policy.accepts += 1
@@ -787,6 +830,7 @@ class UringServer(ServerBase):
             self._arm_accepts()
 
     def _close_listeners(self) -> None:
+        self._serve_held(everyone=True)  # connected clients: answered with Connection: close
         # The listeners stay open until each accept's cancellation has completed: then
         # _sweep takes what waits in the queue. A multishot accept waits exclusively (as
         # EPOLLEXCLUSIVE), and the oldest waiter gets the wakeup: a connection that woke
@@ -802,6 +846,7 @@ class UringServer(ServerBase):
         sock = self.socks[index]
         if sock.fileno() < 0:
             return
+        self._serve_held(everyone=True)  # (held from the accept's last CQEs)
         self._accept_waiting(index, ACCEPT_BATCH, sweep=True)
         sock.close()
         if not self.nconn and not any(self.accept_armed):
@@ -847,6 +892,7 @@ class UringServer(ServerBase):
         return self.loop.lag, self.loop.load
 
     def _pressure(self) -> None:
+        self._check_accepts = 0
         super()._pressure()
         self._bound_accepts(self.policy.accept_guard)
 
@@ -857,6 +903,9 @@ class UringServer(ServerBase):
         # A cancelled multishot accept may still be armed (its CQE not yet reaped);
         # _arm_accepts only arms listeners whose last CQE said "no more".
         self._arm_accepts()
+        if self.held and not self._held_due:
+            self._held_due = True
+            self.loop.call_soon(self._serve_held)
 
     def _stop_loop(self) -> None:
         if not any(self.accept_armed):  # else the last _sweep stops the loop
@@ -904,6 +953,8 @@ class UringServer(ServerBase):
             return
         self.closing = True
         self.policy.close()
+        while self.held:
+            os.close(self.held.popleft()[1])
         for transport in list(self.conns.values()):
             transport.abort()
         self.conns.clear()
