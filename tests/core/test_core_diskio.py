@@ -9,9 +9,10 @@ would warm the first pages of the file it checks, a few milliseconds later.
 
 A probe of a cold page can rightly answer "resident": the read it starts may end before
 it looks again (two tests in one whole run here saw it; likely the host serving the
-virtio read while the guest's CPU was not running, which was not proven). So a test that needs a cold answer
-probes until it gets one (``first_cold_answer``), and checks every "resident" answer
-against ``mincore``: a probe that vouched for pages that are not there fails the test.
+virtio read while the guest's CPU was not running, which was not proven). So a test
+that needs a cold answer probes until it gets one (``first_cold_answer``), and checks
+every "resident" answer against ``mincore``: a probe that vouched for pages that are not
+there fails the test.
 """
 
 from __future__ import annotations
