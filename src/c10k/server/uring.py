@@ -730,10 +730,10 @@ class UringServer(ServerBase):
         """A connection past this turn's batch of accepts: served in a later turn, in
         order, a batch a turn (``_serve_held``), and counted in the listener's queue
         meanwhile (``held_counts``). Off guard a multishot accept hands one turn every
-        connection in the kernel's queue: at a flood's start 1,200 in one turn, served for
-        0.66 s under a tenth of a core before any check (docs/BENCHMARKS.md, issue 20 per
-        mode); now the turn's 64th accept asks for a check (``backlog_alert``), which
-        reads these as the queue they are and puts the mode on guard."""
+        connection in the kernel's queue, which the turn served before any check ran and
+        the check then found the queue empty (docs/BENCHMARKS.md, issue 20, per mode).
+        Now the turn's 64th accept asks for a check (``backlog_alert``), which reads these
+        as the queue they are and puts the mode on guard."""
         self.held.append((index, fd))
         self.held_per[index] += 1
         if not self._held_due:
