@@ -389,3 +389,19 @@ def test_parse_range_count_cap_counts_specs_before_coalescing() -> None:
 )
 def test_choose_encoding(value: bytes, expected: bytes | None) -> None:
     assert encoding.choose_encoding(value, (b"br", b"gzip")) == expected
+
+
+def test_cache_entry_same_file_is_file_ident(tmp_path: pathlib.Path) -> None:
+    """same_file compares an fstat as file_ident does (inlined there): equal for the file
+    it describes, not once the file is rewritten in place."""
+    entry = _entry(tmp_path, "f.txt", None)
+    fd = os.open(tmp_path / "f.txt", os.O_RDONLY)
+    try:
+        assert entry.ident == cache.file_ident(os.fstat(fd))
+        assert entry.same_file(fd)
+        with open(tmp_path / "f.txt", "ab") as f:  # same inode, new size
+            f.write(b"more")
+        assert not entry.same_file(fd)
+    finally:
+        os.close(fd)
+    assert not entry.same_file(fd)  # closed: EBADF says no

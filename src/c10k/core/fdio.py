@@ -77,6 +77,15 @@ if _SETSOCKOPT is not None:
     _INT_REFS = tuple(sys.modules["ctypes"].byref(v) for v in _INTS)
 _IPPROTO_TCP = int(socket.IPPROTO_TCP)
 _TCP_CORK = int(getattr(socket, "TCP_CORK", 3))
+# set_cork without its Python frame, for a path that corks twice per response (a large
+# file's flat send): ``CORK(fd, IPPROTO_TCP, TCP_CORK, CORK_ON or CORK_OFF, 4)``, or None
+# without ctypes (then call set_cork). Its result may be ignored: it fails only where
+# corking means nothing (a Unix socket), or on an fd whose next write fails anyway.
+CORK: Any = _SET_CORK if _SETSOCKOPT is not None else None
+CORK_ON: Any = _INT_REFS[1] if _SETSOCKOPT is not None else None
+CORK_OFF: Any = _INT_REFS[0] if _SETSOCKOPT is not None else None
+IPPROTO_TCP = _IPPROTO_TCP
+TCP_CORK = _TCP_CORK
 _NONBLOCK_CLOEXEC = getattr(socket, "SOCK_NONBLOCK", 0) | getattr(socket, "SOCK_CLOEXEC", 0)
 
 

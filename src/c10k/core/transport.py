@@ -62,6 +62,11 @@ from typing import Any
 from c10k.core import diskio
 from c10k.core.backend import ERROR, HUP, READ, READ_MASK, WRITE, WRITE_MASK
 from c10k.core.fdio import (
+    CORK,
+    CORK_OFF,
+    CORK_ON,
+    IPPROTO_TCP,
+    TCP_CORK,
     reset_on_close,
     set_cork,
     set_notsent_lowat,
@@ -489,7 +494,11 @@ class Transport(BaseTransport):
         fd = self.fd
         n = sent = -1  # (-1: the call raised EAGAIN, or was not made)
         try:
-            set_cork(fd, True)  # the head and the body share full segments
+            # The head and the body share full segments (set_cork, inlined: fdio.CORK).
+            if CORK is None:
+                set_cork(fd, True)
+            else:
+                CORK(fd, IPPROTO_TCP, TCP_CORK, CORK_ON, 4)
             n = os_write(fd, head)
             if n == len(head):
                 sent = os.sendfile(fd, region.fd, region.offset, count)
@@ -501,7 +510,11 @@ class Transport(BaseTransport):
             return
         if sent == count:
             region.release()
-            set_cork(fd, False)  # push the last partial segment now
+            # Push the last partial segment now.
+            if CORK is None:
+                set_cork(fd, False)
+            else:
+                CORK(fd, IPPROTO_TCP, TCP_CORK, CORK_OFF, 4)
             return
         if n < len(head):
             self._out = [memoryview(head)[max(n, 0) :], region]

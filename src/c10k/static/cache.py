@@ -268,9 +268,11 @@ class CacheEntry:
         """Is open ``fd`` still the file this entry describes? (An fstat of an open fd:
         no disk read, so the loop may ask; c10k.static.sharedfd asks it of an idle fd.)"""
         try:
-            return file_ident(os.fstat(fd)) == self.ident
+            st = os.fstat(fd)
         except OSError:
             return False
+        # (file_ident, inlined: an idle fd is checked once per large-file response)
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == self.ident
 
     def add_siblings(
         self, encoded: tuple[CacheEntry, ...], watch: tuple[tuple[str, Ident | None], ...]
