@@ -73,7 +73,6 @@ _SET_CORK: Any = _libc_setsockopt(typed=False)
 _get_errno: Any = getattr(sys.modules.get("ctypes"), "get_errno", None)
 if _SETSOCKOPT is not None:
     _INTS = tuple(sys.modules["ctypes"].c_int(v) for v in (0, 1))
-    _INT_PTRS = tuple(sys.modules["ctypes"].addressof(v) for v in _INTS)
     _INT_REFS = tuple(sys.modules["ctypes"].byref(v) for v in _INTS)
 _IPPROTO_TCP = int(socket.IPPROTO_TCP)
 _TCP_CORK = int(getattr(socket, "TCP_CORK", 3))
@@ -130,11 +129,11 @@ def set_nonblocking(fd: int) -> None:
 def set_cork(fd: int, on: bool) -> None:
     """TCP_CORK on a bare fd: while corked, the kernel sends only full segments; uncorking
     pushes the rest (tcp(7)). nginx's ``tcp_nopush`` does this around sendfile."""
-    if _SET_CORK is not None:
+    if CORK is not None:
         # (A Unix-domain socket, --listen unix:/path, has no TCP options: corking only
         # packs segments, so there is nothing to do without it.)
         # (_tcp_option inlined and untyped: twice per file response)
-        if _SET_CORK(fd, _IPPROTO_TCP, _TCP_CORK, _INT_REFS[on], 4) < 0:
+        if CORK(fd, _IPPROTO_TCP, _TCP_CORK, CORK_ON if on else CORK_OFF, 4) < 0:
             _tcp_option_failed()
         return
     s = socket.socket(fileno=fd)
