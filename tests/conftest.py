@@ -30,7 +30,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# The bench tests run load generators pinned to CPUs and read rates off the machine: they
+# are marked ``alone`` (as are the files that say so themselves), and ``make test`` runs
+# them one at a time after the rest (docs/ARCHITECTURE.md, "Tests").
+BENCH_DIR = Path(__file__).parent / "bench"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(BENCH_DIR):
+            item.add_marker(pytest.mark.alone)
     if config.getoption("--all-modes"):
         return
     keep, drop = [], []

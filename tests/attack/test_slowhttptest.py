@@ -37,6 +37,7 @@ from helpers import ServerProcess
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.alone,  # 1,500 attack connections and a legitimate client's waits
     pytest.mark.skipif(
         shutil.which("slowhttptest") is None,
         reason="slowhttptest is not installed (apt-get install slowhttptest)",

@@ -20,7 +20,8 @@ from c10k.http.writers import Response, build_response
 from c10k.server import ServerConfig
 from helpers import ForkedServer, backend_params, read_response
 
-pytestmark = pytest.mark.timed  # see conftest.SIBLING_MODES
+# timed: see conftest.SIBLING_MODES; alone: the tiers follow the loop's measured lag.
+pytestmark = [pytest.mark.timed, pytest.mark.alone]
 
 OK = build_response(200, [(b"Content-Type", b"text/plain")], b"ok\n")
 GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"

@@ -48,9 +48,13 @@ import pytest
 from helpers import ServerProcess, make_docroot
 
 TESTSSL = shutil.which("testssl") or shutil.which("testssl.sh")
-pytestmark = pytest.mark.skipif(
-    TESTSSL is None, reason="testssl.sh is not installed (apt-get install -y testssl.sh)"
-)
+pytestmark = [
+    # testssl's own session-ticket check races under load (docs/ARCHITECTURE.md, "Tests").
+    pytest.mark.alone,
+    pytest.mark.skipif(
+        TESTSSL is None, reason="testssl.sh is not installed (apt-get install -y testssl.sh)"
+    ),
+]
 
 TESTSSL_CHECKS = ["-p", "-s", "-f", "-P", "-S", "-h", "-U"]
 # A run takes ~25 s on 2 cores; a bounded wait so a hung openssl cannot hold CI.
