@@ -293,6 +293,7 @@ def test_compress_no_accept_encoding_is_identity(server: ServerProcess) -> None:
     assert "content-encoding" not in headers
 
 
+@pytest.mark.alone  # a strace count (test_server_modes.test_server_mode_keepalive_syscall_budget)
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed")
 def test_compress_hit_is_one_read_one_write(own_root: Path, tmp_path: Path) -> None:
     # A compressed hit costs what an identity hit of a cached file costs: one read and one

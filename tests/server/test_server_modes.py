@@ -560,6 +560,10 @@ BUDGETS: dict[str, tuple[str, str, dict[str, int]]] = {
 PAUSE = {"threads": 1.1}
 
 
+# alone: under strace beside another test, the client once took over a second to follow
+# the begin marker, the idle server fell asleep (test_server_sleep.py), and the wake-ups
+# (a byte sent and read on its wake socket, twice, and their polls) landed in the window.
+@pytest.mark.alone
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed")
 @pytest.mark.parametrize("mode", list(BUDGETS))
 def test_server_mode_keepalive_syscall_budget(docroot: Path, tmp_path: Path, mode: str) -> None:

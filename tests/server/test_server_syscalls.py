@@ -21,6 +21,9 @@ from helpers import ServerProcess, connect, read_response
 N = 300
 FS_CALLS = {"openat", "open", "stat", "newfstatat", "fstat", "statx", "lstat", "pread64"}
 SYSCALL = re.compile(r"(?:\d+\s+)?(\w+)\(")
+# Counts in a window the client must keep busy: run alone (see
+# test_server_modes.test_server_mode_keepalive_syscall_budget).
+pytestmark = pytest.mark.alone
 
 
 def _get(path: str) -> bytes:

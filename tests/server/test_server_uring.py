@@ -144,6 +144,7 @@ def test_uring_deep_pipelining_past_read_ahead(docroot: Path) -> None:
     assert "c10k stopped after 3,000 requests" in out
 
 
+@pytest.mark.alone  # a strace count (test_server_modes.test_server_mode_keepalive_syscall_budget)
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed")
 def test_uring_keepalive_get_makes_no_read_or_write_syscall(docroot: Path, tmp_path: Path) -> None:
     # Completion-based I/O: receiving requests and sending cached responses happens in
