@@ -387,19 +387,26 @@ def test_accept_queue_uring_takes_a_batch_per_turn_on_guard(tmp_path: Path) -> N
     # check after it found the kernel's queue empty). On guard the mode takes a batch per
     # turn, a single-shot accept and what else waits up to 64, as the readiness modes do,
     # so the rest stays in the kernel's queue, where admission reads it.
-    server = QueueServer(tmp_path, "uring", max_accept_wait=1.0)
-    try:
-        outcome, _, _ = flood(server, FLOOD, 0.5)
-        assert outcome["pending"] == 0, outcome
-        assert set(outcome) <= {"200", "reset", "pending"}
-    finally:
-        server.stop()
-    checks = [json.loads(line) for line in server.trace.read_text().splitlines()]
-    guard = next(i for i, c in enumerate(checks) if c["qlen"] >= 8)  # (GUARD_QUEUE)
-    # A turn that served (20 ms a request: over 0.5 s) took at most a batch.
-    served = [c for c in checks[guard + 1 :] if c["span"] > 0.5]
-    assert served, checks
-    assert max(c["accepted"] for c in served) <= 64, served
+    # A turn that served (20 ms a request: over 0.5 s) took at most a batch. A flood whose
+    # checks after the guard show no such turn says nothing (once, the SYN filter kept the
+    # queue so short that every turn served a few): flood a new server, up to three times.
+    for attempt in range(3):
+        root = tmp_path / str(attempt)
+        root.mkdir()
+        server = QueueServer(root, "uring", max_accept_wait=1.0)
+        try:
+            outcome, _, _ = flood(server, FLOOD, 0.5)
+            assert outcome["pending"] == 0, outcome
+            assert set(outcome) <= {"200", "reset", "pending"}
+        finally:
+            server.stop()
+        checks = [json.loads(line) for line in server.trace.read_text().splitlines()]
+        guard = next(i for i, c in enumerate(checks) if c["qlen"] >= 8)  # (GUARD_QUEUE)
+        served = [c for c in checks[guard + 1 :] if c["span"] > 0.5]
+        if served:
+            assert max(c["accepted"] for c in served) <= 64, served
+            return
+    raise AssertionError(f"no turn served over 0.5 s after the guard in 3 floods: {checks}")
 
 
 @pytest.mark.timed
