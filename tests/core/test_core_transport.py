@@ -486,6 +486,50 @@ def test_core_transport_send_file_of_a_cold_region_waits_for_the_disk_pool(
     assert proto.events == ["pause", "resume"]  # (queued while the pool read)
 
 
+def tcp_pair() -> tuple[int, socket.socket]:
+    """A loopback TCP connection: our end as a bare nonblocking fd with TCP_NODELAY (as
+    c10k's listeners set it), and the peer's socket."""
+    with socket.create_server(("127.0.0.1", 0)) as lsock:
+        peer = socket.create_connection(lsock.getsockname())
+        ours, _ = lsock.accept()
+    ours.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    ours.setblocking(False)
+    peer.setblocking(False)
+    return ours.detach(), peer
+
+
+def data_segments_out(fd: int) -> int:
+    """TCP_INFO's tcpi_data_segs_out (Linux 4.6+): segments with data this socket sent."""
+    s = socket.socket(fileno=fd)
+    try:
+        info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+    finally:
+        s.detach()
+    return int.from_bytes(info[156:160], "little")
+
+
+@pytest.mark.parametrize("cork", ["libc", "socket-object"])
+def test_core_transport_send_file_head_and_small_body_share_one_pushed_segment(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch, cork: str
+) -> None:
+    """Over TCP with TCP_NODELAY: the head and a body smaller than a segment leave as one
+    segment (corked together: set_cork inlined, or its path without ctypes), and it is
+    pushed at once (nothing else is in flight: no ACK would release it)."""
+    from c10k.core import transport
+
+    if cork == "socket-object":
+        monkeypatch.setattr(transport, "CORK", None)
+    fd, peer = tcp_pair()
+    with peer:
+        t = Transport(loop, fd, Recorder())
+        with file_with(b"b" * 100) as f:
+            t.send_file(b"h" * 200, FileRegion(os.dup(f.fileno()), 0, 100, closer=os.close))
+            got = receive(loop, peer, 300, lambda: True)
+        assert got == b"h" * 200 + b"b" * 100
+        assert data_segments_out(fd) == 1
+        t.close()
+
+
 def test_core_transport_send_file_whose_cork_fails_releases_the_region(
     loop: Loop, pair: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
