@@ -71,27 +71,26 @@ _ACCEPT4: Any = _libc_accept4() if hasattr(socket, "SOCK_NONBLOCK") else None
 _SETSOCKOPT: Any = _libc_setsockopt()
 _SET_CORK: Any = _libc_setsockopt(typed=False)
 _get_errno: Any = getattr(sys.modules.get("ctypes"), "get_errno", None)
-if _SETSOCKOPT is not None:
-    _INTS = tuple(sys.modules["ctypes"].c_int(v) for v in (0, 1))
-    _INT_REFS = tuple(sys.modules["ctypes"].byref(v) for v in _INTS)
-_IPPROTO_TCP = int(socket.IPPROTO_TCP)
-_TCP_CORK = int(getattr(socket, "TCP_CORK", 3))
+IPPROTO_TCP = int(socket.IPPROTO_TCP)
+TCP_CORK = int(getattr(socket, "TCP_CORK", 3))
 # set_cork without its Python frame, for a path that corks twice per response (a large
 # file's flat send): ``CORK(fd, IPPROTO_TCP, TCP_CORK, CORK_ON or CORK_OFF, 4)``, or None
 # without ctypes (then call set_cork). Its result may be ignored: it fails only where
 # corking means nothing (a Unix socket), or on an fd whose next write fails anyway.
-CORK: Any = _SET_CORK if _SETSOCKOPT is not None else None
-CORK_ON: Any = _INT_REFS[1] if _SETSOCKOPT is not None else None
-CORK_OFF: Any = _INT_REFS[0] if _SETSOCKOPT is not None else None
-IPPROTO_TCP = _IPPROTO_TCP
-TCP_CORK = _TCP_CORK
+CORK: Any = None
+CORK_ON: Any = None
+CORK_OFF: Any = None
+if _SETSOCKOPT is not None:
+    _ct = sys.modules["ctypes"]
+    # (a byref keeps its c_int alive)
+    CORK, CORK_ON, CORK_OFF = _SET_CORK, _ct.byref(_ct.c_int(1)), _ct.byref(_ct.c_int(0))
 _NONBLOCK_CLOEXEC = getattr(socket, "SOCK_NONBLOCK", 0) | getattr(socket, "SOCK_CLOEXEC", 0)
 
 
 def _tcp_option(fd: int, option: int, int_ptr: int) -> None:
     """setsockopt(fd, IPPROTO_TCP, option, *int_ptr) through libc; a socket without TCP
     options (Unix-domain: EOPNOTSUPP) is left alone, as the borrowed-object path does."""
-    if _SETSOCKOPT(fd, _IPPROTO_TCP, option, int_ptr, 4) < 0:
+    if _SETSOCKOPT(fd, IPPROTO_TCP, option, int_ptr, 4) < 0:
         _tcp_option_failed()
 
 
@@ -133,7 +132,7 @@ def set_cork(fd: int, on: bool) -> None:
         # (A Unix-domain socket, --listen unix:/path, has no TCP options: corking only
         # packs segments, so there is nothing to do without it.)
         # (_tcp_option inlined and untyped: twice per file response)
-        if CORK(fd, _IPPROTO_TCP, _TCP_CORK, CORK_ON if on else CORK_OFF, 4) < 0:
+        if CORK(fd, IPPROTO_TCP, TCP_CORK, CORK_ON if on else CORK_OFF, 4) < 0:
             _tcp_option_failed()
         return
     s = socket.socket(fileno=fd)
