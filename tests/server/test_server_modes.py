@@ -556,13 +556,25 @@ BUDGETS: dict[str, tuple[str, str, dict[str, int]]] = {
     "uvloop": ("read", "write", {"epoll_pwait": N + 4, "mmap": 0}),
 }
 
-# mode -> seconds the client pauses halfway, so that the window holds a once-a-second tick
-PAUSE = {"threads": 1.1}
+# Modes whose client pauses halfway, so that the window holds a once-a-second Date tick.
+PAUSE = {"threads"}
 
 
-# alone: under strace beside another test, the client once took over a second to follow
-# the begin marker, the idle server fell asleep (test_server_sleep.py), and the wake-ups
-# (a byte sent and read on its wake socket, twice, and their polls) landed in the window.
+def pause_across_one_tick() -> bool:
+    """Sleep across the next Date tick (just after a wall-clock second) and never two;
+    False, after a shorter sleep, when the clock sits too near a tick to start now."""
+    # A tick that finds no request since the one before puts the server to sleep
+    # (test_server_sleep.py): a pause over two ticks (a fixed 1.1 s did that about one
+    # run in ten) puts its wake-ups, a byte each way on the wake socket, in the window.
+    frac = time.time() % 1.0
+    if not 0.2 < frac < 0.8:
+        time.sleep(0.4)
+        return False
+    time.sleep(1.15 - frac)
+    return True
+
+
+# alone: strace counts; the client must follow the server's answers at once.
 @pytest.mark.alone
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed")
 @pytest.mark.parametrize("mode", list(BUDGETS))
@@ -584,9 +596,10 @@ def test_server_mode_keepalive_syscall_budget(docroot: Path, tmp_path: Path, mod
             for path in ("/small.txt", "/c10k-begin-marker"):
                 s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
                 read_response(s, buf)
+            paused = mode not in PAUSE
             for i in range(N):
-                if i == N // 2 and mode in PAUSE:
-                    time.sleep(PAUSE[mode])
+                if not paused and i >= N // 2:
+                    paused = pause_across_one_tick()
                 s.sendall(GET)
                 assert read_response(s, buf)[0] == 200
             s.sendall(b"GET /c10k-end-marker HTTP/1.1\r\nHost: t\r\n\r\n")
