@@ -6,8 +6,15 @@ tracepoints, printed per MiB served, beside MiB/s and MiB per busy CPU-0 second.
 ``--record`` it runs ``perf record -g -C 0`` over the same window instead and leaves
 ``nginx.data``/``c10k.data`` in the current directory for ``perf report``.
 
+With ``--placement`` it records instead which CPU put each data segment on the loopback
+device (``net:net_dev_xmit`` above 1,000 bytes, all CPUs): a segment the socket could send
+at once leaves from the sender's own call, on CPU 0; one that waited for the client's
+window leaves when the client's window update is processed, on the client's CPU 1. That
+split is part of the server's CPU-0 figure on loopback (docs/BENCHMARKS.md, issue 15).
+
     .venv/bin/python scripts/files_syscalls.py --size 1m --conns 1000
     .venv/bin/python scripts/files_syscalls.py --size 1g --conns 1 --record
+    .venv/bin/python scripts/files_syscalls.py --size 1m --conns 1000 --placement
 
 Needs perf (Debian: linux-perf) and root (tracepoints). One run, no rounds: read it beside
 files_vs_nginx.py's medians, not instead of them.
@@ -46,7 +53,7 @@ def make_root(work: Path, size: int) -> Path:
     return root
 
 
-def measure(name: str, port: int, conns: int, pids: list[str], record: bool) -> None:
+def measure(name: str, port: int, conns: int, pids: list[str], record: bool, place: bool) -> None:
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", "-d8s", "--timeout", "30s"]
     load = subprocess.Popen(
         [*cmd, f"http://127.0.0.1:{port}/big.bin"], stdout=subprocess.PIPE, text=True
@@ -55,6 +62,10 @@ def measure(name: str, port: int, conns: int, pids: list[str], record: bool) -> 
     b0 = busy0()
     if record:
         perf = ["perf", "record", "-q", "-g", "-C", "0", "-o", f"{name}.data", "--", "sleep", "4"]
+    elif place:
+        xmit = ["-e", "net:net_dev_xmit", "--filter", "len > 1000"]
+        data = re.sub(r"\W+", "-", name) + ".xmit"
+        perf = ["perf", "record", "-q", "-a", *xmit, "-o", data, "--", "sleep", "4"]
     else:
         perf = ["perf", "stat", "-x,", "-e", EVENTS, "-p", ",".join(pids), "--", "sleep", "4"]
     counts = subprocess.run(perf, capture_output=True, text=True).stderr
@@ -69,10 +80,29 @@ def measure(name: str, port: int, conns: int, pids: list[str], record: bool) -> 
         f"{name}: {mib_s:.0f} MiB/s, CPU 0 {busy / 4:.0%} busy, "
         f"{mib / busy:.0f} MiB per busy second"
     )
+    if place:
+        print_placement(data, mib)
+        return
     for line in counts.splitlines() if not record else []:
         fields = line.split(",")
         if len(fields) > 3 and fields[0].strip().isdigit() and int(fields[0]):
             print(f"   {fields[2].split('sys_enter_')[-1]:12} {int(fields[0]) / mib:8.2f} per MiB")
+
+
+def print_placement(data: str, mib: float) -> None:
+    """Bytes of data segments put on loopback per CPU, per MiB served."""
+    script = ["perf", "script", "-i", data, "-F", "cpu,trace"]
+    lines = subprocess.run(script, capture_output=True, text=True).stdout.splitlines()
+    per_cpu: dict[int, int] = {}
+    for line in lines:
+        m = re.match(r"\s*\[(\d+)\].*\blen=(\d+)", line)
+        if m:
+            per_cpu[int(m.group(1))] = per_cpu.get(int(m.group(1)), 0) + int(m.group(2))
+    total = sum(per_cpu.values()) or 1
+    for cpu, nbytes in sorted(per_cpu.items()):
+        share = nbytes / total
+        print(f"   CPU {cpu}: {nbytes / mib / (1 << 20):.2f} MiB per MiB served ({share:.0%})")
+    os.unlink(data)
 
 
 def main() -> int:
@@ -80,17 +110,22 @@ def main() -> int:
     ap.add_argument("--size", type=size_arg, default="1m", help="file size (1m; k/m/g)")
     ap.add_argument("--conns", type=int, default=1000)
     ap.add_argument("--record", action="store_true", help="perf record -g -C 0 instead of counts")
+    ap.add_argument(
+        "--placement", action="store_true", help="which CPU sends the data segments, instead"
+    )
     ap.add_argument("--c10k-arg", action="append", default=[], help="extra c10k serve flag")
     ap.add_argument(
         "--bare-variant", action="append", default=[], help="also bare_sendfile.py with these"
     )
+    ap.add_argument("--extra-src", action="append", default=[], help="also c10k from this src")
     args = ap.parse_args()
     if shutil.which("perf") is None:
         sys.exit("perf not found: apt-get install linux-perf")
     work = Path(tempfile.mkdtemp(prefix="files-syscalls-"))
     try:
         root = make_root(work, args.size)
-        for name in ["nginx", "c10k", "bare", *(f"bare {v}" for v in args.bare_variant)]:
+        names = ["nginx", "c10k", "bare", *(f"bare {v}" for v in args.bare_variant)]
+        for name in names + [f"c10k@{d}" for d in args.extra_src]:
             port = free_port()
             proc = start(server_argv(name, port, root, work, args.c10k_arg), port)
             try:
@@ -98,7 +133,7 @@ def main() -> int:
                 pids = subprocess.run(
                     ["pgrep", "-g", str(proc.pid)], capture_output=True, text=True
                 ).stdout.split()
-                measure(name, port, args.conns, pids, args.record)
+                measure(name, port, args.conns, pids, args.record, args.placement)
             finally:
                 stop(proc)
     finally:
