@@ -16,7 +16,9 @@ No TCP_NOTSENT_LOWAT (as nginx), so it gives up c10k's slow-reader defence: a fl
 design. Two knobs measure what c10k adds to it, one at a time: ``--lowat BYTES`` sets that
 unsent limit on every connection (c10k starts a connection at 256 KiB), and
 ``--extra-calls N`` makes N small Python method calls per response (three attribute loads,
-a list index and a dict lookup each), a yardstick for what Python costs per response.
+a list index and a dict lookup each), a yardstick for what Python costs per response. With
+``--extra-spread`` each connection has its own N objects, as a server's per-connection
+state is: a response then touches objects that other responses have not just touched.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def head(size: int) -> bytes:
     ).encode()
 
 
-def serve(port: int, path: str, lowat: int, extra_calls: int) -> None:
+def serve(port: int, path: str, lowat: int, extra_calls: int, spread: bool) -> None:
     ffd = os.open(path, os.O_RDONLY)
     size = os.fstat(ffd).st_size
     top = head(size)
@@ -66,7 +68,8 @@ def serve(port: int, path: str, lowat: int, extra_calls: int) -> None:
     ep.register(lfd, select.EPOLLIN)
     socks: dict[int, socket.socket] = {}
     left: dict[int, int] = {}  # fd -> offset of what the socket has not taken yet
-    work = [Work(i) for i in range(extra_calls)]
+    shared = [Work(i) for i in range(extra_calls)]
+    own: dict[int, list[Work]] = {}  # fd -> its connection's objects (--extra-spread)
     while True:
         for fd, ev in ep.poll():
             if fd == lfd:
@@ -83,7 +86,12 @@ def serve(port: int, path: str, lowat: int, extra_calls: int) -> None:
                 elif data.endswith(b"\r\n\r\n"):
                     socks[fd].setsockopt(TCP, CORK, 1)
                     os.write(fd, top)
-                    if work:
+                    if shared:
+                        work = shared
+                        if spread:
+                            work = own.get(fd) or own.setdefault(
+                                fd, [Work(i) for i in range(extra_calls)]
+                            )
                         spend(work)
                     send(fd, socks, left, ep, ffd, size, 0)
 
@@ -148,8 +156,9 @@ def main() -> None:
     a.add_argument("--file", required=True, help="the file every request gets, under --root")
     a.add_argument("--lowat", type=int, default=0, help="TCP_NOTSENT_LOWAT per connection")
     a.add_argument("--extra-calls", type=int, default=0, help="Python calls per response")
+    a.add_argument("--extra-spread", action="store_true", help="objects per connection")
     o = a.parse_args()
-    serve(o.port, os.path.join(o.root, o.file), o.lowat, o.extra_calls)
+    serve(o.port, os.path.join(o.root, o.file), o.lowat, o.extra_calls, o.extra_spread)
 
 
 if __name__ == "__main__":
