@@ -18,7 +18,10 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bare_sendfile.py"
 SIZE = 3 * 1024 * 1024 + 5  # more than a socket takes at once: the EPOLLOUT path too
 
 
-@pytest.mark.parametrize("knobs", [[], ["--lowat", "262144", "--extra-calls", "10"]])
+@pytest.mark.parametrize(
+    "knobs",
+    [[], ["--lowat", "262144", "--extra-calls", "10"], ["--extra-calls", "10", "--extra-spread"]],
+)
 def test_bare_sendfile_serves_the_file_whole_over_keep_alive(
     tmp_path: Path, knobs: list[str]
 ) -> None:
