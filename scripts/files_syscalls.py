@@ -11,6 +11,8 @@ device (``net:net_dev_xmit`` above 1,000 bytes, all CPUs): a segment the socket 
 at once leaves from the sender's own call, on CPU 0; one that waited for the client's
 window leaves when the client's window update is processed, on the client's CPU 1. That
 split is part of the server's CPU-0 figure on loopback (docs/BENCHMARKS.md, issue 15).
+Recording every segment slows both CPUs and outlasts its 4 s: read the split, not the
+rates printed beside it.
 
     .venv/bin/python scripts/files_syscalls.py --size 1m --conns 1000
     .venv/bin/python scripts/files_syscalls.py --size 1g --conns 1 --record
@@ -60,12 +62,12 @@ def measure(name: str, port: int, conns: int, pids: list[str], record: bool, pla
     )
     time.sleep(2)
     b0 = busy0()
+    stem = re.sub(r"\W+", "-", name)  # (c10k@DIR: a file name, not a path)
     if record:
-        perf = ["perf", "record", "-q", "-g", "-C", "0", "-o", f"{name}.data", "--", "sleep", "4"]
+        perf = ["perf", "record", "-q", "-g", "-C", "0", "-o", f"{stem}.data", "--", "sleep", "4"]
     elif place:
         xmit = ["-e", "net:net_dev_xmit", "--filter", "len > 1000"]
-        data = re.sub(r"\W+", "-", name) + ".xmit"
-        perf = ["perf", "record", "-q", "-a", *xmit, "-o", data, "--", "sleep", "4"]
+        perf = ["perf", "record", "-q", "-a", *xmit, "-o", f"{stem}.xmit", "--", "sleep", "4"]
     else:
         perf = ["perf", "stat", "-x,", "-e", EVENTS, "-p", ",".join(pids), "--", "sleep", "4"]
     counts = subprocess.run(perf, capture_output=True, text=True).stderr
@@ -81,7 +83,7 @@ def measure(name: str, port: int, conns: int, pids: list[str], record: bool, pla
         f"{mib / busy:.0f} MiB per busy second"
     )
     if place:
-        print_placement(data, mib)
+        print_placement(f"{stem}.xmit", mib)
         return
     for line in counts.splitlines() if not record else []:
         fields = line.split(",")
