@@ -12,6 +12,7 @@ median of the per-round ratios c10k/nginx.
     .venv/bin/python scripts/files_vs_nginx.py --size 1g --conns 1        # one 1 GiB stream
     .venv/bin/python scripts/files_vs_nginx.py --base-src ../old/src      # a change, A/B
     .venv/bin/python scripts/files_vs_nginx.py --bare          # + the Python floor, same run
+    .venv/bin/python scripts/files_vs_nginx.py --client trunc  # the server sets the pace
 
 ``--bare`` adds a third server to every round: scripts/bare_sendfile.py, the least Python
 a keep-alive file server can run per response (its docstring says what it leaves out), and
@@ -19,6 +20,12 @@ prints its ratio to the peer too: how near the peer Python gets when it does alm
 ``--bare-variant "ARGS"`` adds it once more with those arguments (``--lowat 262144``,
 ``--extra-calls 100``), and ``--extra-src DIR`` adds c10k run from another tree (a patched
 experiment), each as one more server in the same rounds.
+
+``--client trunc`` replaces wrk with scripts/trunc_client.py, which drops bodies in the
+kernel (recv MSG_TRUNC): wrk's core saturates first at 1 MiB (CPU 0 then idles half the
+time, and its busy figure follows how the two interleave), this client's does not, so each
+server runs its core full and the figure is what it can do. The client reads CPU 0 itself,
+after every connection's first response; each round line shows how busy CPU 0 was.
 
 ``--base-src DIR`` puts c10k run from another source tree (``PYTHONPATH=DIR``: the code
 before a change) where nginx was: the ratio is then this tree's c10k over that one's,
@@ -38,6 +45,7 @@ disk would measure the disk).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -81,6 +89,21 @@ def wrk(port: int, conns: int, secs: int, timeout: int) -> tuple[float, int, flo
     if re.search(r"Non-2xx or 3xx responses", out) or "Socket errors" in out:
         print(f"  wrk reported errors: {out.splitlines()[-6:]}", file=sys.stderr)
     return rps, int(float(m.group(2)) * scale), busy
+
+
+def trunc(port: int, conns: int, secs: int) -> tuple[float, int, float]:
+    """As ``wrk``, with scripts/trunc_client.py (CPU 1) as the client: it drops bodies in
+    the kernel, so the server sets the pace, and reads CPU 0 over its counted window only
+    (after every connection's first response). Exits on errors in that window (a reset or
+    a short response is a broken server, not a figure)."""
+    script = str(Path(__file__).parent / "trunc_client.py")
+    cmd = ["taskset", "-c", "1", sys.executable, script, "--port", str(port)]
+    cmd += ["--conns", str(conns), "--secs", str(secs)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    got = json.loads(out)
+    if got["errors"]:
+        sys.exit(f"trunc_client said: {out}")
+    return got["responses"] / got["seconds"], got["bytes"], got["cpu0_busy"]
 
 
 def make_docroot(prefix: str, size: int) -> tuple[Path, Path]:
@@ -163,6 +186,9 @@ def main() -> int:
     ap.add_argument("--bare", action="store_true", help="add scripts/bare_sendfile.py")
     ap.add_argument("--bare-variant", action="append", default=[], help="bare with these args")
     ap.add_argument("--extra-src", action="append", default=[], help="add c10k from this src")
+    ap.add_argument(
+        "--client", choices=("wrk", "trunc"), default="wrk", help="trunc: scripts/trunc_client.py"
+    )
     args = ap.parse_args()
     work, root = make_docroot("files-vs-nginx-", args.size)
     peer = "nginx" if args.base_src is None else "base"
@@ -180,7 +206,10 @@ def main() -> int:
                     warm(root / "big.bin")
                     wrk(port, min(args.conns, 10), 1, 30)  # warm-up
                     t0 = proc_times(proc.pid)
-                    rps, nbytes, busy = wrk(port, args.conns, args.secs, 30)
+                    if args.client == "trunc":
+                        rps, nbytes, busy = trunc(port, args.conns, args.secs)
+                    else:
+                        rps, nbytes, busy = wrk(port, args.conns, args.secs, 30)
                     user = proc_times(proc.pid)[0] - t0[0]
                     after = resident_share(root / "big.bin")
                 finally:
@@ -191,7 +220,7 @@ def main() -> int:
                 rate = nbytes / (1 << 20) / args.secs
                 print(
                     f"round {r + 1} {name:5} {rps:9.1f} req/s  {rate:8.0f} MiB/s  "
-                    f"{mib_per_busy:8.0f} MiB per busy CPU-0 second  "
+                    f"{mib_per_busy:8.0f} MiB per busy CPU-0 second ({busy / args.secs:4.0%})  "
                     f"user {user_per_mib:5.1f} us/MiB"
                     + ("" if after is None else f"  file {after:.0%} in memory after"),
                     flush=True,
