@@ -11,6 +11,7 @@ response's cost a faster user space could still save.
 
     .venv/bin/python scripts/files_profile.py                     # 1 MiB, 1,000 connections
     .venv/bin/python scripts/files_profile.py --size 1g --conns 1 --symbols 12
+    .venv/bin/python scripts/files_profile.py --client trunc      # CPU 0 full, not wrk's pace
 
 Needs perf (Debian: linux-perf). One run, no rounds: quote it beside files_vs_nginx.py.
 """

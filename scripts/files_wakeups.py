@@ -11,6 +11,11 @@ the wakeup and the cold caches each time).
 
     .venv/bin/python scripts/files_wakeups.py                       # 1 MiB, 1,000 connections
     .venv/bin/python scripts/files_wakeups.py --c10k-arg=--backend --c10k-arg=epoll-et
+    .venv/bin/python scripts/files_wakeups.py --client trunc   # the server sets the pace
+
+``--client trunc`` serves scripts/trunc_client.py instead of wrk (it drops bodies in the
+kernel, so CPU 0 runs full: scripts/files_vs_nginx.py's docstring says why that matters);
+scripts/files_profile.py takes the same flag.
 
 io_uring's mode makes no epoll_wait calls (its returns read 0). Needs perf (Debian:
 linux-perf) and root (tracepoints). One run, no rounds.
@@ -19,6 +24,7 @@ linux-perf) and root (tracepoints). One run, no rounds.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import subprocess
@@ -37,18 +43,28 @@ WINDOW = 4  # seconds recorded, from the 2nd of wrk's 8
 WAKEUPS = ["-e", "syscalls:sys_exit_epoll_wait", "-e", "sched:sched_switch"]
 
 
-def record(port: int, conns: int, data: Path, events: list[str] = WAKEUPS) -> str:
-    """wrk's Requests/sec line while ``perf record`` samples CPU 0's ``events``."""
-    url = f"http://127.0.0.1:{port}/big.bin"
-    wrk = subprocess.Popen(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", "-d8s", "--timeout", "30s", url],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(2)
+def record(
+    port: int, conns: int, data: Path, events: list[str] = WAKEUPS, client: str = "wrk"
+) -> str:
+    """The client's rate while ``perf record`` samples CPU 0's ``events``: wrk's
+    Requests/sec line, or with ``client`` "trunc" scripts/trunc_client.py's responses a
+    second (it runs 10 s: its connects and warm-up come before the window)."""
+    if client == "trunc":
+        script = str(Path(__file__).parent / "trunc_client.py")
+        argv = [sys.executable, script, "--port", str(port), "--conns", str(conns), "--secs", "10"]
+        settle = 4.0
+    else:
+        url = f"http://127.0.0.1:{port}/big.bin"
+        argv = ["wrk", "-t1", f"-c{conns}", "-d8s", "--timeout", "30s", url]
+        settle = 2.0
+    gen = subprocess.Popen(["taskset", "-c", "1", *argv], stdout=subprocess.PIPE, text=True)
+    time.sleep(settle)
     perf = ["perf", "record", "-q", *events, "-C", "0", "-o", str(data), "--", "sleep"]
     subprocess.run(["taskset", "-c", "1", *perf, str(WINDOW)], check=True, capture_output=True)
-    out = wrk.communicate()[0]
+    out = gen.communicate()[0]
+    if client == "trunc":
+        got = json.loads(out)
+        return f"trunc_client: {got['responses'] / got['seconds']:.0f} responses/s"
     return next((line.strip() for line in out.splitlines() if "Requests/sec" in line), out)
 
 
@@ -78,6 +94,9 @@ def options(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--size", type=size_arg, default="1m", help="file size (1m; k/m/g)")
     ap.add_argument("--conns", type=int, default=1000)
     ap.add_argument("--c10k-arg", action="append", default=[], help="extra c10k serve flag")
+    ap.add_argument(
+        "--client", choices=("wrk", "trunc"), default="wrk", help="trunc: scripts/trunc_client.py"
+    )
     return ap
 
 
@@ -94,7 +113,7 @@ def recorded(
             proc = start(server_argv(name, port, root, work, args.c10k_arg), port)
             try:
                 warm(root / "big.bin")
-                rate = record(port, args.conns, work / f"{name}.data", events)
+                rate = record(port, args.conns, work / f"{name}.data", events, args.client)
             finally:
                 stop(proc)
             yield name, rate, work / f"{name}.data"
