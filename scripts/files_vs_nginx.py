@@ -103,6 +103,9 @@ def trunc(port: int, conns: int, secs: int) -> tuple[float, int, float]:
     got = json.loads(out)
     if got["errors"]:
         sys.exit(f"trunc_client said: {out}")
+    if got["reconnects"]:
+        closed, responses = got["reconnects"], got["responses"]
+        print(f"  the server closed the connection after {closed} of {responses} responses")
     return got["responses"] / got["seconds"], got["bytes"], got["cpu0_busy"]
 
 
