@@ -99,7 +99,10 @@ def trunc(port: int, conns: int, secs: int) -> tuple[float, int, float]:
     script = str(Path(__file__).parent / "trunc_client.py")
     cmd = ["taskset", "-c", "1", sys.executable, script, "--port", str(port)]
     cmd += ["--conns", str(conns), "--secs", str(secs)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"trunc_client failed: {done.stderr.strip()}")
+    out = done.stdout
     got = json.loads(out)
     if got["errors"]:
         sys.exit(f"trunc_client said: {out}")

@@ -159,14 +159,23 @@ class Client:
                     c.served = True
                     c.left = -1
                     if c.close:
-                        self.drop(c)
-                        self.reconnects += 1
-                        return self.connect(served=True)
+                        return self.reconnect(c)
                     c.sock.send(self.request)
         except BlockingIOError:
             return None
         except OSError as exc:
             return self.fail(c, type(exc).__name__)
+
+    def reconnect(self, c: Conn) -> None:
+        """After a response that said Connection: close: a new connection in its place
+        (one that cannot even start, out of ports say, is an error)."""
+        self.drop(c)
+        self.reconnects += 1
+        try:
+            self.connect(served=True)
+        except OSError as exc:
+            key = f"{type(exc).__name__} reconnecting"
+            self.errors[key] = self.errors.get(key, 0) + 1
 
     def head_read(self, c: Conn, data: bytes) -> bool:
         """Take ``data`` into the head; once it is whole, set the body bytes left (what
@@ -180,6 +189,8 @@ class Client:
         length, c.close = parse_head(bytes(c.head[:end]))
         extra = len(c.head) - end - 4
         if length < 0 or extra > length:  # (a pipelined extra response: not asked for)
+            if self.warming:  # a wrong path or server: connecting again will not mend it
+                sys.exit(f"not a whole 200 response: {bytes(c.head[:200])!r}")
             self.fail(c, "head")
             return False
         c.head.clear()

@@ -27,7 +27,8 @@ def head(close: bool) -> bytes:
 def serve(lsock: socket.socket, mode: str, stop: threading.Event) -> None:
     """Accept and answer each GET: ``keep`` whole over keep-alive, ``close`` whole with
     Connection: close, ``cut`` two whole and the third half, then close (the client's
-    warm-up takes a connection's first response: the cut one falls in its window)."""
+    warm-up takes a connection's first response: the cut one falls in its window), ``404``
+    a 404 each time."""
     lsock.settimeout(0.2)
     while not stop.is_set():
         try:
@@ -43,6 +44,9 @@ def answer(conn: socket.socket, mode: str) -> None:
         for n in range(1_000_000):
             if not conn.recv(4096):
                 return
+            if mode == "404":
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                continue
             if mode == "cut" and n == 2:
                 conn.sendall(head(False) + body[: BODY // 2])
                 return
@@ -54,7 +58,7 @@ def answer(conn: socket.socket, mode: str) -> None:
                 return
 
 
-def run_client(mode: str) -> dict[str, Any]:
+def run_client(mode: str) -> subprocess.CompletedProcess[str]:
     lsock = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
     server = threading.Thread(target=serve, args=(lsock, mode, stop), daemon=True)
@@ -62,18 +66,23 @@ def run_client(mode: str) -> dict[str, Any]:
     port = lsock.getsockname()[1]
     try:
         argv = [sys.executable, str(SCRIPT), "--port", str(port), "--conns", "3", "--secs", "1"]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
     finally:
         stop.set()
         server.join(timeout=5)
         lsock.close()
-    got: dict[str, Any] = json.loads(out.stdout)
+
+
+def counts(mode: str) -> dict[str, Any]:
+    done = run_client(mode)
+    assert done.returncode == 0, done.stderr
+    got: dict[str, Any] = json.loads(done.stdout)
     return got
 
 
 @pytest.mark.parametrize("mode", ["keep", "close"])
 def test_trunc_client_counts_whole_responses_and_every_byte(mode: str) -> None:
-    got = run_client(mode)
+    got = counts(mode)
     responses = got["responses"]
     assert responses > 10, got
     assert got["errors"] == {}, got
@@ -87,10 +96,18 @@ def test_trunc_client_counts_whole_responses_and_every_byte(mode: str) -> None:
 
 
 def test_trunc_client_calls_a_cut_body_an_error() -> None:
-    got = run_client("cut")
+    got = counts("cut")
     # A connection's third response, cut, is an error and ends it (in the counted window:
     # one cut in the warm-up is replaced by a new connection, whose third falls there).
     # Its second counts unless it came during the warm-up.
     assert got["errors"] == {"closed mid-response": 3}, got
     responses = got["responses"]
     assert responses <= 6, got
+
+
+def test_trunc_client_stops_at_once_on_a_wrong_answer() -> None:
+    # A 404 (a wrong --path) would come back on every new connection: no figure, no
+    # 30 s of retries.
+    done = run_client("404")
+    assert done.returncode == 1
+    assert "not a whole 200 response: b'HTTP/1.1 404 Not Found" in done.stderr
