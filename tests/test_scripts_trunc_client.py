@@ -15,6 +15,11 @@ from typing import Any
 
 import pytest
 
+# Each test runs a client and a server flat out for a second: alone, so that it does not
+# starve the parallel phase's timing-sensitive tests (the slow-disk tests' 0.5 s send
+# timeout judges a client thread that gets no CPU as a slow reader).
+pytestmark = pytest.mark.alone
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "trunc_client.py"
 BODY = 300_000  # more than one recv takes: the discard loop runs several times
 
