@@ -167,9 +167,6 @@ class BaseTransport:
     _flags: int
     _out: Any  # the queue: a list (or None when empty), a deque on asyncio
     fd: int
-    # File chunks this connection waited on the disk pool for (a slot where a subclass
-    # counts them; 0 for one that never waits: the threads mode reads in its own thread).
-    _disk_waits = 0
 
     def write(self, data: bytes | memoryview) -> None:
         """Send ``data`` now as far as the socket takes it; queue the rest."""
@@ -240,12 +237,6 @@ class BaseTransport:
             return 0
         return unsent_bytes(self.fd)
 
-    def disk_waits(self) -> int:
-        """How many file chunks this connection has waited on the disk pool for so far
-        (c10k.core.diskio): a send check that sees one since the last does not charge
-        the client for the wait, nor for the bytes the disk just delivered."""
-        return self._disk_waits
-
     def set_send_lowat(self, nbytes: int) -> None:
         """How many unsent bytes the kernel may hold for this connection before a write
         blocks (TCP_NOTSENT_LOWAT; the listener's default is ``NOTSENT_LOWAT_BYTES``)."""
@@ -260,7 +251,6 @@ class BaseTransport:
         if not diskio.cold(item, count):
             return False
         self._flags |= DISKWAIT  # type: ignore[misc]  # (a slot of every subclass)
-        self._disk_waits += 1  # type: ignore[misc]  # (as _flags)
         run_in_thread(diskio.warm, *diskio.warm_region(item), done=self._disk_back)
         return True
 
@@ -291,7 +281,7 @@ class Transport(BaseTransport):
     wakeup.
     """
 
-    __slots__ = ("_disk_waits", "_flags", "_interest", "_out", "fd", "loop", "peer", "protocol")
+    __slots__ = ("_flags", "_interest", "_out", "fd", "loop", "peer", "protocol")
     #: Bytes per read(2). A subclass may read less: the most a connection holds in
     #: memory at once (c10k serve's --max-buffer-bytes).
     read_size = RECV_SIZE
@@ -305,7 +295,6 @@ class Transport(BaseTransport):
         self.peer = peer
         self._out: list[Item] | None = None
         self._flags = 0
-        self._disk_waits = 0
         if register:
             # Edge-triggered: both directions once, never modified.
             self._interest = (READ | WRITE) if loop.edge else READ

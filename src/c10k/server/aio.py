@@ -329,7 +329,6 @@ class AioConnection(asyncio.BufferedProtocol, BaseTransport):
         """Bring a cold chunk into memory in the disk pool (c10k.core.diskio) while the
         loop serves others."""
         run = self.server.session_loop.run_in_thread
-        self._disk_waits += 1
         job = run(diskio.warm, *diskio.warm_region(region), done=_ignore)
         try:
             await asyncio.wrap_future(job)

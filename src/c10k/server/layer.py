@@ -16,9 +16,6 @@ class Layer:
     def unacked_bytes(self) -> int:
         return int(self.base.unacked_bytes())
 
-    def disk_waits(self) -> int:
-        return int(self.base.disk_waits())
-
     def set_send_lowat(self, nbytes: int) -> None:
         self.base.set_send_lowat(nbytes)
 

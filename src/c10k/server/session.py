@@ -50,9 +50,7 @@ whatever the client does). A check that finds the kernel's queue empty
 (``transport.unacked_bytes()`` 0: the client acknowledged all it was sent) passes and starts
 the rate over, and so does the check after it: the wait was ours (a cold file chunk in the
 disk pool, c10k.core.diskio), and a response slowed by our own disk is never charged to the
-client, which is judged only on bytes it had for a whole ``send_timeout``. So does a check
-that finds the transport waited on the disk since the last (``transport.disk_waits()``):
-the kernel may hold the chunk that has just come.
+client, which is judged only on bytes it had for a whole ``send_timeout``.
 
 A client's kernel memory follows its speed: its socket's unsent limit
 (TCP_NOTSENT_LOWAT) is about one second of what it reads (``send_queue_for``), between 4
@@ -339,7 +337,7 @@ class Session(HTTPConnection):
         timeout = self.policy.send_timeout
         early = timeout > SEND_QUEUE_CHECK
         pending = self.transport.pending_bytes()
-        self.wprogress = [now, pending, 0, 0, early, self.transport.disk_waits()]
+        self.wprogress = [now, pending, 0, 0, early]
         self.transport.pause_reading()
         self.deadline = now + (SEND_QUEUE_CHECK if early else timeout)
         self.loop.deadlines.schedule(self)
@@ -437,18 +435,14 @@ class Session(HTTPConnection):
         transport = self.transport
         pending = transport.pending_bytes()
         acked = w[1] - pending
-        waits, w[5] = w[5], transport.disk_waits()
         if acked <= w[2] or acked < policy.min_send_rate * (now - w[0]):
-            # Ours if the client took every byte the kernel had, or the transport waited
-            # for the disk since the last check: what the kernel holds may be the chunk
-            # the disk has just delivered (four cold downloads were all reset so, 0.7 s
-            # in, their first chunk sent just before the first check).
-            ours = not transport.unacked_bytes() or waits != w[5]
+            ours = not transport.unacked_bytes()
             if not ours and not w[3]:
                 return False
-            # The wait was ours (or was at the last check), a cold file chunk in the disk
-            # pool, never charged to the client. Its rate counts from here, and bytes
-            # that came just before this check get one whole send_timeout.
+            # The client took every byte the kernel had (or did at the last check): the
+            # wait was ours, a cold file chunk in the disk pool, never charged to it. Its
+            # rate counts from here, and bytes that came just before this check get one
+            # whole send_timeout.
             w[0], w[1], w[3], acked = now, pending, ours, 0
         else:
             w[3] = 0

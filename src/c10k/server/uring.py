@@ -150,7 +150,6 @@ class UringTransport(BaseTransport):
     """One connection's I/O as ring operations; the Session's transport in this mode."""
 
     __slots__ = (
-        "_disk_waits",
         "_flags",
         "_inflight",
         "_out",
@@ -176,7 +175,6 @@ class UringTransport(BaseTransport):
         self._recv_armed = False
         self._inflight = 0
         self._flags = 0
-        self._disk_waits = 0
         protocol.connection_made(self)
 
     def read_first(self, size: int) -> None:
