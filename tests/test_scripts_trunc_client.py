@@ -44,23 +44,27 @@ def serve(lsock: socket.socket, mode: str, stop: threading.Event) -> None:
 
 
 def answer(conn: socket.socket, mode: str) -> None:
-    body = b"x" * BODY
     with conn:
-        for n in range(1_000_000):
-            if not conn.recv(4096):
-                return
-            if mode == "404":
-                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-                continue
-            if mode == "cut" and n == 2:
-                conn.sendall(head(False) + body[: BODY // 2])
-                return
-            try:
-                conn.sendall(head(mode == "close") + body)
-            except OSError:
-                return
-            if mode == "close":
-                return
+        try:
+            respond(conn, mode)
+        except OSError:  # the client exits with requests unread: a reset
+            return
+
+
+def respond(conn: socket.socket, mode: str) -> None:
+    body = b"x" * BODY
+    for n in range(1_000_000):
+        if not conn.recv(4096):
+            return
+        if mode == "404":
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            continue
+        if mode == "cut" and n == 2:
+            conn.sendall(head(False) + body[: BODY // 2])
+            return
+        conn.sendall(head(mode == "close") + body)
+        if mode == "close":
+            return
 
 
 def run_client(mode: str) -> subprocess.CompletedProcess[str]:
