@@ -91,14 +91,18 @@ def wrk(port: int, conns: int, secs: int, timeout: int) -> tuple[float, int, flo
     return rps, int(float(m.group(2)) * scale), busy
 
 
+def trunc_argv(port: int, conns: int, secs: int) -> list[str]:
+    """scripts/trunc_client.py's command line against ``port``."""
+    script = str(Path(__file__).parent / "trunc_client.py")
+    return [sys.executable, script, "--port", str(port), "--conns", str(conns), "--secs", str(secs)]
+
+
 def trunc(port: int, conns: int, secs: int) -> tuple[float, int, float]:
     """As ``wrk``, with scripts/trunc_client.py (CPU 1) as the client: it drops bodies in
     the kernel, so the server sets the pace, and reads CPU 0 over its counted window only
     (after every connection's first response). Exits on errors in that window (a reset or
     a short response is a broken server, not a figure)."""
-    script = str(Path(__file__).parent / "trunc_client.py")
-    cmd = ["taskset", "-c", "1", sys.executable, script, "--port", str(port)]
-    cmd += ["--conns", str(conns), "--secs", str(secs)]
+    cmd = ["taskset", "-c", "1", *trunc_argv(port, conns, secs)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"trunc_client failed: {done.stderr.strip()}")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _pinned import free_port, start, stop
-from files_vs_nginx import make_docroot, server_argv, size_arg, warm
+from files_vs_nginx import make_docroot, server_argv, size_arg, trunc_argv, warm
 
 WINDOW = 4  # seconds recorded, from the 2nd of wrk's 8
 
@@ -50,8 +50,7 @@ def record(
     Requests/sec line, or with ``client`` "trunc" scripts/trunc_client.py's responses a
     second (it runs 10 s: its connects and warm-up come before the window)."""
     if client == "trunc":
-        script = str(Path(__file__).parent / "trunc_client.py")
-        argv = [sys.executable, script, "--port", str(port), "--conns", str(conns), "--secs", "10"]
+        argv = trunc_argv(port, conns, 10)
         settle = 4.0
     else:
         url = f"http://127.0.0.1:{port}/big.bin"

@@ -204,9 +204,8 @@ class Client:
             self.drop(c)
             self.connect(c.served)
             return
-        where = "idle" if c.left < 0 and not c.head else "mid-response"
-        if c.connecting:
-            where = "connecting"
+        idle = c.left < 0 and not c.head
+        where = "connecting" if c.connecting else "idle" if idle else "mid-response"
         key = f"{kind} {where}"
         self.errors[key] = self.errors.get(key, 0) + 1
         self.drop(c)

@@ -199,9 +199,9 @@ def test_slowdisk_without_the_pool_the_loop_waits(
 
 # Alone: in make test's parallel phase on the 2026-12-07 machine, all four downloads were
 # reset as slow readers ~0.7-1.2 s in on 3-6 of the modes, every run (the server logged
-# "client reads below --min-send-rate"), though the test passes by itself, beside two
-# CPU-hog processes and beside forced 400 ms GC pauses in this process. Which neighbour
-# keeps these client threads from taking their bytes for a send_timeout is not found.
+# "client reads below --min-send-rate"), though the test passes run by itself. Which
+# neighbour keeps these client threads from taking their bytes for a send_timeout is not
+# found.
 @pytest.mark.alone
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", NO_RESET)
