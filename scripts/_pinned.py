@@ -1,14 +1,17 @@
-"""What the *_vs_nginx scripts share: CPU 0's busy time, a free port, and a server started
-pinned to CPU 0 in its own process group (so stopping it stops every process it forked)."""
+"""What the *_vs_nginx scripts share: CPU 0's busy time, a free port, a server started
+pinned to CPU 0 in its own process group (so stopping it stops every process it forked),
+and the TCP congestion control a run uses."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -54,3 +57,33 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+CC_SYSCTL = Path("/proc/sys/net/ipv4/tcp_congestion_control")
+
+
+def tcp_line() -> str:
+    """This machine's TCP congestion control and default qdisc, for a run's first line."""
+    qdisc = Path("/proc/sys/net/core/default_qdisc").read_text().strip()
+    return f"TCP congestion control {CC_SYSCTL.read_text().strip()}, default qdisc {qdisc}"
+
+
+@contextlib.contextmanager
+def congestion_control(name: str | None) -> Iterator[None]:
+    """With ``name``, new sockets use that congestion control (the machine-wide sysctl,
+    root only) until the block ends, then the old one is put back; None leaves it."""
+    if name is None:
+        yield
+        return
+    allowed = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
+    if name not in allowed:
+        sys.exit(f"congestion control {name!r} not available here (have: {' '.join(allowed)})")
+    old = CC_SYSCTL.read_text().strip()
+    try:
+        CC_SYSCTL.write_text(name)
+    except PermissionError:
+        sys.exit("setting net.ipv4.tcp_congestion_control needs root")
+    try:
+        yield
+    finally:
+        CC_SYSCTL.write_text(old)

@@ -17,6 +17,11 @@ rates printed beside it.
     .venv/bin/python scripts/files_syscalls.py --size 1m --conns 1000
     .venv/bin/python scripts/files_syscalls.py --size 1g --conns 1 --record
     .venv/bin/python scripts/files_syscalls.py --size 1m --conns 1000 --placement
+    .venv/bin/python scripts/files_syscalls.py --size 1m --conns 1000 --client trunc
+
+``--client trunc`` loads with scripts/trunc_client.py instead of wrk (bodies dropped in the
+kernel, so the server sets the pace); its rate is over its own counted window, which starts
+after its warm-up and so runs past perf's 4 s.
 
 Needs perf (Debian: linux-perf) and root (tracepoints). One run, no rounds: read it beside
 files_vs_nginx.py's medians, not instead of them.
@@ -25,6 +30,7 @@ files_vs_nginx.py's medians, not instead of them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -36,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _pinned import busy0, free_port, start, stop
-from files_vs_nginx import server_argv, size_arg, wrk
+from files_vs_nginx import server_argv, size_arg, trunc_argv, wrk
 
 CALLS = ("epoll_wait", "sendfile64", "setsockopt", "preadv2", "ioctl", "write", "writev", "read")
 EVENTS = ",".join(f"syscalls:sys_enter_{c}" for c in CALLS)
@@ -55,11 +61,15 @@ def make_root(work: Path, size: int) -> Path:
     return root
 
 
-def measure(name: str, port: int, conns: int, pids: list[str], record: bool, place: bool) -> None:
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", "-d8s", "--timeout", "30s"]
-    load = subprocess.Popen(
-        [*cmd, f"http://127.0.0.1:{port}/big.bin"], stdout=subprocess.PIPE, text=True
-    )
+def measure(
+    name: str, port: int, conns: int, pids: list[str], record: bool, place: bool, client: str
+) -> None:
+    if client == "trunc":
+        argv = trunc_argv(port, conns, 8)
+    else:
+        argv = ["wrk", "-t1", f"-c{conns}", "-d8s", "--timeout", "30s"]
+        argv.append(f"http://127.0.0.1:{port}/big.bin")
+    load = subprocess.Popen(["taskset", "-c", "1", *argv], stdout=subprocess.PIPE, text=True)
     time.sleep(2)
     b0 = busy0()
     stem = re.sub(r"\W+", "-", name)  # (c10k@DIR: a file name, not a path)
@@ -72,11 +82,7 @@ def measure(name: str, port: int, conns: int, pids: list[str], record: bool, pla
         perf = ["perf", "stat", "-x,", "-e", EVENTS, "-p", ",".join(pids), "--", "sleep", "4"]
     counts = subprocess.run(perf, capture_output=True, text=True).stderr
     busy = busy0() - b0
-    out = load.communicate()[0]
-    m = re.search(r"requests in [\d.]+\w+, ([\d.]+)(\w+) read", out)
-    if m is None:
-        sys.exit(f"wrk said: {out}")
-    mib_s = float(m.group(1)) * SCALE[m.group(2)] / (1 << 20) / 8
+    mib_s = load_rate(load.communicate()[0], client)
     mib = mib_s * 4
     print(
         f"{name}: {mib_s:.0f} MiB/s, CPU 0 {busy / 4:.0%} busy, "
@@ -89,6 +95,19 @@ def measure(name: str, port: int, conns: int, pids: list[str], record: bool, pla
         fields = line.split(",")
         if len(fields) > 3 and fields[0].strip().isdigit() and int(fields[0]):
             print(f"   {fields[2].split('sys_enter_')[-1]:12} {int(fields[0]) / mib:8.2f} per MiB")
+
+
+def load_rate(out: str, client: str) -> float:
+    """MiB/s over the load's run, from wrk's summary or trunc_client's JSON."""
+    if client == "trunc":
+        got = json.loads(out)
+        if got["errors"]:
+            sys.exit(f"trunc_client said: {out}")
+        return float(got["bytes"]) / (1 << 20) / got["seconds"]
+    m = re.search(r"requests in [\d.]+\w+, ([\d.]+)(\w+) read", out)
+    if m is None:
+        sys.exit(f"wrk said: {out}")
+    return float(m.group(1)) * SCALE[m.group(2)] / (1 << 20) / 8
 
 
 def print_placement(data: str, mib: float) -> None:
@@ -120,6 +139,9 @@ def main() -> int:
         "--bare-variant", action="append", default=[], help="also bare_sendfile.py with these"
     )
     ap.add_argument("--extra-src", action="append", default=[], help="also c10k from this src")
+    ap.add_argument(
+        "--client", choices=("wrk", "trunc"), default="wrk", help="trunc: scripts/trunc_client.py"
+    )
     args = ap.parse_args()
     if shutil.which("perf") is None:
         sys.exit("perf not found: apt-get install linux-perf")
@@ -135,7 +157,7 @@ def main() -> int:
                 pids = subprocess.run(
                     ["pgrep", "-g", str(proc.pid)], capture_output=True, text=True
                 ).stdout.split()
-                measure(name, port, args.conns, pids, args.record, args.placement)
+                measure(name, port, args.conns, pids, args.record, args.placement, args.client)
             finally:
                 stop(proc)
     finally:

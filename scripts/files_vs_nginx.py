@@ -13,6 +13,7 @@ median of the per-round ratios c10k/nginx.
     .venv/bin/python scripts/files_vs_nginx.py --base-src ../old/src      # a change, A/B
     .venv/bin/python scripts/files_vs_nginx.py --bare          # + the Python floor, same run
     .venv/bin/python scripts/files_vs_nginx.py --client trunc  # the server sets the pace
+    .venv/bin/python scripts/files_vs_nginx.py --client trunc --cc cubic  # no BBR pacing
 
 ``--bare`` adds a third server to every round: scripts/bare_sendfile.py, the least Python
 a keep-alive file server can run per response (its docstring says what it leaves out), and
@@ -26,6 +27,12 @@ kernel (recv MSG_TRUNC): wrk's core saturates first at 1 MiB (CPU 0 then idles h
 time, and its busy figure follows how the two interleave), this client's does not, so each
 server runs its core full and the figure is what it can do. The client reads CPU 0 itself,
 after every connection's first response; each round line shows how busy CPU 0 was.
+
+The first line names the TCP congestion control and default qdisc. With BBR and no fq
+qdisc (this box's setting) the kernel paces every socket with its own timers, and on
+loopback that is most of a big file's cost: both servers sent 2-2.5x more per busy second
+under cubic, and their ratio moved with it (docs/BENCHMARKS.md, issue 15). ``--cc NAME``
+sets ``net.ipv4.tcp_congestion_control`` for the run (root; the old value is put back).
 
 ``--base-src DIR`` puts c10k run from another source tree (``PYTHONPATH=DIR``: the code
 before a change) where nginx was: the ratio is then this tree's c10k over that one's,
@@ -56,7 +63,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _pinned import busy0, free_port, start, stop
+from _pinned import busy0, congestion_control, free_port, start, stop, tcp_line
 
 NGINX_CONF = """worker_processes 1; daemon off; master_process off; pid {d}/nginx.pid;
 error_log {d}/error.log; worker_rlimit_nofile 20000;
@@ -199,7 +206,15 @@ def main() -> int:
     ap.add_argument(
         "--client", choices=("wrk", "trunc"), default="wrk", help="trunc: scripts/trunc_client.py"
     )
+    ap.add_argument("--cc", help="TCP congestion control for the run (the sysctl; put back after)")
     args = ap.parse_args()
+    with congestion_control(args.cc):
+        print(tcp_line(), flush=True)
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Every round of every server, then the medians and ratios."""
     work, root = make_docroot("files-vs-nginx-", args.size)
     peer = "nginx" if args.base_src is None else "base"
     order = [peer, "c10k"] + (["bare"] if args.bare else [])

@@ -380,3 +380,15 @@ def test_plot_modem_saturated_dashed_from_zero(tmp_path: Path) -> None:
     assert ax["bottom"] == 0
     assert ax["legend"][0] == "a (score 5)"
     assert ax["legend"][1].startswith(f"b (score 5{MARK}, dashed: generator-bound")
+
+
+def test_markdown_names_the_congestion_control() -> None:
+    """Big-file figures move 2x with BBR's per-socket pacing: the report must say which."""
+    doc = _doc(_http_entry())
+    doc["machine"]["sysctl"] = {
+        "net.ipv4.tcp_congestion_control": "bbr",
+        "net.core.default_qdisc": "pfifo_fast",
+    }
+    assert "TCP congestion control bbr, default qdisc pfifo_fast" in report.markdown(doc)
+    del doc["machine"]["sysctl"]
+    assert "TCP congestion control ?, default qdisc ?" in report.markdown(doc)

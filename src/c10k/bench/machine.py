@@ -505,6 +505,10 @@ def describe() -> dict[str, Any]:
         "net/netfilter/nf_conntrack_max",
         "net/netfilter/nf_conntrack_count",
         "net/ipv4/tcp_mem",
+        # Big files over loopback: BBR with no fq qdisc paces each socket with its own
+        # timers, and that, not the server, is most of a sender's CPU (docs/BENCHMARKS.md).
+        "net/ipv4/tcp_congestion_control",
+        "net/core/default_qdisc",
     ):
         sysctls[key.replace("/", ".")] = _read(f"/proc/sys/{key}")
     wrk = shutil.which("wrk")

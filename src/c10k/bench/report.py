@@ -500,6 +500,23 @@ def generators_used(doc: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
+def tcp_line(machine: dict[str, Any]) -> str:
+    """The TCP congestion control and default qdisc the run had: with BBR and no fq, the
+    kernel paces every socket with timers, which moves big-file figures by 2x
+    (docs/BENCHMARKS.md, issue 15).
+
+    >>> tcp_line({"sysctl": {"net.ipv4.tcp_congestion_control": "bbr",
+    ...                       "net.core.default_qdisc": "pfifo_fast"}})
+    'TCP congestion control bbr, default qdisc pfifo_fast'
+    >>> tcp_line({})
+    'TCP congestion control ?, default qdisc ?'
+    """
+    sysctls = machine.get("sysctl") or {}
+    cc = sysctls.get("net.ipv4.tcp_congestion_control") or "?"
+    qdisc = sysctls.get("net.core.default_qdisc") or "?"
+    return f"TCP congestion control {cc}, default qdisc {qdisc}"
+
+
 def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
     m = doc["machine"]
     lines = [
@@ -510,7 +527,7 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
         f"- Transport: {transport_line(doc)}",
         f"- Machine: {m.get('cpu_count')} CPUs ({m.get('cpu_model') or '?'}), "
         f"kernel {m.get('kernel')}, Python {m.get('python')}, "
-        f"RLIMIT_NOFILE {m.get('rlimits', {}).get('RLIMIT_NOFILE')}",
+        f"RLIMIT_NOFILE {m.get('rlimits', {}).get('RLIMIT_NOFILE')}, {tcp_line(m)}",
         f"- Pinning: {doc['pinning']['note']}",
         *(f"- Server CPU cap: {line}" for line in cap_lines(doc)),
         f"- Generators: {' '.join((m.get('wrk') or 'wrk not installed').split()[:2])}; "
