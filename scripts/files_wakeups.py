@@ -15,7 +15,8 @@ the wakeup and the cold caches each time).
 
 ``--client trunc`` serves scripts/trunc_client.py instead of wrk (it drops bodies in the
 kernel, so CPU 0 runs full: scripts/files_vs_nginx.py's docstring says why that matters);
-scripts/files_profile.py takes the same flag.
+scripts/files_profile.py takes the same flag, and ``--cc NAME`` as files_vs_nginx.py does
+(the congestion control while the load runs).
 
 io_uring's mode makes no epoll_wait calls (its returns read 0). Needs perf (Debian:
 linux-perf) and root (tracepoints). One run, no rounds.
@@ -34,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _pinned import free_port, start, stop
+from _pinned import congestion_control, free_port, start, stop
 from files_vs_nginx import make_docroot, server_argv, size_arg, trunc_argv, warm
 
 WINDOW = 4  # seconds recorded, from the 2nd of wrk's 8
@@ -96,6 +97,7 @@ def options(doc: str) -> argparse.ArgumentParser:
     ap.add_argument(
         "--client", choices=("wrk", "trunc"), default="wrk", help="trunc: scripts/trunc_client.py"
     )
+    ap.add_argument("--cc", help="TCP congestion control for the run (the sysctl; put back after)")
     return ap
 
 
@@ -112,7 +114,8 @@ def recorded(
             proc = start(server_argv(name, port, root, work, args.c10k_arg), port)
             try:
                 warm(root / "big.bin")
-                rate = record(port, args.conns, work / f"{name}.data", events, args.client)
+                with congestion_control(args.cc):
+                    rate = record(port, args.conns, work / f"{name}.data", events, args.client)
             finally:
                 stop(proc)
             yield name, rate, work / f"{name}.data"

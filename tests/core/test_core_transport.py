@@ -17,6 +17,7 @@ import pytest
 from _core_support import BACKEND_PARAMS, Watchdog, drain_socket
 
 from c10k.core import FileRegion, Loop, Protocol, Transport, bind_socket, serve
+from c10k.core.transport import TURN_SHARE
 
 
 @pytest.fixture(params=BACKEND_PARAMS)
@@ -556,3 +557,37 @@ def test_core_transport_send_file_whose_cork_fails_releases_the_region(
         spin(loop, lambda: bool(proto.lost))
     assert released == [1]
     assert t.closed
+
+
+def test_core_transport_a_socket_that_never_fills_gets_a_share_per_turn(
+    loop: Loop, pair: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader as fast as sendfile never fills its socket (loopback, a proxy on the same
+    host): the transport sends it ``TURN_SHARE`` bytes of a file per loop turn, then lets
+    the others run, and goes on at the next turn (posted, on an edge-triggered backend,
+    where no new edge comes) until the whole file is out. Here sendfile takes every byte
+    it is offered, as such a socket does, without sending anything."""
+    calls: list[int] = []
+
+    def takes_all(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        calls.append(count)
+        return count
+
+    size = 8 * TURN_SHARE + 12345
+    with file_with(b"z" * size) as f:
+        fd, _peer = pair()
+        rec = Recorder()
+        t = Transport(loop, fd, rec)
+        released: list[int] = []
+        region = FileRegion(os.dup(f.fileno()), 0, size, closer=released.append)
+        monkeypatch.setattr(os, "sendfile", takes_all)
+        t.writelines([region])
+        assert sum(calls) == TURN_SHARE, "one turn sent more than its share"
+        assert rec.events == ["pause"]
+        seen: list[int] = []
+        loop.call_soon(lambda: seen.append(sum(calls)))  # another callback's turn
+        spin(loop, lambda: rec.events == ["pause", "resume"])
+    assert sum(calls) == size
+    assert seen and TURN_SHARE <= seen[0] < size, "the loop ran nothing else meanwhile"
+    assert len(released) == 1
+    os.close(released[0])

@@ -93,11 +93,17 @@ CONNRESET_ERRNOS = frozenset(
 # Bytes per read(2). 64 KiB: a request head is hundreds of bytes, a pipelined batch a few
 # KiB; asyncio reads 256 KiB, but a bytes object that large is an mmap per read in glibc.
 RECV_SIZE = 65536
-# Bytes per sendfile(2) call: a call is bounded so one fat client cannot hog a loop turn
-# (we still call again until the socket is full). 1 MiB: a fast client's socket takes
-# a megabyte or two a wakeup (server/session.py grows its unsent limit), so one call
-# a wakeup where 256 KiB took four; and what the disk pool warms at once (diskio.WARM_MAX).
+# Bytes per sendfile(2) call. 1 MiB: a fast client's socket takes a megabyte or two a
+# wakeup (server/session.py grows its unsent limit), so one call a wakeup where 256 KiB
+# took four; and what the disk pool warms at once (diskio.WARM_MAX).
 SENDFILE_CHUNK = 1 << 20
+# File bytes one connection may send per loop turn; the rest goes on at the next turn.
+# A reader as fast as sendfile (loopback, a proxy on the same host) never fills its
+# socket, and without a share one 1 GiB response held the loop for up to 0.7 s while
+# other clients waited. 2 MiB, nginx's sendfile_max_chunk: well under a millisecond of
+# sendfile, and on one 1 GiB stream shares of 1, 2 and 4 MiB cost the same within the
+# noise (docs/BENCHMARKS.md, issue 15).
+TURN_SHARE = 2 << 20
 RDHUP = 0x2000  # EPOLLRDHUP (Linux): the peer's FIN is queued; epoll-et asks for it
 
 os_read = os.read
@@ -111,6 +117,7 @@ SHUTTING = 8  # shut the write side down once the queue has drained
 READ_EOF = 16  # the peer's FIN was read: nothing more to read
 CLOSED = 32
 DISKWAIT = 64  # with WRITING: the next file chunk is being read in the disk pool
+NEXT_TURN = 128  # with WRITING (edge-triggered): the rest of a turn's share is posted
 UNWATCHED = -1  # _interest before read_first() registered the fd
 
 Item = bytes | memoryview | FileRegion
@@ -531,6 +538,20 @@ class Transport(BaseTransport):
         else:
             self._stalled()
 
+    def _next_turn(self) -> None:
+        """This turn's share is sent and the socket has room: go on at the next turn. A
+        level-triggered backend reports the fd writable then (WRITE is watched while
+        WRITING); an edge-triggered one raises no new edge, so the rest is posted."""
+        if self.loop.edge and not self._flags & NEXT_TURN:
+            self._flags |= NEXT_TURN
+            self.loop.call_soon(self._turn_again)
+
+    def _turn_again(self) -> None:
+        flags = self._flags & ~NEXT_TURN
+        self._flags = flags
+        if flags & WRITING and not flags & (CLOSED | DISKWAIT):
+            self._flush()
+
     def _queue(self, items: list[Item]) -> None:
         self._enqueue(items)
         if not self._flags & WRITING:
@@ -541,11 +562,15 @@ class Transport(BaseTransport):
         out = self._out
         assert out is not None
         fd = self.fd
+        share = TURN_SHARE
         try:
             while out:
                 item = out[0]
                 if isinstance(item, FileRegion):
                     while item.count:
+                        if share <= 0:
+                            self._next_turn()
+                            break
                         step = min(item.count, SENDFILE_CHUNK)
                         if item.offset + step > item.warm_end and self._disk_wait(
                             item, step, self.loop.run_in_thread
@@ -558,6 +583,7 @@ class Transport(BaseTransport):
                             return
                         item.offset += n
                         item.count -= n
+                        share -= n
                         if n < step and not self.loop.edge:
                             # The socket is full (nginx reads a short send so): no second
                             # call to hear EAGAIN. Level-triggered only: a short send for
@@ -565,7 +591,8 @@ class Transport(BaseTransport):
                             # would wait for an edge that never comes.
                             break
                     if item.count:
-                        break  # the socket is full, or the next chunk is on the disk
+                        break  # the socket is full, the next chunk is on the disk, or the
+                        # turn's share is spent
                     item.release()
                     del out[0]
                     set_cork(fd, False)  # push the last partial segment now

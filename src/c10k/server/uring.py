@@ -411,7 +411,7 @@ class UringTransport(BaseTransport):
         sent = 0
         fd = self.fd
         while item.count:
-            if sent >= tp.SENDFILE_CHUNK:
+            if sent >= tp.TURN_SHARE:
                 self._poll_out()  # fair share for this turn: on after the others
                 return False
             step = min(item.count, tp.SENDFILE_CHUNK)
