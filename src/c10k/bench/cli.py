@@ -244,8 +244,9 @@ def _common() -> argparse.ArgumentParser:
         "--generator",
         choices=["auto", "wrk", "h2load", "python"],
         default="auto",
-        help="auto: wrk for high-rate runs and h2load for overload when installed, else the "
-        "Python one",
+        help="auto: wrk for conn-rate and keepalive and h2load for overload when installed, "
+        "else the Python one; bigfile: the Python one, dropping bodies in the kernel (so the "
+        "server sets the pace)",
     )
     g.add_argument(
         "--server-cpu",

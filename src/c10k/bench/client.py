@@ -61,6 +61,16 @@ about twice the initial window of ten segments), so without it every server sock
 with a 1.3 MiB buffer no Internet client would ever cause, and the run measures loopback's
 segment size instead of the server (docs/BENCHMARKS.md, Kegel test 2).
 
+Bodies dropped in the kernel (``discard`` in the config, the bigfile scenario's default).
+A closed loop on big files copies every body byte into Python first, and this generator's
+core (and wrk's) saturates before the server's: the server then idles part of the time,
+and its cost per byte follows how the two interleave (docs/BENCHMARKS.md, issue 15). With
+``discard`` a plain connection reads a response's head as usual and its body with
+``recv_into(sink, n, MSG_TRUNC)``, which on a TCP socket drops up to ``n`` queued bytes
+without copying them (Linux; the sink is never written, so it is never resident), so the
+server, not the generator, sets the pace. Bytes are counted as they were. Over TLS the
+bodies are encrypted and must be read: ``discard`` is ignored there.
+
 Error classes (the same names the wrk parser uses where they overlap): ``connect`` (refused,
 unreachable, or no SYN-ACK in time), ``read`` (reset while reading), ``write``, ``eof``
 (server closed before a complete response), ``timeout`` (no complete response within
@@ -127,6 +137,10 @@ CONNECT_WINDOW = 256
 TICK_SLACK_S = 0.01
 # wrk's default --timeout is 2 s; ours matches vs-nginx (5 s).
 DEFAULT_TIMEOUT = 5.0
+# Body bytes one recv may drop with ``discard`` (module doc); the buffer is never written.
+# Heads are then read HEAD_READ bytes at a time, so little of a body is copied with one.
+DISCARD_BYTES = 16 << 20
+HEAD_READ = 4096
 # Linux <netinet/in.h>: IP_BIND_ADDRESS_NO_PORT = 24 (Python exposes it from 3.12 only).
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
@@ -400,6 +414,10 @@ class HttpWorker:
         # TLS (module doc): one client context per process; ``raw`` takes what the socket
         # gives, ``scratch`` the plaintext.
         self.tls_ctx = tls_context(cfg)
+        # Bodies dropped in the kernel (module doc): plain connections only.
+        self.discard = bool(cfg.get("discard")) and self.tls_ctx is None
+        self.sink = bytearray(DISCARD_BYTES if self.discard else 0)
+        self.discarded = 0  # of ``bytes``, those dropped in the kernel
         self.server_name: str = cfg.get("server_name") or self.host
         self.raw = bytearray(RAW_READ_BYTES if self.tls_ctx else 0)
         self.tls_reason_said = False
@@ -569,8 +587,14 @@ class HttpWorker:
             self.poller.modify(c.fd, self.poller.IN)
 
     def _read_ready(self, c: _Conn, now: float) -> None:
+        if self.discard and c.state == _BODY and c.remaining > 0:
+            self._drop_body(c, now)
+            return
         try:
-            n = c.sock.recv_into(self.scratch) if c.tls is None else self._recv_tls(c)
+            if c.tls is not None:
+                n = self._recv_tls(c)
+            else:  # (with discard a head is read in small pieces: little body comes with it)
+                n = c.sock.recv_into(self.scratch, HEAD_READ if self.discard else 0)
         except BlockingIOError:
             return
         except OSError:
@@ -617,6 +641,25 @@ class HttpWorker:
             if c.remaining <= 0:
                 self._complete(c, now)
         # _DRAIN / _IDLE: unexpected bytes are ignored.
+
+    def _drop_body(self, c: _Conn, now: float) -> None:
+        """Up to the rest of a known-length body, dropped in the kernel (module doc)."""
+        try:
+            n = c.sock.recv_into(self.sink, min(c.remaining, DISCARD_BYTES), socket.MSG_TRUNC)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._fail(c, "read", now)
+            return
+        if n == 0:
+            self._fail(c, "eof", now)
+            return
+        if self.measuring:
+            self.bytes += n
+            self.discarded += n
+        c.remaining -= n
+        if c.remaining <= 0:
+            self._complete(c, now)
 
     def _complete(self, c: _Conn, now: float) -> None:
         c.served += 1
@@ -843,6 +886,7 @@ class HttpWorker:
                 "event": "result",
                 "ok": self.ok,
                 "bytes": self.bytes,
+                "discarded": self.discarded,
                 "errors": self.errors,
                 "reconnects": self.reconnects,
                 "attempted": self.attempted,
@@ -1450,6 +1494,7 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "ok": 0,
         "bytes": 0,
+        "discarded": 0,
         "reconnects": 0,
         "attempted": 0,
         "dropped": 0,

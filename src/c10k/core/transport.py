@@ -99,8 +99,8 @@ RECV_SIZE = 65536
 SENDFILE_CHUNK = 1 << 20
 # File bytes one connection may send per loop turn; the rest goes on at the next turn.
 # A reader as fast as sendfile (loopback, a proxy on the same host) never fills its
-# socket, and without a share one 1 GiB response held the loop for up to 0.7 s while
-# other clients waited. 2 MiB, nginx's sendfile_max_chunk: well under a millisecond of
+# socket, and without a share one 1 GiB response held the loop for up to half a second
+# while other clients waited. 2 MiB, nginx's sendfile_max_chunk: well under a millisecond of
 # sendfile, and on one 1 GiB stream shares of 1, 2 and 4 MiB cost the same within the
 # noise (docs/BENCHMARKS.md, issue 15).
 TURN_SHARE = 2 << 20

@@ -135,8 +135,10 @@ def _python_http(
     mode: str = "closed",
     rate: float = 0.0,
     timeout: float | None = None,
+    discard: bool = False,
 ) -> tuple[dict[str, Any], CpuSnapshot, CpuSnapshot]:
-    """Run the Python generator; returns (merged result, cpu before, cpu after)."""
+    """Run the Python generator; returns (merged result, cpu before, cpu after).
+    ``discard``: bodies dropped in the kernel (client.py)."""
     inflight = conns if mode == "closed" else max(1, int(rate * (timeout or ctx.opts.timeout)))
     k = gen.plan_processes(inflight, ctx.opts.procs)
     if mode == "open":
@@ -161,6 +163,7 @@ def _python_http(
                 "cpus": ctx.pin.generator_cpus,
                 "index": i,
                 "max_lifetime": warmup + duration + 120.0,
+                "discard": discard,
                 **tls_config(srv),
             }
         )

@@ -6,6 +6,12 @@ Theory of operation
 ``conn-rate`` is Kegel's test 1 ("Measuring Server Performance"): how many 512-byte files per
 second, a new TCP connection each.  From issue 3: keep-alive throughput at 100 / 1,000 /
 10,000 connections (``keepalive``) and big files (``bigfile``).
+
+``bigfile`` runs the Python generator with bodies dropped in the kernel (``discard``,
+client.py) unless ``--generator wrk`` asks for wrk: wrk copies every body byte and its core
+saturated before any server's at 1 MiB here, so the server idled half the time and its
+cost per byte followed how the two interleaved (rounds 0.7-1.1x nginx); dropping the bytes
+lets the server set the pace (docs/BENCHMARKS.md, issue 15).
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from c10k.bench.wrk import run_wrk, wrk_binary, wrk_missing_note
 
 
 def _pick_generator(scen: dict[str, Any], ctx: Context) -> str:
+    """``--generator`` if it names wrk or python, else the scenario's own choice."""
     want = ctx.opts.generator
-    if want == "python" or scen.get("generator") != "wrk":
+    if want == "python" or (want not in ("wrk", "python") and scen.get("generator") != "wrk"):
         return "python"
     if wrk_binary() is None:
         if want == "wrk":
@@ -84,10 +91,13 @@ def measure_http(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
                 "argv": w["argv"],
             }
         else:
+            discard = bool(scen.get("discard")) and srv.scheme == "http"
             m, before, after = _python_http(
-                srv, ctx, path, conns, close, opts.duration, opts.warmup
+                srv, ctx, path, conns, close, opts.duration, opts.warmup, discard=discard
             )
             run = _http_run_from_python(m)
+            if discard:
+                run["generator"] = "python (bodies dropped in the kernel)"
         run["conns"] = conns
         _cpu_figures(run, before, after, ctx.pin, run["requests"])
         out[var["label"]] = run
