@@ -392,3 +392,14 @@ def test_markdown_names_the_congestion_control() -> None:
     assert "TCP congestion control bbr, default qdisc pfifo_fast" in report.markdown(doc)
     del doc["machine"]["sysctl"]
     assert "TCP congestion control ?, default qdisc ?" in report.markdown(doc)
+
+
+def test_generators_used_says_when_bodies_were_dropped() -> None:
+    """bigfile's Python generator drops bodies in the kernel: results.md must say so."""
+    entry = _http_entry()
+    for var in entry["variations"].values():
+        for r in var["runs"]:
+            r["generator"] = "python"
+            r["discard"] = r["server"] == "a"
+    used = report.generators_used(_doc(entry))
+    assert used == {"keepalive": ["python", "python (bodies dropped in the kernel)"]}

@@ -50,6 +50,7 @@ def check_machine(doc: dict[str, Any]) -> None:
         ("keepalive", "auto"),
         ("keepalive", "python"),
         ("bigfile", "auto"),
+        ("bigfile", "wrk"),
     ],
 )
 def test_bench_http_scenarios_shape(tmp_path: Path, scenario: str, generator: str) -> None:
@@ -67,6 +68,9 @@ def test_bench_http_scenarios_shape(tmp_path: Path, scenario: str, generator: st
         assert r["generator"] in ("wrk", "python")
         if generator == "python":
             assert r["generator"] == "python"
+        if scenario == "bigfile":  # the server sets the pace: bodies dropped in the kernel
+            assert r["generator"] == ("wrk" if generator == "wrk" else "python")
+            assert r.get("discard", False) is (generator != "wrk")
         lat = r["latency_ms"]
         assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
         assert r["cpu"]["window_s"] > 0

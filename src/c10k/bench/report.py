@@ -484,12 +484,13 @@ def transport_line(doc: dict[str, Any]) -> str:
 
 
 def generators_used(doc: dict[str, Any]) -> dict[str, list[str]]:
-    """scenario name -> the generators that produced its figures."""
+    """scenario name -> the generators that produced its figures (the Python one marked
+    when it dropped bodies in the kernel: client.py, ``discard``)."""
     out: dict[str, list[str]] = {}
     for entry in doc["scenarios"]:
         gens = sorted(
             {
-                r.get("generator")
+                r["generator"] + (" (bodies dropped in the kernel)" if r.get("discard") else "")
                 for v in entry["variations"].values()
                 for r in v["runs"]
                 if r.get("generator")

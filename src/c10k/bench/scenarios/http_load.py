@@ -96,8 +96,7 @@ def measure_http(srv: RunningServer, scen: dict[str, Any], ctx: Context) -> dict
                 srv, ctx, path, conns, close, opts.duration, opts.warmup, discard=discard
             )
             run = _http_run_from_python(m)
-            if discard:
-                run["generator"] = "python (bodies dropped in the kernel)"
+            run["discard"] = discard
         run["conns"] = conns
         _cpu_figures(run, before, after, ctx.pin, run["requests"])
         out[var["label"]] = run
