@@ -510,17 +510,23 @@ class HttpWorker:
         self._usable(c, now)
 
     def _handshake_ready(self, c: _Conn, now: float) -> None:
+        n = self._recv(c, self.raw, 0, 0, now)
+        if n:
+            self._handshake(c, now, memoryview(self.raw)[:n])
+
+    def _recv(self, c: _Conn, buf: bytearray, nbytes: int, flags: int, now: float) -> int:
+        """``recv_into(buf, nbytes, flags)``: the bytes read, or 0 if the read would block
+        or failed (a reset or an EOF is counted and the connection dropped)."""
         try:
-            n = c.sock.recv_into(self.raw)
+            n = c.sock.recv_into(buf, nbytes, flags)
         except BlockingIOError:
-            return
+            return 0
         except OSError:
             self._fail(c, "read", now)
-            return
+            return 0
         if n == 0:
             self._fail(c, "eof", now)
-            return
-        self._handshake(c, now, memoryview(self.raw)[:n])
+        return n
 
     def _handshake(self, c: _Conn, now: float, raw: bytes | memoryview) -> None:
         assert c.tls is not None
@@ -644,15 +650,8 @@ class HttpWorker:
 
     def _drop_body(self, c: _Conn, now: float) -> None:
         """Up to the rest of a known-length body, dropped in the kernel (module doc)."""
-        try:
-            n = c.sock.recv_into(self.sink, min(c.remaining, DISCARD_BYTES), socket.MSG_TRUNC)
-        except BlockingIOError:
-            return
-        except OSError:
-            self._fail(c, "read", now)
-            return
-        if n == 0:
-            self._fail(c, "eof", now)
+        n = self._recv(c, self.sink, min(c.remaining, DISCARD_BYTES), socket.MSG_TRUNC, now)
+        if not n:
             return
         if self.measuring:
             self.bytes += n
