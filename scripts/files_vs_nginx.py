@@ -30,7 +30,7 @@ after every connection's first response; each round line shows how busy CPU 0 wa
 
 The first line names the TCP congestion control and default qdisc. With BBR and no fq
 qdisc (this box's setting) the kernel paces every socket with its own timers, and on
-loopback that is most of a big file's cost: both servers sent 2-2.5x more per busy second
+loopback that is most of a big file's cost: both servers sent 2.3-2.7x more per busy second
 under cubic, and their ratio moved with it (docs/BENCHMARKS.md, issue 15). ``--cc NAME``
 sets ``net.ipv4.tcp_congestion_control`` for the run (root; the old value is put back).
 
