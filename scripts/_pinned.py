@@ -63,9 +63,13 @@ CC_SYSCTL = Path("/proc/sys/net/ipv4/tcp_congestion_control")
 
 
 def tcp_line() -> str:
-    """This machine's TCP congestion control and default qdisc, for a run's first line."""
-    qdisc = Path("/proc/sys/net/core/default_qdisc").read_text().strip()
-    return f"TCP congestion control {CC_SYSCTL.read_text().strip()}, default qdisc {qdisc}"
+    """This machine's TCP congestion control and default qdisc, for a run's first line
+    (worded as the bench's results.md words them)."""
+    from c10k.bench.report import tcp_line as worded
+
+    keys = ("net.ipv4.tcp_congestion_control", "net.core.default_qdisc")
+    sysctl = {k: (Path("/proc/sys") / k.replace(".", "/")).read_text().strip() for k in keys}
+    return worded({"sysctl": sysctl})
 
 
 @contextlib.contextmanager

@@ -20,35 +20,34 @@ is the finding, not the digits.
 from __future__ import annotations
 
 import argparse
-import http.client
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _pinned import free_port, start, stop
 from files_vs_nginx import make_docroot, server_argv, trunc_argv, warm
+from slowdisk_latency import SMALL, prober
 
 PROBE_SECS = 5.0
 
 
 def probe(port: int) -> str:
-    """GET /small.txt every 10 ms for PROBE_SECS on one connection: p50, p99, worst."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    """scripts/slowdisk_latency.py's prober (GET /small.txt every 10 ms on one connection)
+    for PROBE_SECS: p50, p99, worst."""
     lat: list[float] = []
-    end = time.monotonic() + PROBE_SECS
-    while time.monotonic() < end:
-        t = time.monotonic()
-        conn.request("GET", "/small.txt")
-        resp = conn.getresponse()
-        resp.read()
-        if resp.status != 200:
-            sys.exit(f"the prober got {resp.status}")
-        lat.append(time.monotonic() - t)
-        time.sleep(0.01)
-    conn.close()
+    errors: list[str] = []
+    done = threading.Event()
+    thread = threading.Thread(target=prober, args=(port, done, lat, errors))
+    thread.start()
+    time.sleep(PROBE_SECS)
+    done.set()
+    thread.join()
+    if errors:
+        sys.exit(f"the prober failed: {errors[:3]}")
     lat.sort()
     ms = [lat[len(lat) // 2] * 1e3, lat[int(len(lat) * 0.99)] * 1e3, lat[-1] * 1e3]
     return f"{len(lat):4} requests, p50 {ms[0]:6.1f} ms, p99 {ms[1]:6.1f} ms, worst {ms[2]:6.1f} ms"
@@ -79,7 +78,7 @@ def main() -> int:
     ap.add_argument("--no-nginx", action="store_true", help="leave nginx out")
     args = ap.parse_args()
     work, root = make_docroot("fast-reader-", 1 << 30)
-    (root / "small.txt").write_bytes(b"small\n")
+    (root / "small.txt").write_bytes(SMALL)
     servers: list[tuple[str, str, list[str]]] = [] if args.no_nginx else [("nginx", "nginx", [])]
     for name in ["c10k", *(f"c10k@{src}" for src in args.extra_src)]:
         servers += [(f"{name} {mode}", name, ["--backend", mode]) for mode in args.mode or ["auto"]]

@@ -33,7 +33,7 @@ from c10k.bench.wrk import run_wrk, wrk_binary, wrk_missing_note
 def _pick_generator(scen: dict[str, Any], ctx: Context) -> str:
     """``--generator`` if it names wrk or python, else the scenario's own choice."""
     want = ctx.opts.generator
-    if want == "python" or (want not in ("wrk", "python") and scen.get("generator") != "wrk"):
+    if (want if want in ("wrk", "python") else scen.get("generator")) != "wrk":
         return "python"
     if wrk_binary() is None:
         if want == "wrk":
