@@ -9,6 +9,7 @@ benchmark (`c10k bench overload`) measures the same policy at 1-3x real peak loa
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -119,6 +120,69 @@ def test_server_overload_sheds_with_503_then_recovers(tmp_path: Path, backend: s
             assert status == 200
             assert "connection" not in headers  # keep-alive again
     finally:
+        server.stop()
+
+
+def _newcomers(address: tuple[str, int], count: int, served: list[int]) -> None:
+    """``count`` new clients at once, each a GET on its own connection, while kept ones
+    load the server: more than an accept batch, so some wait in the queue for turns."""
+    waiting: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            c = socket.create_connection(address, timeout=20)
+            waiting.append(c)
+            c.sendall(GET)
+        for c in waiting:
+            if read_response(c, bytearray())[0] == 200:
+                served[0] += 1
+    finally:
+        for c in waiting:
+            c.close()
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_server_overload_tier_1_closes_kept_connections_only_for_newcomers(
+    tmp_path: Path, backend: str
+) -> None:
+    # 50 kept clients with a 5 ms handler make 250 ms turns, past tier 1's lag. Alone
+    # they are never closed: closing makes the server no faster and nobody waits to get
+    # in. With new clients waiting in the accept queue, tier 1 closes kept connections to
+    # make room for them, and only while they wait.
+    if backend == "threads":
+        pytest.skip("a thread per client: the accept thread takes newcomers at once")
+    server = forked_server(
+        tmp_path,
+        backend=backend,
+        shed_keepalive_lag=0.02,
+        shed_503_lag=100.0,
+        shed_accept_lag=1000.0,
+    )
+    ADDR[:] = [server.address]
+    clients: list[socket.socket] = []
+    try:
+        clients.extend(socket.create_connection(server.address, timeout=10) for _ in range(50))
+        bufs = [bytearray() for _ in clients]
+        first = list(clients)
+        alone: Counter[int] = Counter()
+        for _ in range(8):
+            alone += _round(clients, bufs)
+        assert alone == Counter({200: 400})
+        assert clients == first  # every one kept (_round replaces a closed one)
+        assert server.status()["shed_keepalive"] == 0
+        served = [0]
+        newcomers = threading.Thread(target=_newcomers, args=(server.address, 150, served))
+        newcomers.start()
+        try:
+            for _ in range(4):
+                _round(clients, bufs)
+        finally:
+            newcomers.join()
+        closed = server.status()["shed_keepalive"]
+        assert served[0] == 150
+        assert 0 < closed < 200, closed  # (closing every response would be 350)
+    finally:
+        for c in clients:
+            c.close()
         server.stop()
 
 

@@ -788,6 +788,44 @@ def test_session_overload_tier_2_answers_503(loop: FakeLoop) -> None:
     assert policy.tiers.shed_503 == 1
 
 
+def test_session_overload_tier_1_closes_only_what_its_check_allowed(loop: FakeLoop) -> None:
+    # Tier 1 closes kept connections only as many times as its check allowed (half as
+    # many as then waited to be accepted); the rest stay kept.
+    _, first, policy = make(loop)
+    policy.shed_level = 1
+    policy.degraded = True
+    policy.close_budget = 2
+    transports = [first] + [FakeTransport(Session(policy, loop)) for _ in range(3)]
+    for t in transports:
+        t.feed(GET)
+    assert [t.closed for t in transports] == [True, True, False, False]
+    assert [b"Connection: close\r\n" in t.wire for t in transports] == [True, True, False, False]
+    assert policy.tiers.shed_keepalive == 2
+    assert not policy.degraded  # the fast path again until the next check
+
+
+def test_session_overload_a_request_that_closes_anyway_spends_nothing(loop: FakeLoop) -> None:
+    _, t, policy = make(loop)
+    policy.shed_level = 1
+    policy.degraded = True
+    policy.close_budget = 1
+    t.feed(b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert t.closed
+    assert policy.tiers.shed_keepalive == 0
+    assert policy.degraded
+
+
+def test_session_draining_closes_every_kept_connection(loop: FakeLoop) -> None:
+    _, first, policy = make(loop)
+    policy.shed_level = 1  # (tier 1 in force too: draining is not bounded by its budget)
+    policy.close_budget = 1
+    policy.begin_drain()
+    transports = [first] + [FakeTransport(Session(policy, loop)) for _ in range(3)]
+    for t in transports:
+        t.feed(GET)
+    assert all(t.closed for t in transports)
+
+
 def test_session_counts_and_logs_when_observed(loop: FakeLoop) -> None:
     session, t, policy = make(loop, status_path="/_s")
     t.feed(GET)

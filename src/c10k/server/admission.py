@@ -258,6 +258,9 @@ class Admission:
         self.full_backlog = backlog
         self.queues = [AcceptQueue(s, backlog, self.target) for s in socks]
         self.stale = 0  # connections reset at accept as stale
+        # Connections in the accept queues at the last check, and those a mode took but
+        # has not served (``held``): new clients waiting to get in (overload tier 1).
+        self.waiting = 0
         self._fresh = FRESH_RUN  # connections found fresh in a row (see FRESH_RUN)
         self._seen = 0  # connections admit() was asked about
         # Waits read since the last check (ms): the shortest, the longest, how many.
@@ -348,7 +351,9 @@ class Admission:
         (a queue stood, or a bound is in force: the caller keeps checking often and shows
         each new connection to ``admit``)."""
         if not self.enabled:
+            self.waiting = self._queued(held)
             return False
+        self.waiting = 0
         wait = self._wait_min / 1e3 if self._waits else None
         guard = False
         counts = [total - q.accepted for q, total in zip(self.queues, accepted, strict=True)]
@@ -364,6 +369,7 @@ class Admission:
                 continue
             if held is not None and held[i]:
                 info = (info[0] + held[i], info[1])
+            self.waiting += info[0]
             served = max(0.0, n * (1 - share))
             rate = served / span if span > 0 else 0.0
             if q.can_drop and self._admission(q, info, n, round(n - served), span, wait, busy):
@@ -377,6 +383,15 @@ class Admission:
         self._stale_seen = False
         self._stale_at_check = self.stale
         return guard
+
+    def _queued(self, held: Sequence[int] | None) -> int:
+        """Connections waiting in the accept queues (admission off: only counted)."""
+        total = sum(held) if held is not None else 0
+        for q in self.queues:
+            info = accept_queue(q.sock)
+            if info is not None:
+                total += info[0]
+        return total
 
     def _write_trace(
         self,

@@ -221,6 +221,7 @@ class Policy(Wire):
             socks, config.backlog, config.max_accept_wait, config.admission_trace
         )
         self.shed_level = 0
+        self.close_budget = 0  # kept connections tier 1 may still close before the next check
         self.degraded = False  # draining or shedding: new responses close their connection
         self.draining = False
         self.failing = False  # told to stop: the health check fails (--drain-delay, drain)
@@ -337,10 +338,14 @@ class Policy(Wire):
         and when the span began idle, the seconds since work came (``busy``), and what
         the mode accepted but has not served yet (``held``, per listener). Returns the
         seconds until the next check."""
-        span = self.tiers.update(lag, load)
-        self.shed_level = level = self.tiers.level
+        tiers = self.tiers
+        span = tiers.tick()
+        admission = self.admission
+        standing = admission.check(accepted, span, busy, held)
+        self.shed_level = level = tiers.update(lag, load, admission.waiting)
+        # Tier 1 closes half as many kept connections as wait (c10k.server.overload).
+        self.close_budget = admission.waiting // 2 if level == 1 else 0
         self.degraded = self.failing or level >= 1
-        standing = self.admission.check(accepted, span, busy, held)
         self.accept_guard = level >= 3 or standing
         if self.access_log is not None:
             self.access_log.flush()
@@ -348,6 +353,16 @@ class Policy(Wire):
             self.publish()
         busy = standing or not self.tiers.quiet or self.access_log is not None
         return PRESSURE_INTERVAL if busy else IDLE_INTERVAL
+
+    def shed_keepalive(self) -> None:
+        """A kept connection closes after its response because of ``degraded``: tier 1
+        spends one of the closes its check allowed; draining and tiers 2-3 close all."""
+        if self.shed_level >= 1:
+            self.tiers.shed_keepalive += 1
+            if self.shed_level == 1:
+                self.close_budget -= 1
+                if self.close_budget <= 0:
+                    self.degraded = self.failing
 
     def admit(self, fd: int) -> bool:
         """While ``accept_guard``: False (and ``fd`` closed) for a connection to refuse."""
@@ -400,6 +415,7 @@ class Policy(Wire):
             "timeouts": self.timeouts,
             "offloaded": self.offloaded + diskio.COUNTS.cold,
             "shed_level": self.shed_level,
+            "shed_keepalive": tiers.shed_keepalive,
             "shed_503": tiers.shed_503,
             "shed_accepts": tiers.shed_accepts,
             "shed_stale": self.admission.stale,

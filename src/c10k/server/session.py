@@ -536,9 +536,11 @@ class Session(HTTPConnection):
                 return -1
         else:
             resp = self._engine(policy.method_response(method_status(method)), req)
-        if policy.degraded and policy.shed_level >= 1:
-            policy.tiers.shed_keepalive += 1
-        if req.keep_alive and not resp.close and not req.has_body and not policy.degraded:
+        keep = req.keep_alive and not resp.close and not req.has_body
+        if keep and policy.degraded:
+            keep = False
+            policy.shed_keepalive()
+        if keep:
             kind = KEEP_11 if req.minor else KEEP_10
         else:
             kind = CLOSE

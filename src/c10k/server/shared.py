@@ -56,6 +56,7 @@ FIELDS = (
     "timeouts",
     "offloaded",
     "shed_level",
+    "shed_keepalive",
     "shed_503",
     "shed_accepts",
     "shed_stale",
