@@ -778,14 +778,23 @@ def test_session_close_if_idle_spares_one_mid_request(loop: FakeLoop) -> None:
 
 
 def test_session_overload_tier_2_answers_503(loop: FakeLoop) -> None:
+    # 503 + Retry-After to every request; the connection closes within the tiers' budget
+    # (one here), as under tier 1, and the next 503 keeps its connection.
     _, t, policy = make(loop)
     policy.shed_level = 2
     policy.degraded = True
+    policy.close_budget = 1
     t.feed(GET)
     assert statuses(t.wire) == [503]
     assert b"Retry-After: 1\r\n" in t.wire
     assert t.closed
-    assert policy.tiers.shed_503 == 1
+    t2 = FakeTransport(Session(policy, loop))
+    t2.feed(GET)
+    assert statuses(t2.wire) == [503]
+    assert b"Connection: close" not in t2.wire
+    assert not t2.closed
+    assert policy.tiers.shed_503 == 2
+    assert policy.tiers.shed_keepalive == 1
 
 
 def test_session_overload_tier_1_closes_only_what_its_check_allowed(loop: FakeLoop) -> None:
@@ -801,7 +810,6 @@ def test_session_overload_tier_1_closes_only_what_its_check_allowed(loop: FakeLo
     assert [t.closed for t in transports] == [True, True, False, False]
     assert [b"Connection: close\r\n" in t.wire for t in transports] == [True, True, False, False]
     assert policy.tiers.shed_keepalive == 2
-    assert not policy.degraded  # the fast path again until the next check
 
 
 def test_session_overload_a_request_that_closes_anyway_spends_nothing(loop: FakeLoop) -> None:
@@ -812,7 +820,7 @@ def test_session_overload_a_request_that_closes_anyway_spends_nothing(loop: Fake
     t.feed(b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert t.closed
     assert policy.tiers.shed_keepalive == 0
-    assert policy.degraded
+    assert policy.close_budget == 1
 
 
 def test_session_draining_closes_every_kept_connection(loop: FakeLoop) -> None:

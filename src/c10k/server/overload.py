@@ -1,29 +1,31 @@
 """Overload tiers: shed work in the order that costs clients least (Envoy's overload manager).
 
-    tier 1  kept connections close after their response, as many as new ones wait
-    tier 2  new requests get 503 + Retry-After without running the handler
-    tier 3  new connections are closed at accept
+    tier 1  kept connections close after their response, half as many as new ones wait
+    tier 2  new requests get 503 + Retry-After without running the handler (and tier 1)
+    tier 3  new connections are closed at accept (and tiers 1 and 2)
 
 The measure is the *lag*: how long a client that becomes ready waits for its turn. Each
 server mode reports its own (``Tiers.update(lag, load, waiting)``): the readiness loop and
-io_uring the smoothed time their turns' callbacks ran; asyncio how late a periodic probe fires; the
-thread-per-client mode how late a probe thread wakes (GIL and run queue). Lag counts only
+io_uring the smoothed time their turns' callbacks ran; asyncio how late a periodic probe
+fires; the thread-per-client mode how late a probe thread wakes (GIL and run queue). Lag counts only
 when the ``load`` (clients served per turn, smoothed) is at least ``SHED_MIN_READY`` and
 this process used at least ``SHED_MIN_BUSY`` of a core since the last check: a GC pause with
 few clients, or a process descheduled because others share its core (53 workers on 2 cores
 while a million connections ramp up), is not overload of *this* process.
 
-Tier 1 also needs someone at the door: connections waiting in the accept queue. Closing a
-kept connection sends its client to the back of that queue, behind the new ones, so the
-loop's turns are shared with them. It makes the server no faster (the client comes back
-with the same request and a handshake more: its wait moves from the loop to the queue).
-With nobody waiting it only costs, and closing
-every response's connection at once emptied a closed loop of 1,000 big-file clients into
-the accept queue in one wave, about once a second (docs/BENCHMARKS.md, issue 15). So tier 1
-is in force only while at least ``KEEPALIVE_MIN_WAITING`` connections wait (a queue that
-stands beyond the accept batch a turn takes), and closes half as many kept connections as
-were waiting at the check: in a closed loop the clients it closed are soon all that wait,
-and the rotation halves at each check until it stops; new clients keep it going.
+Every tier also needs someone at the door: at least ``MIN_WAITING`` connections waiting in
+the accept queues (beyond the accept batch a turn takes). HTTP/1.1 clients on kept
+connections wait for each answer, so with nobody new coming the loop serves a closed loop:
+its lag is the clients' number times what each costs, and shedding makes no one faster (a
+closed client comes back with the same request, after a handshake if its connection was
+closed; a 503 only turns its answer into an error). A thousand clients downloading 1 MiB
+files make turns of 100-300 ms: closing every response's connection at once emptied the
+loop into the accept queue in one wave about once a second, and with that held off, tier 2
+answered 503s (docs/BENCHMARKS.md, issue 15). Load grows only by new clients, who wait at
+the door; there, shedding lets them share the turns. And every tier closes half as many
+kept connections (a 503 included) as were waiting at the check: a closed client whose
+connection is closed is soon one of those waiting, so a rotation fed only by the tiers
+halves at each check until it stops, and new clients keep it going.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ PRESSURE_INTERVAL = 0.1
 IDLE_INTERVAL = 1.0
 SHED_MIN_READY = 16.0
 SHED_MIN_BUSY = 0.8
-# Tier 1 needs this many connections waiting to be accepted (admission's "a queue stood").
-KEEPALIVE_MIN_WAITING = GUARD_QUEUE
+# The tiers need this many connections waiting to be accepted (admission's "a queue
+# stood").
+MIN_WAITING = GUARD_QUEUE
 
 
 class Tiers:
@@ -71,16 +74,18 @@ class Tiers:
 
     def update(self, lag: float, load: float, waiting: int) -> int:
         """Set the tier from the mode's pressure signal and the connections ``waiting``
-        in the accept queues (tier 1 needs them, see the module comment)."""
+        in the accept queues (see the module comment)."""
         self.load = load
         level = 0
         if load >= SHED_MIN_READY and self.busy >= SHED_MIN_BUSY:
             keepalive_lag, lag_503, accept_lag = self.limits
-            if lag > accept_lag:
+            if waiting < MIN_WAITING:
+                level = 0  # a closed loop: see the module comment
+            elif lag > accept_lag:
                 level = 3
             elif lag > lag_503:
                 level = 2
-            elif lag > keepalive_lag and waiting >= KEEPALIVE_MIN_WAITING:
+            elif lag > keepalive_lag:
                 level = 1
         if level != self.level:
             log.warning(

@@ -222,7 +222,9 @@ class Policy(Wire):
         )
         self.shed_level = 0
         self.close_budget = 0  # kept connections tier 1 may still close before the next check
-        self.degraded = False  # draining or shedding: new responses close their connection
+        # Draining or shedding: responses take the Session's general path, which asks
+        # ``shed_keepalive`` whether to close their connection.
+        self.degraded = False
         self.draining = False
         self.failing = False  # told to stop: the health check fails (--drain-delay, drain)
         self.accept_guard = False  # look at each new connection (tier 3, or admission)
@@ -343,8 +345,8 @@ class Policy(Wire):
         admission = self.admission
         standing = admission.check(accepted, span, busy, held)
         self.shed_level = level = tiers.update(lag, load, admission.waiting)
-        # Tier 1 closes half as many kept connections as wait (c10k.server.overload).
-        self.close_budget = admission.waiting // 2 if level == 1 else 0
+        # Shedding closes half as many kept connections as wait (c10k.server.overload).
+        self.close_budget = admission.waiting // 2 if level else 0
         self.degraded = self.failing or level >= 1
         self.accept_guard = level >= 3 or standing
         if self.access_log is not None:
@@ -354,15 +356,16 @@ class Policy(Wire):
         busy = standing or not self.tiers.quiet or self.access_log is not None
         return PRESSURE_INTERVAL if busy else IDLE_INTERVAL
 
-    def shed_keepalive(self) -> None:
-        """A kept connection closes after its response because of ``degraded``: tier 1
-        spends one of the closes its check allowed; draining and tiers 2-3 close all."""
-        if self.shed_level >= 1:
-            self.tiers.shed_keepalive += 1
-            if self.shed_level == 1:
-                self.close_budget -= 1
-                if self.close_budget <= 0:
-                    self.degraded = self.failing
+    def shed_keepalive(self) -> bool:
+        """While ``degraded``: whether a response that would keep its connection closes
+        it. Draining closes every one; shedding as many as its check allowed."""
+        if self.failing:
+            return True
+        if self.close_budget <= 0:
+            return False
+        self.close_budget -= 1
+        self.tiers.shed_keepalive += 1
+        return True
 
     def admit(self, fd: int) -> bool:
         """While ``accept_guard``: False (and ``fd`` closed) for a connection to refuse."""

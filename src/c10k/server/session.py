@@ -537,9 +537,8 @@ class Session(HTTPConnection):
         else:
             resp = self._engine(policy.method_response(method_status(method)), req)
         keep = req.keep_alive and not resp.close and not req.has_body
-        if keep and policy.degraded:
+        if keep and policy.degraded and policy.shed_keepalive():
             keep = False
-            policy.shed_keepalive()
         if keep:
             kind = KEEP_11 if req.minor else KEEP_10
         else:

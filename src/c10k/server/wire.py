@@ -181,10 +181,11 @@ class Wire:
         return resp
 
     def overload_response(self) -> Response:
-        """Overload tier 2: 503 with Retry-After, closing (RFC 9110 section 15.6.4)."""
+        """Overload tier 2: 503 with Retry-After (RFC 9110 section 15.6.4); it closes its
+        connection within the tiers' budget, as any response (c10k.server.overload)."""
         resp = self._errors.get(-503)
         if resp is None:
-            resp = self._errors[-503] = error_response(503, [(b"Retry-After", b"1")], close=True)
+            resp = self._errors[-503] = error_response(503, [(b"Retry-After", b"1")])
         return resp
 
 
