@@ -109,13 +109,29 @@ def _newcomers(address: tuple[str, int], count: int, seen: Counter[int]) -> None
                 c.close()
 
 
-def _settle(server: ForkedServer) -> None:
-    """Wait for tier 0: 100 clients connecting at once are newcomers waiting at the door
-    while the first requests lag the loop, and may be shed; the tiers' rotation then halves
-    at each check until it stops."""
+def _closed_loop(
+    server: ForkedServer, clients: list[socket.socket], count: int, rounds: int
+) -> list[bytearray]:
+    """``count`` kept clients (appended to ``clients``, which the caller closes) run
+    ``rounds`` rounds with nobody else coming: every answer a 200 and every connection
+    kept, whatever the lag. Returns their read buffers."""
+    # (extend appends one by one: those made before a failure are closed by the caller)
+    clients.extend(socket.create_connection(server.address, timeout=10) for _ in range(count))
+    bufs = [bytearray() for _ in clients]
+    # Their connecting was a burst of newcomers waiting at the door while the first
+    # requests lagged the loop, and may have been shed; the tiers' rotation then halves
+    # at each check until it stops.
+    _round(clients, bufs)
     deadline = time.monotonic() + 10
     while server.status()["shed_level"] and time.monotonic() < deadline:
         time.sleep(0.1)
+    first = list(clients)
+    alone: Counter[int] = Counter()
+    for _ in range(rounds):
+        alone += _round(clients, bufs)
+    assert alone == Counter({200: count * rounds})
+    assert clients == first  # every one kept (_round replaces a closed one)
+    return bufs
 
 
 def _with_newcomers(
@@ -150,17 +166,7 @@ def test_server_overload_sheds_with_503_then_recovers(tmp_path: Path, backend: s
     try:
         clients: list[socket.socket] = []
         try:
-            # (extend appends one by one: those made before a failure are closed below)
-            clients.extend(socket.create_connection(server.address, timeout=10) for _ in range(100))
-            bufs = [bytearray() for _ in clients]
-            _round(clients, bufs)  # (their connecting was a burst of newcomers)
-            _settle(server)
-            first = list(clients)
-            alone: Counter[int] = Counter()
-            for _ in range(4):
-                alone += _round(clients, bufs)
-            assert alone == Counter({200: 400})
-            assert clients == first  # every one kept (_round replaces a closed one)
+            bufs = _closed_loop(server, clients, 100, 4)
             kept, new = _with_newcomers(200, 8, clients, bufs)
             total = kept + new
         finally:
@@ -202,16 +208,7 @@ def test_server_overload_tier_1_closes_kept_connections_only_for_newcomers(
     ADDR[:] = [server.address]
     clients: list[socket.socket] = []
     try:
-        clients.extend(socket.create_connection(server.address, timeout=10) for _ in range(50))
-        bufs = [bytearray() for _ in clients]
-        _round(clients, bufs)  # (their connecting was a burst of newcomers: see _settle)
-        _settle(server)
-        first = list(clients)
-        alone: Counter[int] = Counter()
-        for _ in range(8):
-            alone += _round(clients, bufs)
-        assert alone == Counter({200: 400})
-        assert clients == first  # every one kept (_round replaces a closed one)
+        bufs = _closed_loop(server, clients, 50, 8)
         assert server.status()["shed_keepalive"] == 0
         _, new = _with_newcomers(150, 4, clients, bufs)
         closed = server.status()["shed_keepalive"]

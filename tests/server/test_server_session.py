@@ -797,14 +797,19 @@ def test_session_overload_tier_2_answers_503(loop: FakeLoop) -> None:
     assert policy.tiers.shed_keepalive == 1
 
 
-def test_session_overload_tier_1_closes_only_what_its_check_allowed(loop: FakeLoop) -> None:
-    # Tier 1 closes kept connections only as many times as its check allowed (half as
-    # many as then waited to be accepted); the rest stay kept.
+def shedding(loop: FakeLoop, budget: int, count: int) -> tuple[Policy, list[FakeTransport]]:
+    """A Policy at tier 1 whose check allowed ``budget`` closes, and ``count`` sessions."""
     _, first, policy = make(loop)
     policy.shed_level = 1
     policy.degraded = True
-    policy.close_budget = 2
-    transports = [first] + [FakeTransport(Session(policy, loop)) for _ in range(3)]
+    policy.close_budget = budget
+    return policy, [first] + [FakeTransport(Session(policy, loop)) for _ in range(count - 1)]
+
+
+def test_session_overload_tier_1_closes_only_what_its_check_allowed(loop: FakeLoop) -> None:
+    # Tier 1 closes kept connections only as many times as its check allowed (half as
+    # many as then waited to be accepted); the rest stay kept.
+    policy, transports = shedding(loop, 2, 4)
     for t in transports:
         t.feed(GET)
     assert [t.closed for t in transports] == [True, True, False, False]
@@ -813,10 +818,7 @@ def test_session_overload_tier_1_closes_only_what_its_check_allowed(loop: FakeLo
 
 
 def test_session_overload_a_request_that_closes_anyway_spends_nothing(loop: FakeLoop) -> None:
-    _, t, policy = make(loop)
-    policy.shed_level = 1
-    policy.degraded = True
-    policy.close_budget = 1
+    policy, (t,) = shedding(loop, 1, 1)
     t.feed(b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert t.closed
     assert policy.tiers.shed_keepalive == 0
@@ -824,11 +826,9 @@ def test_session_overload_a_request_that_closes_anyway_spends_nothing(loop: Fake
 
 
 def test_session_draining_closes_every_kept_connection(loop: FakeLoop) -> None:
-    _, first, policy = make(loop)
-    policy.shed_level = 1  # (tier 1 in force too: draining is not bounded by its budget)
-    policy.close_budget = 1
+    # (tier 1 in force too: draining is not bounded by its budget)
+    policy, transports = shedding(loop, 1, 4)
     policy.begin_drain()
-    transports = [first] + [FakeTransport(Session(policy, loop)) for _ in range(3)]
     for t in transports:
         t.feed(GET)
     assert all(t.closed for t in transports)
