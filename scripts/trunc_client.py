@@ -188,6 +188,9 @@ class Client:
             return False
         length, c.close = parse_head(bytes(c.head[:end]))
         extra = len(c.head) - end - 4
+        if c.head.startswith(b"HTTP/1.1 503 "):  # shed by the server: an error, not fatal
+            self.fail(c, "503")
+            return False
         if length < 0 or extra > length:  # (a pipelined extra response: not asked for)
             if self.warming:  # a wrong path or server: connecting again will not mend it
                 sys.exit(f"not a whole 200 response: {bytes(c.head[:200])!r}")

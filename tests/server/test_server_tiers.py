@@ -25,12 +25,12 @@ def tiers(busy: float = 1.0) -> Tiers:
     [
         (0.01, 100, 0),
         (0.1, 0, 0),  # lag past tier 1, nobody at the door: keep every connection
-        (0.1, MIN_WAITING - 1, 0),  # (taken by the next accept batch)
-        (0.1, MIN_WAITING, 1),
+        (0.1, MIN_WAITING, 0),  # (taken by the next accept batch)
+        (0.1, MIN_WAITING + 1, 1),
         (0.3, 0, 0),  # nor 503s: a closed loop
-        (0.3, MIN_WAITING, 2),
+        (0.3, MIN_WAITING + 1, 2),
         (0.6, 0, 0),
-        (0.6, MIN_WAITING, 3),
+        (0.6, MIN_WAITING + 1, 3),
     ],
 )
 def test_tiers_need_someone_waiting(lag: float, waiting: int, level: int) -> None:
@@ -44,7 +44,7 @@ def test_tiers_a_loop_with_few_clients_or_a_descheduled_process_is_not_overloade
 
 def test_tiers_fall_back_when_the_waiting_are_gone() -> None:
     t = tiers()
-    assert t.update(0.1, SHED_MIN_READY, MIN_WAITING) == 1
+    assert t.update(0.1, SHED_MIN_READY, MIN_WAITING + 1) == 1
     assert t.update(0.1, SHED_MIN_READY, 0) == 0
     assert t.level == 0
 

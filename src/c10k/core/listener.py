@@ -333,7 +333,12 @@ def remove_unix_socket(path: str, identity: UnixSocketIdentity | None) -> None:
             log.warning("could not remove Unix socket %s: %s", path, exc)
 
 
-def accept_fds(sock: socket.socket, limit: int = 64) -> Iterator[tuple[int, Any]]:
+# Connections accepted per readiness event, in every server mode (asyncio's own accept loop
+# takes as many, bpo-27906): a queue that holds more stands beyond what one turn takes in.
+ACCEPT_BATCH = 64
+
+
+def accept_fds(sock: socket.socket, limit: int = ACCEPT_BATCH) -> Iterator[tuple[int, Any]]:
     """Up to ``limit`` waiting connections of the listening ``sock``, as (bare fd,
     address) pairs; stops at EAGAIN. Clients that gave up before accept
     (ACCEPT_SKIP_ERRNOS) are skipped. For servers that drive their own accept (the
@@ -380,7 +385,7 @@ class Acceptor:
         sock: socket.socket,
         # (sock, addr), or (fd, addr) with raw_fds=True
         on_accept: Callable[[Any, object], object],
-        max_per_wakeup: int = 64,
+        max_per_wakeup: int = ACCEPT_BATCH,
         raw_fds: bool = False,
         exclusive: bool = False,
         on_backlog: Callable[[], object] | None = None,

@@ -61,7 +61,7 @@ from typing import Any, ClassVar, TypeVar
 from c10k.core import diskio
 from c10k.core import transport as tp
 from c10k.core.fdio import reset_on_close, set_nonblocking, unsent_bytes
-from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP, accept_fds
+from c10k.core.listener import ACCEPT_BATCH, ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP, accept_fds
 from c10k.core.loop import ThreadRunner
 from c10k.core.timers import Deadlines, HasDeadline
 from c10k.core.transport import DETACHED, BaseTransport, Item, coalesce, release
@@ -72,7 +72,6 @@ from c10k.server.session import Session
 log = logging.getLogger("c10k.server")
 T = TypeVar("T")
 
-ACCEPT_BATCH = 64  # asyncio's accept loop: backlog per wakeup (bpo-27906)
 PUMP_CHUNK = 256 * 1024  # uvloop file pump: asyncio's sendfile fallback reads 16 KiB
 # asyncio sendfile per call: the region's count is brought up to date between calls, so
 # a slow reader's steps shrink (a step that took over a second is quartered, down to the

@@ -13,8 +13,8 @@ this process used at least ``SHED_MIN_BUSY`` of a core since the last check: a G
 few clients, or a process descheduled because others share its core (53 workers on 2 cores
 while a million connections ramp up), is not overload of *this* process.
 
-Every tier also needs someone at the door: at least ``MIN_WAITING`` connections waiting in
-the accept queues (beyond the accept batch a turn takes). HTTP/1.1 clients on kept
+Every tier also needs someone at the door: more connections waiting in the accept queues
+than the accept batch a turn takes (``MIN_WAITING``). HTTP/1.1 clients on kept
 connections wait for each answer, so with nobody new coming the loop serves a closed loop:
 its lag is the clients' number times what each costs, and shedding makes no one faster (a
 closed client comes back with the same request, after a handshake if its connection was
@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 
-from c10k.server.admission import GUARD_QUEUE
+from c10k.core.listener import ACCEPT_BATCH
 
 log = logging.getLogger("c10k.server")
 
@@ -43,9 +43,12 @@ PRESSURE_INTERVAL = 0.1
 IDLE_INTERVAL = 1.0
 SHED_MIN_READY = 16.0
 SHED_MIN_BUSY = 0.8
-# The tiers need this many connections waiting to be accepted (admission's "a queue
-# stood").
-MIN_WAITING = GUARD_QUEUE
+# The tiers need more connections waiting to be accepted than one turn takes in: fewer are
+# in at the next turn, no later than the kept clients' next answers. (At 8, the trickle a
+# turn of 100-300 ms gathers was enough: 1,000 big-file clients connecting at once were
+# then answered 503s for the whole 8 s measured, in 2 of 3 runs of
+# scripts/fast_reader_latency.py --size 1m --conns 1000; at 64, none.)
+MIN_WAITING = ACCEPT_BATCH
 
 
 class Tiers:
@@ -79,7 +82,7 @@ class Tiers:
         level = 0
         if load >= SHED_MIN_READY and self.busy >= SHED_MIN_BUSY:
             keepalive_lag, lag_503, accept_lag = self.limits
-            if waiting < MIN_WAITING:
+            if waiting <= MIN_WAITING:
                 level = 0  # a closed loop: see the module comment
             elif lag > accept_lag:
                 level = 3

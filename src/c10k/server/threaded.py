@@ -71,7 +71,7 @@ from typing import Any, ClassVar, TypeVar
 
 from c10k.core import transport as tp
 from c10k.core.fdio import reset_on_close, set_cork, unsent_bytes
-from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP, accept_fds
+from c10k.core.listener import ACCEPT_BATCH, ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP, accept_fds
 from c10k.core.loop import LOAD_ALPHA
 from c10k.core.timers import TimerHandle, TimerHeap
 from c10k.core.transport import DETACHED, BaseTransport, Item, coalesce, release
@@ -90,7 +90,6 @@ THREAD_MEMORY_ESTIMATE = 32 * 1024
 SENDFILE_CHUNK = 1 << 20
 TIMEO_SLACK = 0.5  # seconds: re-set SO_RCVTIMEO only when the wanted value moves this much
 JOIN_SECONDS = 5.0  # bound on joining client threads at close
-ACCEPT_BATCH = 64  # accepts per wakeup (asyncio's backlog loop, bpo-27906)
 # Transport flags beyond c10k.core.transport's: close now, dropping the queue (abort); the
 # write side was shut down (write_eof done).
 ABORTING = 64

@@ -81,7 +81,7 @@ from c10k.core.io_uring import (
     result_error,
 )
 from c10k.core.io_uring import unavailable_reason as uring_unavailable_reason
-from c10k.core.listener import ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP, accept_fds
+from c10k.core.listener import ACCEPT_BATCH, ACCEPT_CAPACITY_ERRNOS, CAPACITY_SLEEP, accept_fds
 from c10k.core.loop import LOAD_ALPHA, ThreadRunner
 from c10k.core.timers import Deadlines, TimerHandle, TimerHeap
 from c10k.core.transport import DETACHED, BaseTransport, Item, coalesce, release
@@ -108,7 +108,6 @@ CQ_ENTRIES = 16384
 BUF_GROUP = 0
 BUF_COUNT = 1024
 BUF_SIZE = 8192
-ACCEPT_BATCH = 64  # accepts in one turn that count as a flood (as the Acceptor's batch)
 SOCK_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 os_write = os.write
 
