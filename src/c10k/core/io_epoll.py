@@ -28,8 +28,8 @@ from c10k.core.backend import Backend, Capability
 # Events per wait, nginx's default (libuv takes 1024). The loop's turn is one wait's
 # events: with more ready than this, a client that became ready meanwhile is seen after the
 # next MAX_EVENTS, not after all of them. Beside 1,000 clients downloading 1 MiB files, a
-# visitor's small file took p50 267-295 ms with 512 and 439-572 ms with 1024 (nginx
-# 303-309; scripts/fast_reader_latency.py --size 1m --conns 1000, docs/BENCHMARKS.md).
+# visitor's small file took p50 267-295 ms with 512 and 392-572 ms with 1024 (nginx
+# 275-311; scripts/fast_reader_latency.py --size 1m --conns 1000, docs/BENCHMARKS.md).
 MAX_EVENTS = 512
 
 

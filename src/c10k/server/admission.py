@@ -259,7 +259,7 @@ class Admission:
         self.queues = [AcceptQueue(s, backlog, self.target) for s in socks]
         self.stale = 0  # connections reset at accept as stale
         # Connections in the accept queues at the last check, and those a mode took but
-        # has not served (``held``): new clients waiting to get in (overload tier 1).
+        # has not served (``held``): new clients waiting to get in (the overload tiers).
         self.waiting = 0
         self._fresh = FRESH_RUN  # connections found fresh in a row (see FRESH_RUN)
         self._seen = 0  # connections admit() was asked about

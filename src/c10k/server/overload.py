@@ -7,11 +7,12 @@
 The measure is the *lag*: how long a client that becomes ready waits for its turn. Each
 server mode reports its own (``Tiers.update(lag, load, waiting)``): the readiness loop and
 io_uring the smoothed time their turns' callbacks ran; asyncio how late a periodic probe
-fires; the thread-per-client mode how late a probe thread wakes (GIL and run queue). Lag counts only
-when the ``load`` (clients served per turn, smoothed) is at least ``SHED_MIN_READY`` and
-this process used at least ``SHED_MIN_BUSY`` of a core since the last check: a GC pause with
-few clients, or a process descheduled because others share its core (53 workers on 2 cores
-while a million connections ramp up), is not overload of *this* process.
+fires; the thread-per-client mode how late a probe thread wakes (GIL and run queue). Lag
+counts only when the ``load`` (clients served per turn, smoothed) is at least
+``SHED_MIN_READY`` and this process used at least ``SHED_MIN_BUSY`` of a core since the last
+check: a GC pause with few clients, or a process descheduled because others share its core
+(53 workers on 2 cores while a million connections ramp up), is not overload of *this*
+process.
 
 Every tier also needs someone at the door: more connections waiting in the accept queues
 than the accept batch a turn takes (``MIN_WAITING``). HTTP/1.1 clients on kept

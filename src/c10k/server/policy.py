@@ -221,7 +221,7 @@ class Policy(Wire):
             socks, config.backlog, config.max_accept_wait, config.admission_trace
         )
         self.shed_level = 0
-        self.close_budget = 0  # kept connections tier 1 may still close before the next check
+        self.close_budget = 0  # kept connections the tiers may still close before the next check
         # Draining or shedding: responses take the Session's general path, which asks
         # ``shed_keepalive`` whether to close their connection.
         self.degraded = False
