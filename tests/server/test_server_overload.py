@@ -83,12 +83,21 @@ def _round(clients: list[socket.socket], bufs: list[bytearray]) -> Counter[int]:
 ADDR: list[tuple[str, int]] = []
 
 
+WAVE = 50  # newcomers at a time, every WAVE_GAP seconds
+WAVE_GAP = 0.05
+
+
 def _newcomers(address: tuple[str, int], count: int, seen: Counter[int]) -> None:
-    """``count`` new clients at once, each a GET on its own connection, while kept ones
-    load the server: more than an accept batch, so some wait in the queue for turns."""
+    """``count`` new clients, WAVE of them every WAVE_GAP, each a GET on its own
+    connection, while kept ones load the server. Spread over turns of half a second and
+    more, so that more than an accept batch gather at the door between two turns (a
+    burst all at once is taken in by the next turn: the edge-triggered loop accepts until
+    EAGAIN)."""
     waiting: list[socket.socket | None] = []
     try:
-        for _ in range(count):
+        for i in range(count):
+            if i and not i % WAVE:
+                time.sleep(WAVE_GAP)
             c = socket.create_connection(address, timeout=20)
             try:
                 c.sendall(GET)
@@ -154,7 +163,7 @@ def _with_newcomers(
 @pytest.mark.parametrize("backend", backend_params())
 def test_server_overload_sheds_with_503_then_recovers(tmp_path: Path, backend: str) -> None:
     # 100 kept clients load the server past the 503 tier's lag. Alone they are a closed
-    # loop: nothing is shed. While 200 new ones wait at the door, 503s.
+    # loop: nothing is shed. While 400 new ones come (50 every 50 ms) and wait at the door, 503s.
     server = forked_server(
         tmp_path,
         backend=backend,
@@ -167,7 +176,7 @@ def test_server_overload_sheds_with_503_then_recovers(tmp_path: Path, backend: s
         clients: list[socket.socket] = []
         try:
             bufs = _closed_loop(server, clients, 100, 4)
-            kept, new = _with_newcomers(200, 8, clients, bufs)
+            kept, new = _with_newcomers(400, 8, clients, bufs)
             total = kept + new
         finally:
             for c in clients:
@@ -210,10 +219,10 @@ def test_server_overload_tier_1_closes_kept_connections_only_for_newcomers(
     try:
         bufs = _closed_loop(server, clients, 50, 8)
         assert server.status()["shed_keepalive"] == 0
-        _, new = _with_newcomers(300, 4, clients, bufs)
+        _, new = _with_newcomers(400, 8, clients, bufs)
         closed = server.status()["shed_keepalive"]
-        assert new == Counter({200: 300})
-        assert 0 < closed < 450, closed  # (closing every response would be 500)
+        assert new == Counter({200: 400})
+        assert 0 < closed < 700, closed  # (closing every response would be 800)
     finally:
         for c in clients:
             c.close()
@@ -236,7 +245,7 @@ def test_server_overload_closes_at_accept_in_tier_3(tmp_path: Path, backend: str
     try:
         clients.extend(socket.create_connection(server.address, timeout=10) for _ in range(100))
         bufs = [bytearray() for _ in clients]
-        _, new = _with_newcomers(300, 8, clients, bufs)
+        _, new = _with_newcomers(400, 8, clients, bufs)
         assert new[0] > 0, new  # newcomers closed at accept (tier 3)
         assert server.status()["shed_accepts"] > 0
     finally:
