@@ -18,7 +18,8 @@ is the finding, not the digits.
 
 With ``--size 1m --conns 1000`` the load is a thousand clients downloading a 1 MiB file
 over and over instead (c10k bench bigfile's load): what a visitor on a kept connection sees
-beside them, and whether the server sheds anyone (the prober's errors are counted).
+beside them, and whether the server sheds anyone (the prober's and the readers' errors
+are printed).
 
     .venv/bin/python scripts/fast_reader_latency.py --size 1m --conns 1000
 """

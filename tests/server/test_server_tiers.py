@@ -1,6 +1,6 @@
 """The overload tiers (c10k.server.overload.Tiers) without a server: which tier a reading
-of lag, load and waiting connections sets, and the waiting count tier 1 reads (a listener
-on loopback with connections nobody has accepted)."""
+of lag, load and waiting connections sets, and the waiting count the tiers read (a
+listener on loopback with connections nobody has accepted)."""
 
 from __future__ import annotations
 
