@@ -8,10 +8,12 @@ benchmark (`c10k bench overload`) measures the same policy at 1-3x real peak loa
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -160,27 +162,41 @@ def _with_newcomers(
     return kept, new
 
 
+@contextlib.contextmanager
+def _shedding(
+    root: Path, backend: str, lags: tuple[float, float, float]
+) -> Iterator[tuple[ForkedServer, list[socket.socket]]]:
+    """The forked server with these tier lags (keep-alive, 503, accept), and a list for
+    the test's clients; both closed after."""
+    keepalive, lag_503, accept = lags
+    server = forked_server(
+        root,
+        backend=backend,
+        shed_keepalive_lag=keepalive,
+        shed_503_lag=lag_503,
+        shed_accept_lag=accept,
+    )
+    ADDR[:] = [server.address]
+    clients: list[socket.socket] = []
+    try:
+        yield server, clients
+    finally:
+        for c in clients:
+            c.close()
+        server.stop()
+
+
 @pytest.mark.parametrize("backend", backend_params())
 def test_server_overload_sheds_with_503_then_recovers(tmp_path: Path, backend: str) -> None:
     # 100 kept clients load the server past the 503 tier's lag. Alone they are a closed
-    # loop: nothing is shed. While 400 new ones come (50 every 50 ms) and wait at the door, 503s.
-    server = forked_server(
-        tmp_path,
-        backend=backend,
-        shed_keepalive_lag=0.02,
-        shed_503_lag=0.06,
-        shed_accept_lag=1000.0,
-    )
-    ADDR[:] = [server.address]
-    try:
-        clients: list[socket.socket] = []
-        try:
-            bufs = _closed_loop(server, clients, 100, 4)
-            kept, new = _with_newcomers(400, 8, clients, bufs)
-            total = kept + new
-        finally:
-            for c in clients:
-                c.close()
+    # loop: nothing is shed. While 400 new ones come (50 every 50 ms) and wait at the door,
+    # 503s.
+    with _shedding(tmp_path, backend, (0.02, 0.06, 1000.0)) as (server, clients):
+        bufs = _closed_loop(server, clients, 100, 4)
+        kept, new = _with_newcomers(400, 8, clients, bufs)
+        total = kept + new
+        for c in clients:
+            c.close()
         assert total[503] > 0, total  # shed with a clear status...
         assert total[200] > 0, total  # ...while still serving
         assert set(total) <= {200, 503}, total
@@ -195,8 +211,6 @@ def test_server_overload_sheds_with_503_then_recovers(tmp_path: Path, backend: s
             status, headers, _ = read_response(c, bytearray())
             assert status == 200
             assert "connection" not in headers  # keep-alive again
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -207,51 +221,25 @@ def test_server_overload_tier_1_closes_kept_connections_only_for_newcomers(
     # they are never closed: closing makes the server no faster and nobody waits to get
     # in. With new clients waiting in the accept queue, tier 1 closes kept connections to
     # make room for them, and only while they wait.
-    server = forked_server(
-        tmp_path,
-        backend=backend,
-        shed_keepalive_lag=0.02,
-        shed_503_lag=100.0,
-        shed_accept_lag=1000.0,
-    )
-    ADDR[:] = [server.address]
-    clients: list[socket.socket] = []
-    try:
+    with _shedding(tmp_path, backend, (0.02, 100.0, 1000.0)) as (server, clients):
         bufs = _closed_loop(server, clients, 50, 8)
         assert server.status()["shed_keepalive"] == 0
         _, new = _with_newcomers(400, 8, clients, bufs)
         closed = server.status()["shed_keepalive"]
         assert new == Counter({200: 400})
         assert 0 < closed < 700, closed  # (closing every response would be 800)
-    finally:
-        for c in clients:
-            c.close()
-        server.stop()
 
 
 @pytest.mark.parametrize("backend", backend_params())
 def test_server_overload_closes_at_accept_in_tier_3(tmp_path: Path, backend: str) -> None:
-    server = forked_server(
-        tmp_path,
-        backend=backend,
-        # No 503 tier in between: 503s cost so little that the lag would fall below the
-        # accept tier's before it is reached (1 run in 3 before this).
-        shed_keepalive_lag=0.01,
-        shed_503_lag=0.04,
-        shed_accept_lag=0.04,
-    )
-    ADDR[:] = [server.address]
-    clients: list[socket.socket] = []
-    try:
+    # No 503 tier in between: 503s cost so little that the lag would fall below the accept
+    # tier's before it is reached (1 run in 3 before this).
+    with _shedding(tmp_path, backend, (0.01, 0.04, 0.04)) as (server, clients):
         clients.extend(socket.create_connection(server.address, timeout=10) for _ in range(100))
         bufs = [bytearray() for _ in clients]
         _, new = _with_newcomers(400, 8, clients, bufs)
         assert new[0] > 0, new  # newcomers closed at accept (tier 3)
         assert server.status()["shed_accepts"] > 0
-    finally:
-        for c in clients:
-            c.close()
-        server.stop()
 
 
 @pytest.mark.parametrize("backend", backend_params())
