@@ -7,8 +7,9 @@ and the controller is stepped every 100 ms at the start of a slice, where the mo
 fires, with what the server would read: the queue's length and limit, the accepts since the
 last check, and the shortest wait among the connections it accepted. At or below the peak
 the queue empties once per slice, so nothing is dropped however long it stands at the
-checks (the old controller judged by that length and dropped at 1x); past the peak the
-server stays busy and the admitted wait stays under a second.
+checks (the old controller judged by that length and dropped at 1x); a few percent past
+it the queue is let grow instead of SYNs dropped (each comes back a second later); past the
+peak the server stays busy and the admitted wait stays under a second.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from c10k.server.admission import MAX_DROP, TARGET_SHARE, Control
+from c10k.server.admission import MAX_DROP, SLIGHT, TARGET_SHARE, Control
 
 MAX_WAIT = 1.0  # --max-accept-wait's default
 TARGET = TARGET_SHARE * MAX_WAIT
@@ -34,6 +35,8 @@ class Outcome:
     accepted: int = 0  # after SETTLE seconds
     waits: list[float] = field(default_factory=list)  # admitted waits after SETTLE seconds
     stale: int = 0  # reset at accept after SETTLE seconds
+    offered: int = 0  # new clients
+    lost: int = 0  # clients whose second try was dropped too: 3 s late, past any deadline
 
 
 def simulate(
@@ -68,10 +71,12 @@ def simulate(
         fresh = int(arrivals)
         arrivals -= fresh
         attempts = [(now, 0)] * fresh
+        out.offered += fresh
         while retries and retries[0][0] <= now:
             attempts.append(heapq.heappop(retries))
         for _, attempt in attempts:
             if rnd.random() < ctl.drop:
+                out.lost += attempt == 1
                 if attempt < 2:  # the client gives up after its third try
                     heapq.heappush(retries, (now + 2**attempt, attempt + 1))
             elif len(queue) <= limit:
@@ -159,6 +164,48 @@ def test_a_wait_above_target_at_two_checks_starts_dropping() -> None:
     for _ in range(30):
         drop = ctl.step(50, 4096, 100, 0.01, 0.1)
     assert drop == 0
+
+
+def test_a_slight_overload_queues_to_twice_the_target_before_any_drop() -> None:
+    # 1.05x and 1.1x of what the server can do (the bench's 1x is that whenever the server
+    # runs slower than at its peak reading). Holding the wait at the target, the filter
+    # lost 1.2 % and 6 % of the clients here (their second try dropped too); let grow to
+    # twice the target, the queue loses none and half as many, and what it admits still
+    # waited well under --max-accept-wait.
+    capacity = 2000.0
+    slight = simulate(capacity * 1.05, capacity, seconds=12.0)
+    assert slight.lost == 0, slight.lost
+    more = simulate(capacity * 1.1, capacity, seconds=12.0)
+    assert 0 < more.lost < 0.04 * more.offered, (more.lost, more.offered)
+    for out in (slight, more):
+        waits = sorted(out.waits)
+        assert waits[int(len(waits) * 0.99)] < 0.8 * MAX_WAIT
+        assert out.stale == 0
+
+
+def test_the_aim_is_twice_the_target_only_while_the_overload_is_slight() -> None:
+    # A queue past the target that grows by a tenth of what leaves it: nothing dropped
+    # until the wait has been past twice the target at two checks, then a share about
+    # the excess.
+    ctl = Control(TARGET)
+    qlen = 500
+    assert ctl.step(qlen, 4096, 500, 0.01, 0.1) == 0
+    for wait in (0.1, TARGET + 0.05, TARGET + 0.15, SLIGHT * TARGET - 0.01, SLIGHT * TARGET + 0.02):
+        qlen += 20
+        assert ctl.step(qlen, 4096, 200, wait, 0.1) == 0, wait
+    assert ctl.aim == SLIGHT * TARGET
+    drop = ctl.step(qlen + 20, 4096, 200, SLIGHT * TARGET + 0.05, 0.1)
+    assert 0 < drop < 0.3, drop
+    # Twice as many joining as leave: the aim is the target, and the second check over
+    # it drops.
+    ctl = Control(TARGET)
+    assert ctl.step(500, 4096, 500, 0.01, 0.1) == 0
+    assert ctl.step(700, 4096, 200, TARGET + 0.05, 0.1) == 0
+    assert ctl.aim == TARGET
+    assert ctl.step(900, 4096, 200, TARGET + 0.1, 0.1) > 0.3
+    # Back under the target, the aim is the target again.
+    ctl.step(100, 4096, 200, 0.01, 0.1)
+    assert ctl.aim == TARGET
 
 
 def test_one_long_check_above_target_starts_dropping() -> None:

@@ -28,6 +28,7 @@ KEYS = (
     "wait_min_ms",
     "wait_max_ms",
     "drop",
+    "aim_ms",
     "backlog",
     "stale",
     "span",

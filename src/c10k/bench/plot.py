@@ -434,6 +434,9 @@ def _overload_trace(
         pts = [(x["t"], x[key]) for x in tr if x.get(key) is not None]
         if pts:
             axes[2].plot(*zip(*pts, strict=True), marker=".", ms=3, lw=0.8, label=name)
+    aims = [(x["t"], x["aim_ms"]) for x in tr if x.get("aim_ms") is not None]
+    if aims:  # (traces before the slight-overload aim have none)
+        axes[2].plot(*zip(*aims, strict=True), drawstyle="steps-post", lw=0.8, label="aim")
     axes[2].set_ylabel(f"{server}: accept wait, ms")
     axes[2].set_yscale("symlog", linthresh=10)
     axes[2].legend(fontsize=7)

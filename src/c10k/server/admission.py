@@ -92,6 +92,15 @@ BACKLOG_HYSTERESIS = 0.2
 # are dropped.
 TARGET_SHARE = 0.25
 MIN_TARGET = 0.02
+# A slight overload (fewer than FAST times as many offered as accepted since the wait went
+# over target) is let queue to SLIGHT targets before any SYN is dropped, and is held there:
+# a dropped SYN costs its client a second (the kernel's retransmission) and comes back, so
+# at 1.05-1.1x of what the server can do, dropping lost 1-6 % of the clients where a queue
+# half a --max-accept-wait deep loses 0-3 % (tests/server/test_server_admission_control.py).
+# Its wait grows slowly (0.1 s a second at 1.1x), so the higher aim is not overshot toward
+# --max-accept-wait; a flood's wait grows by seconds a second, and is held at the target.
+SLIGHT = 2.0
+FAST = 1.3
 ADMIT_HORIZON = 0.5
 MAX_STEP = 0.5
 MAX_CUT = 0.9
@@ -117,10 +126,22 @@ FRESH_RUN = 32
 class Control:
     """The SYN-drop share of one listener from its readings: sans-I/O (see bound 1)."""
 
-    __slots__ = ("drop", "offered", "over_for", "qlen", "sharers", "stuck", "target")
+    __slots__ = (
+        "aim",
+        "drop",
+        "joined",
+        "offered",
+        "over_for",
+        "qlen",
+        "sharers",
+        "stuck",
+        "target",
+        "took",
+    )
 
     def __init__(self, target: float) -> None:
-        self.target = target  # seconds: the shortest wait we aim at
+        self.target = target  # seconds: the shortest wait we aim at under a flood
+        self.aim = target  # the one in force: SLIGHT times it under a slight overload
         # Workers accepting from this socket (one without SO_REUSEPORT, or systemd's, is
         # shared): its queue is drained at about this many times our accept rate.
         self.sharers = 1
@@ -129,6 +150,9 @@ class Control:
         self.over_for = 0.0  # seconds the shortest wait has been above target
         self.offered = 0.0  # connections offered per check (SYNs, retries included), smoothed
         self.stuck = 0.0  # seconds the queue has stood with nothing accepted
+        # Since the shortest wait went over target: connections offered, and accepted.
+        self.joined = 0.0
+        self.took = 0
 
     def step(
         self,
@@ -171,7 +195,10 @@ class Control:
                 # issue 20: at fe16a4e, and a flood met on guard at 62b0482).
                 tail = qlen * span / leaving
                 wait = tail if wait is None else max(wait, tail)
-        over = wait is not None and wait > self.target
+        # Connections that joined the queue since the last check, and so the SYNs that
+        # came (what passed is 1 - drop of them): the offered load, retries included.
+        joined = max(0, accepted + qlen - prev) / (1 - self.drop)
+        over = self._over(wait, accepted, joined)
         self.over_for = self.over_for + span if over else 0.0
         if self.drop <= 0 and self.over_for < OVER_TIME and qlen < limit:
             self.offered = 0.0
@@ -183,9 +210,6 @@ class Control:
             # a full queue is what admission avoids.
             self.drop = MAX_DROP
             return self.drop
-        # Connections that joined the queue since the last check, and so the SYNs that
-        # came (what passed is 1 - drop of them): the offered load, retries included.
-        joined = max(0, accepted + qlen - prev) / (1 - self.drop)
         self.offered = joined if self.offered <= 0 else (self.offered + joined) / 2
         if qlen == 0 and not over:
             self.drop = self._relaxed(accepted - stale)
@@ -194,9 +218,9 @@ class Control:
             if qlen:
                 return self.drop  # nothing sampled to judge by: hold
             wait = 0.0  # the queue is empty: no one waits (the flood is over)
-        # As many should join as we accepted, fewer while the wait is above the target,
-        # more while below.
-        gain = max(-MAX_CUT, min(MAX_STEP, (self.target - wait) / ADMIT_HORIZON))
+        # As many should join as we accepted, fewer while the wait is above the aim, more
+        # while below.
+        gain = max(-MAX_CUT, min(MAX_STEP, (self.aim - wait) / ADMIT_HORIZON))
         want = max(1.0, accepted) * (1 + gain)
         drop = 1 - want / self.offered if self.offered > 0 else self.drop / 2
         # At most halved per check: one check's reading of what was offered collapses
@@ -207,6 +231,20 @@ class Control:
             drop = 0.0
         self.drop = drop
         return drop
+
+    def _over(self, wait: float | None, accepted: int, joined: float) -> bool:
+        """Whether the shortest wait is above the aim, which is the target, or SLIGHT
+        times it while fewer than FAST times as many joined as were accepted since the
+        wait went over target (counted over all those checks: one check's accepts swing
+        with the batches and the CPU quota's slices)."""
+        if wait is None or wait <= self.target:
+            self.joined, self.took, self.aim = 0.0, 0, self.target
+            return False
+        self.joined += joined
+        self.took += accepted
+        slight = self.took > 0 and self.joined < FAST * self.took
+        self.aim = self.target * SLIGHT if slight else self.target
+        return wait > self.aim
 
     def _relaxed(self, served: int) -> float:
         """The share once the queue is found empty with short waits: the server had time
@@ -417,6 +455,7 @@ class Admission:
             "wait_max_ms": self._wait_max if self._waits else None,
             "offered": round(q.control.offered, 1),
             "drop": round(q.drop, 4),
+            "aim_ms": round(q.control.aim * 1e3),
             "backlog": q.backlog,
             "sharers": q.control.sharers,
             "stale": self.stale,
@@ -440,11 +479,14 @@ class Admission:
             # With the filter at work, "more than half a wait's worth" is read from the
             # wait itself: the accept rate read per check swings with the accept batches
             # and the CPU quota's slices, and a backlog shrunk from a low reading fills
-            # (then nearly every SYN is dropped) while the filter holds the wait.
+            # (then nearly every SYN is dropped) while the filter holds the wait. Over
+            # the aim by a target (half of --max-accept-wait under a flood, three
+            # quarters under a slight overload) is a wait the filter is not holding.
             # The waits read are of the queue that stood at the last check as much as of
             # the one now, and a mode may have taken all of it in one turn since (io_uring:
             # 300 stale reset from a queue of 336, none left standing at the check).
-            waits = self._stale_seen or (wait is not None and wait > self.max_wait / 2)
+            aim = q.control.aim + self.target
+            waits = self._stale_seen or (wait is not None and wait > aim)
             over = waits and max(qlen, q.qlen) > MIN_BACKLOG / 2
         else:
             over = qlen > max(half, MIN_BACKLOG / 2)
