@@ -6,7 +6,9 @@ admitted p99 under a second. Per server and round this prints goodput as a share
 round's peak at 1x, 2x and 3x, the share not served at 1x, the admitted p99 at 2x and 3x,
 the connections reset as stale (from the admission trace the bench keeps for c10k),
 whether the round met every part of the goal, and with ``--repeat-peak`` the peak measured
-again after the last level as a share of the first; then each server's medians.
+again after the last level as a share of the first; then each server's medians. A run with
+other ``--multipliers`` gets a line per server, round and level instead: goodput as a share
+of the round's peak, the share not served, the admitted p99 and the stale.
 
     .venv/bin/python scripts/overload_rounds.py bench-results/RUN [RUN ...]
 """
@@ -52,9 +54,11 @@ def report(path: Path) -> list[str]:
     if scenario is None:
         return [f"{path}: no overload scenario in this run"]
     rounds: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
-    for level in (*LEVELS, AGAIN):
-        for run in scenario["variations"].get(level, {}).get("runs", []):
+    for level, variation in scenario["variations"].items():
+        for run in variation.get("runs", []):
             rounds.setdefault((run["server"], run["round"]), {})[level] = run
+    if not any(set(LEVELS) <= set(levels) for levels in rounds.values()):
+        return other_levels(path, rounds)
     out = [
         f"{path}: server, round, goodput/peak 1x 2x 3x %, not served at 1x %, "
         "p99 ms at 2x 3x, stale at 2x 3x, goal, peak again % (--repeat-peak)"
@@ -77,6 +81,22 @@ def report(path: Path) -> list[str]:
     for server, gs in shares.items():
         medians = " / ".join(f"{statistics.median(col):.1f}" for col in zip(*gs, strict=True))
         out.append(f"  {server:14s} median {medians}")
+    return out
+
+
+def other_levels(path: Path, rounds: dict[tuple[str, int], dict[str, dict[str, Any]]]) -> list[str]:
+    """A line per server, round and level of a run with other --multipliers."""
+    out = [f"{path}: server, round, level, goodput/peak %, not served %, p99 ms, stale"]
+    for (server, rnd), levels in sorted(rounds.items()):
+        for name, run in levels.items():
+            if name in ("peak", AGAIN):
+                continue
+            st = stale(run)
+            out.append(
+                f"  {server:14s} {rnd}  {name:6s} {run['goodput_vs_peak'] * 100:6.1f} "
+                f"{run['not_served_rate'] * 100:5.1f} {run['latency_ms']['p99']:6.0f} "
+                f"{st if st is not None else '-':>5}"
+            )
     return out
 
 

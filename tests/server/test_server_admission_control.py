@@ -37,6 +37,7 @@ class Outcome:
     stale: int = 0  # reset at accept after SETTLE seconds
     offered: int = 0  # new clients
     lost: int = 0  # clients whose second try was dropped too: 3 s late, past any deadline
+    dropped: int = 0  # SYNs dropped, retries included
 
 
 def simulate(
@@ -76,6 +77,7 @@ def simulate(
             attempts.append(heapq.heappop(retries))
         for _, attempt in attempts:
             if rnd.random() < ctl.drop:
+                out.dropped += 1
                 out.lost += attempt == 1
                 if attempt < 2:  # the client gives up after its third try
                     heapq.heappush(retries, (now + 2**attempt, attempt + 1))
@@ -196,6 +198,16 @@ def test_the_aim_is_twice_the_target_only_while_the_overload_is_slight() -> None
     assert ctl.aim == SLIGHT * TARGET
     drop = ctl.step(qlen + 20, 4096, 200, SLIGHT * TARGET + 0.05, 0.1)
     assert 0 < drop < 0.3, drop
+    # Dropping, what joins is read through the share dropped, retries included: the
+    # SYNs dropped come back a second later, and read so the load looked like a flood
+    # (2x at 1.1x in the bench's trace). It is still the slight overload it was.
+    for _ in range(6):
+        qlen += 20
+        ctl.step(qlen, 4096, 200, SLIGHT * TARGET + 0.1, 0.1)
+        assert ctl.aim == SLIGHT * TARGET, ctl.drop
+    # A wait past the aim by a target is a flood after all.
+    ctl.step(qlen + 100, 4096, 200, SLIGHT * TARGET + TARGET + 0.05, 0.1)
+    assert ctl.aim == TARGET
     # Twice as many joining as leave: the aim is the target, and the second check over
     # it drops.
     ctl = Control(TARGET)
