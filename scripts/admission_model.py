@@ -38,7 +38,7 @@ def row(load: float, capacity: float, seconds: float, slice_ms: int, period_ms: 
         p99 = waits[int(len(waits) * 0.99)] if waits else 0.0
         served = out.accepted / (capacity * (seconds - model.SETTLE))
         runs.append((out.lost / out.offered, out.dropped / out.offered, p99, served, out.stale))
-    lost, dropped, p99, served, stale = (statistics.median(col) for col in zip(*runs))
+    lost, dropped, p99, served, stale = (statistics.median(col) for col in zip(*runs, strict=True))
     return (
         f"  {load:5.2f}x  {slice_ms:2d}/{period_ms:<3d} ms  lost {lost * 100:5.1f} %  "
         f"SYNs dropped {dropped * 100:5.1f} %  p99 {p99 * 1e3:4.0f} ms  "
@@ -49,12 +49,12 @@ def row(load: float, capacity: float, seconds: float, slice_ms: int, period_ms: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--capacity", type=float, default=2000.0, help="accepts a second")
-    ap.add_argument("--seconds", type=float, default=12.0, help="per load (the first 3 s not counted)")
+    ap.add_argument("--seconds", type=float, default=12.0, help="per load (3 s not counted)")
     ap.add_argument("--target-only", action="store_true", help="no slight-overload aim")
     args = ap.parse_args()
     if args.target_only:
         admission.SLIGHT = 1.0
-    print(f"slight-overload aim: {admission.SLIGHT:g} targets; load, slice/period, medians of 3 seeds")
+    print(f"slight-overload aim: {admission.SLIGHT:g} targets; medians of 3 seeds")
     for load in LOADS:
         for slice_ms, period_ms in SLICES:
             print(row(load, args.capacity, args.seconds, slice_ms, period_ms))
