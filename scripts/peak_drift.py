@@ -17,6 +17,7 @@ seconds, so every SYN then meets one).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import socket
 import statistics
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from c10k.bench import h2load
@@ -52,6 +54,29 @@ def wait_listening(port: int) -> None:
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"nothing listens on port {port}")
+
+
+@contextlib.contextmanager
+def capped_server(
+    name: str, fraction: float, port: int, extra: tuple[str, ...] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``name`` serving a 512-byte index.html on ``port``, pinned to CPU 0 and capped to
+    ``fraction`` of it (a cgroup quota, as the overload bench caps it); stopped after."""
+    root = Path(tempfile.mkdtemp())
+    (root / "index.html").write_bytes(b"x" * 512)
+    cap, why = make_cap(fraction)
+    if cap is None:
+        raise SystemExit(f"no CPU cap: {why}")
+    cap.create()
+    argv = ["taskset", "-c", "0", *server_argv(name, root, port), *extra]
+    srv = subprocess.Popen(argv, preexec_fn=cap.preexec, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+        yield srv
+    finally:
+        srv.terminate()
+        srv.wait()
+        cap.remove()
 
 
 def time_wait() -> int:
@@ -90,16 +115,7 @@ def main() -> None:
     ap.add_argument("--secs", type=float, default=6.0, help="seconds per peak (about)")
     ap.add_argument("--port", type=int, default=18555)
     args = ap.parse_args()
-    root = Path(tempfile.mkdtemp())
-    (root / "index.html").write_bytes(b"x" * 512)
     url = f"http://127.0.0.1:{args.port}/index.html"
-    cap, why = make_cap(args.server_cpu)
-    if cap is None:
-        raise SystemExit(f"no CPU cap: {why}")
-    cap.create()
-    argv = ["taskset", "-c", "0", *server_argv(args.server, root, args.port)]
-    srv = subprocess.Popen(argv, preexec_fn=cap.preexec, stderr=subprocess.DEVNULL)
-    t0 = time.monotonic()
     peaks: dict[str, list[float]] = {}
 
     def show(tag: str, n: int) -> float:
@@ -112,8 +128,8 @@ def main() -> None:
         )
         return r
 
-    try:
-        wait_listening(args.port)
+    with capped_server(args.server, args.server_cpu, args.port):
+        t0 = time.monotonic()
         n = max(640, round(peak(url, 2000) * args.secs))
         print(f"{args.server} capped to {args.server_cpu} of CPU 0; {n} requests a peak")
         first = [show("before", n) for _ in range(args.before)]
@@ -130,10 +146,6 @@ def main() -> None:
         time.sleep(30)
         for _ in range(2):
             show("35+ s after", n)
-    finally:
-        srv.terminate()
-        srv.wait()
-        cap.remove()
     base = statistics.median(peaks["before"])
     for tag, rs in peaks.items():
         print(

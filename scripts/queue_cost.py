@@ -19,17 +19,15 @@ once per tree, ``PYTHONPATH=TREE/src`` for the other.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from peak_drift import peak, run_h2load, server_argv, wait_listening
+from peak_drift import capped_server, peak, run_h2load
 
 from c10k.bench import h2load
-from c10k.bench.cpucap import make_cap
 
 
 def cpu_ticks(pid: int) -> tuple[int, int]:
@@ -64,18 +62,9 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=5.0, help="h2load -T, seconds")
     ap.add_argument("--port", type=int, default=18556)
     args = ap.parse_args()
-    root = Path(tempfile.mkdtemp())
-    (root / "index.html").write_bytes(b"x" * 512)
     url = f"http://127.0.0.1:{args.port}/index.html"
-    cap, why = make_cap(args.server_cpu)
-    if cap is None:
-        raise SystemExit(f"no CPU cap: {why}")
-    cap.create()
-    extra = args.c10k_arg if args.server == "c10k" else []
-    argv = ["taskset", "-c", "0", *server_argv(args.server, root, args.port), *extra]
-    srv = subprocess.Popen(argv, preexec_fn=cap.preexec, stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(args.port)
+    extra = tuple(args.c10k_arg) if args.server == "c10k" else ()
+    with capped_server(args.server, args.server_cpu, args.port, extra) as srv:
         peak(url, 20000)  # (the first reading after start is the lowest: a warm-up)
         top = peak(url, 20000)
         print(f"{args.server} {' '.join(extra)} capped to {args.server_cpu}: peak {top:.0f}/s")
@@ -84,10 +73,6 @@ def main() -> None:
         for rate in rates:
             print(f"  {rate / top:4.2f}x  {level(url, srv.pid, rate, args.secs, args.deadline)}")
             time.sleep(3)
-    finally:
-        srv.terminate()
-        srv.wait()
-        cap.remove()
 
 
 if __name__ == "__main__":
