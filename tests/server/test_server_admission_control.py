@@ -200,7 +200,7 @@ def test_the_aim_is_twice_the_target_only_while_the_overload_is_slight() -> None
     assert 0 < drop < 0.3, drop
     # Dropping, what joins is read through the share dropped, retries included: the
     # SYNs dropped come back a second later, and read so the load looked like a flood
-    # (2x at 1.1x in the bench's trace). It is still the slight overload it was.
+    # (2x at 1.1x in a trace in docs/BENCHMARKS.md). It is still the slight overload.
     for _ in range(6):
         qlen += 20
         ctl.step(qlen, 4096, 200, SLIGHT * TARGET + 0.1, 0.1)

@@ -97,8 +97,8 @@ MIN_TARGET = 0.02
 # A slight overload (fewer than FAST times as many offered as accepted since the wait went
 # over target) is let queue to SLIGHT targets before any SYN is dropped, and is held there:
 # a dropped SYN costs its client a second (the kernel's retransmission) and comes back, so
-# at 1.05-1.1x of what the server can do, dropping lost 1-6 % of the clients where a queue
-# half a --max-accept-wait deep loses 0-3 % (tests/server/test_server_admission_control.py).
+# at 1.05-1.2x of what the server can do, dropping lost 1.2-16 % of the clients where a
+# queue half a --max-accept-wait deep loses 0-13 % (scripts/admission_model.py).
 # Its wait grows slowly (0.1 s a second at 1.1x), so the higher aim is not overshot toward
 # --max-accept-wait; a flood's wait grows by seconds a second, and is held at the target.
 SLIGHT = 2.0
@@ -240,7 +240,7 @@ class Control:
         wait went over target (counted over all those checks: one check's accepts swing
         with the batches and the CPU quota's slices). Counted only until SYNs are
         dropped: each comes back a second later, and counted, the retries made a 1.1x
-        load read as twice what was served (the bench's trace, docs/BENCHMARKS.md). While
+        load read as twice what was served (a trace in docs/BENCHMARKS.md, issue 20). While
         dropping, a wait past the aim by a target is a flood after all: the target."""
         if wait is None or wait <= self.target:
             self.joined, self.took, self.aim = 0.0, 0, self.target
@@ -493,8 +493,8 @@ class Admission:
             # The waits read are of the queue that stood at the last check as much as of
             # the one now, and a mode may have taken all of it in one turn since (io_uring:
             # 300 stale reset from a queue of 336, none left standing at the check).
-            aim = q.control.aim + self.target
-            waits = self._stale_seen or (wait is not None and wait > aim)
+            bound = q.control.aim + self.target
+            waits = self._stale_seen or (wait is not None and wait > bound)
             over = waits and max(qlen, q.qlen) > MIN_BACKLOG / 2
         else:
             over = qlen > max(half, MIN_BACKLOG / 2)
