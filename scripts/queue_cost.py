@@ -19,6 +19,7 @@ once per tree, ``PYTHONPATH=TREE/src`` for the other.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -38,12 +39,13 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
 
 def level(url: str, pid: int, rate: int, secs: int, deadline: float) -> str:
     total = rate * secs
-    log = Path(tempfile.mkdtemp()) / "h2load.tsv"
-    argv = h2load.rate_argv("h2load", url, max(1, rate // 10), 100, total, deadline, log)
-    before = cpu_ticks(pid)
-    served = int(run_h2load(argv, secs + 60)["succeeded"])  # type: ignore[call-overload]
-    after = cpu_ticks(pid)
-    tick_us = 1e6 / 100  # USER_HZ
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "h2load.tsv"
+        argv = h2load.rate_argv("h2load", url, max(1, rate // 10), 100, total, deadline, log)
+        before = cpu_ticks(pid)
+        served = int(run_h2load(argv, secs + 60)["succeeded"])  # type: ignore[call-overload]
+        after = cpu_ticks(pid)
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
     user, system = ((a - b) * tick_us / max(1, served) for a, b in zip(after, before, strict=True))
     return (
         f"{rate}/s: served {served} of {total} ({served / total * 100:5.1f} %); "
