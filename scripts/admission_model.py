@@ -5,11 +5,14 @@ server accepts ``--capacity`` a second in CPU-quota slices, a dropped SYN retrie
 and 2 s more, the controller stepped every 100 ms) at each offered load, for three seeds,
 and prints the medians: the clients lost (their second try dropped too: 3 s late), the
 SYNs dropped (retries included) per new client, the admitted p99 wait, the share of the
-capacity served, the connections reset as stale. ``--target-only`` holds the wait at the
-target at every load (``SLIGHT`` = 1: the controller before the slight-overload aim).
+capacity served, the connections reset as stale, and the SYNs the kernel dropped because
+the queue (its limit 4096) was full. ``--target-only`` holds the wait at the target at
+every load (``SLIGHT`` = 1: the controller before the slight-overload aim); ``--room R``
+caps the aim where the queue holds R of its limit (``ROOM``; 1e9: no cap, as before it).
 
     .venv/bin/python scripts/admission_model.py
     .venv/bin/python scripts/admission_model.py --target-only
+    .venv/bin/python scripts/admission_model.py --capacity 8000 --room 1e9
 """
 
 from __future__ import annotations
@@ -37,12 +40,15 @@ def row(load: float, capacity: float, seconds: float, slice_ms: int, period_ms: 
         waits = sorted(out.waits)
         p99 = waits[int(len(waits) * 0.99)] if waits else 0.0
         served = out.accepted / (capacity * (seconds - model.SETTLE))
-        runs.append((out.lost / out.offered, out.dropped / out.offered, p99, served, out.stale))
-    lost, dropped, p99, served, stale = (statistics.median(col) for col in zip(*runs, strict=True))
+        n = out.offered
+        runs.append((out.lost / n, out.dropped / n, p99, served, out.stale, out.overflowed))
+    lost, dropped, p99, served, stale, full = (
+        statistics.median(col) for col in zip(*runs, strict=True)
+    )
     return (
         f"  {load:5.2f}x  {slice_ms:2d}/{period_ms:<3d} ms  lost {lost * 100:5.1f} %  "
         f"SYNs dropped {dropped * 100:5.1f} %  p99 {p99 * 1e3:4.0f} ms  "
-        f"served {served * 100:5.1f} %  stale {stale:.0f}"
+        f"served {served * 100:5.1f} %  stale {stale:.0f}  full-queue drops {full:.0f}"
     )
 
 
@@ -51,10 +57,16 @@ def main() -> None:
     ap.add_argument("--capacity", type=float, default=2000.0, help="accepts a second")
     ap.add_argument("--seconds", type=float, default=12.0, help="per load (3 s not counted)")
     ap.add_argument("--target-only", action="store_true", help="no slight-overload aim")
+    ap.add_argument("--room", type=float, help="ROOM: the share of the queue's limit the aim fills")
     args = ap.parse_args()
     if args.target_only:
         admission.SLIGHT = 1.0
-    print(f"slight-overload aim: {admission.SLIGHT:g} targets; medians of 3 seeds")
+    if args.room is not None:
+        admission.ROOM = args.room
+    print(
+        f"slight-overload aim: {admission.SLIGHT:g} targets, at most where the queue holds "
+        f"{admission.ROOM:g} of its limit; medians of 3 seeds"
+    )
     for load in LOADS:
         for slice_ms, period_ms in SLICES:
             print(row(load, args.capacity, args.seconds, slice_ms, period_ms))

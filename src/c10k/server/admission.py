@@ -32,7 +32,8 @@ Three bounds, per listener, cheapest first:
    join the queue as we accept, fewer while the shortest wait is above the target and
    more while it is below (the gap closed over ``ADMIT_HORIZON``); under a slight
    overload (``FAST``) the aim is ``SLIGHT`` targets, and the queue grows to it before any
-   SYN is dropped (a dropped SYN costs its client a second); a queue found empty
+   SYN is dropped (a dropped SYN costs its client a second); at a high rate the aim is
+   at most the wait at which the queue holds ``ROOM`` of its limit; a queue found empty
    with short waits lets twice as many in as were served (``Control._relaxed``). The
    queue then stays long enough to keep the server busy and never fills; a full queue is
    what hurts most: Linux drops the handshake's last ACK there, and that client,
@@ -103,6 +104,12 @@ MIN_TARGET = 0.02
 # --max-accept-wait; a flood's wait grows by seconds a second, and is held at the target.
 SLIGHT = 2.0
 FAST = 1.3
+# Whatever the aim, it is at most the wait at which the queue holds ROOM of its limit at
+# the rate we accept: at 8,000 a second twice the target is the whole of a 4096 backlog
+# (net.core.somaxconn's default), and a full queue is what hurts most (bound 1 below).
+# Three quarters lost the fewest in the model at 8,000 and 12,000 a second (a half drops
+# early, nine tenths still fills it: scripts/admission_model.py, docs/BENCHMARKS.md).
+ROOM = 0.75
 ADMIT_HORIZON = 0.5
 MAX_STEP = 0.5
 MAX_CUT = 0.9
@@ -131,11 +138,13 @@ class Control:
     __slots__ = (
         "aim",
         "drop",
+        "full",
         "joined",
         "offered",
         "over_for",
         "qlen",
         "sharers",
+        "slight",
         "stuck",
         "target",
         "took",
@@ -155,6 +164,8 @@ class Control:
         # Since the shortest wait went over target: connections offered, and accepted.
         self.joined = 0.0
         self.took = 0
+        self.slight = False  # the aim is SLIGHT targets
+        self.full = 0  # the largest queue limit seen: the listener's backlog
 
     def step(
         self,
@@ -172,6 +183,7 @@ class Control:
         the span began idle, the seconds of it since work came (``busy``). Returns the
         share of SYNs to drop until then."""
         prev, self.qlen = self.qlen, qlen
+        room = math.inf  # the wait at which the queue holds ROOM of its limit
         if accepted == 0 and prev > 0 and qlen > 0:
             # Nothing left a standing queue (at the connection cap, or a stalled loop):
             # what stood at the last check has waited at least as long since.
@@ -197,10 +209,14 @@ class Control:
                 # issue 20: at fe16a4e, and a flood met on guard at 62b0482).
                 tail = qlen * span / leaving
                 wait = tail if wait is None else max(wait, tail)
+            if accepted:
+                # Of the listener's own limit, not of a backlog bound 2 has shrunk.
+                self.full = max(self.full, limit)
+                room = ROOM * self.full * span / leaving
         # Connections that joined the queue since the last check, and so the SYNs that
         # came (what passed is 1 - drop of them): the offered load, retries included.
         joined = max(0, accepted + qlen - prev) / (1 - self.drop)
-        over = self._over(wait, accepted, joined)
+        over = self._over(wait, accepted, joined, room)
         self.over_for = self.over_for + span if over else 0.0
         if self.drop <= 0 and self.over_for < OVER_TIME and qlen < limit:
             self.offered = 0.0
@@ -234,7 +250,7 @@ class Control:
         self.drop = drop
         return drop
 
-    def _over(self, wait: float | None, accepted: int, joined: float) -> bool:
+    def _over(self, wait: float | None, accepted: int, joined: float, room: float) -> bool:
         """Whether the shortest wait is above the aim, which is the target, or SLIGHT
         times it while fewer than FAST times as many joined as were accepted since the
         wait went over target (counted over all those checks: one check's accepts swing
@@ -242,16 +258,17 @@ class Control:
         dropped: each comes back a second later, and counted, the retries made a 1.1x
         load read as twice what was served (a trace in docs/BENCHMARKS.md, issue 20). While
         dropping, a wait past the aim by a target is a flood after all: the target."""
-        if wait is None or wait <= self.target:
-            self.joined, self.took, self.aim = 0.0, 0, self.target
+        if wait is None or wait <= min(self.target, room):
+            self.joined, self.took, self.slight = 0.0, 0, False
+            self.aim = min(self.target, room)
             return False
         if self.drop <= 0:
             self.joined += joined
             self.took += accepted
-            slight = self.took > 0 and self.joined < FAST * self.took
-            self.aim = self.target * SLIGHT if slight else self.target
+            self.slight = self.took > 0 and self.joined < FAST * self.took
         elif wait > self.aim + self.target:
-            self.aim = self.target
+            self.slight = False
+        self.aim = min(self.target * SLIGHT if self.slight else self.target, room)
         return wait > self.aim
 
     def _relaxed(self, served: int) -> float:
