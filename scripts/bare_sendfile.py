@@ -19,6 +19,11 @@ unsent limit on every connection (c10k starts a connection at 256 KiB), and
 a list index and a dict lookup each), a yardstick for what Python costs per response. With
 ``--extra-spread`` each connection has its own N objects, as a server's per-connection
 state is: a response then touches objects that other responses have not just touched.
+``--nodelay`` sets TCP_NODELAY on every connection (c10k does, and nginx does on kept
+connections: without it Nagle holds each response's last, partial segment until the
+client's ACK, which on loopback moves that send to the client's CPU). ``--syn-filter``
+attaches c10k admission's SYN-drop filter to the listener, so that every accepted socket
+inherits it (a filter attached while connections arrive stays on those sockets).
 """
 
 from __future__ import annotations
@@ -57,11 +62,19 @@ def head(size: int) -> bytes:
     ).encode()
 
 
-def serve(port: int, path: str, lowat: int, extra_calls: int, spread: bool) -> None:
+def serve(
+    port: int, path: str, lowat: int, extra_calls: int, spread: bool, nodelay: bool, filt: bool
+) -> None:
     ffd = os.open(path, os.O_RDONLY)
     size = os.fstat(ffd).st_size
     top = head(size)
     lsock = socket.create_server(("127.0.0.1", port), backlog=4096)
+    if nodelay:  # inherited by every accepted socket, as c10k sets it
+        lsock.setsockopt(TCP, socket.TCP_NODELAY, 1)
+    if filt:  # c10k admission's SYN filter, dropping next to none: accepted sockets inherit it
+        from c10k.core.listener import drop_syns
+
+        drop_syns(lsock, 1e-9)
     lsock.setblocking(False)
     lfd = lsock.fileno()
     ep = select.epoll()
@@ -157,8 +170,11 @@ def main() -> None:
     a.add_argument("--lowat", type=int, default=0, help="TCP_NOTSENT_LOWAT per connection")
     a.add_argument("--extra-calls", type=int, default=0, help="Python calls per response")
     a.add_argument("--extra-spread", action="store_true", help="objects per connection")
+    a.add_argument("--nodelay", action="store_true", help="TCP_NODELAY on every connection")
+    a.add_argument("--syn-filter", action="store_true", help="admission's SYN filter on")
     o = a.parse_args()
-    serve(o.port, os.path.join(o.root, o.file), o.lowat, o.extra_calls, o.extra_spread)
+    path = os.path.join(o.root, o.file)
+    serve(o.port, path, o.lowat, o.extra_calls, o.extra_spread, o.nodelay, o.syn_filter)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Where CPU 0's time goes while a server sends big files: kernel, interpreter, idle (issue 15).
 
-Each server in turn (nginx, then ``c10k serve --workers 1`` plus any ``--c10k-arg``, started
+Each server in turn (nginx, then ``c10k serve --workers 1`` plus any ``--c10k-arg``, then with
+``--bare`` scripts/bare_sendfile.py and its ``--bare-variant``s, started
 as scripts/files_vs_nginx.py starts them, pinned to CPU 0) serves one file to wrk (CPU 1)
 for 8 s; from the 2nd second ``perf record -e cpu-clock`` samples CPU 0 for 4 s (a software
 clock: this machine's VM has no PMU). Printed per server: wrk's rate, CPU 0's idle share,
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from files_wakeups import options, recorded
 
 CLOCK = ["-e", "cpu-clock", "-F", "4999"]
-SERVERS = {"nginx": "nginx", "c10k": "python"}  # the server's task name (comm)
+SERVERS = {"nginx": "nginx"}  # the server's task name (comm): python for the others
 
 
 def shares(data: Path, comm: str) -> str:
@@ -75,9 +76,10 @@ def main() -> int:
     ap.add_argument("--symbols", type=int, default=0, help="also print the top N symbols")
     args = ap.parse_args()
     for name, rate, data in recorded(args, "files-profile-", CLOCK):
-        print(f"{name:5} {rate}; {shares(data, SERVERS[name])}", flush=True)
+        comm = SERVERS.get(name, "python")
+        print(f"{name:5} {rate}; {shares(data, comm)}", flush=True)
         if args.symbols:
-            print(symbols(data, SERVERS[name], args.symbols), flush=True)
+            print(symbols(data, comm, args.symbols), flush=True)
     return 0
 
 

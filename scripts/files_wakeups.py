@@ -1,6 +1,7 @@
 """How often a big-file server wakes, and how much work each wakeup finds (issue 15).
 
-Each server in turn (nginx, then ``c10k serve --workers 1`` plus any ``--c10k-arg``, started
+Each server in turn (nginx, then ``c10k serve --workers 1`` plus any ``--c10k-arg``, then with
+``--bare`` scripts/bare_sendfile.py and its ``--bare-variant``s, started
 as scripts/files_vs_nginx.py starts them, pinned to CPU 0) serves one file to wrk (CPU 1)
 for 8 s; from the 2nd second ``perf record`` takes 4 s of CPU 0's ``epoll_wait`` returns and
 context switches. Printed per server: wrk's rate, epoll_wait returns a second, the events
@@ -98,6 +99,8 @@ def options(doc: str) -> argparse.ArgumentParser:
         "--client", choices=("wrk", "trunc"), default="wrk", help="trunc: scripts/trunc_client.py"
     )
     ap.add_argument("--cc", help="TCP congestion control for the run (the sysctl; put back after)")
+    ap.add_argument("--bare", action="store_true", help="also scripts/bare_sendfile.py")
+    ap.add_argument("--bare-variant", action="append", default=[], help="bare with these args")
     return ap
 
 
@@ -109,7 +112,8 @@ def recorded(
     removed once the caller has gone past the last."""
     work, root = make_docroot(prefix, args.size)
     try:
-        for name in ("nginx", "c10k"):
+        bare = ["bare"] if args.bare else []
+        for name in ("nginx", "c10k", *bare, *(f"bare {v}" for v in args.bare_variant)):
             port = free_port()
             proc = start(server_argv(name, port, root, work, args.c10k_arg), port)
             try:

@@ -20,7 +20,12 @@ SIZE = 3 * 1024 * 1024 + 5  # more than a socket takes at once: the EPOLLOUT pat
 
 @pytest.mark.parametrize(
     "knobs",
-    [[], ["--lowat", "262144", "--extra-calls", "10"], ["--extra-calls", "10", "--extra-spread"]],
+    [
+        [],
+        ["--lowat", "262144", "--extra-calls", "10"],
+        ["--extra-calls", "10", "--extra-spread"],
+        ["--nodelay", "--syn-filter"],
+    ],
 )
 def test_bare_sendfile_serves_the_file_whole_over_keep_alive(
     tmp_path: Path, knobs: list[str]
