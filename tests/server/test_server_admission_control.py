@@ -194,14 +194,32 @@ def test_a_slight_overload_at_a_high_rate_never_fills_the_queue(load: float) -> 
     # (4096, net.core.somaxconn's default). The bench at a quarter of a core (f36ac1c,
     # round 1, 1x: 7.5k/s accepted) filled it with the shortest wait at 424 ms; a full
     # queue drops SYNs and handshakes for the kernel, and the share jumped to 98 %. The
-    # aim is held where the queue fills three quarters of its limit: no check finds it
-    # full (before: 2, 7 and 9 checks, and 0.3 / 5.8 / 10.2 % lost against 0.3 / 4.6 / 9.7).
+    # aim is held where the queue fills three quarters of its limit, and a queue past that
+    # is read at its tail at once: no SYN finds it full (before: 88, 3,482 and 5,538 did,
+    # and 0.3 / 5.8 / 10.3 % of the clients were lost; now 0.4 / 4.8 / 9.9 %).
     capacity = 8000.0
     out = simulate(capacity * load, capacity, seconds=12.0)
     assert out.overflowed == 0, out.overflowed
     assert max(out.drops) < MAX_DROP
     assert out.lost < (load - 1) * 0.8 * out.offered, (out.lost, out.offered)
     assert sorted(out.waits)[int(len(out.waits) * 0.99)] < 0.8 * MAX_WAIT
+
+
+def test_a_queue_past_three_quarters_of_its_limit_drops_at_once() -> None:
+    # The bench's 1x at a quarter of a core (a798f97, round 2), check by check: the queue
+    # grew by ~230 a check behind ~900 accepted, its shortest wait a check behind it. The
+    # aim was capped (351-410 ms), but the wait reached it only at 3,996 queued, and the
+    # next check found the queue full (share 98 %). Past three quarters of 4096 the wait
+    # is read at the queue's tail, and dropping starts at that check.
+    ctl = Control(TARGET)
+    for qlen, accepted, wait, span in (
+        (2512, 896, 0.224, 0.109),
+        (2766, 896, 0.244, 0.111),
+        (2970, 896, 0.264, 0.109),
+        (3016, 896, 0.284, 0.103),
+    ):
+        assert ctl.step(qlen, 4096, accepted, wait, span) == 0
+    assert ctl.step(3174, 4096, 896, 0.304, 0.110) > 0.05
 
 
 def test_the_aim_is_twice_the_target_only_while_the_overload_is_slight() -> None:

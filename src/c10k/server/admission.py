@@ -105,10 +105,11 @@ MIN_TARGET = 0.02
 SLIGHT = 2.0
 FAST = 1.3
 # Whatever the aim, it is at most the wait at which the queue holds ROOM of its limit at
-# the rate we accept: at 8,000 a second twice the target is the whole of a 4096 backlog
-# (net.core.somaxconn's default), and a full queue is what hurts most (bound 1 below).
-# Three quarters lost the fewest in the model at 8,000 and 12,000 a second (a half drops
-# early, nine tenths still fills it: scripts/admission_model.py, docs/BENCHMARKS.md).
+# the rate we accept, and a queue longer than that is read at its tail at once: at 8,000
+# a second twice the target is the whole of a 4096 backlog (net.core.somaxconn's
+# default), and a full queue is what hurts most (bound 1 below). In the model at 8,000
+# and 12,000 a second (scripts/admission_model.py --capacity N --room R) a half drops
+# early, and nine tenths lets a flood fill the queue at 2x-3x; three quarters never did.
 ROOM = 0.75
 ADMIT_HORIZON = 0.5
 MAX_STEP = 0.5
@@ -184,6 +185,7 @@ class Control:
         share of SYNs to drop until then."""
         prev, self.qlen = self.qlen, qlen
         room = math.inf  # the wait at which the queue holds ROOM of its limit
+        crowded = False
         if accepted == 0 and prev > 0 and qlen > 0:
             # Nothing left a standing queue (at the connection cap, or a stalled loop):
             # what stood at the last check has waited at least as long since.
@@ -213,11 +215,21 @@ class Control:
                 # Of the listener's own limit, not of a backlog bound 2 has shrunk.
                 self.full = max(self.full, limit)
                 room = ROOM * self.full * span / leaving
+                if qlen > ROOM * self.full:
+                    # Crowded: the shortest wait, of the queue's head, trails the queue's
+                    # length by a check or two, and at 1x at a quarter of a core that was
+                    # enough to fill it (docs/BENCHMARKS.md, issue 20): read the wait at
+                    # the tail, and act at this check.
+                    crowded = True
+                    tail = qlen * span / leaving
+                    wait = tail if wait is None else max(wait, tail)
         # Connections that joined the queue since the last check, and so the SYNs that
         # came (what passed is 1 - drop of them): the offered load, retries included.
         joined = max(0, accepted + qlen - prev) / (1 - self.drop)
         over = self._over(wait, accepted, joined, room)
         self.over_for = self.over_for + span if over else 0.0
+        if crowded:
+            self.over_for = max(self.over_for, OVER_TIME)
         if self.drop <= 0 and self.over_for < OVER_TIME and qlen < limit:
             self.offered = 0.0
             return 0.0  # not overloaded: the queue emptied since the last check
