@@ -269,7 +269,8 @@ class Control:
         with the batches and the CPU quota's slices). Counted only until SYNs are
         dropped: each comes back a second later, and counted, the retries made a 1.1x
         load read as twice what was served (a trace in docs/BENCHMARKS.md, issue 20). While
-        dropping, a wait past the aim by a target is a flood after all: the target."""
+        dropping, a wait past the aim by a target is a flood after all: the target.
+        Whichever it is, the aim is at most ``room`` (see ROOM)."""
         if wait is None or wait <= min(self.target, room):
             self.joined, self.took, self.slight = 0.0, 0, False
             self.aim = min(self.target, room)
