@@ -200,29 +200,24 @@ class Control:
                 # slept seconds, the check at a wake-up saw four connections (one
                 # accepted, three queued) as a 3 s wait, and 97.5 % of SYNs were dropped.
                 span = min(span, busy)
-            if qlen and accepted and (wait is None or qlen - prev > leaving):
+            if accepted:
+                # Of the listener's own limit, not of a backlog bound 2 has shrunk.
+                self.full = max(self.full, limit)
+                room = ROOM * self.full * span / leaving
+                crowded = qlen > ROOM * self.full
+            if qlen and accepted and (wait is None or qlen - prev > leaving or crowded):
                 # Nothing sampled (not on guard since the last check: the flood has just
-                # begun), or more joined than twice what left (a flood): the shortest
+                # begun), more joined than twice what left (a flood), or crowded (past
+                # ROOM of the limit: act at this check, at 1x at a quarter of a core the
+                # head's wait trailed the length until the queue was full): the shortest
                 # wait read is of the queue's head and trails the flood, so the wait is
                 # read at its tail, what its newest waits for what stands ahead of it at
                 # the rate we accept. A slice's worth of arrivals is a slice's time, far
                 # under the target; a flood is seconds of it, and waiting on the head's
                 # wait let the queue fill past --max-accept-wait (docs/BENCHMARKS.md,
-                # issue 20: at fe16a4e, and a flood met on guard at 62b0482).
+                # issue 20: at fe16a4e, a flood met on guard at 62b0482, and b66452d).
                 tail = qlen * span / leaving
                 wait = tail if wait is None else max(wait, tail)
-            if accepted:
-                # Of the listener's own limit, not of a backlog bound 2 has shrunk.
-                self.full = max(self.full, limit)
-                room = ROOM * self.full * span / leaving
-                if qlen > ROOM * self.full:
-                    # Crowded: the shortest wait, of the queue's head, trails the queue's
-                    # length by a check or two, and at 1x at a quarter of a core that was
-                    # enough to fill it (docs/BENCHMARKS.md, issue 20): read the wait at
-                    # the tail, and act at this check.
-                    crowded = True
-                    tail = qlen * span / leaving
-                    wait = tail if wait is None else max(wait, tail)
         # Connections that joined the queue since the last check, and so the SYNs that
         # came (what passed is 1 - drop of them): the offered load, retries included.
         joined = max(0, accepted + qlen - prev) / (1 - self.drop)
